@@ -1,0 +1,156 @@
+//! Automatic compaction: a background thread per pool that compacts a class once the
+//! frames compaction could free in it reach a threshold.
+//!
+//! Off by default. The kernel does this from its shrinker, under memory pressure; a
+//! userspace pool has no shrinker, so it looks on a timer instead. Its effect on the
+//! pool's users is bounded twice, in the spirit of Redis's active defragmentation and
+//! Mesh, which bound their pauses and their work rate:
+//! - pause: compaction drops its class lock after every source zspage (`compact.rs`),
+//!   so malloc and free of a class wait at most one zspage's worth of copies, and
+//!   readers never wait except on the one object being copied;
+//! - rate: at most `max_pages_per_sec` frames are freed per second (0: no bound), the
+//!   budget being spent per wake-up.
+
+use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::compact::freeable;
+use crate::error::{Error, Result};
+use crate::pool::PoolCore;
+
+/// Settings of the automatic compactor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutoCompact {
+    /// Compact a class once compaction could free this many frames in it; 0 = off.
+    pub threshold_pages: usize,
+    /// How often to look, in milliseconds; 0 = 100.
+    pub interval_ms: u32,
+    /// Most frames freed per second; 0 = no bound.
+    pub max_pages_per_sec: usize,
+}
+
+/// The wake-up period when the configuration says 0.
+pub const DEFAULT_INTERVAL_MS: u32 = 100;
+
+impl AutoCompact {
+    /// Whether the compactor runs.
+    pub fn is_on(&self) -> bool {
+        self.threshold_pages != 0
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval_ms > 3_600_000 {
+            return Err(Error::Invalid("auto-compaction interval above one hour"));
+        }
+        Ok(())
+    }
+
+    fn interval(&self) -> Duration {
+        Duration::from_millis(if self.interval_ms == 0 { DEFAULT_INTERVAL_MS } else { self.interval_ms } as u64)
+    }
+
+    /// Frames that one wake-up may free.
+    pub(crate) fn budget_per_wakeup(&self) -> usize {
+        if self.max_pages_per_sec == 0 {
+            return usize::MAX;
+        }
+        (self.max_pages_per_sec as u128 * self.interval().as_millis() / 1000).max(1) as usize
+    }
+}
+
+struct Shared {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
+
+/// The running compactor; stops and joins its thread when dropped.
+pub(crate) struct AutoCompactor {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl AutoCompactor {
+    pub(crate) fn start(core: Arc<PoolCore>, cfg: AutoCompact) -> std::io::Result<AutoCompactor> {
+        let shared = Arc::new(Shared { stop: Mutex::new(false), wake: Condvar::new() });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new().name("zs-autocompact".into()).spawn(move || {
+            let mut stop = s.stop.lock();
+            while !*stop {
+                s.wake.wait_for(&mut stop, cfg.interval());
+                if *stop {
+                    break;
+                }
+                drop(stop);
+                run_once(&core, &cfg);
+                stop = s.stop.lock();
+            }
+        })?;
+        Ok(AutoCompactor { shared, thread: Some(thread) })
+    }
+}
+
+/// One wake-up: compact the classes over the threshold, within the budget.
+pub(crate) fn run_once(core: &PoolCore, cfg: &AutoCompact) -> usize {
+    // One compaction per pool at a time: an explicit zs_compact running wins.
+    let Some(_running) = core.compaction.try_lock() else { return 0 };
+    let mut budget = cfg.budget_per_wakeup();
+    let mut freed = 0;
+    for ci in 0..core.classes.len() {
+        if budget == 0 {
+            break;
+        }
+        if freeable(core, ci) >= cfg.threshold_pages {
+            let n = core.compact_class(ci, budget).pages_freed;
+            freed += n;
+            budget = budget.saturating_sub(n);
+        }
+    }
+    freed
+}
+
+impl Drop for AutoCompactor {
+    fn drop(&mut self) {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::{AllocFlags, Config, Pool};
+
+    #[test]
+    fn budget_per_wakeup() {
+        let c = AutoCompact { threshold_pages: 1, interval_ms: 0, max_pages_per_sec: 0 };
+        assert_eq!(c.budget_per_wakeup(), usize::MAX);
+        let c = AutoCompact { threshold_pages: 1, interval_ms: 250, max_pages_per_sec: 100 };
+        assert_eq!(c.budget_per_wakeup(), 25);
+        let c = AutoCompact { threshold_pages: 1, interval_ms: 1, max_pages_per_sec: 10 };
+        assert_eq!(c.budget_per_wakeup(), 1, "at least one frame per wake-up");
+    }
+
+    #[test]
+    fn one_wakeup_stays_within_its_budget_and_threshold() {
+        let p = Pool::with_config("auto", &Config { max_pages: 1 << 14, ..Config::default() }).unwrap();
+        let hs: Vec<_> = (0..20_000).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
+        for h in hs.iter().step_by(2) {
+            p.free(*h).unwrap();
+        }
+        let freeable: usize = (0..p.classes.len()).map(|ci| freeable(&p, ci)).sum();
+        assert!(freeable > 10);
+        // A threshold above what any class could free: nothing happens.
+        let high = AutoCompact { threshold_pages: freeable + 1, interval_ms: 1, max_pages_per_sec: 0 };
+        assert_eq!(run_once(&p, &high), 0);
+        // A budget of 4 frames per wake-up: at least that, and at most one zspage more.
+        let slow = AutoCompact { threshold_pages: 1, interval_ms: 100, max_pages_per_sec: 40 };
+        let n = run_once(&p, &slow);
+        assert!((4..4 + crate::class::MAX_CHAIN).contains(&n), "freed {n}");
+        p.check().unwrap();
+    }
+}

@@ -1,0 +1,150 @@
+//! The invariant checker behind `zs_pool_check`: walks every structure of the pool
+//! and reports the first broken invariant.
+//!
+//! It takes every class lock in ascending order (so it sees each class at rest; no
+//! object is mid-move) and then the frame lock; readers and mappers may go on, so pin
+//! counts are not checked, only that live slots are LIVE. For tests and debugging: it
+//! costs time proportional to the pool.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use crate::memmap::FrameType;
+use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::pool::PoolCore;
+use crate::slot::{State, Word};
+use crate::zspage::{fullness_group, ZsPage, GROUP_EMPTY, NONE, NR_GROUPS};
+
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+));
+        }
+    };
+}
+
+impl PoolCore {
+    /// Checks every invariant; `Err` names the first that does not hold.
+    pub fn check(&self) -> Result<(), String> {
+        let guards: Vec<_> = self.classes.iter().map(|c| c.state.lock()).collect();
+        let mut frames_in_zspages: HashSet<u32> = HashSet::new();
+        let mut live_objects = 0usize;
+        let mut free_slots = 0usize;
+        let used_slots = self.handles.used();
+        let mut slot_owner: HashSet<u32> = HashSet::new();
+
+        for (ci, (class, st)) in self.classes.iter().zip(&guards).enumerate() {
+            let spec = &class.spec;
+            let mut requested = 0usize;
+            let mut live = 0usize;
+            let mut zspages = 0usize;
+            for g in 0..NR_GROUPS {
+                let mut n = 0usize;
+                let mut prev: *mut ZsPage = std::ptr::null_mut();
+                let mut zs = st.heads[g];
+                while !zs.is_null() {
+                    n += 1;
+                    ensure!(n <= 1 << 24, "class {ci}: group {g} list does not end");
+                    // SAFETY: list members are live descriptors of this class; we hold
+                    // its lock.
+                    let (z, s) = unsafe { (&*zs, (*zs).state()) };
+                    ensure!(s.prev == prev, "class {ci}: broken back link in group {g}");
+                    ensure!(z.class as usize == ci, "class {ci}: zspage of class {} on its list", z.class);
+                    ensure!(z.nframes as usize == spec.frames, "class {ci}: zspage has {} frames", z.nframes);
+                    ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
+                    let inuse = s.inuse as usize;
+                    ensure!(fullness_group(inuse, spec.objs) == g, "class {ci}: {inuse}/{} in group {g}", spec.objs);
+                    ensure!(g != GROUP_EMPTY, "class {ci}: an empty zspage was kept");
+                    // Frames and their side-table words.
+                    let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
+                    for (k, pfn) in z.frame_list().enumerate() {
+                        ensure!((pfn as usize) < self.frames.top(), "class {ci}: pfn {pfn} above the arena top");
+                        ensure!(frames_in_zspages.insert(pfn), "pfn {pfn} in two zspages");
+                        let w = self.frames.side.get(pfn);
+                        ensure!(
+                            w.frame_type() == ty && w.index() == k && std::ptr::eq(w.zspage(), zs),
+                            "pfn {pfn}: side-table word {:#x} is not ({ty:?}, {k}, its zspage)",
+                            w.raw()
+                        );
+                    }
+                    // The free list.
+                    let mut free = vec![false; spec.objs];
+                    let mut nfree = 0;
+                    let mut o = s.free_head;
+                    while o != NONE {
+                        ensure!((o as usize) < spec.objs, "class {ci}: free object {o} out of range");
+                        ensure!(!free[o as usize], "class {ci}: free list has a cycle");
+                        free[o as usize] = true;
+                        nfree += 1;
+                        o = s.objs[o as usize].link as u16;
+                    }
+                    ensure!(inuse + nfree == spec.objs, "class {ci}: inuse {inuse} + free {nfree} != {}", spec.objs);
+                    // Allocated objects and their slots.
+                    for (obj, meta) in s.objs.iter().enumerate().filter(|(o, _)| !free[*o]) {
+                        let (idx, size) = (meta.link, meta.size as usize);
+                        ensure!(size >= 1 && size <= spec.usable(), "class {ci}: object of {size} bytes");
+                        ensure!((idx as usize) < used_slots, "class {ci}: object names slot {idx}, never issued");
+                        ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
+                        // SAFETY: below the high-water mark.
+                        let w = unsafe { self.handles.slot_unchecked(idx) }.load();
+                        ensure!(w.state() == State::Live, "slot {idx} of a live object is {:?}", w.state());
+                        let loc = z.loc_of(obj * spec.size);
+                        ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
+                        requested += size;
+                    }
+                    live += inuse;
+                    zspages += 1;
+                    prev = zs;
+                    zs = s.next;
+                }
+                ensure!(n == st.counts[g], "class {ci}: group {g} counts {} but holds {n}", st.counts[g]);
+            }
+            // Relaxed: written under the lock we hold.
+            ensure!(class.live.load(Ordering::Relaxed) == live, "class {ci}: live count is off");
+            ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
+            ensure!(class.zspages.load(Ordering::Relaxed) == zspages, "class {ci}: zspage count is off");
+            live_objects += live;
+            // The class's free-slot list.
+            let mut next = st.free_slot;
+            while next != 0 {
+                let idx = (next - 1) as u32;
+                ensure!((idx as usize) < used_slots, "class {ci}: free slot {idx} never issued");
+                ensure!(slot_owner.insert(idx), "slot {idx} is both free and used, or free twice");
+                // SAFETY: below the high-water mark.
+                let w: Word = unsafe { self.handles.slot_unchecked(idx) }.load();
+                ensure!(w.state() == State::Free, "free-listed slot {idx} is {:?}", w.state());
+                free_slots += 1;
+                next = w.loc();
+            }
+        }
+        ensure!(
+            live_objects + free_slots == used_slots,
+            "{live_objects} live + {free_slots} free slots != {used_slots} issued (a slot was lost)"
+        );
+        // Frames: held ones are in zspages, the others are free-listed, once each.
+        ensure!(
+            frames_in_zspages.len() == self.frames.held(),
+            "{} frames in zspages, {} counted held",
+            frames_in_zspages.len(),
+            self.frames.held()
+        );
+        let mut free_frames = HashSet::new();
+        let mut bad = None;
+        self.frames.for_each_free(|pfn| {
+            if !free_frames.insert(pfn) || frames_in_zspages.contains(&pfn) || self.frames.side.get(pfn).raw() != 0 {
+                bad.get_or_insert(pfn);
+            }
+        });
+        ensure!(bad.is_none(), "free frame {} is listed twice, in use, or has a side-table word", bad.unwrap_or(0));
+        ensure!(
+            free_frames.len() + frames_in_zspages.len() == self.frames.top(),
+            "frames lost: {} free + {} held != top {}",
+            free_frames.len(),
+            frames_in_zspages.len(),
+            self.frames.top()
+        );
+        let _ = (PAGE_SHIFT, PAGE_SIZE);
+        drop(guards);
+        Ok(())
+    }
+}

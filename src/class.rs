@@ -1,0 +1,291 @@
+//! Size classes: a pure table computed once at pool creation.
+//!
+//! A class is a slot size. Each class keeps its objects in zspages: chains of
+//! `frames` order-0 frames holding `objs` slots laid end to end, an object allowed to
+//! straddle two frames. Two layouts are built from the same arithmetic:
+//!
+//! - [`Layout::Kernel`], the kernel's table exactly (mm/zsmalloc.c): 255 classes
+//!   16 bytes apart from 32 (`ZS_MIN_ALLOC_SIZE` 32, `CLASS_BITS` 8 so the step is
+//!   PAGE_SIZE >> 8), an 8-byte handle header in every non-huge object
+//!   (`ZS_HANDLE_SIZE`, added to the size before the class lookup), chains of up to
+//!   `CONFIG_ZSMALLOC_CHAIN_SIZE` frames (default 8, range 4..16) chosen as the length
+//!   with the least tail waste, and merging of neighbouring classes whose frames and
+//!   objects per zspage are equal (the smaller sizes use the larger class). The huge
+//!   class size is the largest class that is neither one frame nor one object, minus
+//!   `ZS_HANDLE_SIZE - 1`: 3257, 3625 and 3833 for chains of 4, 8 and 16.
+//! - [`Layout::Dense`], this library's default: the same chain arithmetic with no
+//!   header inside objects (the back-reference from object to handle lives in the
+//!   zspage descriptor) and classes from 16 bytes.
+//!
+//! The lookup from a size to its class is one table load.
+
+use crate::os::PAGE_SIZE;
+
+/// Largest object, in bytes (`ZS_MAX_ALLOC_SIZE`).
+pub const MAX_ALLOC_SIZE: usize = PAGE_SIZE;
+/// Most frames a zspage may have (the kernel's chain size limit is 16).
+pub const MAX_CHAIN: usize = 16;
+/// Fewest frames the chain limit may be set to (kernel: `CONFIG_ZSMALLOC_CHAIN_SIZE` >= 4).
+pub const MIN_CHAIN: usize = 4;
+/// The kernel's handle header, `ZS_HANDLE_SIZE` (sizeof(unsigned long)).
+pub const KERNEL_HANDLE_SIZE: usize = 8;
+
+/// Which class table a pool uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// This library's denser layout (the default).
+    #[default]
+    Dense,
+    /// The kernel's exact table.
+    Kernel,
+}
+
+impl Layout {
+    /// The chain limit used when the configuration says 0.
+    pub fn default_chain(self) -> usize {
+        match self {
+            // The kernel's CONFIG_ZSMALLOC_CHAIN_SIZE default.
+            Layout::Kernel => 8,
+            Layout::Dense => 8,
+        }
+    }
+
+    fn params(self) -> (usize, usize, usize) {
+        // (smallest class, step between classes, in-object header)
+        match self {
+            // ZS_MIN_ALLOC_SIZE = 32, ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS(8).
+            Layout::Kernel => (32, PAGE_SIZE >> 8, KERNEL_HANDLE_SIZE),
+            Layout::Dense => (16, 16, 0),
+        }
+    }
+}
+
+/// One (merged) class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassSpec {
+    /// The class's index in the full table (the kernel's `class->index`): the index of
+    /// the largest size merged into it.
+    pub index: usize,
+    /// Slot size: the stride of objects in a zspage.
+    pub size: usize,
+    /// Frames per zspage.
+    pub frames: usize,
+    /// Objects per zspage.
+    pub objs: usize,
+    /// Bytes at the start of each slot kept for the kernel's handle header.
+    pub header: usize,
+}
+
+impl ClassSpec {
+    /// Bytes a caller may use in a slot of this class.
+    pub fn usable(&self) -> usize {
+        self.size - self.header
+    }
+
+    /// A huge class stores one object per frame.
+    pub fn is_huge(&self) -> bool {
+        self.frames == 1 && self.objs == 1
+    }
+}
+
+/// The chain length (1..=chain) that leaves the least unused tail for slots of `size`:
+/// the first such length wins a tie, and power-of-two sizes take one frame (the rule of
+/// the kernel's calculate_zspage_chain_size()).
+pub fn chain_length(size: usize, chain: usize) -> usize {
+    if size.is_power_of_two() {
+        return 1;
+    }
+    let mut best = (usize::MAX, 1);
+    for k in 1..=chain {
+        let waste = (k * PAGE_SIZE) % size;
+        if waste < best.0 {
+            best = (waste, k);
+        }
+    }
+    best.1
+}
+
+/// The class table of a pool.
+#[derive(Clone, Debug)]
+pub struct ClassTable {
+    layout: Layout,
+    chain: usize,
+    /// Every class of the full table, before merging (index -> spec of its merged class).
+    merged: Vec<usize>,
+    /// The merged classes, in ascending size; `merged` points into this.
+    classes: Vec<ClassSpec>,
+    /// Size in bytes (0..=MAX_ALLOC_SIZE) -> position in `classes`.
+    lookup: Box<[u16]>,
+    huge_class_size: usize,
+    nr_full: usize,
+}
+
+impl ClassTable {
+    /// Builds the table for `layout` with chains of at most `chain` frames.
+    pub fn new(layout: Layout, chain: usize) -> ClassTable {
+        assert!((MIN_CHAIN..=MAX_CHAIN).contains(&chain));
+        let (min, step, header) = layout.params();
+        let n = (PAGE_SIZE - min).div_ceil(step) + 1;
+        let raw: Vec<(usize, usize, usize)> = (0..n)
+            .map(|i| {
+                let size = (min + i * step).min(PAGE_SIZE);
+                let frames = chain_length(size, chain);
+                (size, frames, frames * PAGE_SIZE / size)
+            })
+            .collect();
+
+        // Walk from the largest class down; a class whose (frames, objects) equal those
+        // of the class just above it shares that class.
+        let mut rep = vec![0usize; n];
+        let mut huge_class_size = 0;
+        for i in (0..n).rev() {
+            let (size, frames, objs) = raw[i];
+            if huge_class_size == 0 && frames != 1 && objs != 1 {
+                // The smallest object that no longer fits this class with its header.
+                huge_class_size = size + 1 - header;
+            }
+            rep[i] = if i + 1 < n && raw[rep[i + 1]].1 == frames && raw[rep[i + 1]].2 == objs { rep[i + 1] } else { i };
+        }
+        let mut classes = Vec::new();
+        let mut pos_of = vec![usize::MAX; n];
+        for i in 0..n {
+            if rep[i] == i {
+                let (size, frames, objs) = raw[i];
+                let h = if frames == 1 && objs == 1 { 0 } else { header };
+                pos_of[i] = classes.len();
+                classes.push(ClassSpec { index: i, size, frames, objs, header: h });
+            }
+        }
+        let merged: Vec<usize> = rep.iter().map(|&r| pos_of[r]).collect();
+        let mut lookup = vec![0u16; MAX_ALLOC_SIZE + 1].into_boxed_slice();
+        for (s, entry) in lookup.iter_mut().enumerate() {
+            let with_header = s.max(1) + header;
+            let idx = if with_header <= min { 0 } else { (with_header - min).div_ceil(step) };
+            *entry = merged[idx.min(n - 1)] as u16;
+        }
+        ClassTable { layout, chain, merged, classes, lookup, huge_class_size, nr_full: n }
+    }
+
+    /// The layout this table was built for.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The chain limit.
+    pub fn chain(&self) -> usize {
+        self.chain
+    }
+
+    /// The merged classes, ascending.
+    pub fn classes(&self) -> &[ClassSpec] {
+        &self.classes
+    }
+
+    /// Number of classes in the full table before merging (255 for the kernel's).
+    pub fn nr_full_classes(&self) -> usize {
+        self.nr_full
+    }
+
+    /// Position in [`classes`](Self::classes) of the class for an object of `size`
+    /// bytes (1..=MAX_ALLOC_SIZE).
+    #[inline]
+    pub fn class_for(&self, size: usize) -> usize {
+        self.lookup[size] as usize
+    }
+
+    /// Position of the merged class that full-table `index` belongs to.
+    pub fn merged_of(&self, index: usize) -> Option<usize> {
+        self.merged.get(index).copied()
+    }
+
+    /// Position of the class whose own index is `index` (None if `index` names no
+    /// merged class).
+    pub fn by_index(&self, index: usize) -> Option<usize> {
+        let pos = self.merged_of(index)?;
+        (self.classes[pos].index == index).then_some(pos)
+    }
+
+    /// Smallest object size stored one object per frame.
+    pub fn huge_class_size(&self) -> usize {
+        self.huge_class_size
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's rules, restated independently of the table builder: for every
+    /// class index, the size, the chain, the objects, which class it merges into.
+    fn kernel_reference(chain: usize) -> Vec<(usize, usize, usize)> {
+        (0..255)
+            .map(|i| {
+                let size = (32 + 16 * i).min(4096);
+                let frames = if size & (size - 1) == 0 {
+                    1
+                } else {
+                    (1..=chain).min_by_key(|k| ((k * 4096) % size, *k)).unwrap()
+                };
+                (size, frames, frames * 4096 / size)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kernel_table_matches_published_rules() {
+        for (chain, huge) in [(4, 3257), (8, 3625), (16, 3833)] {
+            let t = ClassTable::new(Layout::Kernel, chain);
+            let reference = kernel_reference(chain);
+            assert_eq!(t.nr_full_classes(), 255);
+            assert_eq!(t.huge_class_size(), huge, "chain {chain}");
+            for (i, &(size, frames, objs)) in reference.iter().enumerate() {
+                let c = t.classes()[t.merged_of(i).unwrap()];
+                // Merged into the nearest larger class with equal frames and objects.
+                let mut j = i;
+                while j + 1 < 255 && reference[j + 1].1 == frames && reference[j + 1].2 == objs {
+                    j += 1;
+                }
+                assert_eq!(c.index, j, "chain {chain} class {i}");
+                assert_eq!((c.frames, c.objs), (frames, objs), "chain {chain} class {i}");
+                assert_eq!(c.size, reference[j].0);
+                let _ = size;
+            }
+            // zs_malloc adds the 8-byte header before the lookup.
+            for s in 1..=4096usize {
+                let idx = if s + 8 <= 32 { 0 } else { (s + 8 - 32).div_ceil(16).min(254) };
+                assert_eq!(t.class_for(s), t.merged_of(idx).unwrap());
+                let c = t.classes()[t.class_for(s)];
+                assert!(c.usable() >= s, "size {s} fits its slot");
+                assert_eq!(c.is_huge(), s >= huge, "size {s}, chain {chain}");
+            }
+        }
+    }
+
+    #[test]
+    fn known_kernel_values_chain_8() {
+        let t = ClassTable::new(Layout::Kernel, 8);
+        // Spot values computed by hand from the rules: 3632 bytes takes 8 frames for 9
+        // objects (80 bytes of tail), 48 bytes takes 3 frames for 256 objects.
+        let c = t.classes()[t.by_index((3632 - 32) / 16).unwrap()];
+        assert_eq!((c.size, c.frames, c.objs), (3632, 8, 9));
+        let c = t.classes()[t.by_index(1).unwrap()];
+        assert_eq!((c.size, c.frames, c.objs), (48, 3, 256));
+        assert_eq!(t.by_index(254).map(|p| t.classes()[p].size), Some(4096));
+    }
+
+    #[test]
+    fn dense_table_fits_every_size() {
+        for chain in [4, 8, 16] {
+            let t = ClassTable::new(Layout::Dense, chain);
+            for s in 1..=4096usize {
+                let c = t.classes()[t.class_for(s)];
+                assert!(c.usable() >= s);
+                assert_eq!(c.header, 0);
+                assert!(c.frames <= chain && c.objs * c.size <= c.frames * PAGE_SIZE);
+            }
+            let h = t.huge_class_size();
+            assert!(t.classes()[t.class_for(h)].is_huge());
+            assert!(!t.classes()[t.class_for(h - 1)].is_huge());
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Compaction: per class, objects move out of the least-used zspages into the most-used
+//! ones, and zspages left empty give their frames back.
+//!
+//! The algorithm is the kernel's (__zs_compact in mm/zsmalloc.c), restated: while the
+//! class has at least a whole zspage's worth of free slots, take the emptiest zspage as
+//! the source and the fullest non-full one as the destination, and move objects from
+//! the first into the second until the source is empty or the destination full. When
+//! that condition fails, the class holds exactly ceil(objects / objects per zspage)
+//! zspages, the ideal.
+//!
+//! # Moving an object
+//!
+//! Under the class lock (so no malloc or free of the class runs, and the zspages' free
+//! lists are ours), the object's slot is claimed with one CAS from `LIVE` with no pins
+//! to `MOVING` (`slot.rs`). A pinned object (mapped, being read or written, or being
+//! freed) cannot be claimed: it is skipped and counted, and its zspage stays. Once
+//! claimed, no one can pin it; readers that try wait out the copy (one object, at most
+//! 4 KiB). The bytes are copied into a free object of the destination, the zspages'
+//! entries updated, and the slot published `LIVE` at the new location with a Release
+//! store. Readers of every other object go on untouched: compaction never blocks a
+//! reader of an object it is not moving.
+//!
+//! # Bounded pauses
+//!
+//! The class lock is dropped after each source zspage (at most one zspage's objects,
+//! copied), so malloc and free of the class wait at most that long. A source whose
+//! objects could not all move (pinned) is not taken again in the same pass.
+//!
+//! Emptied zspages are retired under the lock (off the lists, side-table words
+//! cleared) and released after it: frames back to the OS, descriptors to the epoch
+//! collector.
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+
+use crate::os::PAGE_SIZE;
+use crate::pool::{ClassState, PoolCore, Released};
+use crate::zspage::{ObjMeta, ZsPage, GROUP_EMPTY, GROUP_FULL, NONE};
+
+/// What one compaction did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactStats {
+    /// Frames given back.
+    pub pages_freed: usize,
+    /// Objects moved.
+    pub objs_moved: usize,
+    /// Objects left in place because they were pinned.
+    pub skipped_pinned: usize,
+}
+
+impl CompactStats {
+    fn add(&mut self, o: CompactStats) {
+        self.pages_freed += o.pages_freed;
+        self.objs_moved += o.objs_moved;
+        self.skipped_pinned += o.skipped_pinned;
+    }
+}
+
+/// Whether the class has a whole zspage's worth of free slots (the kernel's
+/// zs_can_compact() being non-zero).
+fn can_compact(st: &ClassState, objs: usize, live: usize) -> bool {
+    let zspages: usize = st.counts.iter().sum();
+    zspages * objs - live >= objs
+}
+
+/// The emptiest zspage not in `tried`, scanning from the 1-10% group up.
+fn pick_source(st: &ClassState, tried: &HashSet<usize>) -> Option<*mut ZsPage> {
+    for g in GROUP_EMPTY + 1..GROUP_FULL {
+        let mut zs = st.heads[g];
+        while !zs.is_null() {
+            if !tried.contains(&(zs as usize)) {
+                return Some(zs);
+            }
+            // SAFETY: list members are live descriptors of the locked class.
+            zs = unsafe { (*zs).state().next };
+        }
+    }
+    None
+}
+
+/// The fullest non-full zspage other than `not`.
+fn pick_destination(st: &ClassState, not: *mut ZsPage) -> Option<*mut ZsPage> {
+    for g in (GROUP_EMPTY + 1..GROUP_FULL).rev() {
+        let mut zs = st.heads[g];
+        while !zs.is_null() {
+            if zs != not {
+                return Some(zs);
+            }
+            // SAFETY: as above.
+            zs = unsafe { (*zs).state().next };
+        }
+    }
+    None
+}
+
+impl PoolCore {
+    /// Compacts every class; returns what it did. A compaction already running on this
+    /// pool makes this one return at once with nothing done, as the kernel's does.
+    pub fn compact(&self) -> CompactStats {
+        let Some(_running) = self.compaction.try_lock() else { return CompactStats::default() };
+        let mut total = CompactStats::default();
+        for ci in 0..self.classes.len() {
+            total.add(self.compact_class(ci, usize::MAX));
+        }
+        total
+    }
+
+    /// Compacts one class (the caller holds the pool's compaction lock), stopping once
+    /// it has freed `budget` frames or more.
+    pub(crate) fn compact_class(&self, ci: usize, budget: usize) -> CompactStats {
+        let class = &self.classes[ci];
+        let spec = class.spec;
+        let mut done = CompactStats::default();
+        let mut tried: HashSet<usize> = HashSet::new();
+        let mut buf = [0u8; PAGE_SIZE];
+        loop {
+            let mut st = class.state.lock();
+            // Relaxed: written under the lock we hold.
+            if done.pages_freed >= budget || !can_compact(&st, spec.objs, class.live.load(Ordering::Relaxed)) {
+                break;
+            }
+            let Some(src) = pick_source(&st, &tried) else { break };
+            tried.insert(src as usize);
+            let mut released: Vec<Released> = Vec::new();
+            // SAFETY: `src` is a live zspage of this class and we hold its lock.
+            let nobj = spec.objs;
+            for obj in 0..nobj {
+                // SAFETY: as above; the state borrow ends within this iteration.
+                let meta = unsafe { (*src).state().objs[obj] };
+                if meta.size == 0 {
+                    continue; // free slot
+                }
+                let Some(dst) = pick_destination(&st, src) else { break };
+                // SAFETY: below the high-water mark (recorded at malloc).
+                let slot = unsafe { self.handles.slot_unchecked(meta.link) };
+                let Some(claimed) = slot.begin_move() else {
+                    done.skipped_pinned += 1;
+                    continue;
+                };
+                // SAFETY: both zspages are live and ours under the class lock; the object
+                // is claimed, so nothing else reads or writes its bytes, and the
+                // destination slot is free, so no one else touches it.
+                let new_loc = unsafe { self.move_object(&mut st, src, obj, dst, meta, &mut buf) };
+                slot.end_move(claimed, new_loc);
+                done.objs_moved += 1;
+                // SAFETY: as above.
+                if unsafe { (*src).state().inuse } == 0 {
+                    break;
+                }
+            }
+            // SAFETY: as above.
+            if unsafe { (*src).state().inuse } == 0 {
+                // SAFETY: live, empty, ours.
+                released.push(unsafe { self.retire(ci, &mut st, src) });
+                done.pages_freed += spec.frames;
+            }
+            drop(st);
+            for r in released {
+                self.release(r);
+            }
+        }
+        let n = &self.counters;
+        // Relaxed: statistics.
+        n.pages_compacted.fetch_add(done.pages_freed as u64, Ordering::Relaxed);
+        n.objs_moved.fetch_add(done.objs_moved as u64, Ordering::Relaxed);
+        n.compact_skipped.fetch_add(done.skipped_pinned as u64, Ordering::Relaxed);
+        done
+    }
+
+    /// Copies object `obj` of `src` into a free object of `dst` and moves its entry;
+    /// returns the new location.
+    ///
+    /// # Safety
+    /// The class lock (`st`) is held, `src` and `dst` are distinct live zspages of the
+    /// class, `dst` is not full, and the object's slot is claimed (MOVING).
+    unsafe fn move_object(
+        &self,
+        st: &mut ClassState,
+        src: *mut ZsPage,
+        obj: usize,
+        dst: *mut ZsPage,
+        meta: ObjMeta,
+        buf: &mut [u8; PAGE_SIZE],
+    ) -> u64 {
+        // SAFETY: caller's contract: live, ours, distinct.
+        let (s, d, zs_src, zs_dst) = unsafe { ((*src).state(), (*dst).state(), &*src, &*dst) };
+        let spec = self.classes[zs_src.class as usize].spec;
+        let to = d.free_head as usize;
+        debug_assert!(to != NONE as usize);
+        let len = spec.usable();
+        let bytes = &mut buf[..len];
+        // SAFETY: the source object is claimed and the destination slot is free; both
+        // spans lie in frames of live zspages held under the class lock.
+        unsafe {
+            self.zspage_span(zs_src, obj * spec.size, len).copy_out(bytes);
+            self.zspage_span(zs_dst, to * spec.size, len).copy_in(bytes);
+        }
+        d.free_head = d.objs[to].link as u16;
+        d.objs[to] = meta;
+        d.inuse += 1;
+        s.objs[obj] = ObjMeta { link: s.free_head as u32, size: 0 };
+        s.free_head = obj as u16;
+        s.inuse -= 1;
+        // SAFETY: both on this class's lists, lock held. An empty source is left in the
+        // empty group until the caller retires it.
+        unsafe {
+            st.regroup(dst, spec.objs);
+            st.regroup(src, spec.objs);
+        }
+        zs_dst.loc_of(to * spec.size)
+    }
+}
+
+/// Frames compaction could free in class `ci` now (for the automatic trigger).
+pub(crate) fn freeable(pool: &PoolCore, ci: usize) -> usize {
+    let c = &pool.classes[ci];
+    // Relaxed: an estimate; the compaction itself rechecks under the lock.
+    let zspages = c.zspages.load(Ordering::Relaxed);
+    let live = c.live.load(Ordering::Relaxed);
+    (zspages * c.spec.objs).saturating_sub(live) / c.spec.objs * c.spec.frames
+}

@@ -1,0 +1,713 @@
+//! The C ABI: `extern "C"` functions only, each a thin call into [`Pool`].
+//!
+//! Conventions (also in the README, "API conventions"):
+//! - Every call runs inside [`ffi_boundary!`]: a panic (an internal bug) prints its
+//!   message and aborts rather than unwinding into C or continuing on a pool whose
+//!   state is unknown.
+//! - Every pointer is checked for NULL. Errors set `errno`; functions returning a
+//!   handle return the negated errno as the handle (`ZS_IS_ERR`), pointer functions
+//!   return NULL, `int` functions return the negated errno. Success leaves `errno`
+//!   alone.
+//! - Misuse (API.md's table) is counted in the pool and, with
+//!   `ZSMALLOC_ABORT_ON_MISUSE=1`, aborts with one line on stderr.
+//! - Extension structs start with `size`; the library reads and writes only that many
+//!   bytes of them.
+//! - Mappings and reads in progress are recorded per thread, so that `zs_unmap_object`
+//!   and `zs_obj_read_end` find the matching begin, and refuse when there is none.
+
+// The C names are the contract.
+#![allow(non_camel_case_types)]
+// `unsigned long` is u64 on every target this library builds for (LP64, checked in
+// lib.rs); the casts keep the C types visible where values cross the boundary.
+#![allow(clippy::unnecessary_cast)]
+
+use std::cell::RefCell;
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr};
+use std::mem::size_of;
+
+use crate::access::{MapMode, MapState, Pin};
+use crate::auto::AutoCompact;
+use crate::class::Layout;
+use crate::error::{report_misuse, Error};
+use crate::handle::Handle;
+use crate::pool::{AllocFlags, Config, Pool};
+use crate::stats::{ClassInfo, PoolInfo};
+
+/// Largest object, in bytes.
+pub const ZS_MAX_ALLOC_SIZE: usize = 4096;
+/// `zs_malloc` flag: fail with `-ENOMEM` rather than take a new frame.
+pub const ZS_ALLOC_NOGROW: c_uint = 1;
+/// Number of fullness groups in `zs_class_info.zspages`.
+pub const ZS_NR_FULLNESS_GROUPS: usize = 12;
+
+// The header is generated from this file alone, so its constants are literals; these
+// tie them to the definitions they restate.
+const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::class::MAX_ALLOC_SIZE);
+const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::zspage::NR_GROUPS);
+const _: () = assert!(ZS_ALLOC_NOGROW == AllocFlags::NOGROW.0);
+
+/// An opaque pool.
+pub struct zs_pool {
+    pool: Pool,
+}
+
+/// How a mapping will be used.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum zs_mapmode {
+    /// Read, and stored back at unmap.
+    ZS_MM_RW = 0,
+    /// Read only.
+    ZS_MM_RO = 1,
+    /// Write only: stored at unmap.
+    ZS_MM_WO = 2,
+}
+
+/// A class layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum zs_layout {
+    /// This library's denser layout (the default).
+    ZS_LAYOUT_DENSE = 0,
+    /// The kernel's exact class table.
+    ZS_LAYOUT_KERNEL = 1,
+}
+
+/// A `zs_mapmode` as C passes it: any integer, checked before use (an out-of-range
+/// value in a Rust enum would be undefined behaviour). The header names the enum.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct MapModeArg(pub c_uint);
+
+/// A `zs_layout` as C stores it; see [`MapModeArg`].
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug)]
+pub struct LayoutArg(pub c_uint);
+
+/// The kernel's pool statistics.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct zs_pool_stats {
+    /// Frames freed by compaction, cumulative.
+    pub pages_compacted: c_ulong,
+}
+
+/// Pool configuration for `zs_create_pool_with`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct zs_pool_config {
+    /// `sizeof(struct zs_pool_config)` as the caller was compiled.
+    pub size: usize,
+    /// Most frames the pool may hold; 0 = no limit.
+    pub max_pages: c_ulong,
+    /// Most frames per zspage, 4..16; 0 = the layout's default.
+    pub chain_size: c_uint,
+    /// The class layout.
+    pub layout: LayoutArg,
+    /// Automatic compaction: compact a class on a background thread once compaction
+    /// could free this many frames in it; 0 = off (the default).
+    pub auto_compact_pages: c_ulong,
+    /// Automatic compaction: most frames freed per second; 0 = no bound.
+    pub auto_compact_max_pages_per_sec: c_ulong,
+    /// Automatic compaction: how often the thread looks, in milliseconds; 0 = 100.
+    pub auto_compact_interval_ms: c_uint,
+}
+
+/// Pool statistics for `zs_pool_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct zs_pool_info {
+    /// `sizeof(struct zs_pool_info)` as the caller was compiled.
+    pub size: usize,
+    /// Live objects.
+    pub live_objects: c_ulong,
+    /// Sum of sizes passed to zs_malloc, live objects.
+    pub requested_bytes: c_ulong,
+    /// Frames held.
+    pub total_pages: c_ulong,
+    /// Metadata held outside the frames, in bytes.
+    pub meta_bytes: c_ulong,
+    /// Frames freed by compaction, cumulative.
+    pub pages_compacted: c_ulong,
+    /// Objects moved by compaction, cumulative.
+    pub objs_moved: c_ulong,
+    /// Objects compaction skipped: mapped or being read.
+    pub compact_skipped_mapped: c_ulong,
+    /// Misuse refused, cumulative.
+    pub misuse_events: c_ulong,
+}
+
+/// Per-class statistics for `zs_class_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct zs_class_info {
+    /// `sizeof(struct zs_class_info)` as the caller was compiled.
+    pub size: usize,
+    /// Slot size in bytes.
+    pub class_size: c_uint,
+    /// Frames per zspage.
+    pub pages_per_zspage: c_uint,
+    /// Objects per zspage.
+    pub objs_per_zspage: c_uint,
+    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+    pub zspages: [c_ulong; ZS_NR_FULLNESS_GROUPS],
+    /// Slots in the class's zspages.
+    pub objs_allocated: c_ulong,
+    /// Live objects.
+    pub objs_inuse: c_ulong,
+    /// Frames held.
+    pub pages_used: c_ulong,
+    /// Frames compaction could free now.
+    pub pages_freeable: c_ulong,
+}
+
+/// Runs an FFI body; a panic is an internal bug: report it and abort.
+macro_rules! ffi_boundary {
+    ($name:literal, $body:block) => {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
+            Ok(v) => v,
+            Err(_) => {
+                eprintln!(concat!("zsmalloc: internal error in ", $name, "; aborting"));
+                std::process::abort()
+            }
+        }
+    };
+}
+
+fn set_errno(e: c_int) {
+    // SAFETY: __errno_location returns this thread's errno, always valid.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// The negated errno as a handle (the kernel's ERR_PTR convention).
+fn err_handle(e: c_int) -> c_ulong {
+    set_errno(e);
+    (-(e as i64)) as u64 as c_ulong
+}
+
+fn is_err_or_zero(h: c_ulong) -> bool {
+    h == 0 || h >= (-4095i64) as u64 as c_ulong
+}
+
+/// The pool behind a pointer, or a misuse (`EINVAL`) for NULL.
+///
+/// # Safety
+/// A non-null `pool` came from `zs_create_pool*` and was not destroyed.
+unsafe fn pool_ref<'a>(pool: *mut zs_pool, call: &str, handle: c_ulong) -> Option<&'a Pool> {
+    if pool.is_null() {
+        report_misuse(call, handle as u64, Error::Invalid("NULL pool"));
+        set_errno(libc::EINVAL);
+        return None;
+    }
+    // SAFETY: caller's contract.
+    Some(unsafe { &(*pool).pool })
+}
+
+/// Copies a caller's extension struct in: reads only `size` bytes.
+///
+/// # Safety
+/// `p` is non-null and valid for reads of the `size` it declares.
+unsafe fn read_sized<T: Copy + Default>(p: *const T, size_of_size: usize) -> Option<T> {
+    // SAFETY: every extension struct starts with a size_t, which the caller provides.
+    let n = unsafe { std::ptr::read_unaligned(p as *const usize) };
+    if n < size_of_size {
+        return None;
+    }
+    let mut out = T::default();
+    // SAFETY: the caller declared n readable bytes; we copy at most size_of::<T>().
+    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, n.min(size_of::<T>())) };
+    Some(out)
+}
+
+/// Copies an extension struct out: writes only the `size` bytes the caller declared,
+/// leaving its `size` as it was.
+///
+/// # Safety
+/// `p` is non-null and valid for writes of the `size` it declares.
+unsafe fn write_sized<T: Copy>(p: *mut T, val: &T) -> bool {
+    // SAFETY: the struct starts with a size_t the caller set.
+    let n = unsafe { std::ptr::read_unaligned(p as *const usize) };
+    if n < size_of::<usize>() {
+        return false;
+    }
+    let n = n.min(size_of::<T>());
+    // SAFETY: we write bytes [size_of(usize), n), inside what the caller declared.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (val as *const T as *const u8).add(size_of::<usize>()),
+            (p as *mut u8).add(size_of::<usize>()),
+            n - size_of::<usize>(),
+        )
+    };
+    true
+}
+
+impl Default for zs_pool_config {
+    fn default() -> Self {
+        zs_pool_config {
+            size: 0,
+            max_pages: 0,
+            chain_size: 0,
+            layout: LayoutArg(0),
+            auto_compact_pages: 0,
+            auto_compact_max_pages_per_sec: 0,
+            auto_compact_interval_ms: 0,
+        }
+    }
+}
+
+/// Creates a pool with the default configuration. `name` may be NULL; it is copied.
+/// Returns NULL with errno set on failure.
+///
+/// # Safety
+/// A non-null `name` is a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn zs_create_pool(name: *const c_char) -> *mut zs_pool {
+    // SAFETY: forwarded contract; a NULL config means the default.
+    unsafe { zs_create_pool_with(name, std::ptr::null()) }
+}
+
+/// Creates a pool with a configuration (NULL: the default). Invalid fields give NULL
+/// with errno `EINVAL`.
+///
+/// # Safety
+/// A non-null `name` is a NUL-terminated string; a non-null `config` points at a
+/// `struct zs_pool_config` whose `size` bytes are readable.
+#[no_mangle]
+pub unsafe extern "C" fn zs_create_pool_with(name: *const c_char, config: *const zs_pool_config) -> *mut zs_pool {
+    ffi_boundary!("zs_create_pool_with", {
+        let name = if name.is_null() {
+            String::new()
+        } else {
+            // SAFETY: caller's contract.
+            unsafe { CStr::from_ptr(name) }.to_string_lossy().into_owned()
+        };
+        let mut cfg = Config::default();
+        if !config.is_null() {
+            // SAFETY: caller's contract.
+            let Some(c) = (unsafe { read_sized(config, size_of::<usize>()) }) else {
+                set_errno(libc::EINVAL);
+                return std::ptr::null_mut();
+            };
+            cfg.max_pages = c.max_pages as usize;
+            cfg.chain_size = c.chain_size as usize;
+            cfg.auto_compact = AutoCompact {
+                threshold_pages: c.auto_compact_pages as usize,
+                interval_ms: c.auto_compact_interval_ms,
+                max_pages_per_sec: c.auto_compact_max_pages_per_sec as usize,
+            };
+            cfg.layout = match c.layout.0 {
+                0 => Layout::Dense,
+                1 => Layout::Kernel,
+                _ => {
+                    set_errno(libc::EINVAL);
+                    return std::ptr::null_mut();
+                }
+            };
+        }
+        match Pool::with_config(&name, &cfg) {
+            Ok(pool) => Box::into_raw(Box::new(zs_pool { pool })),
+            Err(e) => {
+                set_errno(e.errno());
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Frees the pool, every object in it and all its memory. NULL is a no-op. Must not
+/// race with any other call on the pool.
+///
+/// # Safety
+/// A non-null `pool` came from `zs_create_pool*` and was not destroyed.
+#[no_mangle]
+pub unsafe extern "C" fn zs_destroy_pool(pool: *mut zs_pool) {
+    ffi_boundary!("zs_destroy_pool", {
+        if !pool.is_null() {
+            // SAFETY: caller's contract: ours, from Box::into_raw, destroyed once.
+            drop(unsafe { Box::from_raw(pool) });
+        }
+    })
+}
+
+/// Allocates an object of `size` bytes (1..ZS_MAX_ALLOC_SIZE). Returns its handle, or
+/// an error handle (`ZS_IS_ERR`): -EINVAL (size 0, NULL pool, unknown flags), -ENOSPC
+/// (size too large), -ENOMEM (no frame, page limit, or ZS_ALLOC_NOGROW).
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_malloc(pool: *mut zs_pool, size: usize, flags: c_uint) -> c_ulong {
+    ffi_boundary!("zs_malloc", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_malloc", 0) }) else { return err_handle(libc::EINVAL) };
+        match p.malloc(size, AllocFlags(flags)) {
+            Ok(h) => h.to_raw() as c_ulong,
+            Err(e) => err_handle(e.errno()),
+        }
+    })
+}
+
+/// Frees an object. 0 and error handles are no-ops. Refused with errno EBUSY while the
+/// object is mapped or being read, EINVAL for a handle this pool did not issue or
+/// already freed.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_free(pool: *mut zs_pool, handle: c_ulong) {
+    ffi_boundary!("zs_free", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_free", handle) }) else { return };
+        if is_err_or_zero(handle) {
+            return;
+        }
+        if let Err(e) = p.free(Handle::from_raw(handle as u64)) {
+            set_errno(e.errno());
+        }
+    })
+}
+
+/// What a thread has begun and not yet ended.
+enum Active {
+    Map { pool: usize, handle: c_ulong, state: MapState },
+    Read { pool: usize, handle: c_ulong, len: usize, ptr: *const u8, pin: Pin },
+}
+
+thread_local! {
+    static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
+}
+
+fn push_active(a: Active) {
+    ACTIVE.with(|v| v.borrow_mut().push(a));
+}
+
+/// Removes the most recent entry that `matches`.
+fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
+    ACTIVE.with(|v| {
+        let mut v = v.borrow_mut();
+        let i = v.iter().rposition(matches)?;
+        Some(v.remove(i))
+    })
+}
+
+/// Begins a read of the first `mem_len` bytes of an object: returns a pointer into
+/// the pool where they are contiguous, else copies them into `local_copy` and returns
+/// it. The object cannot move or be freed until `zs_obj_read_end` on this thread.
+/// NULL with errno on error.
+///
+/// # Safety
+/// A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn zs_obj_read_begin(
+    pool: *mut zs_pool,
+    handle: c_ulong,
+    mem_len: usize,
+    local_copy: *mut c_void,
+) -> *mut c_void {
+    ffi_boundary!("zs_obj_read_begin", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_obj_read_begin", handle) }) else { return std::ptr::null_mut() };
+        // SAFETY: caller's contract for local_copy.
+        match unsafe { p.read_begin_raw(Handle::from_raw(handle as u64), mem_len, local_copy.cast()) } {
+            Ok((ptr, pin)) => {
+                push_active(Active::Read { pool: pool as usize, handle, len: mem_len, ptr, pin });
+                ptr as *mut c_void
+            }
+            Err(e) => {
+                set_errno(e.errno());
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Ends a read begun on this thread with the same handle and `mem_len`; `handle_mem`
+/// is what `zs_obj_read_begin` returned. errno EINVAL when there is no such read.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, mem_len: usize, handle_mem: *mut c_void) {
+    ffi_boundary!("zs_obj_read_end", {
+        const CALL: &str = "zs_obj_read_end";
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
+        if handle_mem.is_null() && mem_len > 0 {
+            set_errno(p.misuse(CALL, handle as u64, Error::Invalid("NULL handle_mem")).errno());
+            return;
+        }
+        let found = take_active(|a| {
+            matches!(a, Active::Read { pool: q, handle: h, len, ptr, .. }
+                if *q == pool as usize && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
+        });
+        match found {
+            Some(Active::Read { pin, .. }) => p.read_end_raw(pin),
+            _ => {
+                let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_obj_read_begin on this thread"));
+                set_errno(e.errno());
+            }
+        }
+    })
+}
+
+/// Copies `mem_len` bytes from `handle_mem` into the start of the object. errno
+/// EINVAL for a stale handle, a length larger than the object's slot, or NULL
+/// `handle_mem` with a length.
+///
+/// # Safety
+/// A non-null `pool` is live; `handle_mem` is readable for `mem_len` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handle_mem: *const c_void, mem_len: usize) {
+    ffi_boundary!("zs_obj_write", {
+        const CALL: &str = "zs_obj_write";
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
+        let data: &[u8] = if mem_len == 0 {
+            &[]
+        } else if handle_mem.is_null() {
+            set_errno(p.misuse(CALL, handle as u64, Error::Invalid("NULL handle_mem")).errno());
+            return;
+        } else {
+            // SAFETY: caller's contract.
+            unsafe { std::slice::from_raw_parts(handle_mem.cast(), mem_len) }
+        };
+        if let Err(e) = p.write(Handle::from_raw(handle as u64), data) {
+            set_errno(e.errno());
+        }
+    })
+}
+
+/// Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
+/// errno on error.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: MapModeArg) -> *mut c_void {
+    ffi_boundary!("zs_map_object", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_map_object", handle) }) else { return std::ptr::null_mut() };
+        let mode = match mm.0 {
+            0 => MapMode::ReadWrite,
+            1 => MapMode::ReadOnly,
+            2 => MapMode::WriteOnly,
+            _ => {
+                set_errno(libc::EINVAL);
+                return std::ptr::null_mut();
+            }
+        };
+        match p.map_begin(Handle::from_raw(handle as u64), mode) {
+            Ok(state) => {
+                let ptr = state.ptr();
+                push_active(Active::Map { pool: pool as usize, handle, state });
+                ptr.cast()
+            }
+            Err(e) => {
+                set_errno(e.errno());
+                std::ptr::null_mut()
+            }
+        }
+    })
+}
+
+/// Ends this thread's most recent mapping of the handle. errno EINVAL when there is
+/// none.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
+    ffi_boundary!("zs_unmap_object", {
+        const CALL: &str = "zs_unmap_object";
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
+        let found =
+            take_active(|a| matches!(a, Active::Map { pool: q, handle: h, .. } if *q == pool as usize && *h == handle));
+        match found {
+            Some(Active::Map { state, .. }) => p.map_end(state),
+            _ => {
+                let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
+                set_errno(e.errno());
+            }
+        }
+    })
+}
+
+/// Moves objects out of sparse zspages into dense ones and frees the emptied frames;
+/// returns the number of frames freed. Safe while other threads allocate, free, read,
+/// write and map: objects that are mapped or being read are skipped. A compaction
+/// already running on the pool makes this call return 0 at once.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_compact(pool: *mut zs_pool) -> c_ulong {
+    ffi_boundary!("zs_compact", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_compact", 0) }) else { return 0 };
+        p.compact().pages_freed as c_ulong
+    })
+}
+
+/// Frames currently held by the pool's zspages (0 with errno EINVAL for NULL).
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_get_total_pages(pool: *mut zs_pool) -> c_ulong {
+    ffi_boundary!("zs_get_total_pages", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_get_total_pages", 0) }) else { return 0 };
+        p.total_pages() as c_ulong
+    })
+}
+
+/// Smallest size stored one object per frame (0 with errno EINVAL for NULL).
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_huge_class_size(pool: *mut zs_pool) -> usize {
+    ffi_boundary!("zs_huge_class_size", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_huge_class_size", 0) }) else { return 0 };
+        p.huge_class_size()
+    })
+}
+
+/// Index of the (merged) class that `zs_malloc(pool, size, 0)` puts an object in.
+/// UINT_MAX with errno EINVAL for NULL or a size outside 1..ZS_MAX_ALLOC_SIZE.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_lookup_class_index(pool: *mut zs_pool, size: c_uint) -> c_uint {
+    ffi_boundary!("zs_lookup_class_index", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_lookup_class_index", 0) }) else { return c_uint::MAX };
+        match p.lookup_class_index(size as usize) {
+            Ok(i) => i as c_uint,
+            Err(e) => {
+                set_errno(e.errno());
+                c_uint::MAX
+            }
+        }
+    })
+}
+
+/// Fills the kernel's stats struct (errno EINVAL for NULL arguments).
+///
+/// # Safety
+/// A non-null `pool` is live; a non-null `stats` is writable.
+#[no_mangle]
+pub unsafe extern "C" fn zs_pool_stats(pool: *mut zs_pool, stats: *mut zs_pool_stats) {
+    ffi_boundary!("zs_pool_stats", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_pool_stats", 0) }) else { return };
+        if stats.is_null() {
+            set_errno(libc::EINVAL);
+            return;
+        }
+        // SAFETY: caller's contract.
+        unsafe { (*stats).pages_compacted = p.info().pages_compacted as c_ulong };
+    })
+}
+
+/// Fills `info` (only the `info->size` bytes the caller declared). 0, or -EINVAL.
+///
+/// # Safety
+/// A non-null `pool` is live; a non-null `info` is writable for the `size` it declares.
+#[no_mangle]
+pub unsafe extern "C" fn zs_pool_info(pool: *mut zs_pool, info: *mut zs_pool_info) -> c_int {
+    ffi_boundary!("zs_pool_info", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_pool_info", 0) }) else { return -libc::EINVAL };
+        if info.is_null() {
+            set_errno(libc::EINVAL);
+            return -libc::EINVAL;
+        }
+        let i: PoolInfo = p.info();
+        let out = zs_pool_info {
+            size: 0,
+            live_objects: i.live_objects as c_ulong,
+            requested_bytes: i.requested_bytes as c_ulong,
+            total_pages: i.total_pages as c_ulong,
+            meta_bytes: i.meta_bytes as c_ulong,
+            pages_compacted: i.pages_compacted as c_ulong,
+            objs_moved: i.objs_moved as c_ulong,
+            compact_skipped_mapped: i.compact_skipped_mapped as c_ulong,
+            misuse_events: i.misuse_events as c_ulong,
+        };
+        // SAFETY: caller's contract.
+        if unsafe { write_sized(info, &out) } {
+            0
+        } else {
+            set_errno(libc::EINVAL);
+            -libc::EINVAL
+        }
+    })
+}
+
+/// Fills `info` for the class with index `index` (as `zs_lookup_class_index` returns).
+/// 0, or -EINVAL for an index that names no class.
+///
+/// # Safety
+/// A non-null `pool` is live; a non-null `info` is writable for the `size` it declares.
+#[no_mangle]
+pub unsafe extern "C" fn zs_class_info(pool: *mut zs_pool, index: c_uint, info: *mut zs_class_info) -> c_int {
+    ffi_boundary!("zs_class_info", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_class_info", 0) }) else { return -libc::EINVAL };
+        if info.is_null() {
+            set_errno(libc::EINVAL);
+            return -libc::EINVAL;
+        }
+        let c: ClassInfo = match p.class_info(index as usize) {
+            Ok(c) => c,
+            Err(e) => {
+                set_errno(e.errno());
+                return -e.errno();
+            }
+        };
+        let out = zs_class_info {
+            size: 0,
+            class_size: c.class_size as c_uint,
+            pages_per_zspage: c.pages_per_zspage as c_uint,
+            objs_per_zspage: c.objs_per_zspage as c_uint,
+            zspages: c.zspages.map(|n| n as c_ulong),
+            objs_allocated: c.objs_allocated as c_ulong,
+            objs_inuse: c.objs_inuse as c_ulong,
+            pages_used: c.pages_used as c_ulong,
+            pages_freeable: c.pages_freeable as c_ulong,
+        };
+        // SAFETY: caller's contract.
+        if unsafe { write_sized(info, &out) } {
+            0
+        } else {
+            set_errno(libc::EINVAL);
+            -libc::EINVAL
+        }
+    })
+}
+
+/// Walks every internal invariant. 0, or -EUCLEAN ("structure needs cleaning") with
+/// a message on stderr naming the first broken invariant; -EINVAL for NULL.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_pool_check(pool: *mut zs_pool) -> c_int {
+    ffi_boundary!("zs_pool_check", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_pool_check", 0) }) else { return -libc::EINVAL };
+        match p.check() {
+            Ok(()) => 0,
+            Err(msg) => {
+                eprintln!("zsmalloc: zs_pool_check({:?}): {msg}", p.name());
+                set_errno(libc::EUCLEAN);
+                -libc::EUCLEAN
+            }
+        }
+    })
+}

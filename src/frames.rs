@@ -1,0 +1,185 @@
+//! Frames: order-0 pages of one mmap-backed arena, handed out and taken back one at a
+//! time, like the pages zsmalloc takes from the kernel's page allocator.
+//!
+//! The arena is reserved whole at pool creation and committed from the bottom in
+//! [`COMMIT_STEP`] steps as the high-water mark (`top`) rises. A frame's number (pfn)
+//! is its index in the arena. Freed frames go back to the operating system at once
+//! (`MADV_DONTNEED`), so the resident set follows the pool, and are reused before the
+//! arena grows. The frame lock is a leaf lock: it is taken only while a zspage is born
+//! or dies, never on the malloc/free fast path, and nothing is acquired under it.
+//!
+//! Frames are handed out in ascending runs where possible (fresh frames from `top`
+//! are consecutive; freed ones are pushed so that they pop back in ascending order),
+//! because objects straddling two adjacent frames can then be read in place.
+
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::memmap::SideTable;
+use crate::os::{Region, PAGE_SIZE};
+
+/// Frames committed at a time as the arena grows (2 MiB): few mprotect calls, and a
+/// whole page of side table per step.
+pub const COMMIT_STEP: usize = 512;
+
+struct FrameState {
+    /// Freed frames, popped from the end.
+    free: Vec<u32>,
+    /// Frames below this pfn have been handed out at least once.
+    top: usize,
+    /// Frames below this pfn are committed.
+    committed: usize,
+}
+
+/// The arena, its side table, and the frame allocator.
+pub struct FrameSource {
+    arena: Region,
+    /// One word per frame; see `memmap.rs`.
+    pub side: SideTable,
+    nframes: usize,
+    limit: usize,
+    state: Mutex<FrameState>,
+    /// Frames currently held by zspages.
+    held: AtomicUsize,
+}
+
+impl FrameSource {
+    /// Reserves an arena of `nframes` frames; at most `limit` may be held at once.
+    pub fn new(nframes: usize, limit: usize) -> Result<FrameSource, i32> {
+        Ok(FrameSource {
+            arena: Region::reserve(nframes * PAGE_SIZE)?,
+            side: SideTable::reserve(nframes)?,
+            nframes,
+            limit: limit.min(nframes),
+            state: Mutex::new(FrameState { free: Vec::new(), top: 0, committed: 0 }),
+            held: AtomicUsize::new(0),
+        })
+    }
+
+    /// Address of the first byte of frame `pfn`.
+    #[inline]
+    pub fn frame_addr(&self, pfn: u32) -> *mut u8 {
+        debug_assert!((pfn as usize) < self.nframes);
+        // SAFETY: pfn < nframes, so the offset lies inside the arena reservation.
+        unsafe { self.arena.base().add(pfn as usize * PAGE_SIZE) }
+    }
+
+    /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset).
+    #[inline]
+    pub fn addr(&self, loc: u64) -> *mut u8 {
+        debug_assert!((loc as usize) < self.nframes * PAGE_SIZE);
+        // SAFETY: locations are built from pfns below nframes and offsets below
+        // PAGE_SIZE, so they lie inside the arena reservation.
+        unsafe { self.arena.base().add(loc as usize) }
+    }
+
+    /// Frames currently held.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The arena's high-water mark: every pfn ever handed out is below it.
+    pub fn top(&self) -> usize {
+        self.state.lock().top
+    }
+
+    /// Frames the arena can hold.
+    pub fn capacity(&self) -> usize {
+        self.nframes
+    }
+
+    /// Frames in the free list (handed out before, now free).
+    pub fn free_count(&self) -> usize {
+        self.state.lock().free.len()
+    }
+
+    /// Takes `out.len()` frames, or none: `Err(ENOMEM)` when the limit would be passed
+    /// or the arena is exhausted.
+    pub fn alloc(&self, out: &mut [u32]) -> Result<(), i32> {
+        let n = out.len();
+        let mut st = self.state.lock();
+        let held = self.held.load(Ordering::Relaxed);
+        if held + n > self.limit {
+            return Err(libc::ENOMEM);
+        }
+        let from_free = n.min(st.free.len());
+        let fresh = n - from_free;
+        if st.top + fresh > self.nframes {
+            return Err(libc::ENOMEM);
+        }
+        if st.top + fresh > st.committed {
+            let new_committed = (st.top + fresh).div_ceil(COMMIT_STEP) * COMMIT_STEP;
+            let new_committed = new_committed.min(self.nframes);
+            self.arena.commit(st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE)?;
+            self.side.commit(st.committed, new_committed)?;
+            st.committed = new_committed;
+        }
+        for slot in out.iter_mut().take(from_free) {
+            *slot = st.free.pop().expect("counted above");
+        }
+        for slot in out.iter_mut().skip(from_free) {
+            *slot = st.top as u32;
+            st.top += 1;
+        }
+        // Relaxed: `held` is a statistic and a limit read under the frame lock.
+        self.held.store(held + n, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Gives frames back. Their side-table words must already be cleared, and nothing
+    /// may touch their contents any more.
+    pub fn free(&self, frames: &[u32]) {
+        // Return the memory first, outside the lock, one madvise per adjacent run.
+        let mut i = 0;
+        while i < frames.len() {
+            let mut j = i + 1;
+            while j < frames.len() && frames[j] == frames[j - 1] + 1 {
+                j += 1;
+            }
+            self.arena.discard(frames[i] as usize * PAGE_SIZE, (j - i) * PAGE_SIZE);
+            i = j;
+        }
+        let mut st = self.state.lock();
+        // Reverse, so that the next allocation pops them back in ascending order.
+        st.free.extend(frames.iter().rev());
+        let held = self.held.load(Ordering::Relaxed);
+        self.held.store(held - frames.len(), Ordering::Relaxed);
+    }
+
+    /// Calls `f` with every free-listed pfn (for the invariant checker).
+    pub fn for_each_free(&self, mut f: impl FnMut(u32)) {
+        for &p in &self.state.lock().free {
+            f(p);
+        }
+    }
+
+    /// Bytes of side table attributed to the frames held.
+    pub fn side_table_bytes(&self) -> usize {
+        self.held() * std::mem::size_of::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alloc_free_reuse_and_limit() {
+        let fs = FrameSource::new(4096, 10).unwrap();
+        let mut a = [0u32; 4];
+        fs.alloc(&mut a).unwrap();
+        assert_eq!(a, [0, 1, 2, 3]);
+        let mut b = [0u32; 7];
+        assert_eq!(fs.alloc(&mut b), Err(libc::ENOMEM), "limit of 10 frames");
+        assert_eq!(fs.held(), 4);
+        // SAFETY: frame 1 is held and committed.
+        unsafe { fs.frame_addr(1).write(42) };
+        fs.free(&a[..2]);
+        assert_eq!(fs.held(), 2);
+        let mut c = [0u32; 3];
+        fs.alloc(&mut c).unwrap();
+        assert_eq!(c, [0, 1, 4], "freed frames come back ascending, then the arena grows");
+        // SAFETY: frame 1 is held again; its old contents were discarded.
+        assert_eq!(unsafe { fs.frame_addr(1).read() }, 0);
+    }
+}

@@ -1,0 +1,187 @@
+//! Handles and the handle table.
+//!
+//! A handle names a slot of the pool's handle table; the slot (see `slot.rs`) holds
+//! where the object is now. Compaction and migration rewrite the slot, never the handle.
+//!
+//! # Handle encoding
+//!
+//! ```text
+//!  63        48 47        32 31                     0
+//! +------------+------------+------------------------+
+//! |  pool tag  | generation |     slot index + 1     |
+//! +------------+------------+------------------------+
+//! ```
+//!
+//! The pool tag (1..=0xFFFE) differs between pools alive at once unless 65534 pools
+//! were created in between, so a handle from another pool is refused; the generation
+//! refuses stale handles; the index is checked against the table's high-water mark.
+//! Every valid handle is at least 2^48, so it is never 0 and never in the error range
+//! (values >= -4095, whose top 16 bits are all ones: the tag is never 0xFFFF).
+//!
+//! The table is a reserved range of slots committed as it grows. Slots are taken in
+//! batches by a class (under a small growth lock that nothing nests in) and then live
+//! in that class's free-slot list, linked through the slots themselves, so malloc and
+//! free touch only their class's lock.
+
+use parking_lot::Mutex;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+
+use crate::os::{Region, PAGE_SIZE};
+use crate::slot::Slot;
+
+/// A handle: opaque, stable, never 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(transparent)]
+pub struct Handle(pub(crate) u64);
+
+impl Handle {
+    pub(crate) fn new(tag: u16, gen: u16, index: u32) -> Handle {
+        Handle(((tag as u64) << 48) | ((gen as u64) << 32) | (index as u64 + 1))
+    }
+
+    /// The raw value (what the C ABI calls an `unsigned long` handle).
+    pub fn to_raw(self) -> u64 {
+        self.0
+    }
+
+    /// A handle from its raw value. Any value is accepted here; the pool refuses the
+    /// ones it did not issue.
+    pub fn from_raw(raw: u64) -> Handle {
+        Handle(raw)
+    }
+
+    pub(crate) fn tag(self) -> u16 {
+        (self.0 >> 48) as u16
+    }
+
+    pub(crate) fn gen(self) -> u16 {
+        (self.0 >> 32) as u16
+    }
+
+    /// The slot index, or None for a value no pool issues (low half 0).
+    pub(crate) fn index(self) -> Option<u32> {
+        (self.0 as u32).checked_sub(1)
+    }
+}
+
+/// Hands out pool tags: consecutive pools get different tags.
+pub(crate) fn next_pool_tag() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Relaxed: uniqueness comes from the RMW itself.
+    let t = NEXT.fetch_add(1, Ordering::Relaxed);
+    // Spread consecutive tags over the space (an odd multiplier is a bijection on
+    // u16); 0 and 0xFFFF are never used.
+    (t.wrapping_mul(0x9E37) as u32 % 0xFFFE + 1) as u16
+}
+
+/// Slots taken from the table at once by a class whose free list is empty.
+pub const SLOT_BATCH: usize = 64;
+const SLOTS_PER_PAGE: usize = PAGE_SIZE / 8;
+
+/// The handle table.
+pub struct HandleTable {
+    region: Region,
+    capacity: usize,
+    /// Slots below this index have been handed to a class (growth lock).
+    grow: Mutex<usize>,
+    /// Mirror of the high-water mark for lock-free bounds checks.
+    used: AtomicUsize,
+}
+
+impl HandleTable {
+    /// Reserves a table of `capacity` slots (at most 2^32 - 1).
+    pub fn new(capacity: usize) -> Result<HandleTable, i32> {
+        let capacity = capacity.clamp(SLOT_BATCH, u32::MAX as usize - 1);
+        Ok(HandleTable {
+            region: Region::reserve(capacity * 8)?,
+            capacity,
+            grow: Mutex::new(0),
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The slot at `index`, if it was ever handed out.
+    #[inline]
+    pub fn get(&self, index: u32) -> Option<&Slot> {
+        // Acquire: pairs with the Release in `take_batch`, so a slot below the mark
+        // is committed.
+        if (index as usize) < self.used.load(Ordering::Acquire) {
+            // SAFETY: below the high-water mark, so committed, zero-initialised and
+            // aligned; slots are only accessed atomically.
+            Some(unsafe { self.slot_unchecked(index) })
+        } else {
+            None
+        }
+    }
+
+    /// # Safety
+    /// `index` must be below the high-water mark.
+    #[inline]
+    pub unsafe fn slot_unchecked(&self, index: u32) -> &Slot {
+        // SAFETY: the caller guarantees the slot is committed; Slot is a transparent
+        // AtomicU64, valid for any bit pattern including the zeros of fresh pages.
+        unsafe { &*(self.region.base() as *const Slot).add(index as usize) }
+    }
+
+    /// Hands out `SLOT_BATCH` never-used slots: returns the first index.
+    pub fn take_batch(&self) -> Result<u32, i32> {
+        let mut top = self.grow.lock();
+        if *top + SLOT_BATCH > self.capacity {
+            return Err(libc::ENOMEM);
+        }
+        let first_page = top.div_ceil(SLOTS_PER_PAGE);
+        let last_page = (*top + SLOT_BATCH).div_ceil(SLOTS_PER_PAGE);
+        if last_page > first_page {
+            self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
+        }
+        let first = *top as u32;
+        *top += SLOT_BATCH;
+        // Release: the commit above happens-before any `get` that sees the new mark.
+        self.used.store(*top, Ordering::Release);
+        Ok(first)
+    }
+
+    /// Slots handed out so far (every index below is a valid `get`).
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Bytes of metadata the table holds (its committed slots).
+    pub fn bytes(&self) -> usize {
+        self.used().div_ceil(SLOTS_PER_PAGE) * PAGE_SIZE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handle_fields() {
+        let h = Handle::new(0xFFFE, 0xFFFF, u32::MAX - 1);
+        assert_eq!((h.tag(), h.gen(), h.index()), (0xFFFE, 0xFFFF, Some(u32::MAX - 1)));
+        assert!(h.to_raw() < (-4095i64) as u64, "never in the error range");
+        assert_eq!(Handle::from_raw(1 << 48).index(), None);
+    }
+
+    #[test]
+    fn tags_avoid_reserved_values() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let t = next_pool_tag();
+            assert!(t != 0 && t != 0xFFFF);
+            seen.insert(t);
+        }
+        assert!(seen.len() >= 999, "consecutive pools get different tags");
+    }
+
+    #[test]
+    fn table_grows_in_batches() {
+        let t = HandleTable::new(1000).unwrap();
+        assert!(t.get(0).is_none());
+        assert_eq!(t.take_batch().unwrap(), 0);
+        assert_eq!(t.take_batch().unwrap(), SLOT_BATCH as u32);
+        assert!(t.get(2 * SLOT_BATCH as u32 - 1).is_some());
+        assert!(t.get(2 * SLOT_BATCH as u32).is_none());
+    }
+}

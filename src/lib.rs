@@ -1,0 +1,100 @@
+//! # zsmalloc in userspace
+//!
+//! The Linux kernel's allocator for compressed pages, as a library with a C ABI.
+//! Objects of 1..4096 bytes are packed densely into zspages, chains of order-0 frames,
+//! and reached through opaque handles so that they can be moved.
+//!
+//! ## The layers, bottom to top
+//!
+//! - `os` — the only module that talks to mmap, mprotect and madvise.
+//! - `frames` — the arena: one reservation, order-0 frames handed out one at a time,
+//!   freed frames returned to the OS.
+//! - `memmap` — the side table: one word per frame (type, index in its zspage, the
+//!   zspage descriptor's address) and no other per-frame metadata.
+//! - `class` — the class table: sizes, frames and objects per zspage, merging; the
+//!   kernel's exact table and this library's denser default.
+//! - `zspage` — the zspage descriptor: its frames, its objects' free list and
+//!   back-references to their handles, its fullness group.
+//! - `slot`, `handle` — the handle table: a handle names a slot; the slot holds the
+//!   object's location, a generation, and a pin count.
+//! - `pool`, `access`, `stats`, `check` — malloc and free under per-class locks;
+//!   reads, writes and maps without locks; statistics; the invariant checker.
+//! - `ffi` — the C ABI, a thin layer over [`Pool`].
+//!
+//! ## Lock order
+//!
+//! Pool compaction lock, then one class lock (the checker takes all, ascending), then
+//! the leaf locks (frame source, handle-table growth). Readers, writers and mappers
+//! take no lock at all.
+//!
+//! ## The life of a handle
+//!
+//! `malloc` takes a free slot of its class and the first free object of the class's
+//! fullest non-full zspage, and publishes the object's location in the slot. A read,
+//! write or map pins the object with one CAS on the slot (a count, not a guard, so a
+//! mapping can outlive the call); while pinned the object cannot move or be freed, so
+//! its bytes, frames and descriptor stay put without any lock or epoch guard. `free`
+//! pins the object too (which makes its class certain), takes the class lock, and turns
+//! the slot free with a new generation unless someone else pins it (EBUSY). A zspage
+//! whose last object goes gives its frames back to the OS at once and its descriptor to
+//! crossbeam-epoch, because lock-free walkers of the side table may still be reading
+//! it. Handles carry the pool's tag, the slot's generation and its index, so stale,
+//! foreign and invented handles are refused.
+//!
+//! Pins are kept per object in the handle slot rather than per zspage: `zs_free` must
+//! refuse exactly the objects that are mapped, and compaction then skips only the
+//! pinned objects, not their whole zspage.
+
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+
+#[cfg(not(target_pointer_width = "64"))]
+compile_error!("zsmalloc needs a 64-bit target: handles are unsigned long");
+
+pub mod slot;
+pub mod sync;
+
+#[cfg(not(loom))]
+mod access;
+#[cfg(not(loom))]
+pub mod auto;
+#[cfg(not(loom))]
+mod check;
+#[cfg(not(loom))]
+pub mod class;
+#[cfg(not(loom))]
+pub mod compact;
+#[cfg(not(loom))]
+pub mod error;
+#[cfg(not(loom))]
+pub mod ffi;
+#[cfg(not(loom))]
+pub mod frames;
+#[cfg(not(loom))]
+pub mod handle;
+#[cfg(not(loom))]
+pub mod memmap;
+#[cfg(not(loom))]
+pub mod os;
+#[cfg(not(loom))]
+pub mod pool;
+#[cfg(not(loom))]
+pub mod stats;
+#[cfg(not(loom))]
+pub mod zspage;
+
+#[cfg(not(loom))]
+pub use access::{MapMode, Mapping, ObjRead};
+#[cfg(not(loom))]
+pub use auto::AutoCompact;
+#[cfg(not(loom))]
+pub use class::Layout;
+#[cfg(not(loom))]
+pub use compact::CompactStats;
+#[cfg(not(loom))]
+pub use error::{Error, Result};
+#[cfg(not(loom))]
+pub use handle::Handle;
+#[cfg(not(loom))]
+pub use pool::{AllocFlags, Config, Pool, PoolCore};
+#[cfg(not(loom))]
+pub use stats::{ClassInfo, PoolInfo};

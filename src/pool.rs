@@ -1,0 +1,555 @@
+//! The pool: classes with their fullness lists behind per-class locks; malloc and free.
+//!
+//! # Locks, in the order they may be taken
+//!
+//! 1. `compaction` (pool): one compaction at a time.
+//! 2. a class's `state` lock: its fullness lists, its zspages' object lists and its
+//!    free-slot list. malloc and free take only the lock of their object's class.
+//!    The checker takes every class lock, in ascending class order.
+//! 3. leaf locks, never held while taking another: the frame source's (taken only
+//!    when a zspage is born or dies) and the handle table's growth lock (taken once
+//!    per [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles).
+//!
+//! Reads, writes and maps take no lock: they pin the object in its handle slot
+//! (`slot.rs`).
+//!
+//! # The life of a handle
+//!
+//! `malloc` pops a slot from its class's free-slot list (taking a fresh batch from the
+//! handle table when empty), takes the first free object of the fullest zspage that
+//! is not full (a new zspage when there is none), records the slot in the zspage's
+//! entry for the object, and publishes `LIVE(gen, location)` in the slot. The handle
+//! is the pool's tag, the slot's generation and its index. `free` pins the object,
+//! takes the class lock, and turns the slot `FREE(gen + 1)` if no one else pins it;
+//! the object goes back to its zspage's free list, and a zspage left empty gives its
+//! frames back to the frame source and its descriptor to the epoch collector.
+
+use crossbeam_epoch as epoch;
+use parking_lot::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crate::auto::{AutoCompact, AutoCompactor};
+use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
+use crate::error::{report_misuse, Error, Result};
+use crate::frames::FrameSource;
+use crate::handle::{next_pool_tag, Handle, HandleTable};
+use crate::memmap::{FrameType, FrameWord};
+use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
+use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
+use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, GROUP_EMPTY, GROUP_FULL, NONE, NR_GROUPS};
+
+/// Most frames a pool's arena can address: a slot's location has 37 bits.
+pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
+
+/// A pool's configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Most frames the pool may hold; 0 means no limit but the arena's.
+    pub max_pages: usize,
+    /// Most frames per zspage, 4..=16; 0 means the layout's default.
+    pub chain_size: usize,
+    /// The class table.
+    pub layout: Layout,
+    /// Automatic compaction (off by default).
+    pub auto_compact: AutoCompact,
+}
+
+/// Allocation flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFlags(pub u32);
+
+impl AllocFlags {
+    /// Fail with `NoMemory` rather than take a new frame (`ZS_ALLOC_NOGROW`).
+    pub const NOGROW: AllocFlags = AllocFlags(1);
+    /// Every defined flag bit.
+    pub const ALL: u32 = 1;
+}
+
+/// The state a class lock protects.
+pub(crate) struct ClassState {
+    /// Heads of the fullness groups' lists.
+    pub heads: [*mut ZsPage; NR_GROUPS],
+    /// Zspages per group.
+    pub counts: [usize; NR_GROUPS],
+    /// First free handle slot of this class, plus one (0: none).
+    pub free_slot: u64,
+}
+
+// SAFETY: the raw pointers name descriptors owned by the pool; they are only followed
+// while the mutex around this state is held.
+unsafe impl Send for ClassState {}
+
+impl ClassState {
+    /// Puts `zs` at the head of group `g`'s list.
+    ///
+    /// # Safety
+    /// `zs` is a live descriptor of this class, on no list; the class lock is held.
+    unsafe fn push(&mut self, zs: *mut ZsPage, g: usize) {
+        // SAFETY: caller's contract: live, ours, locked.
+        let s = unsafe { (*zs).state() };
+        s.group = g as u8;
+        s.prev = std::ptr::null_mut();
+        s.next = self.heads[g];
+        if !s.next.is_null() {
+            // SAFETY: list members are live descriptors of this class.
+            unsafe { (*s.next).state().prev = zs };
+        }
+        self.heads[g] = zs;
+        self.counts[g] += 1;
+    }
+
+    /// Takes `zs` off its group's list.
+    ///
+    /// # Safety
+    /// `zs` is a live descriptor on one of this class's lists; the class lock is held.
+    pub(crate) unsafe fn unlink(&mut self, zs: *mut ZsPage) {
+        // SAFETY: caller's contract.
+        let s = unsafe { (*zs).state() };
+        let g = s.group as usize;
+        let (prev, next) = (s.prev, s.next);
+        if prev.is_null() {
+            self.heads[g] = next;
+        } else {
+            // SAFETY: list members are live descriptors of this class.
+            unsafe { (*prev).state().next = next };
+        }
+        if !next.is_null() {
+            // SAFETY: as above.
+            unsafe { (*next).state().prev = prev };
+        }
+        self.counts[g] -= 1;
+    }
+
+    /// Moves `zs` to the group its use now calls for.
+    ///
+    /// # Safety
+    /// As for [`unlink`](Self::unlink).
+    pub(crate) unsafe fn regroup(&mut self, zs: *mut ZsPage, objs: usize) {
+        // SAFETY: caller's contract.
+        let (now, want) = unsafe {
+            let s = (*zs).state();
+            (s.group as usize, fullness_group(s.inuse as usize, objs))
+        };
+        if now != want {
+            // SAFETY: caller's contract.
+            unsafe {
+                self.unlink(zs);
+                self.push(zs, want);
+            }
+        }
+    }
+
+    /// The zspage malloc should fill: the head of the fullest group that is not full.
+    fn pick(&self) -> Option<*mut ZsPage> {
+        (GROUP_EMPTY..GROUP_FULL).rev().map(|g| self.heads[g]).find(|z| !z.is_null())
+    }
+}
+
+/// A class: its parameters, its lock, and statistics readable without the lock.
+#[repr(align(128))]
+pub(crate) struct Class {
+    pub spec: ClassSpec,
+    pub state: Mutex<ClassState>,
+    /// Live objects. Written under the lock, read anywhere.
+    pub live: AtomicUsize,
+    /// Bytes requested by live objects. As `live`.
+    pub requested: AtomicUsize,
+    /// Zspages. As `live`.
+    pub zspages: AtomicUsize,
+}
+
+/// Adds `d` to a statistic that only the holder of a lock writes.
+#[inline]
+pub(crate) fn bump(a: &AtomicUsize, d: isize) {
+    // Relaxed load and store: one writer at a time (the lock), readers want a value.
+    a.store(a.load(Ordering::Relaxed).wrapping_add_signed(d), Ordering::Relaxed);
+}
+
+/// Cumulative counters.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub misuse: AtomicU64,
+    pub pages_compacted: AtomicU64,
+    pub objs_moved: AtomicU64,
+    pub compact_skipped: AtomicU64,
+}
+
+/// Everything a pool is; shared (behind [`Pool`]) with its automatic compactor.
+pub struct PoolCore {
+    name: String,
+    tag: u16,
+    pub(crate) table: ClassTable,
+    pub(crate) frames: FrameSource,
+    pub(crate) handles: HandleTable,
+    pub(crate) classes: Box<[Class]>,
+    pub(crate) counters: Counters,
+    pub(crate) compaction: Mutex<()>,
+}
+
+/// A zspage taken off its lists under the class lock, to be released after it.
+pub(crate) struct Released {
+    zs: *mut ZsPage,
+}
+
+impl PoolCore {
+    /// The pool's structures for `config`.
+    fn build(name: &str, config: &Config) -> Result<PoolCore> {
+        if system_page_size() != PAGE_SIZE {
+            return Err(Error::Invalid("this library needs 4 KiB pages"));
+        }
+        let chain = match config.chain_size {
+            0 => config.layout.default_chain(),
+            c if (MIN_CHAIN..=MAX_CHAIN).contains(&c) => c,
+            _ => return Err(Error::Invalid("chain_size must be 0 or 4..16")),
+        };
+        config.auto_compact.validate()?;
+        if config.max_pages > MAX_POOL_FRAMES {
+            return Err(Error::Invalid("max_pages above the arena's limit (2^25 frames)"));
+        }
+        let table = ClassTable::new(config.layout, chain);
+        // Without a limit, reserve (not commit) as many frames as the machine has memory.
+        let nframes = if config.max_pages != 0 {
+            config.max_pages
+        } else {
+            (physical_memory() / PAGE_SIZE).clamp(1 << 16, MAX_POOL_FRAMES)
+        };
+        let limit = if config.max_pages != 0 { config.max_pages } else { nframes };
+        let smallest = table.classes()[0].size;
+        let frames = FrameSource::new(nframes, limit).map_err(Error::from_errno)?;
+        let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest)).map_err(Error::from_errno)?;
+        let classes = table
+            .classes()
+            .iter()
+            .map(|&spec| Class {
+                spec,
+                state: Mutex::new(ClassState {
+                    heads: [std::ptr::null_mut(); NR_GROUPS],
+                    counts: [0; NR_GROUPS],
+                    free_slot: 0,
+                }),
+                live: AtomicUsize::new(0),
+                requested: AtomicUsize::new(0),
+                zspages: AtomicUsize::new(0),
+            })
+            .collect();
+        Ok(PoolCore {
+            name: name.to_owned(),
+            tag: next_pool_tag(),
+            table,
+            frames,
+            handles,
+            classes,
+            counters: Counters::default(),
+            compaction: Mutex::new(()),
+        })
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The class table.
+    pub fn class_table(&self) -> &ClassTable {
+        &self.table
+    }
+
+    /// Counts a misuse and reports it (see [`report_misuse`]); returns `err`.
+    pub(crate) fn misuse(&self, call: &str, h: u64, err: Error) -> Error {
+        // Relaxed: a statistic.
+        self.counters.misuse.fetch_add(1, Ordering::Relaxed);
+        report_misuse(call, h, err);
+        err
+    }
+
+    /// The slot a handle names, if this pool issued it.
+    pub(crate) fn resolve(&self, h: Handle, call: &str) -> Result<(&Slot, u32)> {
+        let bad = |why| Err(self.misuse(call, h.to_raw(), Error::Invalid(why)));
+        if h.tag() != self.tag {
+            return bad("handle from another pool, or never issued");
+        }
+        let Some(idx) = h.index() else { return bad("handle never issued") };
+        match self.handles.get(idx) {
+            Some(slot) => Ok((slot, idx)),
+            None => bad("handle never issued"),
+        }
+    }
+
+    /// Allocates an object of `size` bytes (1..=4096).
+    pub fn malloc(&self, size: usize, flags: AllocFlags) -> Result<Handle> {
+        if size == 0 {
+            return Err(Error::Invalid("size 0"));
+        }
+        if size > MAX_ALLOC_SIZE {
+            return Err(Error::TooLarge);
+        }
+        if flags.0 & !AllocFlags::ALL != 0 {
+            return Err(Error::Invalid("unknown flag bits"));
+        }
+        let ci = self.table.class_for(size);
+        let class = &self.classes[ci];
+        let mut st = class.state.lock();
+        let (idx, gen) = self.take_slot(&mut st)?;
+        let zs = match st.pick() {
+            Some(zs) => zs,
+            None if flags.0 & AllocFlags::NOGROW.0 != 0 => {
+                self.put_slot(&mut st, idx);
+                return Err(Error::NoMemory);
+            }
+            None => match self.new_zspage(ci, &mut st) {
+                Ok(zs) => zs,
+                Err(e) => {
+                    self.put_slot(&mut st, idx);
+                    return Err(e);
+                }
+            },
+        };
+        // SAFETY: `zs` came off this class's lists and we hold the class lock.
+        let s = unsafe { (*zs).state() };
+        let obj = s.free_head as usize;
+        debug_assert!(obj != NONE as usize, "picked zspages are not full");
+        s.free_head = s.objs[obj].link as u16;
+        s.objs[obj] = ObjMeta { link: idx, size: size as u16 };
+        s.inuse += 1;
+        // SAFETY: as above.
+        unsafe { st.regroup(zs, class.spec.objs) };
+        // SAFETY: `zs` is live and ours (class lock).
+        let loc = unsafe { (*zs).loc_of(obj * class.spec.size) };
+        // SAFETY: `take_slot` returned an index below the table's high-water mark.
+        let slot = unsafe { self.handles.slot_unchecked(idx) };
+        slot.set(Word::live(gen, loc));
+        bump(&class.live, 1);
+        bump(&class.requested, size as isize);
+        Ok(Handle::new(self.tag, gen, idx))
+    }
+
+    /// Pops a free slot of the class (refilling from the table); returns (index, gen).
+    fn take_slot(&self, st: &mut MutexGuard<'_, ClassState>) -> Result<(u32, u16)> {
+        if st.free_slot == 0 {
+            let first = self.handles.take_batch().map_err(Error::from_errno)?;
+            let n = crate::handle::SLOT_BATCH as u32;
+            for i in first..first + n {
+                // SAFETY: `take_batch` raised the high-water mark past this batch.
+                let slot = unsafe { self.handles.slot_unchecked(i) };
+                let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
+                slot.set(Word::free(slot.load().gen(), next));
+            }
+            st.free_slot = first as u64 + 1;
+        }
+        let idx = (st.free_slot - 1) as u32;
+        // SAFETY: free-list members are below the high-water mark.
+        let w = unsafe { self.handles.slot_unchecked(idx) }.load();
+        debug_assert_eq!(w.state(), State::Free);
+        st.free_slot = w.loc();
+        Ok((idx, w.gen()))
+    }
+
+    /// Returns an untouched slot taken by `take_slot`.
+    fn put_slot(&self, st: &mut MutexGuard<'_, ClassState>, idx: u32) {
+        // SAFETY: `idx` came from `take_slot`.
+        let slot = unsafe { self.handles.slot_unchecked(idx) };
+        slot.set(Word::free(slot.load().gen(), st.free_slot));
+        st.free_slot = idx as u64 + 1;
+    }
+
+    /// A new, empty zspage for class `ci`, on the empty group's list.
+    fn new_zspage(&self, ci: usize, st: &mut MutexGuard<'_, ClassState>) -> Result<*mut ZsPage> {
+        let spec = &self.classes[ci].spec;
+        let mut pfns = [0u32; MAX_CHAIN];
+        let pfns = &mut pfns[..spec.frames];
+        self.frames.alloc(pfns).map_err(Error::from_errno)?;
+        let zs = Box::into_raw(ZsPage::new(ci, pfns, spec.objs));
+        let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
+        for (k, &pfn) in pfns.iter().enumerate() {
+            // Release (inside `set`): the descriptor is initialised before its frames
+            // name it.
+            self.frames.side.set(pfn, FrameWord::new(ty, k, zs));
+        }
+        // SAFETY: fresh descriptor of this class, on no list; lock held.
+        unsafe { st.push(zs, GROUP_EMPTY) };
+        bump(&self.classes[ci].zspages, 1);
+        Ok(zs)
+    }
+
+    /// Takes an empty zspage off its list and clears its frames' side-table words;
+    /// [`release`](Self::release) finishes after the class lock is dropped.
+    ///
+    /// # Safety
+    /// `zs` is a live, empty zspage of class `ci`, whose lock `st` is.
+    pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
+        // SAFETY: caller's contract.
+        unsafe {
+            debug_assert_eq!((*zs).state().inuse, 0);
+            st.unlink(zs);
+            for pfn in (*zs).frame_list() {
+                self.frames.side.set(pfn, FrameWord::FREE);
+            }
+        }
+        bump(&self.classes[ci].zspages, -1);
+        Released { zs }
+    }
+
+    /// Gives a retired zspage's frames back and its descriptor to the epoch collector.
+    pub(crate) fn release(&self, r: Released) {
+        let mut pfns = [0u32; MAX_CHAIN];
+        // SAFETY: a retired descriptor is off every list and no slot locates into it,
+        // so no one but this function touches it; it stays allocated until deferred.
+        let n = unsafe {
+            let zs = &*r.zs;
+            for (k, pfn) in zs.frame_list().enumerate() {
+                pfns[k] = pfn;
+            }
+            zs.nframes as usize
+        };
+        // No object lives in these frames and no pinned reader can reach them: frames
+        // are touched only through a pinned LIVE slot. They can go back at once.
+        self.frames.free(&pfns[..n]);
+        let guard = epoch::pin();
+        let d = DeferredFree(r.zs);
+        // SAFETY: the descriptor is unreachable from the side table (words cleared)
+        // and the class lists; lock-free walkers that loaded a word before it was
+        // cleared hold an epoch guard, so destruction waits for them.
+        unsafe {
+            guard.defer_unchecked(move || {
+                let d = d;
+                drop(Box::from_raw(d.0));
+            })
+        };
+    }
+
+    /// Frees the object. Refused with `Busy` while it is mapped or being read.
+    pub fn free(&self, h: Handle) -> Result<()> {
+        const CALL: &str = "zs_free";
+        let (slot, idx) = self.resolve(h, CALL)?;
+        let loc = match slot.pin(h.gen()) {
+            Ok(loc) => loc,
+            Err(SlotError::Stale) => {
+                return Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (double free?)")))
+            }
+            Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
+        };
+        let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+        let zs = fw.zspage() as *mut ZsPage;
+        // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+        let ci = unsafe { (*zs).class } as usize;
+        let class = &self.classes[ci];
+        let mut st = class.state.lock();
+        if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
+            drop(st);
+            slot.unpin();
+            return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+        }
+        st.free_slot = idx as u64 + 1;
+        let off = fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1));
+        let obj = off / class.spec.size;
+        // SAFETY: the zspage held our object until the CAS above and we hold its class
+        // lock, so it is live and ours.
+        let s = unsafe { (*zs).state() };
+        debug_assert_eq!({ s.objs[obj].link }, idx);
+        bump(&class.requested, -(s.objs[obj].size as isize));
+        bump(&class.live, -1);
+        s.objs[obj] = ObjMeta { link: s.free_head as u32, size: 0 };
+        s.free_head = obj as u16;
+        s.inuse -= 1;
+        if s.inuse == 0 {
+            // SAFETY: live, empty, ours.
+            let r = unsafe { self.retire(ci, &mut st, zs) };
+            drop(st);
+            self.release(r);
+        } else {
+            // SAFETY: live, on a list, ours.
+            unsafe { st.regroup(zs, class.spec.objs) };
+        }
+        Ok(())
+    }
+
+    /// Frames held by the pool's zspages.
+    pub fn total_pages(&self) -> usize {
+        self.frames.held()
+    }
+
+    /// Smallest size stored one object per frame.
+    pub fn huge_class_size(&self) -> usize {
+        self.table.huge_class_size()
+    }
+
+    /// Index of the (merged) class an object of `size` bytes lands in.
+    pub fn lookup_class_index(&self, size: usize) -> Result<usize> {
+        if size == 0 || size > MAX_ALLOC_SIZE {
+            return Err(Error::Invalid("size outside 1..ZS_MAX_ALLOC_SIZE"));
+        }
+        Ok(self.table.classes()[self.table.class_for(size)].index)
+    }
+}
+
+impl Drop for PoolCore {
+    fn drop(&mut self) {
+        // `&mut self`: no other call can be running. Free every descriptor; the arena,
+        // side table and handle table go with their regions.
+        for class in self.classes.iter() {
+            let st = class.state.lock();
+            for &head in st.heads.iter() {
+                let mut zs = head;
+                while !zs.is_null() {
+                    // SAFETY: list members are live descriptors made by Box::into_raw,
+                    // each on one list once; nothing else can reach them now.
+                    let next = unsafe { (*zs).state().next };
+                    // SAFETY: as above.
+                    drop(unsafe { Box::from_raw(zs) });
+                    zs = next;
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PoolCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).field("layout", &self.table.layout()).finish()
+    }
+}
+
+/// A pool of objects: the owner of a [`PoolCore`], which it derefs to, and of the
+/// automatic compactor's thread when one is configured.
+pub struct Pool {
+    // Declared first: dropped (the thread stopped and joined) before the core.
+    auto: Option<AutoCompactor>,
+    core: Arc<PoolCore>,
+}
+
+impl Pool {
+    /// A pool with the default configuration.
+    pub fn new(name: &str) -> Result<Pool> {
+        Pool::with_config(name, &Config::default())
+    }
+
+    /// A pool with `config`.
+    pub fn with_config(name: &str, config: &Config) -> Result<Pool> {
+        let core = Arc::new(PoolCore::build(name, config)?);
+        let auto = if config.auto_compact.is_on() {
+            Some(AutoCompactor::start(core.clone(), config.auto_compact).map_err(|_| Error::NoMemory)?)
+        } else {
+            None
+        };
+        Ok(Pool { auto, core })
+    }
+
+    /// Whether an automatic compactor runs for this pool.
+    pub fn auto_compacting(&self) -> bool {
+        self.auto.is_some()
+    }
+}
+
+impl std::ops::Deref for Pool {
+    type Target = PoolCore;
+    fn deref(&self) -> &PoolCore {
+        &self.core
+    }
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
+    }
+}

@@ -1,0 +1,116 @@
+//! Statistics: the pool's totals and the per-class table (in the spirit of the
+//! kernel's debugfs `classes` file). Read without stopping the pool; per-class figures
+//! are a consistent snapshot of their class (taken under its lock), totals are sums.
+
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::pool::PoolCore;
+use crate::zspage::{ZsPage, NR_GROUPS};
+
+/// Pool totals (`struct zs_pool_info`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolInfo {
+    /// Live objects.
+    pub live_objects: u64,
+    /// Sum of the sizes passed to malloc for live objects.
+    pub requested_bytes: u64,
+    /// Frames held.
+    pub total_pages: u64,
+    /// Bytes of metadata held outside the frames: handle table, descriptors, the
+    /// frames' side-table words, the pool's own structures.
+    pub meta_bytes: u64,
+    /// Frames freed by compaction, cumulative.
+    pub pages_compacted: u64,
+    /// Objects moved by compaction, cumulative.
+    pub objs_moved: u64,
+    /// Objects compaction skipped because they were mapped or being read.
+    pub compact_skipped_mapped: u64,
+    /// Misuse refused, cumulative.
+    pub misuse_events: u64,
+}
+
+impl PoolInfo {
+    /// Frames plus metadata, in bytes: the footprint density is measured against.
+    pub fn footprint(&self) -> u64 {
+        self.total_pages * crate::os::PAGE_SIZE as u64 + self.meta_bytes
+    }
+}
+
+/// One class (`struct zs_class_info`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassInfo {
+    /// Its index (what `lookup_class_index` returns).
+    pub index: usize,
+    /// Slot size in bytes.
+    pub class_size: usize,
+    /// Frames per zspage.
+    pub pages_per_zspage: usize,
+    /// Objects per zspage.
+    pub objs_per_zspage: usize,
+    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+    pub zspages: [u64; NR_GROUPS],
+    /// Slots in the class's zspages.
+    pub objs_allocated: u64,
+    /// Live objects.
+    pub objs_inuse: u64,
+    /// Frames held.
+    pub pages_used: u64,
+    /// Frames compaction could free now: whole zspages' worth of unused slots (the
+    /// kernel's zs_can_compact()).
+    pub pages_freeable: u64,
+}
+
+impl PoolCore {
+    /// Pool totals.
+    pub fn info(&self) -> PoolInfo {
+        let mut i = PoolInfo::default();
+        let mut descriptors = 0usize;
+        for c in self.classes.iter() {
+            // Relaxed: statistics; each is exact for its class at some instant.
+            i.live_objects += c.live.load(Ordering::Relaxed) as u64;
+            i.requested_bytes += c.requested.load(Ordering::Relaxed) as u64;
+            descriptors += c.zspages.load(Ordering::Relaxed) * ZsPage::meta_bytes(c.spec.objs);
+        }
+        i.total_pages = self.total_pages() as u64;
+        let own = std::mem::size_of::<PoolCore>()
+            + std::mem::size_of_val(&*self.classes)
+            + (crate::class::MAX_ALLOC_SIZE + 1) * 2;
+        i.meta_bytes = (self.handles.bytes() + descriptors + self.frames.side_table_bytes() + own) as u64;
+        let n = &self.counters;
+        i.pages_compacted = n.pages_compacted.load(Ordering::Relaxed);
+        i.objs_moved = n.objs_moved.load(Ordering::Relaxed);
+        i.compact_skipped_mapped = n.compact_skipped.load(Ordering::Relaxed);
+        i.misuse_events = n.misuse.load(Ordering::Relaxed);
+        i
+    }
+
+    /// The class whose index is `index` (as `lookup_class_index` returns).
+    pub fn class_info(&self, index: usize) -> Result<ClassInfo> {
+        let pos = self.table.by_index(index).ok_or(Error::Invalid("no class has that index"))?;
+        let c = &self.classes[pos];
+        let st = c.state.lock();
+        let counts = st.counts;
+        // Relaxed: written under the lock we hold.
+        let live = c.live.load(Ordering::Relaxed);
+        drop(st);
+        let nzspages: usize = counts.iter().sum();
+        let allocated = nzspages * c.spec.objs;
+        Ok(ClassInfo {
+            index,
+            class_size: c.spec.size,
+            pages_per_zspage: c.spec.frames,
+            objs_per_zspage: c.spec.objs,
+            zspages: counts.map(|n| n as u64),
+            objs_allocated: allocated as u64,
+            objs_inuse: live as u64,
+            pages_used: (nzspages * c.spec.frames) as u64,
+            pages_freeable: ((allocated - live) / c.spec.objs * c.spec.frames) as u64,
+        })
+    }
+
+    /// Indices of every class, ascending.
+    pub fn class_indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.table.classes().iter().map(|c| c.index)
+    }
+}
