@@ -1,0 +1,46 @@
+//! Frames go back to the operating system: the resident set follows the pool.
+
+mod common;
+use zsmalloc::{AllocFlags, Pool};
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn freeing_everything_returns_the_memory() {
+    const TOTAL: usize = 256 << 20;
+    let p = Pool::new("rss").unwrap();
+    let sizes = common::trace("sqlite-heap-lz4.txt");
+    let start = resident_bytes();
+    let mut hs = Vec::new();
+    let mut bytes = 0;
+    let mut i = 0;
+    while bytes < TOTAL {
+        let s = sizes[i % sizes.len()];
+        let h = p.malloc(s, AllocFlags::default()).unwrap();
+        p.write(h, &common::pattern(i as u64, s)).unwrap();
+        hs.push(h);
+        bytes += s;
+        i += 1;
+    }
+    let full = resident_bytes();
+    assert!(full - start >= TOTAL as u64, "the objects are resident: {} MiB", (full - start) >> 20);
+    for h in hs.drain(..) {
+        p.free(h).unwrap();
+    }
+    let after = resident_bytes();
+    let returned = full.saturating_sub(after);
+    assert!(
+        returned as f64 >= 0.9 * TOTAL as f64,
+        "only {} of {} MiB came back (resident {} -> {} -> {} MiB)",
+        returned >> 20,
+        TOTAL >> 20,
+        start >> 20,
+        full >> 20,
+        after >> 20
+    );
+    assert_eq!(p.total_pages(), 0);
+}
