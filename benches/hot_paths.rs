@@ -1,0 +1,226 @@
+//! The hot paths against baselines measured in the same group: glibc malloc+free for
+//! allocation, memcpy for write+read, and the per-call cost of map+unmap (Rust guard
+//! and the C ABI's per-thread mapping stack). Sizes replay the bundled node trace
+//! (10,915 objects).
+//!
+//! `cargo bench --bench hot_paths`; each figure is per object (Throughput::Elements).
+
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use std::time::Duration;
+use zsmalloc::ffi::{zs_create_pool_with, zs_destroy_pool, zs_map_object, zs_pool_config, zs_unmap_object};
+use zsmalloc::{AllocFlags, Config, Handle, Layout, MapMode, Pool};
+
+fn sizes() -> Vec<usize> {
+    let text = include_str!("../data/workloads/node-heap-lz4.txt");
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+fn pool(layout: Layout) -> Pool {
+    Pool::with_config("bench", &Config { max_pages: 1 << 18, layout, ..Config::default() }).unwrap()
+}
+
+fn fill(p: &Pool, sizes: &[usize]) -> Vec<Handle> {
+    sizes
+        .iter()
+        .map(|&s| {
+            let h = p.malloc(s, AllocFlags::default()).unwrap();
+            p.write(h, &vec![0x5A; s]).unwrap();
+            h
+        })
+        .collect()
+}
+
+/// The position replaced at step `i` of round `r`: a fixed pseudo-random walk over the
+/// live set, the same for every allocator.
+fn victim(i: usize, r: usize, n: usize) -> usize {
+    (i * 7919 + r) % n
+}
+
+/// malloc+free pairs on a steady live set (the trace's objects), each pair replacing
+/// an object: the pattern of a compressed page store that pages churn through.
+fn malloc_free_steady(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut g = c.benchmark_group("malloc+free, steady live set");
+    g.throughput(Throughput::Elements(sizes.len() as u64));
+    for (name, layout) in [("zsmalloc dense", Layout::Dense), ("zsmalloc kernel", Layout::Kernel)] {
+        let p = pool(layout);
+        let mut ring: Vec<Handle> = sizes.iter().map(|&s| p.malloc(s, AllocFlags::default()).unwrap()).collect();
+        let mut r = 0;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                r += 1;
+                for (i, &s) in sizes.iter().enumerate() {
+                    let j = victim(i, r, ring.len());
+                    p.free(ring[j]).unwrap();
+                    ring[j] = p.malloc(s, AllocFlags::default()).unwrap();
+                }
+            })
+        });
+    }
+    let mut ring: Vec<*mut libc::c_void> = sizes
+        .iter()
+        // SAFETY: plain malloc; every pointer is freed once (replaced, or below).
+        .map(|&s| unsafe { libc::malloc(s) })
+        .collect();
+    let mut r = 0;
+    g.bench_function("glibc malloc", |b| {
+        b.iter(|| {
+            r += 1;
+            for (i, &s) in sizes.iter().enumerate() {
+                let j = victim(i, r, ring.len());
+                // SAFETY: as above.
+                unsafe {
+                    libc::free(ring[j]);
+                    ring[j] = libc::malloc(s);
+                }
+            }
+        })
+    });
+    for p in ring {
+        // SAFETY: as above.
+        unsafe { libc::free(p) };
+    }
+    g.finish();
+}
+
+/// Fill with the trace's sizes, then free everything: every zspage is born and dies
+/// each round (frames beyond the resident cache go back to the OS), where malloc keeps
+/// its memory. The worst case for an allocator that returns memory at once.
+fn malloc_free_fill_empty(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut g = c.benchmark_group("malloc+free, fill then empty");
+    g.throughput(Throughput::Elements(sizes.len() as u64));
+    for (name, layout) in [("zsmalloc dense", Layout::Dense), ("zsmalloc kernel", Layout::Kernel)] {
+        let p = pool(layout);
+        let mut hs = Vec::with_capacity(sizes.len());
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for &s in &sizes {
+                    hs.push(p.malloc(s, AllocFlags::default()).unwrap());
+                }
+                for h in hs.drain(..) {
+                    p.free(h).unwrap();
+                }
+            })
+        });
+    }
+    let mut ps: Vec<*mut libc::c_void> = Vec::with_capacity(sizes.len());
+    g.bench_function("glibc malloc", |b| {
+        b.iter(|| {
+            for &s in &sizes {
+                // SAFETY: plain malloc; freed below.
+                ps.push(unsafe { libc::malloc(s) });
+            }
+            for p in ps.drain(..) {
+                // SAFETY: from malloc above, freed once.
+                unsafe { libc::free(black_box(p)) };
+            }
+        })
+    });
+    g.finish();
+}
+
+fn write_read(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut g = c.benchmark_group("write+read");
+    g.throughput(Throughput::Elements(sizes.len() as u64));
+    let src = vec![0xA5u8; 4096];
+    let mut local = vec![0u8; 4096];
+    for (name, layout) in [("zsmalloc dense", Layout::Dense), ("zsmalloc kernel", Layout::Kernel)] {
+        let p = pool(layout);
+        let hs = fill(&p, &sizes);
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for (&h, &s) in hs.iter().zip(&sizes) {
+                    p.write(h, &src[..s]).unwrap();
+                    let r = p.read_begin(h, s, &mut local).unwrap();
+                    black_box(r[s - 1]);
+                }
+            })
+        });
+    }
+    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s]).collect();
+    g.bench_function("memcpy", |b| {
+        b.iter(|| {
+            for (buf, &s) in bufs.iter_mut().zip(&sizes) {
+                buf.copy_from_slice(&src[..s]);
+                local[..s].copy_from_slice(black_box(&buf[..]));
+                black_box(local[s - 1]);
+            }
+        })
+    });
+    g.finish();
+}
+
+fn map_unmap(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut g = c.benchmark_group("map+unmap");
+    g.throughput(Throughput::Elements(sizes.len() as u64));
+    for (name, layout) in [("zsmalloc dense", Layout::Dense), ("zsmalloc kernel", Layout::Kernel)] {
+        let p = pool(layout);
+        let hs = fill(&p, &sizes);
+        g.bench_function(format!("{name} (Rust guard)"), |b| {
+            b.iter(|| {
+                for &h in &hs {
+                    let m = p.map(h, MapMode::ReadOnly).unwrap();
+                    black_box(m[0]);
+                }
+            })
+        });
+    }
+    // The C ABI, with its per-thread record of mappings.
+    let cfg = zs_pool_config { size: std::mem::size_of::<zs_pool_config>(), max_pages: 1 << 18, ..Default::default() };
+    // SAFETY: a valid config; the pool is destroyed below.
+    let cp = unsafe { zs_create_pool_with(std::ptr::null(), &cfg) };
+    let hs: Vec<u64> = sizes
+        .iter()
+        // SAFETY: a live pool.
+        .map(|&s| unsafe { zsmalloc::ffi::zs_malloc(cp, s, 0) })
+        .collect();
+    g.bench_function("zsmalloc dense (C ABI)", |b| {
+        b.iter(|| {
+            for &h in &hs {
+                // SAFETY: live pool and handles.
+                unsafe {
+                    let m = zs_map_object(cp, h, zsmalloc::ffi::MapModeArg(1)) as *const u8;
+                    black_box(*m);
+                    zs_unmap_object(cp, h);
+                }
+            }
+        })
+    });
+    // SAFETY: no mapping is left; destroyed once.
+    unsafe { zs_destroy_pool(cp) };
+    g.finish();
+}
+
+fn compact(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut g = c.benchmark_group("compact");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements((sizes.len() / 2) as u64));
+    for (name, layout) in [("zsmalloc dense", Layout::Dense), ("zsmalloc kernel", Layout::Kernel)] {
+        g.bench_function(format!("{name}: free half, compact"), |b| {
+            b.iter_batched(
+                || {
+                    let p = pool(layout);
+                    let hs = fill(&p, &sizes);
+                    for h in hs.iter().step_by(2) {
+                        p.free(*h).unwrap();
+                    }
+                    p
+                },
+                |p| black_box(p.compact()),
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
+    targets = malloc_free_steady, malloc_free_fill_empty, write_read, map_unmap, compact
+}
+criterion_main!(benches);
