@@ -162,21 +162,46 @@ pub struct zs_class_info {
 }
 
 /// Runs an FFI body; a panic is an internal bug: report it and abort.
+///
+/// errno: the body reports an error with [`set_errno`], which records it for this
+/// call; on the way out the recorded error is written to errno, or, when the call
+/// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call
+/// or madvise may clobber errno; a successful call must leave it as it was.)
 macro_rules! ffi_boundary {
-    ($name:literal, $body:block) => {
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
+    ($name:literal, $body:block) => {{
+        let saved = errno_now();
+        CALL_ERRNO.with(|e| e.set(0));
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
             Ok(v) => v,
             Err(_) => {
                 eprintln!(concat!("zsmalloc: internal error in ", $name, "; aborting"));
                 std::process::abort()
             }
-        }
-    };
+        };
+        let e = CALL_ERRNO.with(|e| e.get());
+        write_errno(if e != 0 { e } else { saved });
+        r
+    }};
 }
 
-fn set_errno(e: c_int) {
+thread_local! {
+    /// The error of the FFI call running on this thread (0: none yet).
+    static CALL_ERRNO: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
+}
+
+fn errno_now() -> c_int {
     // SAFETY: __errno_location returns this thread's errno, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+fn write_errno(e: c_int) {
+    // SAFETY: as above.
     unsafe { *libc::__errno_location() = e };
+}
+
+/// Records the current call's error; [`ffi_boundary!`] stores it in errno on return.
+fn set_errno(e: c_int) {
+    CALL_ERRNO.with(|c| c.set(e));
 }
 
 /// The negated errno as a handle (the kernel's ERR_PTR convention).

@@ -274,3 +274,44 @@ fn abort_on_misuse() {
     assert_eq!(lines.len(), 1, "{err}");
     assert!(lines[0].contains("zs_free") && lines[0].contains("handle=0x"), "{}", lines[0]);
 }
+
+/// A successful call leaves errno as it was, even when a contended lock inside made a
+/// failing futex call (which sets errno to EAGAIN).
+#[test]
+fn success_leaves_errno_alone_under_contention() {
+    let p = new_pool(0) as usize;
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let p = p as *mut zs_pool;
+                let mut hs = Vec::new();
+                for i in 0..100_000u32 {
+                    // SAFETY: this thread's errno; a live pool.
+                    unsafe {
+                        *libc::__errno_location() = 4242;
+                        if i % 2 == 0 || hs.is_empty() {
+                            let h = zs_malloc(p, 300, 0);
+                            assert!(!is_err(h));
+                            hs.push(h);
+                        } else {
+                            zs_free(p, hs.pop().unwrap());
+                        }
+                        assert_eq!(errno(), 4242, "a successful call changed errno");
+                    }
+                }
+                hs
+            })
+        })
+        .collect();
+    for w in workers {
+        for h in w.join().unwrap() {
+            // SAFETY: live pool, live handle.
+            unsafe { zs_free(p as *mut zs_pool, h) };
+        }
+    }
+    // SAFETY: no call is running on the pool any more.
+    unsafe {
+        assert_eq!(zs_pool_check(p as *mut zs_pool), 0);
+        zs_destroy_pool(p as *mut zs_pool);
+    }
+}
