@@ -37,6 +37,11 @@
 #define ZS_NR_FULLNESS_GROUPS 12
 
 /**
+ * Most class indices a layout has (`zs_frame_census.class_frames`).
+ */
+#define ZS_MAX_CLASSES 256
+
+/**
  * How a mapping will be used.
  */
 enum zs_mapmode {
@@ -109,6 +114,48 @@ struct zs_pool_config {
 };
 
 /**
+ * Frames by type and class, from a walk of the side table (`zs_frame_census`).
+ */
+struct zs_frame_census {
+  /**
+   * `sizeof(struct zs_frame_census)` as the caller was compiled.
+   */
+  size_t size;
+  /**
+   * Frames the pool's arena can address.
+   */
+  unsigned long arena_frames;
+  /**
+   * Frames of the arena currently committed (readable and writable).
+   */
+  unsigned long committed_frames;
+  /**
+   * Every frame ever handed out is below this frame number.
+   */
+  unsigned long top;
+  /**
+   * Free frames below the top.
+   */
+  unsigned long free_frames;
+  /**
+   * Frames of multi-object zspages.
+   */
+  unsigned long zspage_frames;
+  /**
+   * Frames of huge (one-object) zspages.
+   */
+  unsigned long huge_frames;
+  /**
+   * Frames seen changing during the walk (migration, a zspage's birth or death).
+   */
+  unsigned long transit_frames;
+  /**
+   * Frames per class, by class index (as zs_lookup_class_index returns).
+   */
+  unsigned long class_frames[ZS_MAX_CLASSES];
+};
+
+/**
  * The kernel's pool statistics.
  */
 struct zs_pool_stats {
@@ -158,6 +205,14 @@ struct zs_pool_info {
    * Misuse refused, cumulative.
    */
   unsigned long misuse_events;
+  /**
+   * Frames moved by migration (zs_defragment, zs_make_adjacent), cumulative.
+   */
+  unsigned long frames_migrated;
+  /**
+   * Bytes reads and maps copied because the object was not contiguous, cumulative.
+   */
+  unsigned long read_copied_bytes;
 };
 
 /**
@@ -318,6 +373,40 @@ void zs_unmap_object(struct zs_pool *pool, unsigned long handle);
  * A non-null `pool` is live.
  */
 unsigned long zs_compact(struct zs_pool *pool);
+
+/**
+ * Moves frames in use from the top of the pool's arena into free frames below, then
+ * gives the arena's free upper part back to the OS (memory, commit charge and
+ * side-table pages). Returns the frames the arena shrank by, or -EINVAL for NULL.
+ * Frames holding a mapped or read object stay where they are. Safe while other
+ * threads work on the pool; waits for a running compaction.
+ *
+ * # Safety
+ * A non-null `pool` is live.
+ */
+long zs_defragment(struct zs_pool *pool);
+
+/**
+ * Moves the frames of every zspage whose frames are not adjacent in the arena into a
+ * run of adjacent frames, so that objects straddling two frames are read and mapped
+ * in place instead of copied. Returns the zspages joined (a zspage holding a mapped
+ * or read object, or one for which no run of free frames could be had, stays as it
+ * is), or -EINVAL for NULL.
+ *
+ * # Safety
+ * A non-null `pool` is live.
+ */
+long zs_make_adjacent(struct zs_pool *pool);
+
+/**
+ * Walks the side table and counts frames by type and class (only the `size` bytes
+ * the caller declared are written). 0, or -EINVAL.
+ *
+ * # Safety
+ * A non-null `pool` is live; a non-null `census` is writable for the `size` it
+ * declares.
+ */
+int zs_frame_census(struct zs_pool *pool, struct zs_frame_census *census);
 
 /**
  * Frames currently held by the pool's zspages (0 with errno EINVAL for NULL).

@@ -191,6 +191,14 @@ impl PoolCore {
         }
     }
 
+    /// Counts bytes that a read or map had to copy because the object is not
+    /// contiguous (only on that slow path, so the shared counter costs the fast path
+    /// nothing).
+    fn count_copy(&self, n: usize) {
+        // Relaxed: a statistic.
+        self.counters.read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Pins and checks a length against the object's slot.
     fn pin_len(&self, h: Handle, len: usize, call: &str) -> Result<Pin> {
         let pin = self.pin(h, call)?;
@@ -234,6 +242,7 @@ impl PoolCore {
             span if !local.is_null() => {
                 // SAFETY: caller's contract for `local`; the span covers len bytes.
                 unsafe { span.copy_out(std::slice::from_raw_parts_mut(local, len)) };
+                self.count_copy(len);
                 Ok((local, pin))
             }
             _ => {
@@ -258,6 +267,7 @@ impl PoolCore {
                 if mode != MapMode::WriteOnly {
                     // SAFETY: the span covers the usable bytes; the buffer holds a page.
                     unsafe { span.copy_out(&mut buf[..pin.usable]) };
+                    self.count_copy(pin.usable);
                 }
                 (buf.as_mut_ptr(), Some(buf))
             }

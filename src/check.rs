@@ -10,7 +10,6 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::memmap::FrameType;
-use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 use crate::pool::PoolCore;
 use crate::slot::{State, Word};
 use crate::zspage::{fullness_group, ZsPage, GROUP_EMPTY, NONE, NR_GROUPS};
@@ -136,14 +135,14 @@ impl PoolCore {
             }
         });
         ensure!(bad.is_none(), "free frame {} is listed twice, in use, or has a side-table word", bad.unwrap_or(0));
+        let waiting = self.frames.retired_waiting();
         ensure!(
-            free_frames.len() + frames_in_zspages.len() == self.frames.top(),
-            "frames lost: {} free + {} held != top {}",
+            free_frames.len() + frames_in_zspages.len() + waiting == self.frames.top(),
+            "frames lost: {} free + {} held + {waiting} retiring != top {}",
             free_frames.len(),
             frames_in_zspages.len(),
             self.frames.top()
         );
-        let _ = (PAGE_SHIFT, PAGE_SIZE);
         drop(guards);
         Ok(())
     }

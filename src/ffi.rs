@@ -45,6 +45,7 @@ pub const ZS_NR_FULLNESS_GROUPS: usize = 12;
 const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::class::MAX_ALLOC_SIZE);
 const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::zspage::NR_GROUPS);
 const _: () = assert!(ZS_ALLOC_NOGROW == AllocFlags::NOGROW.0);
+const _: () = assert!(ZS_MAX_CLASSES >= 256, "the dense layout has 256 classes");
 
 /// An opaque pool.
 pub struct zs_pool {
@@ -135,6 +136,10 @@ pub struct zs_pool_info {
     pub compact_skipped_mapped: c_ulong,
     /// Misuse refused, cumulative.
     pub misuse_events: c_ulong,
+    /// Frames moved by migration (zs_defragment, zs_make_adjacent), cumulative.
+    pub frames_migrated: c_ulong,
+    /// Bytes reads and maps copied because the object was not contiguous, cumulative.
+    pub read_copied_bytes: c_ulong,
 }
 
 /// Per-class statistics for `zs_class_info`.
@@ -159,6 +164,49 @@ pub struct zs_class_info {
     pub pages_used: c_ulong,
     /// Frames compaction could free now.
     pub pages_freeable: c_ulong,
+}
+
+/// Most class indices a layout has (`zs_frame_census.class_frames`).
+pub const ZS_MAX_CLASSES: usize = 256;
+
+/// Frames by type and class, from a walk of the side table (`zs_frame_census`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct zs_frame_census {
+    /// `sizeof(struct zs_frame_census)` as the caller was compiled.
+    pub size: usize,
+    /// Frames the pool's arena can address.
+    pub arena_frames: c_ulong,
+    /// Frames of the arena currently committed (readable and writable).
+    pub committed_frames: c_ulong,
+    /// Every frame ever handed out is below this frame number.
+    pub top: c_ulong,
+    /// Free frames below the top.
+    pub free_frames: c_ulong,
+    /// Frames of multi-object zspages.
+    pub zspage_frames: c_ulong,
+    /// Frames of huge (one-object) zspages.
+    pub huge_frames: c_ulong,
+    /// Frames seen changing during the walk (migration, a zspage's birth or death).
+    pub transit_frames: c_ulong,
+    /// Frames per class, by class index (as zs_lookup_class_index returns).
+    pub class_frames: [c_ulong; ZS_MAX_CLASSES],
+}
+
+impl Default for zs_frame_census {
+    fn default() -> Self {
+        zs_frame_census {
+            size: 0,
+            arena_frames: 0,
+            committed_frames: 0,
+            top: 0,
+            free_frames: 0,
+            zspage_frames: 0,
+            huge_frames: 0,
+            transit_frames: 0,
+            class_frames: [0; ZS_MAX_CLASSES],
+        }
+    }
 }
 
 /// Runs an FFI body; a panic is an internal bug: report it and abort.
@@ -575,6 +623,79 @@ pub unsafe extern "C" fn zs_compact(pool: *mut zs_pool) -> c_ulong {
     })
 }
 
+/// Moves frames in use from the top of the pool's arena into free frames below, then
+/// gives the arena's free upper part back to the OS (memory, commit charge and
+/// side-table pages). Returns the frames the arena shrank by, or -EINVAL for NULL.
+/// Frames holding a mapped or read object stay where they are. Safe while other
+/// threads work on the pool; waits for a running compaction.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_defragment(pool: *mut zs_pool) -> libc::c_long {
+    ffi_boundary!("zs_defragment", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_defragment", 0) }) else { return -libc::EINVAL as libc::c_long };
+        p.defragment().frames_released as libc::c_long
+    })
+}
+
+/// Moves the frames of every zspage whose frames are not adjacent in the arena into a
+/// run of adjacent frames, so that objects straddling two frames are read and mapped
+/// in place instead of copied. Returns the zspages joined (a zspage holding a mapped
+/// or read object, or one for which no run of free frames could be had, stays as it
+/// is), or -EINVAL for NULL.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_make_adjacent(pool: *mut zs_pool) -> libc::c_long {
+    ffi_boundary!("zs_make_adjacent", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_make_adjacent", 0) }) else { return -libc::EINVAL as libc::c_long };
+        p.make_adjacent().zspages_joined as libc::c_long
+    })
+}
+
+/// Walks the side table and counts frames by type and class (only the `size` bytes
+/// the caller declared are written). 0, or -EINVAL.
+///
+/// # Safety
+/// A non-null `pool` is live; a non-null `census` is writable for the `size` it
+/// declares.
+#[no_mangle]
+pub unsafe extern "C" fn zs_frame_census(pool: *mut zs_pool, census: *mut zs_frame_census) -> c_int {
+    ffi_boundary!("zs_frame_census", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_frame_census", 0) }) else { return -libc::EINVAL };
+        if census.is_null() {
+            set_errno(libc::EINVAL);
+            return -libc::EINVAL;
+        }
+        let c = p.census();
+        let mut out = zs_frame_census {
+            arena_frames: c.capacity as c_ulong,
+            committed_frames: c.committed as c_ulong,
+            top: c.top as c_ulong,
+            free_frames: c.free as c_ulong,
+            zspage_frames: c.zspage as c_ulong,
+            huge_frames: c.huge as c_ulong,
+            transit_frames: c.transit as c_ulong,
+            ..Default::default()
+        };
+        for (slot, n) in out.class_frames.iter_mut().zip(&c.by_class) {
+            *slot = *n as c_ulong;
+        }
+        // SAFETY: caller's contract.
+        if unsafe { write_sized(census, &out) } {
+            0
+        } else {
+            set_errno(libc::EINVAL);
+            -libc::EINVAL
+        }
+    })
+}
+
 /// Frames currently held by the pool's zspages (0 with errno EINVAL for NULL).
 ///
 /// # Safety
@@ -663,6 +784,8 @@ pub unsafe extern "C" fn zs_pool_info(pool: *mut zs_pool, info: *mut zs_pool_inf
             objs_moved: i.objs_moved as c_ulong,
             compact_skipped_mapped: i.compact_skipped_mapped as c_ulong,
             misuse_events: i.misuse_events as c_ulong,
+            frames_migrated: i.frames_migrated as c_ulong,
+            read_copied_bytes: i.read_copied_bytes as c_ulong,
         };
         // SAFETY: caller's contract.
         if unsafe { write_sized(info, &out) } {

@@ -16,8 +16,10 @@
 //! are consecutive; freed ones are pushed so that they pop back in ascending order),
 //! because objects straddling two adjacent frames can then be read in place.
 
+use crossbeam_epoch as epoch;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crate::memmap::SideTable;
 use crate::os::{Region, PAGE_SIZE};
@@ -42,15 +44,30 @@ struct FrameState {
     committed: usize,
 }
 
+/// Frames given up by migration, on their way back through the epoch: a lock-free
+/// walker that read a frame's side-table word before the move may still be looking
+/// at the frame's number, so the frame is not handed out again until every guard of
+/// that time is gone. Shared with the deferred closures, which outlive nothing they
+/// touch.
+#[derive(Default)]
+struct Retired {
+    /// Frames whose epoch has passed: free to reuse.
+    ready: Mutex<Vec<u32>>,
+    /// Frames still waiting for their epoch.
+    waiting: AtomicUsize,
+}
+
 /// The arena, its side table, and the frame allocator.
 pub struct FrameSource {
+    retired: Arc<Retired>,
     arena: Region,
     /// One word per frame; see `memmap.rs`.
     pub side: SideTable,
     nframes: usize,
     limit: usize,
     state: Mutex<FrameState>,
-    /// Frames currently held by zspages.
+    /// Frames currently held by zspages (or taken for a migration). Updated only with
+    /// read-modify-writes: `free_deferred` decrements it without the frame lock.
     held: AtomicUsize,
 }
 
@@ -58,6 +75,7 @@ impl FrameSource {
     /// Reserves an arena of `nframes` frames; at most `limit` may be held at once.
     pub fn new(nframes: usize, limit: usize) -> Result<FrameSource, i32> {
         Ok(FrameSource {
+            retired: Arc::default(),
             arena: Region::reserve(nframes * PAGE_SIZE)?,
             side: SideTable::reserve(nframes)?,
             nframes,
@@ -110,6 +128,7 @@ impl FrameSource {
     pub fn alloc(&self, out: &mut [u32]) -> Result<(), i32> {
         let n = out.len();
         let mut st = self.state.lock();
+        self.reclaim_retired(&mut st);
         let held = self.held.load(Ordering::Relaxed);
         if held + n > self.limit {
             return Err(libc::ENOMEM);
@@ -120,13 +139,7 @@ impl FrameSource {
         if st.top + fresh > self.nframes {
             return Err(libc::ENOMEM);
         }
-        if st.top + fresh > st.committed {
-            let new_committed = (st.top + fresh).div_ceil(COMMIT_STEP) * COMMIT_STEP;
-            let new_committed = new_committed.min(self.nframes);
-            self.arena.commit(st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE)?;
-            self.side.commit(st.committed, new_committed)?;
-            st.committed = new_committed;
-        }
+        self.grow(&mut st, fresh)?;
         for slot in out.iter_mut().take(from_hot) {
             *slot = st.hot.pop().expect("counted above");
         }
@@ -137,8 +150,9 @@ impl FrameSource {
             *slot = st.top as u32;
             st.top += 1;
         }
-        // Relaxed: `held` is a statistic and a limit read under the frame lock.
-        self.held.store(held + n, Ordering::Relaxed);
+        // Relaxed: a count; increments happen under the frame lock (so the limit check
+        // above holds), decrements may not (`free_deferred`), hence RMWs throughout.
+        self.held.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -146,32 +160,175 @@ impl FrameSource {
     /// may touch their contents any more.
     pub fn free(&self, frames: &[u32]) {
         let mut st = self.state.lock();
-        let held = self.held.load(Ordering::Relaxed);
-        self.held.store(held - frames.len(), Ordering::Relaxed);
-        let keep = (HOT_FRAMES - st.hot.len()).min(frames.len());
-        // Reversed, so that the next allocation pops them back in ascending order.
-        st.hot.extend(frames[..keep].iter().rev());
-        let cold = &frames[keep..];
+        self.held.fetch_sub(frames.len(), Ordering::Relaxed);
+        let cold = Self::keep_hot(&mut st, frames);
         if cold.is_empty() {
             return;
         }
         drop(st);
-        // Return the memory outside the lock, one madvise per adjacent run.
+        self.discard_runs(cold);
+        self.state.lock().free.extend(cold.iter().rev());
+    }
+
+    /// Puts as many of `frames` as fit on the hot list; returns the rest.
+    fn keep_hot<'a>(st: &mut FrameState, frames: &'a [u32]) -> &'a [u32] {
+        let keep = (HOT_FRAMES - st.hot.len().min(HOT_FRAMES)).min(frames.len());
+        // Reversed, so that the next allocation pops them back in ascending order.
+        st.hot.extend(frames[..keep].iter().rev());
+        &frames[keep..]
+    }
+
+    /// Returns frames' memory to the OS, one madvise per adjacent run.
+    fn discard_runs(&self, frames: &[u32]) {
         let mut i = 0;
-        while i < cold.len() {
+        while i < frames.len() {
             let mut j = i + 1;
-            while j < cold.len() && cold[j] == cold[j - 1] + 1 {
+            while j < frames.len() && frames[j] == frames[j - 1] + 1 {
                 j += 1;
             }
-            self.arena.discard(cold[i] as usize * PAGE_SIZE, (j - i) * PAGE_SIZE);
+            self.arena.discard(frames[i] as usize * PAGE_SIZE, (j - i) * PAGE_SIZE);
             i = j;
         }
-        self.state.lock().free.extend(cold.iter().rev());
+    }
+
+    /// Gives back a frame that a lock-free walker may still be looking at: it becomes
+    /// free once every epoch guard now held is gone. Its side-table word must already
+    /// be cleared.
+    pub fn free_deferred(&self, pfn: u32) {
+        let held = self.held.fetch_sub(1, Ordering::Relaxed);
+        debug_assert!(held > 0);
+        // Relaxed: a count; the frame itself travels through the mutex below.
+        self.retired.waiting.fetch_add(1, Ordering::Relaxed);
+        let retired = self.retired.clone();
+        epoch::pin().defer(move || {
+            retired.ready.lock().push(pfn);
+            retired.waiting.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+
+    /// Frames given back with [`free_deferred`](Self::free_deferred) still waiting for
+    /// their epoch.
+    pub fn retired_waiting(&self) -> usize {
+        self.retired.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Moves frames whose epoch has passed to the free lists (frame lock held).
+    fn reclaim_retired(&self, st: &mut FrameState) {
+        let ready = std::mem::take(&mut *self.retired.ready.lock());
+        if ready.is_empty() {
+            return;
+        }
+        let cold = Self::keep_hot(st, &ready).to_vec();
+        self.discard_runs(&cold);
+        st.free.extend(cold);
+    }
+
+    /// Takes up to `n` of the lowest free frames below pfn `below`, ascending, as held
+    /// frames (for defragmentation: the caller migrates into them or frees them).
+    pub fn take_lowest(&self, n: usize, below: usize) -> Vec<u32> {
+        let mut st = self.state.lock();
+        self.reclaim_retired(&mut st);
+        let mut all: Vec<u32> = std::mem::take(&mut st.hot);
+        all.append(&mut st.free);
+        all.sort_unstable();
+        let k = all.iter().take(n).take_while(|&&p| (p as usize) < below).count();
+        let taken: Vec<u32> = all.drain(..k).collect();
+        // The rest go back, hot ones first again (descending: popped ascending).
+        all.reverse();
+        let hot_n = HOT_FRAMES.min(all.len());
+        st.hot.extend(all.drain(all.len() - hot_n..));
+        st.free.extend(all);
+        self.held.fetch_add(taken.len(), Ordering::Relaxed);
+        taken
+    }
+
+    /// Takes `n` frames that are adjacent in the arena (a fresh run from the top,
+    /// or a run found among the free frames), as held frames.
+    pub fn take_run(&self, n: usize) -> Result<Vec<u32>, i32> {
+        let mut st = self.state.lock();
+        self.reclaim_retired(&mut st);
+        let held = self.held.load(Ordering::Relaxed);
+        if held + n > self.limit {
+            return Err(libc::ENOMEM);
+        }
+        let mut all: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
+        all.sort_unstable();
+        let start = (0..all.len().saturating_sub(n - 1)).find(|&i| all[i + n - 1] == all[i] + n as u32 - 1);
+        let run: Vec<u32> = match start {
+            Some(i) => {
+                let run = all[i..i + n].to_vec();
+                st.hot.retain(|p| !run.contains(p));
+                st.free.retain(|p| !run.contains(p));
+                run
+            }
+            None => {
+                if st.top + n > self.nframes {
+                    return Err(libc::ENOMEM);
+                }
+                self.grow(&mut st, n)?;
+                let first = st.top as u32;
+                st.top += n;
+                (first..first + n as u32).collect()
+            }
+        };
+        self.held.fetch_add(n, Ordering::Relaxed);
+        Ok(run)
+    }
+
+    /// Commits enough of the arena for `fresh` more frames above the top.
+    fn grow(&self, st: &mut FrameState, fresh: usize) -> Result<(), i32> {
+        if st.top + fresh > st.committed {
+            let new_committed = (st.top + fresh).div_ceil(COMMIT_STEP) * COMMIT_STEP;
+            let new_committed = new_committed.min(self.nframes);
+            self.arena.commit(st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE)?;
+            self.side.commit(st.committed, new_committed)?;
+            st.committed = new_committed;
+        }
+        Ok(())
+    }
+
+    /// Lowers the top past the free frames at the end of the arena and gives the
+    /// arena above it back (pages and commit charge); the side table's words there
+    /// are discarded but stay readable (as zeros: free), because a lock-free walker
+    /// may still be reading them. Returns the frames the top came down by.
+    pub fn shrink(&self) -> usize {
+        let mut st = self.state.lock();
+        self.reclaim_retired(&mut st);
+        let mut free: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
+        free.sort_unstable();
+        let mut new_top = st.top;
+        while let Some(&last) = free.last() {
+            if last as usize + 1 != new_top {
+                break;
+            }
+            free.pop();
+            new_top -= 1;
+        }
+        let dropped = st.top - new_top;
+        if dropped == 0 {
+            return 0;
+        }
+        st.hot.retain(|&p| (p as usize) < new_top);
+        st.free.retain(|&p| (p as usize) < new_top);
+        st.top = new_top;
+        let keep = new_top.div_ceil(COMMIT_STEP) * COMMIT_STEP;
+        if keep < st.committed {
+            self.arena.decommit(keep * PAGE_SIZE, (st.committed - keep) * PAGE_SIZE);
+            self.side.discard(keep, st.committed);
+            st.committed = keep;
+        }
+        dropped
+    }
+
+    /// Frames of the arena currently committed (readable and writable).
+    pub fn committed(&self) -> usize {
+        self.state.lock().committed
     }
 
     /// Calls `f` with every free pfn, resident or not (for the invariant checker).
     pub fn for_each_free(&self, mut f: impl FnMut(u32)) {
-        let st = self.state.lock();
+        let mut st = self.state.lock();
+        self.reclaim_retired(&mut st);
         for &p in st.hot.iter().chain(&st.free) {
             f(p);
         }

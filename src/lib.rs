@@ -74,9 +74,13 @@ pub mod handle;
 #[cfg(not(loom))]
 pub mod memmap;
 #[cfg(not(loom))]
+pub mod migrate;
+#[cfg(not(loom))]
 pub mod os;
 #[cfg(not(loom))]
 pub mod pool;
+#[cfg(not(loom))]
+pub mod scan;
 #[cfg(not(loom))]
 pub mod stats;
 #[cfg(not(loom))]
@@ -95,6 +99,10 @@ pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use handle::Handle;
 #[cfg(not(loom))]
+pub use migrate::MigrateStats;
+#[cfg(not(loom))]
 pub use pool::{AllocFlags, Config, Pool, PoolCore};
+#[cfg(not(loom))]
+pub use scan::{Census, FrameKind};
 #[cfg(not(loom))]
 pub use stats::{ClassInfo, PoolInfo};

@@ -120,6 +120,17 @@ impl SideTable {
         Ok(())
     }
 
+    /// Discards the words of frames `[from, to)` (whole pages inside the range): they
+    /// read as zero (free) afterwards and cost no memory until written again.
+    pub fn discard(&self, from: usize, to: usize) {
+        let bytes = |f: usize| f * std::mem::size_of::<usize>();
+        let lo = bytes(from).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let hi = (bytes(to) / PAGE_SIZE * PAGE_SIZE).min(self.region.size());
+        if hi > lo {
+            self.region.discard(lo, hi - lo);
+        }
+    }
+
     #[inline]
     fn slot(&self, pfn: u32) -> &AtomicUsize {
         debug_assert!((pfn as usize) < self.region.size() / std::mem::size_of::<usize>());

@@ -89,6 +89,20 @@ impl Region {
     }
 }
 
+impl Region {
+    /// Gives back `[off, off + len)` and makes it inaccessible again: its pages and
+    /// its commit charge are released. Page-aligned arguments.
+    pub fn decommit(&self, off: usize, len: usize) {
+        assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        self.discard(off, len);
+        // SAFETY: inside this reservation; the caller guarantees nothing uses the range.
+        // Failure would leave the range accessible, which costs only address space.
+        unsafe {
+            libc::mprotect(self.base().add(off).cast(), len, libc::PROT_NONE);
+        }
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: the range was mapped by `reserve` and is unmapped exactly once.

@@ -173,6 +173,8 @@ pub(crate) struct Counters {
     pub pages_compacted: AtomicU64,
     pub objs_moved: AtomicU64,
     pub compact_skipped: AtomicU64,
+    pub frames_migrated: AtomicU64,
+    pub read_copied_bytes: AtomicU64,
 }
 
 /// Everything a pool is; shared (behind [`Pool`]) with its automatic compactor.

@@ -28,6 +28,10 @@ pub struct PoolInfo {
     pub compact_skipped_mapped: u64,
     /// Misuse refused, cumulative.
     pub misuse_events: u64,
+    /// Frames moved by migration (defragmentation, adjacency), cumulative.
+    pub frames_migrated: u64,
+    /// Bytes reads and maps copied because the object was not contiguous, cumulative.
+    pub read_copied_bytes: u64,
 }
 
 impl PoolInfo {
@@ -82,6 +86,8 @@ impl PoolCore {
         i.objs_moved = n.objs_moved.load(Ordering::Relaxed);
         i.compact_skipped_mapped = n.compact_skipped.load(Ordering::Relaxed);
         i.misuse_events = n.misuse.load(Ordering::Relaxed);
+        i.frames_migrated = n.frames_migrated.load(Ordering::Relaxed);
+        i.read_copied_bytes = n.read_copied_bytes.load(Ordering::Relaxed);
         i
     }
 

@@ -168,6 +168,7 @@ mod tests {
     #[test]
     fn descriptor_layout() {
         assert_eq!(std::mem::align_of::<ZsPage>(), 64);
+        assert_eq!(std::mem::size_of::<ZsPage>(), 128, "the README counts 128 bytes a descriptor");
         assert_eq!(std::mem::size_of::<ObjMeta>(), 6);
         let z = ZsPage::new(3, &[7, 8], 5);
         assert_eq!(z.frame_list().collect::<Vec<_>>(), vec![7, 8]);

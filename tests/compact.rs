@@ -128,12 +128,29 @@ fn a_second_concurrent_compaction_returns_at_once() {
     check(&p);
 }
 
-/// Three workers doing everything while a fourth compacts without pause.
+/// Three workers doing everything while a fourth compacts without pause and a fifth
+/// migrates frames (defragmenting the arena, joining zspages' frames) and walks the
+/// side table.
 #[test]
 fn stress_compaction_beside_every_operation() {
     for layout in [Layout::Dense, Layout::Kernel] {
         let p = Arc::new(pool(layout));
         let stop = Arc::new(AtomicBool::new(false));
+        let migrator = {
+            let (p, stop) = (p.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut moved = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    moved += p.defragment().frames_moved + p.make_adjacent().frames_moved;
+                    let c = p.census();
+                    assert_eq!(c.top, c.free + c.zspage + c.huge + c.transit);
+                    // Migration and compaction exclude each other; leave the compactor
+                    // room to run.
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                moved
+            })
+        };
         let compactor = {
             let (p, stop) = (p.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -204,7 +221,9 @@ fn stress_compaction_beside_every_operation() {
         let lives: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
         stop.store(true, Ordering::Relaxed);
         let moved = compactor.join().unwrap();
+        let migrated = migrator.join().unwrap();
         check(&p);
+        assert!(migrated > 0, "{layout:?}: the migrator really moved frames under load");
         let mut n = 0;
         for (h, sd, s) in lives.iter().flatten() {
             let mut out = vec![0u8; *s];

@@ -315,3 +315,38 @@ fn success_leaves_errno_alone_under_contention() {
         zs_destroy_pool(p as *mut zs_pool);
     }
 }
+
+#[test]
+fn migration_calls_through_the_c_abi() {
+    // SAFETY: NULL and live pools as each call allows; structs sized as declared.
+    unsafe {
+        assert_eq!(zs_defragment(null_mut()), -(libc::EINVAL as libc::c_long));
+        assert_eq!(zs_make_adjacent(null_mut()), -(libc::EINVAL as libc::c_long));
+        assert_eq!(zs_frame_census(null_mut(), null_mut()), -libc::EINVAL);
+        let p = new_pool(1);
+        assert_eq!(zs_frame_census(p, null_mut()), -libc::EINVAL);
+        let hs: Vec<u64> = (0..3000).map(|i| zs_malloc(p, 100 + i % 3000, 0)).collect();
+        let mut c = zs_frame_census { size: std::mem::size_of::<zs_frame_census>(), ..Default::default() };
+        assert_eq!(zs_frame_census(p, &mut c), 0);
+        assert_eq!(c.zspage_frames + c.huge_frames, zs_get_total_pages(p));
+        assert_eq!(c.class_frames.iter().sum::<u64>(), zs_get_total_pages(p));
+        assert_eq!(c.top, c.free_frames + c.zspage_frames + c.huge_frames + c.transit_frames);
+        for h in hs.iter().step_by(3) {
+            zs_free(p, *h);
+        }
+        for h in hs.iter().skip(1).step_by(3) {
+            zs_free(p, *h);
+        }
+        zs_compact(p);
+        let shrunk = zs_defragment(p);
+        assert!(shrunk > 0, "the arena came down by {shrunk} frames");
+        assert_eq!(zs_frame_census(p, &mut c), 0);
+        assert_eq!(c.top, zs_get_total_pages(p));
+        assert!(zs_make_adjacent(p) >= 0);
+        let mut i = zs_pool_info { size: std::mem::size_of::<zs_pool_info>(), ..Default::default() };
+        assert_eq!(zs_pool_info(p, &mut i), 0);
+        assert!(i.frames_migrated as i64 >= shrunk as i64 / 16);
+        assert_eq!(zs_pool_check(p), 0);
+        zs_destroy_pool(p);
+    }
+}

@@ -1,5 +1,5 @@
 //! Model-based test: random sequences of malloc, write, read, map, unmap, free,
-//! compaction and misuse against a simple model (a map from handle to contents);
+//! compaction, frame migration and misuse against a simple model (a map from handle to contents);
 //! contents and the pool's invariants are checked after every step.
 
 mod common;
@@ -17,6 +17,8 @@ enum Op {
     Unmap,
     Free(usize),
     Compact,
+    Defragment,
+    MakeAdjacent,
     FreeStale(usize),
     Foreign,
 }
@@ -31,6 +33,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => Just(Op::Unmap),
         3 => any::<usize>().prop_map(Op::Free),
         1 => Just(Op::Compact),
+        1 => Just(Op::Defragment),
+        1 => Just(Op::MakeAdjacent),
         1 => any::<usize>().prop_map(Op::FreeStale),
         1 => Just(Op::Foreign),
     ]
@@ -117,6 +121,14 @@ fn run(layout: Layout, ops: Vec<Op>) {
             }
             Op::Compact => {
                 p.compact();
+            }
+            Op::Defragment => {
+                p.defragment();
+                let c = p.census();
+                assert_eq!(c.zspage + c.huge, p.total_pages());
+            }
+            Op::MakeAdjacent => {
+                p.make_adjacent();
             }
             Op::FreeStale(i) if !stale.is_empty() => {
                 let h = stale[i % stale.len()];

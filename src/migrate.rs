@@ -1,0 +1,229 @@
+//! Frame migration, and the two things built on it: arena defragmentation and making
+//! zspages' frames adjacent.
+//!
+//! # Moving one frame
+//!
+//! Under the class lock of the frame's zspage (so no malloc, free or compaction of the
+//! class runs), every object whose slot overlaps the frame is claimed, exactly as
+//! compaction claims an object (`slot.rs`: `LIVE` with no pins to `MOVING`). If one is
+//! pinned (mapped, being read or written, being freed) the claims are undone and the
+//! frame is not moved: a pinned object never moves. With every overlapping object
+//! claimed, no one reads or writes the frame: its bytes are copied to the new frame,
+//! the descriptor's frame list and both side-table words are rewritten, and each
+//! claimed object is published at its new location (objects that start in an earlier
+//! frame keep their location: only the frame they straddle into changed). Handles
+//! never change. The old frame goes back through the epoch (`FrameSource::
+//! free_deferred`): the pfn scanner may have read its word just before.
+//!
+//! # Defragmenting the arena
+//!
+//! Frames in use above the point where all held frames would fit are moved into the
+//! lowest free frames; then the top comes down past the free frames at the end and the
+//! arena above it is decommitted (`FrameSource::shrink`).
+//!
+//! # Adjacency
+//!
+//! An object straddling two frames of its chain is read and mapped in place only if
+//! those frames are adjacent in the arena; otherwise every access copies it. Making a
+//! zspage's frames adjacent moves them into a run of adjacent free frames.
+
+use crossbeam_epoch as epoch;
+use std::sync::atomic::Ordering;
+
+use crate::error::{Error, Result};
+use crate::memmap::{FrameType, FrameWord};
+use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::pool::PoolCore;
+use crate::slot::Word;
+use crate::zspage::ZsPage;
+
+/// What a defragmentation or adjacency pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MigrateStats {
+    /// Frames moved.
+    pub frames_moved: usize,
+    /// Frames that could not move because an object in them was pinned.
+    pub frames_busy: usize,
+    /// Frames the arena's top came down by (defragmentation).
+    pub frames_released: usize,
+    /// Zspages whose frames are now all adjacent (adjacency).
+    pub zspages_joined: usize,
+}
+
+impl PoolCore {
+    /// Moves the contents of frame `pfn` into frame `to`, which the caller took from
+    /// the frame source. On success `to` belongs to the zspage and `pfn` is on its way
+    /// back; on error nothing changed and `to` is still the caller's.
+    ///
+    /// Errors: `Busy` when an object in the frame is pinned; `Invalid` when `pfn`
+    /// is not a frame of a zspage (now).
+    pub fn migrate_frame(&self, pfn: u32, to: u32) -> Result<()> {
+        let guard = epoch::pin();
+        let Some(w) = self.frame_word(pfn) else { return Err(Error::Invalid("pfn above the arena's top")) };
+        if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) {
+            return Err(Error::Invalid("frame not in a zspage"));
+        }
+        // SAFETY: a non-free word read under `guard`: the descriptor stays allocated
+        // while the guard lives (descriptors are freed through the epoch after their
+        // words are cleared); `class` never changes.
+        let ci = unsafe { (*w.zspage()).class } as usize;
+        let class = &self.classes[ci];
+        let spec = class.spec;
+        let _st = class.state.lock();
+        // Under the lock the frame cannot change if it is still this class's: re-read.
+        let w = self.frames.side.get(pfn);
+        if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge)
+            // SAFETY: as above (still under `guard`).
+            || unsafe { (*w.zspage()).class } as usize != ci
+        {
+            return Err(Error::Invalid("frame changed hands"));
+        }
+        drop(guard);
+        let zs: &ZsPage = {
+            // SAFETY: a zspage of the class whose lock we hold is alive until we drop it.
+            unsafe { &*w.zspage() }
+        };
+        let k = w.index();
+        // SAFETY: class lock held; the state borrow is used only in this function.
+        let s = unsafe { zs.state() };
+        let frame_lo = k * PAGE_SIZE;
+        let frame_hi = frame_lo + PAGE_SIZE;
+        let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
+        let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
+        let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
+        for o in first..last {
+            let meta = s.objs[o];
+            if meta.size == 0 {
+                continue;
+            }
+            let (lo, hi) = (o * spec.size, o * spec.size + spec.size);
+            if hi <= frame_lo || lo >= frame_hi {
+                continue;
+            }
+            // SAFETY: recorded at malloc: below the table's high-water mark.
+            let slot = unsafe { self.handles.slot_unchecked(meta.link) };
+            match slot.begin_move() {
+                Some(c) => claimed.push((meta.link, c, o)),
+                None => {
+                    for (idx, c, _) in claimed {
+                        // SAFETY: as above.
+                        unsafe { self.handles.slot_unchecked(idx) }.end_move(c, c.loc());
+                    }
+                    return Err(Error::Busy);
+                }
+            }
+        }
+        // SAFETY: every object overlapping the frame is claimed and the class lock is
+        // held, so nothing reads or writes either frame; both are committed frames of
+        // the arena and distinct.
+        unsafe { std::ptr::copy_nonoverlapping(self.frames.frame_addr(pfn), self.frames.frame_addr(to), PAGE_SIZE) };
+        // Relaxed: readers reach `frames[k]` only through an object overlapping frame
+        // k, all of which are claimed; the Release of `end_move` below publishes it.
+        zs.frames[k].store(to, Ordering::Relaxed);
+        self.frames.side.set(to, FrameWord::new(w.frame_type(), k, zs));
+        self.frames.side.set(pfn, FrameWord::FREE);
+        for (idx, c, o) in claimed {
+            let start = o * spec.size;
+            let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
+            // SAFETY: as above.
+            unsafe { self.handles.slot_unchecked(idx) }.end_move(c, loc);
+        }
+        self.frames.free_deferred(pfn);
+        // Relaxed: a statistic.
+        self.counters.frames_migrated.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Moves frames in use from the top of the arena into free frames below, then
+    /// gives the arena's free upper part back (pages, commit charge, side-table
+    /// pages). Runs exclusive of compaction.
+    pub fn defragment(&self) -> MigrateStats {
+        let _running = self.compaction.lock();
+        let mut done = MigrateStats::default();
+        let held = self.frames.held();
+        let top = self.frames.top();
+        // Frames in use at or above `held` need a place below it.
+        let movers: Vec<u32> = (held as u32..top as u32)
+            .rev()
+            .filter(|&p| self.frames.side.get(p).frame_type() != FrameType::Free)
+            .collect();
+        let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
+        let mut unused = Vec::new();
+        for pfn in movers {
+            let Some(to) = targets.next() else { break };
+            match self.migrate_frame(pfn, to) {
+                Ok(()) => done.frames_moved += 1,
+                Err(e) => {
+                    if e == Error::Busy {
+                        done.frames_busy += 1;
+                    }
+                    unused.push(to);
+                }
+            }
+        }
+        unused.extend(targets);
+        self.frames.free(&unused);
+        self.wait_for_retired_frames();
+        done.frames_released = self.frames.shrink();
+        done
+    }
+
+    /// Moves the frames of every zspage whose chain is not contiguous into a run of
+    /// adjacent frames, so its straddling objects are read and mapped in place.
+    pub fn make_adjacent(&self) -> MigrateStats {
+        let _running = self.compaction.lock();
+        let mut done = MigrateStats::default();
+        for class in self.classes.iter().filter(|c| c.spec.frames > 1) {
+            // The zspages to join, as (first pfn, number of frames), found under the lock.
+            let mut split: Vec<Vec<u32>> = Vec::new();
+            {
+                let st = class.state.lock();
+                for &head in &st.heads {
+                    let mut z = head;
+                    while !z.is_null() {
+                        // SAFETY: list members are live descriptors; lock held.
+                        let zs = unsafe { &*z };
+                        let pfns: Vec<u32> = zs.frame_list().collect();
+                        if pfns.windows(2).any(|p| p[1] != p[0] + 1) {
+                            split.push(pfns);
+                        }
+                        // SAFETY: as above.
+                        z = unsafe { zs.state().next };
+                    }
+                }
+            }
+            for pfns in split {
+                let Ok(run) = self.frames.take_run(pfns.len()) else { break };
+                let mut moved = 0;
+                for (&from, &to) in pfns.iter().zip(&run) {
+                    match self.migrate_frame(from, to) {
+                        Ok(()) => moved += 1,
+                        Err(e) => {
+                            if e == Error::Busy {
+                                done.frames_busy += 1;
+                            }
+                            break;
+                        }
+                    }
+                }
+                done.frames_moved += moved;
+                if moved == pfns.len() {
+                    done.zspages_joined += 1;
+                }
+                self.frames.free(&run[moved..]);
+            }
+        }
+        done
+    }
+
+    /// Waits (briefly) until frames given back through the epoch can be reused.
+    fn wait_for_retired_frames(&self) {
+        for _ in 0..1000 {
+            if self.frames.retired_waiting() == 0 {
+                return;
+            }
+            epoch::pin().flush();
+            std::thread::yield_now();
+        }
+    }
+}

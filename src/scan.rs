@@ -1,0 +1,130 @@
+//! The pfn scanner: walks the arena's frames in pfn order and classifies each from its
+//! side-table word alone, plus the descriptor the word points to.
+//!
+//! Frames change under it: a zspage dies and its frames are freed, a frame is reused
+//! by another zspage, migration moves a frame's contents elsewhere. The scanner holds
+//! an epoch guard (renewed every [`REPIN_EVERY`] frames, so it never holds back
+//! reclamation for long), so a descriptor it reached through a word cannot be freed
+//! while it reads it. It validates what it read (the descriptor must list this pfn at
+//! the word's index) and re-reads the word when the frame changed; a frame that keeps
+//! changing is counted as in transit, never misread. Every frame has order 0: the scan
+//! steps by one and never infers the extent of a run from a word.
+
+use crossbeam_epoch as epoch;
+
+use crate::memmap::{FrameType, FrameWord};
+use crate::pool::PoolCore;
+
+/// Frames between renewals of the scanner's epoch guard.
+pub const REPIN_EVERY: u32 = 1024;
+/// Reads of a changing frame before it is reported in transit.
+const RETRIES: usize = 8;
+
+/// What one frame is, as the scanner saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// Not part of any zspage.
+    Free,
+    /// Frame `index` of a zspage of the class with this index.
+    Zspage { class_index: usize, index: usize },
+    /// The single frame of a huge zspage of the class with this index.
+    Huge { class_index: usize },
+    /// Changing while the scanner looked (a migration or a zspage's birth or death).
+    Transit,
+}
+
+/// Frames by type and class, like the kernel's page-types tool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Frames the arena can address.
+    pub capacity: usize,
+    /// Frames currently committed (readable and writable).
+    pub committed: usize,
+    /// Every pfn ever handed out is below this.
+    pub top: usize,
+    /// Free frames below the top.
+    pub free: usize,
+    /// Frames of multi-object zspages.
+    pub zspage: usize,
+    /// Frames of huge (one-object) zspages.
+    pub huge: usize,
+    /// Frames seen changing.
+    pub transit: usize,
+    /// Frames per class, indexed by class index (the kernel's numbering).
+    pub by_class: Vec<usize>,
+}
+
+impl PoolCore {
+    /// Visits every frame below the arena's top in pfn order.
+    pub fn scan_frames(&self, mut f: impl FnMut(u32, FrameKind)) {
+        let top = self.frames.top() as u32;
+        let mut guard = epoch::pin();
+        for pfn in 0..top {
+            if pfn % REPIN_EVERY == 0 {
+                guard.repin();
+            }
+            f(pfn, self.classify(pfn, &guard));
+        }
+    }
+
+    /// Classifies one frame (see the module comment).
+    fn classify(&self, pfn: u32, _guard: &epoch::Guard) -> FrameKind {
+        for _ in 0..RETRIES {
+            let w = self.frames.side.get(pfn);
+            let ty = w.frame_type();
+            if ty == FrameType::Free {
+                return FrameKind::Free;
+            }
+            if ty == FrameType::Transit {
+                continue;
+            }
+            // SAFETY: the word was non-free when read under `_guard`; descriptors are
+            // handed to the epoch collector only after their words are cleared, so this
+            // one stays allocated while the guard lives. Its `class` never changes and
+            // `frames` are atomics, so reading them races with nothing.
+            let (class, listed) = unsafe {
+                let zs = &*w.zspage();
+                (zs.class as usize, w.index() < zs.nframes as usize && zs.frame(w.index()) == pfn)
+            };
+            // Consistent: the descriptor lists this pfn at the word's index, and the word
+            // did not change meanwhile.
+            if listed && self.frames.side.get(pfn) == w {
+                let class_index = self.classes[class].spec.index;
+                return match ty {
+                    FrameType::Huge => FrameKind::Huge { class_index },
+                    _ => FrameKind::Zspage { class_index, index: w.index() },
+                };
+            }
+        }
+        FrameKind::Transit
+    }
+
+    /// Counts frames by type and class.
+    pub fn census(&self) -> Census {
+        let mut c = Census {
+            capacity: self.frames.capacity(),
+            committed: self.frames.committed(),
+            by_class: vec![0; self.table.nr_full_classes()],
+            ..Census::default()
+        };
+        self.scan_frames(|_, kind| match kind {
+            FrameKind::Free => c.free += 1,
+            FrameKind::Transit => c.transit += 1,
+            FrameKind::Huge { class_index } => {
+                c.huge += 1;
+                c.by_class[class_index] += 1;
+            }
+            FrameKind::Zspage { class_index, .. } => {
+                c.zspage += 1;
+                c.by_class[class_index] += 1;
+            }
+        });
+        c.top = c.free + c.zspage + c.huge + c.transit;
+        c
+    }
+
+    /// The side-table word of a frame (for tests and tools).
+    pub fn frame_word(&self, pfn: u32) -> Option<FrameWord> {
+        ((pfn as usize) < self.frames.top()).then(|| self.frames.side.get(pfn))
+    }
+}

@@ -1,0 +1,146 @@
+//! Frame migration, the pfn scanner, arena defragmentation and adjacency.
+
+mod common;
+use common::{check, pattern};
+use zsmalloc::{AllocFlags, Config, FrameKind, Handle, Layout, MapMode, Pool};
+
+fn pool(layout: Layout) -> Pool {
+    Pool::with_config("migrate", &Config { max_pages: 1 << 16, layout, ..Config::default() }).unwrap()
+}
+
+fn verify(p: &Pool, objs: &[(Handle, u64, usize)]) {
+    for &(h, seed, s) in objs {
+        let mut out = vec![0u8; s];
+        p.read(h, &mut out).unwrap();
+        assert_eq!(out, pattern(seed, s), "object intact");
+    }
+}
+
+fn fill(p: &Pool, n: usize, size: impl Fn(usize) -> usize) -> Vec<(Handle, u64, usize)> {
+    (0..n)
+        .map(|i| {
+            let s = size(i);
+            let h = p.malloc(s, AllocFlags::default()).unwrap();
+            p.write(h, &pattern(i as u64, s)).unwrap();
+            (h, i as u64, s)
+        })
+        .collect()
+}
+
+#[test]
+fn census_agrees_with_the_class_statistics() {
+    let p = pool(Layout::Kernel);
+    let objs = fill(&p, 5000, |i| 20 + (i * 37) % 4077);
+    let c = p.census();
+    assert_eq!(c.transit, 0, "nothing changes during this walk");
+    assert_eq!(c.zspage + c.huge, p.total_pages());
+    assert_eq!(c.top, c.free + c.zspage + c.huge);
+    for idx in p.class_indices() {
+        let ci = p.class_info(idx).unwrap();
+        assert_eq!(c.by_class[idx] as u64, ci.pages_used, "class {idx}");
+        if ci.pages_per_zspage == 1 && ci.objs_per_zspage == 1 {
+            assert_eq!(c.huge as u64, ci.pages_used, "the huge class's frames are huge frames");
+        }
+    }
+    // Frame by frame: each in-use frame's index matches its zspage.
+    let mut seen = 0;
+    p.scan_frames(|pfn, kind| {
+        if let FrameKind::Zspage { index, .. } = kind {
+            assert_eq!(p.frame_word(pfn).unwrap().index(), index);
+            seen += 1;
+        }
+    });
+    assert_eq!(seen, c.zspage);
+    for (h, _, _) in &objs[..2500] {
+        p.free(*h).unwrap();
+    }
+    assert_eq!(p.census().zspage + p.census().huge, p.total_pages());
+    verify(&p, &objs[2500..]);
+}
+
+/// A zspage of the kernel layout's 48-byte class on frames 0, 2, 3 (see tests/pool.rs).
+fn split_zspage(p: &Pool) -> Vec<(Handle, u64, usize)> {
+    let a = p.malloc(4096, AllocFlags::default()).unwrap();
+    let _b = p.malloc(4096, AllocFlags::default()).unwrap();
+    p.free(a).unwrap();
+    (0..256u64)
+        .map(|i| {
+            let h = p.malloc(40, AllocFlags::default()).unwrap();
+            p.write(h, &pattern(i, 40)).unwrap();
+            (h, i, 40)
+        })
+        .collect()
+}
+
+#[test]
+fn adjacency_turns_copies_into_direct_reads() {
+    let p = pool(Layout::Kernel);
+    let objs = split_zspage(&p);
+    let straddler = objs[85].0;
+    let mut local = [0u8; 40];
+    assert!(p.read_begin(straddler, 40, &mut local).unwrap().is_copy());
+    let copied = p.info().read_copied_bytes;
+    assert_eq!(copied, 40, "bytes copied by reads are counted");
+    let r = p.make_adjacent();
+    assert_eq!(r.zspages_joined, 1);
+    assert_eq!(r.frames_moved, 3);
+    assert_eq!(p.info().frames_migrated, 3);
+    check(&p);
+    let read = p.read_begin(straddler, 40, &mut local).unwrap();
+    assert!(!read.is_copy(), "in place now");
+    drop(read);
+    assert_eq!(p.info().read_copied_bytes, copied, "no more copies");
+    verify(&p, &objs);
+    assert_eq!(p.make_adjacent().zspages_joined, 0, "nothing left to join");
+}
+
+#[test]
+fn a_frame_with_a_pinned_object_does_not_move() {
+    let p = pool(Layout::Kernel);
+    let objs = split_zspage(&p);
+    let m = p.map(objs[0].0, MapMode::ReadOnly).unwrap(); // pins an object of frame 0
+    let addr = m.as_ptr();
+    let r = p.make_adjacent();
+    assert_eq!(r.zspages_joined, 0);
+    assert_eq!(r.frames_busy, 1);
+    assert_eq!(m.as_ptr(), addr);
+    assert_eq!(&m[..40], &pattern(0, 40)[..]);
+    drop(m);
+    check(&p);
+    assert_eq!(p.make_adjacent().zspages_joined, 1, "unmapped, it moves");
+    check(&p);
+    verify(&p, &objs);
+}
+
+#[test]
+fn defragmentation_shrinks_the_arena() {
+    let p = pool(Layout::Dense);
+    // Grow to ~4000 frames, then free everything but a scattering of objects, many of
+    // them near the top of the arena; compaction packs classes but not the arena.
+    let objs = fill(&p, 12_000, |i| 300 + (i * 131) % 3000);
+    let grown = p.census();
+    let keep: Vec<_> = objs.iter().filter(|(_, i, _)| i % 50 == 0).copied().collect();
+    for (h, i, _) in &objs {
+        if i % 50 != 0 {
+            p.free(*h).unwrap();
+        }
+    }
+    p.compact();
+    check(&p);
+    let before = p.census();
+    assert!(before.top > 2 * p.total_pages(), "the arena is sparse: top {} for {} frames", before.top, p.total_pages());
+    let r = p.defragment();
+    check(&p);
+    let after = p.census();
+    assert!(r.frames_moved > 0 && r.frames_released > 0, "{r:?}");
+    assert_eq!(after.top, p.total_pages(), "every frame in use now sits below the held count");
+    assert!(after.committed < before.committed, "committed {} -> {}", before.committed, after.committed);
+    assert!(after.committed <= after.top.div_ceil(512) * 512);
+    assert_eq!(before.zspage + before.huge, after.zspage + after.huge);
+    verify(&p, &keep);
+    // The arena grows again on demand.
+    let more = fill(&p, 2000, |i| 1000 + i % 500);
+    check(&p);
+    verify(&p, &more);
+    assert!(grown.top >= p.census().top);
+}
