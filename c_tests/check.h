@@ -1,0 +1,191 @@
+/*
+ * A small check harness shared by the C conformance tests.
+ *
+ * CHECK(cond) and CHECK_EQ(a, b) count a pass or a failure (a failure prints the file,
+ * line and expression, and for CHECK_EQ both values); they are thread-safe. Every test
+ * program ends with `return check_summary();`, which prints exactly the line
+ * "N passed, M failed" and gives the exit status (non-zero when M > 0).
+ *
+ * Also here: deterministic byte patterns for objects, and the pool the tests work in.
+ */
+#ifndef ZS_C_TESTS_CHECK_H
+#define ZS_C_TESTS_CHECK_H
+
+#include <errno.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "zsmalloc.h"
+
+static atomic_ulong check_passed_;
+static atomic_ulong check_failed_;
+
+/* Failure messages printed in full; later failures are only counted. */
+#define CHECK_MAX_REPORTS 60
+
+static inline int check_report_(int ok, const char *file, int line, const char *what, const char *detail)
+{
+    if (ok) {
+        atomic_fetch_add(&check_passed_, 1);
+        return 1;
+    }
+    unsigned long n = atomic_fetch_add(&check_failed_, 1);
+    if (n < CHECK_MAX_REPORTS)
+        fprintf(stderr, "FAIL %s:%d: %s%s%s\n", file, line, what, detail ? " " : "", detail ? detail : "");
+    else if (n == CHECK_MAX_REPORTS)
+        fprintf(stderr, "(further failures are counted but not shown)\n");
+    return 0;
+}
+
+static inline int check_eq_(unsigned long long a, unsigned long long b, const char *file, int line,
+                            const char *ea, const char *eb)
+{
+    char what[512];
+    char detail[128];
+    snprintf(what, sizeof what, "%s == %s", ea, eb);
+    snprintf(detail, sizeof detail, "(%llu [%#llx] vs %llu [%#llx])", a, a, b, b);
+    return check_report_(a == b, file, line, what, detail);
+}
+
+/* Each evaluates to whether the check passed. */
+#define CHECK(cond) check_report_(!!(cond), __FILE__, __LINE__, #cond, NULL)
+#define CHECK_EQ(a, b) check_eq_((unsigned long long)(a), (unsigned long long)(b), __FILE__, __LINE__, #a, #b)
+
+/* Prints the one summary line; the exit status of the program. */
+static inline int check_summary(void)
+{
+    unsigned long passed = atomic_load(&check_passed_);
+    unsigned long failed = atomic_load(&check_failed_);
+    fflush(stderr);
+    printf("%lu passed, %lu failed\n", passed, failed);
+    fflush(stdout);
+    return failed ? 1 : 0;
+}
+
+/* ---- deterministic patterns ------------------------------------------------------- */
+
+/* splitmix64: a seeded, reproducible stream. */
+static inline uint64_t mix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* A value in [0, n). */
+static inline unsigned long rand_below(uint64_t *state, unsigned long n)
+{
+    return (unsigned long)(mix64(state) % n);
+}
+
+/* Fills buf with the first len bytes of the stream that seed names (so a shorter
+ * pattern is a prefix of a longer one). */
+static inline void fill_pattern(void *buf, size_t len, uint64_t seed)
+{
+    unsigned char *p = buf;
+    uint64_t st = seed * 0x2545F4914F6CDD1Dull;
+    size_t i = 0;
+    while (i < len) {
+        uint64_t v = mix64(&st);
+        for (int k = 0; k < 8 && i < len; k++, i++)
+            p[i] = (unsigned char)(v >> (8 * k));
+    }
+}
+
+/* Whether buf holds exactly the first len bytes that seed names. */
+static inline int pattern_ok(const void *buf, size_t len, uint64_t seed)
+{
+    unsigned char tmp[ZS_MAX_ALLOC_SIZE];
+    if (len > sizeof tmp)
+        return 0;
+    fill_pattern(tmp, len, seed);
+    return memcmp(tmp, buf, len) == 0;
+}
+
+/* ---- pools -------------------------------------------------------------------------- */
+
+/*
+ * Frames a test pool may hold. A pool created with max_pages 0 reserves (PROT_NONE, no
+ * commit) an arena sized to the machine's physical memory plus a handle table up to half
+ * as large. That is harmless natively and under AddressSanitizer, but valgrind's address
+ * space manager has a fixed ceiling (about 128 GiB on amd64 in valgrind 3.19), which
+ * one default pool already exceeds on a 96 GiB machine. So every pool the tests work
+ * in is bounded (the reservation then follows max_pages: 64 MiB of arena here), and
+ * the default configuration is exercised only by short create/allocate/destroy checks.
+ */
+#define TEST_MAX_PAGES 16384ul
+
+static inline struct zs_pool *test_pool(const char *name, enum zs_layout layout, unsigned int chain_size)
+{
+    struct zs_pool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.size = sizeof cfg;
+    cfg.max_pages = TEST_MAX_PAGES;
+    cfg.chain_size = chain_size;
+    cfg.layout = layout;
+    struct zs_pool *pool = zs_create_pool_with(name, &cfg);
+    if (!pool) {
+        fprintf(stderr, "zs_create_pool_with(%s): %s\n", name, strerror(errno));
+        exit(2);
+    }
+    return pool;
+}
+
+static inline struct zs_pool_info pool_info(struct zs_pool *pool)
+{
+    struct zs_pool_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    if (zs_pool_info(pool, &info) != 0)
+        CHECK(!"zs_pool_info failed");
+    return info;
+}
+
+static inline unsigned long misuse_count(struct zs_pool *pool)
+{
+    return pool_info(pool).misuse_events;
+}
+
+/* Whether the test runs under valgrind (the Makefile sets ZS_TEST_VALGRIND=1 there):
+ * the heavier loops run fewer iterations, valgrind being some 50 times slower. */
+static inline int under_valgrind(void)
+{
+    const char *v = getenv("ZS_TEST_VALGRIND");
+    return v && strcmp(v, "1") == 0;
+}
+
+/*
+ * Allocates n objects of obj_size bytes (a class of several frames per zspage) on
+ * frames that are not adjacent in the arena, so that objects straddling two frames
+ * of their zspage are not contiguous in memory: reads must copy them and mappings
+ * must work on a copy. Frames freed by a pool are reused before the arena grows, so
+ * the helper takes 2 * spread one-frame objects (size ZS_MAX_ALLOC_SIZE, stored one
+ * per frame), frees every other one, and then allocates. The one-frame objects that
+ * remain are returned in keep[0..spread) for the caller to free.
+ */
+static inline void alloc_on_scattered_frames(struct zs_pool *pool, unsigned long *out, size_t n, size_t obj_size,
+                                             unsigned long *keep, size_t spread)
+{
+    unsigned long all[64];
+    if (spread * 2 > sizeof all / sizeof all[0])
+        spread = sizeof all / sizeof all[0] / 2;
+    for (size_t i = 0; i < 2 * spread; i++) {
+        all[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        CHECK(!ZS_IS_ERR(all[i]));
+    }
+    for (size_t i = 0; i < spread; i++) {
+        zs_free(pool, all[2 * i + 1]);
+        keep[i] = all[2 * i];
+    }
+    for (size_t i = 0; i < n; i++) {
+        out[i] = zs_malloc(pool, obj_size, 0);
+        CHECK(!ZS_IS_ERR(out[i]));
+    }
+}
+
+#endif /* ZS_C_TESTS_CHECK_H */

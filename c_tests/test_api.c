@@ -1,0 +1,1065 @@
+/*
+ * The contract of every function of include/zsmalloc.h, from C.
+ *
+ * Pool creation and destruction (default, NULL name, configurations valid and
+ * invalid, the `size` convention), malloc and free, every size 1..4096 round-tripping
+ * through every access path, objects straddling frames (in place and copied), the
+ * page limit and ZS_ALLOC_NOGROW, the statistics, the class table of both layouts,
+ * the error-handle macros, and many simultaneous mappings on one thread.
+ */
+#include <limits.h>
+#include <stdint.h>
+
+#include "check.h"
+
+/* ---- creation, destruction, configuration ------------------------------------------- */
+
+static struct zs_pool *create_with(const char *name, size_t size, unsigned long max_pages, unsigned int chain,
+                                   unsigned int layout)
+{
+    struct zs_pool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.size = size;
+    cfg.max_pages = max_pages;
+    cfg.chain_size = chain;
+    cfg.layout = (enum zs_layout)layout;
+    return zs_create_pool_with(name, &cfg);
+}
+
+/* A pool must hand out, store and give back an object. */
+static void smoke(struct zs_pool *pool, size_t size)
+{
+    unsigned char buf[ZS_MAX_ALLOC_SIZE], local[ZS_MAX_ALLOC_SIZE];
+    unsigned long h = zs_malloc(pool, size, 0);
+    if (!CHECK(!ZS_IS_ERR(h) && h != 0))
+        return;
+    fill_pattern(buf, size, size);
+    zs_obj_write(pool, h, buf, size);
+    void *p = zs_obj_read_begin(pool, h, size, local);
+    CHECK(p && memcmp(p, buf, size) == 0);
+    zs_obj_read_end(pool, h, size, p);
+    zs_free(pool, h);
+    CHECK_EQ(pool_info(pool).live_objects, 0);
+}
+
+static void test_create_destroy(void)
+{
+    /* The default configuration. Under valgrind its reservation (sized to physical
+     * memory) can pass valgrind's address-space ceiling on a large machine: ENOMEM is
+     * then valgrind's limit, not the library's, and only that case is excused. */
+    errno = 0;
+    struct zs_pool *def = zs_create_pool("api-default");
+    if (!def && errno == ENOMEM && under_valgrind()) {
+        fprintf(stderr, "note: default pool larger than valgrind's address space; checked natively\n");
+    } else if (CHECK(def != NULL)) {
+        smoke(def, 100);
+        smoke(def, ZS_MAX_ALLOC_SIZE);
+        CHECK_EQ(zs_get_total_pages(def), 0);
+        zs_destroy_pool(def);
+    }
+
+    /* NULL name, NULL config, max_pages given. */
+    struct zs_pool *anon = create_with(NULL, sizeof(struct zs_pool_config), 64, 0, ZS_LAYOUT_DENSE);
+    if (CHECK(anon != NULL)) {
+        smoke(anon, 777);
+        zs_destroy_pool(anon);
+    }
+    errno = 0;
+    struct zs_pool *anon2 = zs_create_pool(NULL);
+    if (!anon2 && errno == ENOMEM && under_valgrind()) {
+        fprintf(stderr, "note: default pool larger than valgrind's address space; checked natively\n");
+    } else if (CHECK(anon2 != NULL)) {
+        struct zs_pool *nullcfg = NULL;
+        /* Created one at a time: two default pools could pass valgrind's ceiling. */
+        zs_destroy_pool(anon2);
+        nullcfg = zs_create_pool_with("api-nullcfg", NULL);
+        if (CHECK(nullcfg != NULL)) {
+            smoke(nullcfg, 1);
+            zs_destroy_pool(nullcfg);
+        }
+    }
+
+    /* The name is copied: the caller's buffer may go away. */
+    char name[32];
+    snprintf(name, sizeof name, "api-%s", "copied");
+    struct zs_pool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.size = sizeof cfg;
+    cfg.max_pages = 64;
+    struct zs_pool *named = zs_create_pool_with(name, &cfg);
+    memset(name, 0, sizeof name);
+    if (CHECK(named != NULL)) {
+        smoke(named, 42);
+        CHECK_EQ(zs_pool_check(named), 0);
+        zs_destroy_pool(named);
+    }
+
+    /* Destroy: NULL is a no-op; a pool with live objects and many frames is freed
+     * whole (ASan's and valgrind's leak checks see the rest). */
+    zs_destroy_pool(NULL);
+    struct zs_pool *full = test_pool("api-full", ZS_LAYOUT_DENSE, 0);
+    for (size_t i = 1; i <= 600; i++) {
+        unsigned long h = zs_malloc(full, i * 6 % ZS_MAX_ALLOC_SIZE + 1, 0);
+        CHECK(!ZS_IS_ERR(h));
+    }
+    CHECK(zs_get_total_pages(full) > 0);
+    zs_destroy_pool(full);
+
+    /* Valid chain sizes for both layouts. */
+    unsigned int chains[] = {0, 4, 5, 8, 15, 16};
+    for (unsigned int layout = 0; layout <= 1; layout++) {
+        for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
+            struct zs_pool *p = create_with("api-chain", sizeof(struct zs_pool_config), 256, chains[i], layout);
+            if (CHECK(p != NULL)) {
+                smoke(p, 3000);
+                zs_destroy_pool(p);
+            }
+        }
+    }
+
+    /* Invalid fields: NULL, errno EINVAL. */
+    struct {
+        const char *what;
+        size_t size;
+        unsigned int chain, layout;
+    } bad[] = {
+        {"chain 1", sizeof(struct zs_pool_config), 1, 0},
+        {"chain 3", sizeof(struct zs_pool_config), 3, 0},
+        {"chain 17", sizeof(struct zs_pool_config), 17, 1},
+        {"chain 1000", sizeof(struct zs_pool_config), 1000, 0},
+        {"layout 2", sizeof(struct zs_pool_config), 0, 2},
+        {"layout 99", sizeof(struct zs_pool_config), 8, 99},
+        {"size 0", 0, 0, 0},
+        {"size shorter than the size field", sizeof(size_t) - 1, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        struct zs_pool *p = create_with("api-bad", bad[i].size, 64, bad[i].chain, bad[i].layout);
+        if (!CHECK(p == NULL))
+            fprintf(stderr, "  accepted: %s\n", bad[i].what), zs_destroy_pool(p);
+        if (!CHECK_EQ(errno, EINVAL))
+            fprintf(stderr, "  case: %s\n", bad[i].what);
+    }
+}
+
+/* The `size` convention of zs_pool_config: the library reads only `size` bytes. */
+static void test_config_size_convention(void)
+{
+    size_t dense_huge, kernel_huge;
+    {
+        struct zs_pool *d = test_pool("api-d", ZS_LAYOUT_DENSE, 0);
+        struct zs_pool *k = test_pool("api-k", ZS_LAYOUT_KERNEL, 0);
+        dense_huge = zs_huge_class_size(d);
+        kernel_huge = zs_huge_class_size(k);
+        CHECK(dense_huge != kernel_huge);
+        zs_destroy_pool(d);
+        zs_destroy_pool(k);
+    }
+
+    /* Only size and max_pages declared: the invalid chain and layout that follow in
+     * memory must not be read, and the defaults (dense, chain 8) apply. */
+    struct zs_pool_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.size = offsetof(struct zs_pool_config, chain_size);
+    cfg.max_pages = 4;
+    cfg.chain_size = 3;
+    cfg.layout = (enum zs_layout)7;
+    struct zs_pool *p = zs_create_pool_with("api-short", &cfg);
+    if (CHECK(p != NULL)) {
+        CHECK_EQ(zs_huge_class_size(p), dense_huge);
+        /* max_pages was read: four one-frame objects, then ENOMEM. */
+        unsigned long h[5];
+        for (int i = 0; i < 4; i++)
+            CHECK(!ZS_IS_ERR(h[i] = zs_malloc(p, ZS_MAX_ALLOC_SIZE, 0)));
+        errno = 0;
+        h[4] = zs_malloc(p, ZS_MAX_ALLOC_SIZE, 0);
+        CHECK(ZS_IS_ERR(h[4]) && ZS_ERR(h[4]) == ENOMEM);
+        CHECK_EQ(errno, ENOMEM);
+        zs_destroy_pool(p);
+    }
+
+    /* Only the size field: every default. */
+    memset(&cfg, 0xFF, sizeof cfg);
+    cfg.size = sizeof(size_t);
+    p = zs_create_pool_with("api-sizeonly", &cfg);
+    /* max_pages would read as ULONG_MAX if it were read; the default is no limit,
+     * which valgrind may not fit (see check.h). */
+    if (!p && errno == ENOMEM && under_valgrind()) {
+        fprintf(stderr, "note: default-sized pool larger than valgrind's address space\n");
+    } else if (CHECK(p != NULL)) {
+        CHECK_EQ(zs_huge_class_size(p), dense_huge);
+        zs_destroy_pool(p);
+    }
+
+    /* A caller compiled with a longer struct (zeros in the fields it adds). */
+    struct {
+        struct zs_pool_config c;
+        unsigned long later[4];
+    } big;
+    memset(&big, 0, sizeof big);
+    big.c.size = sizeof big;
+    big.c.max_pages = 32;
+    big.c.layout = ZS_LAYOUT_KERNEL;
+    p = zs_create_pool_with("api-long", &big.c);
+    if (CHECK(p != NULL)) {
+        CHECK_EQ(zs_huge_class_size(p), kernel_huge);
+        zs_destroy_pool(p);
+    }
+
+    /* The config struct is only read. */
+    struct zs_pool_config before;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.size = sizeof cfg;
+    cfg.max_pages = 16;
+    cfg.chain_size = 4;
+    cfg.layout = ZS_LAYOUT_KERNEL;
+    memcpy(&before, &cfg, sizeof cfg);
+    p = zs_create_pool_with("api-const", &cfg);
+    CHECK(p != NULL);
+    CHECK(memcmp(&before, &cfg, sizeof cfg) == 0);
+    if (p) {
+        CHECK_EQ(zs_huge_class_size(p), 3257);
+        zs_destroy_pool(p);
+    }
+}
+
+/* ---- malloc, free, error handles ------------------------------------------------------ */
+
+static void test_malloc_free(void)
+{
+    /* The macros. */
+    CHECK(!ZS_IS_ERR(0ul));
+    CHECK(!ZS_IS_ERR(1ul));
+    CHECK(!ZS_IS_ERR((unsigned long)-4096));
+    CHECK(ZS_IS_ERR((unsigned long)-4095));
+    CHECK(ZS_IS_ERR((unsigned long)-1));
+    CHECK_EQ(ZS_ERR((unsigned long)-ENOMEM), ENOMEM);
+    CHECK_EQ(ZS_ERR((unsigned long)-EINVAL), EINVAL);
+    CHECK_EQ(ZS_MAX_ALLOC_SIZE, 4096);
+
+    struct zs_pool *pool = test_pool("api-malloc", ZS_LAYOUT_DENSE, 0);
+    struct {
+        size_t size;
+        unsigned int flags;
+        int err;
+    } bad[] = {
+        {0, 0, EINVAL},
+        {ZS_MAX_ALLOC_SIZE + 1, 0, ENOSPC},
+        {100000, 0, ENOSPC},
+        {SIZE_MAX, 0, ENOSPC},
+        {100, 2, EINVAL},
+        {100, ZS_ALLOC_NOGROW | 4, EINVAL},
+        {100, 0x80000000u, EINVAL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        unsigned long h = zs_malloc(pool, bad[i].size, bad[i].flags);
+        CHECK(ZS_IS_ERR(h));
+        CHECK_EQ(ZS_ERR(h), bad[i].err);
+        CHECK_EQ(errno, bad[i].err);
+    }
+    CHECK_EQ(pool_info(pool).live_objects, 0);
+
+    /* Handles: never 0, never errors, all distinct; the counts follow. */
+    enum { N = 300 };
+    unsigned long h[N];
+    unsigned long requested = 0;
+    for (int i = 0; i < N; i++) {
+        size_t size = (size_t)(i * 37 % ZS_MAX_ALLOC_SIZE) + 1;
+        h[i] = zs_malloc(pool, size, 0);
+        CHECK(h[i] != 0 && !ZS_IS_ERR(h[i]));
+        requested += size;
+        for (int j = 0; j < i; j++)
+            if (h[j] == h[i])
+                CHECK(!"handle issued twice");
+    }
+    struct zs_pool_info info = pool_info(pool);
+    CHECK_EQ(info.live_objects, N);
+    CHECK_EQ(info.requested_bytes, requested);
+    CHECK_EQ(info.total_pages, zs_get_total_pages(pool));
+    CHECK(info.total_pages > 0);
+    CHECK(info.meta_bytes > 0);
+
+    /* Free: 0 and error handles are no-ops, not misuse. */
+    unsigned long misuse = info.misuse_events;
+    errno = 0;
+    zs_free(pool, 0);
+    zs_free(pool, (unsigned long)-EINVAL);
+    zs_free(pool, (unsigned long)-1);
+    zs_free(pool, (unsigned long)-4095);
+    CHECK_EQ(errno, 0);
+    CHECK_EQ(misuse_count(pool), misuse);
+    CHECK_EQ(pool_info(pool).live_objects, N);
+
+    for (int i = 0; i < N; i += 2) {
+        zs_free(pool, h[i]);
+        requested -= (size_t)(i * 37 % ZS_MAX_ALLOC_SIZE) + 1;
+    }
+    info = pool_info(pool);
+    CHECK_EQ(info.live_objects, N / 2);
+    CHECK_EQ(info.requested_bytes, requested);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    for (int i = 1; i < N; i += 2)
+        zs_free(pool, h[i]);
+    info = pool_info(pool);
+    CHECK_EQ(info.live_objects, 0);
+    CHECK_EQ(info.requested_bytes, 0);
+    CHECK_EQ(info.total_pages, 0);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    CHECK_EQ(info.misuse_events, misuse);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
+}
+
+/* ---- every size through every access path --------------------------------------------- */
+
+static int object_ok(struct zs_pool *pool, unsigned long h, size_t len, uint64_t seed)
+{
+    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    void *p = zs_obj_read_begin(pool, h, len, local);
+    if (!p)
+        return 0;
+    int ok = pattern_ok(p, len, seed);
+    zs_obj_read_end(pool, h, len, p);
+    return ok;
+}
+
+static void test_roundtrip_all_sizes(enum zs_layout layout)
+{
+    struct zs_pool *pool = test_pool("api-sizes", layout, 0);
+    static unsigned long h[ZS_MAX_ALLOC_SIZE + 1];
+    unsigned char buf[ZS_MAX_ALLOC_SIZE];
+    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    unsigned long bad_write = 0, bad_read = 0, bad_partial = 0, bad_ro = 0, bad_rw = 0, bad_wo = 0, null_ptr = 0;
+    unsigned long in_place_straddling = 0, copied = 0, not_local = 0;
+    uint64_t salt = (uint64_t)layout << 40;
+
+    for (size_t s = 1; s <= ZS_MAX_ALLOC_SIZE; s++) {
+        h[s] = zs_malloc(pool, s, 0);
+        if (ZS_IS_ERR(h[s])) {
+            CHECK(!"zs_malloc failed");
+            zs_destroy_pool(pool);
+            return;
+        }
+        fill_pattern(buf, s, salt + s);
+        zs_obj_write(pool, h[s], buf, s);
+    }
+    struct zs_pool_info info = pool_info(pool);
+    CHECK_EQ(info.live_objects, ZS_MAX_ALLOC_SIZE);
+    CHECK_EQ(info.requested_bytes, (unsigned long)ZS_MAX_ALLOC_SIZE * (ZS_MAX_ALLOC_SIZE + 1) / 2);
+
+    for (size_t s = 1; s <= ZS_MAX_ALLOC_SIZE; s++) {
+        /* zs_obj_write then read_begin/end, byte for byte. */
+        memset(local, 0xA5, sizeof local);
+        unsigned char *p = zs_obj_read_begin(pool, h[s], s, local);
+        if (!p) {
+            null_ptr++;
+            continue;
+        }
+        if (!pattern_ok(p, s, salt + s))
+            bad_write++;
+        if (p == local) {
+            copied++;
+        } else {
+            not_local++;
+            if ((uintptr_t)p % 4096 + s > 4096)
+                in_place_straddling++;
+        }
+        zs_obj_read_end(pool, h[s], s, p);
+
+        /* A prefix. */
+        size_t half = (s + 1) / 2;
+        p = zs_obj_read_begin(pool, h[s], half, local);
+        if (!p || !pattern_ok(p, half, salt + s))
+            bad_partial++;
+        if (p)
+            zs_obj_read_end(pool, h[s], half, p);
+
+        /* RO: the object's bytes. */
+        p = zs_map_object(pool, h[s], ZS_MM_RO);
+        if (!p) {
+            null_ptr++;
+            continue;
+        }
+        if (!pattern_ok(p, s, salt + s))
+            bad_ro++;
+        zs_unmap_object(pool, h[s]);
+
+        /* RW: read, modify, stored at unmap. */
+        p = zs_map_object(pool, h[s], ZS_MM_RW);
+        if (!p) {
+            null_ptr++;
+            continue;
+        }
+        if (!pattern_ok(p, s, salt + s))
+            bad_rw++;
+        fill_pattern(p, s, salt + s + 0x10000);
+        zs_unmap_object(pool, h[s]);
+        if (!object_ok(pool, h[s], s, salt + s + 0x10000))
+            bad_rw++;
+
+        /* WO: written, stored at unmap. */
+        p = zs_map_object(pool, h[s], ZS_MM_WO);
+        if (!p) {
+            null_ptr++;
+            continue;
+        }
+        fill_pattern(p, s, salt + s + 0x20000);
+        zs_unmap_object(pool, h[s]);
+        if (!object_ok(pool, h[s], s, salt + s + 0x20000))
+            bad_wo++;
+
+        /* And zs_obj_write again, over what WO stored. */
+        fill_pattern(buf, s, salt + s + 0x30000);
+        zs_obj_write(pool, h[s], buf, s);
+        if (!object_ok(pool, h[s], s, salt + s + 0x30000))
+            bad_read++;
+    }
+    CHECK_EQ(null_ptr, 0);
+    CHECK_EQ(bad_write, 0);
+    CHECK_EQ(bad_partial, 0);
+    CHECK_EQ(bad_ro, 0);
+    CHECK_EQ(bad_rw, 0);
+    CHECK_EQ(bad_wo, 0);
+    CHECK_EQ(bad_read, 0);
+    /* Objects laid end to end over a zspage's frames straddle frame boundaries; some
+     * of the 4096 objects must, and they round-tripped above. */
+    CHECK(in_place_straddling + copied > 0);
+    CHECK(not_local > 0);
+
+    /* The statistics agree with each other. */
+    info = pool_info(pool);
+    unsigned long pages = 0, inuse = 0;
+    for (unsigned int idx = 0; idx < 1024; idx++) {
+        struct zs_class_info ci;
+        memset(&ci, 0, sizeof ci);
+        ci.size = sizeof ci;
+        if (zs_class_info(pool, idx, &ci) != 0)
+            continue;
+        pages += ci.pages_used;
+        inuse += ci.objs_inuse;
+        unsigned long zspages = 0;
+        for (int g = 0; g < ZS_NR_FULLNESS_GROUPS; g++)
+            zspages += ci.zspages[g];
+        CHECK_EQ(ci.pages_used, zspages * ci.pages_per_zspage);
+        CHECK_EQ(ci.objs_allocated, zspages * ci.objs_per_zspage);
+        CHECK(ci.objs_inuse <= ci.objs_allocated);
+        CHECK(ci.pages_freeable <= ci.pages_used);
+        CHECK_EQ(ci.zspages[0], 0); /* empty zspages are not kept */
+    }
+    CHECK_EQ(pages, info.total_pages);
+    CHECK_EQ(inuse, ZS_MAX_ALLOC_SIZE);
+    CHECK_EQ(zs_pool_check(pool), 0);
+
+    for (size_t s = 1; s <= ZS_MAX_ALLOC_SIZE; s++)
+        zs_free(pool, h[s]);
+    info = pool_info(pool);
+    CHECK_EQ(info.live_objects, 0);
+    CHECK_EQ(info.total_pages, 0);
+    CHECK_EQ(info.misuse_events, 0);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
+}
+
+/* ---- straddling objects on frames that are not adjacent ------------------------------- */
+
+static void test_split_objects(enum zs_layout layout)
+{
+    struct zs_pool *pool = test_pool("api-split", layout, 0);
+    enum { N = 48, SPREAD = 12 };
+    const size_t size = 3000; /* three frames per zspage in both layouts (chain 8) */
+    unsigned long h[N], keep[SPREAD];
+    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    alloc_on_scattered_frames(pool, h, N, size, keep, SPREAD);
+    for (int i = 0; i < N; i++) {
+        unsigned char buf[ZS_MAX_ALLOC_SIZE];
+        fill_pattern(buf, size, 1000 + (uint64_t)i);
+        zs_obj_write(pool, h[i], buf, size);
+    }
+
+    int copied = 0;
+    for (int i = 0; i < N; i++) {
+        uint64_t seed = 1000 + (uint64_t)i;
+        memset(local, 0, sizeof local);
+        unsigned char *p = zs_obj_read_begin(pool, h[i], size, local);
+        if (!CHECK(p != NULL))
+            continue;
+        CHECK(pattern_ok(p, size, seed));
+        zs_obj_read_end(pool, h[i], size, p);
+
+        /* One byte is always contiguous: a direct pointer, never the local copy. */
+        unsigned char *first = zs_obj_read_begin(pool, h[i], 1, local);
+        CHECK(first != NULL && first != local);
+        if (first)
+            zs_obj_read_end(pool, h[i], 1, first);
+        if (p != local || !first || first == local)
+            continue;
+
+        /* A copied object: the bytes up to the end of the first frame are still read
+         * in place, one more byte needs the copy. */
+        copied++;
+        size_t in_first = 4096 - (uintptr_t)first % 4096;
+        CHECK(in_first < size);
+        unsigned char *q = zs_obj_read_begin(pool, h[i], in_first, local);
+        CHECK(q == first);
+        if (q)
+            zs_obj_read_end(pool, h[i], in_first, q);
+        memset(local, 0, sizeof local);
+        q = zs_obj_read_begin(pool, h[i], in_first + 1, local);
+        CHECK(q == local);
+        if (q) {
+            CHECK(pattern_ok(q, in_first + 1, seed));
+            zs_obj_read_end(pool, h[i], in_first + 1, q);
+        }
+
+        /* Mappings of a copied object: RW is stored at unmap, WO too, and RO writes
+         * are lost (the contract's "where the object had to be copied"). */
+        unsigned char *m = zs_map_object(pool, h[i], ZS_MM_RO);
+        if (CHECK(m != NULL)) {
+            CHECK(pattern_ok(m, size, seed));
+            memset(m, 0xEE, size);
+            zs_unmap_object(pool, h[i]);
+            CHECK(object_ok(pool, h[i], size, seed));
+        }
+        m = zs_map_object(pool, h[i], ZS_MM_RW);
+        if (CHECK(m != NULL)) {
+            CHECK(pattern_ok(m, size, seed));
+            fill_pattern(m, size, seed + 500);
+            zs_unmap_object(pool, h[i]);
+            CHECK(object_ok(pool, h[i], size, seed + 500));
+        }
+        m = zs_map_object(pool, h[i], ZS_MM_WO);
+        if (CHECK(m != NULL)) {
+            fill_pattern(m, size, seed + 900);
+            zs_unmap_object(pool, h[i]);
+            CHECK(object_ok(pool, h[i], size, seed + 900));
+        }
+        fill_pattern(local, size, seed);
+        zs_obj_write(pool, h[i], local, size);
+    }
+    /* Scattered frames give objects whose two parts are apart in memory. */
+    CHECK(copied > 0);
+    for (int i = 0; i < N; i++)
+        CHECK(object_ok(pool, h[i], size, 1000 + (uint64_t)i));
+    CHECK_EQ(zs_pool_check(pool), 0);
+    for (int i = 0; i < N; i++)
+        zs_free(pool, h[i]);
+    for (int i = 0; i < SPREAD; i++)
+        zs_free(pool, keep[i]);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    CHECK_EQ(misuse_count(pool), 0);
+    zs_destroy_pool(pool);
+}
+
+/* ---- page limit and ZS_ALLOC_NOGROW ----------------------------------------------- */
+
+static void test_limits(void)
+{
+    /* max_pages: exactly that many one-frame objects, then -ENOMEM. */
+    struct zs_pool *pool = create_with("api-limit", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_DENSE);
+    if (!CHECK(pool != NULL))
+        return;
+    unsigned long h[9];
+    int got = 0;
+    for (int i = 0; i < 9; i++) {
+        errno = 0;
+        h[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        if (ZS_IS_ERR(h[i])) {
+            CHECK_EQ(ZS_ERR(h[i]), ENOMEM);
+            CHECK_EQ(errno, ENOMEM);
+            break;
+        }
+        got++;
+    }
+    CHECK_EQ(got, 8);
+    CHECK_EQ(zs_get_total_pages(pool), 8);
+    /* A class with no zspage yet cannot grow either. */
+    errno = 0;
+    unsigned long small = zs_malloc(pool, 100, 0);
+    CHECK(ZS_IS_ERR(small) && ZS_ERR(small) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(pool_info(pool).live_objects, 8);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    /* A frame given back can be taken again. */
+    zs_free(pool, h[3]);
+    CHECK_EQ(zs_get_total_pages(pool), 7);
+    h[3] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+    CHECK(!ZS_IS_ERR(h[3]));
+    CHECK_EQ(zs_get_total_pages(pool), 8);
+    zs_destroy_pool(pool);
+
+    /* ZS_ALLOC_NOGROW: only room in existing zspages. */
+    pool = test_pool("api-nogrow", ZS_LAYOUT_DENSE, 0);
+    errno = 0;
+    unsigned long n = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
+    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    unsigned long first = zs_malloc(pool, 200, 0);
+    CHECK(!ZS_IS_ERR(first));
+    unsigned long pages = zs_get_total_pages(pool);
+    CHECK(pages > 0);
+    struct zs_class_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.size = sizeof ci;
+    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, 200), &ci), 0);
+    CHECK(ci.objs_per_zspage > 1);
+    static unsigned long more[4096];
+    unsigned int room = ci.objs_per_zspage - 1, taken = 0;
+    for (unsigned int i = 0; i < room && i < 4096; i++) {
+        more[i] = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
+        if (!CHECK(!ZS_IS_ERR(more[i])))
+            break;
+        taken++;
+    }
+    CHECK_EQ(taken, room);
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    errno = 0;
+    n = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
+    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    /* Without the flag the class grows. */
+    n = zs_malloc(pool, 200, 0);
+    CHECK(!ZS_IS_ERR(n));
+    CHECK(zs_get_total_pages(pool) > pages);
+    /* Its only object freed, the new zspage goes; a freed object in the first one
+     * leaves room that NOGROW may use. */
+    zs_free(pool, n);
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    zs_free(pool, more[0]);
+    more[0] = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
+    CHECK(!ZS_IS_ERR(more[0]));
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    CHECK_EQ(pool_info(pool).live_objects, (unsigned long)taken + 1);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
+}
+
+/* ---- the class table ------------------------------------------------------------ */
+
+static int class_info_of(struct zs_pool *pool, unsigned int idx, struct zs_class_info *ci)
+{
+    memset(ci, 0, sizeof *ci);
+    ci->size = sizeof *ci;
+    return zs_class_info(pool, idx, ci);
+}
+
+static void check_huge_boundary(struct zs_pool *pool, const char *what)
+{
+    size_t huge = zs_huge_class_size(pool);
+    struct zs_class_info ci;
+    if (!CHECK(huge > 1 && huge <= ZS_MAX_ALLOC_SIZE)) {
+        fprintf(stderr, "  %s\n", what);
+        return;
+    }
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, (unsigned int)huge), &ci), 0);
+    if (!CHECK(ci.objs_per_zspage == 1 && ci.pages_per_zspage == 1))
+        fprintf(stderr, "  %s: size %zu is not one object per frame\n", what, huge);
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, (unsigned int)huge - 1), &ci), 0);
+    if (!CHECK(ci.objs_per_zspage > 1))
+        fprintf(stderr, "  %s: size %zu is already one object per frame\n", what, huge - 1);
+    /* Every size from there up is stored one per frame. */
+    for (size_t s = huge; s <= ZS_MAX_ALLOC_SIZE; s += 7) {
+        class_info_of(pool, zs_lookup_class_index(pool, (unsigned int)s), &ci);
+        if (ci.objs_per_zspage != 1) {
+            CHECK(!"a size above the huge class size shares a frame");
+            break;
+        }
+    }
+    /* And an object of that size takes exactly one frame. */
+    unsigned long before = zs_get_total_pages(pool);
+    unsigned long h = zs_malloc(pool, huge, 0);
+    CHECK(!ZS_IS_ERR(h));
+    CHECK_EQ(zs_get_total_pages(pool), before + 1);
+    zs_free(pool, h);
+}
+
+static void test_huge_class_size(void)
+{
+    struct {
+        unsigned int chain;
+        size_t expect;
+    } kernel[] = {{0, 3625}, {4, 3257}, {8, 3625}, {16, 3833}};
+    for (size_t i = 0; i < sizeof kernel / sizeof kernel[0]; i++) {
+        struct zs_pool *p = test_pool("api-huge-k", ZS_LAYOUT_KERNEL, kernel[i].chain);
+        CHECK_EQ(zs_huge_class_size(p), kernel[i].expect);
+        check_huge_boundary(p, "kernel layout");
+        zs_destroy_pool(p);
+    }
+    unsigned int chains[] = {0, 4, 8, 16};
+    for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
+        struct zs_pool *p = test_pool("api-huge-d", ZS_LAYOUT_DENSE, chains[i]);
+        check_huge_boundary(p, "dense layout");
+        zs_destroy_pool(p);
+    }
+}
+
+static void check_class_table(struct zs_pool *pool, int kernel_layout)
+{
+    static unsigned char is_lookup[4096];
+    memset(is_lookup, 0, sizeof is_lookup);
+    unsigned int prev = 0;
+    unsigned long bad_order = 0, bad_fit = 0, bad_info = 0;
+    struct zs_class_info ci;
+    size_t huge = zs_huge_class_size(pool);
+    for (unsigned int s = 1; s <= ZS_MAX_ALLOC_SIZE; s++) {
+        unsigned int idx = zs_lookup_class_index(pool, s);
+        if (idx >= sizeof is_lookup) {
+            bad_info++;
+            continue;
+        }
+        is_lookup[idx] = 1;
+        if (idx < prev)
+            bad_order++;
+        prev = idx;
+        if (class_info_of(pool, idx, &ci) != 0) {
+            bad_info++;
+            continue;
+        }
+        /* The slot holds the object (with the kernel's 8-byte header where the kernel
+         * puts one: every class but the one-object-per-frame ones). */
+        size_t need = s + (kernel_layout && s < huge ? 8 : 0);
+        if (ci.class_size < need || ci.objs_per_zspage * ci.class_size > ci.pages_per_zspage * 4096u)
+            bad_fit++;
+    }
+    CHECK_EQ(bad_order, 0);
+    CHECK_EQ(bad_fit, 0);
+    CHECK_EQ(bad_info, 0);
+    /* zs_class_info accepts exactly the indices that zs_lookup_class_index returns. */
+    unsigned long mismatch = 0, classes = 0;
+    for (unsigned int idx = 0; idx < sizeof is_lookup; idx++) {
+        int ok = class_info_of(pool, idx, &ci) == 0;
+        classes += ok;
+        if (ok != is_lookup[idx])
+            mismatch++;
+    }
+    CHECK_EQ(mismatch, 0);
+    CHECK(classes > 10);
+    errno = 0;
+    CHECK_EQ(class_info_of(pool, UINT_MAX, &ci), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(zs_lookup_class_index(pool, 0), UINT_MAX);
+    CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(zs_lookup_class_index(pool, ZS_MAX_ALLOC_SIZE + 1), UINT_MAX);
+    CHECK_EQ(errno, EINVAL);
+
+    /* An allocation lands in the class the lookup names. */
+    unsigned int sizes[] = {1, 15, 16, 17, 100, 700, 1500, 2049, 3000, 3600, 3700, 4000, 4096};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        unsigned int idx = zs_lookup_class_index(pool, sizes[i]);
+        class_info_of(pool, idx, &ci);
+        unsigned long before = ci.objs_inuse;
+        unsigned long h = zs_malloc(pool, sizes[i], 0);
+        class_info_of(pool, idx, &ci);
+        CHECK_EQ(ci.objs_inuse, before + 1);
+        CHECK(ci.pages_used > 0);
+        zs_free(pool, h);
+        class_info_of(pool, idx, &ci);
+        CHECK_EQ(ci.objs_inuse, before);
+    }
+}
+
+static void test_class_table(void)
+{
+    struct zs_pool *dense = test_pool("api-classes-d", ZS_LAYOUT_DENSE, 0);
+    check_class_table(dense, 0);
+    zs_destroy_pool(dense);
+
+    struct zs_pool *kernel = test_pool("api-classes-k", ZS_LAYOUT_KERNEL, 8);
+    check_class_table(kernel, 1);
+    /* The kernel's table (mm/zsmalloc.c, chain 8): 255 classes 16 bytes apart from 32,
+     * an 8-byte handle in the object; 4096 is class 254; 3624 + 8 = 3632 bytes is the
+     * class of 8 frames holding 9 objects; 40 + 8 = 48 bytes is 3 frames, 256 objects. */
+    struct zs_class_info ci;
+    CHECK_EQ(zs_lookup_class_index(kernel, 4096), 254);
+    CHECK_EQ(zs_lookup_class_index(kernel, 3625), 254);
+    CHECK_EQ(class_info_of(kernel, 254, &ci), 0);
+    CHECK_EQ(ci.class_size, 4096);
+    CHECK_EQ(class_info_of(kernel, zs_lookup_class_index(kernel, 3624), &ci), 0);
+    CHECK_EQ(ci.class_size, 3632);
+    CHECK_EQ(ci.pages_per_zspage, 8);
+    CHECK_EQ(ci.objs_per_zspage, 9);
+    CHECK_EQ(zs_lookup_class_index(kernel, 40), 1);
+    CHECK_EQ(class_info_of(kernel, 1, &ci), 0);
+    CHECK_EQ(ci.class_size, 48);
+    CHECK_EQ(ci.pages_per_zspage, 3);
+    CHECK_EQ(ci.objs_per_zspage, 256);
+    CHECK_EQ(class_info_of(kernel, 255, &ci), -EINVAL);
+    zs_destroy_pool(kernel);
+}
+
+/* ---- statistics ------------------------------------------------------------------- */
+
+static void test_stats(void)
+{
+    struct zs_pool *pool = test_pool("api-stats", ZS_LAYOUT_DENSE, 0);
+    struct zs_pool_stats st;
+    st.pages_compacted = 12345;
+    zs_pool_stats(pool, &st);
+    CHECK_EQ(st.pages_compacted, 0);
+    errno = 0;
+    zs_pool_stats(pool, NULL);
+    CHECK_EQ(errno, EINVAL);
+
+    struct zs_pool_info info = pool_info(pool);
+    CHECK_EQ(info.size, sizeof info); /* size is left as the caller set it */
+    CHECK_EQ(info.live_objects, 0);
+    CHECK_EQ(info.requested_bytes, 0);
+    CHECK_EQ(info.total_pages, 0);
+    CHECK_EQ(info.pages_compacted, 0);
+    CHECK_EQ(info.objs_moved, 0);
+    CHECK_EQ(info.compact_skipped_mapped, 0);
+    CHECK_EQ(info.misuse_events, 0);
+    CHECK(info.meta_bytes > 0);
+
+    unsigned long h[64];
+    for (int i = 0; i < 64; i++)
+        h[i] = zs_malloc(pool, 1000 + (size_t)i, 0);
+    info = pool_info(pool);
+    CHECK_EQ(info.live_objects, 64);
+    CHECK_EQ(info.requested_bytes, 64 * 1000 + 63 * 64 / 2);
+    CHECK_EQ(info.total_pages, zs_get_total_pages(pool));
+    /* 64 objects of about 1 KiB need at least 16 frames. */
+    CHECK(info.total_pages >= 16);
+
+    /* The size convention: a caller compiled with fewer fields gets only those. */
+    struct zs_pool_info part;
+    memset(&part, 0x5A, sizeof part);
+    part.size = offsetof(struct zs_pool_info, total_pages);
+    CHECK_EQ(zs_pool_info(pool, &part), 0);
+    CHECK_EQ(part.size, offsetof(struct zs_pool_info, total_pages));
+    CHECK_EQ(part.live_objects, 64);
+    CHECK_EQ(part.requested_bytes, info.requested_bytes);
+    unsigned char sentinel[256]; /* longer than any of the structs */
+    memset(sentinel, 0x5A, sizeof sentinel);
+    CHECK(memcmp((unsigned char *)&part + part.size, sentinel, sizeof part - part.size) == 0);
+
+    /* ... and a caller compiled with more fields gets ours and keeps the rest. */
+    struct {
+        struct zs_pool_info i;
+        unsigned char later[32];
+    } big;
+    memset(&big, 0x5A, sizeof big);
+    big.i.size = sizeof big;
+    CHECK_EQ(zs_pool_info(pool, &big.i), 0);
+    CHECK_EQ(big.i.live_objects, 64);
+    CHECK_EQ(big.i.misuse_events, 0);
+    CHECK(memcmp(big.later, sentinel, sizeof big.later) == 0);
+
+    /* Shorter than the size field itself: refused. */
+    struct zs_pool_info tiny;
+    memset(&tiny, 0, sizeof tiny);
+    tiny.size = 0;
+    errno = 0;
+    CHECK_EQ(zs_pool_info(pool, &tiny), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+    CHECK_EQ(tiny.live_objects, 0);
+    errno = 0;
+    CHECK_EQ(zs_pool_info(pool, NULL), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+
+    /* zs_class_info follows the same convention. */
+    unsigned int idx = zs_lookup_class_index(pool, 1000);
+    struct zs_class_info ci;
+    memset(&ci, 0x5A, sizeof ci);
+    ci.size = offsetof(struct zs_class_info, zspages);
+    CHECK_EQ(zs_class_info(pool, idx, &ci), 0);
+    CHECK(ci.class_size >= 1000);
+    CHECK(ci.pages_per_zspage >= 1);
+    CHECK(ci.objs_per_zspage >= 1);
+    CHECK(memcmp((unsigned char *)&ci + ci.size, sentinel, sizeof ci - ci.size) == 0);
+    struct {
+        struct zs_class_info c;
+        unsigned char later[32];
+    } bigc;
+    memset(&bigc, 0x5A, sizeof bigc);
+    bigc.c.size = sizeof bigc;
+    CHECK_EQ(zs_class_info(pool, idx, &bigc.c), 0);
+    CHECK(bigc.c.objs_inuse >= 1);
+    CHECK(memcmp(bigc.later, sentinel, sizeof bigc.later) == 0);
+    errno = 0;
+    CHECK_EQ(zs_class_info(pool, idx, NULL), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+    memset(&ci, 0, sizeof ci);
+    errno = 0;
+    CHECK_EQ(zs_class_info(pool, idx, &ci), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+
+    /* Fullness groups: a class with one zspage holding one object of many. */
+    struct zs_pool *one = test_pool("api-groups", ZS_LAYOUT_DENSE, 0);
+    unsigned long h1 = zs_malloc(one, 64, 0);
+    struct zs_class_info g;
+    memset(&g, 0, sizeof g);
+    g.size = sizeof g;
+    CHECK_EQ(zs_class_info(one, zs_lookup_class_index(one, 64), &g), 0);
+    CHECK_EQ(g.objs_inuse, 1);
+    CHECK_EQ(g.zspages[1], 1); /* 1-10% */
+    CHECK_EQ(g.objs_allocated, g.objs_per_zspage);
+    CHECK_EQ(g.pages_freeable, 0);
+    zs_free(one, h1);
+    zs_destroy_pool(one);
+
+    for (int i = 0; i < 64; i++)
+        zs_free(pool, h[i]);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
+}
+
+/* ---- many simultaneous mappings and reads on one thread ---------------------------- */
+
+static void test_many_mappings(void)
+{
+    struct zs_pool *pool = test_pool("api-maps", ZS_LAYOUT_DENSE, 0);
+    /* The contract: a thread may hold at least 16 mappings at once. */
+    enum { N = 16, SPREAD = 8 };
+    unsigned long h[N], keep[SPREAD];
+    size_t size[N];
+    unsigned char *m[N];
+    /* Half of them on scattered frames, so that some mappings are copies. */
+    alloc_on_scattered_frames(pool, h, N / 2, 3000, keep, SPREAD);
+    for (int i = 0; i < N; i++) {
+        size[i] = i < N / 2 ? 3000 : (size_t)(i * 173 % 4000) + 1;
+        if (i >= N / 2)
+            h[i] = zs_malloc(pool, size[i], 0);
+        unsigned char buf[ZS_MAX_ALLOC_SIZE];
+        fill_pattern(buf, size[i], 7000 + (uint64_t)i);
+        zs_obj_write(pool, h[i], buf, size[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        m[i] = zs_map_object(pool, h[i], i % 3 == 0 ? ZS_MM_RO : ZS_MM_RW);
+        CHECK(m[i] != NULL);
+    }
+    /* All held at once: each still shows its own object, and they do not overlap. */
+    for (int i = 0; i < N; i++) {
+        if (!m[i])
+            continue;
+        CHECK(pattern_ok(m[i], size[i], 7000 + (uint64_t)i));
+        for (int j = 0; j < i; j++)
+            if (m[j] && m[i] < m[j] + size[j] && m[j] < m[i] + size[i])
+                CHECK(!"two mappings overlap");
+    }
+    for (int i = 0; i < N; i++)
+        if (m[i] && i % 3 != 0)
+            fill_pattern(m[i], size[i], 8000 + (uint64_t)i);
+    /* Unmapped in an order other than the reverse. */
+    for (int k = 0; k < N; k++) {
+        int i = (k * 7) % N;
+        if (m[i])
+            zs_unmap_object(pool, h[i]);
+    }
+    for (int i = 0; i < N; i++)
+        CHECK(object_ok(pool, h[i], size[i], i % 3 == 0 ? 7000 + (uint64_t)i : 8000 + (uint64_t)i));
+    CHECK_EQ(misuse_count(pool), 0);
+
+    /* The same handle mapped twice, and a read of every object begun beside them. */
+    void *a = zs_map_object(pool, h[1], ZS_MM_RO);
+    void *b = zs_map_object(pool, h[1], ZS_MM_RO);
+    static unsigned char local[N][ZS_MAX_ALLOC_SIZE];
+    void *r[N];
+    for (int i = 0; i < N; i++) {
+        r[i] = zs_obj_read_begin(pool, h[i], size[i], local[i]);
+        CHECK(r[i] != NULL);
+    }
+    CHECK(a && b && pattern_ok(a, size[1], 8001) && pattern_ok(b, size[1], 8001));
+    for (int i = 0; i < N; i++)
+        if (r[i])
+            CHECK(pattern_ok(r[i], size[i], i % 3 == 0 ? 7000 + (uint64_t)i : 8000 + (uint64_t)i));
+    for (int i = N - 1; i >= 0; i -= 2)
+        if (r[i])
+            zs_obj_read_end(pool, h[i], size[i], r[i]);
+    for (int i = 0; i < N; i += 2)
+        if (r[i])
+            zs_obj_read_end(pool, h[i], size[i], r[i]);
+    zs_unmap_object(pool, h[1]);
+    zs_unmap_object(pool, h[1]);
+    CHECK_EQ(misuse_count(pool), 0);
+
+    for (int i = 0; i < N; i++)
+        zs_free(pool, h[i]);
+    for (int i = 0; i < SPREAD; i++)
+        zs_free(pool, keep[i]);
+    /* Every mapping and read was ended: nothing is pinned, everything was freed. */
+    struct zs_pool_info info = pool_info(pool);
+    CHECK_EQ(info.live_objects, 0);
+    CHECK_EQ(info.total_pages, 0);
+    CHECK_EQ(info.misuse_events, 0);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
+}
+
+/* ---- writes shorter than the object and up to its slot -------------------------- */
+
+static void test_partial_writes(void)
+{
+    struct zs_pool *pool = test_pool("api-writes", ZS_LAYOUT_DENSE, 0);
+    unsigned char buf[ZS_MAX_ALLOC_SIZE], local[ZS_MAX_ALLOC_SIZE];
+    unsigned long h = zs_malloc(pool, 500, 0);
+    fill_pattern(buf, 500, 1);
+    zs_obj_write(pool, h, buf, 500);
+    /* A shorter write replaces only the start. */
+    unsigned char head[100];
+    memset(head, 0x77, sizeof head);
+    zs_obj_write(pool, h, head, sizeof head);
+    memcpy(buf, head, sizeof head);
+    unsigned char *p = zs_obj_read_begin(pool, h, 500, local);
+    CHECK(p && memcmp(p, buf, 500) == 0);
+    if (p)
+        zs_obj_read_end(pool, h, 500, p);
+    /* Zero bytes, even from NULL, is not an error and changes nothing. */
+    errno = 0;
+    zs_obj_write(pool, h, NULL, 0);
+    zs_obj_write(pool, h, head, 0);
+    CHECK_EQ(errno, 0);
+    p = zs_obj_read_begin(pool, h, 500, local);
+    CHECK(p && memcmp(p, buf, 500) == 0);
+    if (p)
+        zs_obj_read_end(pool, h, 500, p);
+    /* The whole slot may be written and read (it is at least the object's size). */
+    struct zs_class_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.size = sizeof ci;
+    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, 500), &ci), 0);
+    size_t slot = ci.class_size;
+    CHECK(slot >= 500 && slot <= ZS_MAX_ALLOC_SIZE);
+    fill_pattern(buf, slot, 2);
+    zs_obj_write(pool, h, buf, slot);
+    CHECK(object_ok(pool, h, slot, 2));
+    /* ... and writing it left the neighbours alone. */
+    unsigned long n1 = zs_malloc(pool, 500, 0), n2 = zs_malloc(pool, 500, 0);
+    fill_pattern(buf, 500, 3);
+    zs_obj_write(pool, n1, buf, 500);
+    fill_pattern(buf, 500, 4);
+    zs_obj_write(pool, n2, buf, 500);
+    fill_pattern(buf, slot, 5);
+    zs_obj_write(pool, h, buf, slot);
+    CHECK(object_ok(pool, n1, 500, 3));
+    CHECK(object_ok(pool, n2, 500, 4));
+    CHECK(object_ok(pool, h, slot, 5));
+    CHECK_EQ(misuse_count(pool), 0);
+    zs_free(pool, h);
+    zs_free(pool, n1);
+    zs_free(pool, n2);
+    zs_destroy_pool(pool);
+}
+
+int main(void)
+{
+    test_create_destroy();
+    test_config_size_convention();
+    test_malloc_free();
+    test_roundtrip_all_sizes(ZS_LAYOUT_DENSE);
+    test_roundtrip_all_sizes(ZS_LAYOUT_KERNEL);
+    test_split_objects(ZS_LAYOUT_DENSE);
+    test_split_objects(ZS_LAYOUT_KERNEL);
+    test_limits();
+    test_huge_class_size();
+    test_class_table();
+    test_stats();
+    test_many_mappings();
+    test_partial_writes();
+    return check_summary();
+}
