@@ -66,6 +66,7 @@ SCALARS = {
     "int": ctypes.c_int,
     "unsigned int": ctypes.c_uint,
     "unsigned long": ctypes.c_ulong,
+    "long": ctypes.c_long,
     "size_t": ctypes.c_size_t,
 }
 

@@ -53,6 +53,12 @@ NULL_CALLS = {
     "zs_pool_info": (lambda: LIB.zs_pool_info(None, ctypes.byref(_sized(zsmalloc.zs_pool_info))), -errno.EINVAL),
     "zs_class_info": (lambda: LIB.zs_class_info(None, 0, ctypes.byref(_sized(zsmalloc.zs_class_info))), -errno.EINVAL),
     "zs_pool_check": (lambda: LIB.zs_pool_check(None), -errno.EINVAL),
+    "zs_defragment": (lambda: LIB.zs_defragment(None), -errno.EINVAL),
+    "zs_make_adjacent": (lambda: LIB.zs_make_adjacent(None), -errno.EINVAL),
+    "zs_frame_census": (
+        lambda: LIB.zs_frame_census(None, ctypes.byref(_sized(zsmalloc.zs_frame_census))),
+        -errno.EINVAL,
+    ),
 }
 
 

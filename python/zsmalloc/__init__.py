@@ -46,6 +46,7 @@ __all__ = [
     "NR_FULLNESS_GROUPS",
     "LAYOUTS",
     "MAP_MODES",
+    "MAX_CLASSES",
     "library_path",
     "has_compact",
 ]
@@ -185,6 +186,8 @@ class zs_pool_info(ctypes.Structure):
         ("objs_moved", ctypes.c_ulong),
         ("compact_skipped_mapped", ctypes.c_ulong),
         ("misuse_events", ctypes.c_ulong),
+        ("frames_migrated", ctypes.c_ulong),
+        ("read_copied_bytes", ctypes.c_ulong),
     ]
 
 
@@ -199,6 +202,23 @@ class zs_class_info(ctypes.Structure):
         ("objs_inuse", ctypes.c_ulong),
         ("pages_used", ctypes.c_ulong),
         ("pages_freeable", ctypes.c_ulong),
+    ]
+
+
+MAX_CLASSES = 256  # ZS_MAX_CLASSES
+
+
+class zs_frame_census(ctypes.Structure):
+    _fields_ = [
+        ("size", ctypes.c_size_t),
+        ("arena_frames", ctypes.c_ulong),
+        ("committed_frames", ctypes.c_ulong),
+        ("top", ctypes.c_ulong),
+        ("free_frames", ctypes.c_ulong),
+        ("zspage_frames", ctypes.c_ulong),
+        ("huge_frames", ctypes.c_ulong),
+        ("transit_frames", ctypes.c_ulong),
+        ("class_frames", ctypes.c_ulong * MAX_CLASSES),
     ]
 
 
@@ -228,6 +248,9 @@ PROTOTYPES = {
     "zs_pool_info": (ctypes.c_int, [_pool_p, _P(zs_pool_info)]),
     "zs_class_info": (ctypes.c_int, [_pool_p, ctypes.c_uint, _P(zs_class_info)]),
     "zs_pool_check": (ctypes.c_int, [_pool_p]),
+    "zs_defragment": (ctypes.c_long, [_pool_p]),
+    "zs_make_adjacent": (ctypes.c_long, [_pool_p]),
+    "zs_frame_census": (ctypes.c_int, [_pool_p, _P(zs_frame_census)]),
 }
 
 # Functions a library of this ABI version may lack; the binding refuses them at call
@@ -744,6 +767,44 @@ class Pool:
         if e:
             raise _error("zs_pool_stats", e)
         return _struct_dict(s)
+
+    def census(self):
+        """Frames by type and class from a walk of the side table,
+        ``struct zs_frame_census`` as a dict (without `size`). `class_frames` is a
+        dict from class index to frames, for the classes that hold any."""
+        s = zs_frame_census()
+        s.size = ctypes.sizeof(s)
+        p = self._enter()
+        try:
+            r = _lib.zs_frame_census(p, ctypes.byref(s))
+        finally:
+            self._exit()
+        if r:
+            raise _error("zs_frame_census", -r)
+        out = _struct_dict(s)
+        out["class_frames"] = {i: n for i, n in enumerate(out["class_frames"]) if n}
+        return out
+
+    def defragment(self):
+        """Moves frames in use from the top of the pool's arena into free frames
+        below and gives the arena's free upper part back; returns the frames it
+        shrank by."""
+        return self._migration_call("zs_defragment")
+
+    def make_adjacent(self):
+        """Moves each zspage whose frames are not adjacent into adjacent frames, so
+        objects straddling two frames are read in place; returns the zspages joined."""
+        return self._migration_call("zs_make_adjacent")
+
+    def _migration_call(self, name):
+        p = self._enter()
+        try:
+            r = getattr(_lib, name)(p)
+        finally:
+            self._exit()
+        if r < 0:
+            raise _error(name, -r)
+        return r
 
     def check(self):
         """Walks every internal invariant of the pool; raises CheckError when one is
