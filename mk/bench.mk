@@ -1,0 +1,86 @@
+# The benchmark harness.
+#
+#   make run         the main job: zsmalloc (dense and kernel layouts) against glibc malloc,
+#                    jemalloc and mimalloc on the bundled compressed-page traces; one table
+#   make bench       the full comparison (traces at 10k/100k/1M objects, size sweep, churn,
+#                    1 and 2 threads): JSON in build/bench/full, bench/results/table.md and
+#                    bench/results/chart.png
+#   make test-bench  a smoke test of the harness (a few seconds)
+#
+# bench/zsbench.c drives the zs_* ABI; bench/zs_on_malloc.c is the same ABI on malloc,
+# preloaded (LD_PRELOAD) to run the identical workload on the process's malloc, and with
+# jemalloc or mimalloc preloaded too, on those. jemalloc and mimalloc take part only where
+# installed (Debian: apt-get install libjemalloc2 libmimalloc2.0); JEMALLOC=/MIMALLOC= name
+# other copies, or nothing to leave them out.
+
+BENCH_CFLAGS  ?= -std=c11 -Wall -Wextra -Werror -O2 -g
+ZSBENCH       := $(BUILD)/zsbench
+ZS_ON_MALLOC  := $(BUILD)/libzs_on_malloc.so
+BENCH_OUT     := $(BUILD)/bench
+BENCH_RESULTS := bench/results
+TRACE_NODE    := data/workloads/node-heap-lz4.txt
+TRACE_SQLITE  := data/workloads/sqlite-heap-lz4.txt
+# Repetitions per configuration (the tables show medians).
+RUN_REPEAT    ?= 3
+BENCH_REPEAT  ?= 3
+
+# The native library directory first, so that a multiarch system's other copies lose.
+BENCH_LIBDIRS := /usr/lib/$(shell uname -m)-linux-gnu /usr/lib64 /usr/lib /usr/local/lib
+JEMALLOC      ?= $(firstword $(wildcard $(addsuffix /libjemalloc.so.2,$(BENCH_LIBDIRS))))
+MIMALLOC      ?= $(firstword $(wildcard $(addsuffix /libmimalloc.so.2,$(BENCH_LIBDIRS))))
+
+BENCH_ENV = ZSBENCH=$(ZSBENCH) ZS_ON_MALLOC=$(abspath $(ZS_ON_MALLOC)) \
+	JEMALLOC="$(JEMALLOC)" MIMALLOC="$(MIMALLOC)" PYTHON=$(PYTHON)
+SUITE = $(BENCH_ENV) sh bench/suite.sh
+
+TEST_TARGETS += test-bench
+
+.PHONY: run bench test-bench bench-bin bench-allocators
+
+bench-bin: $(ZSBENCH) $(ZS_ON_MALLOC)
+
+$(ZSBENCH): bench/zsbench.c $(HEADER) $(LIB_SO)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -pthread -Iinclude -o $@ bench/zsbench.c \
+		-L$(LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(LIBDIR)) -ldl
+
+$(ZS_ON_MALLOC): bench/zs_on_malloc.c $(HEADER)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -fPIC -shared -Iinclude -o $@ bench/zs_on_malloc.c
+
+# Says which optional allocators take part.
+bench-allocators:
+	@echo "jemalloc: $(or $(JEMALLOC),not found (Debian: apt-get install libjemalloc2); left out)"
+	@echo "mimalloc: $(or $(MIMALLOC),not found (Debian: apt-get install libmimalloc2.0); left out)"
+
+run: bench-bin bench-allocators
+	@rm -rf $(BENCH_OUT)/run
+	@echo "zsbench: each bundled trace as captured and cycled to 100k objects, $(RUN_REPEAT) runs each"
+	@$(SUITE) $(BENCH_OUT)/run node $(RUN_REPEAT) --trace $(TRACE_NODE)
+	@$(SUITE) $(BENCH_OUT)/run sqlite $(RUN_REPEAT) --trace $(TRACE_SQLITE)
+	@$(SUITE) $(BENCH_OUT)/run node-100k $(RUN_REPEAT) --trace $(TRACE_NODE) --objects 100k
+	@$(SUITE) $(BENCH_OUT)/run sqlite-100k $(RUN_REPEAT) --trace $(TRACE_SQLITE) --objects 100k
+	@echo
+	@$(PYTHON) bench/compare.py --machine $(BENCH_OUT)/run
+
+bench: bench-bin bench-allocators $(VPY)
+	$(call venv_install,bench/requirements.txt)
+	@rm -rf $(BENCH_OUT)/full
+	@set -e; for t in 1 2; do \
+	  for n in 10k 100k; do \
+	    $(SUITE) $(BENCH_OUT)/full node-$$n-t$$t $(BENCH_REPEAT) --trace $(TRACE_NODE) --objects $$n --threads $$t; \
+	    $(SUITE) $(BENCH_OUT)/full sqlite-$$n-t$$t $(BENCH_REPEAT) --trace $(TRACE_SQLITE) --objects $$n --threads $$t; \
+	  done; \
+	  $(SUITE) $(BENCH_OUT)/full node-1M-t$$t $(BENCH_REPEAT) --trace $(TRACE_NODE) --objects 1M --threads $$t; \
+	  $(SUITE) $(BENCH_OUT)/full sqlite-1M-t$$t $(BENCH_REPEAT) --trace $(TRACE_SQLITE) --objects 1M --threads $$t; \
+	  $(SUITE) $(BENCH_OUT)/full sweep-t$$t $(BENCH_REPEAT) --workload sweep --threads $$t; \
+	  $(SUITE) $(BENCH_OUT)/full churn-t$$t $(BENCH_REPEAT) --workload churn --trace $(TRACE_SQLITE) \
+	    --objects 100k --threads $$t; \
+	done
+	@mkdir -p $(BENCH_RESULTS)
+	$(PYTHON) bench/compare.py --machine --out $(BENCH_RESULTS)/table.md \
+	  --speed-phases fill,read,free,churn $(BENCH_OUT)/full
+	$(VPY) bench/chart.py --out $(BENCH_RESULTS)/chart.png $(BENCH_OUT)/full
+
+test-bench: bench-bin
+	@$(BENCH_ENV) TRACE_DIR=data/workloads sh bench/smoke.sh
