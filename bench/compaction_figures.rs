@@ -10,19 +10,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zsmalloc::{AllocFlags, Config, Handle, MapMode, Pool};
 
-fn trace() -> Vec<usize> {
-    let path = format!("{}/data/workloads/sqlite-heap-lz4.txt", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(path).unwrap().lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
+// The tests' helpers: the seeded generator and the trace loader.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Rng;
 
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
+fn trace() -> Vec<usize> {
+    common::trace("sqlite-heap-lz4.txt")
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -78,7 +72,7 @@ fn run(third: Third, map: bool, secs: f64) -> (f64, Hist, Duration, u64) {
             let mut freed = 0;
             while !stop.load(Ordering::Relaxed) {
                 for _ in 0..2000 {
-                    let i = (rng.next() % churn_set.len() as u64) as usize;
+                    let i = (rng.next_u64() % churn_set.len() as u64) as usize;
                     let s = churn_set[i].1;
                     p.free(churn_set[i].0).unwrap();
                     churn_set[i].0 = p.malloc(s, AllocFlags::default()).unwrap();
@@ -108,7 +102,7 @@ fn run(third: Third, map: bool, secs: f64) -> (f64, Hist, Duration, u64) {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     for _ in 0..256 {
-                        let (h, s) = set[(rng.next() % set.len() as u64) as usize];
+                        let (h, s) = set[(rng.next_u64() % set.len() as u64) as usize];
                         let t0 = Instant::now();
                         if map {
                             let m = p.map(h, MapMode::ReadOnly).unwrap();
@@ -175,7 +169,7 @@ fn main() {
         let hs: Vec<_> =
             (0..5).flat_map(|_| sizes.iter()).map(|&s| (p.malloc(s, AllocFlags::default()).unwrap(), s)).collect();
         for &(h, _) in &hs {
-            if rng.next() % 2 == 0 {
+            if rng.next_u64() % 2 == 0 {
                 p.free(h).unwrap();
             }
         }

@@ -7,25 +7,15 @@
 use std::time::Instant;
 use zsmalloc::{AllocFlags, Config, Handle, Pool};
 
-fn trace(name: &str) -> Vec<usize> {
-    let path = format!("{}/data/workloads/{name}", env!("CARGO_MANIFEST_DIR"));
-    std::fs::read_to_string(path).unwrap().lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
+// The tests' helpers: the seeded generator and the trace loader.
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::{trace, Rng};
 
 fn status(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = s.lines().find(|l| l.starts_with(field)).unwrap();
     line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() >> 10
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 fn read_all(p: &Pool, hs: &[(Handle, usize)]) -> u64 {
@@ -50,7 +40,7 @@ fn main() {
         let mut rng = Rng(0xAD1 ^ 0x5EED);
         let mut hs: Vec<(Handle, usize)> =
             sizes.iter().map(|&s| (p.malloc(s, AllocFlags::default()).unwrap(), s)).collect();
-        hs.retain(|&(h, _)| rng.next() % 2 == 0 || p.free(h).is_err());
+        hs.retain(|&(h, _)| rng.next_u64() % 2 == 0 || p.free(h).is_err());
         p.compact();
         hs.extend(sizes.iter().map(|&s| (p.malloc(s, AllocFlags::default()).unwrap(), s)));
         let bytes: usize = hs.iter().map(|h| h.1).sum();
@@ -84,7 +74,7 @@ fn main() {
     let grown = (p.census(), status("VmRSS:"), status("VmSize:"));
     let mut rng = Rng(42);
     let keep_one_in = 10;
-    hs.retain(|&h| rng.next() % keep_one_in == 0 || p.free(h).is_err());
+    hs.retain(|&h| rng.next_u64() % keep_one_in == 0 || p.free(h).is_err());
     let t = Instant::now();
     let compacted = p.compact();
     let compact_ms = t.elapsed().as_secs_f64() * 1e3;

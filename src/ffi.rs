@@ -292,6 +292,22 @@ unsafe fn read_sized<T: Copy + Default>(p: *const T, size_of_size: usize) -> Opt
     Some(out)
 }
 
+/// Fills a caller's extension struct: `-EINVAL` (and errno) for NULL or a `size`
+/// below `sizeof(size_t)`, else writes only the `size` bytes the caller declared and
+/// returns 0.
+///
+/// # Safety
+/// A non-null `p` is valid for writes of the `size` it declares.
+unsafe fn fill_out<T: Copy>(p: *mut T, val: &T) -> c_int {
+    // SAFETY: caller's contract.
+    if !p.is_null() && unsafe { write_sized(p, val) } {
+        0
+    } else {
+        set_errno(libc::EINVAL);
+        -libc::EINVAL
+    }
+}
+
 /// Copies an extension struct out: writes only the `size` bytes the caller declared,
 /// leaving its `size` as it was.
 ///
@@ -669,6 +685,7 @@ pub unsafe extern "C" fn zs_frame_census(pool: *mut zs_pool, census: *mut zs_fra
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_frame_census", 0) }) else { return -libc::EINVAL };
         if census.is_null() {
+            // Checked before the walk, which costs time proportional to the arena.
             set_errno(libc::EINVAL);
             return -libc::EINVAL;
         }
@@ -687,12 +704,7 @@ pub unsafe extern "C" fn zs_frame_census(pool: *mut zs_pool, census: *mut zs_fra
             *slot = *n as c_ulong;
         }
         // SAFETY: caller's contract.
-        if unsafe { write_sized(census, &out) } {
-            0
-        } else {
-            set_errno(libc::EINVAL);
-            -libc::EINVAL
-        }
+        unsafe { fill_out(census, &out) }
     })
 }
 
@@ -769,10 +781,6 @@ pub unsafe extern "C" fn zs_pool_info(pool: *mut zs_pool, info: *mut zs_pool_inf
     ffi_boundary!("zs_pool_info", {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_pool_info", 0) }) else { return -libc::EINVAL };
-        if info.is_null() {
-            set_errno(libc::EINVAL);
-            return -libc::EINVAL;
-        }
         let i: PoolInfo = p.info();
         let out = zs_pool_info {
             size: 0,
@@ -788,12 +796,7 @@ pub unsafe extern "C" fn zs_pool_info(pool: *mut zs_pool, info: *mut zs_pool_inf
             read_copied_bytes: i.read_copied_bytes as c_ulong,
         };
         // SAFETY: caller's contract.
-        if unsafe { write_sized(info, &out) } {
-            0
-        } else {
-            set_errno(libc::EINVAL);
-            -libc::EINVAL
-        }
+        unsafe { fill_out(info, &out) }
     })
 }
 
@@ -808,6 +811,7 @@ pub unsafe extern "C" fn zs_class_info(pool: *mut zs_pool, index: c_uint, info: 
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_class_info", 0) }) else { return -libc::EINVAL };
         if info.is_null() {
+            // Checked before the class: a NULL struct is the first error.
             set_errno(libc::EINVAL);
             return -libc::EINVAL;
         }
@@ -830,12 +834,7 @@ pub unsafe extern "C" fn zs_class_info(pool: *mut zs_pool, index: c_uint, info: 
             pages_freeable: c.pages_freeable as c_ulong,
         };
         // SAFETY: caller's contract.
-        if unsafe { write_sized(info, &out) } {
-            0
-        } else {
-            set_errno(libc::EINVAL);
-            -libc::EINVAL
-        }
+        unsafe { fill_out(info, &out) }
     })
 }
 

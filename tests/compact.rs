@@ -2,22 +2,11 @@
 //! and safety while other threads allocate, free, read, write and map.
 
 mod common;
-use common::{check, pattern, pool, trace};
+use common::{check, pattern, pool, trace, Rng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zsmalloc::{AllocFlags, Handle, Layout, MapMode, Pool};
-
-/// A seeded xorshift generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 /// Frames the class table needs for the live objects, perfectly packed.
 fn ideal_frames(p: &Pool) -> u64 {
@@ -45,7 +34,7 @@ fn one_compaction_reaches_the_ideal_after_freeing_half() {
             let mut rng = Rng(0x5EED);
             let mut kept = Vec::new();
             for (h, seed, s) in live.drain(..) {
-                if rng.next() % 2 == 0 {
+                if rng.next_u64() % 2 == 0 {
                     p.free(h).unwrap();
                 } else {
                     kept.push((h, seed, s));
@@ -170,28 +159,28 @@ fn stress_compaction_beside_every_operation() {
                     let deadline = Instant::now() + Duration::from_millis(1500);
                     let mut seed = t << 40;
                     while Instant::now() < deadline {
-                        match rng.next() % 6 {
+                        match rng.next_u64() % 6 {
                             0 | 1 => {
-                                let s = 1 + (rng.next() % 4096) as usize;
+                                let s = 1 + (rng.next_u64() % 4096) as usize;
                                 let h = p.malloc(s, AllocFlags::default()).unwrap();
                                 seed += 1;
                                 p.write(h, &pattern(seed, s)).unwrap();
                                 live.push((h, seed, s));
                             }
                             2 if !live.is_empty() => {
-                                let (h, sd, s) = live.swap_remove((rng.next() % live.len() as u64) as usize);
+                                let (h, sd, s) = live.swap_remove((rng.next_u64() % live.len() as u64) as usize);
                                 let mut out = vec![0u8; s];
                                 p.read(h, &mut out).unwrap();
                                 assert_eq!(out, pattern(sd, s));
                                 p.free(h).unwrap();
                             }
                             3 if !live.is_empty() => {
-                                let (h, sd, s) = live[(rng.next() % live.len() as u64) as usize];
+                                let (h, sd, s) = live[(rng.next_u64() % live.len() as u64) as usize];
                                 let m = p.map(h, MapMode::ReadOnly).unwrap();
                                 assert_eq!(&m[..s], &pattern(sd, s)[..]);
                             }
                             4 if !live.is_empty() => {
-                                let i = (rng.next() % live.len() as u64) as usize;
+                                let i = (rng.next_u64() % live.len() as u64) as usize;
                                 let (h, _, s) = live[i];
                                 seed += 1;
                                 let mut m = p.map(h, MapMode::WriteOnly).unwrap();
@@ -199,7 +188,7 @@ fn stress_compaction_beside_every_operation() {
                                 live[i].1 = seed;
                             }
                             _ if !live.is_empty() => {
-                                let (h, sd, s) = live[(rng.next() % live.len() as u64) as usize];
+                                let (h, sd, s) = live[(rng.next_u64() % live.len() as u64) as usize];
                                 let mut local = vec![0u8; s];
                                 let r = p.read_begin(h, s, &mut local).unwrap();
                                 assert_eq!(&*r, &pattern(sd, s)[..]);
@@ -209,7 +198,7 @@ fn stress_compaction_beside_every_operation() {
                         // Free in bursts so that compaction has sparse zspages to work on.
                         if live.len() > 3000 {
                             for _ in 0..1500 {
-                                let (h, _, _) = live.swap_remove((rng.next() % live.len() as u64) as usize);
+                                let (h, _, _) = live.swap_remove((rng.next_u64() % live.len() as u64) as usize);
                                 p.free(h).unwrap();
                             }
                         }

@@ -28,7 +28,20 @@ pub fn check(p: &Pool) {
     }
 }
 
-/// Object sizes from the bundled node trace.
+/// A seeded xorshift generator: the same sequence on every run.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// Object sizes from a bundled trace (data/workloads/NAME).
 pub fn trace(name: &str) -> Vec<usize> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/data/workloads/");
     std::fs::read_to_string(format!("{path}{name}"))
