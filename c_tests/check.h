@@ -109,6 +109,19 @@ static inline int pattern_ok(const void *buf, size_t len, uint64_t seed)
 
 /* ---- pools -------------------------------------------------------------------------- */
 
+/* Whether the first `len` bytes of object `h` hold the pattern of `seed` (read through
+ * zs_obj_read_begin/end, in place or copied). */
+static inline int object_ok(struct zs_pool *pool, unsigned long h, size_t len, uint64_t seed)
+{
+    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    void *p = zs_obj_read_begin(pool, h, len, local);
+    if (!p)
+        return 0;
+    int ok = pattern_ok(p, len, seed);
+    zs_obj_read_end(pool, h, len, p);
+    return ok;
+}
+
 /*
  * Frames a test pool may hold. A pool created with max_pages 0 reserves (PROT_NONE, no
  * commit) an arena sized to the machine's physical memory plus a handle table up to half

@@ -313,17 +313,6 @@ static void test_malloc_free(void)
 
 /* ---- every size through every access path --------------------------------------------- */
 
-static int object_ok(struct zs_pool *pool, unsigned long h, size_t len, uint64_t seed)
-{
-    unsigned char local[ZS_MAX_ALLOC_SIZE];
-    void *p = zs_obj_read_begin(pool, h, len, local);
-    if (!p)
-        return 0;
-    int ok = pattern_ok(p, len, seed);
-    zs_obj_read_end(pool, h, len, p);
-    return ok;
-}
-
 static void test_roundtrip_all_sizes(enum zs_layout layout)
 {
     struct zs_pool *pool = test_pool("api-sizes", layout, 0);

@@ -50,17 +50,6 @@ static int bystanders_ok(struct zs_pool *pool)
     return zs_pool_check(pool) == 0;
 }
 
-static int object_ok(struct zs_pool *pool, unsigned long h, size_t len, uint64_t seed)
-{
-    unsigned char local[ZS_MAX_ALLOC_SIZE];
-    void *p = zs_obj_read_begin(pool, h, len, local);
-    if (!p)
-        return 0;
-    int ok = pattern_ok(p, len, seed);
-    zs_obj_read_end(pool, h, len, p);
-    return ok;
-}
-
 static unsigned long new_object(struct zs_pool *pool, size_t size, uint64_t seed)
 {
     unsigned char buf[ZS_MAX_ALLOC_SIZE];
