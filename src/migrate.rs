@@ -216,14 +216,18 @@ impl PoolCore {
         done
     }
 
-    /// Waits (briefly) until frames given back through the epoch can be reused.
+    /// Waits until frames given back through the epoch can be reused, so that the
+    /// arena's top can come down past them. The epoch advances once every thread that
+    /// was pinned has moved on; that is normally immediate, but a pinned thread that
+    /// the scheduler put aside holds it back, so the bound is wall time (2 s), not a
+    /// count of tries. Frames still waiting then just stay below the top.
     fn wait_for_retired_frames(&self) {
-        for _ in 0..1000 {
-            if self.frames.retired_waiting() == 0 {
-                return;
-            }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while self.frames.retired_waiting() != 0 && std::time::Instant::now() < deadline {
+            // Pushes this thread's deferred frees to the collector and tries to
+            // advance the epoch.
             epoch::pin().flush();
-            std::thread::yield_now();
+            std::thread::sleep(std::time::Duration::from_micros(50));
         }
     }
 }
