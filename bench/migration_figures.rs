@@ -84,15 +84,16 @@ fn main() {
     let defrag_s = t.elapsed().as_secs_f64();
     let after = (p.census(), status("VmRSS:"), status("VmSize:"));
     p.check().unwrap();
-    println!("| state | frames held | arena top (frames) | arena committed (MiB) | side table (KiB) | VmRSS (MiB) | VmSize (MiB) |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| state | frames held | arena top (frames) | arena committed (MiB) | arena mapped (MiB) | side table mapped (KiB) | VmRSS (MiB) | VmSize (MiB) |");
+    println!("|---|---|---|---|---|---|---|---|");
     for (label, (c, rss, vsz)) in [("grown", &grown), ("freed 90% + compacted", &shrunk), ("defragmented", &after)] {
         println!(
-            "| {label} | {} | {} | {} | {} | {rss} | {vsz} |",
+            "| {label} | {} | {} | {} | {} | {} | {rss} | {vsz} |",
             c.zspage + c.huge,
             c.top,
             (c.committed * 4096) >> 20,
-            (c.committed * 8) >> 10
+            c.arena_mapped_bytes >> 20,
+            c.side_table_mapped_bytes >> 10
         );
     }
     println!(

@@ -191,6 +191,11 @@ pub struct zs_frame_census {
     pub transit_frames: c_ulong,
     /// Frames per class, by class index (as zs_lookup_class_index returns).
     pub class_frames: [c_ulong; ZS_MAX_CLASSES],
+    /// Bytes of the arena's address-space reservation currently mapped (zs_defragment
+    /// unmaps the part above the frames in use).
+    pub arena_mapped_bytes: c_ulong,
+    /// Bytes of the side table currently mapped.
+    pub side_table_mapped_bytes: c_ulong,
 }
 
 impl Default for zs_frame_census {
@@ -205,6 +210,8 @@ impl Default for zs_frame_census {
             huge_frames: 0,
             transit_frames: 0,
             class_frames: [0; ZS_MAX_CLASSES],
+            arena_mapped_bytes: 0,
+            side_table_mapped_bytes: 0,
         }
     }
 }
@@ -640,8 +647,9 @@ pub unsafe extern "C" fn zs_compact(pool: *mut zs_pool) -> c_ulong {
 }
 
 /// Moves frames in use from the top of the pool's arena into free frames below, then
-/// gives the arena's free upper part back to the OS (memory, commit charge and
-/// side-table pages). Returns the frames the arena shrank by, or -EINVAL for NULL.
+/// gives the arena's free upper part back to the OS: its memory, commit charge and
+/// address space, and the side table's beyond it (the arena maps its tail again when
+/// it grows). Returns the frames the arena shrank by, or -EINVAL for NULL.
 /// Frames holding a mapped or read object stay where they are. Safe while other
 /// threads work on the pool; waits for a running compaction.
 ///
@@ -698,6 +706,8 @@ pub unsafe extern "C" fn zs_frame_census(pool: *mut zs_pool, census: *mut zs_fra
             zspage_frames: c.zspage as c_ulong,
             huge_frames: c.huge as c_ulong,
             transit_frames: c.transit as c_ulong,
+            arena_mapped_bytes: c.arena_mapped_bytes as c_ulong,
+            side_table_mapped_bytes: c.side_table_mapped_bytes as c_ulong,
             ..Default::default()
         };
         for (slot, n) in out.class_frames.iter_mut().zip(&c.by_class) {

@@ -17,7 +17,7 @@
 //! because objects straddling two adjacent frames can then be read in place.
 
 use crossbeam_epoch as epoch;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -60,6 +60,10 @@ struct Retired {
 /// The arena, its side table, and the frame allocator.
 pub struct FrameSource {
     retired: Arc<Retired>,
+    /// Held (shared) by walkers of the side table for a whole walk, and exclusively by
+    /// `shrink` while it unmaps the table's tail: a walker never reads an unmapped
+    /// word. Taken before the frame lock.
+    side_extent: RwLock<()>,
     arena: Region,
     /// One word per frame; see `memmap.rs`.
     pub side: SideTable,
@@ -76,6 +80,7 @@ impl FrameSource {
     pub fn new(nframes: usize, limit: usize) -> Result<FrameSource, i32> {
         Ok(FrameSource {
             retired: Arc::default(),
+            side_extent: RwLock::new(()),
             arena: Region::reserve(nframes * PAGE_SIZE)?,
             side: SideTable::reserve(nframes)?,
             nframes,
@@ -275,11 +280,14 @@ impl FrameSource {
         Ok(run)
     }
 
-    /// Commits enough of the arena for `fresh` more frames above the top.
+    /// Commits enough of the arena for `fresh` more frames above the top (mapping the
+    /// reservation's tail again first if a shrink released it).
     fn grow(&self, st: &mut FrameState, fresh: usize) -> Result<(), i32> {
         if st.top + fresh > st.committed {
             let new_committed = (st.top + fresh).div_ceil(COMMIT_STEP) * COMMIT_STEP;
             let new_committed = new_committed.min(self.nframes);
+            self.arena.restore_tail(new_committed * PAGE_SIZE)?;
+            self.side.restore(new_committed)?;
             self.arena.commit(st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE)?;
             self.side.commit(st.committed, new_committed)?;
             st.committed = new_committed;
@@ -313,11 +321,27 @@ impl FrameSource {
         st.top = new_top;
         let keep = new_top.div_ceil(COMMIT_STEP) * COMMIT_STEP;
         if keep < st.committed {
-            self.arena.decommit(keep * PAGE_SIZE, (st.committed - keep) * PAGE_SIZE);
-            self.side.discard(keep, st.committed);
+            // Frames at and above `keep` are free and referenced by nothing: no slot
+            // locates into them and no side-table word names them.
+            self.arena.release_tail(keep * PAGE_SIZE);
+            self.side.release(keep);
             st.committed = keep;
         }
         dropped
+    }
+
+    /// Holds off `shrink` (which unmaps the side table's tail) for a walk of the side
+    /// table; take it before reading the top.
+    pub fn walk_guard(&self) -> RwLockReadGuard<'_, ()> {
+        // Recursive: a walk may call something that takes the guard again (a queued
+        // shrink must not make the inner acquisition wait for it).
+        self.side_extent.read_recursive()
+    }
+
+    /// Bytes of the arena's reservation currently mapped (its share of the process's
+    /// virtual size).
+    pub fn mapped_bytes(&self) -> usize {
+        self.arena.mapped()
     }
 
     /// Frames of the arena currently committed (readable and writable).

@@ -120,15 +120,22 @@ impl SideTable {
         Ok(())
     }
 
-    /// Discards the words of frames `[from, to)` (whole pages inside the range): they
-    /// read as zero (free) afterwards and cost no memory until written again.
-    pub fn discard(&self, from: usize, to: usize) {
-        let bytes = |f: usize| f * std::mem::size_of::<usize>();
-        let lo = bytes(from).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let hi = (bytes(to) / PAGE_SIZE * PAGE_SIZE).min(self.region.size());
-        if hi > lo {
-            self.region.discard(lo, hi - lo);
-        }
+    /// Unmaps the words of frames from `from` on (whole pages only: words below
+    /// `from` stay). No one may read them any more (see `FrameSource::walk_guard`).
+    pub fn release(&self, from: usize) {
+        let lo = (from * std::mem::size_of::<usize>()).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        self.region.release_tail(lo);
+    }
+
+    /// Maps the words of frames below `to` again after a [`release`](Self::release)
+    /// (they become usable with [`commit`](Self::commit)).
+    pub fn restore(&self, to: usize) -> Result<(), i32> {
+        self.region.restore_tail((to * std::mem::size_of::<usize>()).min(self.region.size()))
+    }
+
+    /// Bytes of the table currently mapped.
+    pub fn mapped_bytes(&self) -> usize {
+        self.region.mapped()
     }
 
     #[inline]

@@ -6,8 +6,15 @@
 //! operating system at any time (`discard`) while the range stays usable: the next
 //! touch faults in a zero page. Reserving `PROT_NONE` keeps large reservations out of
 //! the commit accounting even under `vm.overcommit_memory=2`.
+//!
+//! The tail of a region can also be given up entirely (`release_tail`: unmapped, so the
+//! process's virtual size shrinks) and taken back later (`restore_tail`), with
+//! `MAP_FIXED_NOREPLACE` so that it never replaces a mapping someone else made in the
+//! meantime: then the region simply cannot grow back. A region unmaps only what it has
+//! mapped.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The frame size. zsmalloc's unit is the base page; this library assumes 4 KiB pages
 /// (checked at pool creation against `sysconf(_SC_PAGESIZE)`).
@@ -19,6 +26,10 @@ pub const PAGE_SHIFT: u32 = 12;
 pub struct Region {
     base: NonNull<u8>,
     len: usize,
+    /// Bytes from the base that are mapped (the rest of `len` was released). Changed
+    /// only by the region's owner under its own lock; atomic so that `Drop` and
+    /// readers see a value.
+    mapped: AtomicUsize,
 }
 
 // SAFETY: a Region is a plain address range; all access to its bytes goes through raw
@@ -50,7 +61,7 @@ impl Region {
         if p == libc::MAP_FAILED {
             return Err(errno());
         }
-        Ok(Region { base: NonNull::new(p.cast()).expect("mmap returned NULL"), len })
+        Ok(Region { base: NonNull::new(p.cast()).expect("mmap returned NULL"), len, mapped: AtomicUsize::new(len) })
     }
 
     /// The first byte of the range.
@@ -90,24 +101,71 @@ impl Region {
 }
 
 impl Region {
-    /// Gives back `[off, off + len)` and makes it inaccessible again: its pages and
-    /// its commit charge are released. Page-aligned arguments.
-    pub fn decommit(&self, off: usize, len: usize) {
-        assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
-        self.discard(off, len);
-        // SAFETY: inside this reservation; the caller guarantees nothing uses the range.
-        // Failure would leave the range accessible, which costs only address space.
-        unsafe {
-            libc::mprotect(self.base().add(off).cast(), len, libc::PROT_NONE);
+    /// Bytes from the base currently mapped.
+    pub fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::Relaxed)
+    }
+
+    /// Unmaps the region from byte `from` (page-aligned) to its mapped end. Nothing may
+    /// use that range any more; the caller serialises this with `restore_tail`.
+    pub fn release_tail(&self, from: usize) {
+        let mapped = self.mapped();
+        assert!(from % PAGE_SIZE == 0);
+        if from >= mapped {
+            return;
         }
+        // SAFETY: the range is inside this region's mapped part, which no one else
+        // maps, and the caller guarantees nothing uses it.
+        let r = unsafe { libc::munmap(self.base().add(from).cast(), mapped - from) };
+        if r == 0 {
+            // Relaxed: the owner's lock orders this with every other change.
+            self.mapped.store(from, Ordering::Relaxed);
+        }
+    }
+
+    /// Maps the region again up to byte `to` (inaccessible, like a fresh
+    /// reservation). `Err(ENOMEM)` if something else now occupies that address range.
+    pub fn restore_tail(&self, to: usize) -> Result<(), i32> {
+        let mapped = self.mapped();
+        let to = to.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        if to <= mapped {
+            return Ok(());
+        }
+        assert!(to <= self.len);
+        // SAFETY: `mapped` <= `len`, so the address lies inside the reservation's range.
+        let want = unsafe { self.base().add(mapped) };
+        // SAFETY: MAP_FIXED_NOREPLACE maps at exactly this address or fails; it never
+        // replaces an existing mapping, so no one else's memory is touched.
+        let p = unsafe {
+            libc::mmap(
+                want.cast(),
+                to - mapped,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(libc::ENOMEM);
+        }
+        if p != want.cast() {
+            // A kernel older than 4.17 takes the flag as a hint: give the mapping back.
+            // SAFETY: `p` is the mapping just made, of that length.
+            unsafe { libc::munmap(p, to - mapped) };
+            return Err(libc::ENOMEM);
+        }
+        self.mapped.store(to, Ordering::Relaxed);
+        Ok(())
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: the range was mapped by `reserve` and is unmapped exactly once.
+        // SAFETY: the mapped part was mapped by this region (reserve, restore_tail) and
+        // is unmapped exactly once; a released tail may belong to someone else now.
         unsafe {
-            libc::munmap(self.base().cast(), self.len);
+            libc::munmap(self.base().cast(), self.mapped());
         }
     }
 }
@@ -152,6 +210,41 @@ mod tests {
         unsafe {
             assert_eq!(r.base().read(), 0);
             assert_eq!(r.base().add(PAGE_SIZE + 1).read(), 9);
+        }
+    }
+
+    #[test]
+    fn tail_release_and_restore() {
+        let r = Region::reserve(8 * PAGE_SIZE).unwrap();
+        r.release_tail(2 * PAGE_SIZE);
+        assert_eq!(r.mapped(), 2 * PAGE_SIZE);
+        r.restore_tail(6 * PAGE_SIZE).unwrap();
+        r.commit(5 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        // SAFETY: page 5 is mapped again and committed.
+        unsafe { r.base().add(5 * PAGE_SIZE).write(1) };
+        // Someone else maps the address right after the region's mapped part: the
+        // region cannot grow over it, and leaves it alone.
+        r.release_tail(6 * PAGE_SIZE);
+        // SAFETY: a fixed mapping in the released tail, made only for this test.
+        let other = unsafe {
+            libc::mmap(
+                r.base().add(6 * PAGE_SIZE).cast(),
+                PAGE_SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        assert_eq!(other, r.base().wrapping_add(6 * PAGE_SIZE).cast());
+        assert_eq!(r.restore_tail(8 * PAGE_SIZE), Err(libc::ENOMEM));
+        // SAFETY: our test mapping.
+        unsafe { (other as *mut u8).write(7) };
+        drop(r);
+        // SAFETY: the other mapping survived the region's drop.
+        unsafe {
+            assert_eq!((other as *mut u8).read(), 7);
+            libc::munmap(other, PAGE_SIZE);
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct Census {
     pub capacity: usize,
     /// Frames currently committed (readable and writable).
     pub committed: usize,
+    /// Bytes of the arena's reservation mapped (its share of the virtual size).
+    pub arena_mapped_bytes: usize,
+    /// Bytes of the side table mapped.
+    pub side_table_mapped_bytes: usize,
     /// Every pfn ever handed out is below this.
     pub top: usize,
     /// Free frames below the top.
@@ -57,6 +61,8 @@ pub struct Census {
 impl PoolCore {
     /// Visits every frame below the arena's top in pfn order.
     pub fn scan_frames(&self, mut f: impl FnMut(u32, FrameKind)) {
+        // The side table's extent stays mapped for the walk (a shrink waits for it).
+        let _extent = self.frames.walk_guard();
         let top = self.frames.top() as u32;
         let mut guard = epoch::pin();
         for pfn in 0..top {
@@ -104,6 +110,8 @@ impl PoolCore {
         let mut c = Census {
             capacity: self.frames.capacity(),
             committed: self.frames.committed(),
+            arena_mapped_bytes: self.frames.mapped_bytes(),
+            side_table_mapped_bytes: self.frames.side.mapped_bytes(),
             by_class: vec![0; self.table.nr_full_classes()],
             ..Census::default()
         };
@@ -125,6 +133,7 @@ impl PoolCore {
 
     /// The side-table word of a frame (for tests and tools).
     pub fn frame_word(&self, pfn: u32) -> Option<FrameWord> {
+        let _extent = self.frames.walk_guard();
         ((pfn as usize) < self.frames.top()).then(|| self.frames.side.get(pfn))
     }
 }

@@ -136,11 +136,18 @@ fn defragmentation_shrinks_the_arena() {
     assert_eq!(after.top, p.total_pages(), "every frame in use now sits below the held count");
     assert!(after.committed < before.committed, "committed {} -> {}", before.committed, after.committed);
     assert!(after.committed <= after.top.div_ceil(512) * 512);
+    // The reservation's tail and the side table's are unmapped: the virtual size falls.
+    assert_eq!(after.arena_mapped_bytes, after.committed * 4096);
+    assert!(after.arena_mapped_bytes < before.arena_mapped_bytes);
+    assert!(after.side_table_mapped_bytes < before.side_table_mapped_bytes);
     assert_eq!(before.zspage + before.huge, after.zspage + after.huge);
     verify(&p, &keep);
-    // The arena grows again on demand.
-    let more = fill(&p, 2000, |i| 1000 + i % 500);
+    // The arena grows again on demand, mapping its tail back.
+    let more = fill(&p, 4000, |i| 1000 + i % 500);
     check(&p);
     verify(&p, &more);
-    assert!(grown.top >= p.census().top);
+    verify(&p, &keep);
+    let regrown = p.census();
+    assert!(regrown.arena_mapped_bytes > after.arena_mapped_bytes);
+    assert!(regrown.arena_mapped_bytes <= grown.arena_mapped_bytes);
 }

@@ -219,6 +219,8 @@ class zs_frame_census(ctypes.Structure):
         ("huge_frames", ctypes.c_ulong),
         ("transit_frames", ctypes.c_ulong),
         ("class_frames", ctypes.c_ulong * MAX_CLASSES),
+        ("arena_mapped_bytes", ctypes.c_ulong),
+        ("side_table_mapped_bytes", ctypes.c_ulong),
     ]
 
 
