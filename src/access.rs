@@ -133,6 +133,7 @@ impl MapState {
 
 impl PoolCore {
     /// Pins the object a handle names.
+    #[inline]
     pub(crate) fn pin(&self, h: Handle, call: &str) -> Result<Pin> {
         let (slot, _) = self.resolve(h, call)?;
         let loc = match slot.pin(h.gen()) {
@@ -156,12 +157,14 @@ impl PoolCore {
     }
 
     /// Drops a pin.
+    #[inline]
     pub(crate) fn unpin(&self, pin: Pin) {
         // SAFETY: slots live as long as the pool, and `pin` came from this pool.
         unsafe { pin.slot.as_ref() }.unpin();
     }
 
     /// Where the first `len` bytes of a pinned object are.
+    #[inline]
     pub(crate) fn span(&self, pin: &Pin, len: usize) -> Span {
         let off = pin.frame_index * PAGE_SIZE + (pin.loc as usize & (PAGE_SIZE - 1));
         // SAFETY: pinned, so the descriptor is alive and the object is at `off`.
@@ -174,6 +177,7 @@ impl PoolCore {
     /// # Safety
     /// `zs` is alive and its frames are stable for as long as the span is used (a pin
     /// on an object in those bytes, or the class lock with the objects claimed).
+    #[inline]
     pub(crate) unsafe fn zspage_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
         debug_assert!(len <= PAGE_SIZE);
         let k = off >> PAGE_SHIFT;
@@ -258,6 +262,7 @@ impl PoolCore {
     }
 
     /// Begins a mapping of the whole slot.
+    #[inline]
     pub(crate) fn map_begin(&self, h: Handle, mode: MapMode) -> Result<MapState> {
         let pin = self.pin(h, "zs_map_object")?;
         let (ptr, buf) = match self.span(&pin, pin.usable) {
@@ -276,6 +281,7 @@ impl PoolCore {
     }
 
     /// Ends a mapping: stores a copied mapping back (unless read-only) and unpins.
+    #[inline]
     pub(crate) fn map_end(&self, m: MapState) {
         if let Some(buf) = m.buf {
             if m.mode != MapMode::ReadOnly {
@@ -288,6 +294,7 @@ impl PoolCore {
     }
 
     /// Maps the object: the guard derefs to its whole slot and unmaps on drop.
+    #[inline]
     pub fn map(&self, h: Handle, mode: MapMode) -> Result<Mapping<'_>> {
         Ok(Mapping { pool: self, state: Some(self.map_begin(h, mode)?) })
     }
@@ -313,6 +320,7 @@ pub struct Mapping<'a> {
 }
 
 impl Mapping<'_> {
+    #[inline]
     fn st(&self) -> &MapState {
         self.state.as_ref().expect("present until drop")
     }
@@ -340,6 +348,7 @@ impl Mapping<'_> {
 
 impl std::ops::Deref for Mapping<'_> {
     type Target = [u8];
+    #[inline]
     fn deref(&self) -> &[u8] {
         let st = self.st();
         // SAFETY: as in as_mut_slice, shared.
@@ -348,6 +357,7 @@ impl std::ops::Deref for Mapping<'_> {
 }
 
 impl Drop for Mapping<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(st) = self.state.take() {
             self.pool.map_end(st);

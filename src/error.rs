@@ -64,6 +64,7 @@ pub fn abort_on_misuse() -> bool {
 
 /// Reports a misuse: under `ZSMALLOC_ABORT_ON_MISUSE=1`, one line on stderr naming
 /// the call and the handle, then abort. Otherwise returns.
+#[cold]
 pub fn report_misuse(call: &str, handle: u64, err: Error) {
     if abort_on_misuse() {
         eprintln!("zsmalloc: misuse in {call}(handle=0x{handle:x}): {err}; aborting (ZSMALLOC_ABORT_ON_MISUSE=1)");

@@ -223,6 +223,23 @@ impl Default for zs_frame_census {
 /// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call
 /// or madvise may clobber errno; a successful call must leave it as it was.)
 macro_rules! ffi_boundary {
+    // Calls that take no lock and make no system call (map, unmap, reads, writes):
+    // nothing inside can clobber errno, so it is written only on error.
+    ($name:literal, lock_free, $body:block) => {{
+        CALL_ERRNO.with(|e| e.set(0));
+        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
+            Ok(v) => v,
+            Err(_) => {
+                eprintln!(concat!("zsmalloc: internal error in ", $name, "; aborting"));
+                std::process::abort()
+            }
+        };
+        let e = CALL_ERRNO.with(|e| e.get());
+        if e != 0 {
+            write_errno(e);
+        }
+        r
+    }};
     ($name:literal, $body:block) => {{
         let saved = errno_now();
         CALL_ERRNO.with(|e| e.set(0));
@@ -501,7 +518,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
     mem_len: usize,
     local_copy: *mut c_void,
 ) -> *mut c_void {
-    ffi_boundary!("zs_obj_read_begin", {
+    ffi_boundary!("zs_obj_read_begin", lock_free, {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_obj_read_begin", handle) }) else { return std::ptr::null_mut() };
         // SAFETY: caller's contract for local_copy.
@@ -525,7 +542,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, mem_len: usize, handle_mem: *mut c_void) {
-    ffi_boundary!("zs_obj_read_end", {
+    ffi_boundary!("zs_obj_read_end", lock_free, {
         const CALL: &str = "zs_obj_read_end";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -555,7 +572,7 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
 /// A non-null `pool` is live; `handle_mem` is readable for `mem_len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handle_mem: *const c_void, mem_len: usize) {
-    ffi_boundary!("zs_obj_write", {
+    ffi_boundary!("zs_obj_write", lock_free, {
         const CALL: &str = "zs_obj_write";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -581,7 +598,7 @@ pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handl
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: MapModeArg) -> *mut c_void {
-    ffi_boundary!("zs_map_object", {
+    ffi_boundary!("zs_map_object", lock_free, {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_map_object", handle) }) else { return std::ptr::null_mut() };
         let mode = match mm.0 {
@@ -614,7 +631,7 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
-    ffi_boundary!("zs_unmap_object", {
+    ffi_boundary!("zs_unmap_object", lock_free, {
         const CALL: &str = "zs_unmap_object";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };

@@ -257,7 +257,10 @@ impl PoolCore {
         &self.table
     }
 
-    /// Counts a misuse and reports it (see [`report_misuse`]); returns `err`.
+    /// Counts a misuse and reports it (see [`report_misuse`]); returns `err`. Cold: it
+    /// keeps the hot paths that may call it small enough to inline.
+    #[cold]
+    #[inline(never)]
     pub(crate) fn misuse(&self, call: &str, h: u64, err: Error) -> Error {
         // Relaxed: a statistic.
         self.counters.misuse.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +269,7 @@ impl PoolCore {
     }
 
     /// The slot a handle names, if this pool issued it.
+    #[inline]
     pub(crate) fn resolve(&self, h: Handle, call: &str) -> Result<(&Slot, u32)> {
         let bad = |why| Err(self.misuse(call, h.to_raw(), Error::Invalid(why)));
         if h.tag() != self.tag {
