@@ -19,13 +19,18 @@
 //!   object's location, a generation, and a pin count.
 //! - `pool`, `access`, `stats`, `check` — malloc and free under per-class locks;
 //!   reads, writes and maps without locks; statistics; the invariant checker.
+//! - `compact`, `auto` — compaction, and the optional background compactor.
+//! - `scan`, `migrate` — the pfn scanner (classifies frames from their side-table
+//!   words alone) and frame migration: arena defragmentation and adjacency.
 //! - `ffi` — the C ABI, a thin layer over [`Pool`].
 //!
 //! ## Lock order
 //!
-//! Pool compaction lock, then one class lock (the checker takes all, ascending), then
-//! the leaf locks (frame source, handle-table growth). Readers, writers and mappers
-//! take no lock at all.
+//! Pool compaction lock (compaction, defragmentation, adjacency), then one class lock
+//! (the checker takes all, ascending), then the leaf locks (frame source, handle-table
+//! growth). Side-table walkers hold the side table's extent lock (shared), which
+//! shrinking the arena takes exclusively, before the frame lock. Readers, writers and
+//! mappers take no lock at all.
 //!
 //! ## The life of a handle
 //!
