@@ -153,6 +153,15 @@ struct zs_frame_census {
    * Frames per class, by class index (as zs_lookup_class_index returns).
    */
   unsigned long class_frames[ZS_MAX_CLASSES];
+  /**
+   * Bytes of the arena's address-space reservation currently mapped (zs_defragment
+   * unmaps the part above the frames in use).
+   */
+  unsigned long arena_mapped_bytes;
+  /**
+   * Bytes of the side table currently mapped.
+   */
+  unsigned long side_table_mapped_bytes;
 };
 
 /**
@@ -376,8 +385,9 @@ unsigned long zs_compact(struct zs_pool *pool);
 
 /**
  * Moves frames in use from the top of the pool's arena into free frames below, then
- * gives the arena's free upper part back to the OS (memory, commit charge and
- * side-table pages). Returns the frames the arena shrank by, or -EINVAL for NULL.
+ * gives the arena's free upper part back to the OS: its memory, commit charge and
+ * address space, and the side table's beyond it (the arena maps its tail again when
+ * it grows). Returns the frames the arena shrank by, or -EINVAL for NULL.
  * Frames holding a mapped or read object stay where they are. Safe while other
  * threads work on the pool; waits for a running compaction.
  *
