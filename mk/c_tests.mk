@@ -7,7 +7,8 @@
 #
 # One program per concern: test_api (every function's contract), test_misuse (the
 # misuse table and ZSMALLOC_ABORT_ON_MISUSE), test_threads (four threads on shared
-# classes) and test_compaction (zs_compact, alone and against three busy threads).
+# classes), test_compaction (zs_compact, alone and against three busy threads) and
+# test_migration (census, adjacency, defragmentation).
 # Each prints "N passed, M failed"
 # and exits non-zero on any failure. Binaries go to build/c_tests/{asan,valgrind}/.
 
@@ -15,7 +16,7 @@ CXX ?= g++
 VALGRIND ?= valgrind
 
 CT_DIR      := $(BUILD)/c_tests
-CT_TESTS    := test_api test_misuse test_threads test_compaction
+CT_TESTS    := test_api test_misuse test_threads test_compaction test_migration
 CT_WARN     := -std=c11 -Wall -Wextra -Werror -pedantic
 CT_CFLAGS   := $(CT_WARN) -D_POSIX_C_SOURCE=200809L -pthread -Iinclude
 CT_LDLIBS   := -L$(LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
