@@ -19,7 +19,7 @@
 //!
 //! Frames in use above the point where all held frames would fit are moved into the
 //! lowest free frames; then the top comes down past the free frames at the end and the
-//! arena above it is decommitted (`FrameSource::shrink`).
+//! arena above it is given back, address space included (`FrameSource::shrink`).
 //!
 //! # Adjacency
 //!
