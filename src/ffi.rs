@@ -223,9 +223,8 @@ impl Default for zs_frame_census {
 /// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call
 /// or madvise may clobber errno; a successful call must leave it as it was.)
 macro_rules! ffi_boundary {
-    // Calls that take no lock and make no system call (map, unmap, reads, writes):
-    // nothing inside can clobber errno, so it is written only on error.
-    ($name:literal, lock_free, $body:block) => {{
+    // The body behind the panic boundary; yields (its value, the error it recorded).
+    (@run $name:literal, $body:block) => {{
         CALL_ERRNO.with(|e| e.set(0));
         let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
             Ok(v) => v,
@@ -234,7 +233,12 @@ macro_rules! ffi_boundary {
                 std::process::abort()
             }
         };
-        let e = CALL_ERRNO.with(|e| e.get());
+        (r, CALL_ERRNO.with(|e| e.get()))
+    }};
+    // Calls that take no lock and make no system call (map, unmap, reads, writes):
+    // nothing inside can clobber errno, so it is written only on error.
+    ($name:literal, lock_free, $body:block) => {{
+        let (r, e) = ffi_boundary!(@run $name, $body);
         if e != 0 {
             write_errno(e);
         }
@@ -242,15 +246,7 @@ macro_rules! ffi_boundary {
     }};
     ($name:literal, $body:block) => {{
         let saved = errno_now();
-        CALL_ERRNO.with(|e| e.set(0));
-        let r = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
-            Ok(v) => v,
-            Err(_) => {
-                eprintln!(concat!("zsmalloc: internal error in ", $name, "; aborting"));
-                std::process::abort()
-            }
-        };
-        let e = CALL_ERRNO.with(|e| e.get());
+        let (r, e) = ffi_boundary!(@run $name, $body);
         write_errno(if e != 0 { e } else { saved });
         r
     }};
