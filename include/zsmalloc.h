@@ -387,7 +387,9 @@ unsigned long zs_compact(struct zs_pool *pool);
  * Moves frames in use from the top of the pool's arena into free frames below, then
  * gives the arena's free upper part back to the OS: its memory, commit charge and
  * address space, and the side table's beyond it (the arena maps its tail again when
- * it grows). Returns the frames the arena shrank by, or -EINVAL for NULL.
+ * it grows, unless something else was mapped there meanwhile: then it cannot grow
+ * past that, and zs_malloc fails with -ENOMEM). Returns the frames the arena shrank
+ * by, or -EINVAL for NULL.
  * Frames holding a mapped or read object stay where they are. Safe while other
  * threads work on the pool; waits for a running compaction.
  *
