@@ -110,13 +110,23 @@ fn give_buf(buf: PageBuf) {
     });
 }
 
-/// The state of one mapping, between `map_begin` and `map_end`.
+/// The state of one mapping, between `map_begin` and `map_end`. Small (the C ABI
+/// keeps one per open mapping in a per-thread list): what a copied mapping needs to
+/// store its bytes back lives in the boxed `copy`, made only on that slow path.
 #[derive(Debug)]
 pub(crate) struct MapState {
-    pin: Pin,
-    mode: MapMode,
-    buf: Option<PageBuf>,
+    slot: NonNull<Slot>,
     ptr: *mut u8,
+    len: usize,
+    mode: MapMode,
+    copy: Option<Box<CopyBack>>,
+}
+
+/// A copied mapping's buffer and the pin that says where its bytes go back.
+#[derive(Debug)]
+struct CopyBack {
+    buf: PageBuf,
+    pin: Pin,
 }
 
 impl MapState {
@@ -127,7 +137,14 @@ impl MapState {
 
     /// Bytes the caller may use.
     pub(crate) fn len(&self) -> usize {
-        self.pin.usable
+        self.len
+    }
+}
+
+impl Pin {
+    /// The slot this pin holds, to drop it with [`PoolCore::unpin_slot`].
+    pub(crate) fn slot(&self) -> NonNull<Slot> {
+        self.slot
     }
 }
 
@@ -159,8 +176,15 @@ impl PoolCore {
     /// Drops a pin.
     #[inline]
     pub(crate) fn unpin(&self, pin: Pin) {
-        // SAFETY: slots live as long as the pool, and `pin` came from this pool.
-        unsafe { pin.slot.as_ref() }.unpin();
+        self.unpin_slot(pin.slot)
+    }
+
+    /// Drops a pin known by its slot alone (taken from [`Pin::slot`]).
+    #[inline]
+    pub(crate) fn unpin_slot(&self, slot: NonNull<Slot>) {
+        // SAFETY: slots live as long as the pool, and the slot came from a pin of this
+        // pool, which this call ends.
+        unsafe { slot.as_ref() }.unpin();
     }
 
     /// Where the first `len` bytes of a pinned object are.
@@ -265,32 +289,37 @@ impl PoolCore {
     #[inline]
     pub(crate) fn map_begin(&self, h: Handle, mode: MapMode) -> Result<MapState> {
         let pin = self.pin(h, "zs_map_object")?;
-        let (ptr, buf) = match self.span(&pin, pin.usable) {
-            Span::One(p) => (p, None),
+        let (slot, len) = (pin.slot, pin.usable);
+        Ok(match self.span(&pin, len) {
+            Span::One(ptr) => MapState { slot, ptr, len, mode, copy: None },
             span => {
                 let mut buf = take_buf();
                 if mode != MapMode::WriteOnly {
                     // SAFETY: the span covers the usable bytes; the buffer holds a page.
-                    unsafe { span.copy_out(&mut buf[..pin.usable]) };
-                    self.count_copy(pin.usable);
+                    unsafe { span.copy_out(&mut buf[..len]) };
+                    self.count_copy(len);
                 }
-                (buf.as_mut_ptr(), Some(buf))
+                let ptr = buf.as_mut_ptr();
+                MapState { slot, ptr, len, mode, copy: Some(Box::new(CopyBack { buf, pin })) }
             }
-        };
-        Ok(MapState { pin, mode, buf, ptr })
+        })
     }
 
     /// Ends a mapping: stores a copied mapping back (unless read-only) and unpins.
     #[inline]
     pub(crate) fn map_end(&self, m: MapState) {
-        if let Some(buf) = m.buf {
-            if m.mode != MapMode::ReadOnly {
-                // SAFETY: still pinned; the span covers the usable bytes.
-                unsafe { self.span(&m.pin, m.pin.usable).copy_in(&buf[..m.pin.usable]) };
+        match m.copy {
+            None => self.unpin_slot(m.slot),
+            Some(c) => {
+                let CopyBack { buf, pin } = *c;
+                if m.mode != MapMode::ReadOnly {
+                    // SAFETY: still pinned; the span covers the usable bytes.
+                    unsafe { self.span(&pin, m.len).copy_in(&buf[..m.len]) };
+                }
+                give_buf(buf);
+                self.unpin(pin);
             }
-            give_buf(buf);
         }
-        self.unpin(m.pin);
     }
 
     /// Maps the object: the guard derefs to its whole slot and unmaps on drop.
@@ -332,7 +361,7 @@ impl Mapping<'_> {
 
     /// Whether the bytes are a copy (the object is not contiguous in the arena).
     pub fn is_copy(&self) -> bool {
-        self.st().buf.is_some()
+        self.st().copy.is_some()
     }
 
     /// The slot's bytes, writable. Writes through a read-only mapping of a copied

@@ -25,12 +25,13 @@ use std::cell::RefCell;
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr};
 use std::mem::size_of;
 
-use crate::access::{MapMode, MapState, Pin};
+use crate::access::{MapMode, MapState};
 use crate::auto::AutoCompact;
 use crate::class::Layout;
 use crate::error::{report_misuse, Error};
 use crate::handle::Handle;
 use crate::pool::{AllocFlags, Config, Pool};
+use crate::slot::Slot;
 use crate::stats::{ClassInfo, PoolInfo};
 
 /// Largest object, in bytes.
@@ -480,18 +481,20 @@ pub unsafe extern "C" fn zs_free(pool: *mut zs_pool, handle: c_ulong) {
 /// What a thread has begun and not yet ended.
 enum Active {
     Map { pool: usize, handle: c_ulong, state: MapState },
-    Read { pool: usize, handle: c_ulong, len: usize, ptr: *const u8, pin: Pin },
+    Read { pool: usize, handle: c_ulong, len: usize, ptr: *const u8, slot: std::ptr::NonNull<Slot> },
 }
 
 thread_local! {
     static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
 }
 
+#[inline(always)]
 fn push_active(a: Active) {
     ACTIVE.with(|v| v.borrow_mut().push(a));
 }
 
 /// Removes the most recent entry that `matches`.
+#[inline(always)]
 fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
     ACTIVE.with(|v| {
         let mut v = v.borrow_mut();
@@ -520,7 +523,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
         // SAFETY: caller's contract for local_copy.
         match unsafe { p.read_begin_raw(Handle::from_raw(handle as u64), mem_len, local_copy.cast()) } {
             Ok((ptr, pin)) => {
-                push_active(Active::Read { pool: pool as usize, handle, len: mem_len, ptr, pin });
+                push_active(Active::Read { pool: pool as usize, handle, len: mem_len, ptr, slot: pin.slot() });
                 ptr as *mut c_void
             }
             Err(e) => {
@@ -551,7 +554,7 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
                 if *q == pool as usize && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
         });
         match found {
-            Some(Active::Read { pin, .. }) => p.read_end_raw(pin),
+            Some(Active::Read { slot, .. }) => p.unpin_slot(slot),
             _ => {
                 let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_obj_read_begin on this thread"));
                 set_errno(e.errno());
