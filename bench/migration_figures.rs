@@ -83,10 +83,17 @@ fn main() {
     let r = p.defragment();
     let defrag_s = t.elapsed().as_secs_f64();
     let after = (p.census(), status("VmRSS:"), status("VmSize:"));
+    p.release_address_space();
+    let released = (p.census(), status("VmRSS:"), status("VmSize:"));
     p.check().unwrap();
     println!("| state | frames held | arena top (frames) | arena committed (MiB) | arena mapped (MiB) | side table mapped (KiB) | VmRSS (MiB) | VmSize (MiB) |");
     println!("|---|---|---|---|---|---|---|---|");
-    for (label, (c, rss, vsz)) in [("grown", &grown), ("freed 90% + compacted", &shrunk), ("defragmented", &after)] {
+    for (label, (c, rss, vsz)) in [
+        ("grown", &grown),
+        ("freed 90% + compacted", &shrunk),
+        ("zs_defragment", &after),
+        ("zs_release_arena", &released),
+    ] {
         println!(
             "| {label} | {} | {} | {} | {} | {} | {rss} | {vsz} |",
             c.zspage + c.huge,

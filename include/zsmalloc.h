@@ -154,8 +154,8 @@ struct zs_frame_census {
    */
   unsigned long class_frames[ZS_MAX_CLASSES];
   /**
-   * Bytes of the arena's address-space reservation currently mapped (zs_defragment
-   * unmaps the part above the frames in use).
+   * Bytes of the arena's address-space reservation currently mapped
+   * (zs_release_arena unmaps the part above the frames in use).
    */
   unsigned long arena_mapped_bytes;
   /**
@@ -385,18 +385,29 @@ unsigned long zs_compact(struct zs_pool *pool);
 
 /**
  * Moves frames in use from the top of the pool's arena into free frames below, then
- * gives the arena's free upper part back to the OS: its memory, commit charge and
- * address space, and the side table's beyond it (the arena maps its tail again when
- * it grows, unless something else was mapped there meanwhile: then it cannot grow
- * past that, and zs_malloc fails with -ENOMEM). Returns the frames the arena shrank
- * by, or -EINVAL for NULL.
- * Frames holding a mapped or read object stay where they are. Safe while other
- * threads work on the pool; waits for a running compaction.
+ * gives the arena's free upper part back to the OS: its memory and commit charge, and
+ * the side table's pages beyond it. The address range stays reserved, so the arena
+ * grows back at any time (see zs_release_arena to give the range up too). Returns the
+ * frames the arena's top came down by, or -EINVAL for NULL. Frames holding a mapped
+ * or read object stay where they are. Safe while other threads work on the pool;
+ * waits for a running compaction.
  *
  * # Safety
  * A non-null `pool` is live.
  */
 long zs_defragment(struct zs_pool *pool);
+
+/**
+ * Unmaps the arena's and the side table's address space above the frames in use
+ * (call it after zs_defragment), so the process's virtual size falls. Returns the
+ * bytes of arena address space given up, or -EINVAL for NULL. The arena maps that
+ * range again when it grows, but never over another mapping: if one has been placed
+ * there meanwhile, the pool cannot grow past it and zs_malloc fails with -ENOMEM.
+ *
+ * # Safety
+ * A non-null `pool` is live.
+ */
+long zs_release_arena(struct zs_pool *pool);
 
 /**
  * Moves the frames of every zspage whose frames are not adjacent in the arena into a

@@ -192,8 +192,8 @@ pub struct zs_frame_census {
     pub transit_frames: c_ulong,
     /// Frames per class, by class index (as zs_lookup_class_index returns).
     pub class_frames: [c_ulong; ZS_MAX_CLASSES],
-    /// Bytes of the arena's address-space reservation currently mapped (zs_defragment
-    /// unmaps the part above the frames in use).
+    /// Bytes of the arena's address-space reservation currently mapped
+    /// (zs_release_arena unmaps the part above the frames in use).
     pub arena_mapped_bytes: c_ulong,
     /// Bytes of the side table currently mapped.
     pub side_table_mapped_bytes: c_ulong,
@@ -663,13 +663,12 @@ pub unsafe extern "C" fn zs_compact(pool: *mut zs_pool) -> c_ulong {
 }
 
 /// Moves frames in use from the top of the pool's arena into free frames below, then
-/// gives the arena's free upper part back to the OS: its memory, commit charge and
-/// address space, and the side table's beyond it (the arena maps its tail again when
-/// it grows, unless something else was mapped there meanwhile: then it cannot grow
-/// past that, and zs_malloc fails with -ENOMEM). Returns the frames the arena shrank
-/// by, or -EINVAL for NULL.
-/// Frames holding a mapped or read object stay where they are. Safe while other
-/// threads work on the pool; waits for a running compaction.
+/// gives the arena's free upper part back to the OS: its memory and commit charge, and
+/// the side table's pages beyond it. The address range stays reserved, so the arena
+/// grows back at any time (see zs_release_arena to give the range up too). Returns the
+/// frames the arena's top came down by, or -EINVAL for NULL. Frames holding a mapped
+/// or read object stay where they are. Safe while other threads work on the pool;
+/// waits for a running compaction.
 ///
 /// # Safety
 /// A non-null `pool` is live.
@@ -679,6 +678,25 @@ pub unsafe extern "C" fn zs_defragment(pool: *mut zs_pool) -> libc::c_long {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_defragment", 0) }) else { return -libc::EINVAL as libc::c_long };
         p.defragment().frames_released as libc::c_long
+    })
+}
+
+/// Unmaps the arena's and the side table's address space above the frames in use
+/// (call it after zs_defragment), so the process's virtual size falls. Returns the
+/// bytes of arena address space given up, or -EINVAL for NULL. The arena maps that
+/// range again when it grows, but never over another mapping: if one has been placed
+/// there meanwhile, the pool cannot grow past it and zs_malloc fails with -ENOMEM.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_release_arena(pool: *mut zs_pool) -> libc::c_long {
+    ffi_boundary!("zs_release_arena", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_release_arena", 0) }) else {
+            return -libc::EINVAL as libc::c_long;
+        };
+        p.release_address_space() as libc::c_long
     })
 }
 

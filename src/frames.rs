@@ -295,11 +295,14 @@ impl FrameSource {
         Ok(())
     }
 
-    /// Lowers the top past the free frames at the end of the arena and gives the
-    /// arena above it back (pages and commit charge); the side table's words there
-    /// are discarded but stay readable (as zeros: free), because a lock-free walker
-    /// may still be reading them. Returns the frames the top came down by.
-    pub fn shrink(&self) -> usize {
+    /// Lowers the top past the free frames at the end of the arena and gives the arena
+    /// above it back: its memory and commit charge (the range stays reserved, so the
+    /// arena grows back at any time), and the side table's pages there. With
+    /// `release_address_space`, the arena's and the side table's tails are unmapped as
+    /// well, so the process's virtual size falls too; the arena then grows back only
+    /// while no other mapping has taken that range (see `Region::restore_tail`). Side-
+    /// table walkers are waited for either way. Returns the frames the top came down by.
+    pub fn shrink(&self, release_address_space: bool) -> usize {
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
         let mut free: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
@@ -313,19 +316,20 @@ impl FrameSource {
             new_top -= 1;
         }
         let dropped = st.top - new_top;
-        if dropped == 0 {
-            return 0;
-        }
         st.hot.retain(|&p| (p as usize) < new_top);
         st.free.retain(|&p| (p as usize) < new_top);
         st.top = new_top;
         let keep = new_top.div_ceil(COMMIT_STEP) * COMMIT_STEP;
+        // Frames at and above `keep` are free and referenced by nothing: no slot
+        // locates into them and no side-table word names them.
         if keep < st.committed {
-            // Frames at and above `keep` are free and referenced by nothing: no slot
-            // locates into them and no side-table word names them.
+            self.arena.decommit(keep * PAGE_SIZE, (st.committed - keep) * PAGE_SIZE);
+            self.side.discard(keep, st.committed);
+            st.committed = keep;
+        }
+        if release_address_space {
             self.arena.release_tail(keep * PAGE_SIZE);
             self.side.release(keep);
-            st.committed = keep;
         }
         dropped
     }

@@ -120,6 +120,17 @@ impl SideTable {
         Ok(())
     }
 
+    /// Discards the words of frames from `from` to `to` (whole pages only): their
+    /// pages go back to the OS and read as zero (free) until written again.
+    pub fn discard(&self, from: usize, to: usize) {
+        let word = std::mem::size_of::<usize>();
+        let lo = (from * word).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let hi = ((to * word) / PAGE_SIZE * PAGE_SIZE).min(self.region.mapped());
+        if hi > lo {
+            self.region.discard(lo, hi - lo);
+        }
+    }
+
     /// Unmaps the words of frames from `from` on (whole pages only: words below
     /// `from` stay). No one may read them any more (see `FrameSource::walk_guard`).
     pub fn release(&self, from: usize) {

@@ -19,7 +19,10 @@
 //!
 //! Frames in use above the point where all held frames would fit are moved into the
 //! lowest free frames; then the top comes down past the free frames at the end and the
-//! arena above it is given back, address space included (`FrameSource::shrink`).
+//! arena above it is decommitted (`FrameSource::shrink`): memory and commit charge go
+//! back, the address range stays reserved so the arena can always grow back. Giving
+//! the address space itself back is a separate, explicit step
+//! (`release_address_space`), because another mapping may then take the range.
 //!
 //! # Adjacency
 //!
@@ -136,7 +139,7 @@ impl PoolCore {
 
     /// Moves frames in use from the top of the arena into free frames below, then
     /// gives the arena's free upper part back (pages, commit charge, side-table
-    /// pages). Runs exclusive of compaction.
+    /// pages; the address range stays reserved). Runs exclusive of compaction.
     pub fn defragment(&self) -> MigrateStats {
         let _running = self.compaction.lock();
         let mut done = MigrateStats::default();
@@ -164,8 +167,22 @@ impl PoolCore {
         unused.extend(targets);
         self.frames.free(&unused);
         self.wait_for_retired_frames();
-        done.frames_released = self.frames.shrink();
+        done.frames_released = self.frames.shrink(false);
         done
+    }
+
+    /// Unmaps the arena's and the side table's address space above the frames in use
+    /// (after [`defragment`](Self::defragment), that is above the frames held), so the
+    /// process's virtual size falls. Returns the bytes of arena address space given up.
+    ///
+    /// The arena maps that range again when it grows, but never over another mapping:
+    /// if one has been placed there meanwhile (a thread stack, a malloc arena, another
+    /// pool), the pool cannot grow past it and malloc fails with `NoMemory`.
+    pub fn release_address_space(&self) -> usize {
+        let _running = self.compaction.lock();
+        let before = self.frames.mapped_bytes();
+        self.frames.shrink(true);
+        before - self.frames.mapped_bytes()
     }
 
     /// Moves the frames of every zspage whose chain is not contiguous into a run of

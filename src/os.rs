@@ -101,6 +101,19 @@ impl Region {
 }
 
 impl Region {
+    /// Gives back the pages and the commit charge of `[off, off + len)` and makes it
+    /// inaccessible again; the range stays reserved, so `commit` can take it back.
+    /// Page-aligned arguments.
+    pub fn decommit(&self, off: usize, len: usize) {
+        assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        self.discard(off, len);
+        // SAFETY: inside this reservation; the caller guarantees nothing uses the range.
+        // Failure would leave the range accessible, which costs only commit charge.
+        unsafe {
+            libc::mprotect(self.base().add(off).cast(), len, libc::PROT_NONE);
+        }
+    }
+
     /// Bytes from the base currently mapped.
     pub fn mapped(&self) -> usize {
         self.mapped.load(Ordering::Relaxed)

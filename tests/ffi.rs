@@ -338,12 +338,17 @@ fn migration_calls_through_the_c_abi() {
             zs_free(p, *h);
         }
         zs_compact(p);
-        let mapped_before = c.arena_mapped_bytes;
+        let (mapped_before, committed_before) = (c.arena_mapped_bytes, c.committed_frames);
         let shrunk = zs_defragment(p);
         assert!(shrunk > 0, "the arena came down by {shrunk} frames");
         assert_eq!(zs_frame_census(p, &mut c), 0);
         assert_eq!(c.top, zs_get_total_pages(p));
-        assert!(c.arena_mapped_bytes < mapped_before, "the reservation's tail was unmapped");
+        assert!(c.committed_frames < committed_before);
+        assert_eq!(c.arena_mapped_bytes, mapped_before, "still reserved");
+        assert_eq!(zs_release_arena(null_mut()), -(libc::EINVAL as libc::c_long));
+        let released = zs_release_arena(p);
+        assert_eq!(zs_frame_census(p, &mut c), 0);
+        assert_eq!(released as u64, mapped_before - c.arena_mapped_bytes, "the reservation's tail was unmapped");
         assert!(zs_make_adjacent(p) >= 0);
         let mut i = zs_pool_info { size: std::mem::size_of::<zs_pool_info>(), ..Default::default() };
         assert_eq!(zs_pool_info(p, &mut i), 0);

@@ -55,6 +55,7 @@ NULL_CALLS = {
     "zs_pool_check": (lambda: LIB.zs_pool_check(None), -errno.EINVAL),
     "zs_defragment": (lambda: LIB.zs_defragment(None), -errno.EINVAL),
     "zs_make_adjacent": (lambda: LIB.zs_make_adjacent(None), -errno.EINVAL),
+    "zs_release_arena": (lambda: LIB.zs_release_arena(None), -errno.EINVAL),
     "zs_frame_census": (
         lambda: LIB.zs_frame_census(None, ctypes.byref(_sized(zsmalloc.zs_frame_census))),
         -errno.EINVAL,

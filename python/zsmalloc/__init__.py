@@ -251,6 +251,7 @@ PROTOTYPES = {
     "zs_class_info": (ctypes.c_int, [_pool_p, ctypes.c_uint, _P(zs_class_info)]),
     "zs_pool_check": (ctypes.c_int, [_pool_p]),
     "zs_defragment": (ctypes.c_long, [_pool_p]),
+    "zs_release_arena": (ctypes.c_long, [_pool_p]),
     "zs_make_adjacent": (ctypes.c_long, [_pool_p]),
     "zs_frame_census": (ctypes.c_int, [_pool_p, _P(zs_frame_census)]),
 }
@@ -789,9 +790,15 @@ class Pool:
 
     def defragment(self):
         """Moves frames in use from the top of the pool's arena into free frames
-        below and gives the arena's free upper part back; returns the frames it
-        shrank by."""
+        below and gives the arena's free upper part back (memory and commit charge;
+        the address range stays reserved); returns the frames it shrank by."""
         return self._migration_call("zs_defragment")
+
+    def release_arena(self):
+        """Unmaps the arena's address space above the frames in use, so the process's
+        virtual size falls; returns the bytes given up. The pool cannot grow back past
+        a mapping placed there meanwhile (MemoryError)."""
+        return self._migration_call("zs_release_arena")
 
     def make_adjacent(self):
         """Moves each zspage whose frames are not adjacent into adjacent frames, so
