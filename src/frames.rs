@@ -134,6 +134,8 @@ impl FrameSource {
         let n = out.len();
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
+        // Relaxed: increments happen under the frame lock we hold, so this is at least
+        // the true count (a concurrent `free_deferred` can only lower it).
         let held = self.held.load(Ordering::Relaxed);
         if held + n > self.limit {
             return Err(libc::ENOMEM);

@@ -151,6 +151,7 @@ impl Slot {
     #[inline]
     pub fn pin(&self, gen: u16) -> Result<u64, SlotError> {
         let mut spins = 0;
+        // Relaxed: only a guess for the CAS below, whose Acquire is what counts.
         let mut w = Word(self.0.load(Ordering::Relaxed));
         loop {
             if w.gen() != gen {
