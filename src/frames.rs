@@ -235,16 +235,15 @@ impl FrameSource {
     pub fn take_lowest(&self, n: usize, below: usize) -> Vec<u32> {
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
-        let mut all: Vec<u32> = std::mem::take(&mut st.hot);
-        all.append(&mut st.free);
+        let mut all: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
         all.sort_unstable();
         let k = all.iter().take(n).take_while(|&&p| (p as usize) < below).count();
         let taken: Vec<u32> = all.drain(..k).collect();
-        // The rest go back, hot ones first again (descending: popped ascending).
-        all.reverse();
-        let hot_n = HOT_FRAMES.min(all.len());
-        st.hot.extend(all.drain(all.len() - hot_n..));
-        st.free.extend(all);
+        // The rest stay where they were: a resident frame must not move to the list
+        // of frames whose memory went back to the OS (it would stay resident unseen).
+        // `taken` is sorted, so membership is a binary search.
+        st.hot.retain(|p| taken.binary_search(p).is_err());
+        st.free.retain(|p| taken.binary_search(p).is_err());
         self.held.fetch_add(taken.len(), Ordering::Relaxed);
         taken
     }
@@ -419,5 +418,28 @@ mod hot_tests {
         let mut b = vec![0u32; n];
         fs.alloc(&mut b).unwrap();
         assert_eq!(b[..HOT_FRAMES], a[..HOT_FRAMES], "resident frames are reused first, ascending");
+    }
+
+    #[test]
+    fn take_lowest_keeps_resident_frames_apart_from_returned_ones() {
+        let n = HOT_FRAMES + 64;
+        let fs = FrameSource::new(4096, 4096).unwrap();
+        let mut a = vec![0u32; n];
+        fs.alloc(&mut a).unwrap();
+        // The highest frames are freed first: they stay resident (hot), and the lowest
+        // ones, past the cache, go back to the OS. take_lowest then takes returned frames.
+        for &p in a.iter().rev() {
+            // SAFETY: held and committed.
+            unsafe { fs.frame_addr(p).write(0xAB) };
+            fs.free(&[p]);
+        }
+        let taken = fs.take_lowest(10, n);
+        assert_eq!(taken, (0..10).collect::<Vec<u32>>());
+        let st = fs.state.lock();
+        assert_eq!(st.hot.len(), HOT_FRAMES, "the resident frames are still resident");
+        for &p in &st.free {
+            // SAFETY: committed frames; nothing uses them.
+            assert_eq!(unsafe { fs.frame_addr(p).read() }, 0, "frame {p} on the returned list is resident");
+        }
     }
 }
