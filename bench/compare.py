@@ -260,7 +260,7 @@ def main():
     ct = compaction_table(dcases, labels)
     if ct:
         out.append("")
-        out.append("**Compaction** (one zs_compact after freeing; ideal = every class packed perfectly)\n")
+        out.append("**Compaction** (one zs_compact after freeing; ideal = every class packed perfectly; for the dense layout, the requested bytes end to end in whole zspages)\n")
         out.append(ct)
     out.append("")
     provided = {}

@@ -423,8 +423,10 @@ static int cmp_uint(const void *a, const void *b)
 }
 
 /* Frames the live objects would need with every class packed perfectly (the state a
- * complete compaction reaches), from zs_class_info; 0 where that is not available. */
-static unsigned long ideal_frames(void)
+ * complete compaction reaches), from zs_class_info; 0 where that is not available.
+ * A dense-layout pool has no size classes (its class info says 0 objects per
+ * zspage): there, the requested bytes end to end in whole zspages. */
+static unsigned long ideal_frames(const struct zs_pool_info *info)
 {
     static unsigned idx[ZS_MAX_ALLOC_SIZE];
     for (unsigned size = 1; size <= ZS_MAX_ALLOC_SIZE; size++) {
@@ -440,8 +442,12 @@ static unsigned long ideal_frames(void)
         struct zs_class_info ci;
         memset(&ci, 0, sizeof ci);
         ci.size = sizeof ci;
-        if (zs_class_info(B.pool, idx[k], &ci) != 0 || ci.objs_per_zspage == 0)
+        if (zs_class_info(B.pool, idx[k], &ci) != 0)
             return 0;
+        if (ci.objs_per_zspage == 0) {
+            unsigned long zspage = ci.pages_per_zspage * (unsigned long)PAGE;
+            return zspage ? (info->requested_bytes + zspage - 1) / zspage * ci.pages_per_zspage : 0;
+        }
         frames += (ci.objs_inuse + ci.objs_per_zspage - 1) / ci.objs_per_zspage * ci.pages_per_zspage;
     }
     return frames;
@@ -466,7 +472,7 @@ static void snapshot(struct result *r)
         }
     r->harness_requested = req;
     r->harness_live = live;
-    r->ideal_frames = ideal_frames();
+    r->ideal_frames = ideal_frames(&r->info);
 }
 
 static void run_plan(void)

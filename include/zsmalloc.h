@@ -64,7 +64,10 @@ enum zs_mapmode {
  */
 enum zs_layout {
   /**
-   * This library's denser layout (the default).
+   * This library's denser layout (the default): no size classes; objects of every
+   * size share zspages, packed end to end, each taking exactly its size (no
+   * alignment). Its "classes" are lanes, one per CPU up to 16, each with its own
+   * lock: a thread allocates in its lane.
    */
   ZS_LAYOUT_DENSE = 0,
   /**
@@ -374,7 +377,8 @@ void zs_unmap_object(struct zs_pool *pool, unsigned long handle);
 
 /**
  * Moves objects out of sparse zspages into dense ones and frees the emptied frames;
- * returns the number of frames freed. Safe while other threads allocate, free, read,
+ * returns the number of frames freed (for the dense layout, net of the new zspages
+ * the moved objects may have needed). Safe while other threads allocate, free, read,
  * write and map: objects that are mapped or being read are skipped. A compaction
  * already running on the pool makes this call return 0 at once.
  *
@@ -440,7 +444,9 @@ int zs_frame_census(struct zs_pool *pool, struct zs_frame_census *census);
 unsigned long zs_get_total_pages(struct zs_pool *pool);
 
 /**
- * Smallest size stored one object per frame (0 with errno EINVAL for NULL).
+ * Smallest size stored one object per frame (0 with errno EINVAL for NULL): the
+ * kernel layout's huge class size; 4096 for the dense layout, which packs every
+ * smaller size with others.
  *
  * # Safety
  * A non-null `pool` is live.
@@ -448,8 +454,9 @@ unsigned long zs_get_total_pages(struct zs_pool *pool);
 size_t zs_huge_class_size(struct zs_pool *pool);
 
 /**
- * Index of the (merged) class that `zs_malloc(pool, size, 0)` puts an object in.
- * UINT_MAX with errno EINVAL for NULL or a size outside 1..ZS_MAX_ALLOC_SIZE.
+ * Index of the (merged) class that `zs_malloc(pool, size, 0)` puts an object in
+ * (for the dense layout, the calling thread's lane, whatever the size). UINT_MAX
+ * with errno EINVAL for NULL or a size outside 1..ZS_MAX_ALLOC_SIZE.
  *
  * # Safety
  * A non-null `pool` is live.

@@ -152,7 +152,7 @@ impl PoolCore {
     /// Pins the object a handle names.
     #[inline]
     pub(crate) fn pin(&self, h: Handle, call: &str) -> Result<Pin> {
-        let (slot, _) = self.resolve(h, call)?;
+        let (slot, idx) = self.resolve(h, call)?;
         let loc = match slot.pin(h.gen()) {
             Ok(loc) => loc,
             Err(SlotError::Stale) => {
@@ -162,15 +162,16 @@ impl PoolCore {
         };
         let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
         let zs = fw.zspage();
-        // SAFETY: the pin keeps the object, its zspage and its descriptor alive.
-        let class = unsafe { (*zs).class } as usize;
-        Ok(Pin {
-            slot: NonNull::from(slot),
-            loc,
-            zs,
-            frame_index: fw.index(),
-            usable: self.classes[class].spec.usable(),
-        })
+        let usable = if self.dense {
+            // SAFETY: `resolve` checked the index; a dense pool's table keeps sizes,
+            // and the pin keeps this one fixed (Acquire in `pin` made it visible).
+            unsafe { self.handles.size(idx) }
+        } else {
+            // SAFETY: the pin keeps the object, its zspage and its descriptor alive.
+            let class = unsafe { (*zs).class } as usize;
+            self.classes[class].spec.usable()
+        };
+        Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), usable })
     }
 
     /// Drops a pin.

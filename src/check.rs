@@ -10,6 +10,8 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::memmap::FrameType;
+use crate::os::PAGE_SIZE;
+use crate::packed::{bucket, DRAIN, NR_LISTS};
 use crate::pool::PoolCore;
 use crate::slot::{State, Word};
 use crate::zspage::{fullness_group, ZsPage, GROUP_EMPTY, NONE, NR_GROUPS};
@@ -37,7 +39,8 @@ impl PoolCore {
             let mut requested = 0usize;
             let mut live = 0usize;
             let mut zspages = 0usize;
-            for g in 0..NR_GROUPS {
+            let mut used = 0usize;
+            for g in 0..NR_LISTS {
                 let mut n = 0usize;
                 let mut prev: *mut ZsPage = std::ptr::null_mut();
                 let mut zs = st.heads[g];
@@ -49,11 +52,32 @@ impl PoolCore {
                     let (z, s) = unsafe { (&*zs, (*zs).state()) };
                     ensure!(s.prev == prev, "class {ci}: broken back link in group {g}");
                     ensure!(z.class as usize == ci, "class {ci}: zspage of class {} on its list", z.class);
-                    ensure!(z.nframes as usize == spec.frames, "class {ci}: zspage has {} frames", z.nframes);
+                    ensure!(
+                        z.nframes as usize == spec.frames || (self.dense && z.nframes as usize <= spec.frames),
+                        "class {ci}: zspage has {} frames",
+                        z.nframes
+                    );
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
-                    let inuse = s.inuse as usize;
-                    ensure!(fullness_group(inuse, spec.objs) == g, "class {ci}: {inuse}/{} in group {g}", spec.objs);
-                    ensure!(g != GROUP_EMPTY, "class {ci}: an empty zspage was kept");
+                    if self.dense {
+                        let x = s.ext();
+                        x.check().map_err(|e| format!("class {ci}: {e}"))?;
+                        ensure!(!x.is_empty(), "class {ci}: an empty zspage was kept");
+                        ensure!(x.cap() == z.nframes as usize * PAGE_SIZE, "class {ci}: zspage of {} bytes", x.cap());
+                        ensure!(
+                            g == DRAIN || g == bucket(x.extent()),
+                            "class {ci}: zspage with a run of {} bytes in bucket {g}",
+                            x.extent()
+                        );
+                    } else {
+                        let inuse = s.inuse as usize;
+                        ensure!(g < NR_GROUPS, "class {ci}: zspage on list {g}");
+                        ensure!(
+                            fullness_group(inuse, spec.objs) == g,
+                            "class {ci}: {inuse}/{} in group {g}",
+                            spec.objs
+                        );
+                        ensure!(g != GROUP_EMPTY, "class {ci}: an empty zspage was kept");
+                    }
                     // Frames and their side-table words.
                     let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
                     for (k, pfn) in z.frame_list().enumerate() {
@@ -66,32 +90,53 @@ impl PoolCore {
                             w.raw()
                         );
                     }
-                    // The free list.
-                    let mut free = vec![false; spec.objs];
-                    let mut nfree = 0;
-                    let mut o = s.free_head;
-                    while o != NONE {
-                        ensure!((o as usize) < spec.objs, "class {ci}: free object {o} out of range");
-                        ensure!(!free[o as usize], "class {ci}: free list has a cycle");
-                        free[o as usize] = true;
-                        nfree += 1;
-                        o = s.objs[o as usize].link as u16;
+                    // The objects: (slot index, size, offset in the chain).
+                    let mut objects: Vec<(u32, usize, usize)> = Vec::new();
+                    if self.dense {
+                        for o in s.ext().objects() {
+                            ensure!((o.link as usize) < used_slots, "class {ci}: object names slot {}", o.link);
+                            // SAFETY: below the high-water mark; a dense table keeps sizes.
+                            let size = unsafe { self.handles.size(o.link) };
+                            ensure!(size == o.len, "slot {}: size {size} in {} bytes", o.link, o.len);
+                            objects.push((o.link, size, o.off));
+                            used += o.len;
+                        }
+                    } else {
+                        // The free list.
+                        let (head, inuse) = (s.free_head, s.inuse as usize);
+                        let objs = s.objs();
+                        let mut free = vec![false; spec.objs];
+                        let mut nfree = 0;
+                        let mut o = head;
+                        while o != NONE {
+                            ensure!((o as usize) < spec.objs, "class {ci}: free object {o} out of range");
+                            ensure!(!free[o as usize], "class {ci}: free list has a cycle");
+                            free[o as usize] = true;
+                            nfree += 1;
+                            o = objs[o as usize].link as u16;
+                        }
+                        ensure!(
+                            inuse + nfree == spec.objs,
+                            "class {ci}: inuse {inuse} + free {nfree} != {}",
+                            spec.objs
+                        );
+                        for (obj, meta) in objs.iter().enumerate().filter(|(o, _)| !free[*o]) {
+                            objects.push((meta.link, meta.size as usize, obj * spec.size));
+                        }
                     }
-                    ensure!(inuse + nfree == spec.objs, "class {ci}: inuse {inuse} + free {nfree} != {}", spec.objs);
                     // Allocated objects and their slots.
-                    for (obj, meta) in s.objs.iter().enumerate().filter(|(o, _)| !free[*o]) {
-                        let (idx, size) = (meta.link, meta.size as usize);
+                    for &(idx, size, off) in &objects {
                         ensure!(size >= 1 && size <= spec.usable(), "class {ci}: object of {size} bytes");
                         ensure!((idx as usize) < used_slots, "class {ci}: object names slot {idx}, never issued");
                         ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
                         // SAFETY: below the high-water mark.
                         let w = unsafe { self.handles.slot_unchecked(idx) }.load();
                         ensure!(w.state() == State::Live, "slot {idx} of a live object is {:?}", w.state());
-                        let loc = z.loc_of(obj * spec.size);
+                        let loc = z.loc_of(off);
                         ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
                         requested += size;
                     }
-                    live += inuse;
+                    live += objects.len();
                     zspages += 1;
                     prev = zs;
                     zs = s.next;
@@ -102,6 +147,10 @@ impl PoolCore {
             ensure!(class.live.load(Ordering::Relaxed) == live, "class {ci}: live count is off");
             ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
             ensure!(class.zspages.load(Ordering::Relaxed) == zspages, "class {ci}: zspage count is off");
+            ensure!(class.used.load(Ordering::Relaxed) == used, "class {ci}: bytes in use are off");
+            for g in 0..NR_LISTS {
+                ensure!((st.nonempty >> g & 1 == 1) != st.heads[g].is_null(), "class {ci}: list bitmap is off at {g}");
+            }
             live_objects += live;
             // The class's free-slot list.
             let mut next = st.free_slot;

@@ -13,9 +13,10 @@
 //!   objects per zspage are equal (the smaller sizes use the larger class). The huge
 //!   class size is the largest class that is neither one frame nor one object, minus
 //!   `ZS_HANDLE_SIZE - 1`: 3257, 3625 and 3833 for chains of 4, 8 and 16.
-//! - [`Layout::Dense`], this library's default: the same chain arithmetic with no
-//!   header inside objects (the back-reference from object to handle lives in the
-//!   zspage descriptor) and classes from 16 bytes.
+//! - [`Layout::Dense`], this library's default, has no size classes: objects of
+//!   every size share zspages, packed end to end (`packed.rs`). Its table is a list
+//!   of lanes, each a lock and a set of zspages, one per thread the machine runs at
+//!   once; a thread allocates in its own lane.
 //!
 //! The lookup from a size to its class is one table load.
 
@@ -46,16 +47,7 @@ impl Layout {
         match self {
             // The kernel's CONFIG_ZSMALLOC_CHAIN_SIZE default.
             Layout::Kernel => 8,
-            Layout::Dense => 8,
-        }
-    }
-
-    fn params(self) -> (usize, usize, usize) {
-        // (smallest class, step between classes, in-object header)
-        match self {
-            // ZS_MIN_ALLOC_SIZE = 32, ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS(8).
-            Layout::Kernel => (32, PAGE_SIZE >> 8, KERNEL_HANDLE_SIZE),
-            Layout::Dense => (16, 16, 0),
+            Layout::Dense => 16,
         }
     }
 }
@@ -114,17 +106,52 @@ pub struct ClassTable {
     merged: Vec<usize>,
     /// The merged classes, in ascending size; `merged` points into this.
     classes: Vec<ClassSpec>,
-    /// Size in bytes (0..=MAX_ALLOC_SIZE) -> position in `classes`.
+    /// Size in bytes (0..=MAX_ALLOC_SIZE) -> position in `classes` (kernel layout).
     lookup: Box<[u16]>,
     huge_class_size: usize,
     nr_full: usize,
 }
 
+/// Lanes of a dense pool: as many as the machine runs threads at once, up to 16.
+fn dense_lanes() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16)
+}
+
+thread_local! {
+    /// This thread's lane number (taken modulo a pool's lanes).
+    static LANE: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        // Relaxed: a round-robin counter, nothing is published through it.
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    };
+}
+
 impl ClassTable {
     /// Builds the table for `layout` with chains of at most `chain` frames.
+    ///
+    /// The dense layout has no size classes (`packed.rs`): its "classes" are lanes,
+    /// each with its own lock and zspages taking objects of every size, and a thread
+    /// allocates in its lane. Every lane reports the largest object as its size.
     pub fn new(layout: Layout, chain: usize) -> ClassTable {
         assert!((MIN_CHAIN..=MAX_CHAIN).contains(&chain));
-        let (min, step, header) = layout.params();
+        if layout == Layout::Dense {
+            let n = dense_lanes();
+            let classes = (0..n)
+                .map(|index| ClassSpec { index, size: MAX_ALLOC_SIZE, frames: chain, objs: 0, header: 0 })
+                .collect();
+            return ClassTable {
+                layout,
+                chain,
+                merged: (0..n).collect(),
+                classes,
+                lookup: Box::new([]),
+                huge_class_size: MAX_ALLOC_SIZE,
+                nr_full: n,
+            };
+        }
+        // ZS_MIN_ALLOC_SIZE = 32, ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS(8), and
+        // the in-object handle header.
+        let (min, step, header) = (32, PAGE_SIZE >> 8, KERNEL_HANDLE_SIZE);
         let n = (PAGE_SIZE - min).div_ceil(step) + 1;
         let raw: Vec<(usize, usize, usize)> = (0..n)
             .map(|i| {
@@ -187,9 +214,12 @@ impl ClassTable {
     }
 
     /// Position in [`classes`](Self::classes) of the class for an object of `size`
-    /// bytes (1..=MAX_ALLOC_SIZE).
+    /// bytes (1..=MAX_ALLOC_SIZE): for the dense layout, the calling thread's lane.
     #[inline]
     pub fn class_for(&self, size: usize) -> usize {
+        if self.layout == Layout::Dense {
+            return LANE.try_with(|l| *l).unwrap_or(0) % self.classes.len();
+        }
         self.lookup[size] as usize
     }
 
@@ -205,7 +235,8 @@ impl ClassTable {
         (self.classes[pos].index == index).then_some(pos)
     }
 
-    /// Smallest object size stored one object per frame.
+    /// Smallest object size stored one object per frame. The dense layout packs
+    /// every size with others; only a full page takes a frame's worth of bytes.
     pub fn huge_class_size(&self) -> usize {
         self.huge_class_size
     }
@@ -274,18 +305,18 @@ mod tests {
     }
 
     #[test]
-    fn dense_table_fits_every_size() {
+    fn dense_table_is_lanes() {
         for chain in [4, 8, 16] {
             let t = ClassTable::new(Layout::Dense, chain);
-            for s in 1..=4096usize {
-                let c = t.classes()[t.class_for(s)];
-                assert!(c.usable() >= s);
-                assert_eq!(c.header, 0);
-                assert!(c.frames <= chain && c.objs * c.size <= c.frames * PAGE_SIZE);
+            assert!(!t.classes().is_empty() && t.classes().len() <= 16);
+            for (i, c) in t.classes().iter().enumerate() {
+                assert_eq!((c.index, c.size, c.frames, c.objs, c.header), (i, MAX_ALLOC_SIZE, chain, 0, 0));
+                assert_eq!(t.by_index(i), Some(i));
+                assert!(!c.is_huge());
             }
-            let h = t.huge_class_size();
-            assert!(t.classes()[t.class_for(h)].is_huge());
-            assert!(!t.classes()[t.class_for(h - 1)].is_huge());
+            assert_eq!(t.huge_class_size(), MAX_ALLOC_SIZE);
+            let mine = t.class_for(1);
+            assert!((1..=4096).all(|s| t.class_for(s) == mine), "one thread, one lane, every size");
         }
     }
 }

@@ -1,12 +1,29 @@
 //! Compaction: per class, objects move out of the least-used zspages into the most-used
 //! ones, and zspages left empty give their frames back.
 //!
+//! # The kernel layout
+//!
 //! The algorithm is the kernel's (__zs_compact in mm/zsmalloc.c), restated: while the
 //! class has at least a whole zspage's worth of free slots, take the emptiest zspage as
 //! the source and the fullest non-full one as the destination, and move objects from
 //! the first into the second until the source is empty or the destination full. When
 //! that condition fails, the class holds exactly ceil(objects / objects per zspage)
 //! zspages, the ideal.
+//!
+//! # The dense layout
+//!
+//! A dense zspage's free bytes are holes between objects and its tail, and an object
+//! fits wherever a run is long enough, so there is no fixed count of slots to fill.
+//! A lane's compaction takes its zspages in order of the share of their bytes in
+//! use, and picks as sources the longest prefix of those with at least 1/16 free
+//! whose objects fit in their bytes less one whole zspage ([`drain_count`]). The
+//! sources go on the lane's drain list, where malloc does not place objects, and
+//! their objects are moved one at a time to wherever malloc would place them: into
+//! holes and tails of the other zspages, the tightest first, and into new zspages
+//! when none fits. Emptying the sources then gives back at least one zspage more
+//! than the new ones took; what `compact` reports is that net count. After freeing
+//! a random half of a pool's objects, nearly every zspage is a source, and the
+//! objects end up packed as tightly as after a fill.
 //!
 //! # Moving an object
 //!
@@ -34,6 +51,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::os::PAGE_SIZE;
+use crate::packed::DRAIN;
 use crate::pool::{ClassState, PoolCore, Released};
 use crate::zspage::{ObjMeta, ZsPage, GROUP_EMPTY, GROUP_FULL, NONE};
 
@@ -108,6 +126,17 @@ impl PoolCore {
     /// Compacts one class (the caller holds the pool's compaction lock), stopping once
     /// it has freed `budget` frames or more.
     pub(crate) fn compact_class(&self, ci: usize, budget: usize) -> CompactStats {
+        let done = if self.dense { self.compact_lane(ci, budget) } else { self.compact_slots(ci, budget) };
+        let n = &self.counters;
+        // Relaxed: statistics.
+        n.pages_compacted.fetch_add(done.pages_freed as u64, Ordering::Relaxed);
+        n.objs_moved.fetch_add(done.objs_moved as u64, Ordering::Relaxed);
+        n.compact_skipped.fetch_add(done.skipped_pinned as u64, Ordering::Relaxed);
+        done
+    }
+
+    /// The kernel's algorithm, for a class of the kernel layout.
+    fn compact_slots(&self, ci: usize, budget: usize) -> CompactStats {
         let class = &self.classes[ci];
         let spec = class.spec;
         let mut done = CompactStats::default();
@@ -126,7 +155,7 @@ impl PoolCore {
             let nobj = spec.objs;
             for obj in 0..nobj {
                 // SAFETY: as above; the state borrow ends within this iteration.
-                let meta = unsafe { (*src).state().objs[obj] };
+                let meta = unsafe { (*src).state().objs()[obj] };
                 if meta.size == 0 {
                     continue; // free slot
                 }
@@ -159,11 +188,116 @@ impl PoolCore {
                 self.release(r);
             }
         }
-        let n = &self.counters;
-        // Relaxed: statistics.
-        n.pages_compacted.fetch_add(done.pages_freed as u64, Ordering::Relaxed);
-        n.objs_moved.fetch_add(done.objs_moved as u64, Ordering::Relaxed);
-        n.compact_skipped.fetch_add(done.skipped_pinned as u64, Ordering::Relaxed);
+        done
+    }
+
+    /// Compacts a lane of the dense layout (see the module comment): picks the
+    /// zspages to empty, puts them on the drain list, where malloc does not look, and
+    /// moves their objects, one zspage per hold of the lock, to wherever malloc would
+    /// place them.
+    fn compact_lane(&self, ci: usize, budget: usize) -> CompactStats {
+        let class = &self.classes[ci];
+        let mut done = CompactStats::default();
+        {
+            let mut st = class.state.lock();
+            let mut all: Vec<(usize, usize, *mut ZsPage)> = Vec::new();
+            for g in 0..DRAIN {
+                let mut zs = st.heads[g];
+                while !zs.is_null() {
+                    // SAFETY: list members are live descriptors of the locked lane.
+                    let s = unsafe { (*zs).state() };
+                    all.push((s.ext().used(), s.ext().cap(), zs));
+                    zs = s.next;
+                }
+            }
+            // Fullest last, by the share of their bytes in use.
+            all.sort_unstable_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)));
+            let sources = drain_count(all.iter().map(|&(used, cap, _)| (used, cap)), class.spec.frames * PAGE_SIZE);
+            for &(_, _, zs) in &all[..sources] {
+                // SAFETY: as above; each is on one list, and moves to the drain list.
+                unsafe {
+                    st.unlink(zs);
+                    st.push(zs, DRAIN);
+                }
+            }
+        }
+        let mut buf = [0u8; PAGE_SIZE];
+        let mut stop = false;
+        // Frames released and frames taken for new zspages: the objects of the
+        // zspages being emptied may need some.
+        let (mut released_frames, mut taken_frames) = (0, 0);
+        loop {
+            let mut st = class.state.lock();
+            let src = st.heads[DRAIN];
+            if src.is_null() {
+                break;
+            }
+            if stop || released_frames >= budget.saturating_add(taken_frames) {
+                // Give the rest back to malloc.
+                while !st.heads[DRAIN].is_null() {
+                    let zs = st.heads[DRAIN];
+                    // SAFETY: a live zspage of the locked lane, on the drain list.
+                    unsafe { st.undrain(zs) };
+                }
+                break;
+            }
+            // SAFETY: as above.
+            let objects: Vec<(u32, usize, usize)> =
+                unsafe { (*src).state() }.ext().objects().map(|o| (o.link, o.off, o.len)).collect();
+            for (link, off, len) in objects {
+                // SAFETY: recorded at malloc: below the table's high-water mark.
+                let slot = unsafe { self.handles.slot_unchecked(link) };
+                let Some(claimed) = slot.begin_move() else {
+                    done.skipped_pinned += 1;
+                    continue;
+                };
+                // The source is on the drain list, so it is never the destination.
+                let (dst, to) = match self.place_dense(ci, &mut st, len, link, true) {
+                    Ok((dst, to, fresh)) => {
+                        // SAFETY: `dst` is live and ours.
+                        taken_frames += if fresh { usize::from(unsafe { (*dst).nframes }) } else { 0 };
+                        (dst, to)
+                    }
+                    Err(_) => {
+                        slot.end_move(claimed, claimed.loc());
+                        stop = true;
+                        break;
+                    }
+                };
+                // SAFETY: both zspages are live and ours under the lane lock; the
+                // object is claimed, so nothing else reads or writes its bytes, and
+                // the destination bytes were free until `place_dense` took them.
+                unsafe {
+                    let bytes = &mut buf[..len];
+                    self.zspage_span(&*src, off, len).copy_out(bytes);
+                    self.zspage_span(&*dst, to, len).copy_in(bytes);
+                }
+                // SAFETY: as above.
+                let s = unsafe { (*src).state() };
+                self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("the object being moved")));
+                crate::pool::bump(&class.used, -(len as isize));
+                // SAFETY: `dst` is live and ours.
+                slot.end_move(claimed, unsafe { (*dst).loc_of(to) });
+                done.objs_moved += 1;
+            }
+            // SAFETY: `src` is live and ours.
+            let released = if unsafe { (*src).state() }.ext().is_empty() {
+                // SAFETY: as above.
+                released_frames += usize::from(unsafe { (*src).nframes });
+                // SAFETY: live, empty, ours.
+                Some(unsafe { self.retire(ci, &mut st, src) })
+            } else {
+                // Pinned objects stayed, or the pool could not grow: back to malloc.
+                // SAFETY: live, on the drain list, ours.
+                unsafe { st.undrain(src) };
+                None
+            };
+            drop(st);
+            if let Some(r) = released {
+                self.release(r);
+            }
+        }
+        done.pages_freed = released_frames.saturating_sub(taken_frames);
         done
     }
 
@@ -195,10 +329,11 @@ impl PoolCore {
             self.zspage_span(zs_src, obj * spec.size, len).copy_out(bytes);
             self.zspage_span(zs_dst, to * spec.size, len).copy_in(bytes);
         }
-        d.free_head = d.objs[to].link as u16;
-        d.objs[to] = meta;
+        d.free_head = d.objs()[to].link as u16;
+        d.objs()[to] = meta;
         d.inuse += 1;
-        s.objs[obj] = ObjMeta { link: s.free_head as u32, size: 0 };
+        let head = s.free_head as u32;
+        s.objs()[obj] = ObjMeta { link: head, size: 0 };
         s.free_head = obj as u16;
         s.inuse -= 1;
         // SAFETY: both on this class's lists, lock held. An empty source is left in the
@@ -211,11 +346,62 @@ impl PoolCore {
     }
 }
 
+/// How many of a lane's zspages, as (bytes in use, bytes) ordered by the share in
+/// use ascending, to empty: the longest prefix of zspages with at least
+/// 1/[`DRAIN_FREE_SHARE`] of their bytes free whose objects fit in the bytes of the
+/// prefix less one whole zspage (`chain_bytes`), so that emptying them gives frames
+/// back even if every object lands in a new zspage. 0 if no prefix frees anything.
+pub(crate) fn drain_count(zspages: impl Iterator<Item = (usize, usize)>, chain_bytes: usize) -> usize {
+    let (mut best, mut used, mut bytes) = (0, 0, 0);
+    for (k, (u, cap)) in zspages.enumerate() {
+        if (cap - u) * DRAIN_FREE_SHARE < cap {
+            break;
+        }
+        used += u;
+        bytes += cap;
+        if used + chain_bytes <= bytes {
+            best = k + 1;
+        }
+    }
+    best
+}
+
+/// A dense zspage is worth emptying when at least 1 / this of it is free.
+pub const DRAIN_FREE_SHARE: usize = 16;
+
 /// Frames compaction could free in class `ci` now (for the automatic trigger).
 pub(crate) fn freeable(pool: &PoolCore, ci: usize) -> usize {
     let c = &pool.classes[ci];
+    if pool.dense {
+        let cap = c.spec.frames * PAGE_SIZE;
+        // Relaxed: an estimate.
+        let zspages = c.zspages.load(Ordering::Relaxed);
+        return (zspages * cap).saturating_sub(c.used.load(Ordering::Relaxed)) / cap * c.spec.frames;
+    }
     // Relaxed: an estimate; the compaction itself rechecks under the lock.
     let zspages = c.zspages.load(Ordering::Relaxed);
     let live = c.live.load(Ordering::Relaxed);
     (zspages * c.spec.objs).saturating_sub(live) / c.spec.objs * c.spec.frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_count_frees_at_least_one_zspage() {
+        let cap = 16 * PAGE_SIZE;
+        // Two half-used zspages fit in one: both are emptied.
+        assert_eq!(drain_count([(cap / 2, cap), (cap / 2, cap)].into_iter(), cap), 2);
+        // One half-used zspage alone would just move: nothing to gain.
+        assert_eq!(drain_count([(cap / 2, cap)].into_iter(), cap), 0);
+        // Three at 60% fit in two, not in one fewer of just the first two.
+        assert_eq!(drain_count([(cap * 6 / 10, cap); 3].into_iter(), cap), 3);
+        // A zspage with less than 1/16 free stops the prefix.
+        let nearly_full = cap - cap / 32;
+        assert_eq!(drain_count([(cap / 4, cap), (cap / 4, cap), (nearly_full, cap)].into_iter(), cap), 2);
+        // A short zspage counts its own bytes.
+        assert_eq!(drain_count([(100, PAGE_SIZE), (cap / 2, cap)].into_iter(), cap), 0);
+        assert_eq!(drain_count([(100, PAGE_SIZE), (cap / 2, cap), (cap / 2, cap)].into_iter(), cap), 3);
+    }
 }

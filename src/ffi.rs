@@ -46,7 +46,7 @@ pub const ZS_NR_FULLNESS_GROUPS: usize = 12;
 const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::class::MAX_ALLOC_SIZE);
 const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::zspage::NR_GROUPS);
 const _: () = assert!(ZS_ALLOC_NOGROW == AllocFlags::NOGROW.0);
-const _: () = assert!(ZS_MAX_CLASSES >= 256, "the dense layout has 256 classes");
+const _: () = assert!(ZS_MAX_CLASSES >= 255, "the kernel layout's full table has 255 classes");
 
 /// An opaque pool.
 pub struct zs_pool {
@@ -69,7 +69,10 @@ pub enum zs_mapmode {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum zs_layout {
-    /// This library's denser layout (the default).
+    /// This library's denser layout (the default): no size classes; objects of every
+    /// size share zspages, packed end to end, each taking exactly its size (no
+    /// alignment). Its "classes" are lanes, one per CPU up to 16, each with its own
+    /// lock: a thread allocates in its lane.
     ZS_LAYOUT_DENSE = 0,
     /// The kernel's exact class table.
     ZS_LAYOUT_KERNEL = 1,
@@ -647,7 +650,8 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
 }
 
 /// Moves objects out of sparse zspages into dense ones and frees the emptied frames;
-/// returns the number of frames freed. Safe while other threads allocate, free, read,
+/// returns the number of frames freed (for the dense layout, net of the new zspages
+/// the moved objects may have needed). Safe while other threads allocate, free, read,
 /// write and map: objects that are mapped or being read are skipped. A compaction
 /// already running on the pool makes this call return 0 at once.
 ///
@@ -767,7 +771,9 @@ pub unsafe extern "C" fn zs_get_total_pages(pool: *mut zs_pool) -> c_ulong {
     })
 }
 
-/// Smallest size stored one object per frame (0 with errno EINVAL for NULL).
+/// Smallest size stored one object per frame (0 with errno EINVAL for NULL): the
+/// kernel layout's huge class size; 4096 for the dense layout, which packs every
+/// smaller size with others.
 ///
 /// # Safety
 /// A non-null `pool` is live.
@@ -780,8 +786,9 @@ pub unsafe extern "C" fn zs_huge_class_size(pool: *mut zs_pool) -> usize {
     })
 }
 
-/// Index of the (merged) class that `zs_malloc(pool, size, 0)` puts an object in.
-/// UINT_MAX with errno EINVAL for NULL or a size outside 1..ZS_MAX_ALLOC_SIZE.
+/// Index of the (merged) class that `zs_malloc(pool, size, 0)` puts an object in
+/// (for the dense layout, the calling thread's lane, whatever the size). UINT_MAX
+/// with errno EINVAL for NULL or a size outside 1..ZS_MAX_ALLOC_SIZE.
 ///
 /// # Safety
 /// A non-null `pool` is live.

@@ -128,6 +128,11 @@ impl FrameSource {
         st.free.len() + st.hot.len()
     }
 
+    /// Frames that may still be taken before the limit.
+    pub fn headroom(&self) -> usize {
+        self.limit.saturating_sub(self.held())
+    }
+
     /// Takes `out.len()` frames, or none: `Err(ENOMEM)` when the limit would be passed
     /// or the arena is exhausted.
     pub fn alloc(&self, out: &mut [u32]) -> Result<(), i32> {

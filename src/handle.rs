@@ -77,10 +77,16 @@ pub(crate) fn next_pool_tag() -> u16 {
 /// Slots taken from the table at once by a class whose free list is empty.
 pub const SLOT_BATCH: usize = 64;
 const SLOTS_PER_PAGE: usize = PAGE_SIZE / 8;
+const SIZES_PER_PAGE: usize = PAGE_SIZE / 2;
 
 /// The handle table.
+///
+/// A table may keep, beside each slot, its object's size (16 bits, in a second
+/// region grown with the first): the dense layout's readers learn an object's length
+/// there, as the kernel layout's learn it from the class.
 pub struct HandleTable {
     region: Region,
+    sizes: Option<Region>,
     capacity: usize,
     /// Slots below this index have been handed to a class (growth lock).
     grow: Mutex<usize>,
@@ -89,11 +95,13 @@ pub struct HandleTable {
 }
 
 impl HandleTable {
-    /// Reserves a table of `capacity` slots (at most 2^32 - 1).
-    pub fn new(capacity: usize) -> Result<HandleTable, i32> {
+    /// Reserves a table of `capacity` slots (at most 2^32 - 1), with sizes beside
+    /// them if `with_sizes`.
+    pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
         let capacity = capacity.clamp(SLOT_BATCH, u32::MAX as usize - 1);
         Ok(HandleTable {
             region: Region::reserve(capacity * 8)?,
+            sizes: if with_sizes { Some(Region::reserve(capacity * 2)?) } else { None },
             capacity,
             grow: Mutex::new(0),
             used: AtomicUsize::new(0),
@@ -134,6 +142,13 @@ impl HandleTable {
         if last_page > first_page {
             self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
         }
+        if let Some(sizes) = &self.sizes {
+            let first_page = top.div_ceil(SIZES_PER_PAGE);
+            let last_page = (*top + SLOT_BATCH).div_ceil(SIZES_PER_PAGE);
+            if last_page > first_page {
+                sizes.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
+            }
+        }
         let first = *top as u32;
         *top += SLOT_BATCH;
         // Release: the commit above happens-before any `get` that sees the new mark.
@@ -146,9 +161,44 @@ impl HandleTable {
         self.used.load(Ordering::Acquire)
     }
 
-    /// Bytes of metadata the table holds (its committed slots).
+    /// Bytes of metadata the table holds (its committed slots and sizes).
     pub fn bytes(&self) -> usize {
-        self.used().div_ceil(SLOTS_PER_PAGE) * PAGE_SIZE
+        let sizes = if self.sizes.is_some() { self.used().div_ceil(SIZES_PER_PAGE) * PAGE_SIZE } else { 0 };
+        self.used().div_ceil(SLOTS_PER_PAGE) * PAGE_SIZE + sizes
+    }
+
+    /// # Safety
+    /// As for [`size`](Self::size).
+    #[inline]
+    unsafe fn size_cell(&self, index: u32) -> &AtomicU16 {
+        let sizes = self.sizes.as_ref().expect("a table with sizes");
+        // SAFETY: the caller passes an index below the high-water mark, whose size is
+        // committed with its slot (`take_batch`); AtomicU16 is valid for any bits.
+        unsafe { &*(sizes.base() as *const AtomicU16).add(index as usize) }
+    }
+
+    /// The size recorded for slot `index`.
+    ///
+    /// # Safety
+    /// `index` is below the high-water mark and the table keeps sizes.
+    #[inline]
+    pub unsafe fn size(&self, index: u32) -> usize {
+        // Relaxed: written before the slot's LIVE word is published (Release) and
+        // read after it is pinned (Acquire), or under the lock that wrote it.
+        // SAFETY: caller's contract.
+        unsafe { self.size_cell(index) }.load(Ordering::Relaxed) as usize
+    }
+
+    /// Records the size of the object slot `index` is about to hold (1..=4096),
+    /// before the slot is published.
+    ///
+    /// # Safety
+    /// As for [`size`](Self::size).
+    #[inline]
+    pub unsafe fn set_size(&self, index: u32, size: usize) {
+        // Relaxed: see `size`.
+        // SAFETY: caller's contract.
+        unsafe { self.size_cell(index) }.store(size as u16, Ordering::Relaxed)
     }
 }
 
@@ -177,11 +227,18 @@ mod tests {
 
     #[test]
     fn table_grows_in_batches() {
-        let t = HandleTable::new(1000).unwrap();
+        let t = HandleTable::new(1000, true).unwrap();
         assert!(t.get(0).is_none());
         assert_eq!(t.take_batch().unwrap(), 0);
         assert_eq!(t.take_batch().unwrap(), SLOT_BATCH as u32);
         assert!(t.get(2 * SLOT_BATCH as u32 - 1).is_some());
         assert!(t.get(2 * SLOT_BATCH as u32).is_none());
+        // SAFETY: below the high-water mark, and the table keeps sizes.
+        unsafe {
+            t.set_size(5, 4096);
+            assert_eq!(t.size(5), 4096);
+            assert_eq!(t.size(6), 0);
+        }
+        assert_eq!(t.bytes(), 2 * PAGE_SIZE, "one page of slots, one of sizes");
     }
 }

@@ -11,10 +11,12 @@
 //!   freed frames returned to the OS.
 //! - `memmap` — the side table: one word per frame (type, index in its zspage, the
 //!   zspage descriptor's address) and no other per-frame metadata.
-//! - `class` — the class table: sizes, frames and objects per zspage, merging; the
-//!   kernel's exact table and this library's denser default.
-//! - `zspage` — the zspage descriptor: its frames, its objects' free list and
-//!   back-references to their handles, its fullness group.
+//! - `class` — the class table: sizes, frames and objects per zspage, merging: the
+//!   kernel's exact table. The dense default has no size classes, only lanes.
+//! - `zspage`, `packed` — the zspage descriptor: its frames, its objects and their
+//!   back-references to their handles, its list; in the kernel layout, fixed slots
+//!   and a free list; in the dense layout, objects of every size packed end to end,
+//!   with holes where objects were freed.
 //! - `slot`, `handle` — the handle table: a handle names a slot; the slot holds the
 //!   object's location, a generation, and a pin count.
 //! - `pool`, `access`, `stats`, `check` — malloc and free under per-class locks;
@@ -34,8 +36,10 @@
 //!
 //! ## The life of a handle
 //!
-//! `malloc` takes a free slot of its class and the first free object of the class's
-//! fullest non-full zspage, and publishes the object's location in the slot. A read,
+//! `malloc` takes a free handle slot of its class and, in the kernel layout, the first
+//! free object of the class's fullest non-full zspage; in the dense layout, the
+//! tightest run of free bytes that fits the object in its lane's zspages. It then
+//! publishes the object's location in the slot. A read,
 //! write or map pins the object with one CAS on the slot (a count, not a guard, so a
 //! mapping can outlive the call); while pinned the object cannot move or be freed, so
 //! its bytes, frames and descriptor stay put without any lock or epoch guard. `free`
@@ -82,6 +86,8 @@ pub mod memmap;
 pub mod migrate;
 #[cfg(not(loom))]
 pub mod os;
+#[cfg(not(loom))]
+pub mod packed;
 #[cfg(not(loom))]
 pub mod pool;
 #[cfg(not(loom))]

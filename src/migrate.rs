@@ -91,22 +91,25 @@ impl PoolCore {
         let s = unsafe { zs.state() };
         let frame_lo = k * PAGE_SIZE;
         let frame_hi = frame_lo + PAGE_SIZE;
-        let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
-        let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
+        // The objects overlapping the frame, as (slot index, start in the chain).
+        let objects: Vec<(u32, usize)> = if self.dense {
+            s.ext().overlapping(frame_lo, frame_hi).map(|o| (o.link, o.off)).collect()
+        } else {
+            let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
+            let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
+            let objs = s.objs();
+            (first..last)
+                .filter(|&o| objs[o].size != 0)
+                .map(|o| (objs[o].link, o * spec.size))
+                .filter(|&(_, lo)| lo < frame_hi && lo + spec.size > frame_lo)
+                .collect()
+        };
         let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
-        for o in first..last {
-            let meta = s.objs[o];
-            if meta.size == 0 {
-                continue;
-            }
-            let (lo, hi) = (o * spec.size, o * spec.size + spec.size);
-            if hi <= frame_lo || lo >= frame_hi {
-                continue;
-            }
+        for (link, start) in objects {
             // SAFETY: recorded at malloc: below the table's high-water mark.
-            let slot = unsafe { self.handles.slot_unchecked(meta.link) };
+            let slot = unsafe { self.handles.slot_unchecked(link) };
             match slot.begin_move() {
-                Some(c) => claimed.push((meta.link, c, o)),
+                Some(c) => claimed.push((link, c, start)),
                 None => {
                     for (idx, c, _) in claimed {
                         // SAFETY: as above.
@@ -125,8 +128,7 @@ impl PoolCore {
         zs.frames[k].store(to, Ordering::Relaxed);
         self.frames.side.set(to, FrameWord::new(w.frame_type(), k, zs));
         self.frames.side.set(pfn, FrameWord::FREE);
-        for (idx, c, o) in claimed {
-            let start = o * spec.size;
+        for (idx, c, start) in claimed {
             let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
             // SAFETY: as above.
             unsafe { self.handles.slot_unchecked(idx) }.end_move(c, loc);

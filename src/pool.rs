@@ -18,14 +18,17 @@
 //! `malloc` pops a slot from its class's free-slot list (taking a fresh batch from the
 //! handle table when empty), takes the first free object of the fullest zspage that
 //! is not full (a new zspage when there is none), records the slot in the zspage's
-//! entry for the object, and publishes `LIVE(gen, location)` in the slot. The handle
+//! entry for the object, and publishes `LIVE(gen, location)` in the slot. In the
+//! dense layout the "class" is the thread's lane, and the object goes in the zspage
+//! of the lowest placement bucket that fits it (`packed.rs`), at the tail or in a
+//! hole; its size goes beside its slot, where lock-free readers find it. The handle
 //! is the pool's tag, the slot's generation and its index. `free` pins the object,
 //! takes the class lock, and turns the slot `FREE(gen + 1)` if no one else pins it;
 //! the object goes back to its zspage's free list, and a zspage left empty gives its
 //! frames back to the frame source and its descriptor to the epoch collector.
 
 use crossbeam_epoch as epoch;
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -36,8 +39,10 @@ use crate::frames::FrameSource;
 use crate::handle::{next_pool_tag, Handle, HandleTable};
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
+use crate::packed::Extents;
+use crate::packed::{bucket, bucket_for, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
-use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, GROUP_EMPTY, GROUP_FULL, NONE, NR_GROUPS};
+use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
 pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
@@ -68,10 +73,13 @@ impl AllocFlags {
 
 /// The state a class lock protects.
 pub(crate) struct ClassState {
-    /// Heads of the fullness groups' lists.
-    pub heads: [*mut ZsPage; NR_GROUPS],
-    /// Zspages per group.
-    pub counts: [usize; NR_GROUPS],
+    /// Heads of the zspage lists: the fullness groups (kernel layout, the first
+    /// `NR_GROUPS`), or the placement buckets and the drain list (dense layout).
+    pub heads: [*mut ZsPage; NR_LISTS],
+    /// Zspages per list.
+    pub counts: [usize; NR_LISTS],
+    /// Bit `g` set when list `g` is not empty.
+    pub nonempty: u128,
     /// First free handle slot of this class, plus one (0: none).
     pub free_slot: u64,
 }
@@ -85,7 +93,7 @@ impl ClassState {
     ///
     /// # Safety
     /// `zs` is a live descriptor of this class, on no list; the class lock is held.
-    unsafe fn push(&mut self, zs: *mut ZsPage, g: usize) {
+    pub(crate) unsafe fn push(&mut self, zs: *mut ZsPage, g: usize) {
         // SAFETY: caller's contract: live, ours, locked.
         let s = unsafe { (*zs).state() };
         s.group = g as u8;
@@ -97,6 +105,7 @@ impl ClassState {
         }
         self.heads[g] = zs;
         self.counts[g] += 1;
+        self.nonempty |= 1 << g;
     }
 
     /// Takes `zs` off its group's list.
@@ -119,6 +128,9 @@ impl ClassState {
             unsafe { (*next).state().prev = prev };
         }
         self.counts[g] -= 1;
+        if self.heads[g].is_null() {
+            self.nonempty &= !(1 << g);
+        }
     }
 
     /// Moves `zs` to the group its use now calls for.
@@ -144,6 +156,61 @@ impl ClassState {
     fn pick(&self) -> Option<*mut ZsPage> {
         (GROUP_EMPTY..GROUP_FULL).rev().map(|g| self.heads[g]).find(|z| !z.is_null())
     }
+
+    /// Moves a dense zspage to the bucket of its longest free run, unless compaction
+    /// is draining it.
+    ///
+    /// # Safety
+    /// As for [`unlink`](Self::unlink), for a dense zspage.
+    pub(crate) unsafe fn regroup_dense(&mut self, zs: *mut ZsPage) {
+        // SAFETY: caller's contract.
+        let (now, want) = unsafe {
+            let s = (*zs).state();
+            (s.group as usize, bucket(s.ext().extent()))
+        };
+        if now != want && now != DRAIN {
+            // SAFETY: caller's contract.
+            unsafe {
+                self.unlink(zs);
+                self.push(zs, want);
+            }
+        }
+    }
+
+    /// Takes a dense zspage off the drain list and puts it in its bucket.
+    ///
+    /// # Safety
+    /// As for [`unlink`](Self::unlink), for a dense zspage on the drain list.
+    pub(crate) unsafe fn undrain(&mut self, zs: *mut ZsPage) {
+        // SAFETY: caller's contract.
+        unsafe {
+            self.unlink(zs);
+            let b = bucket((*zs).state().ext().extent());
+            self.push(zs, b);
+        }
+    }
+
+    /// The dense zspage to place `len` bytes in, tightest first: one of the first few
+    /// of the bucket `len` falls in whose run fits it, else the head of the lowest
+    /// bucket whose every zspage fits it.
+    #[inline]
+    pub(crate) fn pick_dense(&self, len: usize) -> Option<*mut ZsPage> {
+        let mut zs = self.heads[bucket(len)];
+        for _ in 0..4 {
+            if zs.is_null() {
+                break;
+            }
+            // SAFETY: list members are live descriptors of this lane, whose lock the
+            // caller holds (it has `&self` through the guard).
+            let s = unsafe { (*zs).state() };
+            if s.ext().extent() >= len {
+                return Some(zs);
+            }
+            zs = s.next;
+        }
+        let fits = self.nonempty & ((2u128 << TOP_BUCKET) - 1) & !((1u128 << bucket_for(len)) - 1);
+        (fits != 0).then(|| self.heads[fits.trailing_zeros() as usize])
+    }
 }
 
 /// A class: its parameters, its lock, and statistics readable without the lock.
@@ -157,6 +224,10 @@ pub(crate) struct Class {
     pub requested: AtomicUsize,
     /// Zspages. As `live`.
     pub zspages: AtomicUsize,
+    /// Dense layout: bytes the live objects take (sizes rounded up). As `live`.
+    pub used: AtomicUsize,
+    /// Dense layout: bytes of the zspages' entry arrays. As `live`.
+    pub entry_bytes: AtomicUsize,
 }
 
 /// Adds `d` to a statistic that only the holder of a lock writes.
@@ -187,6 +258,8 @@ pub struct PoolCore {
     pub(crate) classes: Box<[Class]>,
     pub(crate) counters: Counters,
     pub(crate) compaction: Mutex<()>,
+    /// The layout is the dense one (objects packed, `packed.rs`).
+    pub(crate) dense: bool,
 }
 
 /// A zspage taken off its lists under the class lock, to be released after it.
@@ -217,22 +290,29 @@ impl PoolCore {
             (physical_memory() / PAGE_SIZE).clamp(1 << 16, MAX_POOL_FRAMES)
         };
         let limit = if config.max_pages != 0 { config.max_pages } else { nframes };
-        let smallest = table.classes()[0].size;
+        let dense = config.layout == Layout::Dense;
+        // Slots for an average object of the smallest class (16 bytes for the dense
+        // layout): a reservation, committed as used.
+        let smallest = if dense { 16 } else { table.classes()[0].size };
         let frames = FrameSource::new(nframes, limit).map_err(Error::from_errno)?;
-        let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest)).map_err(Error::from_errno)?;
+        let handles =
+            HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), dense).map_err(Error::from_errno)?;
         let classes = table
             .classes()
             .iter()
             .map(|&spec| Class {
                 spec,
                 state: Mutex::new(ClassState {
-                    heads: [std::ptr::null_mut(); NR_GROUPS],
-                    counts: [0; NR_GROUPS],
+                    heads: [std::ptr::null_mut(); NR_LISTS],
+                    counts: [0; NR_LISTS],
+                    nonempty: 0,
                     free_slot: 0,
                 }),
                 live: AtomicUsize::new(0),
                 requested: AtomicUsize::new(0),
                 zspages: AtomicUsize::new(0),
+                used: AtomicUsize::new(0),
+                entry_bytes: AtomicUsize::new(0),
             })
             .collect();
         Ok(PoolCore {
@@ -244,6 +324,7 @@ impl PoolCore {
             classes,
             counters: Counters::default(),
             compaction: Mutex::new(()),
+            dense,
         })
     }
 
@@ -294,6 +375,9 @@ impl PoolCore {
             return Err(Error::Invalid("unknown flag bits"));
         }
         let ci = self.table.class_for(size);
+        if self.dense {
+            return self.malloc_dense(ci, size, flags);
+        }
         let class = &self.classes[ci];
         let mut st = class.state.lock();
         let (idx, gen) = self.take_slot(&mut st)?;
@@ -315,8 +399,8 @@ impl PoolCore {
         let s = unsafe { (*zs).state() };
         let obj = s.free_head as usize;
         debug_assert!(obj != NONE as usize, "picked zspages are not full");
-        s.free_head = s.objs[obj].link as u16;
-        s.objs[obj] = ObjMeta { link: idx, size: size as u16 };
+        s.free_head = s.objs()[obj].link as u16;
+        s.objs()[obj] = ObjMeta { link: idx, size: size as u16 };
         s.inuse += 1;
         // SAFETY: as above.
         unsafe { st.regroup(zs, class.spec.objs) };
@@ -330,8 +414,69 @@ impl PoolCore {
         Ok(Handle::new(self.tag, gen, idx))
     }
 
+    /// malloc in the dense layout, in lane `ci`.
+    fn malloc_dense(&self, ci: usize, size: usize, flags: AllocFlags) -> Result<Handle> {
+        let class = &self.classes[ci];
+        let mut st = class.state.lock();
+        let (idx, gen) = self.take_slot(&mut st)?;
+        let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
+        let (zs, off) = match self.place_dense(ci, &mut st, size, idx, grow) {
+            Ok((zs, off, _)) => (zs, off),
+            Err(e) => {
+                self.put_slot(&mut st, idx);
+                return Err(e);
+            }
+        };
+        // SAFETY: `take_slot` returned an index below the table's high-water mark, and
+        // a dense pool's table keeps sizes.
+        unsafe { self.handles.set_size(idx, size) };
+        // SAFETY: `zs` is live and ours (class lock).
+        let loc = unsafe { (*zs).loc_of(off) };
+        // SAFETY: as above.
+        let slot = unsafe { self.handles.slot_unchecked(idx) };
+        slot.set(Word::live(gen, loc));
+        bump(&class.live, 1);
+        bump(&class.requested, size as isize);
+        Ok(Handle::new(self.tag, gen, idx))
+    }
+
+    /// Places `len` bytes for slot `idx` in a dense zspage of lane `ci`: the tightest
+    /// zspage that fits them, else a new one if `grow`. Returns the zspage, the
+    /// offset, and whether the zspage is new.
+    pub(crate) fn place_dense(
+        &self,
+        ci: usize,
+        st: &mut ClassState,
+        len: usize,
+        idx: u32,
+        grow: bool,
+    ) -> Result<(*mut ZsPage, usize, bool)> {
+        let (zs, fresh) = match st.pick_dense(len) {
+            Some(zs) => (zs, false),
+            None if !grow => return Err(Error::NoMemory),
+            None => (self.new_zspage(ci, st)?, true),
+        };
+        // SAFETY: `zs` is a live zspage of this lane, whose lock the caller holds.
+        let s = unsafe { (*zs).state() };
+        let off = self.edit_ext(ci, s, |x| x.place(len, idx)).expect("a zspage from a bucket that fits");
+        bump(&self.classes[ci].used, len as isize);
+        // SAFETY: as above.
+        unsafe { st.regroup_dense(zs) };
+        Ok((zs, off, fresh))
+    }
+
+    /// Runs `f` on a dense zspage's contents, keeping the lane's count of entry bytes
+    /// (the caller holds the lane's lock).
+    #[inline]
+    pub(crate) fn edit_ext<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Extents) -> R) -> R {
+        let before = s.body_bytes();
+        let r = f(s.ext());
+        bump(&self.classes[ci].entry_bytes, s.body_bytes() as isize - before as isize);
+        r
+    }
+
     /// Pops a free slot of the class (refilling from the table); returns (index, gen).
-    fn take_slot(&self, st: &mut MutexGuard<'_, ClassState>) -> Result<(u32, u16)> {
+    fn take_slot(&self, st: &mut ClassState) -> Result<(u32, u16)> {
         if st.free_slot == 0 {
             let first = self.handles.take_batch().map_err(Error::from_errno)?;
             let n = crate::handle::SLOT_BATCH as u32;
@@ -352,18 +497,22 @@ impl PoolCore {
     }
 
     /// Returns an untouched slot taken by `take_slot`.
-    fn put_slot(&self, st: &mut MutexGuard<'_, ClassState>, idx: u32) {
+    fn put_slot(&self, st: &mut ClassState, idx: u32) {
         // SAFETY: `idx` came from `take_slot`.
         let slot = unsafe { self.handles.slot_unchecked(idx) };
         slot.set(Word::free(slot.load().gen(), st.free_slot));
         st.free_slot = idx as u64 + 1;
     }
 
-    /// A new, empty zspage for class `ci`, on the empty group's list.
-    fn new_zspage(&self, ci: usize, st: &mut MutexGuard<'_, ClassState>) -> Result<*mut ZsPage> {
+    /// A new, empty zspage for class `ci`, on the empty group's list (the top bucket,
+    /// for the dense layout).
+    fn new_zspage(&self, ci: usize, st: &mut ClassState) -> Result<*mut ZsPage> {
         let spec = &self.classes[ci].spec;
         let mut pfns = [0u32; MAX_CHAIN];
-        let pfns = &mut pfns[..spec.frames];
+        // A dense zspage may be shorter than the chain where the pool's limit leaves
+        // fewer frames: objects of any size fit in one frame's worth.
+        let n = if self.dense { spec.frames.min(self.frames.headroom()).max(1) } else { spec.frames };
+        let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
         let zs = Box::into_raw(ZsPage::new(ci, pfns, spec.objs));
         let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
@@ -373,7 +522,7 @@ impl PoolCore {
             self.frames.side.set(pfn, FrameWord::new(ty, k, zs));
         }
         // SAFETY: fresh descriptor of this class, on no list; lock held.
-        unsafe { st.push(zs, GROUP_EMPTY) };
+        unsafe { st.push(zs, if self.dense { TOP_BUCKET } else { GROUP_EMPTY }) };
         bump(&self.classes[ci].zspages, 1);
         Ok(zs)
     }
@@ -386,10 +535,13 @@ impl PoolCore {
     pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
         // SAFETY: caller's contract.
         unsafe {
-            debug_assert_eq!((*zs).state().inuse, 0);
+            debug_assert!(if self.dense { (*zs).state().ext().is_empty() } else { (*zs).state().inuse == 0 });
             st.unlink(zs);
             for pfn in (*zs).frame_list() {
                 self.frames.side.set(pfn, FrameWord::FREE);
+            }
+            if self.dense {
+                bump(&self.classes[ci].entry_bytes, -((*zs).state().body_bytes() as isize));
             }
         }
         bump(&self.classes[ci].zspages, -1);
@@ -448,14 +600,32 @@ impl PoolCore {
         }
         st.free_slot = idx as u64 + 1;
         let off = fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1));
-        let obj = off / class.spec.size;
         // SAFETY: the zspage held our object until the CAS above and we hold its class
         // lock, so it is live and ours.
         let s = unsafe { (*zs).state() };
-        debug_assert_eq!({ s.objs[obj].link }, idx);
-        bump(&class.requested, -(s.objs[obj].size as isize));
         bump(&class.live, -1);
-        s.objs[obj] = ObjMeta { link: s.free_head as u32, size: 0 };
+        if self.dense {
+            let e = self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("a live object's entry")));
+            debug_assert_eq!(e.link, idx);
+            // SAFETY: the slot was ours (below the high-water mark; sizes kept).
+            bump(&class.requested, -(unsafe { self.handles.size(idx) } as isize));
+            bump(&class.used, -(e.len as isize));
+            if s.ext().is_empty() {
+                // SAFETY: live, empty, ours.
+                let r = unsafe { self.retire(ci, &mut st, zs) };
+                drop(st);
+                self.release(r);
+            } else {
+                // SAFETY: live, on a list, ours.
+                unsafe { st.regroup_dense(zs) };
+            }
+            return Ok(());
+        }
+        let obj = off / class.spec.size;
+        debug_assert_eq!({ s.objs()[obj].link }, idx);
+        bump(&class.requested, -(s.objs()[obj].size as isize));
+        let head = s.free_head as u32;
+        s.objs()[obj] = ObjMeta { link: head, size: 0 };
         s.free_head = obj as u16;
         s.inuse -= 1;
         if s.inuse == 0 {

@@ -4,9 +4,10 @@
 
 use std::sync::atomic::Ordering;
 
+use crate::compact::freeable;
 use crate::error::{Error, Result};
 use crate::pool::PoolCore;
-use crate::zspage::{ZsPage, NR_GROUPS};
+use crate::zspage::{fullness_group, ZsPage, NR_GROUPS};
 
 /// Pool totals (`struct zs_pool_info`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,15 +47,17 @@ impl PoolInfo {
 pub struct ClassInfo {
     /// Its index (what `lookup_class_index` returns).
     pub index: usize,
-    /// Slot size in bytes.
+    /// Slot size in bytes (a dense lane: the largest object, 4096).
     pub class_size: usize,
-    /// Frames per zspage.
+    /// Frames per zspage (a dense lane: its chain; a zspage made where the pool's
+    /// page limit left fewer frames is shorter).
     pub pages_per_zspage: usize,
-    /// Objects per zspage.
+    /// Objects per zspage (a dense lane: 0, objects of any size share zspages).
     pub objs_per_zspage: usize,
-    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100% (a dense lane: of
+    /// its bytes taken by objects).
     pub zspages: [u64; NR_GROUPS],
-    /// Slots in the class's zspages.
+    /// Slots in the class's zspages (a dense lane: its live objects).
     pub objs_allocated: u64,
     /// Live objects.
     pub objs_inuse: u64,
@@ -75,6 +78,7 @@ impl PoolCore {
             i.live_objects += c.live.load(Ordering::Relaxed) as u64;
             i.requested_bytes += c.requested.load(Ordering::Relaxed) as u64;
             descriptors += c.zspages.load(Ordering::Relaxed) * ZsPage::meta_bytes(c.spec.objs);
+            descriptors += c.entry_bytes.load(Ordering::Relaxed);
         }
         i.total_pages = self.total_pages() as u64;
         let own = std::mem::size_of::<PoolCore>()
@@ -96,22 +100,45 @@ impl PoolCore {
         let pos = self.table.by_index(index).ok_or(Error::Invalid("no class has that index"))?;
         let c = &self.classes[pos];
         let st = c.state.lock();
-        let counts = st.counts;
+        let mut zspages = [0u64; NR_GROUPS];
+        let mut frames = 0;
+        if self.dense {
+            for &head in st.heads.iter() {
+                let mut zs = head;
+                while !zs.is_null() {
+                    // SAFETY: list members are live descriptors of the locked lane.
+                    let (z, s) = unsafe { (&*zs, (*zs).state()) };
+                    zspages[fullness_group(s.ext().used(), s.ext().cap())] += 1;
+                    frames += z.nframes as usize;
+                    zs = s.next;
+                }
+            }
+        } else {
+            zspages.copy_from_slice(&st.counts[..NR_GROUPS].iter().map(|&n| n as u64).collect::<Vec<_>>());
+        }
         // Relaxed: written under the lock we hold.
         let live = c.live.load(Ordering::Relaxed);
         drop(st);
-        let nzspages: usize = counts.iter().sum();
-        let allocated = nzspages * c.spec.objs;
+        let nzspages = zspages.iter().sum::<u64>() as usize;
+        if !self.dense {
+            frames = nzspages * c.spec.frames;
+        }
+        let (allocated, freeable) = if self.dense {
+            (live, freeable(self, pos))
+        } else {
+            let allocated = nzspages * c.spec.objs;
+            (allocated, (allocated - live) / c.spec.objs * c.spec.frames)
+        };
         Ok(ClassInfo {
             index,
             class_size: c.spec.size,
             pages_per_zspage: c.spec.frames,
             objs_per_zspage: c.spec.objs,
-            zspages: counts.map(|n| n as u64),
+            zspages,
             objs_allocated: allocated as u64,
             objs_inuse: live as u64,
-            pages_used: (nzspages * c.spec.frames) as u64,
-            pages_freeable: ((allocated - live) / c.spec.objs * c.spec.frames) as u64,
+            pages_used: frames as u64,
+            pages_freeable: freeable as u64,
         })
     }
 

@@ -1,12 +1,15 @@
-//! Zspages: the descriptor of a chain of frames holding the objects of one class.
+//! Zspages: the descriptor of a chain of frames holding the objects of one class (in
+//! the dense layout, of one lane: objects of any size, `packed.rs`).
 //!
-//! Objects are laid end to end over the chain, slot `i` at byte `i * class size` of
-//! the chain (so an object may straddle two frames). The descriptor keeps, beside the
-//! chain, one entry per object: for an allocated object the index of its handle slot
-//! and its requested size (the back-reference compaction follows, kept here rather
-//! than inside the object as the kernel does), for a free one the next free object.
+//! In the kernel layout, objects are laid end to end over the chain, slot `i` at byte
+//! `i * class size` of the chain (so an object may straddle two frames). The
+//! descriptor keeps, beside the chain, one entry per object: for an allocated object
+//! the index of its handle slot and its requested size (the back-reference compaction
+//! follows, kept here rather than inside the object as the kernel does), for a free
+//! one the next free object.
 //!
-//! Invariants (checked by `Pool::check`):
+//! Invariants of the kernel layout's zspages (checked by `Pool::check`; the dense
+//! layout's are in `packed.rs`):
 //! - `inuse + length(free list) == objs`, and the free list has no cycle;
 //! - `group == fullness_group(inuse, objs)` and the zspage is on that group's list;
 //! - frame `k` of the chain has the side-table word (type, k, this descriptor);
@@ -22,6 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use crate::class::MAX_CHAIN;
 use crate::os::PAGE_SHIFT;
+use crate::packed::Extents;
 
 /// Number of fullness groups: 0%, 1-10%, ..., 91-99%, 100% (the kernel's ten-percent
 /// buckets, `ZS_INUSE_RATIO_0` .. `ZS_INUSE_RATIO_100`).
@@ -68,8 +72,44 @@ pub struct ZsPageState {
     /// Neighbours on that list.
     pub prev: *mut ZsPage,
     pub next: *mut ZsPage,
-    /// One entry per object.
-    pub objs: Box<[ObjMeta]>,
+    /// What the zspage holds, by layout.
+    pub body: Body,
+}
+
+/// A zspage's objects: fixed slots (the kernel's layout) or packed (the dense one).
+pub enum Body {
+    /// One entry per slot of the class.
+    Slots(Box<[ObjMeta]>),
+    /// Objects of any size, end to end (`packed.rs`).
+    Packed(Extents),
+}
+
+impl ZsPageState {
+    /// The per-slot entries of a kernel-layout zspage.
+    #[inline]
+    pub fn objs(&mut self) -> &mut [ObjMeta] {
+        match &mut self.body {
+            Body::Slots(o) => o,
+            Body::Packed(_) => unreachable!("a dense zspage has no fixed slots"),
+        }
+    }
+
+    /// The contents of a dense zspage.
+    #[inline]
+    pub fn ext(&mut self) -> &mut Extents {
+        match &mut self.body {
+            Body::Packed(x) => x,
+            Body::Slots(_) => unreachable!("a kernel-layout zspage is not packed"),
+        }
+    }
+
+    /// Bytes of metadata the body holds outside the descriptor.
+    pub fn body_bytes(&self) -> usize {
+        match &self.body {
+            Body::Slots(o) => std::mem::size_of_val(&**o),
+            Body::Packed(x) => x.meta_bytes(),
+        }
+    }
 }
 
 /// A zspage descriptor. 64-byte aligned: the side-table word keeps its low six bits.
@@ -85,11 +125,18 @@ pub struct ZsPage {
 }
 
 impl ZsPage {
-    /// A descriptor for a new zspage of `objs` objects on `frames`, every object free.
+    /// A descriptor for a new zspage of `objs` objects on `frames`, every object free;
+    /// `objs` 0 makes a dense (packed) zspage.
     pub fn new(class: usize, frames: &[u32], objs: usize) -> Box<ZsPage> {
-        let objs: Box<[ObjMeta]> = (0..objs)
-            .map(|i| ObjMeta { link: if i + 1 < objs { i as u32 + 1 } else { NONE as u32 }, size: 0 })
-            .collect();
+        let body = if objs == 0 {
+            Body::Packed(Extents::new(frames.len()))
+        } else {
+            Body::Slots(
+                (0..objs)
+                    .map(|i| ObjMeta { link: if i + 1 < objs { i as u32 + 1 } else { NONE as u32 }, size: 0 })
+                    .collect(),
+            )
+        };
         let pfns = std::array::from_fn(|k| AtomicU32::new(frames.get(k).copied().unwrap_or(0)));
         Box::new(ZsPage {
             class: class as u16,
@@ -101,7 +148,7 @@ impl ZsPage {
                 group: GROUP_EMPTY as u8,
                 prev: std::ptr::null_mut(),
                 next: std::ptr::null_mut(),
-                objs,
+                body,
             }),
         })
     }
@@ -138,7 +185,7 @@ impl ZsPage {
         unsafe { &mut *self.state.get() }
     }
 
-    /// Bytes of metadata this descriptor holds.
+    /// Bytes of metadata a kernel-layout descriptor of `objs` objects holds.
     pub fn meta_bytes(objs: usize) -> usize {
         std::mem::size_of::<ZsPage>() + objs * std::mem::size_of::<ObjMeta>()
     }
@@ -153,6 +200,7 @@ unsafe impl Send for DeferredFree {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::os::PAGE_SIZE;
 
     #[test]
     fn groups_follow_the_kernel_buckets() {
@@ -175,6 +223,9 @@ mod tests {
         assert_eq!(z.loc_of(4096 + 5), (8 << 12) + 5);
         // SAFETY: this test is the only user of the descriptor.
         let st = unsafe { z.state() };
-        assert_eq!({ st.objs[4].link }, NONE as u32);
+        assert_eq!({ st.objs()[4].link }, NONE as u32);
+        let d = ZsPage::new(0, &[1, 2], 0);
+        // SAFETY: as above.
+        assert_eq!(unsafe { d.state() }.ext().cap(), 2 * PAGE_SIZE);
     }
 }

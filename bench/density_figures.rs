@@ -1,0 +1,92 @@
+//! Density of the dense layout beside the kernel's, on the bundled compressed-page
+//! traces at 10k, 100k and 1M objects (the trace cycled), after the fill and after a
+//! seeded random half is freed and the pool compacted.
+//!
+//! Waste is footprint minus requested bytes, per live object. The dense layout's
+//! footprint is the pool's own full count (frames and every byte of metadata). The
+//! kernel layout is counted the kernel's way: its frames plus an 8-byte handle object
+//! per live object (a `struct page` per frame is not counted). The goal: the dense
+//! layout's waste at most 0.75 of the kernel's, density at least 0.97 after the
+//! fill at 100k objects and more, at least 0.95 after free-half plus compaction.
+//!
+//! `cargo run --release --example density_figures` (about a minute); `--markdown`
+//! prints the README's table.
+
+use zsmalloc::{AllocFlags, Config, Handle, Layout, Pool};
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::Rng;
+
+struct Figures {
+    density: f64,
+    waste: f64,
+}
+
+fn measure(p: &Pool, layout: Layout) -> Figures {
+    let i = p.info();
+    let live = i.live_objects as f64;
+    let footprint = match layout {
+        Layout::Dense => i.footprint() as f64,
+        Layout::Kernel => (i.total_pages * 4096 + 8 * i.live_objects) as f64,
+    };
+    let req = i.requested_bytes as f64;
+    Figures { density: req / footprint, waste: (footprint - req) / live }
+}
+
+fn run(sizes: &[usize], n: usize, layout: Layout) -> [Figures; 2] {
+    let p = Pool::with_config("density", &Config { layout, ..Config::default() }).unwrap();
+    let hs: Vec<Handle> = (0..n).map(|i| p.malloc(sizes[i % sizes.len()], AllocFlags::default()).unwrap()).collect();
+    let fill = measure(&p, layout);
+    let mut rng = Rng(0x5EED);
+    for h in hs {
+        if rng.next_u64() % 2 == 0 {
+            p.free(h).unwrap();
+        }
+    }
+    p.compact();
+    [fill, measure(&p, layout)]
+}
+
+fn main() {
+    let markdown = std::env::args().any(|a| a == "--markdown");
+    if markdown {
+        println!("| trace | objects | phase | dense density | kernel density | dense waste (B/object) | kernel waste (B/object) | dense / kernel waste |");
+        println!("|---|---:|---|---:|---:|---:|---:|---:|");
+    } else {
+        println!(
+            "{:<8} {:>9} {:<14} {:>8} {:>8} {:>8} {:>8} {:>6}",
+            "trace", "objects", "phase", "dense", "kernel", "waste-d", "waste-k", "ratio"
+        );
+    }
+    for name in ["node-heap-lz4.txt", "sqlite-heap-lz4.txt"] {
+        let sizes = common::trace(name);
+        let short = name.split('-').next().unwrap();
+        for n in [10_000, 100_000, 1_000_000] {
+            let dense = run(&sizes, n, Layout::Dense);
+            let kernel = run(&sizes, n, Layout::Kernel);
+            for (k, phase) in ["fill", "half + compact"].iter().enumerate() {
+                let (d, kk) = (&dense[k], &kernel[k]);
+                if markdown {
+                    println!(
+                        "| {short} | {n} | {phase} | {:.3} | {:.3} | {:.1} | {:.1} | {:.2} |",
+                        d.density,
+                        kk.density,
+                        d.waste,
+                        kk.waste,
+                        d.waste / kk.waste
+                    );
+                } else {
+                    println!(
+                        "{short:<8} {n:>9} {phase:<14} {:>8.4} {:>8.4} {:>8.1} {:>8.1} {:>6.2}",
+                        d.density,
+                        kk.density,
+                        d.waste,
+                        kk.waste,
+                        d.waste / kk.waste
+                    );
+                }
+            }
+        }
+    }
+}

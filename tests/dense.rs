@@ -1,0 +1,216 @@
+//! The dense layout's own behaviour: objects of every size packed end to end in shared
+//! zspages, holes reused, lanes per thread, short zspages under a page limit, and
+//! compaction that empties zspages into wherever malloc would place their objects.
+
+mod common;
+use common::{check, pattern, pool, trace, Rng};
+use zsmalloc::{AllocFlags, Config, Error, Handle, Layout, MapMode, Pool};
+
+const CHAIN: usize = 16;
+const ZSPAGE: usize = CHAIN * 4096;
+
+#[test]
+fn objects_of_every_size_share_a_zspage_end_to_end() {
+    let p = pool(Layout::Dense);
+    assert_eq!(p.class_table().chain(), CHAIN, "the dense layout's default chain");
+    // 655 objects of 100 bytes and one of 36 fill 16 frames to the byte.
+    let mut hs: Vec<Handle> = (0..655).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
+    hs.push(p.malloc(36, AllocFlags::default()).unwrap());
+    assert_eq!(p.total_pages(), CHAIN);
+    assert_eq!(p.malloc(1, AllocFlags::NOGROW), Err(Error::NoMemory), "not one byte is left");
+    check(&p);
+    // Mixed sizes: the bytes of 40 objects of 1..4096 bytes need this many frames.
+    let q = pool(Layout::Dense);
+    let sizes: Vec<usize> = (0..40).map(|i| 1 + (i * 997) % 4096).collect();
+    let total: usize = sizes.iter().sum();
+    for &s in &sizes {
+        q.malloc(s, AllocFlags::default()).unwrap();
+    }
+    assert_eq!(q.total_pages(), total.div_ceil(ZSPAGE) * CHAIN);
+    assert_eq!(q.info().requested_bytes as usize, total);
+    check(&q);
+    for h in hs {
+        p.free(h).unwrap();
+    }
+    assert_eq!(p.total_pages(), 0, "the emptied zspage went back");
+}
+
+#[test]
+fn an_object_is_exactly_its_size() {
+    let p = pool(Layout::Dense);
+    for size in [1usize, 7, 100, 1999, 4096] {
+        let h = p.malloc(size, AllocFlags::default()).unwrap();
+        let m = p.map(h, MapMode::WriteOnly).unwrap();
+        assert_eq!(m.len(), size, "a mapping covers the object, no padding");
+        drop(m);
+        let mut out = vec![0u8; size + 1];
+        assert!(matches!(p.read(h, &mut out), Err(Error::Invalid(_))), "one byte past the object is refused");
+        assert!(matches!(p.write(h, &out), Err(Error::Invalid(_))));
+        p.free(h).unwrap();
+    }
+    assert_eq!(p.info().misuse_events, 10);
+}
+
+#[test]
+fn freed_objects_leave_holes_that_malloc_fills() {
+    let p = pool(Layout::Dense);
+    // One zspage, exactly full: 16 objects of 4096 bytes.
+    let hs: Vec<Handle> = (0..16).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
+    for (i, &h) in hs.iter().enumerate() {
+        p.write(h, &pattern(i as u64, 4096)).unwrap();
+    }
+    p.free(hs[5]).unwrap();
+    // The 4096-byte hole takes 1000 + 3000 + 96 bytes without a new frame, then
+    // nothing more.
+    let small: Vec<Handle> = [1000usize, 3000, 96].iter().map(|&s| p.malloc(s, AllocFlags::NOGROW).unwrap()).collect();
+    assert_eq!(p.malloc(1, AllocFlags::NOGROW), Err(Error::NoMemory));
+    assert_eq!(p.total_pages(), CHAIN);
+    check(&p);
+    // Freeing neighbours merges their holes: 1000 + 3000 make room for 4000.
+    p.free(small[0]).unwrap();
+    p.free(small[1]).unwrap();
+    let big = p.malloc(4000, AllocFlags::NOGROW).unwrap();
+    check(&p);
+    for (i, &h) in hs.iter().enumerate().filter(|&(i, _)| i != 5) {
+        let mut out = vec![0u8; 4096];
+        p.read(h, &mut out).unwrap();
+        assert_eq!(out, pattern(i as u64, 4096), "neighbours of the holes are intact");
+    }
+    let left = hs.iter().enumerate().filter(|&(i, _)| i != 5).map(|(_, &h)| h);
+    for h in left.chain([small[2], big]) {
+        p.free(h).unwrap();
+    }
+    assert_eq!(p.total_pages(), 0);
+    check(&p);
+}
+
+#[test]
+fn a_zspage_is_shorter_where_the_page_limit_leaves_fewer_frames() {
+    let p = Pool::with_config("limit", &Config { max_pages: 20, ..Config::default() }).unwrap();
+    let first: Vec<Handle> = (0..16).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
+    assert_eq!(p.total_pages(), 16);
+    let rest: Vec<Handle> = (0..4).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
+    assert_eq!(p.total_pages(), 20, "a second zspage of the 4 frames left");
+    assert_eq!(p.malloc(1, AllocFlags::default()), Err(Error::NoMemory));
+    let lane = p.lookup_class_index(1).unwrap();
+    let c = p.class_info(lane).unwrap();
+    assert_eq!((c.pages_used, c.zspages.iter().sum::<u64>(), c.pages_per_zspage), (20, 2, CHAIN));
+    check(&p);
+    for h in first.into_iter().chain(rest) {
+        p.free(h).unwrap();
+    }
+    assert_eq!(p.total_pages(), 0);
+}
+
+#[test]
+fn each_thread_allocates_in_its_lane() {
+    let p = std::sync::Arc::new(pool(Layout::Dense));
+    let lanes = p.class_indices().count();
+    assert!((1..=16).contains(&lanes));
+    let seen: Vec<usize> = (0..4)
+        .map(|_| {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                let lane = p.lookup_class_index(1).unwrap();
+                assert!((1..=4096).step_by(97).all(|s| p.lookup_class_index(s).unwrap() == lane));
+                let before = p.class_info(lane).unwrap().objs_inuse;
+                let h = p.malloc(300, AllocFlags::default()).unwrap();
+                assert_eq!(p.class_info(lane).unwrap().objs_inuse, before + 1, "the object is in the thread's lane");
+                p.free(h).unwrap();
+                lane
+            })
+            .join()
+            .unwrap()
+        })
+        .collect();
+    if lanes > 1 {
+        assert!(seen.windows(2).any(|w| w[0] != w[1]), "threads spread over the lanes: {seen:?}");
+    }
+    let c = p.class_info(seen[0]).unwrap();
+    assert_eq!((c.class_size, c.objs_per_zspage, c.pages_per_zspage), (4096, 0, CHAIN));
+    assert_eq!(p.huge_class_size(), 4096);
+}
+
+/// After the fill and after freeing a seeded half and compacting, on the bundled
+/// traces, the dense layout's footprint (frames and all metadata) is within the
+/// issue's bounds, and below the kernel layout's count of frames plus 8-byte handles.
+#[test]
+fn denser_than_the_kernel_layout_on_the_traces() {
+    for name in ["node-heap-lz4.txt", "sqlite-heap-lz4.txt"] {
+        let sizes = trace(name);
+        let n = 100_000;
+        let mut waste = [[0f64; 2]; 2];
+        let mut density = [[0f64; 2]; 2];
+        for (l, layout) in [Layout::Dense, Layout::Kernel].into_iter().enumerate() {
+            let p = pool(layout);
+            let hs: Vec<Handle> =
+                (0..n).map(|i| p.malloc(sizes[i % sizes.len()], AllocFlags::default()).unwrap()).collect();
+            let count = |p: &Pool| {
+                let i = p.info();
+                let foot =
+                    if layout == Layout::Dense { i.footprint() } else { i.total_pages * 4096 + 8 * i.live_objects }
+                        as f64;
+                (i.requested_bytes as f64 / foot, (foot - i.requested_bytes as f64) / i.live_objects as f64)
+            };
+            (density[l][0], waste[l][0]) = count(&p);
+            let mut rng = Rng(0x5EED);
+            for h in hs {
+                if rng.next_u64() % 2 == 0 {
+                    p.free(h).unwrap();
+                }
+            }
+            p.compact();
+            check(&p);
+            (density[l][1], waste[l][1]) = count(&p);
+        }
+        assert!(density[0][0] >= 0.97, "{name}: dense density after fill {}", density[0][0]);
+        assert!(density[0][1] >= 0.95, "{name}: dense density after half + compaction {}", density[0][1]);
+        assert!(
+            waste[0][0] <= 0.75 * waste[1][0],
+            "{name}: waste after fill, dense {:?} kernel {:?}",
+            waste[0],
+            waste[1]
+        );
+        assert!(
+            waste[0][1] <= 0.75 * waste[1][1],
+            "{name}: waste after compaction, dense {:?} kernel {:?}",
+            waste[0],
+            waste[1]
+        );
+    }
+}
+
+#[test]
+fn compaction_that_cannot_grow_stops_and_loses_nothing() {
+    // A pool at its page limit: emptying a zspage may need a new one first.
+    let p = Pool::with_config("full", &Config { max_pages: 64, ..Config::default() }).unwrap();
+    let mut hs = Vec::new();
+    let mut i = 0u64;
+    while let Ok(h) = p.malloc(300 + (i as usize * 131) % 3000, AllocFlags::default()) {
+        p.write(h, &pattern(i, 300 + (i as usize * 131) % 3000)).unwrap();
+        hs.push((h, i));
+        i += 1;
+    }
+    assert_eq!(p.total_pages(), 64);
+    // Free a third everywhere: every zspage has room, none is empty.
+    let kept: Vec<(Handle, u64)> = hs
+        .into_iter()
+        .filter(|&(h, i)| {
+            if i % 3 == 0 {
+                p.free(h).unwrap();
+            }
+            i % 3 != 0
+        })
+        .collect();
+    let before = p.total_pages();
+    let r = p.compact();
+    check(&p);
+    assert_eq!(before - p.total_pages(), r.pages_freed);
+    assert!(p.total_pages() <= 64);
+    for (h, i) in kept {
+        let s = 300 + (i as usize * 131) % 3000;
+        let mut out = vec![0u8; s];
+        p.read(h, &mut out).unwrap();
+        assert_eq!(out, pattern(i, s));
+    }
+}
