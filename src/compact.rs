@@ -244,6 +244,19 @@ impl PoolCore {
             // SAFETY: as above.
             let objects: Vec<(u32, usize, usize)> =
                 unsafe { (*src).state() }.ext().objects().map(|o| (o.link, o.off, o.len)).collect();
+            // A zspage with a pinned object cannot be emptied now: moving its other
+            // objects would only take room elsewhere. Left whole, back to malloc.
+            let pinned = objects
+                .iter()
+                // SAFETY: recorded at malloc: below the table's high-water mark.
+                .filter(|o| unsafe { self.handles.slot_unchecked(o.0) }.load().pins() != 0)
+                .count();
+            if pinned != 0 {
+                done.skipped_pinned += pinned;
+                // SAFETY: live, on the drain list, ours.
+                unsafe { st.undrain(src) };
+                continue;
+            }
             for (link, off, len) in objects {
                 // SAFETY: recorded at malloc: below the table's high-water mark.
                 let slot = unsafe { self.handles.slot_unchecked(link) };
@@ -251,19 +264,29 @@ impl PoolCore {
                     done.skipped_pinned += 1;
                     continue;
                 };
-                // The source is on the drain list, so it is never the destination.
-                let (dst, to) = match self.place_dense(ci, &mut st, len, link, true) {
-                    Ok((dst, to, fresh)) => {
-                        // SAFETY: `dst` is live and ours.
-                        taken_frames += if fresh { usize::from(unsafe { (*dst).nframes }) } else { 0 };
-                        (dst, to)
-                    }
-                    Err(_) => {
-                        slot.end_move(claimed, claimed.loc());
-                        stop = true;
-                        break;
+                // The source is on the drain list, so it is never the destination. A new
+                // zspage is a whole chain or none: a short one could not take the
+                // source's objects, and would stay.
+                let placed = loop {
+                    match self.place_dense(ci, &mut st, len, link, true, false) {
+                        Ok(placed) => break Some(placed),
+                        // No room, and no whole chain to be had (the page limit): the
+                        // fullest zspage still waiting to be emptied takes objects
+                        // instead.
+                        Err(_) => match fullest_drained(&st, src) {
+                            // SAFETY: a live zspage of the locked lane, on the drain list.
+                            Some(z) => unsafe { st.undrain(z) },
+                            None => break None,
+                        },
                     }
                 };
+                let Some((dst, to, fresh)) = placed else {
+                    slot.end_move(claimed, claimed.loc());
+                    stop = true;
+                    break;
+                };
+                // SAFETY: `dst` is live and ours.
+                taken_frames += if fresh { usize::from(unsafe { (*dst).nframes }) } else { 0 };
                 // SAFETY: both zspages are live and ours under the lane lock; the
                 // object is claimed, so nothing else reads or writes its bytes, and
                 // the destination bytes were free until `place_dense` took them.
@@ -364,6 +387,22 @@ pub(crate) fn drain_count(zspages: impl Iterator<Item = (usize, usize)>, chain_b
         }
     }
     best
+}
+
+/// The zspage on the drain list, other than `not`, with the most bytes in use.
+fn fullest_drained(st: &ClassState, not: *mut ZsPage) -> Option<*mut ZsPage> {
+    let mut best: Option<(usize, *mut ZsPage)> = None;
+    let mut zs = st.heads[DRAIN];
+    while !zs.is_null() {
+        // SAFETY: list members are live descriptors of the locked lane.
+        let s = unsafe { (*zs).state() };
+        let used = s.ext().used();
+        if zs != not && best.is_none_or(|(u, _)| used > u) {
+            best = Some((used, zs));
+        }
+        zs = s.next;
+    }
+    best.map(|(_, zs)| zs)
 }
 
 /// A dense zspage is worth emptying when at least 1 / this of it is free.

@@ -387,7 +387,7 @@ impl PoolCore {
                 self.put_slot(&mut st, idx);
                 return Err(Error::NoMemory);
             }
-            None => match self.new_zspage(ci, &mut st) {
+            None => match self.new_zspage(ci, &mut st, false) {
                 Ok(zs) => zs,
                 Err(e) => {
                     self.put_slot(&mut st, idx);
@@ -420,7 +420,7 @@ impl PoolCore {
         let mut st = class.state.lock();
         let (idx, gen) = self.take_slot(&mut st)?;
         let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
-        let (zs, off) = match self.place_dense(ci, &mut st, size, idx, grow) {
+        let (zs, off) = match self.place_dense(ci, &mut st, size, idx, grow, true) {
             Ok((zs, off, _)) => (zs, off),
             Err(e) => {
                 self.put_slot(&mut st, idx);
@@ -441,7 +441,8 @@ impl PoolCore {
     }
 
     /// Places `len` bytes for slot `idx` in a dense zspage of lane `ci`: the tightest
-    /// zspage that fits them, else a new one if `grow`. Returns the zspage, the
+    /// zspage that fits them, else a new one if `grow` (shorter than the chain where
+    /// the page limit leaves fewer frames, if `shorten`). Returns the zspage, the
     /// offset, and whether the zspage is new.
     pub(crate) fn place_dense(
         &self,
@@ -450,11 +451,12 @@ impl PoolCore {
         len: usize,
         idx: u32,
         grow: bool,
+        shorten: bool,
     ) -> Result<(*mut ZsPage, usize, bool)> {
         let (zs, fresh) = match st.pick_dense(len) {
             Some(zs) => (zs, false),
             None if !grow => return Err(Error::NoMemory),
-            None => (self.new_zspage(ci, st)?, true),
+            None => (self.new_zspage(ci, st, shorten)?, true),
         };
         // SAFETY: `zs` is a live zspage of this lane, whose lock the caller holds.
         let s = unsafe { (*zs).state() };
@@ -506,12 +508,12 @@ impl PoolCore {
 
     /// A new, empty zspage for class `ci`, on the empty group's list (the top bucket,
     /// for the dense layout).
-    fn new_zspage(&self, ci: usize, st: &mut ClassState) -> Result<*mut ZsPage> {
+    fn new_zspage(&self, ci: usize, st: &mut ClassState, shorten: bool) -> Result<*mut ZsPage> {
         let spec = &self.classes[ci].spec;
         let mut pfns = [0u32; MAX_CHAIN];
         // A dense zspage may be shorter than the chain where the pool's limit leaves
         // fewer frames: objects of any size fit in one frame's worth.
-        let n = if self.dense { spec.frames.min(self.frames.headroom()).max(1) } else { spec.frames };
+        let n = if self.dense && shorten { spec.frames.min(self.frames.headroom()).max(1) } else { spec.frames };
         let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
         let zs = Box::into_raw(ZsPage::new(ci, pfns, spec.objs));

@@ -214,3 +214,55 @@ fn compaction_that_cannot_grow_stops_and_loses_nothing() {
         assert_eq!(out, pattern(i, s));
     }
 }
+
+/// Under a page limit that leaves no room for a new zspage, compaction moves the
+/// objects of the emptiest zspage into the holes of the fullest rather than growing
+/// the pool (found by the Python tests: the pool grew by a one-frame zspage, and
+/// every later compaction returned 0).
+#[test]
+fn compaction_at_the_page_limit_uses_holes_and_never_grows() {
+    let p = Pool::with_config("limit", &Config { max_pages: 33, ..Config::default() }).unwrap();
+    let hs: Vec<Handle> = (0..42).map(|_| p.malloc(3000, AllocFlags::default()).unwrap()).collect();
+    assert_eq!(p.total_pages(), 32);
+    let kept: Vec<Handle> =
+        hs.iter().enumerate().filter(|&(i, _)| matches!(i, 0 | 1 | 21 | 22)).map(|(_, &h)| h).collect();
+    for (i, &h) in hs.iter().enumerate() {
+        if kept.contains(&h) {
+            p.write(h, &pattern(i as u64, 3000)).unwrap();
+        } else {
+            p.free(h).unwrap();
+        }
+    }
+    let r = p.compact();
+    check(&p);
+    assert_eq!((r.pages_freed, p.total_pages()), (16, 16), "one zspage holds the 12000 bytes left");
+    for &h in &kept {
+        let i = hs.iter().position(|&x| x == h).unwrap();
+        let mut out = vec![0u8; 3000];
+        p.read(h, &mut out).unwrap();
+        assert_eq!(out, pattern(i as u64, 3000));
+    }
+}
+
+/// A zspage with a pinned object is left whole: moving its other objects out would
+/// take frames and give none back (found by the Python tests: 32 frames became 48).
+#[test]
+fn compaction_leaves_zspages_with_pinned_objects_whole() {
+    let p = pool(Layout::Dense);
+    let hs: Vec<Handle> = (0..32).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
+    for (i, &h) in hs.iter().enumerate() {
+        if !matches!(i, 0 | 1 | 16 | 17) {
+            p.free(h).unwrap();
+        }
+    }
+    assert_eq!(p.total_pages(), 32);
+    let maps = [p.map(hs[0], MapMode::ReadOnly).unwrap(), p.map(hs[16], MapMode::ReadOnly).unwrap()];
+    let r = p.compact();
+    assert_eq!((r.pages_freed, r.objs_moved, r.skipped_pinned), (0, 0, 2));
+    assert_eq!(p.total_pages(), 32, "nothing taken");
+    check(&p);
+    drop(maps);
+    let r = p.compact();
+    assert_eq!((r.pages_freed, p.total_pages()), (16, 16), "unmapped, the two zspages become one");
+    check(&p);
+}
