@@ -73,7 +73,8 @@ def test_kernel_layout_huge_class_size(make_pool, chain, huge):
     assert make_pool(layout="kernel", chain_size=chain).huge_class_size == huge
 
 
-def test_huge_class_size(pool):
+def test_huge_class_size(make_pool):
+    pool = make_pool(layout="kernel")
     huge = pool.huge_class_size
     assert 0 < huge <= zsmalloc.MAX_ALLOC_SIZE
     for s in (huge, huge + 1, zsmalloc.MAX_ALLOC_SIZE):
@@ -84,13 +85,34 @@ def test_huge_class_size(pool):
     assert (c["pages_per_zspage"], c["objs_per_zspage"]) != (1, 1)
 
 
+@pytest.mark.parametrize("chain", [0, 4, 8, 16])
+def test_dense_huge_class_size(make_pool, chain):
+    # The dense layout has no huge class: only a whole page is "huge", and page-sized
+    # objects share zspages of the chain's length like any other.
+    pool = make_pool(chain_size=chain)
+    assert pool.huge_class_size == zsmalloc.MAX_ALLOC_SIZE
+    c = pool.class_info(pool.lookup_class_index(zsmalloc.MAX_ALLOC_SIZE))
+    assert (c["class_size"], c["pages_per_zspage"], c["objs_per_zspage"]) == (4096, chain or 16, 0)
+
+
 def test_layouts_differ(make_pool):
     dense, kernel = make_pool(layout="dense"), make_pool(layout="kernel")
     # The kernel layout keeps an 8-byte header in every non-huge object and starts at 32.
-    small_d = dense.class_info(dense.lookup_class_index(1))["class_size"]
     small_k = kernel.class_info(kernel.lookup_class_index(1))["class_size"]
-    assert small_d < small_k == 32
+    assert small_k == 32
     assert kernel.class_info(kernel.lookup_class_index(100))["class_size"] >= 108
+    # The dense layout has no size classes: one lane takes every size, and an object
+    # takes exactly its size, so 655 objects of 100 bytes fit one zspage of 16 frames.
+    lane = dense.lookup_class_index(1)
+    assert dense.lookup_class_index(100) == dense.lookup_class_index(4096) == lane
+    c = dense.class_info(lane)
+    assert (c["class_size"], c["objs_per_zspage"]) == (4096, 0)
+    n = 16 * 4096 // 100
+    for p in (dense, kernel):
+        for _ in range(n):
+            p.malloc(100)
+    assert dense.total_pages == 16
+    assert kernel.total_pages > dense.total_pages
 
 
 def test_raw_config_struct_sizes():

@@ -1,11 +1,17 @@
 """Compaction: frames freed, statistics, contents and handles kept, mapped objects
-skipped; automatic compaction from the pool's configuration."""
+skipped; automatic compaction from the pool's configuration.
+
+In the kernel layout compaction brings a class to its ideal number of zspages (from
+the class table); in the dense layout it empties zspages with at least 1/16 of their
+bytes free, moving their objects to wherever malloc would place them, and returns
+the net frames freed."""
 
 import time
 
 import pytest
 
 import zsmalloc
+from zsutil import FRAME
 
 
 def fragment(pool, rng, size=200, count=4000, keep=0.2):
@@ -22,7 +28,8 @@ def fragment(pool, rng, size=200, count=4000, keep=0.2):
     return data
 
 
-def test_compact_frees_frames_and_keeps_objects(pool, rng):
+def test_compact_frees_frames_and_keeps_objects(make_pool, rng):
+    pool = make_pool("compact", layout="kernel")
     data = fragment(pool, rng)
     pool.check()
     i = pool.lookup_class_index(200)
@@ -47,6 +54,69 @@ def test_compact_frees_frames_and_keeps_objects(pool, rng):
         assert pool.read(h, 200) == d
     assert pool.compact() == 0, "nothing left to compact"
     assert pool.info()["pages_compacted"] == after["pages_compacted"]
+
+
+def _dense_compact(pool, data):
+    """Compacts a dense pool whose objects (all in this thread's lane) are `data`, and
+    checks what the dense layout promises; returns the frames freed."""
+    lane = pool.lookup_class_index(1)
+    chain = pool.class_info(lane)["pages_per_zspage"]
+    cap = chain * FRAME
+    live = sum(len(d) for d in data.values())
+    ideal = -(-live // cap)  # zspages the live bytes need, packed end to end
+    before = pool.info()
+    c = pool.class_info(lane)
+    assert sum(c["zspages"]) > ideal + 1, "the test needs a fragmented lane"
+    assert c["pages_freeable"] > 0
+    freed = pool.compact()
+    pool.check()
+    after = pool.info()
+    assert freed > 0
+    assert pool.total_pages == before["total_pages"] - freed, "the net frames freed"
+    assert after["pages_compacted"] == before["pages_compacted"] + freed
+    assert after["objs_moved"] > before["objs_moved"]
+    assert pool.stats() == {"pages_compacted": after["pages_compacted"]}
+    assert after["live_objects"] == len(data) and after["requested_bytes"] == live
+    c = pool.class_info(lane)
+    nz = sum(c["zspages"])
+    # Close to the zspages the live bytes need (no class-table ideal: objects of every
+    # size share zspages).
+    assert ideal <= nz <= ideal + 1, (nz, ideal)
+    assert c["pages_used"] == nz * chain == pool.total_pages
+    assert c["objs_inuse"] == c["objs_allocated"] == len(data)
+    assert c["pages_freeable"] <= (nz - ideal) * chain
+    for h, d in data.items():  # same handles, same bytes
+        assert pool.read(h, len(d)) == d
+    again = pool.compact()
+    assert again <= (nz - ideal) * chain, "compaction never goes below what the bytes need"
+    assert pool.total_pages >= ideal * chain
+    pool.check()
+    for h, d in data.items():
+        assert pool.read(h, len(d)) == d
+    return freed
+
+
+def test_dense_compact_frees_frames_and_keeps_objects(dense_pool, rng):
+    data = fragment(dense_pool, rng)
+    dense_pool.check()
+    _dense_compact(dense_pool, data)
+
+
+@pytest.mark.parametrize("chain", [0, 4])
+def test_dense_compact_mixed_sizes(make_pool, rng, chain):
+    # Objects of every size in one lane; a random half freed.
+    pool = make_pool("mixed", chain_size=chain)
+    data = {}
+    for _ in range(1500):
+        size = rng.choice([rng.randint(1, 64), rng.randint(65, 1024), rng.randint(1025, zsmalloc.MAX_ALLOC_SIZE)])
+        h = pool.malloc(size)
+        data[h] = rng.randbytes(size)
+        pool.write(h, data[h])
+    for h in rng.sample(sorted(data), len(data) // 2):
+        pool.free(h)
+        del data[h]
+    pool.check()
+    _dense_compact(pool, data)
 
 
 def test_compact_empty_pool(pool):

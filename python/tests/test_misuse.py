@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import zsmalloc
-from zsutil import LIB, ROOT, counts_misuse
+from zsutil import LIB, ROOT, counts_misuse, usable
 
 ERR = lambda e: 2**64 - e  # noqa: E731  the error handle of errno e
 
@@ -306,8 +306,12 @@ def test_read_end_without_begin(pool, objs):
 
 
 def test_length_beyond_the_slot(pool, objs):
+    # The slot is what an object may hold: its size in the dense layout, its class's
+    # size less the header in the kernel layout.
     for h, data in objs.items():
-        slot = pool.class_info(pool.lookup_class_index(len(data)))["class_size"]
+        slot = usable(pool, len(data))
+        with counts_misuse(pool, 0):
+            assert pool.read(h, slot)[: len(data)] == data
         over = b"\xee" * (slot + 1)
         with counts_misuse(pool), pytest.raises(ValueError, match="zs_obj_write.*EINVAL"):
             pool.write(h, over)
@@ -325,18 +329,28 @@ def test_length_beyond_the_slot(pool, objs):
 
 
 def test_dense_slot_boundary_is_exact(dense_pool):
-    # In the dense layout the slot is the class size: writes and reads up to it work.
+    # In the dense layout an object's slot is exactly its size, with its neighbours
+    # packed right after it: writes, reads and maps reach its last byte, never past it.
     p = dense_pool
-    for size in (1, 15, 16, 100, 1000, 2047, 3000, 4000):
-        h = p.malloc(size)
-        slot = p.class_info(p.lookup_class_index(size))["class_size"]
-        assert slot >= size
-        full = os.urandom(slot)
-        p.write(h, full)
-        assert p.read(h, slot) == full
-        with pytest.raises(ValueError):
-            p.write(h, full + b"!")
-        assert p.read(h, slot) == full
+    sizes = (1, 15, 16, 100, 1000, 2047, 3000, 4000, 4096)
+    hs = [p.malloc(size) for size in sizes]  # end to end, in this order
+    data = {h: os.urandom(size) for h, size in zip(hs, sizes)}
+    for h, d in data.items():
+        p.write(h, d)
+    for h, size in zip(hs, sizes):
+        assert p.read(h, size) == data[h]
+        with p.map(h, "ro") as mv:
+            assert len(mv) == size and mv == data[h]
+        ptr = LIB.zs_map_object(p, h, 1)
+        assert ptr and ctypes.string_at(ptr, size) == data[h]
+        LIB.zs_unmap_object(p, h)
+        with counts_misuse(p), pytest.raises(ValueError, match="zs_obj_write.*EINVAL"):
+            p.write(h, data[h] + b"!")
+        with counts_misuse(p), pytest.raises(ValueError, match="zs_obj_read_begin.*EINVAL"):
+            p.read(h, size + 1)
+    for h in hs:  # nothing spilled into a neighbour
+        assert p.read(h, len(data[h])) == data[h]
+    for h in hs:
         p.free(h)
 
 
@@ -361,17 +375,43 @@ def test_null_handle_mem_with_length(pool, objs):
     intact(pool, objs)
 
 
-def test_null_local_copy_when_one_is_needed(make_pool, layout):
+def test_null_local_copy_when_one_is_needed(make_pool):
     # Objects straddling two frames that are not adjacent in memory must be copied to
     # read them. Free frames come back in ascending order, so after freeing every other
     # one-frame zspage, a new multi-frame zspage is built from non-adjacent frames.
-    p = make_pool("straddle", layout=layout)
+    p = make_pool("straddle", layout="kernel")
     singles = [p.malloc(4096) for _ in range(40)]
     for h in singles[::2]:
         p.free(h)
     size = next(s for s in range(1000, 2000) if p.class_info(p.lookup_class_index(s))["pages_per_zspage"] > 1)
     c = p.class_info(p.lookup_class_index(size))
     hs = [p.malloc(size) for _ in range(c["objs_per_zspage"])]
+    _reads_with_and_without_a_copy(p, hs, size)
+
+
+def test_dense_null_local_copy_when_one_is_needed(make_pool):
+    # A dense zspage shortens to the frames the page limit leaves: with a limit of 17,
+    # a full zspage of 16 frames (0..15) is followed by one of 1 frame (16). Freed in
+    # that order, the frames pop back as 16, 0, 1, ..., so the next zspage's first two
+    # frames are not adjacent and the object straddling them must be copied.
+    p = make_pool("straddle", max_pages=17)
+    first = [p.malloc(4096) for _ in range(16)]
+    short = p.malloc(4096)
+    c = p.class_info(p.lookup_class_index(4096))
+    assert p.total_pages == c["pages_used"] == 17 and sum(c["zspages"]) == 2
+    for h in first:
+        p.free(h)
+    p.free(short)
+    assert p.total_pages == 0
+    size = 1000
+    hs = [p.malloc(size) for _ in range(16 * 4096 // size)]
+    assert p.total_pages == 16
+    # Only the object straddling the zspage's first two frames; the others are read in
+    # place (or lie in one frame).
+    assert _reads_with_and_without_a_copy(p, hs, size) == 1
+
+
+def _reads_with_and_without_a_copy(p, hs, size):
     data = {h: os.urandom(size) for h in hs}
     copied = 0
     for h in hs:
@@ -403,6 +443,7 @@ def test_null_local_copy_when_one_is_needed(make_pool, layout):
     p.check()
     for h in hs:
         assert p.read(h, size) == data[h]
+    return copied
 
 
 def test_unknown_map_mode(pool, objs):

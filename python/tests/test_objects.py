@@ -1,12 +1,21 @@
 """Objects of every size round-trip through write/read and map in both layouts; the
-pool's page limit and nogrow; the statistics agree with what the pool holds."""
+pool's page limit and nogrow; the statistics agree with what the pool holds.
+
+The kernel layout's class table (objects per zspage, the huge class) is tested on
+explicit kernel-layout pools; the dense layout, which has no size classes (its
+"classes" are lanes of zspages shared by objects of every size, packed end to end),
+has its own tests of the same behaviour."""
+
+import os
+import threading
 
 import pytest
 
 import zsmalloc
-from zsutil import class_indices
+from zsutil import FRAME, class_indices, fullness_group, lanes
 
 MAX = zsmalloc.MAX_ALLOC_SIZE
+DENSE_CHAIN = 16  # frames of a dense zspage by default
 
 
 def test_every_size_round_trips(pool, rng):
@@ -65,10 +74,9 @@ def test_density(pool, rng):
     assert pool.total_pages == 0
 
 
-def test_max_pages_limit(make_pool, layout, rng):
-    limit = 40
-    p = make_pool("limited", layout=layout, max_pages=limit)
-    # One-frame objects: exactly `limit` fit.
+def _fill_to_the_limit(p, limit):
+    """Allocates page-sized objects until the pool's page limit refuses one: exactly
+    `limit` fit, in either layout. Returns them, each written with its handle."""
     big = []
     with pytest.raises(MemoryError, match=r"zs_malloc\(\): ENOMEM"):
         while True:
@@ -78,18 +86,19 @@ def test_max_pages_limit(make_pool, layout, rng):
     for h in big:
         p.write(h, h.to_bytes(8, "little") * (MAX // 8))
     p.check()
-    for h in big[:10]:
-        p.free(h)
-    # Small objects fill whole zspages within what is left.
-    size = 300
-    c = p.class_info(p.lookup_class_index(size))
+    return big
+
+
+def _fill_small(p, size):
     small = []
     with pytest.raises(MemoryError):
         while True:
             small.append(p.malloc(size))
-    assert len(small) == (10 // c["pages_per_zspage"]) * c["objs_per_zspage"]
-    assert p.total_pages <= limit
-    for h in big[10:]:
+    return small
+
+
+def _limit_kept(p, big, small):
+    for h in big:
         assert p.read(h, MAX) == h.to_bytes(8, "little") * (MAX // 8)
     p.check()
     assert p.info()["misuse_events"] == 0, "running out of memory is no misuse"
@@ -98,7 +107,51 @@ def test_max_pages_limit(make_pool, layout, rng):
     assert p.malloc(MAX)  # room again
 
 
-def test_nogrow(pool):
+def test_max_pages_limit(make_pool):
+    limit = 40
+    p = make_pool("limited", layout="kernel", max_pages=limit)
+    # One-frame objects (the huge class): exactly `limit` fit.
+    big = _fill_to_the_limit(p, limit)
+    for h in big[:10]:
+        p.free(h)
+    assert p.total_pages == limit - 10
+    # Small objects fill whole zspages within what is left.
+    size = 300
+    c = p.class_info(p.lookup_class_index(size))
+    small = _fill_small(p, size)
+    assert len(small) == (10 // c["pages_per_zspage"]) * c["objs_per_zspage"]
+    assert p.total_pages <= limit
+    _limit_kept(p, big[10:], small)
+
+
+def test_dense_max_pages_limit(make_pool):
+    limit = 40
+    p = make_pool("limited", max_pages=limit)
+    # Page-sized objects are packed end to end: two zspages of 16 frames, then one of
+    # the 8 frames the limit leaves (a dense zspage shortens under the limit).
+    big = _fill_to_the_limit(p, limit)
+    lane = p.lookup_class_index(MAX)
+    c = p.class_info(lane)
+    assert c["pages_per_zspage"] == DENSE_CHAIN
+    assert c["zspages"] == [0] * (zsmalloc.NR_FULLNESS_GROUPS - 1) + [3]
+    assert c["pages_used"] == limit != 3 * DENSE_CHAIN
+    assert c["objs_allocated"] == c["objs_inuse"] == limit
+    # Freeing 10 neighbours gives no frame back (their zspage still holds objects) but
+    # leaves one merged hole of 10 pages, which small objects fill byte for byte.
+    for h in big[:10]:
+        p.free(h)
+    assert p.total_pages == limit
+    size = 300
+    small = _fill_small(p, size)
+    assert len(small) == 10 * MAX // size
+    assert p.total_pages == limit
+    c = p.class_info(lane)
+    assert c["objs_inuse"] == limit - 10 + len(small) and c["pages_used"] == limit
+    _limit_kept(p, big[10:], small)
+
+
+def test_nogrow(make_pool):
+    pool = make_pool("nogrow", layout="kernel")
     size = 200
     with pytest.raises(MemoryError):
         pool.malloc(size, nogrow=True)
@@ -122,7 +175,43 @@ def test_nogrow(pool):
     assert len(set(hs)) == len(hs)
 
 
-def test_class_table(pool):
+def test_dense_nogrow(dense_pool):
+    pool = dense_pool
+    size = 256  # a multiple of 64: nogrow needs a free run of the size rounded up to 64
+    with pytest.raises(MemoryError, match="nogrow"):
+        pool.malloc(size, nogrow=True)
+    assert pool.total_pages == 0
+    first = pool.malloc(size)
+    lane = pool.lookup_class_index(size)
+    assert pool.total_pages == pool.class_info(lane)["pages_used"] == DENSE_CHAIN
+    # Objects are packed end to end: exactly chain * 4096 / size fill the zspage.
+    fit = DENSE_CHAIN * FRAME // size
+    hs = [first] + [pool.malloc(size, nogrow=True) for _ in range(fit - 1)]
+    assert pool.total_pages == DENSE_CHAIN
+    assert pool.class_info(lane)["zspages"][-1] == 1, "the zspage is full"
+    for n in (size, 1):  # not a byte is left, not even for another size
+        with pytest.raises(MemoryError, match="nogrow"):
+            pool.malloc(n, nogrow=True)
+    assert pool.total_pages == DENSE_CHAIN
+    # A freed object leaves a hole of its size; two freed neighbours merge into one.
+    pool.free(hs.pop(100))
+    with pytest.raises(MemoryError, match="nogrow"):
+        pool.malloc(size + 1, nogrow=True)
+    hs.append(pool.malloc(size, nogrow=True))  # the hole is reused
+    pool.free(hs.pop(10))
+    pool.free(hs.pop(10))  # the neighbour of the one just freed
+    with pytest.raises(MemoryError, match="nogrow"):
+        pool.malloc(2 * size + 1, nogrow=True)
+    hs.append(pool.malloc(2 * size, nogrow=True))
+    assert pool.total_pages == DENSE_CHAIN
+    hs.append(pool.malloc(size))  # without nogrow the pool grows by a zspage
+    assert pool.total_pages == 2 * DENSE_CHAIN
+    pool.check()
+    assert len(set(hs)) == len(hs)
+
+
+def test_class_table(make_pool):
+    pool = make_pool("classes", layout="kernel")
     indices = class_indices(pool)
     assert len(indices) > 10
     sizes = {}
@@ -144,16 +233,63 @@ def test_class_table(pool):
             pool.class_info(bad)
 
 
-def _group(inuse, objs):
-    # The kernel's get_fullness_group(): 0, then ratio // 10 + 1, then full.
-    if inuse == 0:
-        return 0
-    if inuse == objs:
-        return zsmalloc.NR_FULLNESS_GROUPS - 1
-    return 100 * inuse // objs // 10 + 1
+@pytest.mark.parametrize("chain", [0, 4, 8, 16])
+def test_dense_lanes(make_pool, chain):
+    # No size classes: the "classes" are lanes, one per CPU up to 16, each taking
+    # objects of every size; a thread allocates in its own lane.
+    pool = make_pool("lanes", chain_size=chain)
+    frames = chain or DENSE_CHAIN
+    ids = lanes(pool)
+    assert 1 <= len(ids) <= min(16, os.cpu_count() or 1)
+    assert ids == list(range(len(ids)))
+    mine = pool.lookup_class_index(1)
+    assert mine in ids
+    assert class_indices(pool) == [mine], "one thread: the same lane for every size"
+    for i in ids:
+        c = pool.class_info(i)
+        assert (c["class_size"], c["pages_per_zspage"], c["objs_per_zspage"]) == (FRAME, frames, 0)
+        assert c["zspages"] == [0] * zsmalloc.NR_FULLNESS_GROUPS
+        assert (c["objs_allocated"], c["objs_inuse"], c["pages_used"], c["pages_freeable"]) == (0, 0, 0, 0)
+    for bad in (len(ids), len(ids) + 1, 16, 2**32 - 1):
+        with pytest.raises(ValueError, match="zs_class_info"):
+            pool.class_info(bad)
+    assert pool.huge_class_size == MAX
+
+    # Threads, one after another: each sees one lane for every size and its objects are
+    # counted there.
+    placed = []
+
+    def worker(k):
+        lane = pool.lookup_class_index(1 + k)
+        assert all(pool.lookup_class_index(s) == lane for s in (1, 64, 1000, 3000, MAX))
+        h = pool.malloc(100 + k)
+        assert pool.lookup_class_index(100 + k) == lane
+        placed.append((lane, h))
+
+    for k in range(32):
+        t = threading.Thread(target=worker, args=(k,))
+        t.start()
+        t.join(10)
+    assert len(placed) == 32, "a worker failed"
+    used = {lane for lane, _ in placed}
+    assert used <= set(ids)
+    if len(ids) > 1:
+        assert len(used) > 1, "threads are spread over the lanes"
+    for i in ids:
+        c = pool.class_info(i)
+        n = sum(1 for lane, _ in placed if lane == i)
+        assert c["objs_inuse"] == c["objs_allocated"] == n, i
+        assert c["pages_used"] == sum(c["zspages"]) * frames == (frames if n else 0), i
+    census = pool.census()["class_frames"]
+    assert census == {i: frames for i in used}
+    assert pool.total_pages == frames * len(used)
+    for _, h in placed:
+        pool.free(h)
+    assert pool.total_pages == 0
 
 
-def test_info_and_class_info_agree_with_the_objects(pool, rng):
+def test_info_and_class_info_agree_with_the_objects(make_pool, rng):
+    pool = make_pool("agree", layout="kernel")
     live = {}
     for _ in range(3000):
         size = rng.choice([rng.randint(1, 64), rng.randint(65, 1024), rng.randint(1025, MAX)])
@@ -184,7 +320,46 @@ def test_info_and_class_info_agree_with_the_objects(pool, rng):
     assert pages == info["total_pages"] == pool.total_pages
 
 
-def test_fullness_groups(pool):
+def test_dense_info_and_class_info_agree_with_the_objects(dense_pool, rng):
+    pool = dense_pool
+    live = {}
+    for _ in range(3000):
+        size = rng.choice([rng.randint(1, 64), rng.randint(65, 1024), rng.randint(1025, MAX)])
+        live[pool.malloc(size)] = size
+    for h in rng.sample(sorted(live), 1000):
+        pool.free(h)
+        del live[h]
+    pool.check()
+    info = pool.info()
+    assert info["live_objects"] == len(live)
+    requested = sum(live.values())
+    assert info["requested_bytes"] == requested
+    # One thread: every object is in its lane, whatever its size.
+    lane = pool.lookup_class_index(1)
+    for i in lanes(pool):
+        c = pool.class_info(i)
+        if i != lane:
+            assert (c["objs_inuse"], c["pages_used"], sum(c["zspages"])) == (0, 0, 0), i
+    c = pool.class_info(lane)
+    nz = sum(c["zspages"])
+    cap = DENSE_CHAIN * FRAME
+    assert c["objs_inuse"] == c["objs_allocated"] == len(live)
+    assert c["zspages"][0] == 0, "empty zspages are given back"
+    assert c["pages_used"] == nz * DENSE_CHAIN == info["total_pages"] == pool.total_pages
+    # An object takes exactly its size, so the zspages' groups (10% of their bytes
+    # each) bound the live bytes: a zspage in group g (1..10) has [g-1, g) tenths used.
+    low = sum(n * (g - 1) * cap // 10 for g, n in enumerate(c["zspages"][1:-1], 1))
+    high = sum(n * g * cap // 10 for g, n in enumerate(c["zspages"][1:-1], 1))
+    full = c["zspages"][-1] * cap
+    assert low + full <= requested < high + full
+    assert nz >= -(-requested // cap)
+    # Compaction could not free frames the live bytes need.
+    assert 0 <= c["pages_freeable"] <= c["pages_used"]
+    assert (c["pages_used"] - c["pages_freeable"]) * FRAME >= requested
+
+
+def test_fullness_groups(make_pool):
+    pool = make_pool("groups", layout="kernel")
     size = 100
     c = pool.class_info(pool.lookup_class_index(size))
     objs = c["objs_per_zspage"]
@@ -196,13 +371,50 @@ def test_fullness_groups(pool):
         expected = [0] * zsmalloc.NR_FULLNESS_GROUPS
         expected[-1] += k // objs
         if k % objs:
-            expected[_group(k % objs, objs)] += 1
+            expected[fullness_group(k % objs, objs)] += 1
         assert z == expected, k
     assert pool.class_info(pool.lookup_class_index(size))["pages_freeable"] == 0
     for h in hs[: objs + objs // 2]:
         pool.free(h)
     c = pool.class_info(pool.lookup_class_index(size))
     assert sum(c["zspages"]) == 1 and c["objs_inuse"] == objs - objs // 2
+
+
+def test_dense_fullness_groups(dense_pool):
+    # A dense zspage's group is the share of its bytes that objects take.
+    pool = dense_pool
+    size = 1000
+    cap = DENSE_CHAIN * FRAME
+    per = cap // size  # objects end to end; the tail left is too short for another
+    assert cap % size
+    lane = pool.lookup_class_index(size)
+    hs = []
+    for k in range(1, 2 * per + 2):
+        hs.append(pool.malloc(size))
+        c = pool.class_info(lane)
+        expected = [0] * zsmalloc.NR_FULLNESS_GROUPS
+        expected[fullness_group(per * size, cap)] += (k - 1) // per
+        expected[fullness_group((k - 1) % per * size + size, cap)] += 1
+        assert c["zspages"] == expected, k
+        assert c["pages_used"] == -(-k // per) * DENSE_CHAIN
+        assert c["objs_inuse"] == c["objs_allocated"] == k
+    # Emptying the first zspage gives its frames back; the others keep their groups.
+    for h in hs[:per]:
+        pool.free(h)
+    c = pool.class_info(lane)
+    expected = [0] * zsmalloc.NR_FULLNESS_GROUPS
+    expected[fullness_group(per * size, cap)] += 1
+    expected[fullness_group(size, cap)] += 1
+    assert c["zspages"] == expected
+    assert c["pages_used"] == pool.total_pages == 2 * DENSE_CHAIN
+    # Half of the second zspage freed: its group follows its bytes.
+    for h in hs[per : per + per // 2]:
+        pool.free(h)
+    c = pool.class_info(lane)
+    expected = [0] * zsmalloc.NR_FULLNESS_GROUPS
+    expected[fullness_group((per - per // 2) * size, cap)] += 1
+    expected[fullness_group(size, cap)] += 1
+    assert c["zspages"] == expected and c["objs_inuse"] == per - per // 2 + 1
 
 
 def test_meta_bytes_follow_the_pool(pool):
@@ -217,11 +429,35 @@ def test_meta_bytes_follow_the_pool(pool):
     assert pool.info()["meta_bytes"] < grown
 
 
-def test_huge_objects_take_one_frame_each(pool):
+def test_huge_objects_take_one_frame_each(make_pool):
+    pool = make_pool("huge", layout="kernel")
     hs = [pool.malloc(MAX) for _ in range(10)]
     assert pool.total_pages == 10
     c = pool.class_info(pool.lookup_class_index(MAX))
     assert c["zspages"][-1] == 10 and c["pages_used"] == 10
     for h in hs:
+        pool.free(h)
+    assert pool.total_pages == 0
+
+
+def test_dense_page_sized_objects_are_packed(dense_pool, rng):
+    # No huge class: page-sized objects share zspages like any other, 16 to a zspage.
+    pool = dense_pool
+    assert pool.huge_class_size == MAX
+    lane = pool.lookup_class_index(MAX)
+    data = {}
+    for k in range(1, DENSE_CHAIN + 2):
+        h = pool.malloc(MAX)
+        data[h] = rng.randbytes(MAX)
+        pool.write(h, data[h])
+        c = pool.class_info(lane)
+        if k <= DENSE_CHAIN:
+            assert pool.total_pages == c["pages_used"] == DENSE_CHAIN, k
+            assert sum(c["zspages"]) == 1
+            assert c["zspages"][fullness_group(k * MAX, DENSE_CHAIN * FRAME)] == 1, k
+    assert pool.total_pages == 2 * DENSE_CHAIN
+    for h, d in data.items():
+        assert pool.read(h, MAX) == d
+    for h in data:
         pool.free(h)
     assert pool.total_pages == 0

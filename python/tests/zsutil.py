@@ -27,3 +27,40 @@ def payload(rng, n):
 def class_indices(pool):
     """Every (merged) class index, from the sizes 1..4096."""
     return sorted({pool.lookup_class_index(s) for s in range(1, zsmalloc.MAX_ALLOC_SIZE + 1)})
+
+
+FRAME = 4096  # bytes per frame (PAGE_SIZE)
+KERNEL_HEADER = 8  # the kernel layout's in-object handle header (ZS_HANDLE_SIZE)
+
+
+def lanes(pool):
+    """A dense pool's lane indices: its "classes", 0..n-1 with n at most 16."""
+    out = []
+    for i in range(17):
+        try:
+            pool.class_info(i)
+        except ValueError:
+            break
+        out.append(i)
+    return out
+
+
+def usable(pool, size):
+    """Bytes an object of `size` bytes may be written and read with: exactly its size in
+    the dense layout; its class's slot less the 8-byte header in the kernel layout (the
+    whole slot in a huge class, which has no header)."""
+    if pool.config["layout"] == "dense":
+        return size
+    c = pool.class_info(pool.lookup_class_index(size))
+    huge = (c["pages_per_zspage"], c["objs_per_zspage"]) == (1, 1)
+    return c["class_size"] - (0 if huge else KERNEL_HEADER)
+
+
+def fullness_group(used, total):
+    """The kernel's get_fullness_group() for `used` of `total` (objects of a kernel
+    zspage, bytes of a dense one): 0 if empty, then 10% groups 1..10, 11 if full."""
+    if used == 0:
+        return 0
+    if used == total:
+        return zsmalloc.NR_FULLNESS_GROUPS - 1
+    return 100 * used // total // 10 + 1

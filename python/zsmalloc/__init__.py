@@ -7,6 +7,7 @@ A pure-Python (ctypes) binding of libzsmalloc's C ABI (``include/zsmalloc.h``)::
     with zsmalloc.Pool("cache") as pool:
         h = pool.malloc(1200)              # an int handle
         pool.write(h, data)                # any bytes-like, at most the object's slot
+                                           # (dense layout: exactly its size)
         assert pool.read(h, len(data)) == data
         with pool.map(h, "rw") as mv:      # a writable memoryview of the object
             mv[0:4] = b"head"
@@ -618,7 +619,9 @@ class Pool:
 
     def write(self, handle, data):
         """Copies `data` (any bytes-like object) into the start of the object; at
-        most the object's slot (ValueError beyond it, and nothing is copied)."""
+        most the object's slot (ValueError beyond it, and nothing is copied). The slot
+        is the object's size in the dense layout, its class's size less the 8-byte
+        header (none in the huge class) in the kernel layout."""
         h = _handle(handle)
         if isinstance(data, bytes):
             n = len(data)
@@ -641,7 +644,8 @@ class Pool:
             raise _error("zs_obj_write", e, h, _bad_access(n))
 
     def read(self, handle, n):
-        """The first `n` bytes of the object, as bytes (at most its slot)."""
+        """The first `n` bytes of the object, as bytes (at most its slot, as for
+        write(): in the dense layout, its size; ValueError beyond it)."""
         h = _handle(handle)
         n = _length(n)
         # Beyond the largest object the library refuses the length before it needs
@@ -681,7 +685,10 @@ class Pool:
 
     def compact(self):
         """Moves objects out of sparse zspages into dense ones and frees the emptied
-        frames; returns the number of frames freed."""
+        frames; returns the number of frames freed. In the dense layout it empties
+        zspages with at least 1/16 of their bytes free, moving their objects to where
+        malloc would place them (possibly into new zspages), and returns the net
+        frames freed."""
         if not has_compact:
             raise NotImplementedError(f"zs_compact is not in {library_path}")
         p = self._enter()
@@ -703,7 +710,8 @@ class Pool:
 
     @property
     def huge_class_size(self):
-        """Smallest size stored one object per frame."""
+        """Kernel layout: the smallest size stored one object per frame. Dense layout:
+        4096 (no huge class; objects of every size share zspages)."""
         p = self._enter()
         try:
             return _lib.zs_huge_class_size(p)
@@ -711,7 +719,9 @@ class Pool:
             self._exit()
 
     def lookup_class_index(self, size):
-        """Index of the (merged) class an object of `size` bytes lands in."""
+        """Index of the (merged) class an object of `size` bytes lands in. The dense
+        layout has no size classes: it is the calling thread's lane, the same for
+        every size."""
         size = _length(size, "size")
         if size > _UINT_MAX:
             raise ValueError(f"zs_lookup_class_index(): size {size} is outside 1..{MAX_ALLOC_SIZE}")
@@ -742,7 +752,11 @@ class Pool:
 
     def class_info(self, index):
         """One class's statistics, ``struct zs_class_info`` as a dict (without `size`;
-        `zspages` a list). `index` is what lookup_class_index() returns."""
+        `zspages` a list). `index` is what lookup_class_index() returns. For a dense
+        lane: class_size 4096, pages_per_zspage its chain (a zspage made under the page
+        limit may be shorter), objs_per_zspage 0, objs_allocated its live objects,
+        zspages grouped by the share of their bytes in use, pages_freeable an
+        estimate."""
         index = _length(index, "index")
         if index > _UINT_MAX:
             raise ValueError(f"zs_class_info(): no class has index {index}")
@@ -772,7 +786,7 @@ class Pool:
         return _struct_dict(s)
 
     def census(self):
-        """Frames by type and class from a walk of the side table,
+        """Frames by type and class (a dense pool: lane) from a walk of the side table,
         ``struct zs_frame_census`` as a dict (without `size`). `class_frames` is a
         dict from class index to frames, for the classes that hold any."""
         s = zs_frame_census()
