@@ -172,18 +172,98 @@ static inline int under_valgrind(void)
     return v && strcmp(v, "1") == 0;
 }
 
+/* Whether the pool has the dense layout: its "classes" are lanes, whose zspages take
+ * objects of every size, so a lane reports no objects per zspage (every class of the
+ * kernel's layout holds at least one). */
+static inline int pool_is_dense(struct zs_pool *pool)
+{
+    struct zs_class_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.size = sizeof ci;
+    return zs_class_info(pool, zs_lookup_class_index(pool, 1), &ci) == 0 && ci.objs_per_zspage == 0;
+}
+
 /*
- * Allocates n objects of obj_size bytes (a class of several frames per zspage) on
- * frames that are not adjacent in the arena, so that objects straddling two frames
- * of their zspage are not contiguous in memory: reads must copy them and mappings
- * must work on a copy. Frames freed by a pool are reused before the arena grows, so
- * the helper takes 2 * spread one-frame objects (size ZS_MAX_ALLOC_SIZE, stored one
- * per frame), frees every other one, and then allocates. The one-frame objects that
- * remain are returned in keep[0..spread) for the caller to free.
+ * The dense layout's half of alloc_on_scattered_frames (below). There every size
+ * shares zspages, and a zspage is given back whole, as a run of adjacent frames that
+ * the next zspage takes whole: freeing every other object scatters nothing. So the
+ * objects are allocated first and their frames moved apart afterwards, with
+ * zs_defragment, which moves frames in use from the top of the arena into free frames
+ * below but leaves a frame holding a mapped object where it is.
+ *
+ *  - 4096-byte fillers first, enough to use up every free frame and the lane's free
+ *    runs and then to fill more zspages than the objects will take; then the objects,
+ *    which therefore get fresh frames at the top of the arena; then the fillers are
+ *    freed, and their zspages with them. Every frame of the objects' zspages is then
+ *    at or above the count of frames held: all of them are defragmentation's to move,
+ *    into the fillers' frames below.
+ *  - Every `stride`-th object is mapped during zs_defragment. Between two mapped
+ *    objects lie at least 8192 bytes, so at least one whole frame, which moves down
+ *    while the frames of the mapped objects stay above: objects straddling such a
+ *    boundary have their two parts in distant frames, whatever order defragmentation
+ *    moves frames in.
+ *
+ * Nothing needs to be kept afterwards.
+ */
+static inline void alloc_on_scattered_frames_dense(struct zs_pool *pool, unsigned long *out, size_t n,
+                                                   size_t obj_size)
+{
+    struct zs_class_info ci;
+    memset(&ci, 0, sizeof ci);
+    ci.size = sizeof ci;
+    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, (unsigned int)obj_size), &ci), 0);
+    struct zs_frame_census census;
+    memset(&census, 0, sizeof census);
+    census.size = sizeof census;
+    CHECK_EQ(zs_frame_census(pool, &census), 0);
+    size_t nfill = ci.pages_used + census.free_frames + (n * obj_size + ZS_MAX_ALLOC_SIZE - 1) / ZS_MAX_ALLOC_SIZE +
+                   3 * (size_t)ci.pages_per_zspage;
+    unsigned long *fill = malloc(nfill * sizeof *fill);
+    if (!CHECK(fill != NULL))
+        exit(2);
+    for (size_t i = 0; i < nfill; i++) {
+        fill[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        CHECK(!ZS_IS_ERR(fill[i]));
+    }
+    for (size_t i = 0; i < n; i++) {
+        out[i] = zs_malloc(pool, obj_size, 0);
+        CHECK(!ZS_IS_ERR(out[i]));
+    }
+    for (size_t i = 0; i < nfill; i++)
+        zs_free(pool, fill[i]);
+    free(fill);
+
+    size_t stride = (2 * 4096 + obj_size - 1) / obj_size + 1;
+    for (size_t i = stride / 2; i < n; i += stride)
+        CHECK(zs_map_object(pool, out[i], ZS_MM_RO) != NULL);
+    CHECK(zs_defragment(pool) >= 0);
+    for (size_t i = stride / 2; i < n; i += stride)
+        zs_unmap_object(pool, out[i]);
+}
+
+/*
+ * Allocates n objects of obj_size bytes on frames that are not adjacent in the arena,
+ * so that objects straddling two frames of their zspage are not contiguous in memory:
+ * reads must copy them and mappings must work on a copy.
+ *
+ * The kernel's layout (obj_size must be of a class of several frames per zspage):
+ * frames freed by a pool are reused before the arena grows, so the helper takes
+ * 2 * spread one-frame objects (size ZS_MAX_ALLOC_SIZE, stored one per frame), frees
+ * every other one, and then allocates. The one-frame objects that remain are returned
+ * in keep[0..spread) for the caller to free.
+ *
+ * The dense layout: see alloc_on_scattered_frames_dense; keep[0..spread) is all 0,
+ * which zs_free ignores.
  */
 static inline void alloc_on_scattered_frames(struct zs_pool *pool, unsigned long *out, size_t n, size_t obj_size,
                                              unsigned long *keep, size_t spread)
 {
+    if (pool_is_dense(pool)) {
+        for (size_t i = 0; i < spread; i++)
+            keep[i] = 0;
+        alloc_on_scattered_frames_dense(pool, out, n, obj_size);
+        return;
+    }
     unsigned long all[64];
     if (spread * 2 > sizeof all / sizeof all[0])
         spread = sizeof all / sizeof all[0] / 2;

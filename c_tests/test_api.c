@@ -4,10 +4,12 @@
  * Pool creation and destruction (default, NULL name, configurations valid and
  * invalid, the `size` convention), malloc and free, every size 1..4096 round-tripping
  * through every access path, objects straddling frames (in place and copied), the
- * page limit and ZS_ALLOC_NOGROW, the statistics, the class table of both layouts,
- * the error-handle macros, and many simultaneous mappings on one thread.
+ * page limit and ZS_ALLOC_NOGROW, the statistics, the kernel layout's class table and
+ * the dense layout's lanes and end-to-end packing, the error-handle macros, and many
+ * simultaneous mappings on one thread.
  */
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #include "check.h"
@@ -157,7 +159,7 @@ static void test_config_size_convention(void)
     }
 
     /* Only size and max_pages declared: the invalid chain and layout that follow in
-     * memory must not be read, and the defaults (dense, chain 8) apply. */
+     * memory must not be read, and the defaults (the dense layout) apply. */
     struct zs_pool_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.size = offsetof(struct zs_pool_config, chain_size);
@@ -167,7 +169,8 @@ static void test_config_size_convention(void)
     struct zs_pool *p = zs_create_pool_with("api-short", &cfg);
     if (CHECK(p != NULL)) {
         CHECK_EQ(zs_huge_class_size(p), dense_huge);
-        /* max_pages was read: four one-frame objects, then ENOMEM. */
+        /* max_pages was read: four full pages (in a zspage cut to the four frames the
+         * limit leaves), then ENOMEM. */
         unsigned long h[5];
         for (int i = 0; i < 4; i++)
             CHECK(!ZS_IS_ERR(h[i] = zs_malloc(p, ZS_MAX_ALLOC_SIZE, 0)));
@@ -430,8 +433,18 @@ static void test_roundtrip_all_sizes(enum zs_layout layout)
         unsigned long zspages = 0;
         for (int g = 0; g < ZS_NR_FULLNESS_GROUPS; g++)
             zspages += ci.zspages[g];
-        CHECK_EQ(ci.pages_used, zspages * ci.pages_per_zspage);
-        CHECK_EQ(ci.objs_allocated, zspages * ci.objs_per_zspage);
+        if (layout == ZS_LAYOUT_KERNEL) {
+            CHECK_EQ(ci.pages_used, zspages * ci.pages_per_zspage);
+            CHECK_EQ(ci.objs_allocated, zspages * ci.objs_per_zspage);
+        } else {
+            /* A dense lane: zspages of mixed sizes, so no slots, and the objects
+             * "allocated" are the live ones. A zspage is shorter than the chain only
+             * where the page limit left fewer frames, which these 8 MiB do not reach. */
+            CHECK_EQ(ci.class_size, ZS_MAX_ALLOC_SIZE);
+            CHECK_EQ(ci.objs_per_zspage, 0);
+            CHECK_EQ(ci.objs_allocated, ci.objs_inuse);
+            CHECK_EQ(ci.pages_used, zspages * ci.pages_per_zspage);
+        }
         CHECK(ci.objs_inuse <= ci.objs_allocated);
         CHECK(ci.pages_freeable <= ci.pages_used);
         CHECK_EQ(ci.zspages[0], 0); /* empty zspages are not kept */
@@ -456,7 +469,10 @@ static void test_split_objects(enum zs_layout layout)
 {
     struct zs_pool *pool = test_pool("api-split", layout, 0);
     enum { N = 48, SPREAD = 12 };
-    const size_t size = 3000; /* three frames per zspage in both layouts (chain 8) */
+    /* The kernel's layout (chain 8): a class of three frames per zspage. The dense
+     * layout: end to end, 21 to a zspage of 16 frames, so every frame boundary of a
+     * zspage is straddled. */
+    const size_t size = 3000;
     unsigned long h[N], keep[SPREAD];
     unsigned char local[ZS_MAX_ALLOC_SIZE];
     alloc_on_scattered_frames(pool, h, N, size, keep, SPREAD);
@@ -542,10 +558,47 @@ static void test_split_objects(enum zs_layout layout)
 
 /* ---- page limit and ZS_ALLOC_NOGROW ----------------------------------------------- */
 
-static void test_limits(void)
+static int class_info_of(struct zs_pool *pool, unsigned int idx, struct zs_class_info *ci)
 {
-    /* max_pages: exactly that many one-frame objects, then -ENOMEM. */
-    struct zs_pool *pool = create_with("api-limit", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_DENSE);
+    memset(ci, 0, sizeof *ci);
+    ci->size = sizeof *ci;
+    return zs_class_info(pool, idx, ci);
+}
+
+/* Zspages of a class or lane, over every fullness group. */
+static unsigned long zspages_of(const struct zs_class_info *ci)
+{
+    unsigned long n = 0;
+    for (int g = 0; g < ZS_NR_FULLNESS_GROUPS; g++)
+        n += ci->zspages[g];
+    return n;
+}
+
+/* The calling thread's lane of a dense pool (the class of any size). */
+static struct zs_class_info my_lane(struct zs_pool *pool)
+{
+    struct zs_class_info ci;
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, 1), &ci), 0);
+    return ci;
+}
+
+/* Where an object starts: a one-byte read is always in place, never the local copy.
+ * The read is ended at once; the address is only compared. */
+static unsigned char *first_byte(struct zs_pool *pool, unsigned long h)
+{
+    unsigned char local[1];
+    unsigned char *p = zs_obj_read_begin(pool, h, 1, local);
+    CHECK(p != NULL && p != local);
+    if (p)
+        zs_obj_read_end(pool, h, 1, p);
+    return p;
+}
+
+static void test_limits_kernel(void)
+{
+    /* max_pages: exactly that many one-frame objects (4096 bytes is of the kernel's
+     * one-object-per-frame classes), then -ENOMEM. */
+    struct zs_pool *pool = create_with("api-limit-k", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_KERNEL);
     if (!CHECK(pool != NULL))
         return;
     unsigned long h[9];
@@ -577,8 +630,8 @@ static void test_limits(void)
     CHECK_EQ(zs_get_total_pages(pool), 8);
     zs_destroy_pool(pool);
 
-    /* ZS_ALLOC_NOGROW: only room in existing zspages. */
-    pool = test_pool("api-nogrow", ZS_LAYOUT_DENSE, 0);
+    /* ZS_ALLOC_NOGROW: only free slots of the class's existing zspages. */
+    pool = test_pool("api-nogrow-k", ZS_LAYOUT_KERNEL, 0);
     errno = 0;
     unsigned long n = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
     CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
@@ -625,14 +678,187 @@ static void test_limits(void)
     zs_destroy_pool(pool);
 }
 
-/* ---- the class table ------------------------------------------------------------ */
-
-static int class_info_of(struct zs_pool *pool, unsigned int idx, struct zs_class_info *ci)
+static void test_limits_dense(void)
 {
-    memset(ci, 0, sizeof *ci);
-    ci->size = sizeof *ci;
-    return zs_class_info(pool, idx, ci);
+    /* max_pages 8, fewer than the chain of 16: the lane's zspage is cut to the eight
+     * frames the limit leaves, and takes eight 4096-byte objects end to end. */
+    struct zs_pool *pool = create_with("api-limit-d", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_DENSE);
+    if (!CHECK(pool != NULL))
+        return;
+    unsigned long h[9];
+    int got = 0;
+    for (int i = 0; i < 9; i++) {
+        errno = 0;
+        h[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        if (ZS_IS_ERR(h[i])) {
+            CHECK_EQ(ZS_ERR(h[i]), ENOMEM);
+            CHECK_EQ(errno, ENOMEM);
+            break;
+        }
+        got++;
+    }
+    CHECK_EQ(got, 8);
+    CHECK_EQ(zs_get_total_pages(pool), 8);
+    struct zs_class_info ci = my_lane(pool);
+    CHECK_EQ(zspages_of(&ci), 1);
+    CHECK_EQ(ci.pages_used, 8);
+    CHECK_EQ(ci.pages_per_zspage, 16); /* the chain, which that zspage could not have */
+    CHECK_EQ(ci.zspages[ZS_NR_FULLNESS_GROUPS - 1], 1); /* every byte in use */
+    /* Not a byte free and no frame to take: even one byte is refused. */
+    errno = 0;
+    unsigned long small = zs_malloc(pool, 1, 0);
+    CHECK(ZS_IS_ERR(small) && ZS_ERR(small) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(pool_info(pool).live_objects, 8);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    /* A freed object leaves a hole, not a free frame: the other seven keep the zspage. */
+    unsigned char *hole = first_byte(pool, h[3]);
+    zs_free(pool, h[3]);
+    CHECK_EQ(zs_get_total_pages(pool), 8);
+    /* The hole takes an object of any size that fits, at its start; the 3996 bytes
+     * left of it are then too few for a full page. */
+    small = zs_malloc(pool, 100, 0);
+    if (CHECK(!ZS_IS_ERR(small)))
+        CHECK(first_byte(pool, small) == hole);
+    errno = 0;
+    unsigned long big = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+    CHECK(ZS_IS_ERR(big) && ZS_ERR(big) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    zs_free(pool, small);
+    h[3] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+    CHECK(!ZS_IS_ERR(h[3]));
+    CHECK_EQ(zs_get_total_pages(pool), 8);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    for (int i = 0; i < 8; i++)
+        zs_free(pool, h[i]);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    zs_destroy_pool(pool);
+
+    /* max_pages 20: a zspage of the whole chain, then one cut to the four frames left;
+     * so a lane's frames need not be its zspages times the chain. */
+    pool = create_with("api-limit-d20", sizeof(struct zs_pool_config), 20, 0, ZS_LAYOUT_DENSE);
+    if (!CHECK(pool != NULL))
+        return;
+    unsigned long h20[21];
+    got = 0;
+    for (int i = 0; i < 21; i++) {
+        h20[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        if (ZS_IS_ERR(h20[i])) {
+            CHECK_EQ(ZS_ERR(h20[i]), ENOMEM);
+            break;
+        }
+        got++;
+    }
+    CHECK_EQ(got, 20);
+    CHECK_EQ(zs_get_total_pages(pool), 20);
+    ci = my_lane(pool);
+    CHECK_EQ(zspages_of(&ci), 2);
+    CHECK_EQ(ci.pages_used, 20);
+    CHECK_EQ(ci.pages_per_zspage, 16);
+    CHECK_EQ(ci.objs_inuse, 20);
+    CHECK_EQ(ci.objs_allocated, 20);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    /* The short zspage goes when its last object does, the long one likewise. */
+    for (int i = 16; i < 20; i++)
+        zs_free(pool, h20[i]);
+    CHECK_EQ(zs_get_total_pages(pool), 16);
+    for (int i = 0; i < 16; i++)
+        zs_free(pool, h20[i]);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    zs_destroy_pool(pool);
+
+    /* ZS_ALLOC_NOGROW: only free runs of the lane's existing zspages (a hole or the
+     * tail). A run of at least the size rounded up to 64 bytes (the placement buckets'
+     * width) is always found; with no run of the size itself, -ENOMEM. */
+    enum { SZ = 200, ROUNDED = 256 };
+    pool = test_pool("api-nogrow-d", ZS_LAYOUT_DENSE, 0);
+    errno = 0;
+    unsigned long n = zs_malloc(pool, SZ, ZS_ALLOC_NOGROW);
+    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    static unsigned long obj[1024];
+    unsigned char buf[ZS_MAX_ALLOC_SIZE];
+    obj[0] = zs_malloc(pool, SZ, 0);
+    CHECK(!ZS_IS_ERR(obj[0]));
+    unsigned long pages = zs_get_total_pages(pool);
+    ci = my_lane(pool);
+    CHECK_EQ(pages, ci.pages_per_zspage);
+    const unsigned long cap = pages * 4096;
+    /* The tail shrinks by 200 bytes an object, from 336 (at least 256: found) to 136
+     * (less than 200: refused), never to a length in between: so the zspage takes
+     * exactly as many as fit. */
+    CHECK(cap % SZ + SZ >= ROUNDED);
+    unsigned int taken = 1;
+    while (taken < sizeof obj / sizeof obj[0]) {
+        errno = 0;
+        unsigned long x = zs_malloc(pool, SZ, ZS_ALLOC_NOGROW);
+        if (ZS_IS_ERR(x)) {
+            CHECK_EQ(ZS_ERR(x), ENOMEM);
+            CHECK_EQ(errno, ENOMEM);
+            break;
+        }
+        obj[taken++] = x;
+    }
+    CHECK_EQ(taken, cap / SZ);
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    for (unsigned int i = 0; i < taken; i++) {
+        fill_pattern(buf, SZ, 3000 + (uint64_t)i);
+        zs_obj_write(pool, obj[i], buf, SZ);
+    }
+    /* Objects of every size share the zspage: the tail (136 bytes) still takes its
+     * length rounded down to 64 bytes; after that only 8 bytes are free. */
+    size_t tail = cap - (size_t)taken * SZ;
+    size_t fits = tail / 64 * 64;
+    CHECK(fits >= 64);
+    unsigned long filler = zs_malloc(pool, fits, ZS_ALLOC_NOGROW);
+    CHECK(!ZS_IS_ERR(filler));
+    errno = 0;
+    n = zs_malloc(pool, tail - fits + 1, ZS_ALLOC_NOGROW);
+    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    /* Without the flag the lane grows a zspage, given back with its only object. */
+    n = zs_malloc(pool, SZ, 0);
+    CHECK(!ZS_IS_ERR(n));
+    CHECK_EQ(zs_get_total_pages(pool), 2 * pages);
+    zs_free(pool, n);
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    /* A freed object becomes a hole that NOGROW fills, from its start (the 150 bytes
+     * round up to 192, which the 200-byte hole holds)... */
+    const unsigned int victim = 100;
+    unsigned char *at = first_byte(pool, obj[victim]);
+    zs_free(pool, obj[victim]);
+    n = zs_malloc(pool, 150, ZS_ALLOC_NOGROW);
+    if (CHECK(!ZS_IS_ERR(n))) {
+        CHECK(first_byte(pool, n) == at);
+        fill_pattern(buf, 150, 2999);
+        zs_obj_write(pool, n, buf, 150);
+        CHECK(object_ok(pool, n, 150, 2999));
+    }
+    CHECK_EQ(zs_get_total_pages(pool), pages);
+    /* ... and once the 50 bytes left of it and the tail's 8 are all that is free,
+     * nothing longer fits. */
+    errno = 0;
+    unsigned long none = zs_malloc(pool, SZ - 150 + 1, ZS_ALLOC_NOGROW);
+    CHECK(ZS_IS_ERR(none) && ZS_ERR(none) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+    /* The bytes around the hole are the neighbours' still, and the books agree. */
+    unsigned long bad = 0;
+    for (unsigned int i = 0; i < taken; i++)
+        if (i != victim && !object_ok(pool, obj[i], SZ, 3000 + (uint64_t)i))
+            bad++;
+    CHECK_EQ(bad, 0);
+    ci = my_lane(pool);
+    CHECK_EQ(ci.objs_inuse, (unsigned long)taken + 1); /* the victim out, 150 and filler in */
+    CHECK_EQ(ci.objs_allocated, ci.objs_inuse);
+    CHECK_EQ(ci.pages_used, pages);
+    CHECK_EQ(ci.zspages[ZS_NR_FULLNESS_GROUPS - 2], 1); /* 58 bytes free: 91-99% */
+    CHECK_EQ(pool_info(pool).live_objects, (unsigned long)taken + 1);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
 }
+
+/* ---- the class table ------------------------------------------------------------ */
 
 static void check_huge_boundary(struct zs_pool *pool, const char *what)
 {
@@ -676,15 +902,50 @@ static void test_huge_class_size(void)
         check_huge_boundary(p, "kernel layout");
         zs_destroy_pool(p);
     }
-    unsigned int chains[] = {0, 4, 8, 16};
-    for (size_t i = 0; i < sizeof chains / sizeof chains[0]; i++) {
-        struct zs_pool *p = test_pool("api-huge-d", ZS_LAYOUT_DENSE, chains[i]);
-        check_huge_boundary(p, "dense layout");
+    /* The dense layout stores no size alone: 4096, the full page, is its "huge
+     * class size", and even objects of that size share zspages, end to end, `chain`
+     * of them to a zspage. */
+    struct {
+        unsigned int chain, frames;
+    } dense[] = {{0, 16}, {4, 4}, {8, 8}, {16, 16}};
+    for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++) {
+        struct zs_pool *p = test_pool("api-huge-d", ZS_LAYOUT_DENSE, dense[i].chain);
+        unsigned long chain = dense[i].frames;
+        CHECK_EQ(zs_huge_class_size(p), ZS_MAX_ALLOC_SIZE);
+        struct zs_class_info ci = my_lane(p);
+        CHECK_EQ(ci.class_size, ZS_MAX_ALLOC_SIZE);
+        CHECK_EQ(ci.pages_per_zspage, chain);
+        CHECK_EQ(ci.objs_per_zspage, 0);
+        /* 4095 bytes and 1 byte share the first frame. */
+        unsigned long a = zs_malloc(p, ZS_MAX_ALLOC_SIZE - 1, 0), b = zs_malloc(p, 1, 0);
+        CHECK(!ZS_IS_ERR(a) && !ZS_IS_ERR(b));
+        CHECK_EQ(zs_get_total_pages(p), chain);
+        ci = my_lane(p);
+        CHECK_EQ(zspages_of(&ci), 1);
+        CHECK_EQ(ci.objs_inuse, 2);
+        zs_free(p, a);
+        zs_free(p, b);
+        CHECK_EQ(zs_get_total_pages(p), 0);
+        /* `chain` full pages fill one zspage exactly; one more opens a second. */
+        unsigned long h[17];
+        for (unsigned long k = 0; k <= chain; k++) {
+            h[k] = zs_malloc(p, ZS_MAX_ALLOC_SIZE, 0);
+            CHECK(!ZS_IS_ERR(h[k]));
+            CHECK_EQ(zs_get_total_pages(p), k < chain ? chain : 2 * chain);
+        }
+        ci = my_lane(p);
+        CHECK_EQ(ci.zspages[ZS_NR_FULLNESS_GROUPS - 1], 1);
+        CHECK_EQ(zspages_of(&ci), 2);
+        for (unsigned long k = 0; k <= chain; k++)
+            zs_free(p, h[k]);
+        CHECK_EQ(zs_get_total_pages(p), 0);
+        CHECK_EQ(zs_pool_check(p), 0);
         zs_destroy_pool(p);
     }
 }
 
-static void check_class_table(struct zs_pool *pool, int kernel_layout)
+/* The kernel's layout: a class table ordered by size, every class holding its sizes. */
+static void check_class_table(struct zs_pool *pool)
 {
     static unsigned char is_lookup[4096];
     memset(is_lookup, 0, sizeof is_lookup);
@@ -708,7 +969,7 @@ static void check_class_table(struct zs_pool *pool, int kernel_layout)
         }
         /* The slot holds the object (with the kernel's 8-byte header where the kernel
          * puts one: every class but the one-object-per-frame ones). */
-        size_t need = s + (kernel_layout && s < huge ? 8 : 0);
+        size_t need = s + (s < huge ? 8 : 0);
         if (ci.class_size < need || ci.objs_per_zspage * ci.class_size > ci.pages_per_zspage * 4096u)
             bad_fit++;
     }
@@ -751,14 +1012,113 @@ static void check_class_table(struct zs_pool *pool, int kernel_layout)
     }
 }
 
+/* A thread other than main: its lane, for every size, and an object allocated there. */
+struct lane_probe {
+    struct zs_pool *pool;
+    unsigned int lane;
+    unsigned long other_lane; /* sizes whose lookup named another lane */
+    unsigned long h;
+};
+
+static void *lane_probe_main(void *arg)
+{
+    struct lane_probe *p = arg;
+    p->lane = zs_lookup_class_index(p->pool, 1);
+    for (unsigned int s = 1; s <= ZS_MAX_ALLOC_SIZE; s++)
+        p->other_lane += zs_lookup_class_index(p->pool, s) != p->lane;
+    p->h = zs_malloc(p->pool, 100, 0);
+    return NULL;
+}
+
+/* The dense layout: no size classes but lanes, one per CPU up to 16, each reporting
+ * the same facts; a thread allocates every size in its own lane. */
+static void check_dense_lanes(struct zs_pool *pool)
+{
+    struct zs_class_info ci;
+    unsigned int lane = zs_lookup_class_index(pool, 1);
+    unsigned long other_lane = 0;
+    for (unsigned int s = 1; s <= ZS_MAX_ALLOC_SIZE; s++)
+        other_lane += zs_lookup_class_index(pool, s) != lane;
+    CHECK_EQ(other_lane, 0);
+    /* The lanes are the indices 0..n-1 and nothing else. */
+    unsigned int lanes = 0;
+    unsigned long bad_info = 0;
+    while (lanes < 1024 && class_info_of(pool, lanes, &ci) == 0) {
+        if (ci.class_size != ZS_MAX_ALLOC_SIZE || ci.pages_per_zspage != 16 || ci.objs_per_zspage != 0 ||
+            ci.objs_inuse != 0 || ci.objs_allocated != 0 || ci.pages_used != 0 || zspages_of(&ci) != 0)
+            bad_info++;
+        lanes++;
+    }
+    CHECK(lanes >= 1 && lanes <= 16);
+    CHECK(lane < lanes);
+    CHECK_EQ(bad_info, 0);
+    unsigned long beyond = 0;
+    for (unsigned int idx = lanes; idx < 1024; idx++)
+        beyond += class_info_of(pool, idx, &ci) == 0;
+    CHECK_EQ(beyond, 0);
+    errno = 0;
+    CHECK_EQ(class_info_of(pool, UINT_MAX, &ci), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(zs_lookup_class_index(pool, 0), UINT_MAX);
+    CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(zs_lookup_class_index(pool, ZS_MAX_ALLOC_SIZE + 1), UINT_MAX);
+    CHECK_EQ(errno, EINVAL);
+
+    /* Objects of every size land in the lane, together in one zspage: 22794 bytes of
+     * its 65536 (34%: the 31-40% group). */
+    unsigned int sizes[] = {1, 15, 16, 17, 100, 700, 1500, 2049, 3000, 3600, 3700, 4000, 4096};
+    enum { NS = sizeof sizes / sizeof sizes[0] };
+    unsigned long h[NS], used = 0;
+    for (size_t i = 0; i < NS; i++) {
+        h[i] = zs_malloc(pool, sizes[i], 0);
+        CHECK(!ZS_IS_ERR(h[i]));
+        used += sizes[i];
+        CHECK_EQ(class_info_of(pool, lane, &ci), 0);
+        CHECK_EQ(ci.objs_inuse, i + 1);
+        CHECK_EQ(ci.objs_allocated, i + 1);
+        CHECK_EQ(ci.pages_used, 16);
+    }
+    CHECK_EQ(used, 22794);
+    CHECK_EQ(zspages_of(&ci), 1);
+    CHECK_EQ(ci.zspages[4], 1);
+    CHECK_EQ(zs_get_total_pages(pool), 16);
+    CHECK_EQ(pool_info(pool).requested_bytes, used);
+
+    /* Another thread: a lane of the pool, the same for every size, and its object is
+     * counted there (the same lane as main's when threads outnumber the lanes). */
+    struct lane_probe probe = {pool, UINT_MAX, 0, 0};
+    pthread_t th;
+    if (CHECK_EQ(pthread_create(&th, NULL, lane_probe_main, &probe), 0)) {
+        pthread_join(th, NULL);
+        CHECK(probe.lane < lanes);
+        CHECK_EQ(probe.other_lane, 0);
+        CHECK(!ZS_IS_ERR(probe.h));
+        CHECK_EQ(class_info_of(pool, probe.lane, &ci), 0);
+        CHECK_EQ(ci.objs_inuse, probe.lane == lane ? NS + 1 : 1);
+        /* Freed from this thread: the object goes from its own lane. */
+        zs_free(pool, probe.h);
+        CHECK_EQ(class_info_of(pool, probe.lane, &ci), 0);
+        CHECK_EQ(ci.objs_inuse, probe.lane == lane ? NS : 0);
+    }
+    for (size_t i = 0; i < NS; i++)
+        zs_free(pool, h[i]);
+    CHECK_EQ(class_info_of(pool, lane, &ci), 0);
+    CHECK_EQ(ci.objs_inuse, 0);
+    CHECK_EQ(ci.pages_used, 0);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    CHECK_EQ(zs_pool_check(pool), 0);
+}
+
 static void test_class_table(void)
 {
     struct zs_pool *dense = test_pool("api-classes-d", ZS_LAYOUT_DENSE, 0);
-    check_class_table(dense, 0);
+    check_dense_lanes(dense);
     zs_destroy_pool(dense);
 
     struct zs_pool *kernel = test_pool("api-classes-k", ZS_LAYOUT_KERNEL, 8);
-    check_class_table(kernel, 1);
+    check_class_table(kernel);
     /* The kernel's table (mm/zsmalloc.c, chain 8): 255 classes 16 bytes apart from 32,
      * an 8-byte handle in the object; 4096 is class 254; 3624 + 8 = 3632 bytes is the
      * class of 8 frames holding 9 objects; 40 + 8 = 48 bytes is 3 frames, 256 objects. */
@@ -856,9 +1216,10 @@ static void test_stats(void)
     memset(&ci, 0x5A, sizeof ci);
     ci.size = offsetof(struct zs_class_info, zspages);
     CHECK_EQ(zs_class_info(pool, idx, &ci), 0);
-    CHECK(ci.class_size >= 1000);
-    CHECK(ci.pages_per_zspage >= 1);
-    CHECK(ci.objs_per_zspage >= 1);
+    /* The declared fields were written (0x5A5A5A5A otherwise): a dense lane's. */
+    CHECK_EQ(ci.class_size, ZS_MAX_ALLOC_SIZE);
+    CHECK_EQ(ci.pages_per_zspage, 16);
+    CHECK_EQ(ci.objs_per_zspage, 0);
     CHECK(memcmp((unsigned char *)&ci + ci.size, sentinel, sizeof ci - ci.size) == 0);
     struct {
         struct zs_class_info c;
@@ -867,7 +1228,9 @@ static void test_stats(void)
     memset(&bigc, 0x5A, sizeof bigc);
     bigc.c.size = sizeof bigc;
     CHECK_EQ(zs_class_info(pool, idx, &bigc.c), 0);
-    CHECK(bigc.c.objs_inuse >= 1);
+    CHECK_EQ(bigc.c.objs_inuse, 64);
+    CHECK_EQ(bigc.c.objs_allocated, 64);
+    CHECK_EQ(bigc.c.pages_used, info.total_pages);
     CHECK(memcmp(bigc.later, sentinel, sizeof bigc.later) == 0);
     errno = 0;
     CHECK_EQ(zs_class_info(pool, idx, NULL), -EINVAL);
@@ -877,19 +1240,48 @@ static void test_stats(void)
     CHECK_EQ(zs_class_info(pool, idx, &ci), -EINVAL);
     CHECK_EQ(errno, EINVAL);
 
-    /* Fullness groups: a class with one zspage holding one object of many. */
-    struct zs_pool *one = test_pool("api-groups", ZS_LAYOUT_DENSE, 0);
-    unsigned long h1 = zs_malloc(one, 64, 0);
-    struct zs_class_info g;
-    memset(&g, 0, sizeof g);
-    g.size = sizeof g;
-    CHECK_EQ(zs_class_info(one, zs_lookup_class_index(one, 64), &g), 0);
-    CHECK_EQ(g.objs_inuse, 1);
-    CHECK_EQ(g.zspages[1], 1); /* 1-10% */
-    CHECK_EQ(g.objs_allocated, g.objs_per_zspage);
-    CHECK_EQ(g.pages_freeable, 0);
-    zs_free(one, h1);
-    zs_destroy_pool(one);
+    /* Fullness groups: a class with one zspage holding one small object, 1-10% full:
+     * of its slots in the kernel's layout (one of many), of its bytes in a dense lane
+     * (64 of 65536). A lone zspage has nothing compaction could free. */
+    for (int layout = 0; layout <= 1; layout++) {
+        struct zs_pool *one = test_pool("api-groups", (enum zs_layout)layout, 0);
+        unsigned long h1 = zs_malloc(one, 64, 0);
+        struct zs_class_info g;
+        CHECK_EQ(class_info_of(one, zs_lookup_class_index(one, 64), &g), 0);
+        CHECK_EQ(g.objs_inuse, 1);
+        CHECK_EQ(g.zspages[1], 1); /* 1-10% */
+        CHECK_EQ(zspages_of(&g), 1);
+        CHECK_EQ(g.pages_used, g.pages_per_zspage);
+        if (layout == ZS_LAYOUT_KERNEL) {
+            CHECK(g.objs_per_zspage > 1);
+            CHECK_EQ(g.objs_allocated, g.objs_per_zspage);
+        } else {
+            CHECK_EQ(g.objs_per_zspage, 0);
+            CHECK_EQ(g.objs_allocated, 1);
+        }
+        CHECK_EQ(g.pages_freeable, 0);
+        zs_free(one, h1);
+        zs_destroy_pool(one);
+    }
+
+    /* A dense zspage's bytes all in use is the 100% group; one full page freed of
+     * sixteen leaves 93.75%, the 91-99% group. */
+    struct zs_pool *full = test_pool("api-groups-full", ZS_LAYOUT_DENSE, 0);
+    unsigned long hf[16];
+    for (int i = 0; i < 16; i++)
+        CHECK(!ZS_IS_ERR(hf[i] = zs_malloc(full, ZS_MAX_ALLOC_SIZE, 0)));
+    struct zs_class_info g = my_lane(full);
+    CHECK_EQ(zspages_of(&g), 1);
+    CHECK_EQ(g.zspages[ZS_NR_FULLNESS_GROUPS - 1], 1);
+    zs_free(full, hf[5]);
+    g = my_lane(full);
+    CHECK_EQ(g.zspages[ZS_NR_FULLNESS_GROUPS - 2], 1);
+    CHECK_EQ(g.objs_inuse, 15);
+    for (int i = 0; i < 16; i++)
+        if (i != 5)
+            zs_free(full, hf[i]);
+    CHECK_EQ(zs_get_total_pages(full), 0);
+    zs_destroy_pool(full);
 
     for (int i = 0; i < 64; i++)
         zs_free(pool, h[i]);
@@ -982,9 +1374,9 @@ static void test_many_mappings(void)
 
 /* ---- writes shorter than the object and up to its slot -------------------------- */
 
-static void test_partial_writes(void)
+static void test_partial_writes(enum zs_layout layout)
 {
-    struct zs_pool *pool = test_pool("api-writes", ZS_LAYOUT_DENSE, 0);
+    struct zs_pool *pool = test_pool("api-writes", layout, 0);
     unsigned char buf[ZS_MAX_ALLOC_SIZE], local[ZS_MAX_ALLOC_SIZE];
     unsigned long h = zs_malloc(pool, 500, 0);
     fill_pattern(buf, 500, 1);
@@ -1007,17 +1399,22 @@ static void test_partial_writes(void)
     CHECK(p && memcmp(p, buf, 500) == 0);
     if (p)
         zs_obj_read_end(pool, h, 500, p);
-    /* The whole slot may be written and read (it is at least the object's size). */
-    struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, 500), &ci), 0);
-    size_t slot = ci.class_size;
-    CHECK(slot >= 500 && slot <= ZS_MAX_ALLOC_SIZE);
+    /* The whole slot may be written and read: in the kernel's layout the class's
+     * size less the kernel's 8-byte handle header (at least the object's size), in
+     * the dense layout exactly the object's size (a lane's class_size, 4096, is no
+     * slot: test_misuse refuses one byte more). */
+    size_t slot = 500;
+    if (layout == ZS_LAYOUT_KERNEL) {
+        struct zs_class_info ci;
+        CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, 500), &ci), 0);
+        slot = ci.class_size - 8;
+        CHECK(slot > 500 && slot < ZS_MAX_ALLOC_SIZE);
+    }
     fill_pattern(buf, slot, 2);
     zs_obj_write(pool, h, buf, slot);
     CHECK(object_ok(pool, h, slot, 2));
-    /* ... and writing it left the neighbours alone. */
+    /* ... and writing it left the neighbours alone (in the dense layout they start
+     * right at its last byte: see test_dense_packing). */
     unsigned long n1 = zs_malloc(pool, 500, 0), n2 = zs_malloc(pool, 500, 0);
     fill_pattern(buf, 500, 3);
     zs_obj_write(pool, n1, buf, 500);
@@ -1035,6 +1432,63 @@ static void test_partial_writes(void)
     zs_destroy_pool(pool);
 }
 
+/* ---- the dense layout packs objects end to end ------------------------------------ */
+
+static void test_dense_packing(void)
+{
+    /* A fresh lane fills its first zspage from the start: each object begins where
+     * the one before it ended, at any byte offset, with no padding; the 200-byte and
+     * the 4096-byte ones straddle the first and second frame boundaries. */
+    struct zs_pool *pool = test_pool("api-pack", ZS_LAYOUT_DENSE, 0);
+    static const size_t sizes[] = {1, 3, 7, 500, 3485, 200, 4096, 13};
+    enum { N = sizeof sizes / sizeof sizes[0] };
+    unsigned long h[N];
+    size_t off[N];
+    unsigned char buf[ZS_MAX_ALLOC_SIZE], local[ZS_MAX_ALLOC_SIZE];
+    for (size_t i = 0; i < N; i++) {
+        off[i] = i ? off[i - 1] + sizes[i - 1] : 0;
+        h[i] = zs_malloc(pool, sizes[i], 0);
+        if (!CHECK(!ZS_IS_ERR(h[i]))) {
+            zs_destroy_pool(pool);
+            return;
+        }
+        fill_pattern(buf, sizes[i], 9000 + (uint64_t)i);
+        zs_obj_write(pool, h[i], buf, sizes[i]);
+    }
+    CHECK(off[5] < 4096 && off[5] + sizes[5] > 4096);
+    CHECK(off[6] < 8192 && off[6] + sizes[6] > 8192);
+    unsigned char *base = first_byte(pool, h[0]);
+    CHECK(base && (uintptr_t)base % 4096 == 0);
+    for (size_t i = 0; i < N; i++)
+        if (!CHECK(first_byte(pool, h[i]) == base + off[i]))
+            fprintf(stderr, "  object %zu (%zu bytes) not at offset %zu\n", i, sizes[i], off[i]);
+    /* The zspage's frames are fresh from the arena, adjacent: the straddling objects
+     * are read and mapped in place too, and a mapping is exactly the object's bytes. */
+    for (size_t i = 0; i < N; i++) {
+        unsigned char *p = zs_obj_read_begin(pool, h[i], sizes[i], local);
+        CHECK(p == base + off[i]);
+        if (p) {
+            CHECK(pattern_ok(p, sizes[i], 9000 + (uint64_t)i));
+            zs_obj_read_end(pool, h[i], sizes[i], p);
+        }
+        p = zs_map_object(pool, h[i], ZS_MM_RW);
+        CHECK(p == base + off[i]);
+        if (p) {
+            fill_pattern(p, sizes[i], 9100 + (uint64_t)i);
+            zs_unmap_object(pool, h[i]);
+        }
+    }
+    /* Every object written whole through its mapping, and none spilled over. */
+    for (size_t i = 0; i < N; i++)
+        CHECK(object_ok(pool, h[i], sizes[i], 9100 + (uint64_t)i));
+    CHECK_EQ(pool_info(pool).requested_bytes, off[N - 1] + sizes[N - 1]);
+    CHECK_EQ(misuse_count(pool), 0);
+    for (size_t i = 0; i < N; i++)
+        zs_free(pool, h[i]);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    zs_destroy_pool(pool);
+}
+
 int main(void)
 {
     test_create_destroy();
@@ -1044,11 +1498,14 @@ int main(void)
     test_roundtrip_all_sizes(ZS_LAYOUT_KERNEL);
     test_split_objects(ZS_LAYOUT_DENSE);
     test_split_objects(ZS_LAYOUT_KERNEL);
-    test_limits();
+    test_limits_kernel();
+    test_limits_dense();
     test_huge_class_size();
     test_class_table();
     test_stats();
     test_many_mappings();
-    test_partial_writes();
+    test_partial_writes(ZS_LAYOUT_DENSE);
+    test_partial_writes(ZS_LAYOUT_KERNEL);
+    test_dense_packing();
     return check_summary();
 }

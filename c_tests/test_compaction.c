@@ -58,6 +58,34 @@ static unsigned long freeable_pages(struct zs_pool *pool)
     return sum;
 }
 
+/* Frames a pool's objects need at best after compaction. The kernel's layout: every
+ * class holds ceil(objects / objects per zspage) zspages, which its compaction reaches
+ * exactly (nothing pinned). The dense layout: `requested` bytes (objects take exactly
+ * their size) in zspages of a lane's chain; also returned in *slack, the frames of two
+ * zspages that the dense compaction may stay above that (it leaves zspages less than
+ * 1/16 free alone, and ends on a partly filled one). */
+static unsigned long ideal_pages(struct zs_pool *pool, enum zs_layout layout, unsigned long requested,
+                                 unsigned long *slack)
+{
+    unsigned long ideal = 0;
+    *slack = 0;
+    for (unsigned int idx = 0; idx < 1024; idx++) {
+        struct zs_class_info ci;
+        memset(&ci, 0, sizeof ci);
+        ci.size = sizeof ci;
+        if (zs_class_info(pool, idx, &ci) != 0)
+            continue;
+        if (layout == ZS_LAYOUT_DENSE) {
+            /* Every lane has the same chain. */
+            unsigned long cap = ci.pages_per_zspage * 4096ul;
+            *slack = 2ul * ci.pages_per_zspage;
+            return (requested + cap - 1) / cap * ci.pages_per_zspage;
+        }
+        ideal += (ci.objs_inuse + ci.objs_per_zspage - 1) / ci.objs_per_zspage * ci.pages_per_zspage;
+    }
+    return ideal;
+}
+
 static unsigned long stats_compacted(struct zs_pool *pool)
 {
     struct zs_pool_stats st = {0};
@@ -109,6 +137,13 @@ static void test_fill_free_compact(enum zs_layout layout)
     CHECK_EQ(now.total_pages, after);
     CHECK_EQ(now.misuse_events, 0);
     CHECK_EQ(zs_pool_check(pool), 0);
+    /* Packed as well as the layout packs: the kernel's class table ideal exactly, the
+     * dense layout near the live bytes over whole zspages (one thread: one lane). */
+    unsigned long slack;
+    unsigned long ideal = ideal_pages(pool, layout, requested, &slack);
+    if (!CHECK(after >= ideal && after <= ideal + slack))
+        fprintf(stderr, "  %s layout: %lu frames after compaction, ideal %lu (+%lu)\n",
+                layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense", after, ideal, slack);
 
     /* Every remaining object, under the handle it always had. */
     unsigned long bad = 0;
@@ -156,15 +191,22 @@ static void test_fill_free_compact(enum zs_layout layout)
 
 /* ---- mapped and read objects are not moved ------------------------------------ */
 
-static void test_pinned_not_moved(void)
+static void test_pinned_not_moved(enum zs_layout layout)
 {
-    struct zs_pool *pool = test_pool("compact-pinned", ZS_LAYOUT_DENSE, 0);
+    struct zs_pool *pool = test_pool("compact-pinned", layout, 0);
     const size_t size = 700;
     struct zs_class_info ci;
     memset(&ci, 0, sizeof ci);
     ci.size = sizeof ci;
     CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, size), &ci), 0);
+    /* Objects to a zspage: the class's, in the kernel's layout; in a dense lane, whose
+     * zspages take every size and report none, as many as its chain holds end to end. */
     unsigned int per = ci.objs_per_zspage;
+    if (layout == ZS_LAYOUT_DENSE) {
+        CHECK_EQ(per, 0);
+        per = ci.pages_per_zspage * 4096u / (unsigned int)size;
+    }
+    const unsigned long chain = ci.pages_per_zspage;
     CHECK(per >= 4);
     /* Eight zspages' worth, then two objects kept per zspage's worth: 16 objects,
      * sparse, which compaction would pack into fewer zspages. */
@@ -220,10 +262,12 @@ static void test_pinned_not_moved(void)
     for (int i = 0; i < KEEP; i++)
         CHECK(obj_ok(pool, &kept[i]));
 
-    /* Unpinned, they can be packed. */
+    /* Unpinned, they can be packed: 16 objects of 700 bytes fit one zspage in either
+     * layout. */
     freed = zs_compact(pool);
     CHECK(freed > 0);
     CHECK_EQ(zs_get_total_pages(pool), pages - freed);
+    CHECK_EQ(zs_get_total_pages(pool), chain);
     CHECK(pool_info(pool).objs_moved > after.objs_moved);
     for (int i = 0; i < KEEP; i++)
         CHECK(obj_ok(pool, &kept[i]));
@@ -420,7 +464,8 @@ int main(void)
 {
     test_fill_free_compact(ZS_LAYOUT_DENSE);
     test_fill_free_compact(ZS_LAYOUT_KERNEL);
-    test_pinned_not_moved();
+    test_pinned_not_moved(ZS_LAYOUT_KERNEL);
+    test_pinned_not_moved(ZS_LAYOUT_DENSE);
     test_concurrent();
     return check_summary();
 }

@@ -448,9 +448,13 @@ static void row_too_long(struct zs_pool *pool, int dense)
         size_t size = sizes[k];
         uint64_t seed = 400 + k;
         unsigned long h = new_object(pool, size, seed);
-        /* class_size is the slot (in the kernel's layout the slot also holds the
-         * kernel's 8-byte handle header, so class_size + 1 is certainly too long). */
-        size_t slot = slot_of(pool, size);
+        /* The slot: in the kernel's layout the class size (which also holds the
+         * kernel's 8-byte handle header, so class_size + 1 is certainly too long); in
+         * the dense layout exactly the object's size, objects being packed end to end
+         * (a lane reports class_size 4096, which is no slot). */
+        size_t slot = dense ? size : slot_of(pool, size);
+        if (dense)
+            CHECK_EQ(slot_of(pool, size), ZS_MAX_ALLOC_SIZE);
         CHECK(slot >= size);
         size_t over = slot + 1;
         memset(buf, 0xEE, sizeof buf);
@@ -474,7 +478,8 @@ static void row_too_long(struct zs_pool *pool, int dense)
         MISUSE(pool, EINVAL, zs_obj_read_end(pool, h, over, r), 1);
         NOT_MISUSE(pool, zs_obj_read_end(pool, h, size, r));
 
-        /* The slot itself is not too long (the dense layout's slot is all usable). */
+        /* The slot itself is not too long (the dense layout's slot, the object's own
+         * bytes, is all usable). */
         if (dense) {
             fill_pattern(buf, slot, seed + 50);
             NOT_MISUSE(pool, zs_obj_write(pool, h, buf, slot));

@@ -1,9 +1,12 @@
 /*
- * Four threads on one pool and the same size classes: each mallocs, writes, reads
- * (read_begin/end), maps (RO, RW, WO) and frees its own objects, reads a set of shared
- * objects that every thread maps and reads at the same time, and hands objects to the
- * next thread, which verifies and frees them. Every object's bytes are checked all
- * along and once more at the end; the pool's invariants and counters must hold.
+ * Four threads on one pool: each mallocs, writes, reads (read_begin/end), maps (RO, RW,
+ * WO) and frees its own objects, reads a set of shared objects that every thread maps
+ * and reads at the same time, and hands objects to the next thread, which verifies and
+ * frees them. Every object's bytes are checked all along and once more at the end; the
+ * pool's invariants and counters must hold. Run on both layouts: in the kernel's the
+ * threads share size classes; in the dense one each allocates in its own lane (shared
+ * only when threads outnumber the lanes) and the handed objects are freed into another
+ * thread's lane.
  */
 #include <pthread.h>
 
@@ -11,8 +14,8 @@
 
 enum { THREADS = 4, SLOTS = 256, SHARED = 32, MAILBOX = 64 };
 
-/* The sizes every thread draws from: the same classes, straddling and one-frame
- * objects among them. */
+/* The sizes every thread draws from: the same classes (kernel layout), straddling
+ * and one-frame objects among them. */
 static const size_t sizes[] = {1, 24, 100, 333, 700, 1000, 1500, 2100, 2730, 3000, 3700, 4096};
 #define NSIZES (sizeof sizes / sizeof sizes[0])
 
@@ -176,10 +179,9 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-int main(void)
+static void run(enum zs_layout layout)
 {
-    iterations = under_valgrind() ? 4000 : 30000;
-    pool = test_pool("threads", ZS_LAYOUT_DENSE, 0);
+    pool = test_pool("threads", layout, 0);
     unsigned char buf[ZS_MAX_ALLOC_SIZE];
     for (int i = 0; i < SHARED; i++) {
         shared[i].size = sizes[i % NSIZES];
@@ -189,10 +191,13 @@ int main(void)
         fill_pattern(buf, shared[i].size, shared[i].seed);
         zs_obj_write(pool, shared[i].h, buf, shared[i].size);
     }
-    for (int t = 0; t < THREADS; t++)
+    for (int t = 0; t < THREADS; t++) {
         pthread_mutex_init(&box[t].mu, NULL);
+        box[t].n = 0;
+    }
 
     static struct worker w[THREADS];
+    memset(w, 0, sizeof w);
     pthread_t th[THREADS];
     for (int t = 0; t < THREADS; t++) {
         w[t].id = t;
@@ -202,7 +207,7 @@ int main(void)
     for (int t = 0; t < THREADS; t++) {
         pthread_join(th[t], NULL);
         if (!CHECK_EQ(w[t].bad, 0))
-            fprintf(stderr, "  thread %d\n", t);
+            fprintf(stderr, "  thread %d, %s layout\n", t, layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense");
         ops += w[t].ops;
         errno_set += w[t].errno_set;
         handed += w[t].handed;
@@ -258,5 +263,12 @@ int main(void)
     CHECK_EQ(info.misuse_events, 0);
     CHECK_EQ(zs_pool_check(pool), 0);
     zs_destroy_pool(pool);
+}
+
+int main(void)
+{
+    iterations = under_valgrind() ? 4000 : 30000;
+    run(ZS_LAYOUT_DENSE);
+    run(ZS_LAYOUT_KERNEL);
     return check_summary();
 }
