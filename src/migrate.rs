@@ -147,9 +147,10 @@ impl PoolCore {
         let mut done = MigrateStats::default();
         let held = self.frames.held();
         let top = self.frames.top();
-        // Frames in use at or above `held` need a place below it.
+        // Frames in use at or above `held` need a place below it. Both lists ascend,
+        // so frames keep their order: a zspage whose frames were adjacent stays so
+        // wherever the targets are adjacent (its straddling objects stay in place).
         let movers: Vec<u32> = (held as u32..top as u32)
-            .rev()
             .filter(|&p| self.frames.side.get(p).frame_type() != FrameType::Free)
             .collect();
         let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
