@@ -60,7 +60,12 @@ impl PoolCore {
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
                     if self.dense {
                         let x = s.ext();
-                        x.check().map_err(|e| format!("class {ci}: {e}"))?;
+                        for (link, _) in x.objects() {
+                            ensure!((link as usize) < used_slots, "class {ci}: object names slot {link}");
+                        }
+                        // SAFETY: every link is below the high-water mark (just checked),
+                        // and a dense table keeps sizes.
+                        x.check(|link| unsafe { self.handles.size(link) }).map_err(|e| format!("class {ci}: {e}"))?;
                         ensure!(!x.is_empty(), "class {ci}: an empty zspage was kept");
                         ensure!(x.cap() == z.nframes as usize * PAGE_SIZE, "class {ci}: zspage of {} bytes", x.cap());
                         ensure!(
@@ -93,13 +98,11 @@ impl PoolCore {
                     // The objects: (slot index, size, offset in the chain).
                     let mut objects: Vec<(u32, usize, usize)> = Vec::new();
                     if self.dense {
-                        for o in s.ext().objects() {
-                            ensure!((o.link as usize) < used_slots, "class {ci}: object names slot {}", o.link);
-                            // SAFETY: below the high-water mark; a dense table keeps sizes.
-                            let size = unsafe { self.handles.size(o.link) };
-                            ensure!(size == o.len, "slot {}: size {size} in {} bytes", o.link, o.len);
-                            objects.push((o.link, size, o.off));
-                            used += o.len;
+                        for (link, off) in s.ext().objects() {
+                            // SAFETY: below the high-water mark (checked above); sizes kept.
+                            let size = unsafe { self.handles.size(link) };
+                            objects.push((link, size, off));
+                            used += size;
                         }
                     } else {
                         // The free list.

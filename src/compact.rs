@@ -242,8 +242,12 @@ impl PoolCore {
                 break;
             }
             // SAFETY: as above.
-            let objects: Vec<(u32, usize, usize)> =
-                unsafe { (*src).state() }.ext().objects().map(|o| (o.link, o.off, o.len)).collect();
+            let objects: Vec<(u32, usize, usize)> = unsafe { (*src).state() }
+                .ext()
+                .objects()
+                // SAFETY: slots of live objects: below the high-water mark; sizes kept.
+                .map(|(link, off)| (link, off, unsafe { self.handles.size(link) }))
+                .collect();
             // A zspage with a pinned object cannot be emptied now: moving its other
             // objects would only take room elsewhere. Left whole, back to malloc.
             let pinned = objects
@@ -397,7 +401,7 @@ fn fullest_drained(st: &ClassState, not: *mut ZsPage) -> Option<*mut ZsPage> {
         // SAFETY: list members are live descriptors of the locked lane.
         let s = unsafe { (*zs).state() };
         let used = s.ext().used();
-        if zs != not && best.is_none_or(|(u, _)| used > u) {
+        if zs != not && best.map_or(true, |(u, _)| used > u) {
             best = Some((used, zs));
         }
         zs = s.next;

@@ -93,7 +93,9 @@ impl PoolCore {
         let frame_hi = frame_lo + PAGE_SIZE;
         // The objects overlapping the frame, as (slot index, start in the chain).
         let objects: Vec<(u32, usize)> = if self.dense {
-            s.ext().overlapping(frame_lo, frame_hi).map(|o| (o.link, o.off)).collect()
+            // SAFETY: slots of live objects: below the high-water mark; sizes kept.
+            let len_of = |link| unsafe { self.handles.size(link) };
+            s.ext().overlapping(frame_lo, frame_hi, len_of).iter().map(|o| (o.link, o.off)).collect()
         } else {
             let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
             let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
@@ -150,9 +152,8 @@ impl PoolCore {
         // Frames in use at or above `held` need a place below it. Both lists ascend,
         // so frames keep their order: a zspage whose frames were adjacent stays so
         // wherever the targets are adjacent (its straddling objects stay in place).
-        let movers: Vec<u32> = (held as u32..top as u32)
-            .filter(|&p| self.frames.side.get(p).frame_type() != FrameType::Free)
-            .collect();
+        let movers: Vec<u32> =
+            (held as u32..top as u32).filter(|&p| self.frames.side.get(p).frame_type() != FrameType::Free).collect();
         let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
         let mut unused = Vec::new();
         for pfn in movers {

@@ -190,23 +190,16 @@ impl ClassState {
         }
     }
 
-    /// The dense zspage to place `len` bytes in, tightest first: one of the first few
-    /// of the bucket `len` falls in whose run fits it, else the head of the lowest
-    /// bucket whose every zspage fits it.
+    /// The dense zspage to place `len` bytes in, tightest first: the head of the
+    /// bucket `len` falls in if its run fits, else the head of the lowest bucket whose
+    /// every zspage fits it.
     #[inline]
     pub(crate) fn pick_dense(&self, len: usize) -> Option<*mut ZsPage> {
-        let mut zs = self.heads[bucket(len)];
-        for _ in 0..4 {
-            if zs.is_null() {
-                break;
-            }
-            // SAFETY: list members are live descriptors of this lane, whose lock the
-            // caller holds (it has `&self` through the guard).
-            let s = unsafe { (*zs).state() };
-            if s.ext().extent() >= len {
-                return Some(zs);
-            }
-            zs = s.next;
+        let zs = self.heads[bucket(len)];
+        // SAFETY: list members are live descriptors of this lane, whose lock the
+        // caller holds (it has `&self` through the guard).
+        if !zs.is_null() && unsafe { (*zs).state() }.ext().extent() >= len {
+            return Some(zs);
         }
         let fits = self.nonempty & ((2u128 << TOP_BUCKET) - 1) & !((1u128 << bucket_for(len)) - 1);
         (fits != 0).then(|| self.heads[fits.trailing_zeros() as usize])
@@ -607,11 +600,10 @@ impl PoolCore {
         let s = unsafe { (*zs).state() };
         bump(&class.live, -1);
         if self.dense {
-            let e = self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("a live object's entry")));
-            debug_assert_eq!(e.link, idx);
-            // SAFETY: the slot was ours (below the high-water mark; sizes kept).
-            bump(&class.requested, -(unsafe { self.handles.size(idx) } as isize));
-            bump(&class.used, -(e.len as isize));
+            let (link, size) = self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("a live object's entry")));
+            debug_assert_eq!(link, idx);
+            bump(&class.requested, -(size as isize));
+            bump(&class.used, -(size as isize));
             if s.ext().is_empty() {
                 // SAFETY: live, empty, ours.
                 let r = unsafe { self.retire(ci, &mut st, zs) };
