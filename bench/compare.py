@@ -191,6 +191,35 @@ def compaction_table(cases, labels):
     return pad_table(rows, ["l", "l"] + ["r"] * len(labels))
 
 
+def kernel_table(cases):
+    """The dense layout's waste against the kernel layout's, per live object, after the
+    fill and after free-half plus compaction. Waste = footprint - requested bytes. The
+    dense layout's footprint is the pool's full count; the kernel layout is counted as
+    the kernel's own memory would be: its frames plus an 8-byte handle object per live
+    object, and, in the last column, per handle its slab still holds (after freeing a
+    random half, every slab page of 512 handles keeps some, so all the handles of the
+    fill stay held)."""
+    rows = [["case", "after", "dense density", "kernel density (its count)", "dense waste",
+             "kernel waste", "dense / kernel", "kernel waste, slab kept", "dense / kernel, slab kept"]]
+    for key, case in cases:
+        if key[0] != "trace" or not case.reps("zsmalloc-dense") or not case.reps("zsmalloc-kernel"):
+            continue
+        first = True
+        for ph in ("fill", "compact"):
+            d = {f: case.phase("zsmalloc-dense", ph, f) for f in ("footprint", "requested", "live", "density")}
+            k = {f: case.phase("zsmalloc-kernel", ph, f) for f in ("frames", "requested", "live", "density")}
+            if None in d.values() or None in k.values() or not d["live"] or not k["live"]:
+                continue
+            dw = (d["footprint"] - d["requested"]) / d["live"]
+            kw = (k["frames"] * 4096 + 8 * k["live"] - k["requested"]) / k["live"]
+            ks = (k["frames"] * 4096 + 8 * key[2] - k["requested"]) / k["live"]
+            rows.append([case_title(key) if first else "", ph, f"{d['density']:.3f}",
+                         f"{k['requested'] / (k['frames'] * 4096 + 8 * k['live']):.3f}",
+                         f"{dw:.1f} B", f"{kw:.1f} B", f"{dw / kw:.2f}", f"{ks:.1f} B", f"{dw / ks:.2f}"])
+            first = False
+    return pad_table(rows, ["l", "l"] + ["r"] * 7) if len(rows) > 1 else None
+
+
 def _ms(s):
     return None if s is None else s * 1e3
 
@@ -257,6 +286,12 @@ def main():
     out.append("")
     out.append("**Speed** (ns per operation, wall time / operations; × = malloc's ns / this ns, higher is faster)\n")
     out.append(speed_table(cases, labels, a.speed_phases.split(",")))
+    kt = kernel_table(dcases)
+    if kt:
+        out.append("")
+        out.append("**Dense against kernel layout** (waste = footprint - requested bytes, per live object; "
+                   "the kernel layout counted as the kernel's memory: frames + 8-byte handle objects)\n")
+        out.append(kt)
     ct = compaction_table(dcases, labels)
     if ct:
         out.append("")

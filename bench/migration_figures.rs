@@ -5,7 +5,7 @@
 //! `cargo run --release --example migration_figures` (about a minute, 1.2 GiB).
 
 use std::time::Instant;
-use zsmalloc::{AllocFlags, Config, Handle, Pool};
+use zsmalloc::{AllocFlags, Config, Handle, Layout, Pool};
 
 // The tests' helpers: the seeded generator and the trace loader.
 #[path = "../tests/common/mod.rs"]
@@ -30,11 +30,14 @@ fn read_all(p: &Pool, hs: &[(Handle, usize)]) -> u64 {
 
 fn main() {
     println!("## Adjacency: bytes copied by a read-all pass");
-    println!("| trace | objects | bytes read | copied before | copied after | zspages joined | frames moved | ns per frame |");
-    println!("|---|---|---|---|---|---|---|---|");
-    for name in ["node-heap-lz4.txt", "sqlite-heap-lz4.txt"] {
+    println!("| layout | trace | objects | bytes read | copied before | copied after | zspages joined | frames moved | ns per frame |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (layout, name) in [Layout::Dense, Layout::Kernel]
+        .into_iter()
+        .flat_map(|l| ["node-heap-lz4.txt", "sqlite-heap-lz4.txt"].map(|n| (l, n)))
+    {
         let sizes = trace(name);
-        let p = Pool::with_config("adj", &Config { max_pages: 1 << 20, ..Config::default() }).unwrap();
+        let p = Pool::with_config("adj", &Config { max_pages: 1 << 20, layout, ..Config::default() }).unwrap();
         // Fill, free a seeded half, compact, refill: the new zspages take the frames
         // compaction scattered, as a long-lived pool's do.
         let mut rng = Rng(0xAD1 ^ 0x5EED);
@@ -47,11 +50,15 @@ fn main() {
         let before = read_all(&p, &hs);
         let t = Instant::now();
         let r = p.make_adjacent();
-        let ns = t.elapsed().as_nanos() as f64 / r.frames_moved.max(1) as f64;
+        let ns = if r.frames_moved == 0 {
+            "—".to_string()
+        } else {
+            format!("{:.0}", t.elapsed().as_nanos() as f64 / r.frames_moved as f64)
+        };
         let after = read_all(&p, &hs);
         p.check().unwrap();
         println!(
-            "| {name} | {} | {bytes} | {before} ({:.2}%) | {after} | {} | {} | {ns:.0} |",
+            "| {layout:?} | {name} | {} | {bytes} | {before} ({:.2}%) | {after} | {} | {} | {ns} |",
             hs.len(),
             100.0 * before as f64 / bytes as f64,
             r.zspages_joined,

@@ -594,16 +594,12 @@ static unsigned char *first_byte(struct zs_pool *pool, unsigned long h)
     return p;
 }
 
-static void test_limits_kernel(void)
+/* Allocates 4096-byte objects into h[0..n) until one fails, which must fail with
+ * ENOMEM (in the handle and in errno); returns how many succeeded. */
+static int fill_pages_until_enomem(struct zs_pool *pool, unsigned long *h, int n)
 {
-    /* max_pages: exactly that many one-frame objects (4096 bytes is of the kernel's
-     * one-object-per-frame classes), then -ENOMEM. */
-    struct zs_pool *pool = create_with("api-limit-k", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_KERNEL);
-    if (!CHECK(pool != NULL))
-        return;
-    unsigned long h[9];
     int got = 0;
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < n; i++) {
         errno = 0;
         h[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
         if (ZS_IS_ERR(h[i])) {
@@ -613,6 +609,18 @@ static void test_limits_kernel(void)
         }
         got++;
     }
+    return got;
+}
+
+static void test_limits_kernel(void)
+{
+    /* max_pages: exactly that many one-frame objects (4096 bytes is of the kernel's
+     * one-object-per-frame classes), then -ENOMEM. */
+    struct zs_pool *pool = create_with("api-limit-k", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_KERNEL);
+    if (!CHECK(pool != NULL))
+        return;
+    unsigned long h[9];
+    int got = fill_pages_until_enomem(pool, h, 9);
     CHECK_EQ(got, 8);
     CHECK_EQ(zs_get_total_pages(pool), 8);
     /* A class with no zspage yet cannot grow either. */
@@ -686,17 +694,7 @@ static void test_limits_dense(void)
     if (!CHECK(pool != NULL))
         return;
     unsigned long h[9];
-    int got = 0;
-    for (int i = 0; i < 9; i++) {
-        errno = 0;
-        h[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
-        if (ZS_IS_ERR(h[i])) {
-            CHECK_EQ(ZS_ERR(h[i]), ENOMEM);
-            CHECK_EQ(errno, ENOMEM);
-            break;
-        }
-        got++;
-    }
+    int got = fill_pages_until_enomem(pool, h, 9);
     CHECK_EQ(got, 8);
     CHECK_EQ(zs_get_total_pages(pool), 8);
     struct zs_class_info ci = my_lane(pool);

@@ -288,8 +288,9 @@ def test_dense_lanes(make_pool, chain):
     assert pool.total_pages == 0
 
 
-def test_info_and_class_info_agree_with_the_objects(make_pool, rng):
-    pool = make_pool("agree", layout="kernel")
+def _mixed_objects_two_thirds_kept(pool, rng):
+    """3000 objects of small, medium and large sizes, a random 1000 of them freed; the
+    pool checked. Returns {handle: size} of the live ones."""
     live = {}
     for _ in range(3000):
         size = rng.choice([rng.randint(1, 64), rng.randint(65, 1024), rng.randint(1025, MAX)])
@@ -298,6 +299,12 @@ def test_info_and_class_info_agree_with_the_objects(make_pool, rng):
         pool.free(h)
         del live[h]
     pool.check()
+    return live
+
+
+def test_info_and_class_info_agree_with_the_objects(make_pool, rng):
+    pool = make_pool("agree", layout="kernel")
+    live = _mixed_objects_two_thirds_kept(pool, rng)
     info = pool.info()
     assert info["live_objects"] == len(live)
     assert info["requested_bytes"] == sum(live.values())
@@ -322,14 +329,7 @@ def test_info_and_class_info_agree_with_the_objects(make_pool, rng):
 
 def test_dense_info_and_class_info_agree_with_the_objects(dense_pool, rng):
     pool = dense_pool
-    live = {}
-    for _ in range(3000):
-        size = rng.choice([rng.randint(1, 64), rng.randint(65, 1024), rng.randint(1025, MAX)])
-        live[pool.malloc(size)] = size
-    for h in rng.sample(sorted(live), 1000):
-        pool.free(h)
-        del live[h]
-    pool.check()
+    live = _mixed_objects_two_thirds_kept(pool, rng)
     info = pool.info()
     assert info["live_objects"] == len(live)
     requested = sum(live.values())
