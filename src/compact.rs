@@ -325,6 +325,21 @@ impl PoolCore {
             }
         }
         done.pages_freed = released_frames.saturating_sub(taken_frames);
+        if done.objs_moved != 0 {
+            // The zspages the objects went to are full now: their entries' room to
+            // grow is metadata held for nothing.
+            let st = class.state.lock();
+            for g in 0..DRAIN {
+                let mut zs = st.heads[g];
+                while !zs.is_null() {
+                    // SAFETY: list members are live descriptors of the locked lane.
+                    let s = unsafe { (*zs).state() };
+                    self.edit_ext(ci, s, |x| x.shrink_to_fit());
+                    zs = s.next;
+                }
+            }
+            drop(st);
+        }
         done
     }
 

@@ -265,6 +265,15 @@ impl Extents {
         self.buf = buf;
     }
 
+    /// Gives back the entries' room to grow (compaction leaves zspages that will
+    /// mostly just lose objects).
+    pub fn shrink_to_fit(&mut self) {
+        let in_use = OBJ_WORDS * self.len() + HOLE_WORDS * self.holes();
+        if in_use < self.buf.len() {
+            self.resize(in_use);
+        }
+    }
+
     fn insert_obj(&mut self, i: usize, off: usize, link: u32) {
         self.reserve(OBJ_WORDS);
         let (w, n) = (OBJ_WORDS * i, OBJ_WORDS * self.len());
@@ -515,6 +524,13 @@ mod tests {
             x.remove(x.find(10 * k).unwrap());
         }
         assert!(x.is_empty() && x.meta_bytes() < 200, "{} bytes left", x.meta_bytes());
+        for k in 0..10 {
+            x.place(10, k).unwrap();
+        }
+        x.shrink_to_fit();
+        assert_eq!(x.meta_bytes(), 6 * 10, "no room to grow left");
+        x.place(10, 10).unwrap();
+        x.check(len_of(&lens)).unwrap();
     }
 
     proptest! {
