@@ -266,3 +266,21 @@ fn compaction_leaves_zspages_with_pinned_objects_whole() {
     assert_eq!((r.pages_freed, p.total_pages()), (16, 16), "unmapped, the two zspages become one");
     check(&p);
 }
+
+/// The handle table is reserved for 256 handles per frame of the arena: tiny objects
+/// run out of handles before frames, and the refusal is a clean `NoMemory`.
+#[test]
+fn tiny_objects_run_out_of_handles_first() {
+    let p = Pool::with_config("tiny", &Config { max_pages: 4, ..Config::default() }).unwrap();
+    let mut hs = Vec::new();
+    let err = loop {
+        match p.malloc(1, AllocFlags::default()) {
+            Ok(h) => hs.push(h),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!((err, hs.len(), p.total_pages()), (Error::NoMemory, 4 * 256, 4));
+    check(&p);
+    p.free(hs.pop().unwrap()).unwrap();
+    assert!(p.malloc(1, AllocFlags::default()).is_ok(), "a freed handle is taken again");
+}
