@@ -164,6 +164,20 @@ static inline unsigned long misuse_count(struct zs_pool *pool)
     return pool_info(pool).misuse_events;
 }
 
+/* Once every object is freed: nothing live or requested, no frame held, `misuse`
+ * misuse events in all, and every invariant holds. Then destroys the pool. */
+static inline void check_emptied_and_destroy(struct zs_pool *pool, unsigned long misuse)
+{
+    struct zs_pool_info info = pool_info(pool);
+    CHECK_EQ(info.live_objects, 0);
+    CHECK_EQ(info.requested_bytes, 0);
+    CHECK_EQ(info.total_pages, 0);
+    CHECK_EQ(zs_get_total_pages(pool), 0);
+    CHECK_EQ(info.misuse_events, misuse);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
+}
+
 /* Whether the test runs under valgrind (the Makefile sets ZS_TEST_VALGRIND=1 there):
  * the heavier loops run fewer iterations, valgrind being some 50 times slower. */
 static inline int under_valgrind(void)
@@ -175,12 +189,18 @@ static inline int under_valgrind(void)
 /* Whether the pool has the dense layout: its "classes" are lanes, whose zspages take
  * objects of every size, so a lane reports no objects per zspage (every class of the
  * kernel's layout holds at least one). */
+/* zs_class_info into a zeroed struct of this build's size; returns what it returned. */
+static inline int class_info_of(struct zs_pool *pool, unsigned int idx, struct zs_class_info *ci)
+{
+    memset(ci, 0, sizeof *ci);
+    ci->size = sizeof *ci;
+    return zs_class_info(pool, idx, ci);
+}
+
 static inline int pool_is_dense(struct zs_pool *pool)
 {
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    return zs_class_info(pool, zs_lookup_class_index(pool, 1), &ci) == 0 && ci.objs_per_zspage == 0;
+    return class_info_of(pool, zs_lookup_class_index(pool, 1), &ci) == 0 && ci.objs_per_zspage == 0;
 }
 
 /*
@@ -209,9 +229,7 @@ static inline void alloc_on_scattered_frames_dense(struct zs_pool *pool, unsigne
                                                    size_t obj_size)
 {
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, (unsigned int)obj_size), &ci), 0);
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, (unsigned int)obj_size), &ci), 0);
     struct zs_frame_census census;
     memset(&census, 0, sizeof census);
     census.size = sizeof census;

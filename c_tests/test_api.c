@@ -304,14 +304,7 @@ static void test_malloc_free(void)
     CHECK_EQ(zs_pool_check(pool), 0);
     for (int i = 1; i < N; i += 2)
         zs_free(pool, h[i]);
-    info = pool_info(pool);
-    CHECK_EQ(info.live_objects, 0);
-    CHECK_EQ(info.requested_bytes, 0);
-    CHECK_EQ(info.total_pages, 0);
-    CHECK_EQ(zs_get_total_pages(pool), 0);
-    CHECK_EQ(info.misuse_events, misuse);
-    CHECK_EQ(zs_pool_check(pool), 0);
-    zs_destroy_pool(pool);
+    check_emptied_and_destroy(pool, misuse);
 }
 
 /* ---- every size through every access path --------------------------------------------- */
@@ -424,9 +417,7 @@ static void test_roundtrip_all_sizes(enum zs_layout layout)
     unsigned long pages = 0, inuse = 0;
     for (unsigned int idx = 0; idx < 1024; idx++) {
         struct zs_class_info ci;
-        memset(&ci, 0, sizeof ci);
-        ci.size = sizeof ci;
-        if (zs_class_info(pool, idx, &ci) != 0)
+        if (class_info_of(pool, idx, &ci) != 0)
             continue;
         pages += ci.pages_used;
         inuse += ci.objs_inuse;
@@ -455,12 +446,7 @@ static void test_roundtrip_all_sizes(enum zs_layout layout)
 
     for (size_t s = 1; s <= ZS_MAX_ALLOC_SIZE; s++)
         zs_free(pool, h[s]);
-    info = pool_info(pool);
-    CHECK_EQ(info.live_objects, 0);
-    CHECK_EQ(info.total_pages, 0);
-    CHECK_EQ(info.misuse_events, 0);
-    CHECK_EQ(zs_pool_check(pool), 0);
-    zs_destroy_pool(pool);
+    check_emptied_and_destroy(pool, 0);
 }
 
 /* ---- straddling objects on frames that are not adjacent ------------------------------- */
@@ -558,13 +544,6 @@ static void test_split_objects(enum zs_layout layout)
 
 /* ---- page limit and ZS_ALLOC_NOGROW ----------------------------------------------- */
 
-static int class_info_of(struct zs_pool *pool, unsigned int idx, struct zs_class_info *ci)
-{
-    memset(ci, 0, sizeof *ci);
-    ci->size = sizeof *ci;
-    return zs_class_info(pool, idx, ci);
-}
-
 /* Zspages of a class or lane, over every fullness group. */
 static unsigned long zspages_of(const struct zs_class_info *ci)
 {
@@ -650,9 +629,7 @@ static void test_limits_kernel(void)
     unsigned long pages = zs_get_total_pages(pool);
     CHECK(pages > 0);
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, 200), &ci), 0);
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, 200), &ci), 0);
     CHECK(ci.objs_per_zspage > 1);
     static unsigned long more[4096];
     unsigned int room = ci.objs_per_zspage - 1, taken = 0;
@@ -1362,12 +1339,7 @@ static void test_many_mappings(void)
     for (int i = 0; i < SPREAD; i++)
         zs_free(pool, keep[i]);
     /* Every mapping and read was ended: nothing is pinned, everything was freed. */
-    struct zs_pool_info info = pool_info(pool);
-    CHECK_EQ(info.live_objects, 0);
-    CHECK_EQ(info.total_pages, 0);
-    CHECK_EQ(info.misuse_events, 0);
-    CHECK_EQ(zs_pool_check(pool), 0);
-    zs_destroy_pool(pool);
+    check_emptied_and_destroy(pool, 0);
 }
 
 /* ---- writes shorter than the object and up to its slot -------------------------- */

@@ -50,9 +50,7 @@ static unsigned long freeable_pages(struct zs_pool *pool)
     unsigned long sum = 0;
     for (unsigned int idx = 0; idx < 1024; idx++) {
         struct zs_class_info ci;
-        memset(&ci, 0, sizeof ci);
-        ci.size = sizeof ci;
-        if (zs_class_info(pool, idx, &ci) == 0)
+        if (class_info_of(pool, idx, &ci) == 0)
             sum += ci.pages_freeable;
     }
     return sum;
@@ -71,9 +69,7 @@ static unsigned long ideal_pages(struct zs_pool *pool, enum zs_layout layout, un
     *slack = 0;
     for (unsigned int idx = 0; idx < 1024; idx++) {
         struct zs_class_info ci;
-        memset(&ci, 0, sizeof ci);
-        ci.size = sizeof ci;
-        if (zs_class_info(pool, idx, &ci) != 0)
+        if (class_info_of(pool, idx, &ci) != 0)
             continue;
         if (layout == ZS_LAYOUT_DENSE) {
             /* Every lane has the same chain. */
@@ -196,9 +192,7 @@ static void test_pinned_not_moved(enum zs_layout layout)
     struct zs_pool *pool = test_pool("compact-pinned", layout, 0);
     const size_t size = 700;
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    CHECK_EQ(zs_class_info(pool, zs_lookup_class_index(pool, size), &ci), 0);
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, size), &ci), 0);
     /* Objects to a zspage: the class's, in the kernel's layout; in a dense lane, whose
      * zspages take every size and report none, as many as its chain holds end to end. */
     unsigned int per = ci.objs_per_zspage;
@@ -225,9 +219,7 @@ static void test_pinned_not_moved(enum zs_layout layout)
     }
     free(o);
     CHECK_EQ(nk, KEEP);
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    zs_class_info(pool, zs_lookup_class_index(pool, size), &ci);
+    CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, size), &ci), 0);
     CHECK(ci.pages_freeable > 0);
 
     /* All 16 pinned: 8 mapped, 8 being read. Nothing may move or be freed. */

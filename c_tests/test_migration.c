@@ -53,9 +53,7 @@ static void test_census(void)
         if (!c.class_frames[i])
             continue;
         struct zs_class_info ci;
-        memset(&ci, 0, sizeof ci);
-        ci.size = sizeof ci;
-        CHECK_EQ(zs_class_info(pool, i, &ci), 0);
+        CHECK_EQ(class_info_of(pool, i, &ci), 0);
         CHECK_EQ(ci.pages_used, c.class_frames[i]);
     }
     CHECK_EQ(sum, zs_get_total_pages(pool));
@@ -96,9 +94,7 @@ static void test_census_dense(void)
     CHECK_EQ(c.top, c.free_frames + c.zspage_frames + c.transit_frames);
     unsigned int lane = zs_lookup_class_index(pool, 1);
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
-    CHECK_EQ(zs_class_info(pool, lane, &ci), 0);
+    CHECK_EQ(class_info_of(pool, lane, &ci), 0);
     unsigned long zspages = 0;
     for (int g = 0; g < ZS_NR_FULLNESS_GROUPS; g++)
         zspages += ci.zspages[g];

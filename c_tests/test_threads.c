@@ -256,13 +256,7 @@ static void run(enum zs_layout layout)
             zs_free(pool, box[t].o[i].h);
         pthread_mutex_destroy(&box[t].mu);
     }
-    info = pool_info(pool);
-    CHECK_EQ(info.live_objects, 0);
-    CHECK_EQ(info.requested_bytes, 0);
-    CHECK_EQ(info.total_pages, 0);
-    CHECK_EQ(info.misuse_events, 0);
-    CHECK_EQ(zs_pool_check(pool), 0);
-    zs_destroy_pool(pool);
+    check_emptied_and_destroy(pool, 0);
 }
 
 int main(void)

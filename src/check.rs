@@ -39,7 +39,6 @@ impl PoolCore {
             let mut requested = 0usize;
             let mut live = 0usize;
             let mut zspages = 0usize;
-            let mut used = 0usize;
             for g in 0..NR_LISTS {
                 let mut n = 0usize;
                 let mut prev: *mut ZsPage = std::ptr::null_mut();
@@ -102,7 +101,6 @@ impl PoolCore {
                             // SAFETY: below the high-water mark (checked above); sizes kept.
                             let size = unsafe { self.handles.size(link) };
                             objects.push((link, size, off));
-                            used += size;
                         }
                     } else {
                         // The free list.
@@ -150,7 +148,6 @@ impl PoolCore {
             ensure!(class.live.load(Ordering::Relaxed) == live, "class {ci}: live count is off");
             ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
             ensure!(class.zspages.load(Ordering::Relaxed) == zspages, "class {ci}: zspage count is off");
-            ensure!(class.used.load(Ordering::Relaxed) == used, "class {ci}: bytes in use are off");
             for g in 0..NR_LISTS {
                 ensure!((st.nonempty >> g & 1 == 1) != st.heads[g].is_null(), "class {ci}: list bitmap is off at {g}");
             }

@@ -302,7 +302,6 @@ impl PoolCore {
                 // SAFETY: as above.
                 let s = unsafe { (*src).state() };
                 self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("the object being moved")));
-                crate::pool::bump(&class.used, -(len as isize));
                 // SAFETY: `dst` is live and ours.
                 slot.end_move(claimed, unsafe { (*dst).loc_of(to) });
                 done.objs_moved += 1;
@@ -431,10 +430,11 @@ pub const DRAIN_FREE_SHARE: usize = 16;
 pub(crate) fn freeable(pool: &PoolCore, ci: usize) -> usize {
     let c = &pool.classes[ci];
     if pool.dense {
+        // A dense object takes exactly its size: the bytes in use are the requested.
         let cap = c.spec.frames * PAGE_SIZE;
         // Relaxed: an estimate.
         let zspages = c.zspages.load(Ordering::Relaxed);
-        return (zspages * cap).saturating_sub(c.used.load(Ordering::Relaxed)) / cap * c.spec.frames;
+        return (zspages * cap).saturating_sub(c.requested.load(Ordering::Relaxed)) / cap * c.spec.frames;
     }
     // Relaxed: an estimate; the compaction itself rechecks under the lock.
     let zspages = c.zspages.load(Ordering::Relaxed);

@@ -176,7 +176,7 @@ impl Extents {
     }
 
     /// The holes, in address order, as (offset, length).
-    pub fn hole_list(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+    fn hole_list(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..self.holes()).map(|j| self.hole(j))
     }
 

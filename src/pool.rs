@@ -217,8 +217,6 @@ pub(crate) struct Class {
     pub requested: AtomicUsize,
     /// Zspages. As `live`.
     pub zspages: AtomicUsize,
-    /// Dense layout: bytes the live objects take (sizes rounded up). As `live`.
-    pub used: AtomicUsize,
     /// Dense layout: bytes of the zspages' entry arrays. As `live`.
     pub entry_bytes: AtomicUsize,
 }
@@ -304,7 +302,6 @@ impl PoolCore {
                 live: AtomicUsize::new(0),
                 requested: AtomicUsize::new(0),
                 zspages: AtomicUsize::new(0),
-                used: AtomicUsize::new(0),
                 entry_bytes: AtomicUsize::new(0),
             })
             .collect();
@@ -399,12 +396,21 @@ impl PoolCore {
         unsafe { st.regroup(zs, class.spec.objs) };
         // SAFETY: `zs` is live and ours (class lock).
         let loc = unsafe { (*zs).loc_of(obj * class.spec.size) };
+        Ok(self.publish(class, idx, gen, loc, size))
+    }
+
+    /// Publishes a placed object (the caller holds its class lock): its slot, from
+    /// `take_slot`, goes LIVE at `loc`, and the class counts it.
+    #[inline]
+    fn publish(&self, class: &Class, idx: u32, gen: u16, loc: u64, size: usize) -> Handle {
         // SAFETY: `take_slot` returned an index below the table's high-water mark.
         let slot = unsafe { self.handles.slot_unchecked(idx) };
+        // Release (inside `set`): the zspage state behind the location, and for the
+        // dense layout the size beside the slot, are visible to whoever pins it.
         slot.set(Word::live(gen, loc));
         bump(&class.live, 1);
         bump(&class.requested, size as isize);
-        Ok(Handle::new(self.tag, gen, idx))
+        Handle::new(self.tag, gen, idx)
     }
 
     /// malloc in the dense layout, in lane `ci`.
@@ -425,12 +431,7 @@ impl PoolCore {
         unsafe { self.handles.set_size(idx, size) };
         // SAFETY: `zs` is live and ours (class lock).
         let loc = unsafe { (*zs).loc_of(off) };
-        // SAFETY: as above.
-        let slot = unsafe { self.handles.slot_unchecked(idx) };
-        slot.set(Word::live(gen, loc));
-        bump(&class.live, 1);
-        bump(&class.requested, size as isize);
-        Ok(Handle::new(self.tag, gen, idx))
+        Ok(self.publish(class, idx, gen, loc, size))
     }
 
     /// Places `len` bytes for slot `idx` in a dense zspage of lane `ci`: the tightest
@@ -454,7 +455,6 @@ impl PoolCore {
         // SAFETY: `zs` is a live zspage of this lane, whose lock the caller holds.
         let s = unsafe { (*zs).state() };
         let off = self.edit_ext(ci, s, |x| x.place(len, idx)).expect("a zspage from a bucket that fits");
-        bump(&self.classes[ci].used, len as isize);
         // SAFETY: as above.
         unsafe { st.regroup_dense(zs) };
         Ok((zs, off, fresh))
@@ -603,7 +603,6 @@ impl PoolCore {
             let (link, size) = self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("a live object's entry")));
             debug_assert_eq!(link, idx);
             bump(&class.requested, -(size as isize));
-            bump(&class.used, -(size as isize));
             if s.ext().is_empty() {
                 // SAFETY: live, empty, ours.
                 let r = unsafe { self.retire(ci, &mut st, zs) };
