@@ -554,6 +554,22 @@ static unsigned long zspages_of(const struct zs_class_info *ci)
 }
 
 /* The calling thread's lane of a dense pool (the class of any size). */
+/* A class index no layout has, and sizes outside 1..ZS_MAX_ALLOC_SIZE, are refused
+ * with EINVAL. */
+static void check_lookup_refusals(struct zs_pool *pool)
+{
+    struct zs_class_info ci;
+    errno = 0;
+    CHECK_EQ(class_info_of(pool, UINT_MAX, &ci), -EINVAL);
+    CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(zs_lookup_class_index(pool, 0), UINT_MAX);
+    CHECK_EQ(errno, EINVAL);
+    errno = 0;
+    CHECK_EQ(zs_lookup_class_index(pool, ZS_MAX_ALLOC_SIZE + 1), UINT_MAX);
+    CHECK_EQ(errno, EINVAL);
+}
+
 static struct zs_class_info my_lane(struct zs_pool *pool)
 {
     struct zs_class_info ci;
@@ -961,15 +977,7 @@ static void check_class_table(struct zs_pool *pool)
     }
     CHECK_EQ(mismatch, 0);
     CHECK(classes > 10);
-    errno = 0;
-    CHECK_EQ(class_info_of(pool, UINT_MAX, &ci), -EINVAL);
-    CHECK_EQ(errno, EINVAL);
-    errno = 0;
-    CHECK_EQ(zs_lookup_class_index(pool, 0), UINT_MAX);
-    CHECK_EQ(errno, EINVAL);
-    errno = 0;
-    CHECK_EQ(zs_lookup_class_index(pool, ZS_MAX_ALLOC_SIZE + 1), UINT_MAX);
-    CHECK_EQ(errno, EINVAL);
+    check_lookup_refusals(pool);
 
     /* An allocation lands in the class the lookup names. */
     unsigned int sizes[] = {1, 15, 16, 17, 100, 700, 1500, 2049, 3000, 3600, 3700, 4000, 4096};
@@ -1031,15 +1039,7 @@ static void check_dense_lanes(struct zs_pool *pool)
     for (unsigned int idx = lanes; idx < 1024; idx++)
         beyond += class_info_of(pool, idx, &ci) == 0;
     CHECK_EQ(beyond, 0);
-    errno = 0;
-    CHECK_EQ(class_info_of(pool, UINT_MAX, &ci), -EINVAL);
-    CHECK_EQ(errno, EINVAL);
-    errno = 0;
-    CHECK_EQ(zs_lookup_class_index(pool, 0), UINT_MAX);
-    CHECK_EQ(errno, EINVAL);
-    errno = 0;
-    CHECK_EQ(zs_lookup_class_index(pool, ZS_MAX_ALLOC_SIZE + 1), UINT_MAX);
-    CHECK_EQ(errno, EINVAL);
+    check_lookup_refusals(pool);
 
     /* Objects of every size land in the lane, together in one zspage: 22794 bytes of
      * its 65536 (34%: the 31-40% group). */
