@@ -6,7 +6,7 @@
 //! counts are not checked, only that live slots are LIVE. For tests and debugging: it
 //! costs time proportional to the pool.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::memmap::FrameType;
@@ -33,6 +33,30 @@ impl PoolCore {
         let mut free_slots = 0usize;
         let used_slots = self.handles.used();
         let mut slot_owner: HashSet<u32> = HashSet::new();
+        // Dense zspages keep no object list: their objects are the slots that locate
+        // into their frames (every lock is held, so the pass is exact).
+        let located = if self.dense {
+            let mut frames: Vec<(u32, usize)> = Vec::new();
+            for st in &guards {
+                for &head in &st.heads {
+                    let mut zs = head;
+                    // Bounded: the walk below checks the lists end.
+                    for _ in 0..1 << 24 {
+                        if zs.is_null() {
+                            break;
+                        }
+                        // SAFETY: list members are live descriptors; we hold the lock.
+                        let z = unsafe { &*zs };
+                        frames.extend(z.frame_list().map(|pfn| (pfn, zs as usize)));
+                        // SAFETY: as above.
+                        zs = unsafe { z.state() }.next;
+                    }
+                }
+            }
+            self.locate(frames)
+        } else {
+            HashMap::new()
+        };
 
         for (ci, (class, st)) in self.classes.iter().zip(&guards).enumerate() {
             let spec = &class.spec;
@@ -59,12 +83,12 @@ impl PoolCore {
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
                     if self.dense {
                         let x = s.ext();
-                        for (link, _) in x.objects() {
-                            ensure!((link as usize) < used_slots, "class {ci}: object names slot {link}");
-                        }
-                        // SAFETY: every link is below the high-water mark (just checked),
-                        // and a dense table keeps sizes.
-                        x.check(|link| unsafe { self.handles.size(link) }).map_err(|e| format!("class {ci}: {e}"))?;
+                        let mut extents: Vec<(usize, usize)> = self
+                            .objects_now(z, located.get(&(zs as usize)).map_or(&[], |v| v))
+                            .iter()
+                            .map(|o| (o.off, o.len))
+                            .collect();
+                        x.check(&mut extents).map_err(|e| format!("class {ci}: {e}"))?;
                         ensure!(!x.is_empty(), "class {ci}: an empty zspage was kept");
                         ensure!(x.cap() == z.nframes as usize * PAGE_SIZE, "class {ci}: zspage of {} bytes", x.cap());
                         ensure!(
@@ -97,10 +121,8 @@ impl PoolCore {
                     // The objects: (slot index, size, offset in the chain).
                     let mut objects: Vec<(u32, usize, usize)> = Vec::new();
                     if self.dense {
-                        for (link, off) in s.ext().objects() {
-                            // SAFETY: below the high-water mark (checked above); sizes kept.
-                            let size = unsafe { self.handles.size(link) };
-                            objects.push((link, size, off));
+                        for o in self.objects_now(z, located.get(&(zs as usize)).map_or(&[], |v| v)) {
+                            objects.push((o.idx, o.len, o.off));
                         }
                     } else {
                         // The free list.

@@ -17,8 +17,9 @@
 //! A lane's compaction takes its zspages in order of the share of their bytes in
 //! use, and picks as sources the longest prefix of those with at least 1/16 free
 //! whose objects fit in their bytes less one whole zspage ([`drain_count`]). The
-//! sources go on the lane's drain list, where malloc does not place objects, and
-//! their objects are moved one at a time to wherever malloc would place them: into
+//! sources go on the lane's drain list, where malloc does not place objects; their
+//! objects are found in one pass over the handle table (`locate.rs`) and moved one
+//! at a time to wherever malloc would place them: into
 //! holes and tails of the other zspages, the tightest first, and into new zspages
 //! when none fits. Emptying the sources then gives back at least one zspage more
 //! than the new ones took; what `compact` reports is that net count. After freeing
@@ -50,6 +51,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
+use crate::locate::Located;
 use crate::os::PAGE_SIZE;
 use crate::packed::DRAIN;
 use crate::pool::{ClassState, PoolCore, Released};
@@ -198,6 +200,8 @@ impl PoolCore {
     fn compact_lane(&self, ci: usize, budget: usize) -> CompactStats {
         let class = &self.classes[ci];
         let mut done = CompactStats::default();
+        // The drained zspages' frames, each with its zspage.
+        let mut drained: Vec<(u32, usize)> = Vec::new();
         {
             let mut st = class.state.lock();
             let mut all: Vec<(usize, usize, *mut ZsPage)> = Vec::new();
@@ -218,9 +222,13 @@ impl PoolCore {
                 unsafe {
                     st.unlink(zs);
                     st.push(zs, DRAIN);
+                    drained.extend((*zs).frame_list().map(|pfn| (pfn, zs as usize)));
                 }
             }
         }
+        // Their objects, found without the lock: none is placed in a drained zspage, so
+        // none is missed; those freed or moved meanwhile drop out under the lock.
+        let mut objects_of = self.locate(drained);
         let mut buf = [0u8; PAGE_SIZE];
         let mut stop = false;
         // Frames released and frames taken for new zspages: the objects of the
@@ -241,38 +249,33 @@ impl PoolCore {
                 }
                 break;
             }
+            let found = objects_of.remove(&(src as usize)).unwrap_or_default();
             // SAFETY: as above.
-            let objects: Vec<(u32, usize, usize)> = unsafe { (*src).state() }
-                .ext()
-                .objects()
-                // SAFETY: slots of live objects: below the high-water mark; sizes kept.
-                .map(|(link, off)| (link, off, unsafe { self.handles.size(link) }))
-                .collect();
+            let objects = self.objects_now(unsafe { &*src }, &found);
             // A zspage with a pinned object cannot be emptied now: moving its other
             // objects would only take room elsewhere. Left whole, back to malloc.
-            let pinned = objects
-                .iter()
-                // SAFETY: recorded at malloc: below the table's high-water mark.
-                .filter(|o| unsafe { self.handles.slot_unchecked(o.0) }.load().pins() != 0)
-                .count();
+            let pinned = objects.iter().filter(|o| o.word.pins() != 0).count();
             if pinned != 0 {
                 done.skipped_pinned += pinned;
                 // SAFETY: live, on the drain list, ours.
                 unsafe { st.undrain(src) };
                 continue;
             }
-            for (link, off, len) in objects {
-                // SAFETY: recorded at malloc: below the table's high-water mark.
-                let slot = unsafe { self.handles.slot_unchecked(link) };
+            for Located { idx, word, off, len } in objects {
+                // SAFETY: located: below the table's high-water mark.
+                let slot = unsafe { self.handles.slot_unchecked(idx) };
                 let Some(claimed) = slot.begin_move() else {
                     done.skipped_pinned += 1;
                     continue;
                 };
+                // Under the lane lock only a pin can change the word of an object of
+                // its zspages, and the claim needs none.
+                debug_assert_eq!((claimed.gen(), claimed.loc()), (word.gen(), word.loc()));
                 // The source is on the drain list, so it is never the destination. A new
                 // zspage is a whole chain or none: a short one could not take the
                 // source's objects, and would stay.
                 let placed = loop {
-                    match self.place_dense(ci, &mut st, len, link, true, false) {
+                    match self.place_dense(ci, &mut st, len, true, false) {
                         Ok(placed) => break Some(placed),
                         // No room, and no whole chain to be had (the page limit): the
                         // fullest zspage still waiting to be emptied takes objects
@@ -301,7 +304,7 @@ impl PoolCore {
                 }
                 // SAFETY: as above.
                 let s = unsafe { (*src).state() };
-                self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("the object being moved")));
+                self.edit_ext(ci, s, |x| x.remove(off, len));
                 // SAFETY: `dst` is live and ours.
                 slot.end_move(claimed, unsafe { (*dst).loc_of(to) });
                 done.objs_moved += 1;

@@ -81,6 +81,8 @@ pub mod frames;
 #[cfg(not(loom))]
 pub mod handle;
 #[cfg(not(loom))]
+mod locate;
+#[cfg(not(loom))]
 pub mod memmap;
 #[cfg(not(loom))]
 pub mod migrate;

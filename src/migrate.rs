@@ -4,7 +4,9 @@
 //! # Moving one frame
 //!
 //! Under the class lock of the frame's zspage (so no malloc, free or compaction of the
-//! class runs), every object whose slot overlaps the frame is claimed, exactly as
+//! class runs), every object whose slot overlaps the frame is claimed (a dense
+//! zspage's objects are found by a pass over the handle table, `locate.rs`; a
+//! batch of moves shares one pass, checked under the lock), exactly as
 //! compaction claims an object (`slot.rs`: `LIVE` with no pins to `MOVING`). If one is
 //! pinned (mapped, being read or written, being freed) the claims are undone and the
 //! frame is not moved: a pinned object never moves. With every overlapping object
@@ -31,9 +33,11 @@
 //! zspage's frames adjacent moves them into a run of adjacent free frames.
 
 use crossbeam_epoch as epoch;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
+use crate::locate::Located;
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 use crate::pool::PoolCore;
@@ -61,6 +65,14 @@ impl PoolCore {
     /// Errors: `Busy` when an object in the frame is pinned; `Invalid` when `pfn`
     /// is not a frame of a zspage (now).
     pub fn migrate_frame(&self, pfn: u32, to: u32) -> Result<()> {
+        self.move_frame(pfn, to, &HashMap::new())
+    }
+
+    /// [`migrate_frame`](Self::migrate_frame), with `known` giving, for dense
+    /// zspages (by address), the slots a pass over the handle table found in them
+    /// (`locate.rs`): those are checked under the lock, and the table is passed over
+    /// again only if they do not account for the whole frame.
+    fn move_frame(&self, pfn: u32, to: u32, known: &HashMap<usize, Vec<u32>>) -> Result<()> {
         let guard = epoch::pin();
         let Some(w) = self.frame_word(pfn) else { return Err(Error::Invalid("pfn above the arena's top")) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) {
@@ -93,9 +105,26 @@ impl PoolCore {
         let frame_hi = frame_lo + PAGE_SIZE;
         // The objects overlapping the frame, as (slot index, start in the chain).
         let objects: Vec<(u32, usize)> = if self.dense {
-            // SAFETY: slots of live objects: below the high-water mark; sizes kept.
-            let len_of = |link| unsafe { self.handles.size(link) };
-            s.ext().overlapping(frame_lo, frame_hi, len_of).iter().map(|o| (o.link, o.off)).collect()
+            let free = s.ext().free_in(frame_lo, frame_hi);
+            // The objects among `cands` that overlap the frame, if with the free bytes
+            // they cover it: then they are all of its objects.
+            let overlapping = |cands: &[u32]| {
+                let inside: Vec<Located> = self
+                    .objects_now(zs, cands)
+                    .into_iter()
+                    .filter(|o| o.off < frame_hi && o.off + o.len > frame_lo)
+                    .collect();
+                let taken: usize = inside.iter().map(|o| (o.off + o.len).min(frame_hi) - o.off.max(frame_lo)).sum();
+                (taken + free == PAGE_SIZE).then(|| inside.iter().map(|o| (o.idx, o.off)).collect())
+            };
+            let key = zs as *const ZsPage as usize;
+            match known.get(&key).and_then(|c| overlapping(c)).or_else(|| overlapping(&self.locate_locked(zs))) {
+                Some(objects) => objects,
+                None => {
+                    debug_assert!(false, "a pass under the lock locates every object");
+                    return Err(Error::Invalid("the frame's objects could not all be located"));
+                }
+            }
         } else {
             let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
             let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
@@ -154,11 +183,12 @@ impl PoolCore {
         // wherever the targets are adjacent (its straddling objects stay in place).
         let movers: Vec<u32> =
             (held as u32..top as u32).filter(|&p| self.frames.side.get(p).frame_type() != FrameType::Free).collect();
+        let known = self.locate_in_frames(&movers);
         let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
         let mut unused = Vec::new();
         for pfn in movers {
             let Some(to) = targets.next() else { break };
-            match self.migrate_frame(pfn, to) {
+            match self.move_frame(pfn, to, &known) {
                 Ok(()) => done.frames_moved += 1,
                 Err(e) => {
                     if e == Error::Busy {
@@ -213,11 +243,13 @@ impl PoolCore {
                     }
                 }
             }
+            let firsts: Vec<u32> = split.iter().map(|pfns| pfns[0]).collect();
+            let known = self.locate_in_frames(&firsts);
             for pfns in split {
                 let Ok(run) = self.frames.take_run(pfns.len()) else { break };
                 let mut moved = 0;
                 for (&from, &to) in pfns.iter().zip(&run) {
-                    match self.migrate_frame(from, to) {
+                    match self.move_frame(from, to, &known) {
                         Ok(()) => moved += 1,
                         Err(e) => {
                             if e == Error::Busy {
@@ -235,6 +267,31 @@ impl PoolCore {
             }
         }
         done
+    }
+
+    /// For a dense pool, the slots of the objects of the zspages that hold `pfns`,
+    /// by zspage, from one pass over the handle table (for [`move_frame`]
+    /// (Self::move_frame)); empty for the kernel layout, whose zspages list their
+    /// objects.
+    fn locate_in_frames(&self, pfns: &[u32]) -> HashMap<usize, Vec<u32>> {
+        if !self.dense {
+            return HashMap::new();
+        }
+        let mut frames: Vec<(u32, usize)> = Vec::new();
+        let mut seen: HashSet<usize> = HashSet::new();
+        let guard = epoch::pin();
+        for &pfn in pfns {
+            let w = self.frames.side.get(pfn);
+            if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(w.zspage() as usize) {
+                // SAFETY: a non-free word read under `guard`: the descriptor stays
+                // allocated while the guard lives. Its frames may change before
+                // they are used; `move_frame` checks what it is given.
+                let zs = unsafe { &*w.zspage() };
+                frames.extend(zs.frame_list().map(|p| (p, w.zspage() as usize)));
+            }
+        }
+        drop(guard);
+        self.locate(frames)
     }
 
     /// Waits until frames given back through the epoch can be reused, so that the

@@ -11,20 +11,27 @@
 //! zspage. Objects are not aligned: compressed data needs no alignment, and every
 //! byte of padding would be memory the pool holds for nothing.
 //!
-//! The descriptor keeps the zspage's contents as [`Extents`]: its objects (offset and
-//! handle slot, 6 bytes each) and its holes (offset and length, 4 bytes each), both
-//! in address order. A freed object becomes a hole, merged with its neighbours; a
-//! hole at the end gives its bytes back to the unused tail. malloc fills the tail or,
-//! when the tail is too short, the first hole large enough. Holes too small for the
-//! objects that come are what compaction takes back: it moves the objects of zspages
-//! with free space into others and releases the emptied ones.
+//! The descriptor keeps only the zspage's free space, as [`Extents`]: its holes
+//! (offset and length, 4 bytes each, in address order), where the unused tail
+//! starts, and counts. It keeps nothing per object. An object's size sits beside its
+//! handle slot (readers need it there), and its place is the slot's location, so a
+//! free knows both; the bytes an object list would take are 6 per object, a quarter
+//! of the layout's overhead. Compaction, migration and the checker, which do need a
+//! zspage's objects, find them in one pass over the handle table (`locate.rs`).
 //!
-//! Invariants (checked by [`Extents::check`], run by `Pool::check`):
+//! A freed object becomes a hole, merged with its neighbours; a hole at the end gives
+//! its bytes back to the unused tail. malloc fills the tail or, when the tail is too
+//! short, the first hole large enough. Holes too small for the objects that come are
+//! what compaction takes back: it moves the objects of zspages with free space into
+//! others and releases the emptied ones.
+//!
+//! Invariants (checked by [`Extents::check`] against the objects the handle table
+//! locates in the zspage, run by `Pool::check`):
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
-//! - no two holes are neighbours and the last entry is an object;
+//! - no two holes are neighbours, and the last byte before `end` is an object's;
 //! - every length is positive, an object's at most 4096; `end <= cap`;
-//! - the byte count and the largest hole match the entries.
+//! - the object count, the byte count and the largest hole match.
 
 /// Width of a placement bucket, in bytes of a zspage's longest free run.
 pub const BUCKET_BYTES: usize = 64;
@@ -48,34 +55,18 @@ pub fn bucket_for(len: usize) -> usize {
     len.div_ceil(BUCKET_BYTES)
 }
 
-/// An object of a dense zspage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Obj {
-    /// Its handle slot index.
-    pub link: u32,
-    /// Byte offset in the chain.
-    pub off: usize,
-    /// Bytes it takes (its size).
-    pub len: usize,
-}
-
-/// Words of an object entry: offset, link low half, link high half.
-const OBJ_WORDS: usize = 3;
 /// Words of a hole entry: offset, length.
 const HOLE_WORDS: usize = 2;
 
-/// The contents of a dense zspage (see the module comment).
+/// The free space of a dense zspage (see the module comment).
 ///
-/// One allocation of 16-bit words holds the objects from the front (offset and
-/// handle slot, 6 bytes each, ascending by offset) and the holes from the back
-/// (offset and length, 4 bytes each, ascending by offset), with the room to grow
-/// between them. An object's length is its size, which the handle table keeps
-/// beside its slot: the methods that need it take it, or a function giving it.
-/// Holes are few (neighbours merge), so finding one that fits is a short scan, and
-/// a free touches only the holes around its object.
+/// One allocation of 16-bit words holds the holes, ascending by offset, each as
+/// (offset, length). Holes are few (neighbours merge), so finding one that fits is a
+/// short scan, and a free touches only the holes around its object.
 #[derive(Debug)]
 pub struct Extents {
     buf: Box<[u16]>,
+    /// Objects in the zspage.
     nobj: u16,
     nhole: u16,
     /// The largest hole's length (0: none).
@@ -136,91 +127,21 @@ impl Extents {
     }
 
     #[inline]
-    fn obj_off(&self, i: usize) -> usize {
-        self.buf[OBJ_WORDS * i] as usize
-    }
-
-    #[inline]
-    fn obj_link(&self, i: usize) -> u32 {
-        self.buf[OBJ_WORDS * i + 1] as u32 | (self.buf[OBJ_WORDS * i + 2] as u32) << 16
-    }
-
-    /// Index in `buf` of the first hole word.
-    #[inline]
-    fn hole_base(&self) -> usize {
-        self.buf.len() - HOLE_WORDS * self.nhole as usize
-    }
-
-    #[inline]
     fn hole(&self, j: usize) -> (usize, usize) {
-        let w = self.hole_base() + HOLE_WORDS * j;
+        let w = HOLE_WORDS * j;
         (self.buf[w] as usize, self.buf[w + 1] as usize)
     }
 
     #[inline]
     fn set_hole(&mut self, j: usize, off: usize, len: usize) {
-        let w = self.hole_base() + HOLE_WORDS * j;
+        let w = HOLE_WORDS * j;
         self.buf[w] = off as u16;
         self.buf[w + 1] = len as u16;
     }
 
-    /// The object at position `i`, whose length `len_of` gives from its slot.
-    pub fn obj(&self, i: usize, len_of: impl Fn(u32) -> usize) -> Obj {
-        let link = self.obj_link(i);
-        Obj { link, off: self.obj_off(i), len: len_of(link) }
-    }
-
-    /// The objects, in address order, as (handle slot, offset).
-    pub fn objects(&self) -> impl Iterator<Item = (u32, usize)> + '_ {
-        (0..self.len()).map(|i| (self.obj_link(i), self.obj_off(i)))
-    }
-
     /// The holes, in address order, as (offset, length).
-    fn hole_list(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+    pub fn hole_list(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
         (0..self.holes()).map(|j| self.hole(j))
-    }
-
-    /// The position of the first object at or after byte `off`. Objects fill the
-    /// used bytes nearly evenly, so the guess `off / end * objects` lands within an
-    /// object or two; a galloping search from there finds the place, in a few loads
-    /// of neighbouring entries where a binary search takes a chain of scattered ones.
-    #[inline]
-    fn obj_position(&self, off: usize) -> usize {
-        let n = self.len();
-        if n == 0 {
-            return 0;
-        }
-        let guess = (off * n / (self.end as usize).max(1)).min(n - 1);
-        // Gallop to a window [lo, hi) with off(lo - 1) < off <= off(hi), then bisect.
-        let (mut lo, mut hi);
-        if self.obj_off(guess) < off {
-            let mut step = 1;
-            lo = guess + 1;
-            hi = lo;
-            while hi < n && self.obj_off(hi) < off {
-                lo = hi + 1;
-                hi = (hi + step).min(n);
-                step *= 2;
-            }
-        } else {
-            let mut step = 1;
-            hi = guess;
-            lo = hi;
-            while lo > 0 && self.obj_off(lo - 1) >= off {
-                hi = lo - 1;
-                lo = lo.saturating_sub(step);
-                step *= 2;
-            }
-        }
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.obj_off(mid) < off {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        lo
     }
 
     /// The position of the first hole at or after byte `off`.
@@ -238,119 +159,89 @@ impl Extents {
         lo
     }
 
-    /// The position of the object that starts at byte `off`.
-    #[inline]
-    pub fn find(&self, off: usize) -> Option<usize> {
-        let i = self.obj_position(off);
-        (i < self.len() && self.obj_off(i) == off).then_some(i)
-    }
-
-    /// Makes room for `words` more words between the objects and the holes, growing
-    /// by a quarter at a time: the entries are metadata, and doubling would leave a
-    /// third of them unused on average.
-    fn reserve(&mut self, words: usize) {
-        let in_use = OBJ_WORDS * self.len() + HOLE_WORDS * self.holes();
-        if in_use + words > self.buf.len() {
-            self.resize(in_use + words + (in_use / 4).max(2 * OBJ_WORDS));
-        }
-    }
-
-    /// Reallocates to `cap` words, objects at the front and holes at the back.
+    /// Reallocates to `cap` words.
     fn resize(&mut self, cap: usize) {
         let mut buf = vec![0u16; cap].into_boxed_slice();
-        let objs = OBJ_WORDS * self.len();
-        buf[..objs].copy_from_slice(&self.buf[..objs]);
-        let holes = HOLE_WORDS * self.holes();
-        buf[cap - holes..].copy_from_slice(&self.buf[self.buf.len() - holes..]);
+        let n = HOLE_WORDS * self.holes();
+        buf[..n].copy_from_slice(&self.buf[..n]);
         self.buf = buf;
     }
 
     /// Gives back the entries' room to grow (compaction leaves zspages that will
     /// mostly just lose objects).
     pub fn shrink_to_fit(&mut self) {
-        let in_use = OBJ_WORDS * self.len() + HOLE_WORDS * self.holes();
+        let in_use = HOLE_WORDS * self.holes();
         if in_use < self.buf.len() {
             self.resize(in_use);
         }
     }
 
-    fn insert_obj(&mut self, i: usize, off: usize, link: u32) {
-        self.reserve(OBJ_WORDS);
-        let (w, n) = (OBJ_WORDS * i, OBJ_WORDS * self.len());
-        self.buf.copy_within(w..n, w + OBJ_WORDS);
-        self.buf[w..w + OBJ_WORDS].copy_from_slice(&[off as u16, link as u16, (link >> 16) as u16]);
-        self.nobj += 1;
-    }
-
-    fn remove_obj(&mut self, i: usize) {
-        let (w, n) = (OBJ_WORDS * i, OBJ_WORDS * self.len());
-        self.buf.copy_within(w + OBJ_WORDS..n, w);
-        self.nobj -= 1;
-    }
-
     fn insert_hole(&mut self, j: usize, off: usize, len: usize) {
-        self.reserve(HOLE_WORDS);
-        let base = self.hole_base();
-        // The holes before position `j` move one entry down; `j` takes the gap.
-        self.buf.copy_within(base..base + HOLE_WORDS * j, base - HOLE_WORDS);
+        let n = HOLE_WORDS * self.holes();
+        if n + HOLE_WORDS > self.buf.len() {
+            // A quarter at a time: the entries are metadata, and doubling would leave
+            // a third of them unused on average.
+            self.resize(n + HOLE_WORDS + (n / 4).max(2 * HOLE_WORDS));
+        }
+        let w = HOLE_WORDS * j;
+        self.buf.copy_within(w..n, w + HOLE_WORDS);
         self.nhole += 1;
         self.set_hole(j, off, len);
     }
 
     fn remove_hole(&mut self, j: usize) {
-        let base = self.hole_base();
-        self.buf.copy_within(base..base + HOLE_WORDS * j, base + HOLE_WORDS);
+        let (w, n) = (HOLE_WORDS * j, HOLE_WORDS * self.holes());
+        self.buf.copy_within(w + HOLE_WORDS..n, w);
         self.nhole -= 1;
+        if self.buf.len() > 16 * HOLE_WORDS && 2 * (n - HOLE_WORDS) < self.buf.len() {
+            self.resize(n + n / 4);
+        }
     }
 
     fn scan_largest_hole(&self) -> u16 {
         self.hole_list().map(|(_, len)| len).max().unwrap_or(0) as u16
     }
 
-    /// Places an object of `len` bytes for handle slot `link`: in the tail if it
-    /// fits there, else in the first hole that fits. Returns its offset, or None if
-    /// nothing fits.
-    pub fn place(&mut self, len: usize, link: u32) -> Option<usize> {
+    /// Places an object of `len` bytes: in the tail if it fits there, else in the
+    /// first hole that fits. Returns its offset, or None if nothing fits.
+    #[inline]
+    pub fn place(&mut self, len: usize) -> Option<usize> {
         debug_assert!(len > 0 && len <= crate::os::PAGE_SIZE);
         let end = self.end as usize;
-        if self.cap() - end >= len {
-            self.insert_obj(self.len(), end, link);
+        let off = if self.cap() - end >= len {
             self.end += len as u32;
-            self.used += len as u32;
-            return Some(end);
-        }
-        if (self.largest_hole as usize) < len {
-            return None;
-        }
-        let j = (0..self.holes()).find(|&j| self.hole(j).1 >= len)?;
-        let (off, hole) = self.hole(j);
-        let i = self.obj_position(off);
-        self.insert_obj(i, off, link);
-        if hole == len {
-            self.remove_hole(j);
+            end
         } else {
-            self.set_hole(j, off + len, hole - len);
-        }
+            if (self.largest_hole as usize) < len {
+                return None;
+            }
+            let j = (0..self.holes()).find(|&j| self.hole(j).1 >= len)?;
+            let (off, hole) = self.hole(j);
+            if hole == len {
+                self.remove_hole(j);
+            } else {
+                self.set_hole(j, off + len, hole - len);
+            }
+            if hole == self.largest_hole as usize {
+                self.largest_hole = self.scan_largest_hole();
+            }
+            off
+        };
         self.used += len as u32;
-        if hole == self.largest_hole as usize {
-            self.largest_hole = self.scan_largest_hole();
-        }
+        self.nobj += 1;
         Some(off)
     }
 
-    /// Frees the object at position `i` (from [`find`](Self::find)): its bytes
-    /// become a hole, merged with neighbouring holes, or join the tail. Returns its
-    /// handle slot and its length (where the next object or hole, or the tail,
-    /// starts: objects take exactly their size).
-    pub fn remove(&mut self, i: usize) -> (u32, usize) {
-        let (link, off) = (self.obj_link(i), self.obj_off(i));
-        let j = self.hole_position(off);
-        let next_obj = if i + 1 < self.len() { self.obj_off(i + 1) } else { self.end as usize };
-        let len = if j < self.holes() { next_obj.min(self.hole(j).0) } else { next_obj } - off;
-        self.remove_obj(i);
+    /// Frees the object of `len` bytes at byte `off`: its bytes become a hole, merged
+    /// with neighbouring holes, or join the tail.
+    #[inline]
+    pub fn remove(&mut self, off: usize, len: usize) {
+        debug_assert!(self.nobj > 0 && off + len <= self.end as usize);
+        self.nobj -= 1;
         self.used -= len as u32;
+        let j = self.hole_position(off);
         let before = (j > 0).then(|| self.hole(j - 1)).filter(|&(o, l)| o + l == off);
-        let after = (j < self.holes()).then(|| self.hole(j)).filter(|&(o, _)| o == off + len);
+        debug_assert!(j == 0 || self.hole(j - 1).0 + self.hole(j - 1).1 <= off, "freeing a hole");
         if off + len == self.end as usize {
             // The last object: its bytes, and a hole just before it, join the tail.
             self.end = off as u32;
@@ -361,46 +252,45 @@ impl Extents {
                     self.largest_hole = self.scan_largest_hole();
                 }
             }
-        } else {
-            let (start, stop) = (before.map_or(off, |h| h.0), after.map_or(off + len, |h| h.0 + h.1));
-            match (before, after) {
-                (Some(_), Some(_)) => {
-                    self.set_hole(j - 1, start, stop - start);
-                    self.remove_hole(j);
-                }
-                (Some(_), None) => self.set_hole(j - 1, start, stop - start),
-                (None, Some(_)) => self.set_hole(j, start, stop - start),
-                (None, None) => self.insert_hole(j, start, stop - start),
+            return;
+        }
+        let after = (j < self.holes()).then(|| self.hole(j)).filter(|&(o, _)| o == off + len);
+        debug_assert!(j == self.holes() || self.hole(j).0 >= off + len, "freeing a hole");
+        let (start, stop) = (before.map_or(off, |h| h.0), after.map_or(off + len, |h| h.0 + h.1));
+        match (before, after) {
+            (Some(_), Some(_)) => {
+                self.set_hole(j - 1, start, stop - start);
+                self.remove_hole(j);
             }
-            // Any hole merged here was shorter than the run it joined.
-            self.largest_hole = self.largest_hole.max((stop - start) as u16);
+            (Some(_), None) => self.set_hole(j - 1, start, stop - start),
+            (None, Some(_)) => self.set_hole(j, start, stop - start),
+            (None, None) => self.insert_hole(j, start, stop - start),
         }
-        let in_use = OBJ_WORDS * self.len() + HOLE_WORDS * self.holes();
-        if self.buf.len() > 16 * OBJ_WORDS && in_use * 2 < self.buf.len() {
-            self.resize(in_use + in_use / 4 + 2 * OBJ_WORDS);
-        }
-        (link, len)
+        // Any hole merged here was shorter than the run it joined.
+        self.largest_hole = self.largest_hole.max((stop - start) as u16);
     }
 
-    /// The objects that overlap bytes `lo..hi` of the chain.
-    pub fn overlapping(&self, lo: usize, hi: usize, len_of: impl Fn(u32) -> usize) -> Vec<Obj> {
-        // The object before the first at or after `lo` may reach into it.
-        let first = self.obj_position(lo).saturating_sub(1);
-        (first..self.len())
-            .take_while(|&i| self.obj_off(i) < hi)
-            .map(|i| self.obj(i, &len_of))
-            .filter(|o| o.off + o.len > lo)
-            .collect()
+    /// Free bytes (holes and tail) among bytes `lo..hi` of the chain.
+    pub fn free_in(&self, lo: usize, hi: usize) -> usize {
+        let overlap = |o: usize, l: usize| (o + l).min(hi).saturating_sub(o.max(lo));
+        let first = self.hole_position(lo).saturating_sub(1);
+        let holes: usize =
+            (first..self.holes()).map(|j| self.hole(j)).take_while(|&(o, _)| o < hi).map(|(o, l)| overlap(o, l)).sum();
+        holes + overlap(self.end as usize, self.cap() - self.end as usize)
     }
 
-    /// Checks the invariants of the module comment, with the objects' lengths from
-    /// `len_of`.
-    pub fn check(&self, len_of: impl Fn(u32) -> usize) -> Result<(), String> {
+    /// Checks the invariants of the module comment, with the zspage's objects as
+    /// (offset, length) in `objects` (sorted here).
+    pub fn check(&self, objects: &mut [(usize, usize)]) -> Result<(), String> {
+        objects.sort_unstable();
+        if objects.len() != self.len() {
+            return Err(format!("{} objects counted, {} located", self.len(), objects.len()));
+        }
         let (mut at, mut used, mut largest) = (0usize, 0usize, 0usize);
         let (mut i, mut j) = (0, 0);
         let mut last_was_hole = false;
-        while i < self.len() || j < self.holes() {
-            let hole_next = j < self.holes() && (i == self.len() || self.hole(j).0 < self.obj_off(i));
+        while i < objects.len() || j < self.holes() {
+            let hole_next = j < self.holes() && (i == objects.len() || self.hole(j).0 < objects[i].0);
             if hole_next {
                 let (off, len) = self.hole(j);
                 if off != at || len == 0 {
@@ -413,12 +303,12 @@ impl Extents {
                 at += len;
                 j += 1;
             } else {
-                let o = self.obj(i, &len_of);
-                if o.off != at || o.len == 0 || o.len > crate::os::PAGE_SIZE {
-                    return Err(format!("object {i} at {}+{} where {at} was expected", o.off, o.len));
+                let (off, len) = objects[i];
+                if off != at || len == 0 || len > crate::os::PAGE_SIZE {
+                    return Err(format!("object {i} at {off}+{len} where {at} was expected"));
                 }
-                used += o.len;
-                at += o.len;
+                used += len;
+                at += len;
                 i += 1;
             }
             last_was_hole = hole_next;
@@ -435,8 +325,8 @@ impl Extents {
                 self.used, self.largest_hole
             ));
         }
-        if OBJ_WORDS * self.len() + HOLE_WORDS * self.holes() > self.buf.len() {
-            return Err("objects and holes overlap in the entry buffer".into());
+        if HOLE_WORDS * self.holes() > self.buf.len() {
+            return Err("more holes than the entry buffer holds".into());
         }
         Ok(())
     }
@@ -447,133 +337,116 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// Places objects of `lens[link]` bytes, link by link.
-    fn len_of(lens: &[usize]) -> impl Fn(u32) -> usize + '_ {
-        move |link| lens[link as usize]
-    }
-
     #[test]
     fn fills_tail_then_holes() {
-        let lens = [1000, 2000, 1000, 100, 90, 7];
         let mut x = Extents::new(1);
-        assert_eq!(x.place(1000, 0), Some(0));
-        assert_eq!(x.place(2000, 1), Some(1000));
-        assert_eq!(x.place(1000, 2), Some(3000));
+        assert_eq!(x.place(1000), Some(0));
+        assert_eq!(x.place(2000), Some(1000));
+        assert_eq!(x.place(1000), Some(3000));
         assert_eq!(x.extent(), 96);
-        assert_eq!(x.place(100, 3), None, "neither the tail nor a hole fits");
-        assert_eq!(x.remove(x.find(1000).unwrap()), (1, 2000));
+        assert_eq!(x.place(100), None, "neither the tail nor a hole fits");
+        x.remove(1000, 2000);
         assert_eq!((x.extent(), x.holes()), (2000, 1));
-        assert_eq!(x.place(90, 4), Some(4000), "the tail first");
-        assert_eq!(x.place(7, 5), Some(1000), "then the first hole that fits");
+        assert_eq!(x.place(90), Some(4000), "the tail first");
+        assert_eq!(x.place(7), Some(1000), "then the first hole that fits");
         assert_eq!((x.len(), x.holes()), (4, 1), "the rest of the hole stays a hole");
-        assert_eq!(x.find(1007), None, "holes are not objects");
         assert_eq!(x.extent(), 1993);
-        x.check(len_of(&lens)).unwrap();
+        x.check(&mut [(0, 1000), (1000, 7), (3000, 1000), (4000, 90)]).unwrap();
+        assert!(x.check(&mut [(0, 1000), (3000, 1000), (4000, 90)]).is_err(), "an object is missing");
+        assert!(x.check(&mut [(0, 1000), (1000, 8), (3000, 1000), (4000, 90)]).is_err(), "an object overlaps a hole");
     }
 
     #[test]
     fn holes_merge_and_join_the_tail() {
-        let lens = [32; 5];
         let mut x = Extents::new(1);
         for k in 0..5 {
-            assert_eq!(x.place(32, k), Some(32 * k as usize));
+            assert_eq!(x.place(32), Some(32 * k));
         }
-        x.remove(x.find(32).unwrap());
-        x.remove(x.find(96).unwrap());
+        x.remove(32, 32);
+        x.remove(96, 32);
         assert_eq!(x.holes(), 2);
-        x.remove(x.find(64).unwrap());
+        x.remove(64, 32);
         assert_eq!((x.len(), x.holes()), (2, 1), "three neighbouring frees make one hole");
         assert_eq!(x.extent(), 4096 - 160);
-        x.check(len_of(&lens)).unwrap();
-        x.remove(x.find(128).unwrap());
+        x.check(&mut [(0, 32), (128, 32)]).unwrap();
+        x.remove(128, 32);
         assert_eq!((x.len(), x.holes()), (1, 0), "the hole before the last object joins the tail with it");
         assert_eq!((x.used(), x.extent()), (32, 4096 - 32));
-        x.remove(x.find(0).unwrap());
+        x.remove(0, 32);
         assert!(x.is_empty());
-        x.check(len_of(&lens)).unwrap();
+        x.check(&mut []).unwrap();
     }
 
     #[test]
-    fn overlapping_objects() {
-        let lens = [1600; 4];
+    fn free_bytes_in_a_range() {
         let mut x = Extents::new(2);
-        for k in 0..4 {
-            x.place(1600, k).unwrap();
+        for _ in 0..4 {
+            x.place(1600).unwrap();
         }
-        x.remove(x.find(1600).unwrap());
-        let links = |lo, hi| x.overlapping(lo, hi, len_of(&lens)).iter().map(|o| o.link).collect::<Vec<_>>();
-        assert_eq!(links(4096, 8192), vec![2, 3], "object 2 straddles into the second frame");
-        assert_eq!(links(0, 4096), vec![0, 2], "the hole is not listed");
+        x.remove(1600, 1600);
+        assert_eq!(x.free_in(0, 4096), 1600, "the hole");
+        assert_eq!(x.free_in(4096, 8192), 8192 - 6400, "the tail");
+        assert_eq!(x.free_in(2000, 2100), 100, "inside the hole");
+        assert_eq!(x.free_in(3300, 3400), 0, "inside an object");
     }
 
     #[test]
     fn entries_grow_and_shrink() {
-        let lens = [10; 2000];
         let mut x = Extents::new(16);
-        for k in 0..2000 {
-            x.place(10, k).unwrap();
+        for _ in 0..2000 {
+            x.place(10).unwrap();
         }
-        let grown = x.meta_bytes();
-        assert!((6 * 2000..=6 * 2000 * 5 / 4 + 64).contains(&grown), "{grown} bytes for 2000 objects");
+        assert_eq!(x.meta_bytes(), 0, "objects take no entries");
         for k in (0..2000).filter(|k| k % 2 == 0) {
-            x.remove(x.find(10 * k).unwrap());
+            x.remove(10 * k, 10);
         }
-        x.check(len_of(&lens)).unwrap();
         assert_eq!((x.len(), x.holes()), (1000, 1000));
+        let grown = x.meta_bytes();
+        assert!((4 * 1000..=4 * 1000 * 5 / 4 + 32).contains(&grown), "{grown} bytes for 1000 holes");
         for k in (0..2000).filter(|k| k % 2 == 1) {
-            x.remove(x.find(10 * k).unwrap());
+            x.remove(10 * k, 10);
         }
-        assert!(x.is_empty() && x.meta_bytes() < 200, "{} bytes left", x.meta_bytes());
-        for k in 0..10 {
-            x.place(10, k).unwrap();
+        assert!(x.is_empty() && x.meta_bytes() < 100, "{} bytes left", x.meta_bytes());
+        for _ in 0..10 {
+            x.place(10).unwrap();
         }
+        x.remove(30, 10);
         x.shrink_to_fit();
-        assert_eq!(x.meta_bytes(), 6 * 10, "no room to grow left");
-        x.place(10, 10).unwrap();
-        x.check(len_of(&lens)).unwrap();
+        assert_eq!(x.meta_bytes(), 4, "no room to grow left");
+        x.remove(50, 10);
+        assert_eq!(x.holes(), 2);
     }
 
     proptest! {
         /// Random places and removes against a byte map of the chain.
         #[test]
         fn matches_a_byte_map(ops in proptest::collection::vec((any::<bool>(), 1usize..600, any::<prop::sample::Index>()), 1..300)) {
-            const FREE: u32 = u32::MAX;
             let cap = 4 * 4096;
             let mut x = Extents::new(4);
-            let mut owner = vec![FREE; cap];
-            let mut lens: Vec<usize> = Vec::new();
-            let mut live: Vec<(u32, usize)> = Vec::new();
+            let mut taken = vec![false; cap];
+            let mut live: Vec<(usize, usize)> = Vec::new();
             for (alloc, size, pick) in ops {
                 if alloc || live.is_empty() {
-                    let next = lens.len() as u32;
                     let fits = x.extent() >= size;
-                    match x.place(size, next) {
+                    match x.place(size) {
                         Some(off) => {
                             prop_assert!(off + size <= cap);
-                            prop_assert!(owner[off..off + size].iter().all(|&o| o == FREE), "placed over a live object");
-                            owner[off..off + size].fill(next);
-                            live.push((next, off));
+                            prop_assert!(taken[off..off + size].iter().all(|&t| !t), "placed over a live object");
+                            taken[off..off + size].fill(true);
+                            live.push((off, size));
                         }
                         None => prop_assert!(!fits, "refused although the extent fits"),
                     }
-                    lens.push(size);
                 } else {
-                    let (link, off) = live.swap_remove(pick.index(live.len()));
-                    let i = x.find(off).unwrap();
-                    prop_assert_eq!(x.remove(i), (link, lens[link as usize]));
-                    owner[off..off + lens[link as usize]].fill(FREE);
+                    let (off, len) = live.swap_remove(pick.index(live.len()));
+                    x.remove(off, len);
+                    taken[off..off + len].fill(false);
                 }
-                x.check(len_of(&lens)).map_err(TestCaseError::fail)?;
-                prop_assert_eq!(x.used(), owner.iter().filter(|&&o| o != FREE).count());
-                prop_assert_eq!(x.len(), live.len());
-                for &(link, off) in &live {
-                    prop_assert_eq!(x.find(off).map(|i| x.obj(i, len_of(&lens)).link), Some(link));
-                }
+                x.check(&mut live.clone()).map_err(TestCaseError::fail)?;
+                prop_assert_eq!(x.used(), taken.iter().filter(|&&t| t).count());
                 let lo = pick.index(cap);
-                let listed: Vec<u32> = x.overlapping(lo, lo + 100, len_of(&lens)).iter().map(|o| o.link).collect();
-                let mut want: Vec<u32> = owner[lo..(lo + 100).min(cap)].iter().copied().filter(|&o| o != FREE).collect();
-                want.dedup();
-                prop_assert_eq!(listed, want, "objects overlapping {}..{}", lo, lo + 100);
+                let hi = (lo + 100).min(cap);
+                prop_assert_eq!(x.free_in(lo, hi), taken[lo..hi].iter().filter(|&&t| !t).count());
             }
         }
     }

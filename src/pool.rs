@@ -3,9 +3,11 @@
 //! # Locks, in the order they may be taken
 //!
 //! 1. `compaction` (pool): one compaction at a time.
-//! 2. a class's `state` lock: its fullness lists, its zspages' object lists and its
-//!    free-slot list. malloc and free take only the lock of their object's class.
-//!    The checker takes every class lock, in ascending class order.
+//! 2. a class's `state` lock: its fullness lists, its zspages' object lists (free
+//!    space, for the dense layout) and its free-slot list; and the words of the
+//!    slots whose objects are in its zspages, but for pins. malloc and free take
+//!    only the lock of their object's class. The checker takes every class lock, in
+//!    ascending class order.
 //! 3. leaf locks, never held while taking another: the frame source's (taken only
 //!    when a zspage is born or dies) and the handle table's growth lock (taken once
 //!    per [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles).
@@ -21,11 +23,13 @@
 //! entry for the object, and publishes `LIVE(gen, location)` in the slot. In the
 //! dense layout the "class" is the thread's lane, and the object goes in the zspage
 //! of the lowest placement bucket that fits it (`packed.rs`), at the tail or in a
-//! hole; its size goes beside its slot, where lock-free readers find it. The handle
-//! is the pool's tag, the slot's generation and its index. `free` pins the object,
-//! takes the class lock, and turns the slot `FREE(gen + 1)` if no one else pins it;
-//! the object goes back to its zspage's free list, and a zspage left empty gives its
-//! frames back to the frame source and its descriptor to the epoch collector.
+//! hole; its size goes beside its slot, where lock-free readers find it, and the
+//! zspage records nothing of it but the bytes it took. The handle is the pool's tag,
+//! the slot's generation and its index. `free` pins the object, takes the class
+//! lock, and turns the slot `FREE(gen + 1)` if no one else pins it; the object goes
+//! back to its zspage's free list (dense: its bytes, at the slot's location and of
+//! the slot's size, become a hole), and a zspage left empty gives its frames back to
+//! the frame source and its descriptor to the epoch collector.
 
 use crossbeam_epoch as epoch;
 use parking_lot::Mutex;
@@ -419,7 +423,7 @@ impl PoolCore {
         let mut st = class.state.lock();
         let (idx, gen) = self.take_slot(&mut st)?;
         let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
-        let (zs, off) = match self.place_dense(ci, &mut st, size, idx, grow, true) {
+        let (zs, off) = match self.place_dense(ci, &mut st, size, grow, true) {
             Ok((zs, off, _)) => (zs, off),
             Err(e) => {
                 self.put_slot(&mut st, idx);
@@ -434,7 +438,7 @@ impl PoolCore {
         Ok(self.publish(class, idx, gen, loc, size))
     }
 
-    /// Places `len` bytes for slot `idx` in a dense zspage of lane `ci`: the tightest
+    /// Places `len` bytes in a dense zspage of lane `ci`: the tightest
     /// zspage that fits them, else a new one if `grow` (shorter than the chain where
     /// the page limit leaves fewer frames, if `shorten`). Returns the zspage, the
     /// offset, and whether the zspage is new.
@@ -443,7 +447,6 @@ impl PoolCore {
         ci: usize,
         st: &mut ClassState,
         len: usize,
-        idx: u32,
         grow: bool,
         shorten: bool,
     ) -> Result<(*mut ZsPage, usize, bool)> {
@@ -454,7 +457,7 @@ impl PoolCore {
         };
         // SAFETY: `zs` is a live zspage of this lane, whose lock the caller holds.
         let s = unsafe { (*zs).state() };
-        let off = self.edit_ext(ci, s, |x| x.place(len, idx)).expect("a zspage from a bucket that fits");
+        let off = self.edit_ext(ci, s, |x| x.place(len)).expect("a zspage from a bucket that fits");
         // SAFETY: as above.
         unsafe { st.regroup_dense(zs) };
         Ok((zs, off, fresh))
@@ -600,8 +603,10 @@ impl PoolCore {
         let s = unsafe { (*zs).state() };
         bump(&class.live, -1);
         if self.dense {
-            let (link, size) = self.edit_ext(ci, s, |x| x.remove(x.find(off).expect("a live object's entry")));
-            debug_assert_eq!(link, idx);
+            // SAFETY: a slot we resolved; a dense table keeps sizes, and the size is
+            // rewritten only when the slot is next taken, under a lane lock after ours.
+            let size = unsafe { self.handles.size(idx) };
+            self.edit_ext(ci, s, |x| x.remove(off, size));
             bump(&class.requested, -(size as isize));
             if s.ext().is_empty() {
                 // SAFETY: live, empty, ours.
