@@ -218,7 +218,9 @@ impl ClassTable {
     #[inline]
     pub fn class_for(&self, size: usize) -> usize {
         if self.layout == Layout::Dense {
-            return LANE.try_with(|l| *l).unwrap_or(0) % self.classes.len();
+            let (lane, lanes) = (LANE.try_with(|l| *l).unwrap_or(0), self.classes.len());
+            // The division only for threads past the lanes' count.
+            return if lane < lanes { lane } else { lane % lanes };
         }
         self.lookup[size] as usize
     }

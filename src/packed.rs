@@ -55,17 +55,15 @@ pub fn bucket_for(len: usize) -> usize {
     len.div_ceil(BUCKET_BYTES)
 }
 
-/// Words of a hole entry: offset, length.
-const HOLE_WORDS: usize = 2;
-
 /// The free space of a dense zspage (see the module comment).
 ///
-/// One allocation of 16-bit words holds the holes, ascending by offset, each as
-/// (offset, length). Holes are few (neighbours merge), so finding one that fits is a
+/// One allocation holds the holes, ascending by offset, each as one 32-bit word:
+/// offset in the low half, length in the high half, so that the searches below are
+/// plain loops over words, which the compiler vectorises. Holes are few (neighbours merge), so finding one that fits is a
 /// short scan, and a free touches only the holes around its object.
 #[derive(Debug)]
 pub struct Extents {
-    buf: Box<[u16]>,
+    buf: Box<[u32]>,
     /// Objects in the zspage.
     nobj: u16,
     nhole: u16,
@@ -126,17 +124,22 @@ impl Extents {
         std::mem::size_of_val(&*self.buf)
     }
 
+    /// The hole entries in use.
+    #[inline]
+    fn entries(&self) -> &[u32] {
+        &self.buf[..self.holes()]
+    }
+
     #[inline]
     fn hole(&self, j: usize) -> (usize, usize) {
-        let w = HOLE_WORDS * j;
-        (self.buf[w] as usize, self.buf[w + 1] as usize)
+        let w = self.buf[j];
+        ((w & 0xFFFF) as usize, (w >> 16) as usize)
     }
 
     #[inline]
     fn set_hole(&mut self, j: usize, off: usize, len: usize) {
-        let w = HOLE_WORDS * j;
-        self.buf[w] = off as u16;
-        self.buf[w + 1] = len as u16;
+        debug_assert!(off < 1 << 16 && len < 1 << 16);
+        self.buf[j] = off as u32 | (len as u32) << 16;
     }
 
     /// The holes, in address order, as (offset, length).
@@ -147,6 +150,11 @@ impl Extents {
     /// The position of the first hole at or after byte `off`.
     #[inline]
     fn hole_position(&self, off: usize) -> usize {
+        if self.holes() <= 32 {
+            // Holes are few: a straight count, which the compiler vectorises, beats
+            // a search's unpredictable branches.
+            return self.entries().iter().filter(|&&w| ((w & 0xFFFF) as usize) < off).count();
+        }
         let (mut lo, mut hi) = (0, self.holes());
         while lo < hi {
             let mid = (lo + hi) / 2;
@@ -161,45 +169,43 @@ impl Extents {
 
     /// Reallocates to `cap` words.
     fn resize(&mut self, cap: usize) {
-        let mut buf = vec![0u16; cap].into_boxed_slice();
-        let n = HOLE_WORDS * self.holes();
-        buf[..n].copy_from_slice(&self.buf[..n]);
+        let mut buf = vec![0u32; cap].into_boxed_slice();
+        buf[..self.holes()].copy_from_slice(self.entries());
         self.buf = buf;
     }
 
     /// Gives back the entries' room to grow (compaction leaves zspages that will
     /// mostly just lose objects).
     pub fn shrink_to_fit(&mut self) {
-        let in_use = HOLE_WORDS * self.holes();
-        if in_use < self.buf.len() {
-            self.resize(in_use);
+        if self.holes() < self.buf.len() {
+            self.resize(self.holes());
         }
     }
 
     fn insert_hole(&mut self, j: usize, off: usize, len: usize) {
-        let n = HOLE_WORDS * self.holes();
-        if n + HOLE_WORDS > self.buf.len() {
+        let n = self.holes();
+        if n == self.buf.len() {
             // A quarter at a time: the entries are metadata, and doubling would leave
             // a third of them unused on average.
-            self.resize(n + HOLE_WORDS + (n / 4).max(2 * HOLE_WORDS));
+            self.resize(n + (n / 4).max(2));
         }
-        let w = HOLE_WORDS * j;
-        self.buf.copy_within(w..n, w + HOLE_WORDS);
+        self.buf.copy_within(j..n, j + 1);
         self.nhole += 1;
         self.set_hole(j, off, len);
     }
 
     fn remove_hole(&mut self, j: usize) {
-        let (w, n) = (HOLE_WORDS * j, HOLE_WORDS * self.holes());
-        self.buf.copy_within(w + HOLE_WORDS..n, w);
+        let n = self.holes();
+        self.buf.copy_within(j + 1..n, j);
         self.nhole -= 1;
-        if self.buf.len() > 16 * HOLE_WORDS && 2 * (n - HOLE_WORDS) < self.buf.len() {
+        if self.buf.len() > 16 && 2 * (n - 1) < self.buf.len() {
             self.resize(n + n / 4);
         }
     }
 
     fn scan_largest_hole(&self) -> u16 {
-        self.hole_list().map(|(_, len)| len).max().unwrap_or(0) as u16
+        // Over the words directly: a loop the compiler turns into vector max.
+        self.entries().iter().map(|&w| w >> 16).max().unwrap_or(0) as u16
     }
 
     /// Places an object of `len` bytes: in the tail if it fits there, else in the
@@ -215,7 +221,7 @@ impl Extents {
             if (self.largest_hole as usize) < len {
                 return None;
             }
-            let j = (0..self.holes()).find(|&j| self.hole(j).1 >= len)?;
+            let j = self.entries().iter().position(|&w| (w >> 16) as usize >= len)?;
             let (off, hole) = self.hole(j);
             if hole == len {
                 self.remove_hole(j);
@@ -325,7 +331,7 @@ impl Extents {
                 self.used, self.largest_hole
             ));
         }
-        if HOLE_WORDS * self.holes() > self.buf.len() {
+        if self.holes() > self.buf.len() {
             return Err("more holes than the entry buffer holds".into());
         }
         Ok(())

@@ -82,8 +82,9 @@ pub(crate) struct ClassState {
     pub heads: [*mut ZsPage; NR_LISTS],
     /// Zspages per list.
     pub counts: [usize; NR_LISTS],
-    /// Bit `g` set when list `g` is not empty.
-    pub nonempty: u128,
+    /// Bit `g` set when list `g` is not empty, for the lists below 64 (the dense
+    /// layout's top bucket and drain list are looked at directly).
+    pub nonempty: u64,
     /// First free handle slot of this class, plus one (0: none).
     pub free_slot: u64,
 }
@@ -109,7 +110,9 @@ impl ClassState {
         }
         self.heads[g] = zs;
         self.counts[g] += 1;
-        self.nonempty |= 1 << g;
+        if g < 64 {
+            self.nonempty |= 1 << g;
+        }
     }
 
     /// Takes `zs` off its group's list.
@@ -132,7 +135,7 @@ impl ClassState {
             unsafe { (*next).state().prev = prev };
         }
         self.counts[g] -= 1;
-        if self.heads[g].is_null() {
+        if g < 64 && self.heads[g].is_null() {
             self.nonempty &= !(1 << g);
         }
     }
@@ -205,8 +208,13 @@ impl ClassState {
         if !zs.is_null() && unsafe { (*zs).state() }.ext().extent() >= len {
             return Some(zs);
         }
-        let fits = self.nonempty & ((2u128 << TOP_BUCKET) - 1) & !((1u128 << bucket_for(len)) - 1);
-        (fits != 0).then(|| self.heads[fits.trailing_zeros() as usize])
+        // Buckets below the top one: in the bitmap.
+        let fits = self.nonempty & u64::MAX.checked_shl(bucket_for(len) as u32).unwrap_or(0);
+        if fits != 0 {
+            return Some(self.heads[fits.trailing_zeros() as usize]);
+        }
+        let top = self.heads[TOP_BUCKET];
+        (!top.is_null()).then_some(top)
     }
 }
 
@@ -469,7 +477,11 @@ impl PoolCore {
     pub(crate) fn edit_ext<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Extents) -> R) -> R {
         let before = s.body_bytes();
         let r = f(s.ext());
-        bump(&self.classes[ci].entry_bytes, s.body_bytes() as isize - before as isize);
+        let after = s.body_bytes();
+        // Most edits leave the entry buffer as it was.
+        if after != before {
+            bump(&self.classes[ci].entry_bytes, after as isize - before as isize);
+        }
         r
     }
 
