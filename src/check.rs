@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 
 use crate::memmap::FrameType;
 use crate::os::PAGE_SIZE;
-use crate::packed::{bucket, DRAIN, NR_LISTS};
+use crate::packed::{bucket, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::pool::PoolCore;
 use crate::slot::{State, Word};
 use crate::zspage::{fullness_group, ZsPage, GROUP_EMPTY, NONE, NR_GROUPS};
@@ -170,7 +170,7 @@ impl PoolCore {
             ensure!(class.live.load(Ordering::Relaxed) == live, "class {ci}: live count is off");
             ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
             ensure!(class.zspages.load(Ordering::Relaxed) == zspages, "class {ci}: zspage count is off");
-            for g in 0..NR_LISTS.min(64) {
+            for g in 0..TOP_BUCKET {
                 ensure!((st.nonempty >> g & 1 == 1) != st.heads[g].is_null(), "class {ci}: list bitmap is off at {g}");
             }
             live_objects += live;

@@ -64,6 +64,8 @@ pub struct Config {
     pub auto_compact: AutoCompact,
 }
 
+const _: () = assert!(TOP_BUCKET <= 64 && crate::zspage::NR_GROUPS <= TOP_BUCKET, "the list bitmap is a u64");
+
 /// Allocation flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocFlags(pub u32);
@@ -82,8 +84,9 @@ pub(crate) struct ClassState {
     pub heads: [*mut ZsPage; NR_LISTS],
     /// Zspages per list.
     pub counts: [usize; NR_LISTS],
-    /// Bit `g` set when list `g` is not empty, for the lists below 64 (the dense
-    /// layout's top bucket and drain list are looked at directly).
+    /// Bit `g` set when list `g` is not empty, for the lists below
+    /// [`TOP_BUCKET`] (the dense layout's top bucket and drain list are looked at
+    /// directly; the kernel layout's fullness groups are all below it).
     pub nonempty: u64,
     /// First free handle slot of this class, plus one (0: none).
     pub free_slot: u64,
@@ -110,7 +113,7 @@ impl ClassState {
         }
         self.heads[g] = zs;
         self.counts[g] += 1;
-        if g < 64 {
+        if g < TOP_BUCKET {
             self.nonempty |= 1 << g;
         }
     }
@@ -135,7 +138,7 @@ impl ClassState {
             unsafe { (*next).state().prev = prev };
         }
         self.counts[g] -= 1;
-        if g < 64 && self.heads[g].is_null() {
+        if g < TOP_BUCKET && self.heads[g].is_null() {
             self.nonempty &= !(1 << g);
         }
     }
