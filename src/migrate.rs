@@ -309,3 +309,51 @@ impl PoolCore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AllocFlags, Config, Handle, Layout, Pool};
+
+    fn pattern(k: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (k * 31 + i * 7) as u8).collect()
+    }
+
+    fn pfn_of(p: &Pool, h: Handle) -> u32 {
+        (p.resolve(h, "test").unwrap().0.load().loc() >> PAGE_SHIFT) as u32
+    }
+
+    /// A list of a zspage's objects that misses some, or names objects elsewhere,
+    /// is found out under the lock, and the frame still moves with all its objects.
+    #[test]
+    fn a_wrong_list_of_objects_is_found_out_under_the_lock() {
+        let p = Pool::with_config("migrate", &Config { layout: Layout::Dense, max_pages: 512, ..Config::default() })
+            .unwrap();
+        // About four zspages of objects, many straddling two frames.
+        let objs: Vec<(Handle, Vec<u8>)> = (0..200)
+            .map(|k| {
+                let data = pattern(k, 900 + k * 7 % 700);
+                let h = p.malloc(data.len(), AllocFlags::default()).unwrap();
+                p.write(h, &data).unwrap();
+                (h, data)
+            })
+            .collect();
+        let slot = |h| p.resolve(h, "test").unwrap().1;
+        let (moved, elsewhere) = (objs[20].0, objs[199].0);
+        let zs = p.frames.side.get(pfn_of(&p, moved)).zspage() as usize;
+        assert_ne!(p.frames.side.get(pfn_of(&p, elsewhere)).zspage() as usize, zs);
+        let lists = [vec![], vec![slot(moved)], vec![slot(elsewhere), slot(moved)]];
+        for known in lists {
+            let from = pfn_of(&p, moved);
+            let mut to = [0u32];
+            p.frames.alloc(&mut to).unwrap();
+            p.move_frame(from, to[0], &HashMap::from([(zs, known)])).unwrap();
+            assert_eq!(pfn_of(&p, moved), to[0], "the object moved with its frame");
+            p.check().unwrap();
+            let mut out = vec![0u8; 4096];
+            for (h, data) in &objs {
+                assert_eq!(&*p.read_begin(*h, data.len(), &mut out).unwrap(), &data[..]);
+            }
+        }
+    }
+}
