@@ -13,10 +13,12 @@
 //!   zspage descriptor's address) and no other per-frame metadata.
 //! - `class` — the class table: sizes, frames and objects per zspage, merging: the
 //!   kernel's exact table. The dense default has no size classes, only lanes.
-//! - `zspage`, `packed` — the zspage descriptor: its frames, its objects and their
-//!   back-references to their handles, its list; in the kernel layout, fixed slots
-//!   and a free list; in the dense layout, objects of every size packed end to end,
-//!   with holes where objects were freed.
+//! - `zspage`, `packed` — the zspage descriptor: its frames, its contents, its list;
+//!   in the kernel layout, fixed slots with back-references to their handles and a
+//!   free list; in the dense layout, objects of every size packed end to end, of
+//!   which the descriptor keeps only the holes where objects were freed.
+//! - `locate` — a dense zspage's objects, found by one pass over the handle table
+//!   (for compaction, migration and the checker).
 //! - `slot`, `handle` — the handle table: a handle names a slot; the slot holds the
 //!   object's location, a generation, and a pin count.
 //! - `pool`, `access`, `stats`, `check` — malloc and free under per-class locks;
