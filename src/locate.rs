@@ -6,7 +6,7 @@
 //! Compaction, frame migration and the checker need a zspage's objects; they gather
 //! them for every zspage they will work on in one pass, which reads the table's 8
 //! bytes per slot in order and tests each live location against a bitmap of the
-//! frames wanted. A pass over a million slots takes about a millisecond.
+//! frames wanted. A pass over a million slots takes about 1.3 ms.
 //!
 //! A pass run without the zspages' lane locks may list objects freed or moved since,
 //! and miss objects placed since. So whoever acts on what a pass found does it under

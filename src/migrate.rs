@@ -64,6 +64,12 @@ impl PoolCore {
     ///
     /// Errors: `Busy` when an object in the frame is pinned; `Invalid` when `pfn`
     /// is not a frame of a zspage (now).
+    ///
+    /// In a dense pool this finds the frame's objects by a pass over the handle
+    /// table under the lane lock (about 1.3 ms per million handles, during which the
+    /// lane's malloc and free wait); [`defragment`](Self::defragment) and
+    /// [`make_adjacent`](Self::make_adjacent) share one pass, without the lock, among
+    /// all the frames they move.
     pub fn migrate_frame(&self, pfn: u32, to: u32) -> Result<()> {
         self.move_frame(pfn, to, &HashMap::new())
     }
