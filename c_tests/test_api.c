@@ -731,15 +731,7 @@ static void test_limits_dense(void)
     if (!CHECK(pool != NULL))
         return;
     unsigned long h20[21];
-    got = 0;
-    for (int i = 0; i < 21; i++) {
-        h20[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
-        if (ZS_IS_ERR(h20[i])) {
-            CHECK_EQ(ZS_ERR(h20[i]), ENOMEM);
-            break;
-        }
-        got++;
-    }
+    got = fill_pages_until_enomem(pool, h20, 21);
     CHECK_EQ(got, 20);
     CHECK_EQ(zs_get_total_pages(pool), 20);
     ci = my_lane(pool);

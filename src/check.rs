@@ -38,18 +38,11 @@ impl PoolCore {
         let located = if self.dense {
             let mut frames: Vec<(u32, usize)> = Vec::new();
             for st in &guards {
-                for &head in &st.heads {
-                    let mut zs = head;
-                    // Bounded: the walk below checks the lists end.
-                    for _ in 0..1 << 24 {
-                        if zs.is_null() {
-                            break;
-                        }
+                // Bounded: the walk below checks that the lists end.
+                for g in 0..NR_LISTS {
+                    for zs in st.list(g).take(1 << 24) {
                         // SAFETY: list members are live descriptors; we hold the lock.
-                        let z = unsafe { &*zs };
-                        frames.extend(z.frame_list().map(|pfn| (pfn, zs as usize)));
-                        // SAFETY: as above.
-                        zs = unsafe { z.state() }.next;
+                        frames.extend(unsafe { &*zs }.frame_list().map(|pfn| (pfn, zs as usize)));
                     }
                 }
             }

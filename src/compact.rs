@@ -85,32 +85,12 @@ fn can_compact(st: &ClassState, objs: usize, live: usize) -> bool {
 
 /// The emptiest zspage not in `tried`, scanning from the 1-10% group up.
 fn pick_source(st: &ClassState, tried: &HashSet<usize>) -> Option<*mut ZsPage> {
-    for g in GROUP_EMPTY + 1..GROUP_FULL {
-        let mut zs = st.heads[g];
-        while !zs.is_null() {
-            if !tried.contains(&(zs as usize)) {
-                return Some(zs);
-            }
-            // SAFETY: list members are live descriptors of the locked class.
-            zs = unsafe { (*zs).state().next };
-        }
-    }
-    None
+    st.lists(GROUP_EMPTY + 1..GROUP_FULL).find(|&zs| !tried.contains(&(zs as usize)))
 }
 
 /// The fullest non-full zspage other than `not`.
 fn pick_destination(st: &ClassState, not: *mut ZsPage) -> Option<*mut ZsPage> {
-    for g in (GROUP_EMPTY + 1..GROUP_FULL).rev() {
-        let mut zs = st.heads[g];
-        while !zs.is_null() {
-            if zs != not {
-                return Some(zs);
-            }
-            // SAFETY: as above.
-            zs = unsafe { (*zs).state().next };
-        }
-    }
-    None
+    (GROUP_EMPTY + 1..GROUP_FULL).rev().flat_map(|g| st.list(g)).find(|&zs| zs != not)
 }
 
 impl PoolCore {
@@ -204,16 +184,14 @@ impl PoolCore {
         let mut drained: Vec<(u32, usize)> = Vec::new();
         {
             let mut st = class.state.lock();
-            let mut all: Vec<(usize, usize, *mut ZsPage)> = Vec::new();
-            for g in 0..DRAIN {
-                let mut zs = st.heads[g];
-                while !zs.is_null() {
+            let mut all: Vec<(usize, usize, *mut ZsPage)> = st
+                .lists(0..DRAIN)
+                .map(|zs| {
                     // SAFETY: list members are live descriptors of the locked lane.
-                    let s = unsafe { (*zs).state() };
-                    all.push((s.ext().used(), s.ext().cap(), zs));
-                    zs = s.next;
-                }
-            }
+                    let x = unsafe { (*zs).state() }.ext();
+                    (x.used(), x.cap(), zs)
+                })
+                .collect();
             // Fullest last, by the share of their bytes in use.
             all.sort_unstable_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)));
             let sources = drain_count(all.iter().map(|&(used, cap, _)| (used, cap)), class.spec.frames * PAGE_SIZE);
@@ -331,14 +309,9 @@ impl PoolCore {
             // The zspages the objects went to are full now: their entries' room to
             // grow is metadata held for nothing.
             let st = class.state.lock();
-            for g in 0..DRAIN {
-                let mut zs = st.heads[g];
-                while !zs.is_null() {
-                    // SAFETY: list members are live descriptors of the locked lane.
-                    let s = unsafe { (*zs).state() };
-                    self.edit_ext(ci, s, |x| x.shrink_to_fit());
-                    zs = s.next;
-                }
+            for zs in st.lists(0..DRAIN) {
+                // SAFETY: list members are live descriptors of the locked lane.
+                self.edit_ext(ci, unsafe { (*zs).state() }, |x| x.shrink_to_fit());
             }
             drop(st);
         }
@@ -412,18 +385,11 @@ pub(crate) fn drain_count(zspages: impl Iterator<Item = (usize, usize)>, chain_b
 
 /// The zspage on the drain list, other than `not`, with the most bytes in use.
 fn fullest_drained(st: &ClassState, not: *mut ZsPage) -> Option<*mut ZsPage> {
-    let mut best: Option<(usize, *mut ZsPage)> = None;
-    let mut zs = st.heads[DRAIN];
-    while !zs.is_null() {
-        // SAFETY: list members are live descriptors of the locked lane.
-        let s = unsafe { (*zs).state() };
-        let used = s.ext().used();
-        if zs != not && best.map_or(true, |(u, _)| used > u) {
-            best = Some((used, zs));
-        }
-        zs = s.next;
-    }
-    best.map(|(_, zs)| zs)
+    st.list(DRAIN)
+        .filter(|&zs| zs != not)
+        // SAFETY: list members are live descriptors of the locked lane. The first of
+        // the fullest, as `min_by_key` keeps the first of equals.
+        .min_by_key(|&zs| std::cmp::Reverse(unsafe { (*zs).state() }.ext().used()))
 }
 
 /// A dense zspage is worth emptying when at least 1 / this of it is free.

@@ -137,17 +137,18 @@ impl HandleTable {
         if *top + SLOT_BATCH > self.capacity {
             return Err(libc::ENOMEM);
         }
-        let first_page = top.div_ceil(SLOTS_PER_PAGE);
-        let last_page = (*top + SLOT_BATCH).div_ceil(SLOTS_PER_PAGE);
-        if last_page > first_page {
-            self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
-        }
-        if let Some(sizes) = &self.sizes {
-            let first_page = top.div_ceil(SIZES_PER_PAGE);
-            let last_page = (*top + SLOT_BATCH).div_ceil(SIZES_PER_PAGE);
+        // Commits the pages of `region` (entries of `per_page` to a page) that the
+        // batch's entries reach into and earlier batches did not.
+        let commit = |region: &Region, per_page: usize| {
+            let (first_page, last_page) = (top.div_ceil(per_page), (*top + SLOT_BATCH).div_ceil(per_page));
             if last_page > first_page {
-                sizes.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
+                region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
             }
+            Ok::<(), i32>(())
+        };
+        commit(&self.region, SLOTS_PER_PAGE)?;
+        if let Some(sizes) = &self.sizes {
+            commit(sizes, SIZES_PER_PAGE)?;
         }
         let first = *top as u32;
         *top += SLOT_BATCH;

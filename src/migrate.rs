@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::locate::Located;
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::packed::NR_LISTS;
 use crate::pool::PoolCore;
 use crate::slot::Word;
 use crate::zspage::ZsPage;
@@ -235,17 +236,11 @@ impl PoolCore {
             let mut split: Vec<Vec<u32>> = Vec::new();
             {
                 let st = class.state.lock();
-                for &head in &st.heads {
-                    let mut z = head;
-                    while !z.is_null() {
-                        // SAFETY: list members are live descriptors; lock held.
-                        let zs = unsafe { &*z };
-                        let pfns: Vec<u32> = zs.frame_list().collect();
-                        if pfns.windows(2).any(|p| p[1] != p[0] + 1) {
-                            split.push(pfns);
-                        }
-                        // SAFETY: as above.
-                        z = unsafe { zs.state().next };
+                for z in st.lists(0..NR_LISTS) {
+                    // SAFETY: list members are live descriptors; lock held.
+                    let pfns: Vec<u32> = unsafe { &*z }.frame_list().collect();
+                    if pfns.windows(2).any(|p| p[1] != p[0] + 1) {
+                        split.push(pfns);
                     }
                 }
             }

@@ -142,11 +142,6 @@ impl Extents {
         self.buf[j] = off as u32 | (len as u32) << 16;
     }
 
-    /// The holes, in address order, as (offset, length).
-    pub fn hole_list(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
-        (0..self.holes()).map(|j| self.hole(j))
-    }
-
     /// The position of the first hole at or after byte `off`.
     #[inline]
     fn hole_position(&self, off: usize) -> usize {

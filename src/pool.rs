@@ -43,8 +43,7 @@ use crate::frames::FrameSource;
 use crate::handle::{next_pool_tag, Handle, HandleTable};
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
-use crate::packed::Extents;
-use crate::packed::{bucket, bucket_for, DRAIN, NR_LISTS, TOP_BUCKET};
+use crate::packed::{bucket, bucket_for, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
 
@@ -160,6 +159,29 @@ impl ClassState {
                 self.push(zs, want);
             }
         }
+    }
+
+    /// The zspages on list `g`, head first. `&self` is borrowed from the lock's
+    /// guard, so they are live descriptors of this class while the iterator lives;
+    /// each one's successor is read before it is yielded, so the caller may free a
+    /// yielded zspage (never one still ahead).
+    pub(crate) fn list(&self, g: usize) -> impl Iterator<Item = *mut ZsPage> + '_ {
+        let mut next = self.heads[g];
+        std::iter::from_fn(move || {
+            let zs = next;
+            if zs.is_null() {
+                return None;
+            }
+            // SAFETY: a member of a list of the locked class (see above); the state
+            // reference ends with this statement.
+            next = unsafe { (*zs).state() }.next;
+            Some(zs)
+        })
+    }
+
+    /// The zspages on the lists `lists`, list by list.
+    pub(crate) fn lists(&self, lists: std::ops::Range<usize>) -> impl Iterator<Item = *mut ZsPage> + '_ {
+        lists.flat_map(move |g| self.list(g))
     }
 
     /// The zspage malloc should fill: the head of the fullest group that is not full.
@@ -678,16 +700,11 @@ impl Drop for PoolCore {
         // side table and handle table go with their regions.
         for class in self.classes.iter() {
             let st = class.state.lock();
-            for &head in st.heads.iter() {
-                let mut zs = head;
-                while !zs.is_null() {
-                    // SAFETY: list members are live descriptors made by Box::into_raw,
-                    // each on one list once; nothing else can reach them now.
-                    let next = unsafe { (*zs).state().next };
-                    // SAFETY: as above.
-                    drop(unsafe { Box::from_raw(zs) });
-                    zs = next;
-                }
+            for zs in st.lists(0..NR_LISTS) {
+                // SAFETY: list members are live descriptors made by Box::into_raw, each
+                // on one list once; nothing else can reach them now, and the walk has
+                // read this one's successor already.
+                drop(unsafe { Box::from_raw(zs) });
             }
         }
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 
 use crate::compact::freeable;
 use crate::error::{Error, Result};
+use crate::packed::NR_LISTS;
 use crate::pool::PoolCore;
 use crate::zspage::{fullness_group, ZsPage, NR_GROUPS};
 
@@ -103,18 +104,16 @@ impl PoolCore {
         let mut zspages = [0u64; NR_GROUPS];
         let mut frames = 0;
         if self.dense {
-            for &head in st.heads.iter() {
-                let mut zs = head;
-                while !zs.is_null() {
-                    // SAFETY: list members are live descriptors of the locked lane.
-                    let (z, s) = unsafe { (&*zs, (*zs).state()) };
-                    zspages[fullness_group(s.ext().used(), s.ext().cap())] += 1;
-                    frames += z.nframes as usize;
-                    zs = s.next;
-                }
+            for zs in st.lists(0..NR_LISTS) {
+                // SAFETY: list members are live descriptors of the locked lane.
+                let (z, x) = unsafe { (&*zs, (*zs).state().ext()) };
+                zspages[fullness_group(x.used(), x.cap())] += 1;
+                frames += z.nframes as usize;
             }
         } else {
-            zspages.copy_from_slice(&st.counts[..NR_GROUPS].iter().map(|&n| n as u64).collect::<Vec<_>>());
+            for (z, &n) in zspages.iter_mut().zip(&st.counts) {
+                *z = n as u64;
+            }
         }
         // Relaxed: written under the lock we hold.
         let live = c.live.load(Ordering::Relaxed);
