@@ -607,17 +607,27 @@ static int fill_pages_until_enomem(struct zs_pool *pool, unsigned long *h, int n
     return got;
 }
 
+/* A pool of `limit` frames, filled with 4096-byte objects into h[0..limit]: exactly
+ * `limit` fit and the next is refused with ENOMEM. NULL if the pool was not made. */
+static struct zs_pool *filled_to_page_limit(const char *name, unsigned int layout, unsigned long limit,
+                                            unsigned long *h)
+{
+    struct zs_pool *pool = create_with(name, sizeof(struct zs_pool_config), limit, 0, layout);
+    if (!CHECK(pool != NULL))
+        return NULL;
+    CHECK_EQ(fill_pages_until_enomem(pool, h, (int)limit + 1), limit);
+    CHECK_EQ(zs_get_total_pages(pool), limit);
+    return pool;
+}
+
 static void test_limits_kernel(void)
 {
     /* max_pages: exactly that many one-frame objects (4096 bytes is of the kernel's
      * one-object-per-frame classes), then -ENOMEM. */
-    struct zs_pool *pool = create_with("api-limit-k", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_KERNEL);
-    if (!CHECK(pool != NULL))
-        return;
     unsigned long h[9];
-    int got = fill_pages_until_enomem(pool, h, 9);
-    CHECK_EQ(got, 8);
-    CHECK_EQ(zs_get_total_pages(pool), 8);
+    struct zs_pool *pool = filled_to_page_limit("api-limit-k", ZS_LAYOUT_KERNEL, 8, h);
+    if (!pool)
+        return;
     /* A class with no zspage yet cannot grow either. */
     errno = 0;
     unsigned long small = zs_malloc(pool, 100, 0);
@@ -683,13 +693,10 @@ static void test_limits_dense(void)
 {
     /* max_pages 8, fewer than the chain of 16: the lane's zspage is cut to the eight
      * frames the limit leaves, and takes eight 4096-byte objects end to end. */
-    struct zs_pool *pool = create_with("api-limit-d", sizeof(struct zs_pool_config), 8, 0, ZS_LAYOUT_DENSE);
-    if (!CHECK(pool != NULL))
-        return;
     unsigned long h[9];
-    int got = fill_pages_until_enomem(pool, h, 9);
-    CHECK_EQ(got, 8);
-    CHECK_EQ(zs_get_total_pages(pool), 8);
+    struct zs_pool *pool = filled_to_page_limit("api-limit-d", ZS_LAYOUT_DENSE, 8, h);
+    if (!pool)
+        return;
     struct zs_class_info ci = my_lane(pool);
     CHECK_EQ(zspages_of(&ci), 1);
     CHECK_EQ(ci.pages_used, 8);
@@ -727,13 +734,10 @@ static void test_limits_dense(void)
 
     /* max_pages 20: a zspage of the whole chain, then one cut to the four frames left;
      * so a lane's frames need not be its zspages times the chain. */
-    pool = create_with("api-limit-d20", sizeof(struct zs_pool_config), 20, 0, ZS_LAYOUT_DENSE);
-    if (!CHECK(pool != NULL))
-        return;
     unsigned long h20[21];
-    got = fill_pages_until_enomem(pool, h20, 21);
-    CHECK_EQ(got, 20);
-    CHECK_EQ(zs_get_total_pages(pool), 20);
+    pool = filled_to_page_limit("api-limit-d20", ZS_LAYOUT_DENSE, 20, h20);
+    if (!pool)
+        return;
     ci = my_lane(pool);
     CHECK_EQ(zspages_of(&ci), 2);
     CHECK_EQ(ci.pages_used, 20);
