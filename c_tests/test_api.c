@@ -28,6 +28,33 @@ static struct zs_pool *create_with(const char *name, size_t size, unsigned long 
     return zs_create_pool_with(name, &cfg);
 }
 
+/* Allocates 4096-byte objects into h[0..n) until one fails, which must fail with
+ * ENOMEM (in the handle and in errno); returns how many succeeded. */
+static int fill_pages_until_enomem(struct zs_pool *pool, unsigned long *h, int n)
+{
+    int got = 0;
+    for (int i = 0; i < n; i++) {
+        errno = 0;
+        h[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        if (ZS_IS_ERR(h[i])) {
+            CHECK_EQ(ZS_ERR(h[i]), ENOMEM);
+            CHECK_EQ(errno, ENOMEM);
+            break;
+        }
+        got++;
+    }
+    return got;
+}
+
+/* zs_malloc(pool, size, flags) must be refused with ENOMEM, in the handle and errno. */
+static void check_malloc_enomem(struct zs_pool *pool, size_t size, unsigned int flags)
+{
+    errno = 0;
+    unsigned long h = zs_malloc(pool, size, flags);
+    CHECK(ZS_IS_ERR(h) && ZS_ERR(h) == ENOMEM);
+    CHECK_EQ(errno, ENOMEM);
+}
+
 /* A pool must hand out, store and give back an object. */
 static void smoke(struct zs_pool *pool, size_t size)
 {
@@ -172,12 +199,7 @@ static void test_config_size_convention(void)
         /* max_pages was read: four full pages (in a zspage cut to the four frames the
          * limit leaves), then ENOMEM. */
         unsigned long h[5];
-        for (int i = 0; i < 4; i++)
-            CHECK(!ZS_IS_ERR(h[i] = zs_malloc(p, ZS_MAX_ALLOC_SIZE, 0)));
-        errno = 0;
-        h[4] = zs_malloc(p, ZS_MAX_ALLOC_SIZE, 0);
-        CHECK(ZS_IS_ERR(h[4]) && ZS_ERR(h[4]) == ENOMEM);
-        CHECK_EQ(errno, ENOMEM);
+        CHECK_EQ(fill_pages_until_enomem(p, h, 5), 4);
         zs_destroy_pool(p);
     }
 
@@ -589,24 +611,6 @@ static unsigned char *first_byte(struct zs_pool *pool, unsigned long h)
     return p;
 }
 
-/* Allocates 4096-byte objects into h[0..n) until one fails, which must fail with
- * ENOMEM (in the handle and in errno); returns how many succeeded. */
-static int fill_pages_until_enomem(struct zs_pool *pool, unsigned long *h, int n)
-{
-    int got = 0;
-    for (int i = 0; i < n; i++) {
-        errno = 0;
-        h[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
-        if (ZS_IS_ERR(h[i])) {
-            CHECK_EQ(ZS_ERR(h[i]), ENOMEM);
-            CHECK_EQ(errno, ENOMEM);
-            break;
-        }
-        got++;
-    }
-    return got;
-}
-
 /* A pool of `limit` frames, filled with 4096-byte objects into h[0..limit]: exactly
  * `limit` fit and the next is refused with ENOMEM. NULL if the pool was not made. */
 static struct zs_pool *filled_to_page_limit(const char *name, unsigned int layout, unsigned long limit,
@@ -629,10 +633,7 @@ static void test_limits_kernel(void)
     if (!pool)
         return;
     /* A class with no zspage yet cannot grow either. */
-    errno = 0;
-    unsigned long small = zs_malloc(pool, 100, 0);
-    CHECK(ZS_IS_ERR(small) && ZS_ERR(small) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, 100, 0);
     CHECK_EQ(pool_info(pool).live_objects, 8);
     CHECK_EQ(zs_pool_check(pool), 0);
     /* A frame given back can be taken again. */
@@ -645,10 +646,7 @@ static void test_limits_kernel(void)
 
     /* ZS_ALLOC_NOGROW: only free slots of the class's existing zspages. */
     pool = test_pool("api-nogrow-k", ZS_LAYOUT_KERNEL, 0);
-    errno = 0;
-    unsigned long n = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
-    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, 200, ZS_ALLOC_NOGROW);
     CHECK_EQ(zs_get_total_pages(pool), 0);
     unsigned long first = zs_malloc(pool, 200, 0);
     CHECK(!ZS_IS_ERR(first));
@@ -667,13 +665,10 @@ static void test_limits_kernel(void)
     }
     CHECK_EQ(taken, room);
     CHECK_EQ(zs_get_total_pages(pool), pages);
-    errno = 0;
-    n = zs_malloc(pool, 200, ZS_ALLOC_NOGROW);
-    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, 200, ZS_ALLOC_NOGROW);
     CHECK_EQ(zs_get_total_pages(pool), pages);
     /* Without the flag the class grows. */
-    n = zs_malloc(pool, 200, 0);
+    unsigned long n = zs_malloc(pool, 200, 0);
     CHECK(!ZS_IS_ERR(n));
     CHECK(zs_get_total_pages(pool) > pages);
     /* Its only object freed, the new zspage goes; a freed object in the first one
@@ -703,10 +698,7 @@ static void test_limits_dense(void)
     CHECK_EQ(ci.pages_per_zspage, 16); /* the chain, which that zspage could not have */
     CHECK_EQ(ci.zspages[ZS_NR_FULLNESS_GROUPS - 1], 1); /* every byte in use */
     /* Not a byte free and no frame to take: even one byte is refused. */
-    errno = 0;
-    unsigned long small = zs_malloc(pool, 1, 0);
-    CHECK(ZS_IS_ERR(small) && ZS_ERR(small) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, 1, 0);
     CHECK_EQ(pool_info(pool).live_objects, 8);
     CHECK_EQ(zs_pool_check(pool), 0);
     /* A freed object leaves a hole, not a free frame: the other seven keep the zspage. */
@@ -715,13 +707,10 @@ static void test_limits_dense(void)
     CHECK_EQ(zs_get_total_pages(pool), 8);
     /* The hole takes an object of any size that fits, at its start; the 3996 bytes
      * left of it are then too few for a full page. */
-    small = zs_malloc(pool, 100, 0);
+    unsigned long small = zs_malloc(pool, 100, 0);
     if (CHECK(!ZS_IS_ERR(small)))
         CHECK(first_byte(pool, small) == hole);
-    errno = 0;
-    unsigned long big = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
-    CHECK(ZS_IS_ERR(big) && ZS_ERR(big) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, ZS_MAX_ALLOC_SIZE, 0);
     zs_free(pool, small);
     h[3] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
     CHECK(!ZS_IS_ERR(h[3]));
@@ -759,10 +748,7 @@ static void test_limits_dense(void)
      * width) is always found; with no run of the size itself, -ENOMEM. */
     enum { SZ = 200, ROUNDED = 256 };
     pool = test_pool("api-nogrow-d", ZS_LAYOUT_DENSE, 0);
-    errno = 0;
-    unsigned long n = zs_malloc(pool, SZ, ZS_ALLOC_NOGROW);
-    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, SZ, ZS_ALLOC_NOGROW);
     CHECK_EQ(zs_get_total_pages(pool), 0);
     static unsigned long obj[1024];
     unsigned char buf[ZS_MAX_ALLOC_SIZE];
@@ -800,12 +786,10 @@ static void test_limits_dense(void)
     CHECK(fits >= 64);
     unsigned long filler = zs_malloc(pool, fits, ZS_ALLOC_NOGROW);
     CHECK(!ZS_IS_ERR(filler));
-    errno = 0;
-    n = zs_malloc(pool, tail - fits + 1, ZS_ALLOC_NOGROW);
-    CHECK(ZS_IS_ERR(n) && ZS_ERR(n) == ENOMEM);
+    check_malloc_enomem(pool, tail - fits + 1, ZS_ALLOC_NOGROW);
     CHECK_EQ(zs_get_total_pages(pool), pages);
     /* Without the flag the lane grows a zspage, given back with its only object. */
-    n = zs_malloc(pool, SZ, 0);
+    unsigned long n = zs_malloc(pool, SZ, 0);
     CHECK(!ZS_IS_ERR(n));
     CHECK_EQ(zs_get_total_pages(pool), 2 * pages);
     zs_free(pool, n);
@@ -825,10 +809,7 @@ static void test_limits_dense(void)
     CHECK_EQ(zs_get_total_pages(pool), pages);
     /* ... and once the 50 bytes left of it and the tail's 8 are all that is free,
      * nothing longer fits. */
-    errno = 0;
-    unsigned long none = zs_malloc(pool, SZ - 150 + 1, ZS_ALLOC_NOGROW);
-    CHECK(ZS_IS_ERR(none) && ZS_ERR(none) == ENOMEM);
-    CHECK_EQ(errno, ENOMEM);
+    check_malloc_enomem(pool, SZ - 150 + 1, ZS_ALLOC_NOGROW);
     /* The bytes around the hole are the neighbours' still, and the books agree. */
     unsigned long bad = 0;
     for (unsigned int i = 0; i < taken; i++)
