@@ -55,15 +55,115 @@ pub fn bucket_for(len: usize) -> usize {
     len.div_ceil(BUCKET_BYTES)
 }
 
+/// Searches over eight 16-bit hole words at a time, with no branch inside a group:
+/// one vector compare on x86-64 (SSE2, which every x86-64 processor has), a plain
+/// loop elsewhere.
+mod group {
+    /// Words in a group.
+    pub const LANES: usize = 8;
+    /// A group of words.
+    pub type Group = [u16; LANES];
+
+    /// The first word of `g` that is at least `min`, if any.
+    #[inline]
+    pub fn first_at_least(g: &Group, min: u16) -> Option<usize> {
+        let m = at_least(g, min);
+        // Two mask bits per word.
+        (m != 0).then(|| m.trailing_zeros() as usize / 2)
+    }
+
+    /// Bits `2i` and `2i + 1` set where word `i` of `g` is at least `min`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn at_least(g: &Group, min: u16) -> u32 {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86-64 baseline; the load reads the 16 bytes of
+        // `g`, unaligned loads being allowed.
+        unsafe {
+            let v = _mm_loadu_si128(g.as_ptr().cast());
+            // `min - v`, saturating at 0: zero exactly where `v >= min`.
+            let short = _mm_subs_epu16(_mm_set1_epi16(min as i16), v);
+            _mm_movemask_epi8(_mm_cmpeq_epi16(short, _mm_setzero_si128())) as u32
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    fn at_least(g: &Group, min: u16) -> u32 {
+        portable_at_least(g, min)
+    }
+
+    /// [`at_least`] without vector instructions.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    #[inline]
+    pub fn portable_at_least(g: &Group, min: u16) -> u32 {
+        g.iter().enumerate().fold(0, |m, (i, &w)| m | (u32::from(w >= min) * 3) << (2 * i))
+    }
+
+    /// The largest word of `g`.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn max(g: &Group) -> u16 {
+        use std::arch::x86_64::*;
+        // SAFETY: as in `at_least`.
+        unsafe {
+            let mut v = _mm_loadu_si128(g.as_ptr().cast());
+            // Unsigned max without SSE4.1: max(a, b) = (a - b, saturating) + b. Three
+            // halvings fold the eight words into one.
+            let fold = |v: __m128i, w: __m128i| _mm_add_epi16(_mm_subs_epu16(v, w), w);
+            v = fold(v, _mm_shuffle_epi32::<0b01_00_11_10>(v));
+            v = fold(v, _mm_shuffle_epi32::<0b10_11_00_01>(v));
+            v = fold(v, _mm_shufflelo_epi16::<0b10_11_00_01>(v));
+            _mm_extract_epi16::<0>(v) as u16
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub fn max(g: &Group) -> u16 {
+        portable_max(g)
+    }
+
+    /// [`max`] without vector instructions.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    #[inline]
+    pub fn portable_max(g: &Group) -> u16 {
+        g.iter().copied().max().unwrap_or(0)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// The vector searches agree with the plain ones.
+            #[test]
+            fn vector_and_portable_agree(g in any::<Group>(), min in any::<u16>()) {
+                prop_assert_eq!(at_least(&g, min), portable_at_least(&g, min));
+                prop_assert_eq!(max(&g), portable_max(&g));
+                prop_assert_eq!(first_at_least(&g, min), g.iter().position(|&w| w >= min));
+            }
+        }
+    }
+}
+
+use group::{Group, LANES};
+
+/// The offset of an unused hole entry: past every hole (see `hole_position`).
+const NO_OFF: u16 = u16::MAX;
+
 /// The free space of a dense zspage (see the module comment).
 ///
-/// One allocation holds the holes, ascending by offset, each as one 32-bit word:
-/// offset in the low half, length in the high half, so that the searches below are
-/// plain loops over words, which the compiler vectorises. Holes are few (neighbours merge), so finding one that fits is a
-/// short scan, and a free touches only the holes around its object.
+/// One allocation holds the holes, ascending by offset: their offsets, then their
+/// lengths, 16 bits each, `room` of each. The searches below look at the offsets or
+/// the lengths a group of [`LANES`] at a time (`group`); entries past the holes read
+/// as offset `NO_OFF`, length 0, so a group may run past the last hole. Holes are few (neighbours
+/// merge), so finding one that fits is a step or two, and a free touches only the
+/// holes around its object.
 #[derive(Debug)]
 pub struct Extents {
-    buf: Box<[u32]>,
+    buf: Box<[u16]>,
     /// Objects in the zspage.
     nobj: u16,
     nhole: u16,
@@ -124,83 +224,134 @@ impl Extents {
         std::mem::size_of_val(&*self.buf)
     }
 
-    /// The hole entries in use.
+    /// Holes the buffer has room for.
     #[inline]
-    fn entries(&self) -> &[u32] {
-        &self.buf[..self.holes()]
+    fn room(&self) -> usize {
+        self.buf.len() / 2
+    }
+
+    /// The entries a scan looks at: the holes, and the unused entries up to a whole
+    /// group where the buffer has them.
+    #[inline]
+    fn scanned(&self) -> usize {
+        self.holes().next_multiple_of(LANES).min(self.room())
     }
 
     #[inline]
     fn hole(&self, j: usize) -> (usize, usize) {
-        let w = self.buf[j];
-        ((w & 0xFFFF) as usize, (w >> 16) as usize)
+        (self.buf[j] as usize, self.buf[self.room() + j] as usize)
     }
 
     #[inline]
     fn set_hole(&mut self, j: usize, off: usize, len: usize) {
-        debug_assert!(off < 1 << 16 && len < 1 << 16);
-        self.buf[j] = off as u32 | (len as u32) << 16;
+        debug_assert!(off < NO_OFF as usize && len > 0 && len <= u16::MAX as usize);
+        let room = self.room();
+        self.buf[j] = off as u16;
+        self.buf[room + j] = len as u16;
+    }
+
+    /// The scanned entries of one half of the buffer (offsets at 0, lengths at
+    /// `room`), as whole groups and the words past the last whole group.
+    #[inline]
+    fn groups(&self, half: usize) -> (impl Iterator<Item = &Group>, &[u16]) {
+        let groups = self.buf[half..half + self.scanned()].chunks_exact(LANES);
+        let rest = groups.remainder();
+        (groups.map(|g| <&Group>::try_from(g).expect("chunks of a group's length")), rest)
+    }
+
+    /// The position of the first entry of a half whose word is at least `min`
+    /// (`scanned()` if none).
+    #[inline]
+    fn first_at_least(&self, half: usize, min: u16) -> usize {
+        let (groups, rest) = self.groups(half);
+        for (k, g) in groups.enumerate() {
+            if let Some(i) = group::first_at_least(g, min) {
+                return k * LANES + i;
+            }
+        }
+        let at = self.scanned() - rest.len();
+        at + rest.iter().position(|&w| w >= min).unwrap_or(rest.len())
     }
 
     /// The position of the first hole at or after byte `off`.
     #[inline]
     fn hole_position(&self, off: usize) -> usize {
-        if self.holes() <= 32 {
-            // Holes are few: a straight count, which the compiler vectorises, beats
-            // a search's unpredictable branches.
-            return self.entries().iter().filter(|&&w| ((w & 0xFFFF) as usize) < off).count();
-        }
-        let (mut lo, mut hi) = (0, self.holes());
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.hole(mid).0 < off {
-                lo = mid + 1;
-            } else {
-                hi = mid;
+        if self.holes() > 8 * LANES {
+            let (mut lo, mut hi) = (0, self.holes());
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                if self.hole(mid).0 < off {
+                    lo = mid + 1;
+                } else {
+                    hi = mid;
+                }
             }
+            return lo;
         }
-        lo
+        // Holes are few: a group at a time. Offsets ascend, and unused entries
+        // (`NO_OFF`) are at or past every offset asked about (objects and holes start
+        // below it), so the first entry at or past `off` is the answer.
+        self.first_at_least(0, off.min(NO_OFF as usize) as u16).min(self.holes())
     }
 
-    /// Reallocates to `cap` words.
-    fn resize(&mut self, cap: usize) {
-        let mut buf = vec![0u32; cap].into_boxed_slice();
-        buf[..self.holes()].copy_from_slice(self.entries());
+    /// The position of the first hole of `len` bytes or more.
+    #[inline]
+    fn first_fit(&self, len: usize) -> Option<usize> {
+        // Unused entries have length 0, and `len` is positive.
+        let j = self.first_at_least(self.room(), len as u16);
+        (j < self.holes()).then_some(j)
+    }
+
+    /// Reallocates to room for `room` holes.
+    fn resize(&mut self, room: usize) {
+        let n = self.holes();
+        let mut buf = vec![0u16; 2 * room].into_boxed_slice();
+        buf[n..room].fill(NO_OFF);
+        buf[..n].copy_from_slice(&self.buf[..n]);
+        let old = self.room();
+        buf[room..room + n].copy_from_slice(&self.buf[old..old + n]);
         self.buf = buf;
     }
 
     /// Gives back the entries' room to grow (compaction leaves zspages that will
     /// mostly just lose objects).
     pub fn shrink_to_fit(&mut self) {
-        if self.holes() < self.buf.len() {
+        if self.holes() < self.room() {
             self.resize(self.holes());
         }
     }
 
     fn insert_hole(&mut self, j: usize, off: usize, len: usize) {
         let n = self.holes();
-        if n == self.buf.len() {
-            // A quarter at a time: the entries are metadata, and doubling would leave
-            // a third of them unused on average.
-            self.resize(n + (n / 4).max(2));
+        if n == self.room() {
+            // A quarter at a time, in whole groups: the entries are metadata, and
+            // doubling would leave a third of them unused on average.
+            self.resize((n + (n / 4).max(2)).next_multiple_of(LANES));
         }
+        let room = self.room();
         self.buf.copy_within(j..n, j + 1);
+        self.buf.copy_within(room + j..room + n, room + j + 1);
         self.nhole += 1;
         self.set_hole(j, off, len);
     }
 
     fn remove_hole(&mut self, j: usize) {
         let n = self.holes();
+        let room = self.room();
         self.buf.copy_within(j + 1..n, j);
+        self.buf.copy_within(room + j + 1..room + n, room + j);
+        self.buf[n - 1] = NO_OFF;
+        self.buf[room + n - 1] = 0;
         self.nhole -= 1;
-        if self.buf.len() > 16 && 2 * (n - 1) < self.buf.len() {
-            self.resize(n + n / 4);
+        if room > 2 * LANES && 2 * (n - 1) < room {
+            self.resize((n + n / 4).next_multiple_of(LANES));
         }
     }
 
     fn scan_largest_hole(&self) -> u16 {
-        // Over the words directly: a loop the compiler turns into vector max.
-        self.entries().iter().map(|&w| w >> 16).max().unwrap_or(0) as u16
+        let (groups, rest) = self.groups(self.room());
+        let most = groups.map(group::max).max().unwrap_or(0);
+        rest.iter().copied().fold(most, u16::max)
     }
 
     /// Places an object of `len` bytes: in the tail if it fits there, else in the
@@ -216,7 +367,7 @@ impl Extents {
             if (self.largest_hole as usize) < len {
                 return None;
             }
-            let j = self.entries().iter().position(|&w| (w >> 16) as usize >= len)?;
+            let j = self.first_fit(len)?;
             let (off, hole) = self.hole(j);
             if hole == len {
                 self.remove_hole(j);
@@ -326,8 +477,13 @@ impl Extents {
                 self.used, self.largest_hole
             ));
         }
-        if self.holes() > self.buf.len() {
+        if self.holes() > self.room() {
             return Err("more holes than the entry buffer holds".into());
+        }
+        let room = self.room();
+        let unused = (self.holes()..room).find(|&j| self.buf[j] != NO_OFF || self.buf[room + j] != 0);
+        if let Some(j) = unused {
+            return Err(format!("unused entry {j} is not blank"));
         }
         Ok(())
     }
@@ -355,6 +511,12 @@ mod tests {
         x.check(&mut [(0, 1000), (1000, 7), (3000, 1000), (4000, 90)]).unwrap();
         assert!(x.check(&mut [(0, 1000), (3000, 1000), (4000, 90)]).is_err(), "an object is missing");
         assert!(x.check(&mut [(0, 1000), (1000, 8), (3000, 1000), (4000, 90)]).is_err(), "an object overlaps a hole");
+        let room = x.room();
+        x.buf[room + 1] = 5;
+        assert!(
+            x.check(&mut [(0, 1000), (1000, 7), (3000, 1000), (4000, 90)]).is_err(),
+            "an unused entry has a length"
+        );
     }
 
     #[test]
@@ -419,11 +581,18 @@ mod tests {
     }
 
     proptest! {
-        /// Random places and removes against a byte map of the chain.
+        /// Random places and removes against a byte map of the chain. Sizes are
+        /// often whole multiples of 50 bytes, so that holes fit objects exactly.
         #[test]
-        fn matches_a_byte_map(ops in proptest::collection::vec((any::<bool>(), 1usize..600, any::<prop::sample::Index>()), 1..300)) {
-            let cap = 4 * 4096;
-            let mut x = Extents::new(4);
+        fn matches_a_byte_map(
+            frames in 1usize..=4,
+            ops in proptest::collection::vec(
+                (any::<bool>(), prop_oneof![1usize..600, (1usize..12).prop_map(|k| 50 * k)], any::<prop::sample::Index>()),
+                1..300,
+            ),
+        ) {
+            let cap = frames * 4096;
+            let mut x = Extents::new(frames);
             let mut taken = vec![false; cap];
             let mut live: Vec<(usize, usize)> = Vec::new();
             for (alloc, size, pick) in ops {
@@ -442,6 +611,11 @@ mod tests {
                     let (off, len) = live.swap_remove(pick.index(live.len()));
                     x.remove(off, len);
                     taken[off..off + len].fill(false);
+                }
+                if size % 8 == 0 {
+                    // Room for the holes alone: the searches meet words past the
+                    // last whole group.
+                    x.shrink_to_fit();
                 }
                 x.check(&mut live.clone()).map_err(TestCaseError::fail)?;
                 prop_assert_eq!(x.used(), taken.iter().filter(|&&t| t).count());
