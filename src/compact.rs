@@ -20,7 +20,7 @@
 //! sources go on the lane's drain list, where malloc does not place objects; their
 //! objects are found in one pass over the handle table (`locate.rs`) and moved one
 //! at a time to wherever malloc would place them: into
-//! holes and tails of the other zspages, in the lowest bucket that fits, and into new zspages
+//! holes and tails of the other zspages, the tightest first, and into new zspages
 //! when none fits. Emptying the sources then gives back at least one zspage more
 //! than the new ones took; what `compact` reports is that net count. After freeing
 //! a random half of a pool's objects, nearly every zspage is a source, and the

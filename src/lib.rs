@@ -39,8 +39,8 @@
 //! ## The life of a handle
 //!
 //! `malloc` takes a free handle slot of its class and, in the kernel layout, the first
-//! free object of the class's fullest non-full zspage; in the dense layout, a run of
-//! free bytes from the lowest placement bucket whose every zspage fits it. It then
+//! free object of the class's fullest non-full zspage; in the dense layout, the
+//! tightest run of free bytes that fits the object in its lane's zspages. It then
 //! publishes the object's location in the slot. A read,
 //! write or map pins the object with one CAS on the slot (a count, not a guard, so a
 //! mapping can outlive the call); while pinned the object cannot move or be freed, so

@@ -222,27 +222,21 @@ impl ClassState {
         }
     }
 
-    /// The dense zspage to place `len` bytes in: the head of the lowest bucket whose
-    /// every zspage fits it, so that the run it takes is at most `2 * BUCKET_BYTES - 2`
-    /// bytes longer; failing that, the head of the bucket `len` falls in if its run
-    /// fits; failing that, a zspage of the top bucket.
-    ///
-    /// The bucket `len` falls in may hold runs that fit it more tightly, but looking
-    /// there first costs a descriptor load that fails about half the time (the
-    /// steady pair took 6% longer); it is looked at before a run of 4096 bytes is cut
-    /// into, and before a new zspage is made.
+    /// The dense zspage to place `len` bytes in, tightest first: the head of the
+    /// bucket `len` falls in if its run fits, else the head of the lowest bucket whose
+    /// every zspage fits it.
     #[inline]
     pub(crate) fn pick_dense(&self, len: usize) -> Option<*mut ZsPage> {
+        let zs = self.heads[bucket(len)];
+        // SAFETY: list members are live descriptors of this lane, whose lock the
+        // caller holds (it has `&self` through the guard).
+        if !zs.is_null() && unsafe { (*zs).state() }.ext().extent() >= len {
+            return Some(zs);
+        }
         // Buckets below the top one: in the bitmap.
         let fits = self.nonempty & u64::MAX.checked_shl(bucket_for(len) as u32).unwrap_or(0);
         if fits != 0 {
             return Some(self.heads[fits.trailing_zeros() as usize]);
-        }
-        let near = self.heads[bucket(len)];
-        // SAFETY: list members are live descriptors of this lane, whose lock the
-        // caller holds (it has `&self` through the guard).
-        if !near.is_null() && unsafe { (*near).state() }.ext().extent() >= len {
-            return Some(near);
         }
         let top = self.heads[TOP_BUCKET];
         (!top.is_null()).then_some(top)
@@ -477,8 +471,8 @@ impl PoolCore {
         Ok(self.publish(class, idx, gen, loc, size))
     }
 
-    /// Places `len` bytes in a dense zspage of lane `ci`: one that fits them
-    /// ([`ClassState::pick_dense`]), else a new one if `grow` (shorter than the chain where
+    /// Places `len` bytes in a dense zspage of lane `ci`: the tightest
+    /// zspage that fits them, else a new one if `grow` (shorter than the chain where
     /// the page limit leaves fewer frames, if `shorten`). Returns the zspage, the
     /// offset, and whether the zspage is new.
     pub(crate) fn place_dense(

@@ -14,7 +14,8 @@ fn objects_of_every_size_share_a_zspage_end_to_end() {
     let p = pool(Layout::Dense);
     assert_eq!(p.class_table().chain(), CHAIN, "the dense layout's default chain");
     // 655 objects of 100 bytes and one of 36 fill 16 frames to the byte.
-    let hs = full_zspage(&p);
+    let mut hs: Vec<Handle> = (0..655).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
+    hs.push(p.malloc(36, AllocFlags::default()).unwrap());
     assert_eq!(p.total_pages(), CHAIN);
     assert_eq!(p.malloc(1, AllocFlags::NOGROW), Err(Error::NoMemory), "not one byte is left");
     check(&p);
@@ -81,54 +82,6 @@ fn freed_objects_leave_holes_that_malloc_fills() {
     }
     assert_eq!(p.total_pages(), 0);
     check(&p);
-}
-
-/// A zspage of 655 objects of 100 bytes and one of 36: exactly full. Returns the
-/// handles, 100-byte objects first.
-fn full_zspage(p: &Pool) -> Vec<Handle> {
-    let mut hs: Vec<Handle> = (0..655).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
-    hs.push(p.malloc(36, AllocFlags::default()).unwrap());
-    hs
-}
-
-/// Where object `h` sits (objects here do not straddle frames, so a mapping is the
-/// object itself).
-fn address(p: &Pool, h: Handle) -> *const u8 {
-    let m = p.map(h, MapMode::ReadOnly).unwrap();
-    assert!(!m.is_copy());
-    m.as_ptr()
-}
-
-#[test]
-fn malloc_takes_the_lowest_bucket_that_fits_then_its_own_bucket() {
-    // Zspage A with a 100-byte hole (bucket 1), zspage C with a 200-byte one (bucket
-    // 3). 80 bytes would fit A more tightly, but only C's bucket and those above are
-    // sure to fit them: C takes them.
-    let p = pool(Layout::Dense);
-    let (a, c) = (full_zspage(&p), full_zspage(&p));
-    let (in_a, in_c) = (address(&p, a[10]), address(&p, c[20]));
-    p.free(a[10]).unwrap();
-    p.free(c[20]).unwrap();
-    p.free(c[21]).unwrap();
-    let h = p.malloc(80, AllocFlags::NOGROW).unwrap();
-    assert_eq!(address(&p, h), in_c, "placed in the zspage of the lowest bucket sure to fit");
-    assert_ne!(address(&p, h), in_a);
-    check(&p);
-
-    // Zspage A with a 100-byte hole, and a zspage with a run of 4096 bytes or more. No
-    // bucket from 90 bytes' rounded up is taken, so the first zspage of the bucket
-    // 90 bytes fall in is looked at before the long run is cut into.
-    let q = pool(Layout::Dense);
-    let a = full_zspage(&q);
-    let fresh = q.malloc(100, AllocFlags::default()).unwrap();
-    assert_eq!(q.total_pages(), 2 * CHAIN);
-    let in_a = address(&q, a[10]);
-    q.free(a[10]).unwrap();
-    let h = q.malloc(90, AllocFlags::NOGROW).unwrap();
-    assert_eq!(address(&q, h), in_a, "the tighter run of the object's own bucket before a long one");
-    q.free(fresh).unwrap();
-    assert_eq!(q.total_pages(), CHAIN, "nothing else went to the second zspage");
-    check(&q);
 }
 
 #[test]
