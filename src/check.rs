@@ -74,13 +74,13 @@ impl PoolCore {
                         z.nframes
                     );
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
+                    // The objects: (slot index, size, offset in the chain).
+                    let mut objects: Vec<(u32, usize, usize)> = Vec::new();
                     if self.dense {
                         let x = s.ext();
-                        let mut extents: Vec<(usize, usize)> = self
-                            .objects_now(z, located.get(&(zs as usize)).map_or(&[], |v| v))
-                            .iter()
-                            .map(|o| (o.off, o.len))
-                            .collect();
+                        let found = self.objects_now(z, located.get(&(zs as usize)).map_or(&[], |v| v));
+                        objects.extend(found.iter().map(|o| (o.idx, o.len, o.off)));
+                        let mut extents: Vec<(usize, usize)> = found.iter().map(|o| (o.off, o.len)).collect();
                         x.check(&mut extents).map_err(|e| format!("class {ci}: {e}"))?;
                         ensure!(!x.is_empty(), "class {ci}: an empty zspage was kept");
                         ensure!(x.cap() == z.nframes as usize * PAGE_SIZE, "class {ci}: zspage of {} bytes", x.cap());
@@ -111,13 +111,7 @@ impl PoolCore {
                             w.raw()
                         );
                     }
-                    // The objects: (slot index, size, offset in the chain).
-                    let mut objects: Vec<(u32, usize, usize)> = Vec::new();
-                    if self.dense {
-                        for o in self.objects_now(z, located.get(&(zs as usize)).map_or(&[], |v| v)) {
-                            objects.push((o.idx, o.len, o.off));
-                        }
-                    } else {
+                    if !self.dense {
                         // The free list.
                         let (head, inuse) = (s.free_head, s.inuse as usize);
                         let objs = s.objs();

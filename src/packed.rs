@@ -158,9 +158,9 @@ const NO_OFF: u16 = u16::MAX;
 /// One allocation holds the holes, ascending by offset: their offsets, then their
 /// lengths, 16 bits each, `room` of each. The searches below look at the offsets or
 /// the lengths a group of [`LANES`] at a time (`group`); entries past the holes read
-/// as offset `NO_OFF`, length 0, so a group may run past the last hole. Holes are few (neighbours
-/// merge), so finding one that fits is a step or two, and a free touches only the
-/// holes around its object.
+/// as offset `NO_OFF`, length 0, so a group may run past the last hole. Holes are
+/// few (neighbours merge), so finding one that fits is a step or two, and a free
+/// touches only the holes around its object.
 #[derive(Debug)]
 pub struct Extents {
     buf: Box<[u16]>,
