@@ -106,8 +106,16 @@ mod group {
     pub fn max(g: &Group) -> u16 {
         use std::arch::x86_64::*;
         // SAFETY: as in `at_least`.
+        unsafe { fold_max(_mm_loadu_si128(g.as_ptr().cast())) }
+    }
+
+    /// The largest of eight unsigned words.
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    fn fold_max(mut v: std::arch::x86_64::__m128i) -> u16 {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86-64 baseline.
         unsafe {
-            let mut v = _mm_loadu_si128(g.as_ptr().cast());
             // Unsigned max without SSE4.1: max(a, b) = (a - b, saturating) + b. Three
             // halvings fold the eight words into one.
             let fold = |v: __m128i, w: __m128i| _mm_add_epi16(_mm_subs_epu16(v, w), w);
@@ -122,6 +130,35 @@ mod group {
     #[inline]
     pub fn max(g: &Group) -> u16 {
         portable_max(g)
+    }
+
+    /// The largest word of `g` but word `lane`'s (0 if it has no other); all of
+    /// them if `lane` is not below [`LANES`].
+    #[cfg(target_arch = "x86_64")]
+    #[inline]
+    pub fn max_except(g: &Group, lane: usize) -> u16 {
+        use std::arch::x86_64::*;
+        // SAFETY: as in `at_least`.
+        unsafe {
+            let v = _mm_loadu_si128(g.as_ptr().cast());
+            let lanes = _mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7);
+            // A `lane` past the group may wrap to a small 16-bit number: clamp it.
+            let this = _mm_cmpeq_epi16(lanes, _mm_set1_epi16(lane.min(LANES) as i16));
+            fold_max(_mm_andnot_si128(this, v))
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    #[inline]
+    pub fn max_except(g: &Group, lane: usize) -> u16 {
+        portable_max_except(g, lane)
+    }
+
+    /// [`max_except`] without vector instructions.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    #[inline]
+    pub fn portable_max_except(g: &Group, lane: usize) -> u16 {
+        g.iter().enumerate().filter(|&(i, _)| i != lane).map(|(_, &w)| w).max().unwrap_or(0)
     }
 
     /// [`max`] without vector instructions.
@@ -142,6 +179,8 @@ mod group {
             fn vector_and_portable_agree(g in any::<Group>(), min in any::<u16>()) {
                 prop_assert_eq!(at_least(&g, min), portable_at_least(&g, min));
                 prop_assert_eq!(max(&g), portable_max(&g));
+                let lane = min as usize % (2 * LANES);
+                prop_assert_eq!(max_except(&g, lane), portable_max_except(&g, lane));
                 prop_assert_eq!(first_at_least(&g, min), g.iter().position(|&w| w >= min));
             }
         }
@@ -261,7 +300,7 @@ impl Extents {
 
     /// The position of the first entry of a half whose word is at least `min`
     /// (`scanned()` if none).
-    #[inline]
+    #[inline(always)]
     fn first_at_least(&self, half: usize, min: u16) -> usize {
         let (groups, rest) = self.groups(half);
         for (k, g) in groups.enumerate() {
@@ -274,7 +313,7 @@ impl Extents {
     }
 
     /// The position of the first hole at or after byte `off`.
-    #[inline]
+    #[inline(always)]
     fn hole_position(&self, off: usize) -> usize {
         if self.holes() > 8 * LANES {
             let (mut lo, mut hi) = (0, self.holes());
@@ -354,6 +393,21 @@ impl Extents {
         rest.iter().copied().fold(most, u16::max)
     }
 
+    /// The largest hole once hole `j` is `len` bytes long (0: gone). Read before the
+    /// entry is written: a wide read of words just written narrowly waits for the
+    /// writes to reach the cache.
+    fn largest_once(&self, j: usize, len: u16) -> u16 {
+        let (groups, rest) = self.groups(self.room());
+        let mut most = len;
+        for (k, g) in groups.enumerate() {
+            // No branch on whether `j` is in this group: a lane past the group
+            // excludes none of its words.
+            most = most.max(group::max_except(g, j.wrapping_sub(k * LANES)));
+        }
+        let at = self.scanned() - rest.len();
+        rest.iter().enumerate().filter(|&(i, _)| at + i != j).fold(most, |m, (_, &w)| m.max(w))
+    }
+
     /// Places an object of `len` bytes: in the tail if it fits there, else in the
     /// first hole that fits. Returns its offset, or None if nothing fits.
     #[inline]
@@ -369,13 +423,13 @@ impl Extents {
             }
             let j = self.first_fit(len)?;
             let (off, hole) = self.hole(j);
+            if hole == self.largest_hole as usize {
+                self.largest_hole = self.largest_once(j, (hole - len) as u16);
+            }
             if hole == len {
                 self.remove_hole(j);
             } else {
                 self.set_hole(j, off + len, hole - len);
-            }
-            if hole == self.largest_hole as usize {
-                self.largest_hole = self.scan_largest_hole();
             }
             off
         };
