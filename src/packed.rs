@@ -457,7 +457,7 @@ impl Extents {
 
     /// Frees the object of `len` bytes at byte `off`: its bytes become a hole, merged
     /// with neighbouring holes, or join the tail.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&mut self, off: usize, len: usize) {
         debug_assert!(self.nobj > 0 && off + len <= self.end as usize);
         self.nobj -= 1;

@@ -477,6 +477,7 @@ impl PoolCore {
     /// zspage that fits them, else a new one if `grow` (shorter than the chain where
     /// the page limit leaves fewer frames, if `shorten`). Returns the zspage, the
     /// offset, and whether the zspage is new.
+    #[inline(always)]
     pub(crate) fn place_dense(
         &self,
         ci: usize,
