@@ -3,9 +3,13 @@
 //! alternately on a dense and a kernel pool in one process, and the median of the
 //! paired rounds' ratios reported. A criterion run measures the two layouts seconds
 //! apart, and on a shared machine a group moves by 10-30% between runs; here each
-//! ratio compares two rounds a millisecond apart.
+//! ratio compares two stretches of work milliseconds apart.
 //!
-//! `cargo run --release --example steady_pairs [rounds]` (200 rounds: a few seconds).
+//! `cargo run --release --example steady_pairs [rounds] [block]`: `rounds` paired
+//! rounds (200), each running `block` rounds of the trace (1) on each layout in
+//! turn. With blocks of one the two pools share the caches round by round; blocks of
+//! 30 or so let each layout run warm, as it does alone in criterion, and are the
+//! closer measure of what criterion reports.
 
 use std::time::Instant;
 use zsmalloc::{AllocFlags, Config, Handle, Layout, Pool};
@@ -17,16 +21,18 @@ fn filled(sizes: &[usize], layout: Layout) -> (Pool, Vec<Handle>) {
     (p, ring)
 }
 
-/// One round, as the criterion bench's: every size of the trace replaces an object
-/// (the same victims for both layouts). Returns nanoseconds per pair.
-fn round(p: &Pool, ring: &mut [Handle], sizes: &[usize], r: usize) -> f64 {
+/// `block` rounds, as the criterion bench's: in each, every size of the trace replaces
+/// an object (the same victims for both layouts). Returns nanoseconds per pair.
+fn round(p: &Pool, ring: &mut [Handle], sizes: &[usize], r: usize, block: usize) -> f64 {
     let t = Instant::now();
-    for (i, &s) in sizes.iter().enumerate() {
-        let j = (i * 7919 + r) % ring.len();
-        p.free(ring[j]).unwrap();
-        ring[j] = p.malloc(s, AllocFlags::default()).unwrap();
+    for r in block * r..block * (r + 1) {
+        for (i, &s) in sizes.iter().enumerate() {
+            let j = (i * 7919 + r) % ring.len();
+            p.free(ring[j]).unwrap();
+            ring[j] = p.malloc(s, AllocFlags::default()).unwrap();
+        }
     }
-    t.elapsed().as_nanos() as f64 / sizes.len() as f64
+    t.elapsed().as_nanos() as f64 / (block * sizes.len()) as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -38,14 +44,15 @@ fn main() {
     let sizes: Vec<usize> =
         include_str!("../data/workloads/node-heap-lz4.txt").lines().filter_map(|l| l.trim().parse().ok()).collect();
     let rounds: usize = std::env::args().nth(1).map_or(200, |a| a.parse().expect("rounds: a number")).max(1);
+    let block: usize = std::env::args().nth(2).map_or(1, |a| a.parse().expect("block: a number")).max(1);
     let (dense, mut dense_ring) = filled(&sizes, Layout::Dense);
     let (kernel, mut kernel_ring) = filled(&sizes, Layout::Kernel);
     // The first rounds warm both pools up to their steady state; they are not counted.
     let warm = rounds / 10;
     let (mut d, mut k, mut ratio) = (vec![], vec![], vec![]);
     for r in 1..=rounds {
-        let a = round(&dense, &mut dense_ring, &sizes, r);
-        let b = round(&kernel, &mut kernel_ring, &sizes, r);
+        let a = round(&dense, &mut dense_ring, &sizes, r, block);
+        let b = round(&kernel, &mut kernel_ring, &sizes, r, block);
         if r > warm {
             d.push(a);
             k.push(b);
