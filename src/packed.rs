@@ -652,6 +652,45 @@ mod tests {
         assert_eq!(x.holes(), 2);
     }
 
+    /// Replays `ops` on an empty chain of `frames` frames against a byte map, checking
+    /// the invariants after every step: each op places `size` bytes if its flag is set
+    /// or nothing is live, and otherwise removes the live object `pick` chooses.
+    fn replay(frames: usize, ops: &[(bool, usize, prop::sample::Index)]) -> Result<(), TestCaseError> {
+        let cap = frames * 4096;
+        let mut x = Extents::new(frames);
+        let mut taken = vec![false; cap];
+        let mut live: Vec<(usize, usize)> = Vec::new();
+        for &(alloc, size, pick) in ops {
+            if alloc || live.is_empty() {
+                let fits = x.extent() >= size;
+                match x.place(size) {
+                    Some(off) => {
+                        prop_assert!(off + size <= cap);
+                        prop_assert!(taken[off..off + size].iter().all(|&t| !t), "placed over a live object");
+                        taken[off..off + size].fill(true);
+                        live.push((off, size));
+                    }
+                    None => prop_assert!(!fits, "refused although the extent fits"),
+                }
+            } else {
+                let (off, len) = live.swap_remove(pick.index(live.len()));
+                x.remove(off, len);
+                taken[off..off + len].fill(false);
+            }
+            if size % 8 == 0 {
+                // Room for the holes alone: the searches meet words past the
+                // last whole group.
+                x.shrink_to_fit();
+            }
+            x.check(&mut live.clone()).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(x.used(), taken.iter().filter(|&&t| t).count());
+            let lo = pick.index(cap);
+            let hi = (lo + 100).min(cap);
+            prop_assert_eq!(x.free_in(lo, hi), taken[lo..hi].iter().filter(|&&t| !t).count());
+        }
+        Ok(())
+    }
+
     proptest! {
         /// Random places and removes against a byte map of the chain. Sizes are
         /// often whole multiples of 50 bytes, so that holes fit objects exactly.
@@ -663,38 +702,17 @@ mod tests {
                 1..300,
             ),
         ) {
-            let cap = frames * 4096;
-            let mut x = Extents::new(frames);
-            let mut taken = vec![false; cap];
-            let mut live: Vec<(usize, usize)> = Vec::new();
-            for (alloc, size, pick) in ops {
-                if alloc || live.is_empty() {
-                    let fits = x.extent() >= size;
-                    match x.place(size) {
-                        Some(off) => {
-                            prop_assert!(off + size <= cap);
-                            prop_assert!(taken[off..off + size].iter().all(|&t| !t), "placed over a live object");
-                            taken[off..off + size].fill(true);
-                            live.push((off, size));
-                        }
-                        None => prop_assert!(!fits, "refused although the extent fits"),
-                    }
-                } else {
-                    let (off, len) = live.swap_remove(pick.index(live.len()));
-                    x.remove(off, len);
-                    taken[off..off + len].fill(false);
-                }
-                if size % 8 == 0 {
-                    // Room for the holes alone: the searches meet words past the
-                    // last whole group.
-                    x.shrink_to_fit();
-                }
-                x.check(&mut live.clone()).map_err(TestCaseError::fail)?;
-                prop_assert_eq!(x.used(), taken.iter().filter(|&&t| t).count());
-                let lo = pick.index(cap);
-                let hi = (lo + 100).min(cap);
-                prop_assert_eq!(x.free_in(lo, hi), taken[lo..hi].iter().filter(|&&t| !t).count());
-            }
+            replay(frames, &ops)?;
+        }
+
+        /// A frame filled with small objects, then churned: dozens of holes, over
+        /// several groups of entries, and the largest of them in any group.
+        #[test]
+        fn matches_a_byte_map_with_many_holes(
+            fill in proptest::collection::vec((Just(true), 1usize..48, any::<prop::sample::Index>()), 100..200),
+            churn in proptest::collection::vec((any::<bool>(), 1usize..48, any::<prop::sample::Index>()), 100..400),
+        ) {
+            replay(1, &[fill, churn].concat())?;
         }
     }
 }
