@@ -25,9 +25,9 @@ fn filled(sizes: &[usize], layout: Layout) -> (Pool, Vec<Handle>) {
 /// an object (the same victims for both layouts). Returns nanoseconds per pair.
 fn round(p: &Pool, ring: &mut [Handle], sizes: &[usize], r: usize, block: usize) -> f64 {
     let t = Instant::now();
-    for r in block * r..block * (r + 1) {
+    for n in block * r..block * (r + 1) {
         for (i, &s) in sizes.iter().enumerate() {
-            let j = (i * 7919 + r) % ring.len();
+            let j = (i * 7919 + n) % ring.len();
             p.free(ring[j]).unwrap();
             ring[j] = p.malloc(s, AllocFlags::default()).unwrap();
         }
