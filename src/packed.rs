@@ -135,20 +135,6 @@ mod group {
         }
     }
 
-    /// The largest word of `g`.
-    #[cfg(target_arch = "x86_64")]
-    #[inline]
-    pub fn max(g: &Group) -> u16 {
-        let (a, b) = halves(g);
-        fold_max(vmax(a, b))
-    }
-
-    #[cfg(not(target_arch = "x86_64"))]
-    #[inline]
-    pub fn max(g: &Group) -> u16 {
-        portable_max(g)
-    }
-
     /// The largest word of `g` but word `lane`'s (0 if it has no other); all of
     /// them if `lane` is not below [`LANES`].
     #[cfg(target_arch = "x86_64")]
@@ -178,13 +164,6 @@ mod group {
         g.iter().enumerate().filter(|&(i, _)| i != lane).map(|(_, &w)| w).max().unwrap_or(0)
     }
 
-    /// [`max`] without vector instructions.
-    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-    #[inline]
-    pub fn portable_max(g: &Group) -> u16 {
-        g.iter().copied().max().unwrap_or(0)
-    }
-
     #[cfg(test)]
     mod tests {
         use super::*;
@@ -195,7 +174,6 @@ mod group {
             #[test]
             fn vector_and_portable_agree(g in any::<Group>(), min in any::<u16>()) {
                 prop_assert_eq!(at_least(&g, min), portable_at_least(&g, min));
-                prop_assert_eq!(max(&g), portable_max(&g));
                 let lane = min as usize % (2 * LANES);
                 prop_assert_eq!(max_except(&g, lane), portable_max_except(&g, lane));
                 prop_assert_eq!(first_at_least(&g, min), g.iter().position(|&w| w >= min));
@@ -404,12 +382,6 @@ impl Extents {
         }
     }
 
-    fn scan_largest_hole(&self) -> u16 {
-        let (groups, rest) = self.groups(self.room());
-        let most = groups.map(group::max).max().unwrap_or(0);
-        rest.iter().copied().fold(most, u16::max)
-    }
-
     /// The largest hole once hole `j` is `len` bytes long (0: gone). Read before the
     /// entry is written: a wide read of words just written narrowly waits for the
     /// writes to reach the cache.
@@ -469,11 +441,7 @@ impl Extents {
             // The last object: its bytes, and a hole just before it, join the tail.
             self.end = off as u32;
             if let Some((o, l)) = before {
-                self.remove_hole(j - 1);
-                self.end = o as u32;
-                if l == self.largest_hole as usize {
-                    self.largest_hole = self.scan_largest_hole();
-                }
+                self.tail_takes_hole(j - 1, o, l);
             }
             return;
         }
@@ -491,6 +459,18 @@ impl Extents {
         }
         // Any hole merged here was shorter than the run it joined.
         self.largest_hole = self.largest_hole.max((stop - start) as u16);
+    }
+
+    /// Hole `j`, at `off` and `len` bytes long, is the last one and now ends where the
+    /// tail starts: its bytes join the tail. Rare (a free of the last object next to a
+    /// hole), so kept out of the free path.
+    #[cold]
+    fn tail_takes_hole(&mut self, j: usize, off: usize, len: usize) {
+        if len == self.largest_hole as usize {
+            self.largest_hole = self.largest_once(j, 0);
+        }
+        self.remove_hole(j);
+        self.end = off as u32;
     }
 
     /// Free bytes (holes and tail) among bytes `lo..hi` of the chain.
