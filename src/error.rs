@@ -16,6 +16,8 @@ pub enum Error {
     TooLarge,
     /// `EAGAIN`: the object carries the most simultaneous pins it can (511).
     Again,
+    /// `EMFILE`: as many pools are alive as handles can tell apart (65,534).
+    TooManyPools,
 }
 
 impl Error {
@@ -27,6 +29,7 @@ impl Error {
             Error::NoMemory => libc::ENOMEM,
             Error::TooLarge => libc::ENOSPC,
             Error::Again => libc::EAGAIN,
+            Error::TooManyPools => libc::EMFILE,
         }
     }
 
@@ -47,6 +50,7 @@ impl fmt::Display for Error {
             Error::NoMemory => f.write_str("out of memory (no frame, or the pool's page limit)"),
             Error::TooLarge => f.write_str("size above ZS_MAX_ALLOC_SIZE"),
             Error::Again => f.write_str("too many simultaneous pins on one object"),
+            Error::TooManyPools => f.write_str("too many pools alive at once: their handles could not be told apart"),
         }
     }
 }

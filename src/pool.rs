@@ -40,7 +40,7 @@ use crate::auto::{AutoCompact, AutoCompactor};
 use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
 use crate::error::{report_misuse, Error, Result};
 use crate::frames::FrameSource;
-use crate::handle::{next_pool_tag, Handle, HandleTable};
+use crate::handle::{Handle, HandleTable, PoolId};
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
 use crate::packed::{bucket, bucket_for, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
@@ -281,7 +281,8 @@ pub(crate) struct Counters {
 /// Everything a pool is; shared (behind [`Pool`]) with its automatic compactor.
 pub struct PoolCore {
     name: String,
-    tag: u16,
+    /// The tag in its handles and its serial; the tag is given back when the pool goes.
+    id: PoolId,
     pub(crate) table: ClassTable,
     pub(crate) frames: FrameSource,
     pub(crate) handles: HandleTable,
@@ -312,6 +313,8 @@ impl PoolCore {
         if config.max_pages > MAX_POOL_FRAMES {
             return Err(Error::Invalid("max_pages above the arena's limit (2^25 frames)"));
         }
+        // Before any memory is taken: the identity is what most often runs out.
+        let id = PoolId::new().ok_or(Error::TooManyPools)?;
         let table = ClassTable::new(config.layout, chain);
         // Without a limit, reserve (not commit) as many frames as the machine has memory.
         let nframes = if config.max_pages != 0 {
@@ -346,7 +349,7 @@ impl PoolCore {
             .collect();
         Ok(PoolCore {
             name: name.to_owned(),
-            tag: next_pool_tag(),
+            id,
             table,
             frames,
             handles,
@@ -360,6 +363,12 @@ impl PoolCore {
     /// The pool's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The pool's serial: a number no other pool of the process has or will have.
+    #[inline]
+    pub fn serial(&self) -> u64 {
+        self.id.serial()
     }
 
     /// The class table.
@@ -382,7 +391,7 @@ impl PoolCore {
     #[inline]
     pub(crate) fn resolve(&self, h: Handle, call: &str) -> Result<(&Slot, u32)> {
         let bad = |why| Err(self.misuse(call, h.to_raw(), Error::Invalid(why)));
-        if h.tag() != self.tag {
+        if h.tag() != self.id.tag() {
             return bad("handle from another pool, or never issued");
         }
         let Some(idx) = h.index() else { return bad("handle never issued") };
@@ -449,7 +458,7 @@ impl PoolCore {
         slot.set(Word::live(gen, loc));
         bump(&class.live, 1);
         bump(&class.requested, size as isize);
-        Handle::new(self.tag, gen, idx)
+        Handle::new(self.id.tag(), gen, idx)
     }
 
     /// malloc in the dense layout, in lane `ci`.
@@ -518,11 +527,12 @@ impl PoolCore {
         if st.free_slot == 0 {
             let first = self.handles.take_batch().map_err(Error::from_errno)?;
             let n = crate::handle::SLOT_BATCH as u32;
+            let gen = self.id.first_gen();
             for i in first..first + n {
                 // SAFETY: `take_batch` raised the high-water mark past this batch.
                 let slot = unsafe { self.handles.slot_unchecked(i) };
                 let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
-                slot.set(Word::free(slot.load().gen(), next));
+                slot.set(Word::free(gen, next));
             }
             st.free_slot = first as u64 + 1;
         }
