@@ -275,7 +275,8 @@ extern "C" {
 
 /**
  * Creates a pool with the default configuration. `name` may be NULL; it is copied.
- * Returns NULL with errno set on failure.
+ * Returns NULL with errno set on failure: ENOMEM when its memory cannot be had,
+ * EMFILE when 65,534 pools are alive (as many as handles can tell apart).
  *
  * # Safety
  * A non-null `name` is a NUL-terminated string.
@@ -284,7 +285,7 @@ struct zs_pool *zs_create_pool(const char *name);
 
 /**
  * Creates a pool with a configuration (NULL: the default). Invalid fields give NULL
- * with errno `EINVAL`.
+ * with errno `EINVAL`; otherwise as `zs_create_pool` (ENOMEM, EMFILE).
  *
  * # Safety
  * A non-null `name` is a NUL-terminated string; a non-null `config` points at a
@@ -293,11 +294,17 @@ struct zs_pool *zs_create_pool(const char *name);
 struct zs_pool *zs_create_pool_with(const char *name, const struct zs_pool_config *config);
 
 /**
- * Frees the pool, every object in it and all its memory. NULL is a no-op. Must not
- * race with any other call on the pool.
+ * Frees the pool, every object in it and all its memory. NULL is a no-op; a pointer
+ * that is not a live pool (one already destroyed) is refused with errno EINVAL. Must
+ * not race with any other call on the pool.
+ *
+ * Mappings and reads of the pool still open, on this thread or others, end with it:
+ * their pointers are invalid from then on, like freed memory, and a later
+ * `zs_unmap_object` or `zs_obj_read_end` naming them, on any pool, finds no matching
+ * begin (EINVAL, counted as a misuse in the pool it names).
  *
  * # Safety
- * A non-null `pool` came from `zs_create_pool*` and was not destroyed.
+ * A non-null `pool` came from `zs_create_pool*`.
  */
 void zs_destroy_pool(struct zs_pool *pool);
 
@@ -324,8 +331,9 @@ void zs_free(struct zs_pool *pool, unsigned long handle);
 /**
  * Begins a read of the first `mem_len` bytes of an object: returns a pointer into
  * the pool where they are contiguous, else copies them into `local_copy` and returns
- * it. The object cannot move or be freed until `zs_obj_read_end` on this thread.
- * NULL with errno on error.
+ * it. The object cannot move or be freed until `zs_obj_read_end` on this thread, or
+ * the thread's exit, which ends the read and counts a misuse in the pool. NULL with
+ * errno on error.
  *
  * # Safety
  * A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
@@ -359,7 +367,8 @@ void zs_obj_write(struct zs_pool *pool,
 
 /**
  * Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
- * errno on error.
+ * errno on error. A mapping still open when its thread exits is ended then (stored
+ * back unless read-only) and counted as a misuse in its pool.
  *
  * # Safety
  * A non-null `pool` is live.

@@ -13,7 +13,16 @@
 //! - Extension structs start with `size`; the library reads and writes only that many
 //!   bytes of them.
 //! - Mappings and reads in progress are recorded per thread, so that `zs_unmap_object`
-//!   and `zs_obj_read_end` find the matching begin, and refuse when there is none.
+//!   and `zs_obj_read_end` find the matching begin, and refuse when there is none. The
+//!   record names a pool by its serial, never by its address: a pool created after
+//!   another's destruction may get the same address, and must not match the old
+//!   pool's entries.
+//! - Pools are registered by serial in [`LIVE`] from creation to destruction. A thread
+//!   that exits with mappings or reads open has them ended under that registry's lock
+//!   (each counted as a misuse in its pool), and `zs_destroy_pool` takes the pool out
+//!   of the registry under the same lock before freeing it: a thread's exit never
+//!   touches a destroyed pool, and the entries of a destroyed pool, on any thread,
+//!   are dropped without being followed.
 
 // The C names are the contract.
 #![allow(non_camel_case_types)]
@@ -21,9 +30,13 @@
 // lib.rs); the casts keep the C types visible where values cross the boundary.
 #![allow(clippy::unnecessary_cast)]
 
+use parking_lot::Mutex;
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr};
 use std::mem::size_of;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access::{MapMode, MapState};
 use crate::auto::AutoCompact;
@@ -370,7 +383,8 @@ impl Default for zs_pool_config {
 }
 
 /// Creates a pool with the default configuration. `name` may be NULL; it is copied.
-/// Returns NULL with errno set on failure.
+/// Returns NULL with errno set on failure: ENOMEM when its memory cannot be had,
+/// EMFILE when 65,534 pools are alive (as many as handles can tell apart).
 ///
 /// # Safety
 /// A non-null `name` is a NUL-terminated string.
@@ -381,7 +395,7 @@ pub unsafe extern "C" fn zs_create_pool(name: *const c_char) -> *mut zs_pool {
 }
 
 /// Creates a pool with a configuration (NULL: the default). Invalid fields give NULL
-/// with errno `EINVAL`.
+/// with errno `EINVAL`; otherwise as `zs_create_pool` (ENOMEM, EMFILE).
 ///
 /// # Safety
 /// A non-null `name` is a NUL-terminated string; a non-null `config` points at a
@@ -419,7 +433,12 @@ pub unsafe extern "C" fn zs_create_pool_with(name: *const c_char, config: *const
             };
         }
         match Pool::with_config(&name, &cfg) {
-            Ok(pool) => Box::into_raw(Box::new(zs_pool { pool })),
+            Ok(pool) => {
+                let serial = pool.serial();
+                let p = Box::into_raw(Box::new(zs_pool { pool }));
+                LIVE.lock().insert(serial, p);
+                p
+            }
             Err(e) => {
                 set_errno(e.errno());
                 std::ptr::null_mut()
@@ -428,18 +447,34 @@ pub unsafe extern "C" fn zs_create_pool_with(name: *const c_char, config: *const
     })
 }
 
-/// Frees the pool, every object in it and all its memory. NULL is a no-op. Must not
-/// race with any other call on the pool.
+/// Frees the pool, every object in it and all its memory. NULL is a no-op; a pointer
+/// that is not a live pool (one already destroyed) is refused with errno EINVAL. Must
+/// not race with any other call on the pool.
+///
+/// Mappings and reads of the pool still open, on this thread or others, end with it:
+/// their pointers are invalid from then on, like freed memory, and a later
+/// `zs_unmap_object` or `zs_obj_read_end` naming them, on any pool, finds no matching
+/// begin (EINVAL, counted as a misuse in the pool it names).
 ///
 /// # Safety
-/// A non-null `pool` came from `zs_create_pool*` and was not destroyed.
+/// A non-null `pool` came from `zs_create_pool*`.
 #[no_mangle]
 pub unsafe extern "C" fn zs_destroy_pool(pool: *mut zs_pool) {
     ffi_boundary!("zs_destroy_pool", {
-        if !pool.is_null() {
-            // SAFETY: caller's contract: ours, from Box::into_raw, destroyed once.
-            drop(unsafe { Box::from_raw(pool) });
+        if pool.is_null() {
+            return;
         }
+        let Some(serial) = LIVE.lock().remove(pool) else {
+            report_misuse("zs_destroy_pool", 0, Error::Invalid("not a live pool (destroyed already?)"));
+            set_errno(libc::EINVAL);
+            return;
+        };
+        // Other threads drop their entries of the pool when they next begin a mapping
+        // or a read, or exit; this thread's go now.
+        let _ = ACTIVE.try_with(|t| t.borrow_mut().open.retain(|a| a.pool() != serial));
+        // SAFETY: it was registered, so it came from Box::into_raw and was not
+        // destroyed; it is no longer registered, so it is destroyed once.
+        drop(unsafe { Box::from_raw(pool) });
     })
 }
 
@@ -481,35 +516,156 @@ pub unsafe extern "C" fn zs_free(pool: *mut zs_pool, handle: c_ulong) {
     })
 }
 
-/// What a thread has begun and not yet ended.
+/// The pools alive through the C ABI, registered from creation to destruction.
+///
+/// A thread that exits with mappings or reads open ends them under this lock, and
+/// `zs_destroy_pool` takes its pool out under it before freeing it: a pool found here
+/// stays alive while the lock is held, and one not found is gone, whatever its address
+/// holds now.
+struct LivePools {
+    by_serial: BTreeMap<u64, *mut zs_pool>,
+    by_addr: BTreeMap<usize, u64>,
+}
+
+// SAFETY: the pointers are followed only while the lock around the registry is held
+// and the pool is registered (see `end_at_thread_exit`), never through a copy taken
+// out of it.
+unsafe impl Send for LivePools {}
+
+impl LivePools {
+    fn insert(&mut self, serial: u64, pool: *mut zs_pool) {
+        self.by_serial.insert(serial, pool);
+        self.by_addr.insert(pool as usize, serial);
+    }
+
+    /// Unregisters the pool at `pool`, if one is registered: returns its serial.
+    fn remove(&mut self, pool: *mut zs_pool) -> Option<u64> {
+        let serial = self.by_addr.remove(&(pool as usize))?;
+        self.by_serial.remove(&serial);
+        // Relaxed: read only as a hint to look at the registry (under this lock).
+        DESTROYED.fetch_add(1, Ordering::Relaxed);
+        Some(serial)
+    }
+}
+
+static LIVE: Mutex<LivePools> = Mutex::new(LivePools { by_serial: BTreeMap::new(), by_addr: BTreeMap::new() });
+
+/// Pools destroyed so far: a thread with entries open looks for stale ones when this
+/// has moved.
+static DESTROYED: AtomicU64 = AtomicU64::new(0);
+
+/// What a thread has begun and not yet ended. `pool` is the pool's serial.
 enum Active {
-    Map { pool: usize, handle: c_ulong, state: MapState },
-    Read { pool: usize, handle: c_ulong, len: usize, ptr: *const u8, slot: std::ptr::NonNull<Slot> },
+    Map { pool: u64, handle: c_ulong, state: MapState },
+    Read { pool: u64, handle: c_ulong, len: usize, ptr: *const u8, slot: NonNull<Slot> },
+}
+
+impl Active {
+    fn pool(&self) -> u64 {
+        match self {
+            Active::Map { pool, .. } | Active::Read { pool, .. } => *pool,
+        }
+    }
+}
+
+/// A thread's open mappings and reads.
+struct ThreadActive {
+    open: Vec<Active>,
+    /// `DESTROYED` when `open` was last cleared of destroyed pools' entries.
+    destroys_seen: u64,
+}
+
+impl ThreadActive {
+    /// Drops the entries of pools destroyed since the last look. Their pins went with
+    /// their pools; only the records (and a copied mapping's buffer) are left.
+    #[inline]
+    fn forget_destroyed(&mut self) {
+        // Relaxed: a stale value only delays the clean-up to a later call; the
+        // registry itself is read under its lock.
+        let destroyed = DESTROYED.load(Ordering::Relaxed);
+        if destroyed != self.destroys_seen {
+            self.forget_destroyed_now(destroyed);
+        }
+    }
+
+    #[cold]
+    fn forget_destroyed_now(&mut self, destroyed: u64) {
+        self.destroys_seen = destroyed;
+        let live = LIVE.lock();
+        self.open.retain(|a| live.by_serial.contains_key(&a.pool()));
+    }
+}
+
+impl Drop for ThreadActive {
+    fn drop(&mut self) {
+        if !self.open.is_empty() {
+            end_at_thread_exit(std::mem::take(&mut self.open));
+        }
+    }
+}
+
+/// Ends what an exiting thread left open, most recent first: a mapping is stored back
+/// (unless read-only) and unpinned, a read unpinned, each counted as a misuse in its
+/// pool (and, under `ZSMALLOC_ABORT_ON_MISUSE=1`, reported and aborted on). Entries
+/// of destroyed pools are dropped.
+#[cold]
+fn end_at_thread_exit(open: Vec<Active>) {
+    let live = LIVE.lock();
+    for a in open.into_iter().rev() {
+        let Some(&pool) = live.by_serial.get(&a.pool()) else { continue };
+        // SAFETY: registered, so alive, and it stays so while we hold the lock, which
+        // zs_destroy_pool takes to unregister it before freeing it.
+        let p = unsafe { &(*pool).pool };
+        match a {
+            Active::Map { handle, state, .. } => {
+                p.map_end(state);
+                p.misuse("zs_map_object", handle as u64, Error::Invalid("mapping still open when its thread exited"));
+            }
+            Active::Read { handle, slot, .. } => {
+                p.unpin_slot(slot);
+                p.misuse("zs_obj_read_begin", handle as u64, Error::Invalid("read still open when its thread exited"));
+            }
+        }
+    }
 }
 
 thread_local! {
-    static ACTIVE: RefCell<Vec<Active>> = const { RefCell::new(Vec::new()) };
+    static ACTIVE: RefCell<ThreadActive> = const { RefCell::new(ThreadActive { open: Vec::new(), destroys_seen: 0 }) };
 }
 
+/// Records a mapping or read begun on this thread. Gives it back when the thread's
+/// record is gone (a call made from a thread-local destructor after ours ran).
 #[inline(always)]
-fn push_active(a: Active) {
-    ACTIVE.with(|v| v.borrow_mut().push(a));
+fn push_active(a: Active) -> Result<(), Active> {
+    let mut a = Some(a);
+    let _ = ACTIVE.try_with(|t| {
+        let mut t = t.borrow_mut();
+        if !t.open.is_empty() {
+            t.forget_destroyed();
+        }
+        t.open.extend(a.take());
+    });
+    a.map_or(Ok(()), Err)
 }
 
-/// Removes the most recent entry that `matches`.
+/// Removes this thread's most recent entry that `matches`.
 #[inline(always)]
 fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
-    ACTIVE.with(|v| {
-        let mut v = v.borrow_mut();
-        let i = v.iter().rposition(matches)?;
-        Some(v.remove(i))
-    })
+    ACTIVE
+        .try_with(|t| {
+            let mut t = t.borrow_mut();
+            let i = t.open.iter().rposition(matches)?;
+            Some(t.open.remove(i))
+        })
+        .ok()
+        .flatten()
 }
 
 /// Begins a read of the first `mem_len` bytes of an object: returns a pointer into
 /// the pool where they are contiguous, else copies them into `local_copy` and returns
-/// it. The object cannot move or be freed until `zs_obj_read_end` on this thread.
-/// NULL with errno on error.
+/// it. The object cannot move or be freed until `zs_obj_read_end` on this thread, or
+/// the thread's exit, which ends the read and counts a misuse in the pool. NULL with
+/// errno on error.
 ///
 /// # Safety
 /// A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
@@ -526,7 +682,12 @@ pub unsafe extern "C" fn zs_obj_read_begin(
         // SAFETY: caller's contract for local_copy.
         match unsafe { p.read_begin_raw(Handle::from_raw(handle as u64), mem_len, local_copy.cast()) } {
             Ok((ptr, pin)) => {
-                push_active(Active::Read { pool: pool as usize, handle, len: mem_len, ptr, slot: pin.slot() });
+                let read = Active::Read { pool: p.serial(), handle, len: mem_len, ptr, slot: pin.slot() };
+                if push_active(read).is_err() {
+                    p.read_end_raw(pin);
+                    set_errno(libc::ENOMEM);
+                    return std::ptr::null_mut();
+                }
                 ptr as *mut c_void
             }
             Err(e) => {
@@ -552,9 +713,10 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
             set_errno(p.misuse(CALL, handle as u64, Error::Invalid("NULL handle_mem")).errno());
             return;
         }
+        let serial = p.serial();
         let found = take_active(|a| {
             matches!(a, Active::Read { pool: q, handle: h, len, ptr, .. }
-                if *q == pool as usize && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
+                if *q == serial && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
         });
         match found {
             Some(Active::Read { slot, .. }) => p.unpin_slot(slot),
@@ -594,7 +756,8 @@ pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handl
 }
 
 /// Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
-/// errno on error.
+/// errno on error. A mapping still open when its thread exits is ended then (stored
+/// back unless read-only) and counted as a misuse in its pool.
 ///
 /// # Safety
 /// A non-null `pool` is live.
@@ -615,7 +778,11 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
         match p.map_begin(Handle::from_raw(handle as u64), mode) {
             Ok(state) => {
                 let ptr = state.ptr();
-                push_active(Active::Map { pool: pool as usize, handle, state });
+                if let Err(Active::Map { state, .. }) = push_active(Active::Map { pool: p.serial(), handle, state }) {
+                    p.map_end(state);
+                    set_errno(libc::ENOMEM);
+                    return std::ptr::null_mut();
+                }
                 ptr.cast()
             }
             Err(e) => {
@@ -637,8 +804,9 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
         const CALL: &str = "zs_unmap_object";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
+        let serial = p.serial();
         let found =
-            take_active(|a| matches!(a, Active::Map { pool: q, handle: h, .. } if *q == pool as usize && *h == handle));
+            take_active(|a| matches!(a, Active::Map { pool: q, handle: h, .. } if *q == serial && *h == handle));
         match found {
             Some(Active::Map { state, .. }) => p.map_end(state),
             _ => {
