@@ -294,8 +294,14 @@ impl FrameSource {
             let new_committed = new_committed.min(self.nframes);
             self.arena.restore_tail(new_committed * PAGE_SIZE)?;
             self.side.restore(new_committed)?;
-            self.arena.commit(st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE)?;
-            self.side.commit(st.committed, new_committed)?;
+            let (from, len) = (st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE);
+            self.arena.commit(from, len)?;
+            if let Err(e) = self.side.commit(st.committed, new_committed) {
+                // Frames without side-table words cannot be used: the arena range goes
+                // back too, so that what is committed stays what `committed` says.
+                self.arena.decommit(from, len);
+                return Err(e);
+            }
             st.committed = new_committed;
         }
         Ok(())

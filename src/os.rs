@@ -12,9 +12,15 @@
 //! `MAP_FIXED_NOREPLACE` so that it never replaces a mapping someone else made in the
 //! meantime: then the region simply cannot grow back. A region unmaps only what it has
 //! mapped.
+//!
+//! For tests, the mmap, mprotect and madvise calls of this module can be made to fail
+//! on purpose ([`zs_testonly_fail_os`]), so that every caller's handling of a refusal
+//! by the OS can be exercised.
 
+use parking_lot::Mutex;
+use std::ffi::{c_uint, c_ulong};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 /// The frame size. zsmalloc's unit is the base page; this library assumes 4 KiB pages
 /// (checked at pool creation against `sysconf(_SC_PAGESIZE)`).
@@ -42,10 +48,76 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::ENOMEM)
 }
 
+/// `zs_testonly_fail_os` call kinds.
+const FAIL_MMAP: u32 = 1;
+const FAIL_MPROTECT: u32 = 2;
+const FAIL_MADVISE: u32 = 4;
+
+/// The kinds of call to fail (0: none, the normal state): read on every OS call, so
+/// it is apart from the plan, which is locked only while failures are on.
+static FAIL_KINDS: AtomicU32 = AtomicU32::new(0);
+
+/// Which calls of the kinds in `FAIL_KINDS` fail.
+struct FailPlan {
+    /// Calls still to let through before failing.
+    skip: u64,
+    /// Calls still to fail after those.
+    fail: u64,
+    /// Calls failed since the plan was set.
+    failed: u64,
+}
+
+static FAIL_PLAN: Mutex<FailPlan> = Mutex::new(FailPlan { skip: 0, fail: 0, failed: 0 });
+
+/// Whether this call, of kind `kind`, is to fail (as if the OS said ENOMEM).
+#[inline]
+fn injected(kind: u32) -> bool {
+    // Relaxed: the plan is read under its lock; this only says whether to look.
+    if FAIL_KINDS.load(Ordering::Relaxed) & kind == 0 {
+        return false;
+    }
+    let mut plan = FAIL_PLAN.lock();
+    if plan.skip > 0 {
+        plan.skip -= 1;
+        return false;
+    }
+    if plan.fail == 0 {
+        return false;
+    }
+    plan.fail -= 1;
+    plan.failed += 1;
+    true
+}
+
+/// TEST ONLY, not part of the API (not in the header): makes this library's own
+/// mmap, mprotect and madvise calls fail, process-wide, as if the OS refused them with
+/// ENOMEM. `calls` is a mask of the kinds concerned (1 mmap, 2 mprotect, 4 madvise;
+/// 0 turns injection off); of those, the next `skip` calls go through, the `fail`
+/// after them fail without being made (`c_ulong::MAX`: all of them), and the rest go
+/// through. Each call replaces the previous plan and resets the count of
+/// [`zs_testonly_os_failures`].
+#[no_mangle]
+pub extern "C" fn zs_testonly_fail_os(calls: c_uint, skip: c_ulong, fail: c_ulong) {
+    let mut plan = FAIL_PLAN.lock();
+    *plan = FailPlan { skip, fail, failed: 0 };
+    // Relaxed: `injected` reads the plan under the lock held here.
+    FAIL_KINDS.store(calls & (FAIL_MMAP | FAIL_MPROTECT | FAIL_MADVISE), Ordering::Relaxed);
+}
+
+/// TEST ONLY, not part of the API: how many calls [`zs_testonly_fail_os`] has made
+/// fail since it was last called.
+#[no_mangle]
+pub extern "C" fn zs_testonly_os_failures() -> c_ulong {
+    FAIL_PLAN.lock().failed
+}
+
 impl Region {
     /// Reserves `len` bytes (rounded up to pages) of inaccessible address space.
     pub fn reserve(len: usize) -> Result<Region, i32> {
         let len = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        if injected(FAIL_MMAP) {
+            return Err(libc::ENOMEM);
+        }
         // SAFETY: an anonymous private mapping at an address of the kernel's choosing
         // touches no existing memory.
         let p = unsafe {
@@ -78,6 +150,9 @@ impl Region {
     /// Makes `[off, off + len)` readable and writable. Page-aligned arguments.
     pub fn commit(&self, off: usize, len: usize) -> Result<(), i32> {
         assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        if injected(FAIL_MPROTECT) {
+            return Err(libc::ENOMEM);
+        }
         // SAFETY: the range lies inside this reservation (asserted above), which no
         // one else maps.
         let r = unsafe { libc::mprotect(self.base().add(off).cast(), len, libc::PROT_READ | libc::PROT_WRITE) };
@@ -91,6 +166,9 @@ impl Region {
     /// stays committed; its next use reads zeros.
     pub fn discard(&self, off: usize, len: usize) {
         debug_assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        if injected(FAIL_MADVISE) {
+            return;
+        }
         // SAFETY: inside this reservation; the caller no longer needs the contents.
         // MADV_DONTNEED on a private anonymous mapping cannot fail for a valid range,
         // and if it did the only cost would be resident memory, never correctness.
@@ -107,6 +185,9 @@ impl Region {
     pub fn decommit(&self, off: usize, len: usize) {
         assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
         self.discard(off, len);
+        if injected(FAIL_MPROTECT) {
+            return;
+        }
         // SAFETY: inside this reservation; the caller guarantees nothing uses the range.
         // Failure would leave the range accessible, which costs only commit charge.
         unsafe {
@@ -145,6 +226,9 @@ impl Region {
             return Ok(());
         }
         assert!(to <= self.len);
+        if injected(FAIL_MMAP) {
+            return Err(libc::ENOMEM);
+        }
         // SAFETY: `mapped` <= `len`, so the address lies inside the reservation's range.
         let want = unsafe { self.base().add(mapped) };
         // SAFETY: MAP_FIXED_NOREPLACE maps at exactly this address or fails; it never
