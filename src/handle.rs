@@ -39,7 +39,6 @@
 //! free touch only their class's lock.
 
 use parking_lot::Mutex;
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 
 use crate::os::{Region, PAGE_SIZE};
@@ -94,16 +93,21 @@ pub(crate) struct TagSpace {
     state: Mutex<TagState>,
 }
 
+/// Every tag is in exactly one place: not yet handed out (ordinals `fresh..` of the
+/// order), carried by a live pool, or in the ring of tags given back. The ring is a
+/// fixed array, so that taking and giving back never allocate.
 struct TagState {
     /// Tags handed out for the first time so far: the first `fresh` of the order.
     fresh: usize,
-    /// Tags given back, least recently given back first.
-    freed: VecDeque<u16>,
+    /// Tags given back, least recently given back first: `len` of them from `head`.
+    ring: [u16; POOL_TAGS],
+    head: usize,
+    len: usize,
 }
 
 impl TagSpace {
     pub(crate) const fn new() -> TagSpace {
-        TagSpace { state: Mutex::new(TagState { fresh: 0, freed: VecDeque::new() }) }
+        TagSpace { state: Mutex::new(TagState { fresh: 0, ring: [0; POOL_TAGS], head: 0, len: 0 }) }
     }
 
     /// A tag that no live pool carries: a never-used one while any is left, else the
@@ -115,12 +119,23 @@ impl TagSpace {
             st.fresh += 1;
             return Some((i * TAG_STRIDE % POOL_TAGS + 1) as u16);
         }
-        st.freed.pop_front()
+        if st.len == 0 {
+            return None;
+        }
+        let tag = st.ring[st.head];
+        st.head = (st.head + 1) % POOL_TAGS;
+        st.len -= 1;
+        Some(tag)
     }
 
     /// Gives back a tag from [`take`](Self::take) whose pool is gone.
     pub(crate) fn give_back(&self, tag: u16) {
-        self.state.lock().freed.push_back(tag);
+        let mut st = self.state.lock();
+        // Cannot overflow: only taken tags come back, and at most POOL_TAGS are.
+        debug_assert!(st.len < POOL_TAGS);
+        let at = (st.head + st.len) % POOL_TAGS;
+        st.ring[at] = tag;
+        st.len += 1;
     }
 }
 
@@ -314,7 +329,7 @@ mod tests {
 
     #[test]
     fn live_tags_are_distinct_and_run_out_cleanly() {
-        let space = TagSpace::new();
+        let space = Box::new(TagSpace::new());
         let mut seen = vec![false; 1 << 16];
         let mut order = Vec::with_capacity(POOL_TAGS);
         for _ in 0..POOL_TAGS {
@@ -336,7 +351,7 @@ mod tests {
 
     #[test]
     fn a_freed_tag_comes_back_only_after_every_other_free_tag() {
-        let space = TagSpace::new();
+        let space = Box::new(TagSpace::new());
         // One pool lives throughout; a new pool is created and destroyed again and
         // again. The first destroyed pool's tag returns only at the 65534th creation.
         let old = space.take().unwrap();
