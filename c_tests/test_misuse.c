@@ -550,6 +550,19 @@ static void row_null_buffers(struct zs_pool *pool)
 
 /* ---- ZSMALLOC_ABORT_ON_MISUSE=1 ------------------------------------------------ */
 
+/* Maps the object and exits with the mapping open. */
+struct leaver {
+    struct zs_pool *pool;
+    unsigned long h;
+};
+
+static void *map_and_exit(void *arg)
+{
+    struct leaver *l = arg;
+    (void)zs_map_object(l->pool, l->h, ZS_MM_RW);
+    return NULL;
+}
+
 /* In the child: one misuse of the named kind. Prints the handle first (stdout). */
 static int abort_child(const char *kind)
 {
@@ -585,6 +598,22 @@ static int abort_child(const char *kind)
         printf("%lx zs_map_object\n", h);
         fflush(stdout);
         (void)zs_map_object(NULL, h, ZS_MM_RO);
+    } else if (strcmp(kind, "thread-exit") == 0) {
+        /* The mapping is ended at the thread's exit: a misuse, named by its begin. */
+        printf("%lx zs_map_object\n", h);
+        fflush(stdout);
+        struct leaver l = {pool, h};
+        pthread_t th;
+        if (pthread_create(&th, NULL, map_and_exit, &l) != 0)
+            return 5;
+        pthread_join(th, NULL);
+    } else if (strcmp(kind, "double-destroy") == 0) {
+        printf("0 zs_destroy_pool\n");
+        fflush(stdout);
+        zs_destroy_pool(pool);
+        zs_destroy_pool(pool);
+        printf("returned\n");
+        return 0;
     } else {
         return 4;
     }
@@ -655,7 +684,8 @@ static int run_child(const char *self, const char *kind, const char *env_value, 
 
 static void test_abort_on_misuse(const char *self)
 {
-    static const char *kinds[] = {"double-free", "busy-free", "unmap", "foreign", "too-long", "null-pool"};
+    static const char *kinds[] = {"double-free", "busy-free",   "unmap",         "foreign",
+                                  "too-long",    "null-pool",   "thread-exit",   "double-destroy"};
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
         struct child_result res;
         if (!CHECK_EQ(run_child(self, kinds[k], "1", &res), 0))

@@ -11,12 +11,22 @@
 # test_migration (census, adjacency, defragmentation).
 # Each prints "N passed, M failed"
 # and exits non-zero on any failure. Binaries go to build/c_tests/{asan,valgrind}/.
+#
+# Also: test_hostile (the misuse suite: every entry point with every kind of bad
+# argument, and pools' lifetimes) and test_faults (mmap, mprotect and madvise made to
+# fail through the library's test-only hook).
+#
+#   make test-c-native    test_hostile built without sanitizers and run natively: its
+#                         address-reuse rows need freed memory to come back, which
+#                         ASan's quarantine and valgrind's free queue prevent
 
 CXX ?= g++
 VALGRIND ?= valgrind
 
 CT_DIR      := $(BUILD)/c_tests
 CT_TESTS    := test_api test_misuse test_threads test_compaction test_migration
+CT_TESTS    += test_hostile test_faults
+CT_NATIVE_TESTS := test_hostile
 CT_WARN     := -std=c11 -Wall -Wextra -Werror -pedantic
 CT_CFLAGS   := $(CT_WARN) -D_POSIX_C_SOURCE=200809L -pthread -Iinclude
 CT_LDLIBS   := -L$(LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
@@ -49,9 +59,9 @@ CT_VALGRIND_FLAGS := --tool=memcheck --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite --show-leak-kinds=definite \
 	--child-silent-after-fork=yes --trace-children=no --fair-sched=yes
 
-TEST_TARGETS += test-c-asan test-c-valgrind header-compile
+TEST_TARGETS += test-c-asan test-c-valgrind header-compile test-c-native
 
-.PHONY: test-c-asan test-c-valgrind header-compile
+.PHONY: test-c-asan test-c-valgrind header-compile test-c-native
 
 test-c-asan: build
 	@mkdir -p $(CT_DIR)/asan
@@ -98,3 +108,16 @@ header-compile: build
 		c_tests/header_compile.c -x none $(CT_LDLIBS)
 	$(CT_DIR)/header/c
 	$(CT_DIR)/header/cxx
+
+test-c-native: build
+	@mkdir -p $(CT_DIR)/native
+	@set -e; for t in $(CT_NATIVE_TESTS); do \
+		echo "$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/native/$$t c_tests/$$t.c $(CT_LDLIBS)"; \
+		$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/native/$$t c_tests/$$t.c $(CT_LDLIBS); \
+	done; \
+	fail=0; \
+	for t in $(CT_NATIVE_TESTS); do \
+		echo "== $$t (native)"; \
+		$(CT_DIR)/native/$$t || { echo "$$t: FAILED"; fail=1; }; \
+	done; \
+	exit $$fail

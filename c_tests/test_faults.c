@@ -1,0 +1,359 @@
+/*
+ * Fault injection: the library's own mmap, mprotect and madvise calls fail, one at a
+ * time at every point where an operation makes one, or every one from some point on.
+ * The test-only hook zs_testonly_fail_os (exported by the library, not in the header)
+ * makes them fail as if the OS had said ENOMEM.
+ *
+ * Every failure must become an error return where the call can fail (pool creation:
+ * NULL and ENOMEM; zs_malloc: -ENOMEM), or cost nothing but memory where the call only
+ * gives memory back (madvise in free, defragmentation); no stored object may be lost
+ * or changed, zs_pool_check must stay at 0, and the same call must succeed once the OS
+ * agrees again. Covered: pool creation, zspage birth (the arena's and the side table's
+ * commit), handle-table growth (slots and, in the dense layout, sizes), the arena tail
+ * given back by zs_release_arena and mapped again, madvise when frees give frames
+ * back, defragmentation, compaction and zs_make_adjacent.
+ */
+#include <limits.h>
+
+#include "check.h"
+
+void zs_testonly_fail_os(unsigned int calls, unsigned long skip, unsigned long fail);
+unsigned long zs_testonly_os_failures(void);
+
+enum { OS_MMAP = 1, OS_MPROTECT = 2, OS_MADVISE = 4, OS_ALL = 7 };
+
+static void inject(unsigned int calls, unsigned long skip, unsigned long fail)
+{
+    zs_testonly_fail_os(calls, skip, fail);
+}
+
+static void inject_off(void)
+{
+    zs_testonly_fail_os(0, 0, 0);
+}
+
+/* ---- the objects a pool holds, and their contents ------------------------------- */
+
+enum { MAXOBJ = 4096 };
+
+struct store {
+    struct zs_pool *pool;
+    int n;
+    unsigned long h[MAXOBJ];
+    size_t size[MAXOBJ];
+    uint64_t seed[MAXOBJ];
+};
+
+static struct store S;
+
+/* The size of the i-th object of a fill: 40..2000 bytes, and every 16th a whole frame. */
+static size_t fill_size(int i)
+{
+    return i % 16 == 15 ? ZS_MAX_ALLOC_SIZE : 40 + (size_t)((i * 7919) % 1961);
+}
+
+/* Objects a fill stores: about 3.2 MiB, past the arena's first 2 MiB commit step, with
+ * handles past the first page of slots and, in the dense layout, of sizes. */
+static int fill_count(void)
+{
+    return under_valgrind() ? 2300 : 3000;
+}
+
+static void keep(unsigned long h, size_t size, uint64_t seed)
+{
+    unsigned char buf[ZS_MAX_ALLOC_SIZE];
+    if (S.n == MAXOBJ) {
+        CHECK(!"more objects than the store holds");
+        exit(2);
+    }
+    fill_pattern(buf, size, seed);
+    zs_obj_write(S.pool, h, buf, size);
+    S.h[S.n] = h, S.size[S.n] = size, S.seed[S.n] = seed;
+    S.n++;
+}
+
+/* Every stored object reads back, the counters agree, and the checker is content. */
+static int store_ok(void)
+{
+    int ok = 1;
+    for (int i = 0; i < S.n; i++)
+        ok &= object_ok(S.pool, S.h[i], S.size[i], S.seed[i]);
+    size_t bytes = 0;
+    for (int i = 0; i < S.n; i++)
+        bytes += S.size[i];
+    struct zs_pool_info info = pool_info(S.pool);
+    ok &= CHECK_EQ(info.live_objects, (unsigned long)S.n);
+    ok &= CHECK_EQ(info.requested_bytes, bytes);
+    ok &= CHECK_EQ(info.misuse_events, 0);
+    ok &= CHECK_EQ(zs_pool_check(S.pool), 0);
+    return ok;
+}
+
+static void store_free_all(void)
+{
+    for (int i = 0; i < S.n; i++)
+        zs_free(S.pool, S.h[i]);
+    S.n = 0;
+}
+
+/* Frees the objects i with i % m == r, keeping the rest in order. */
+static void store_free_some(int m, int r)
+{
+    int k = 0;
+    for (int i = 0; i < S.n; i++) {
+        if (i % m == r) {
+            zs_free(S.pool, S.h[i]);
+        } else {
+            S.h[k] = S.h[i], S.size[k] = S.size[i], S.seed[k] = S.seed[i];
+            k++;
+        }
+    }
+    S.n = k;
+}
+
+/*
+ * Stores objects up to `count`, with OS failures as planned. A malloc that fails must
+ * fail with ENOMEM exactly when a failure was injected during it, leave every stored
+ * object intact and the checker at 0; it is then retried until the plan lets it
+ * through (at most `retries` times). Returns the failed mallocs.
+ */
+static int fill_to(int count, int retries)
+{
+    int refused = 0;
+    for (int i = S.n; i < count; i++) {
+        size_t size = fill_size(i);
+        for (int attempt = 0;; attempt++) {
+            unsigned long before = zs_testonly_os_failures();
+            errno = 0;
+            unsigned long h = zs_malloc(S.pool, size, 0);
+            int injected = zs_testonly_os_failures() != before;
+            if (!ZS_IS_ERR(h)) {
+                CHECK(!injected || !"an injected failure was swallowed by a malloc that succeeded");
+                CHECK_EQ(errno, 0);
+                keep(h, size, 1000 + (uint64_t)i);
+                break;
+            }
+            refused++;
+            if (!CHECK(injected))
+                fprintf(stderr, "  malloc %d of %zu bytes failed without an injected failure\n", i, size);
+            CHECK_EQ(ZS_ERR(h), ENOMEM);
+            CHECK_EQ(errno, ENOMEM);
+            if (attempt == 0)
+                CHECK(store_ok());
+            if (attempt >= retries)
+                inject_off();
+            if (!CHECK(attempt <= retries + 1))
+                return refused;
+        }
+    }
+    return refused;
+}
+
+static struct zs_pool *new_pool(enum zs_layout layout)
+{
+    inject_off();
+    S.n = 0;
+    S.pool = test_pool("faults", layout, 0);
+    return S.pool;
+}
+
+static void end_pool(void)
+{
+    inject_off();
+    CHECK(store_ok());
+    store_free_all();
+    check_emptied_and_destroy(S.pool, 0);
+    S.pool = NULL;
+}
+
+/* ---- pool creation ----------------------------------------------------------------- */
+
+static void faults_in_create(void)
+{
+    static const unsigned int kinds[] = {OS_MMAP, OS_ALL};
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        for (int layout = 0; layout <= 1; layout++) {
+            unsigned long skip = 0;
+            for (;; skip++) {
+                struct zs_pool_config cfg;
+                memset(&cfg, 0, sizeof cfg);
+                cfg.size = sizeof cfg;
+                cfg.max_pages = TEST_MAX_PAGES;
+                cfg.layout = (enum zs_layout)layout;
+                inject(kinds[k], skip, 1);
+                errno = 0;
+                struct zs_pool *p = zs_create_pool_with("faults-create", &cfg);
+                int err = errno;
+                unsigned long failed = zs_testonly_os_failures();
+                inject_off();
+                if (failed) {
+                    CHECK(p == NULL);
+                    CHECK_EQ(err, ENOMEM);
+                    continue;
+                }
+                if (!CHECK(p != NULL))
+                    break;
+                /* A pool made after failed attempts works as any other. */
+                unsigned long h = zs_malloc(p, 100, 0);
+                CHECK(!ZS_IS_ERR(h));
+                zs_free(p, h);
+                check_emptied_and_destroy(p, 0);
+                break;
+            }
+            /* The arena, the side table and the handle table (and its sizes): one
+             * reservation each, every one of which may fail. */
+            CHECK(skip >= (layout == ZS_LAYOUT_DENSE ? 4u : 3u));
+        }
+    }
+    /* Nothing at all from the OS. */
+    inject(OS_ALL, 0, ULONG_MAX);
+    errno = 0;
+    struct zs_pool *p = zs_create_pool(NULL);
+    int err = errno;
+    inject_off();
+    CHECK(p == NULL);
+    CHECK_EQ(err, ENOMEM);
+}
+
+/* ---- growth: zspage birth and handle-table growth ------------------------------ */
+
+/* Every OS call of a fill fails in turn, once. */
+static void faults_in_growth(enum zs_layout layout)
+{
+    unsigned long skip = 0;
+    for (;; skip++) {
+        new_pool(layout);
+        inject(OS_MMAP | OS_MPROTECT, skip, 1);
+        int refused = fill_to(fill_count(), 1);
+        unsigned long failed = zs_testonly_os_failures();
+        CHECK_EQ((unsigned long)refused, failed);
+        end_pool();
+        if (!failed)
+            break;
+    }
+    /* Two arena commit steps, two side-table commits, slots and sizes pages. */
+    CHECK(skip >= 8);
+
+    /* From some call on, every one fails: mallocs that need memory fail, the others
+     * succeed; then the OS agrees again and the fill completes. */
+    for (skip = 0; skip < 12; skip += 3) {
+        new_pool(layout);
+        inject(OS_MMAP | OS_MPROTECT, skip, ULONG_MAX);
+        for (int i = 0; i < fill_count(); i++) {
+            size_t size = fill_size(i);
+            unsigned long h = zs_malloc(S.pool, size, 0);
+            if (ZS_IS_ERR(h))
+                CHECK_EQ(ZS_ERR(h), ENOMEM);
+            else
+                keep(h, size, 3000 + (uint64_t)i);
+        }
+        CHECK(zs_testonly_os_failures() > 0);
+        CHECK(store_ok());
+        inject_off();
+        fill_to(S.n + 500, 0);
+        end_pool();
+    }
+}
+
+/* ---- giving memory back: madvise in free, defragmentation, the arena tail ------- */
+
+static void faults_in_giving_back(enum zs_layout layout)
+{
+    /* madvise fails for every frame freed past the resident cache: the frees succeed,
+     * the frames are reused later with whatever they hold. */
+    new_pool(layout);
+    fill_to(fill_count(), 0);
+    inject(OS_MADVISE, 0, ULONG_MAX);
+    for (int r = 0; r < 4; r++) {
+        unsigned long misuse = misuse_count(S.pool);
+        errno = 0;
+        store_free_some(4 - r, 0);
+        CHECK_EQ(errno, 0);
+        CHECK_EQ(misuse_count(S.pool), misuse);
+        CHECK(store_ok());
+    }
+    CHECK_EQ(S.n, 0);
+    CHECK(zs_testonly_os_failures() > 0);
+    CHECK_EQ(zs_get_total_pages(S.pool), 0);
+    inject_off();
+    fill_to(fill_count(), 0);
+    CHECK(store_ok());
+
+    /* Defragmentation and the release of the arena tail, with every madvise and
+     * mprotect failing in turn: they give back less, and nothing is lost. */
+    store_free_some(3, 1);
+    store_free_some(2, 1);
+    zs_compact(S.pool);
+    for (unsigned long skip = 0;; skip++) {
+        inject(OS_MADVISE | OS_MPROTECT, skip, 1);
+        long moved = zs_defragment(S.pool);
+        long released = zs_release_arena(S.pool);
+        unsigned long failed = zs_testonly_os_failures();
+        inject_off();
+        CHECK(moved >= 0 && released >= 0);
+        CHECK(store_ok());
+        if (!failed)
+            break;
+    }
+
+    /* The arena grows back over the released tail: mapping it again (the arena's and
+     * the side table's) and committing it fail in turn. */
+    int base = S.n;
+    unsigned long skip = 0;
+    for (;; skip++) {
+        inject(OS_MMAP | OS_MPROTECT, skip, 1);
+        int refused = fill_to(base + fill_count(), 1);
+        unsigned long failed = zs_testonly_os_failures();
+        inject_off();
+        CHECK_EQ((unsigned long)refused, failed);
+        CHECK(store_ok());
+        if (!failed)
+            break;
+        /* Back to the released state for the next point. */
+        while (S.n > base)
+            zs_free(S.pool, S.h[--S.n]);
+        zs_compact(S.pool);
+        CHECK(zs_defragment(S.pool) >= 0);
+        CHECK(zs_release_arena(S.pool) >= 0);
+    }
+    CHECK(skip >= 2);
+    end_pool();
+}
+
+/* ---- compaction and adjacency ---------------------------------------------------- */
+
+static void faults_in_moving(enum zs_layout layout)
+{
+    for (unsigned long skip = 0;; skip++) {
+        new_pool(layout);
+        fill_to(fill_count(), 0);
+        store_free_some(2, 0);
+        store_free_some(3, 2);
+        inject(OS_ALL, skip, ULONG_MAX);
+        unsigned long freed = zs_compact(S.pool);
+        long joined = zs_make_adjacent(S.pool);
+        long moved = zs_defragment(S.pool);
+        unsigned long failed = zs_testonly_os_failures();
+        inject_off();
+        (void)freed;
+        CHECK(joined >= 0 && moved >= 0);
+        CHECK(store_ok());
+        /* Growing again after all that works. */
+        fill_to(S.n + 300, 0);
+        end_pool();
+        if (!failed)
+            break;
+    }
+}
+
+int main(void)
+{
+    faults_in_create();
+    for (int layout = 0; layout <= 1; layout++) {
+        faults_in_growth((enum zs_layout)layout);
+        faults_in_giving_back((enum zs_layout)layout);
+        faults_in_moving((enum zs_layout)layout);
+    }
+    inject_off();
+    return check_summary();
+}
