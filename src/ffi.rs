@@ -469,8 +469,8 @@ pub unsafe extern "C" fn zs_destroy_pool(pool: *mut zs_pool) {
             set_errno(libc::EINVAL);
             return;
         };
-        // Other threads drop their entries of the pool when they next begin a mapping
-        // or a read, or exit; this thread's go now.
+        // This thread's entries of the pool go now; other threads' when they next end
+        // something that matches none of their entries, or exit.
         let _ = ACTIVE.try_with(|t| t.borrow_mut().open.retain(|a| a.pool() != serial));
         // SAFETY: it was registered, so it came from Box::into_raw and was not
         // destroyed; it is no longer registered, so it is destroyed once.
@@ -550,8 +550,7 @@ impl LivePools {
 
 static LIVE: Mutex<LivePools> = Mutex::new(LivePools { by_serial: BTreeMap::new(), by_addr: BTreeMap::new() });
 
-/// Pools destroyed so far: a thread with entries open looks for stale ones when this
-/// has moved.
+/// Pools destroyed so far: a thread looks for stale entries when this has moved.
 static DESTROYED: AtomicU64 = AtomicU64::new(0);
 
 /// What a thread has begun and not yet ended. `pool` is the pool's serial.
@@ -578,21 +577,17 @@ struct ThreadActive {
 impl ThreadActive {
     /// Drops the entries of pools destroyed since the last look. Their pins went with
     /// their pools; only the records (and a copied mapping's buffer) are left.
-    #[inline]
+    #[cold]
+    #[inline(never)]
     fn forget_destroyed(&mut self) {
         // Relaxed: a stale value only delays the clean-up to a later call; the
         // registry itself is read under its lock.
         let destroyed = DESTROYED.load(Ordering::Relaxed);
         if destroyed != self.destroys_seen {
-            self.forget_destroyed_now(destroyed);
+            self.destroys_seen = destroyed;
+            let live = LIVE.lock();
+            self.open.retain(|a| live.by_serial.contains_key(&a.pool()));
         }
-    }
-
-    #[cold]
-    fn forget_destroyed_now(&mut self, destroyed: u64) {
-        self.destroys_seen = destroyed;
-        let live = LIVE.lock();
-        self.open.retain(|a| live.by_serial.contains_key(&a.pool()));
     }
 }
 
@@ -618,7 +613,7 @@ fn end_at_thread_exit(open: Vec<Active>) {
         let p = unsafe { &(*pool).pool };
         match a {
             Active::Map { handle, state, .. } => {
-                p.map_end(state);
+                end_map_cold(p, state);
                 p.misuse("zs_map_object", handle as u64, Error::Invalid("mapping still open when its thread exited"));
             }
             Active::Read { handle, slot, .. } => {
@@ -629,23 +624,35 @@ fn end_at_thread_exit(open: Vec<Active>) {
     }
 }
 
+/// Ends a mapping off the hot path (at thread exit), so that `zs_unmap_object` stays
+/// the one hot caller of `map_end`.
+#[cold]
+#[inline(never)]
+fn end_map_cold(p: &Pool, state: MapState) {
+    p.map_end(state)
+}
+
 thread_local! {
     static ACTIVE: RefCell<ThreadActive> = const { RefCell::new(ThreadActive { open: Vec::new(), destroys_seen: 0 }) };
 }
 
-/// Records a mapping or read begun on this thread. Gives it back when the thread's
-/// record is gone (a call made from a thread-local destructor after ours ran).
+/// Records a mapping or read begun on this thread; false, and the entry dropped, when
+/// the thread's record is gone (a call made from a thread-local destructor that runs
+/// after ours): the caller then undoes the begin. The entry is moved into the closure
+/// and from there into the list, and nowhere else: each move of it costs the
+/// map+unmap pair a copy.
 #[inline(always)]
-fn push_active(a: Active) -> Result<(), Active> {
-    let mut a = Some(a);
-    let _ = ACTIVE.try_with(|t| {
-        let mut t = t.borrow_mut();
-        if !t.open.is_empty() {
-            t.forget_destroyed();
-        }
-        t.open.extend(a.take());
-    });
-    a.map_or(Ok(()), Err)
+fn push_active(a: Active) -> bool {
+    ACTIVE.try_with(move |t| t.borrow_mut().open.push(a)).is_ok()
+}
+
+/// Drops this thread's entries of destroyed pools. Called where a thread ends
+/// something that matches none of its entries (a misuse, off the hot path): only a
+/// program that destroys pools while other threads hold mappings in them leaves
+/// stale entries, and they go at the latest when their thread exits.
+#[cold]
+fn forget_destroyed_here() {
+    let _ = ACTIVE.try_with(|t| t.borrow_mut().forget_destroyed());
 }
 
 /// Removes this thread's most recent entry that `matches`.
@@ -657,8 +664,7 @@ fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
             let i = t.open.iter().rposition(matches)?;
             Some(t.open.remove(i))
         })
-        .ok()
-        .flatten()
+        .unwrap_or_default()
 }
 
 /// Begins a read of the first `mem_len` bytes of an object: returns a pointer into
@@ -682,8 +688,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
         // SAFETY: caller's contract for local_copy.
         match unsafe { p.read_begin_raw(Handle::from_raw(handle as u64), mem_len, local_copy.cast()) } {
             Ok((ptr, pin)) => {
-                let read = Active::Read { pool: p.serial(), handle, len: mem_len, ptr, slot: pin.slot() };
-                if push_active(read).is_err() {
+                if !push_active(Active::Read { pool: p.serial(), handle, len: mem_len, ptr, slot: pin.slot() }) {
                     p.read_end_raw(pin);
                     set_errno(libc::ENOMEM);
                     return std::ptr::null_mut();
@@ -721,6 +726,7 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
         match found {
             Some(Active::Read { slot, .. }) => p.unpin_slot(slot),
             _ => {
+                forget_destroyed_here();
                 let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_obj_read_begin on this thread"));
                 set_errno(e.errno());
             }
@@ -777,9 +783,10 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
         };
         match p.map_begin(Handle::from_raw(handle as u64), mode) {
             Ok(state) => {
-                let ptr = state.ptr();
-                if let Err(Active::Map { state, .. }) = push_active(Active::Map { pool: p.serial(), handle, state }) {
-                    p.map_end(state);
+                let (ptr, slot) = (state.ptr(), state.slot());
+                if !push_active(Active::Map { pool: p.serial(), handle, state }) {
+                    // Never seen by the caller: nothing to store back, only the pin.
+                    p.unpin_slot(slot);
                     set_errno(libc::ENOMEM);
                     return std::ptr::null_mut();
                 }
@@ -810,6 +817,7 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
         match found {
             Some(Active::Map { state, .. }) => p.map_end(state),
             _ => {
+                forget_destroyed_here();
                 let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
                 set_errno(e.errno());
             }
