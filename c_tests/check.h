@@ -133,14 +133,23 @@ static inline int object_ok(struct zs_pool *pool, unsigned long h, size_t len, u
  */
 #define TEST_MAX_PAGES 16384ul
 
-static inline struct zs_pool *test_pool(const char *name, enum zs_layout layout, unsigned int chain_size)
+/* An extension struct zeroed, with its `size` set to this build's sizeof. */
+#define SIZED(var) (memset(&(var), 0, sizeof(var)), (var).size = sizeof(var))
+
+/* The configuration of the pools the tests work in. */
+static inline struct zs_pool_config test_config(enum zs_layout layout, unsigned int chain_size)
 {
     struct zs_pool_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.size = sizeof cfg;
+    SIZED(cfg);
     cfg.max_pages = TEST_MAX_PAGES;
     cfg.chain_size = chain_size;
     cfg.layout = layout;
+    return cfg;
+}
+
+static inline struct zs_pool *test_pool(const char *name, enum zs_layout layout, unsigned int chain_size)
+{
+    struct zs_pool_config cfg = test_config(layout, chain_size);
     struct zs_pool *pool = zs_create_pool_with(name, &cfg);
     if (!pool) {
         fprintf(stderr, "zs_create_pool_with(%s): %s\n", name, strerror(errno));

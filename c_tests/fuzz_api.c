@@ -286,76 +286,78 @@ static unsigned long bad_handle(struct actor *a)
     return 1;
 }
 
-static void do_bad_handle(struct actor *a)
+/* One of the calls that take a handle, on `pool` (NULL or the session's), with a
+ * handle that `pool` must refuse: every one of them fails with EINVAL and touches
+ * nothing. */
+static void call_refused(struct actor *a, struct zs_pool *pool, unsigned long h)
 {
-    unsigned long h = bad_handle(a);
-    TRACE_CALL(a, "a call with the bad handle %#lx", h);
     unsigned char buf[64] = {0};
     memset(a->local[0], 0x5A, 64);
     void *p = NULL;
     errno = 0;
     switch (rnd(a, 7)) {
     case 0:
-        zs_free(POOL, h);
+        zs_free(pool, h);
         break;
     case 1:
-        p = zs_obj_read_begin(POOL, h, rnd(a, 65), a->local[0]);
+        p = zs_obj_read_begin(pool, h, rnd(a, 65), a->local[0]);
         EXPECT(a, p == NULL && a->local[0][0] == 0x5A, "read_begin of a bad handle %#lx", h);
         break;
     case 2:
-        zs_obj_read_end(POOL, h, rnd(a, 65), a->local[0]);
+        zs_obj_read_end(pool, h, rnd(a, 65), a->local[0]);
         break;
     case 3:
-        zs_obj_write(POOL, h, buf, rnd(a, 65));
+        zs_obj_write(pool, h, buf, rnd(a, 65));
         break;
     case 4:
-        p = zs_map_object(POOL, h, (enum zs_mapmode)rnd(a, 3));
+        p = zs_map_object(pool, h, (enum zs_mapmode)rnd(a, 3));
         EXPECT(a, p == NULL, "map of a bad handle %#lx", h);
         break;
     case 5:
-        zs_unmap_object(POOL, h);
+        zs_unmap_object(pool, h);
         break;
     default:
-        /* The worker's handles, live or not, may only be ended (never pinned) here. */
+        /* The worker's handles, live or not, may only be ended (never pinned) by the
+         * misuser: ending another thread's mapping matches nothing. */
         if (a->misuser) {
             unsigned long theirs = atomic_load(&SHARED[rnd(a, 16)]);
             h = theirs ? theirs : h;
-            if (rnd(a, 2))
-                zs_obj_read_end(POOL, h, rnd(a, 100), a->local[0]);
-            else
-                zs_unmap_object(POOL, h);
-        } else {
-            zs_unmap_object(POOL, h);
         }
+        if (rnd(a, 2))
+            zs_obj_read_end(pool, h, rnd(a, 100), a->local[0]);
+        else
+            zs_unmap_object(pool, h);
     }
-    expect_errno(a, EINVAL, "a call with a bad handle");
+    expect_errno(a, EINVAL, pool ? "a call with a bad handle" : "a call on a NULL pool");
+}
+
+static void do_bad_handle(struct actor *a)
+{
+    unsigned long h = bad_handle(a);
+    TRACE_CALL(a, "a call with the bad handle %#lx", h);
+    call_refused(a, POOL, h);
     a->misuse++;
 }
 
+/* A NULL pool is refused by every call but destroy, even with a good handle, and
+ * counted nowhere. */
 static void do_null_pool(struct actor *a)
 {
-    unsigned long h = a->n ? a->objs[0].h : 1;
-    errno = 0;
-    switch (rnd(a, 6)) {
+    unsigned long h = a->n ? a->objs[rnd(a, (unsigned long)a->n)].h : 1;
+    switch (rnd(a, 3)) {
     case 0:
-        zs_free(NULL, h);
+        errno = 0;
+        EXPECT(a, ZS_IS_ERR(zs_malloc(NULL, 10, 0)), "malloc on NULL");
+        expect_errno(a, EINVAL, "malloc on a NULL pool");
         break;
     case 1:
-        EXPECT(a, zs_map_object(NULL, h, ZS_MM_RO) == NULL, "map on NULL");
-        break;
-    case 2:
-        zs_unmap_object(NULL, h);
-        break;
-    case 3:
-        EXPECT(a, ZS_IS_ERR(zs_malloc(NULL, 10, 0)), "malloc on NULL");
-        break;
-    case 4:
-        EXPECT(a, zs_obj_read_begin(NULL, h, 1, a->local[0]) == NULL, "read_begin on NULL");
+        errno = 0;
+        EXPECT(a, zs_pool_check(NULL) == -EINVAL, "check on NULL");
+        expect_errno(a, EINVAL, "check on a NULL pool");
         break;
     default:
-        EXPECT(a, zs_pool_check(NULL) == -EINVAL, "check on NULL");
+        call_refused(a, NULL, h);
     }
-    expect_errno(a, EINVAL, "a call on a NULL pool");
 }
 
 /* Bytes [0, n) of the object as the model knows them: n is at most `known`. */
@@ -668,17 +670,7 @@ static void do_maintenance(struct actor *a)
 
 static struct zs_pool *make_pool(void)
 {
-    struct zs_pool_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.size = sizeof cfg;
-    cfg.max_pages = 8192;
-    cfg.layout = LAYOUT;
-    struct zs_pool *p = zs_create_pool_with("fuzz", &cfg);
-    if (!p) {
-        fprintf(stderr, "zs_create_pool_with: %s\n", strerror(errno));
-        exit(2);
-    }
-    return p;
+    return test_pool("fuzz", LAYOUT, 0);
 }
 
 /* The pool destroyed with whatever is open, and a new one made. Open entries go stale:
@@ -719,63 +711,55 @@ static void verify(struct actor *a, unsigned long misuse)
     EXPECT(a, zs_pool_check(POOL) == 0, "zs_pool_check");
 }
 
-/* One operation of the working actor. */
-static void step_worker(struct actor *a, bool alone)
+static void do_destroy_alone(struct actor *a)
 {
-    unsigned long r = rnd(a, 1000);
-    if (r < 170)
-        do_malloc(a);
-    else if (r < 300)
-        do_free(a);
-    else if (r < 420)
-        do_write(a);
-    else if (r < 560)
-        do_read(a);
-    else if (r < 640)
-        do_read_end(a);
-    else if (r < 750)
-        do_map(a);
-    else if (r < 860)
-        do_unmap(a);
-    else if (r < 920)
-        do_bad_handle(a);
-    else if (r < 940)
-        do_bad_malloc(a);
-    else if (r < 955)
-        do_null_pool(a);
-    else if (r < 975)
-        do_maintenance(a);
-    else if (r < 990)
-        do_thread_exit(a);
-    else if (r < 993 && alone)
+    if (THREADS == 1)
         do_destroy(a);
-    else if (alone)
+}
+
+static void do_verify_alone(struct actor *a)
+{
+    if (THREADS == 1)
         verify(a, a->misuse);
 }
 
-/* One operation of the misusing actor: misuse, and its own objects to misuse. */
-static void step_misuser(struct actor *a)
+/* What an actor does, with the weight of each: the operation of the n-th weight unit. */
+struct op {
+    unsigned int weight;
+    void (*run)(struct actor *);
+};
+
+/* The working actor: everything, valid and not; alone, it also destroys the pool and
+ * checks the model against it. */
+static const struct op WORKER_OPS[] = {
+    {170, do_malloc},      {130, do_free},        {120, do_write},        {140, do_read},
+    {80, do_read_end},     {110, do_map},         {110, do_unmap},        {60, do_bad_handle},
+    {20, do_bad_malloc},   {15, do_null_pool},    {20, do_maintenance},   {15, do_thread_exit},
+    {3, do_destroy_alone}, {7, do_verify_alone},
+};
+
+/* The misusing actor: misuse, and its own objects to misuse. */
+static const struct op MISUSER_OPS[] = {
+    {10, do_malloc}, {10, do_free},        {10, do_map},        {10, do_unmap},       {5, do_read},
+    {5, do_read_end}, {35, do_bad_handle}, {8, do_bad_malloc}, {7, do_null_pool},
+};
+
+static void step(struct actor *a, const struct op *ops, size_t n)
 {
-    unsigned long r = rnd(a, 100);
-    if (r < 10)
-        do_malloc(a);
-    else if (r < 20)
-        do_free(a);
-    else if (r < 30)
-        do_map(a);
-    else if (r < 40)
-        do_unmap(a);
-    else if (r < 45)
-        do_read(a);
-    else if (r < 50)
-        do_read_end(a);
-    else if (r < 85)
-        do_bad_handle(a);
-    else if (r < 93)
-        do_bad_malloc(a);
-    else
-        do_null_pool(a);
+    unsigned int total = 0;
+    for (size_t i = 0; i < n; i++)
+        total += ops[i].weight;
+    unsigned long r = rnd(a, total);
+    for (size_t i = 0; i < n; i++) {
+        if (r < ops[i].weight) {
+            ops[i].run(a);
+            return;
+        }
+        r -= ops[i].weight;
+    }
 }
+
+#define STEP(a, ops) step((a), (ops), sizeof(ops) / sizeof((ops)[0]))
 
 /* ---- sessions ------------------------------------------------------------------- */
 
@@ -831,7 +815,7 @@ static void *misuser_main(void *arg)
     for (;;) {
         for (int i = 0; i < 256; i++) {
             a->ops++;
-            step_misuser(a);
+            STEP(a, MISUSER_OPS);
         }
         pthread_barrier_wait(run->sync); /* the worker verifies, then decides */
         pthread_barrier_wait(run->sync);
@@ -860,7 +844,7 @@ static unsigned long session(uint64_t seed, int threads, unsigned long ops, doub
     if (threads == 1) {
         while (!atomic_load(&FAILED) && (ops ? w->ops < ops : (w->ops % 256 != 0 || now() < deadline))) {
             w->ops++;
-            step_worker(w, true);
+            STEP(w, WORKER_OPS);
         }
         verify(w, w->misuse);
     } else {
@@ -873,7 +857,7 @@ static unsigned long session(uint64_t seed, int threads, unsigned long ops, doub
         for (;;) {
             for (int i = 0; i < 256; i++) {
                 w->ops++;
-                step_worker(w, false);
+                STEP(w, WORKER_OPS);
             }
             pthread_barrier_wait(&sync);
             verify(w, w->misuse + m->misuse);

@@ -175,11 +175,7 @@ static void faults_in_create(void)
         for (int layout = 0; layout <= 1; layout++) {
             unsigned long skip = 0;
             for (;; skip++) {
-                struct zs_pool_config cfg;
-                memset(&cfg, 0, sizeof cfg);
-                cfg.size = sizeof cfg;
-                cfg.max_pages = TEST_MAX_PAGES;
-                cfg.layout = (enum zs_layout)layout;
+                struct zs_pool_config cfg = test_config((enum zs_layout)layout, 0);
                 inject(kinds[k], skip, 1);
                 errno = 0;
                 struct zs_pool *p = zs_create_pool_with("faults-create", &cfg);

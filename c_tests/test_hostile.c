@@ -304,14 +304,9 @@ static void rows_null_pool(void)
 {
     struct zs_pool_stats st = {7};
     struct zs_pool_info info;
-    memset(&info, 0, sizeof info);
-    info.size = sizeof info;
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
     struct zs_frame_census census;
-    memset(&census, 0, sizeof census);
-    census.size = sizeof census;
+    SIZED(info), SIZED(ci), SIZED(census);
     H = SP.h[0], HNAME = "a sentinel of P";
 
     ROW(EINVAL, 0, 0, RH = zs_malloc(NULL, 100, 0), ZS_IS_ERR(RH) && ZS_ERR(RH) == EINVAL);
@@ -541,8 +536,7 @@ static void rows_structs(void)
     ROW(0, 0, 0, RC = zs_pool_info(P, &u.info), RC == 0 && u.raw[sizeof u - 1] == 0xC3);
 
     struct zs_class_info ci;
-    memset(&ci, 0, sizeof ci);
-    ci.size = sizeof ci;
+    SIZED(ci);
     ROW(EINVAL, 0, 0, RC = zs_class_info(P, 0, NULL), RC == -EINVAL);
     ROW(EINVAL, 0, 0, RC = zs_class_info(P, UINT_MAX, &ci), RC == -EINVAL && ci.class_size == 0);
     ROW(EINVAL, 0, 0, RC = zs_class_info(P, 256, &ci), RC == -EINVAL && ci.class_size == 0);
@@ -563,8 +557,7 @@ static void rows_structs(void)
     /* Configurations: every field past its limit. */
     struct zs_pool_config cfg;
     struct zs_pool *made = NULL;
-#define CFG(field, value)                                                                                      \
-    (memset(&cfg, 0, sizeof cfg), cfg.size = sizeof cfg, cfg.max_pages = 256, cfg.field = (value), &cfg)
+#define CFG(field, value) (cfg = test_config(ZS_LAYOUT_DENSE, 0), cfg.max_pages = 256, cfg.field = (value), &cfg)
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(size, 0)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(size, 7)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(chain_size, 1)), made == NULL);
