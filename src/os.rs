@@ -96,6 +96,7 @@ fn injected(kind: u32) -> bool {
 /// after them fail without being made (`c_ulong::MAX`: all of them), and the rest go
 /// through. Each call replaces the previous plan and resets the count of
 /// [`zs_testonly_os_failures`].
+#[doc(hidden)]
 #[no_mangle]
 pub extern "C" fn zs_testonly_fail_os(calls: c_uint, skip: c_ulong, fail: c_ulong) {
     let mut plan = FAIL_PLAN.lock();
@@ -106,6 +107,7 @@ pub extern "C" fn zs_testonly_fail_os(calls: c_uint, skip: c_ulong, fail: c_ulon
 
 /// TEST ONLY, not part of the API: how many calls [`zs_testonly_fail_os`] has made
 /// fail since it was last called.
+#[doc(hidden)]
 #[no_mangle]
 pub extern "C" fn zs_testonly_os_failures() -> c_ulong {
     FAIL_PLAN.lock().failed
