@@ -46,7 +46,7 @@ import inspect
 import operator
 import os
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 __all__ = [
     "Pool",
@@ -90,7 +90,7 @@ _LIB_NAME = "libzsmalloc.so"
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _candidates():
+def _candidates() -> Iterator[Tuple[str, Optional[str]]]:
     """The places the library is looked for, in order, as (description, path)."""
     env = os.environ.get("ZSMALLOC_LIB")
     if env:
@@ -103,17 +103,17 @@ def _candidates():
     yield "the system library path", ctypes.util.find_library("zsmalloc")
 
 
-def _load():
+def _load() -> Tuple[ctypes.CDLL, str]:
     tried = []
     for where, path in _candidates():
-        if where == "ZSMALLOC_LIB":
+        if path is None:
+            tried.append(f"{where}: not found")
+        elif where == "ZSMALLOC_LIB":
             # An explicit choice: load it or fail, never fall back silently.
             try:
                 return ctypes.CDLL(path, use_errno=True), path
             except OSError as e:
                 raise ImportError(f"zsmalloc: cannot load ZSMALLOC_LIB={path!r}: {e}") from e
-        if path is None:
-            tried.append(f"{where}: not found")
         elif os.path.isabs(path) and not os.path.exists(path):
             tried.append(f"{path} ({where}): not found")
         else:
@@ -302,7 +302,7 @@ PROTOTYPES = {
 _OPTIONAL = {"zs_compact"}
 
 
-def _bind():
+def _bind() -> None:
     missing = []
     for name, (restype, argtypes) in PROTOTYPES.items():
         try:
@@ -326,11 +326,11 @@ has_compact = hasattr(_lib, "zs_compact")
 # ---------------------------------------------------------------------------------
 
 
-def _errname(e):
+def _errname(e: int) -> str:
     return _errno.errorcode.get(e, f"errno {e}")
 
 
-def _error(call, e, handle=None, detail=None):
+def _error(call: str, e: int, handle: Optional[int] = None, detail: Optional[str] = None) -> Exception:
     """The exception for errno `e` raised by `call`."""
     where = f"{call}(handle=0x{handle:x})" if handle is not None else f"{call}()"
     msg = f"{where}: {_errname(e)} ({os.strerror(e)})"
@@ -345,13 +345,14 @@ def _error(call, e, handle=None, detail=None):
     return OSError(e, msg)
 
 
-def _bad_access(n):
+def _bad_access(n: int) -> str:
     return f"invalid, stale or foreign handle, or {n} bytes exceed the object's slot"
 
 
-def _struct_dict(s):
+def _struct_dict(s: ctypes.Structure) -> Dict[str, Any]:
     out = {}
-    for name, _ in s._fields_:
+    for field in s._fields_:
+        name = field[0]
         if name == "size":
             continue
         v = getattr(s, name)
@@ -447,7 +448,7 @@ class _Mapping:
         ptr, self._ptr = self._ptr, None
         p = pool._enter(mapping_ends=True)
         try:
-            if store and isinstance(buf, bytearray):
+            if store and isinstance(buf, bytearray) and ptr is not None:
                 ctypes.memmove(ptr, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
             ctypes.set_errno(0)
             _lib.zs_unmap_object(p, h)
@@ -457,7 +458,7 @@ class _Mapping:
         if e:
             raise _error("zs_unmap_object", e, h, "no mapping of this handle on this thread")
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if self._state != _Mapping._OPEN:
             return False
         if self._owner is not _thread_token():
@@ -466,7 +467,8 @@ class _Mapping:
             )
         view, self._view = self._view, None
         try:
-            view.release()  # so that the block's name for it is unusable after the block
+            if view is not None:
+                view.release()  # so that the block's name for it is unusable after the block
         except BufferError:
             pass  # the caller holds a buffer export of it (ctypes, numpy): its copy, its memory
         # Stored also when the block raised, as zs_unmap_object stores a mapping's bytes.
@@ -645,7 +647,7 @@ class Pool:
             raise ValueError(f"the pool {self.name!r} is closed")
         return self
 
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         self.close()
         return False
 
@@ -671,7 +673,7 @@ class Pool:
         nogrow = _flag(nogrow, "Pool.malloc(): nogrow")
         p = self._enter()
         try:
-            h = _lib.zs_malloc(p, size, ALLOC_NOGROW if nogrow else 0)
+            h: int = _lib.zs_malloc(p, size, ALLOC_NOGROW if nogrow else 0)
         finally:
             self._exit()
         if h > _ULONG_MAX - _MAX_ERRNO:
@@ -933,7 +935,7 @@ class Pool:
 
 
 # help(Pool) and inspect.signature(Pool) show the configuration keywords.
-Pool.__init__.__signature__ = inspect.Signature(
+Pool.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
