@@ -1,7 +1,8 @@
 # The Python binding (python/zsmalloc), its tests (python/tests) and the Python example.
 #
 #   make wheel                  the package as a wheel in build/wheel: the binding with
-#                               the library inside (pyproject.toml, setup.py)
+#                               the library inside (pyproject.toml, setup.py); built
+#                               from python/ too, which must give the same files
 #   make test-python            installs that wheel into a fresh virtual environment
 #                               (build/py-installed) and runs pytest on python/tests
 #                               there, from a temporary folder outside the checkout
@@ -32,9 +33,13 @@ wheel: $(PY_WHEELHOUSE)/.done
 	@$(VPY) -c "import setuptools_rust, setuptools.command.bdist_wheel" 2>/dev/null || \
 		$(VPY) -m pip install --quiet --disable-pip-version-check --no-index --find-links $(PY_WHEELHOUSE) \
 		-r $(PY_BUILD_REQS)
-	@rm -rf $(PY_WHEEL_DIR)
+	@rm -rf $(PY_WHEEL_DIR) $(PY_WHEEL_DIR)-python
 	$(VPY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
 		--wheel-dir $(PY_WHEEL_DIR) .
+	$(VPY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--wheel-dir $(PY_WHEEL_DIR)-python ./python
+	@$(VPY) -c 'import sys, zipfile; a, b = ([n for n in zipfile.ZipFile(w).namelist() if not n.endswith("RECORD")] for w in sys.argv[1:]); sys.exit(0 if sorted(a) == sorted(b) else f"the wheels of . and ./python differ: {sorted(a)} {sorted(b)}")' \
+		$(PY_WHEEL_DIR)/zsmalloc-*.whl $(PY_WHEEL_DIR)-python/zsmalloc-*.whl
 	@ls $(PY_WHEEL_DIR)/zsmalloc-*-py3-none-*.whl
 
 $(PY_WHEELHOUSE)/.done: $(PY_REQS) $(PY_BUILD_REQS) | $(VPY)
