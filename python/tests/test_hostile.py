@@ -212,3 +212,88 @@ def test_map_dropped_on_another_thread(make_pool):
     p.free(h)
     assert p.info()["misuse_events"] == before + 1, "only the refused free was misuse"
     p.close()
+
+
+def test_mappings_of_one_handle_end_in_any_order(pool):
+    # zs_unmap_object ends the thread's most recent mapping of a handle; the blocks'
+    # mappings are alike (read-only), so blocks may end in any order, each storing
+    # its bytes when it ends.
+    h = pool.malloc(64)
+    pool.write(h, b"0" * 64)
+    a = pool.map(h, "rw")
+    va = a.__enter__()
+    b = pool.map(h, "rw")
+    vb = b.__enter__()
+    va[:1] = b"a"
+    vb[1:2] = b"b"
+    a.__exit__(None, None, None)
+    assert pool.read(h, 3) == b"a00"
+    with pytest.raises(zsmalloc.BusyError):
+        pool.free(h)  # b's block still pins it
+    b.__exit__(None, None, None)
+    assert pool.read(h, 3) == b"0b0"
+    pool.free(h)
+    pool.check()
+
+
+def test_map_dropped_under_a_later_block_of_its_handle(pool):
+    h = pool.malloc(64)
+    pool.write(h, b"0" * 64)
+    m = pool.map(h, "rw")
+    m.__enter__()
+    with pool.map(h, "rw") as mv:
+        del m
+        gc.collect()
+        assert pool.read(h, 4) == b"0000"  # this call ends the dropped mapping
+        with pytest.raises(zsmalloc.BusyError):
+            pool.free(h)  # the block's mapping pins it still
+        mv[:4] = b"late"
+    assert pool.read(h, 4) == b"late"
+    pool.free(h)
+    pool.check()
+
+
+def test_copied_mappings_store_only_what_a_block_left(make_pool):
+    # An object over two frames that are not adjacent is mapped through a copy, which
+    # the library stores back when a read-write or write-only mapping ends. A dropped
+    # block must store nothing, whenever and in whatever order its mapping is ended.
+    p, h = copied_object(make_pool)
+    data = bytes(range(256)) * 4
+    p.write(h, data[:1000])
+    with p.map(h, "rw") as mv:
+        assert mv == data[:1000]
+        mv[:4] = b"rw!!"
+    assert p.read(h, 1000) == b"rw!!" + data[4:1000]
+    for mode in ("wo", "rw"):
+        m = p.map(h, mode)
+        v = m.__enter__()
+        v[:] = b"\xdd" * 1000
+        del m, v
+        gc.collect()
+        assert p.read(h, 1000) == b"rw!!" + data[4:1000], mode
+    outer = p.map(h, "wo")
+    outer.__enter__()
+    with p.map(h, "wo") as mv:
+        del outer
+        gc.collect()
+        mv[:] = b"\x11" * 1000
+    assert p.read(h, 1000) == b"\x11" * 1000
+    p.free(h)
+    p.check()
+
+
+def copied_object(make_pool):
+    """A dense pool and an object of it whose mapping is a copy. With a page limit of
+    17, a zspage of 16 frames and one of 1 frame are made; freed, their frames come
+    back as 16, 0, 1, ..., so the next zspage's first two frames are not adjacent."""
+    p = make_pool("straddle", max_pages=17)
+    first = [p.malloc(4096) for _ in range(17)]
+    for g in first:
+        p.free(g)
+    for h in [p.malloc(1000) for _ in range(16 * 4096 // 1000)]:
+        buf = ctypes.create_string_buffer(1000)
+        mem = zsmalloc._lib.zs_obj_read_begin(p, h, 1000, buf)
+        zsmalloc._lib.zs_obj_read_end(p, h, 1000, mem)
+        if mem == ctypes.addressof(buf):
+            return p, h
+    raise AssertionError("the construction gave no object that is read through a copy")

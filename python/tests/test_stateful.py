@@ -23,22 +23,11 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 import zsmalloc
 from zsutil import usable
 
-settings.register_profile(
-    "bounded",
-    max_examples=20,
-    stateful_step_count=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "long",
-    max_examples=2000,
-    stateful_step_count=150,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+# No example database: the tests run from a temporary folder, and a failure prints the
+# whole call sequence that reproduces it.
+_COMMON = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("bounded", max_examples=20, stateful_step_count=40, **_COMMON)
+settings.register_profile("long", max_examples=2000, stateful_step_count=150, **_COMMON)
 PROFILE = settings.get_profile(os.environ.get("ZS_STATEFUL_PROFILE", "bounded"))
 
 U64 = 2**64
@@ -252,6 +241,22 @@ class PoolModel(RuleBasedStateMachine):
             view[:] = b"\xdd" * len(view)  # never stored: the block is not left
         del m
         gc.collect()
+
+    @rule(h=live, mode=st.sampled_from(["rw", "ro", "wo"]), data=st.data())
+    def map_under_a_dropped_map_of_its_handle(self, h, mode, data):
+        o = self.objs[h]
+        outer = self.pool.map(h, "rw")
+        outer.__enter__()
+        with self.pool.map(h, mode) as mv:
+            del outer  # the older mapping of the handle, dropped under this block
+            gc.collect()
+            k = min(o.size, o.known)
+            assert self.pool.read(h, k) == o.data[:k]
+            if mode != "ro":
+                mv[:] = data.draw(st.binary(min_size=o.size, max_size=o.size))
+            content = bytes(mv)
+        if mode != "ro":
+            o.store(content, defined_to=o.size if mode == "wo" else max(o.known, o.size))
 
     @rule(mode=st.one_of(st.text(max_size=3), st.integers(), st.none()), h=live)
     def map_a_bad_mode(self, mode, h):

@@ -377,16 +377,31 @@ def _thread_token() -> object:
     return token
 
 
+def _unmap_all(p: int, handles: List[int]) -> None:
+    """Ends one of this thread's mappings of each handle: those of map() objects dropped
+    inside their block."""
+    for h in handles:
+        ctypes.set_errno(0)
+        _lib.zs_unmap_object(p, h)
+
+
 class _Mapping:
     """``Pool.map()``: a context manager yielding a memoryview of an object's bytes.
 
-    The C mapping is held from ``__enter__`` to ``__exit__``: it pins the object (free
-    refuses with BusyError, compaction leaves it) and it is what the block's bytes are
-    stored through. The view handed out is of a private copy, never of pool memory,
-    so nothing done with it or its slices, during or after the block, reaches the
-    pool: a slice kept past the block holds the bytes as they were then."""
+    The view handed out is of a private copy, never of pool memory, so nothing done
+    with it or its slices, during or after the block, reaches the pool: a slice kept
+    past the block holds the bytes as they were then. From ``__enter__`` to
+    ``__exit__`` the block holds a read-only C mapping, which pins the object (free
+    refuses with BusyError, compaction leaves it) and which the copy is taken from;
+    the block's bytes are stored with zs_obj_write, while the object is still pinned.
 
-    __slots__ = ("_pool", "_handle", "_mode", "_ptr", "_buf", "_view", "_owner", "_state")
+    Read-only, whatever the mode: the library stores a copied read-write or write-only
+    mapping's bytes back when it ends, and a mapping that Python cannot end in order
+    (a map() dropped inside its block, ended later by its thread) must store nothing.
+    All of a thread's read-only mappings of one handle are alike, so ending "the most
+    recent" one, as zs_unmap_object does, is ending any of them."""
+
+    __slots__ = ("_pool", "_handle", "_mode", "_buf", "_view", "_owner", "_state")
 
     _NEW, _OPEN, _DONE = range(3)
 
@@ -394,7 +409,6 @@ class _Mapping:
         self._pool = pool
         self._handle = handle
         self._mode = mode
-        self._ptr: Optional[int] = None
         self._buf: Union[bytes, bytearray, None] = None
         self._view: Optional[memoryview] = None
         self._owner: Optional[object] = None
@@ -410,13 +424,12 @@ class _Mapping:
         p = pool._enter()
         try:
             ctypes.set_errno(0)
-            ptr = _lib.zs_map_object(p, h, MAP_MODES[self._mode])
+            ptr = _lib.zs_map_object(p, h, MAP_MODES["ro"])
             e = ctypes.get_errno()
         finally:
-            pool._exit(1 if ptr else 0)
+            pool._exit(opened=bool(ptr))
         if not ptr:
             raise _error("zs_map_object", e or _errno.EINVAL, h, "invalid, stale or foreign handle")
-        self._ptr = ptr
         self._owner = _thread_token()
         self._state = _Mapping._OPEN
         try:
@@ -430,7 +443,7 @@ class _Mapping:
                 buf: Union[bytes, bytearray] = ctypes.string_at(ptr, size)
             elif self._mode == "rw":
                 buf = bytearray(ctypes.string_at(ptr, size))
-            else:  # "wo": the object's bytes are not read
+            else:  # "wo": the object's bytes are not shown
                 buf = bytearray(size)
             self._buf = buf
             self._view = memoryview(buf)  # read-only over bytes, for "ro"
@@ -441,22 +454,9 @@ class _Mapping:
 
     def _end(self, store: bool) -> None:
         """Stores the copy (when `store`) and ends the C mapping; on its own thread."""
-        self._state = _Mapping._DONE
-        pool = self._pool
-        h = self._handle
         buf, self._buf = self._buf, None
-        ptr, self._ptr = self._ptr, None
-        p = pool._enter(mapping_ends=True)
-        try:
-            if store and isinstance(buf, bytearray) and ptr is not None:
-                ctypes.memmove(ptr, (ctypes.c_char * len(buf)).from_buffer(buf), len(buf))
-            ctypes.set_errno(0)
-            _lib.zs_unmap_object(p, h)
-            e = ctypes.get_errno()
-        finally:
-            pool._exit()
-        if e:
-            raise _error("zs_unmap_object", e, h, "no mapping of this handle on this thread")
+        self._state = _Mapping._DONE
+        self._pool._end_mapping(self._handle, buf if store and isinstance(buf, bytearray) else None)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if self._state != _Mapping._OPEN:
@@ -505,9 +505,9 @@ class Pool:
         self._cv = threading.Condition(self._lock)
         self._inflight = 0
         self._maps = 0  # map() blocks open: entered, neither left nor dropped
-        # map() objects dropped in their block, (thread token, handle): appended by
-        # _Mapping.__del__, adopted under the lock as orphans, whose mappings are ended
-        # by the next call of their thread.
+        # (thread token, handle) of each map() dropped inside its block: appended by
+        # _Mapping.__del__, taken under the lock (the block is no longer open) into
+        # _orphans, whose mappings the next call of their thread ends.
         self._dropped: collections.deque[Tuple[object, int]] = collections.deque()
         self._orphans: List[Tuple[object, int]] = []
         self._closing = False
@@ -549,28 +549,29 @@ class Pool:
     # Every C call runs between _enter() and _exit(): close() waits until none is in
     # progress before it destroys the pool, so no call can run on a destroyed pool.
 
-    def _enter(self, mapping_ends: bool = False) -> int:
+    def _enter(self) -> int:
+        orphans: List[int] = []
         with self._lock:
-            while self._closing:  # a close() in progress: wait for its outcome
-                self._cv.wait()
-            p = self._pool
-            if p is None:
-                raise ValueError(f"the pool {self.name!r} is closed")
-            self._inflight += 1
-            if mapping_ends:
-                self._maps -= 1
-            if self._dropped:
-                self._adopt_dropped()
-            orphans = self._take_orphans() if self._orphans else ()
-        for h in orphans:
-            ctypes.set_errno(0)
-            _lib.zs_unmap_object(p, h)
+            p = self._enter_locked()
+            if self._orphans:
+                orphans = self._take_orphans()
+        _unmap_all(p, orphans)
         return p
 
-    def _exit(self, maps: int = 0) -> None:
+    def _enter_locked(self) -> int:
+        while self._closing:  # a close() in progress: wait for its outcome
+            self._cv.wait()
+        p = self._pool
+        if p is None:
+            raise ValueError(f"the pool {self.name!r} is closed")
+        self._inflight += 1
+        self._adopt_dropped()
+        return p
+
+    def _exit(self, opened: bool = False) -> None:
         with self._lock:
             self._inflight -= 1
-            self._maps += maps
+            self._maps += opened
             if self._closing and self._inflight == 0:
                 self._cv.notify_all()
 
@@ -582,13 +583,37 @@ class Pool:
             self._maps -= 1
 
     def _take_orphans(self) -> List[int]:
-        """The handles of this thread's dropped mappings, taken off the list; under
-        the lock."""
+        """The handles of this thread's dropped mappings, taken off the list. Under the
+        lock."""
         me = _thread_token()
         mine = [h for owner, h in self._orphans if owner is me]
         if mine:
             self._orphans = [(owner, h) for owner, h in self._orphans if owner is not me]
         return mine
+
+    def _end_mapping(self, h: int, store: Optional[bytearray]) -> None:
+        """Ends a map() block of this thread: stores `store` into the object, which its
+        mapping still pins, then ends the mapping."""
+        with self._lock:
+            p = self._enter_locked()
+            self._maps -= 1
+            orphans = self._take_orphans() if self._orphans else []
+        try:
+            _unmap_all(p, orphans)
+            ew = 0
+            if store is not None:
+                ctypes.set_errno(0)
+                _lib.zs_obj_write(p, h, (ctypes.c_char * len(store)).from_buffer(store), len(store))
+                ew = ctypes.get_errno()
+            ctypes.set_errno(0)
+            _lib.zs_unmap_object(p, h)
+            e = ctypes.get_errno()
+        finally:
+            self._exit()
+        if ew:
+            raise _error("zs_obj_write", ew, h, "the block's bytes were not stored")
+        if e:
+            raise _error("zs_unmap_object", e, h, "no mapping of this handle on this thread")
 
     @property
     def _as_parameter_(self) -> int:
