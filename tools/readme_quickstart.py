@@ -136,7 +136,8 @@ def main(argv):
             # to install again.
             env.setdefault("CARGO_HOME", os.path.join(os.path.expanduser("~"), ".cargo"))
             env.setdefault("RUSTUP_HOME", os.path.join(os.path.expanduser("~"), ".rustup"))
-            for var in ("PKG_CONFIG_PATH", "VIRTUAL_ENV", "PYTHONPATH", "ZSMALLOC_LIB"):
+            # What a fresh shell would not have: a make that runs this one passes its own.
+            for var in ("PKG_CONFIG_PATH", "VIRTUAL_ENV", "PYTHONPATH", "ZSMALLOC_LIB", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"):
                 env.pop(var, None)
             print(f"== quick start: {name} ({len(blocks)} blocks)", flush=True)
             r = subprocess.run(["bash", "-x", os.path.join(work, "quickstart.sh")], env=env, cwd=ROOT)
