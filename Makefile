@@ -3,7 +3,9 @@
 #   make            release build: target/release/libzsmalloc.{so,a}, include/zsmalloc.h
 #   make run        the main job: the benchmark harness on the bundled workloads
 #   make test       every test: Rust, loom, C (ASan/UBSan and valgrind), Python, examples
-#   make lint       cargo fmt --check, clippy -D warnings, the header drift check
+#   make lint       cargo fmt --check, clippy -D warnings, the header drift check, the
+#                   exported symbols check
+#   make deps       as root on Debian: the packages the tests and benchmarks use
 #
 # Area-specific rules live in mk/*.mk; each adds its test target to TEST_TARGETS.
 
