@@ -3,7 +3,9 @@
 #   make            release build: target/release/libzsmalloc.{so,a}, include/zsmalloc.h
 #   make run        the main job: the benchmark harness on the bundled workloads
 #   make test       every test: Rust, loom, C (ASan/UBSan and valgrind), Python, examples
-#   make lint       cargo fmt --check, clippy -D warnings, the header drift check
+#   make lint       cargo fmt --check, clippy -D warnings, the header drift check, the
+#                   exported symbols check
+#   make deps       as root on Debian: the packages the tests and benchmarks use
 #
 # Area-specific rules live in mk/*.mk; each adds its test target to TEST_TARGETS.
 
@@ -20,12 +22,15 @@ HEADER  := include/zsmalloc.h
 
 TEST_TARGETS := test-rust test-loom
 
-.PHONY: all build test lint fmt-check clippy header-check test-rust test-loom venv clean
+.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom venv clean
 
 all: build
 
+# The library's soname is libzsmalloc.so.0 (build.rs), so a program linked with
+# -Ltarget/release -lzsmalloc needs that name beside the file cargo writes.
 build:
 	$(CARGO) build --release --lib
+	@ln -sf libzsmalloc.so $(LIBDIR)/libzsmalloc.so.0
 
 $(LIB_SO) $(LIB_A) $(HEADER): build
 
@@ -52,7 +57,7 @@ test-rust:
 test-loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test --release --test loom --target-dir target/loom
 
-lint: fmt-check clippy header-check
+lint: fmt-check clippy header-check symbols-check
 
 fmt-check:
 	$(CARGO) fmt --all -- --check
@@ -64,6 +69,20 @@ clippy:
 # sources say otherwise, and git then sees the difference).
 header-check: build
 	git diff --exit-code -- $(HEADER) || { echo "include/zsmalloc.h differs from a fresh generation: commit the regenerated header"; exit 1; }
+
+# The shared library exports the functions of include/zsmalloc.h and nothing else: no
+# symbol of the Rust runtime or of a dependency can clash with a program's own. The one
+# exception is the fault-injection hooks of the C tests (zs_testonly_*, src/os.rs),
+# kept out of the header.
+symbols-check: build
+	@exported=$$(nm -D --defined-only $(LIB_SO) | awk '{print $$3}' | sort); \
+	declared=$$(sed -n 's/.*[ *]\(zs_[a-z0-9_]*\)(.*/\1/p' $(HEADER) | sort -u); \
+	test -n "$$declared" || { echo "symbols-check: no zs_ function found in $(HEADER)"; exit 1; }; \
+	bad=0; \
+	for s in $$exported; do case $$s in zs_testonly_*) continue;; esac; echo "$$declared" | grep -qx "$$s" || { echo "symbols-check: $(LIB_SO) exports $$s, not in $(HEADER)"; bad=1; }; done; \
+	for s in $$declared; do echo "$$exported" | grep -qx "$$s" || { echo "symbols-check: $(LIB_SO) lacks $$s"; bad=1; }; done; \
+	test $$bad = 0 || exit 1; \
+	echo "symbols-check: $(LIB_SO) exports exactly the $$(echo "$$declared" | wc -l) zs_* functions of $(HEADER)"
 
 clean:
 	$(CARGO) clean

@@ -1,6 +1,7 @@
 //! Generates include/zsmalloc.h from the C ABI (src/ffi.rs) with cbindgen, and rewrites it
 //! only when its text changes (so a build never dirties an unchanged checkout; CI
-//! compares the committed header with a fresh generation).
+//! compares the committed header with a fresh generation). Gives the shared library its
+//! soname.
 
 use std::path::PathBuf;
 
@@ -10,8 +11,18 @@ fn main() {
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
 
-    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     let v = |k: &str| std::env::var(k).unwrap();
+
+    // The shared library's soname names the ABI's major version, so that a program
+    // records libzsmalloc.so.0 and a later incompatible release (libzsmalloc.so.1)
+    // cannot be loaded in its place. While the crate is 0.x its major stays 0: the
+    // ABI is one series until 1.0. macOS names libraries by install name instead.
+    let target_os = v("CARGO_CFG_TARGET_OS");
+    if v("CARGO_CFG_TARGET_FAMILY").split(',').any(|f| f == "unix") && target_os != "macos" && target_os != "ios" {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libzsmalloc.so.{}", v("CARGO_PKG_VERSION_MAJOR"));
+    }
+
+    let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     config.after_includes = Some(format!(
         r#"
 #define ZSMALLOC_VERSION_MAJOR {major}

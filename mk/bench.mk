@@ -10,8 +10,8 @@
 # bench/zsbench.c drives the zs_* ABI; bench/zs_on_malloc.c is the same ABI on malloc,
 # preloaded (LD_PRELOAD) to run the identical workload on the process's malloc, and with
 # jemalloc or mimalloc preloaded too, on those. jemalloc and mimalloc take part only where
-# installed (Debian: apt-get install libjemalloc2 libmimalloc2.0); JEMALLOC=/MIMALLOC= name
-# other copies, or nothing to leave them out.
+# installed (`make deps` installs them on Debian: libjemalloc2, libmimalloc2.0);
+# JEMALLOC=/MIMALLOC= name other copies, or nothing to leave them out.
 
 BENCH_CFLAGS  ?= -std=c11 -Wall -Wextra -Werror -O2 -g
 ZSBENCH       := $(BUILD)/zsbench
@@ -48,10 +48,11 @@ $(ZS_ON_MALLOC): bench/zs_on_malloc.c $(HEADER)
 	@mkdir -p $(@D)
 	$(CC) $(BENCH_CFLAGS) -fPIC -shared -Iinclude -o $@ bench/zs_on_malloc.c
 
-# Says which optional allocators take part.
+# Says which optional allocators take part, and how to add those that are missing.
 bench-allocators:
-	@echo "jemalloc: $(or $(JEMALLOC),not found (Debian: apt-get install libjemalloc2); left out)"
-	@echo "mimalloc: $(or $(MIMALLOC),not found (Debian: apt-get install libmimalloc2.0); left out)"
+	@echo "jemalloc: $(or $(JEMALLOC),not found; left out)"
+	@echo "mimalloc: $(or $(MIMALLOC),not found; left out)"
+	@$(if $(and $(JEMALLOC),$(MIMALLOC)),:,echo "to add them: sudo make deps (Debian: installs libjemalloc2 and libmimalloc2.0), or JEMALLOC=/MIMALLOC= naming a copy")
 
 run: bench-bin bench-allocators
 	@rm -rf $(BENCH_OUT)/run

@@ -7,14 +7,13 @@
 #                                                 builds and runs a program with
 #                                                 pkg-config's flags (shared and static)
 #
-# Layout: $(INSTALL_LIBDIR) (default PREFIX/lib) gets libzsmalloc.so, libzsmalloc.a and
-# pkgconfig/zsmalloc.pc; $(INSTALL_INCLUDEDIR) (default PREFIX/include) gets zsmalloc.h.
-# DESTDIR is prepended to every path written and appears in none of the files.
-#
-# The shared library is installed under its plain name only. cargo links the cdylib
-# without a DT_SONAME, so a program linked with -lzsmalloc records "libzsmalloc.so" as
-# what it needs: versioned names (libzsmalloc.so.0 -> libzsmalloc.so.0.1.0) would not
-# be what the dynamic loader looks for, and ldconfig could not maintain them.
+# Layout: $(INSTALL_LIBDIR) (default PREFIX/lib) gets the shared library as
+# libzsmalloc.so.$(ZS_VERSION) with the links libzsmalloc.so.$(ZS_SOMAJOR) (its soname,
+# what programs load) and libzsmalloc.so (what -lzsmalloc finds when linking), and
+# libzsmalloc.a and pkgconfig/zsmalloc.pc; $(INSTALL_INCLUDEDIR) (default
+# PREFIX/include) gets zsmalloc.h. DESTDIR is prepended to every path written and
+# appears in none of the files. Installed as root into the system (no DESTDIR), install
+# runs ldconfig so that the loader finds the new soname without an rpath.
 
 PREFIX             ?= /usr/local
 DESTDIR            ?=
@@ -24,8 +23,12 @@ INSTALL_INCLUDEDIR ?= $(PREFIX)/include
 INSTALL_PCDIR      ?= $(INSTALL_LIBDIR)/pkgconfig
 PKG_CONFIG         ?= pkg-config
 
-# From Cargo.toml's [package] table.
+# From Cargo.toml's [package] table; the soname's number is the major (build.rs).
 ZS_VERSION     := $(shell sed -n '/^\[package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+ZS_SOMAJOR     := $(firstword $(subst ., ,$(ZS_VERSION)))
+ZS_SONAME      := libzsmalloc.so.$(ZS_SOMAJOR)
+ZS_REALNAME    := libzsmalloc.so.$(ZS_VERSION)
+LDCONFIG       ?= ldconfig
 ZS_DESCRIPTION := $(shell sed -n '/^\[package\]/,/^\[/s/^description *= *"\([^"]*\)".*/\1/p' Cargo.toml)
 # What a static link of the Rust staticlib needs besides libc (rustc's
 # --print native-static-libs for the x86_64/aarch64 Linux GNU targets).
@@ -58,18 +61,24 @@ FORCE_PC:
 install: build $(BUILD)/zsmalloc.pc
 	@test -n "$(ZS_VERSION)" || { echo "no version found in Cargo.toml"; exit 1; }
 	$(INSTALL) -d $(DESTDIR)$(INSTALL_LIBDIR) $(DESTDIR)$(INSTALL_INCLUDEDIR) $(DESTDIR)$(INSTALL_PCDIR)
-	$(INSTALL) -m 0755 $(LIB_SO) $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.so
+	$(INSTALL) -m 0755 $(LIB_SO) $(DESTDIR)$(INSTALL_LIBDIR)/$(ZS_REALNAME)
+	ln -sf $(ZS_REALNAME) $(DESTDIR)$(INSTALL_LIBDIR)/$(ZS_SONAME)
+	ln -sf $(ZS_SONAME) $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.so
 	$(INSTALL) -m 0644 $(LIB_A) $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.a
 	$(INSTALL) -m 0644 $(HEADER) $(DESTDIR)$(INSTALL_INCLUDEDIR)/zsmalloc.h
 	$(INSTALL) -m 0644 $(BUILD)/zsmalloc.pc $(DESTDIR)$(INSTALL_PCDIR)/zsmalloc.pc
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null; then $(LDCONFIG); fi
 
 uninstall:
-	rm -f $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.so $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.a \
+	rm -f $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.so $(DESTDIR)$(INSTALL_LIBDIR)/$(ZS_SONAME) \
+	      $(DESTDIR)$(INSTALL_LIBDIR)/$(ZS_REALNAME) $(DESTDIR)$(INSTALL_LIBDIR)/libzsmalloc.a \
 	      $(DESTDIR)$(INSTALL_INCLUDEDIR)/zsmalloc.h $(DESTDIR)$(INSTALL_PCDIR)/zsmalloc.pc
 
-# 1. PREFIX=<tmp>/prefix: the files are where they should be, pkg-config finds the
-#    package and its version, and c_tests/install_smoke.c builds with exactly
-#    `pkg-config --cflags --libs zsmalloc` (plus an rpath to pkg-config's libdir) and runs.
+# 1. PREFIX=<tmp>/prefix: the files are where they should be (the real file and its two
+#    links), the library's soname is libzsmalloc.so.N, pkg-config finds the package and
+#    its version, and c_tests/install_smoke.c builds with exactly
+#    `pkg-config --cflags --libs zsmalloc` (plus an rpath to pkg-config's libdir),
+#    records the soname as what it needs, loads it from the prefix and runs.
 # 2. DESTDIR=<tmp>/stage PREFIX=/opt/zsmalloc: everything lands under the stage, the
 #    .pc names /opt/zsmalloc and never the stage; relocated with --define-prefix, and
 #    with the shared library removed, `pkg-config --static` links the static library
@@ -80,9 +89,13 @@ test-install: build
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	echo "== make install PREFIX=$$tmp/prefix"; \
 	$(MAKE) --no-print-directory -s install PREFIX=$$tmp/prefix >/dev/null; \
-	for f in lib/libzsmalloc.so lib/libzsmalloc.a include/zsmalloc.h lib/pkgconfig/zsmalloc.pc; do \
-		test -f $$tmp/prefix/$$f || { echo "missing after install: $$f"; exit 1; }; \
+	for f in lib/$(ZS_REALNAME) lib/libzsmalloc.a include/zsmalloc.h lib/pkgconfig/zsmalloc.pc; do \
+		test -f $$tmp/prefix/$$f -a ! -L $$tmp/prefix/$$f || { echo "missing after install: $$f"; exit 1; }; \
 	done; \
+	test "$$(readlink $$tmp/prefix/lib/$(ZS_SONAME))" = $(ZS_REALNAME) || { echo "lib/$(ZS_SONAME) is not a link to $(ZS_REALNAME)"; exit 1; }; \
+	test "$$(readlink $$tmp/prefix/lib/libzsmalloc.so)" = $(ZS_SONAME) || { echo "lib/libzsmalloc.so is not a link to $(ZS_SONAME)"; exit 1; }; \
+	soname=$$(readelf -d $$tmp/prefix/lib/$(ZS_REALNAME) | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p'); \
+	test "$$soname" = $(ZS_SONAME) || { echo "the library's soname is '$$soname', not $(ZS_SONAME)"; exit 1; }; \
 	cmp -s $(HEADER) $$tmp/prefix/include/zsmalloc.h || { echo "installed header differs"; exit 1; }; \
 	export PKG_CONFIG_PATH=$$tmp/prefix/lib/pkgconfig; \
 	$(PKG_CONFIG) --exists --print-errors zsmalloc; \
@@ -94,15 +107,18 @@ test-install: build
 	echo "pkg-config --cflags --libs zsmalloc: $$flags"; \
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -o $$tmp/smoke c_tests/install_smoke.c \
 		$$flags -Wl,-rpath,$$libdir; \
+	needed=$$(readelf -d $$tmp/smoke | sed -n 's/.*(NEEDED).*\[\(libzsmalloc[^]]*\)\]/\1/p'); \
+	test "$$needed" = $(ZS_SONAME) || { echo "smoke records '$$needed' as needed, not $(ZS_SONAME)"; exit 1; }; \
 	$$tmp/smoke; \
-	ldd $$tmp/smoke | grep -q "$$libdir/libzsmalloc.so" || { echo "smoke did not load the installed library"; exit 1; }; \
+	ldd $$tmp/smoke | grep -q "$(ZS_SONAME) => $$libdir/$(ZS_SONAME)" || { echo "smoke did not load the installed library"; ldd $$tmp/smoke; exit 1; }; \
 	echo "== make install DESTDIR=$$tmp/stage PREFIX=/opt/zsmalloc"; \
 	$(MAKE) --no-print-directory -s install DESTDIR=$$tmp/stage PREFIX=/opt/zsmalloc >/dev/null; \
 	pc=$$tmp/stage/opt/zsmalloc/lib/pkgconfig/zsmalloc.pc; \
 	test -f $$tmp/stage/opt/zsmalloc/include/zsmalloc.h; \
 	grep -qx 'prefix=/opt/zsmalloc' $$pc || { echo "$$pc: wrong prefix"; cat $$pc; exit 1; }; \
 	! grep -q "$$tmp" $$pc || { echo "$$pc names the staging directory"; exit 1; }; \
-	rm $$tmp/stage/opt/zsmalloc/lib/libzsmalloc.so; \
+	test "$$(readlink $$tmp/stage/opt/zsmalloc/lib/$(ZS_SONAME))" = $(ZS_REALNAME); \
+	rm $$tmp/stage/opt/zsmalloc/lib/libzsmalloc.so*; \
 	export PKG_CONFIG_PATH=$$tmp/stage/opt/zsmalloc/lib/pkgconfig; \
 	sflags="$$($(PKG_CONFIG) --define-variable=prefix=$$tmp/stage/opt/zsmalloc --static --cflags --libs zsmalloc)"; \
 	echo "pkg-config --static --cflags --libs zsmalloc: $$sflags"; \
@@ -110,6 +126,6 @@ test-install: build
 	$$tmp/smoke-static; \
 	! ldd $$tmp/smoke-static | grep -q libzsmalloc || { echo "the static link still needs libzsmalloc.so"; exit 1; }; \
 	$(MAKE) --no-print-directory -s uninstall PREFIX=$$tmp/prefix; \
-	left=$$(find $$tmp/prefix -type f); \
+	left=$$(find $$tmp/prefix -type f -o -type l); \
 	test -z "$$left" || { echo "left after uninstall: $$left"; exit 1; }; \
 	echo "test-install: ok"

@@ -1,23 +1,61 @@
 # The Python binding (python/zsmalloc), its tests (python/tests) and the Python example.
 #
-#   make test-python            pytest on python/tests against the release library
+#   make wheel                  the package as a wheel in build/wheel: the binding with
+#                               the library inside (pyproject.toml, setup.py); built
+#                               from python/ too, which must give the same files
+#   make test-python            installs that wheel into a fresh virtual environment
+#                               (build/py-installed) and runs pytest on python/tests
+#                               there, from a temporary folder outside the checkout
 #   make test-examples-python   runs examples/python/compressed_cache.py
 #
-# Both use the local virtual environment; pytest is installed into it only when it is
-# missing. pytest's exit status is passed through, so a run that collects no test
-# (status 5) fails the target like any failure.
+# The build and test requirements are kept as wheels in build/wheelhouse, fetched once
+# per change of their files; the build requirements (setuptools-rust) go from there
+# into .venv, and the wheel is built without build isolation. After the first run
+# these targets work offline. pytest's exit status is passed through, so a run that
+# collects no test (status 5) fails the target like any failure.
+#
+# ZS_STATEFUL_PROFILE=long makes test_stateful.py run far longer sequences.
 
-PY_REQS     := python/requirements-dev.txt
-PY_TESTS    := python/tests
-PY_EXAMPLE  := examples/python/compressed_cache.py
-PY_LIB_ENV  := ZSMALLOC_LIB=$(abspath $(LIB_SO))
-PYTEST_ARGS ?= -q
+PY_REQS        := python/requirements-dev.txt
+PY_BUILD_REQS  := python/requirements-build.txt
+PY_TESTS       := python/tests
+PY_EXAMPLE     := examples/python/compressed_cache.py
+PY_LIB_ENV     := ZSMALLOC_LIB=$(abspath $(LIB_SO))
+PY_WHEEL_DIR   := $(BUILD)/wheel
+PY_WHEELHOUSE  := $(BUILD)/wheelhouse
+PY_TEST_VENV   := $(BUILD)/py-installed
+PYTEST_ARGS    ?= -q
 
-.PHONY: test-python test-examples-python
+.PHONY: wheel test-python test-examples-python
 
-test-python: build $(VPY)
-	@$(VPY) -c "import pytest" 2>/dev/null || $(call venv_install,$(PY_REQS))
-	$(PY_LIB_ENV) $(VPY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) $(PY_TESTS)
+# cargo builds the wheel's library in target/python (setup.py says why).
+wheel: $(PY_WHEELHOUSE)/.done
+	@$(VPY) -c "import setuptools_rust, setuptools.command.bdist_wheel" 2>/dev/null || \
+		$(VPY) -m pip install --quiet --disable-pip-version-check --no-index --find-links $(PY_WHEELHOUSE) \
+		-r $(PY_BUILD_REQS)
+	@rm -rf $(PY_WHEEL_DIR) $(PY_WHEEL_DIR)-python
+	$(VPY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--wheel-dir $(PY_WHEEL_DIR) .
+	$(VPY) -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--wheel-dir $(PY_WHEEL_DIR)-python ./python
+	@$(VPY) -c 'import sys, zipfile; a, b = ([n for n in zipfile.ZipFile(w).namelist() if not n.endswith("RECORD")] for w in sys.argv[1:]); sys.exit(0 if sorted(a) == sorted(b) else f"the wheels of . and ./python differ: {sorted(a)} {sorted(b)}")' \
+		$(PY_WHEEL_DIR)/zsmalloc-*.whl $(PY_WHEEL_DIR)-python/zsmalloc-*.whl
+	@ls $(PY_WHEEL_DIR)/zsmalloc-*-py3-none-*.whl
+
+$(PY_WHEELHOUSE)/.done: $(PY_REQS) $(PY_BUILD_REQS) | $(VPY)
+	@rm -rf $(PY_WHEELHOUSE)
+	$(VPY) -m pip wheel --quiet --disable-pip-version-check --wheel-dir $(PY_WHEELHOUSE) \
+		-r $(PY_REQS) -r $(PY_BUILD_REQS)
+	@touch $@
+
+test-python: wheel
+	@rm -rf $(PY_TEST_VENV)
+	$(PYTHON) -m venv $(PY_TEST_VENV)
+	$(PY_TEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-index \
+		--find-links $(PY_WHEEL_DIR) --find-links $(PY_WHEELHOUSE) zsmalloc -r $(PY_REQS)
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp" && \
+	env -u ZSMALLOC_LIB ZS_TEST_INSTALLED=1 $(abspath $(PY_TEST_VENV))/bin/python -m pytest \
+		-p no:cacheprovider $(PYTEST_ARGS) $(abspath $(PY_TESTS))
 
 test-examples-python: build $(VPY)
 	$(PY_LIB_ENV) $(VPY) $(PY_EXAMPLE)

@@ -1,17 +1,25 @@
-"""Shared fixtures: the package from this checkout, and pools that are checked
-(zs_pool_check) and closed after each test."""
+"""Shared fixtures: pools that are checked (zs_pool_check) and closed after each test.
+
+The package under test is whichever `import zsmalloc` finds: `make test-python`
+installs the wheel into a fresh virtual environment and runs these tests from outside
+the checkout; from a checkout, put python/ on PYTHONPATH. With ZS_TEST_INSTALLED=1 the
+run refuses a package or library that is not the installed one."""
 
 import os
 import random
-import sys
 
 import pytest
 
+import zsmalloc
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
-sys.path.insert(0, os.path.join(ROOT, "python"))
 
-import zsmalloc  # noqa: E402
+if os.environ.get("ZS_TEST_INSTALLED") == "1":
+    _pkg = os.path.dirname(os.path.abspath(zsmalloc.__file__))
+    assert not _pkg.startswith(os.path.join(ROOT, "python") + os.sep), f"zsmalloc was imported from the checkout: {_pkg}"
+    assert "ZSMALLOC_LIB" not in os.environ, "ZSMALLOC_LIB would override the bundled library"
+    assert os.path.dirname(zsmalloc.library_path) == _pkg, f"not the bundled library: {zsmalloc.library_path}"
 
 LAYOUTS = ("dense", "kernel")
 

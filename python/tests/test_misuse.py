@@ -4,14 +4,12 @@ in misuse_events, and leaves the pool intact and every other object untouched.""
 import ctypes
 import errno
 import os
-import subprocess
-import sys
 import threading
 
 import pytest
 
 import zsmalloc
-from zsutil import LIB, ROOT, counts_misuse, usable
+from zsutil import LIB, counts_misuse, run_python, usable
 
 ERR = lambda e: 2**64 - e  # noqa: E731  the error handle of errno e
 
@@ -461,7 +459,7 @@ def test_unknown_map_mode(pool, objs):
 # -- abort on misuse -----------------------------------------------------------------
 
 
-def test_abort_on_misuse_env():
+def test_abort_on_misuse_env(tmp_path):
     code = (
         "import zsmalloc\n"
         "p = zsmalloc.Pool('abort')\n"
@@ -471,8 +469,7 @@ def test_abort_on_misuse_env():
         "p.free(h)\n"
         "print('not aborted', flush=True)\n"
     )
-    env = dict(os.environ, ZSMALLOC_ABORT_ON_MISUSE="1", PYTHONPATH=os.path.join(ROOT, "python"))
-    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    r = run_python(code, cwd=tmp_path, ZSMALLOC_ABORT_ON_MISUSE="1")
     assert r.returncode != 0 and "not aborted" not in r.stdout
     h = r.stdout.split()[0]
     lines = [line for line in r.stderr.splitlines() if "zs_free" in line]

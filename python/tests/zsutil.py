@@ -2,6 +2,8 @@
 
 import contextlib
 import os
+import subprocess
+import sys
 
 import zsmalloc
 
@@ -9,6 +11,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, os.pardir, os.pardir))
 HEADER = os.path.join(ROOT, "include", "zsmalloc.h")
 LIB = zsmalloc._lib
+# The folder the package under test was imported from: a child Python imports the
+# same one (the installed package, or the checkout's python/).
+PKG_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(zsmalloc.__file__)))
+
+
+def run_python(code, cwd, timeout=60, **env):
+    """Runs `code` in a child interpreter importing the package under test, from `cwd`
+    (which "python -c" puts first on sys.path); returns the CompletedProcess."""
+    full = dict(os.environ, PYTHONPATH=PKG_PARENT, **env)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
 @contextlib.contextmanager

@@ -18,25 +18,35 @@ The shared library is found through, in order: the environment variable
 checkout's cargo target folder (``target/release``, then ``target/debug``), and the
 system's library path.
 
-Errors: ``ValueError`` for an invalid, stale or foreign handle, a bad size or length
+Errors: ``TypeError`` for an argument of the wrong type (an int argument given a
+bool, a float or a str); ``ValueError`` for an int outside its C type's range (never
+passed on truncated), for an invalid, stale or foreign handle, a bad size or length
 (``EINVAL``, ``ENOSPC``) and for a closed pool; ``MemoryError`` for ``ENOMEM``;
 ``BusyError`` (an ``OSError`` with errno ``EBUSY``) for an object that is mapped or
 being read; ``CheckError`` (a ``RuntimeError``) when ``Pool.check()`` finds a broken
 invariant.
 
 Threads: every method may be called from any number of threads at once, except
-``close()``, which waits for calls in progress and refuses while mappings are open.
-A mapping must be ended on the thread that made it, which the ``with`` statement does.
+``close()``, which waits for calls in progress and refuses while a ``map()`` block is
+open. A mapping must be ended on the thread that made it, which the ``with``
+statement does.
+
+Mappings never hand out pool memory: ``map()`` yields a view of a private copy of the
+object, stored back when the block ends, so no view or slice kept past its block can
+reach the pool, whatever is done with it.
 """
 
+from __future__ import annotations
+
+import collections
 import ctypes
 import ctypes.util
 import errno as _errno
 import inspect
 import operator
 import os
-import sys
 import threading
+from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Tuple, Union
 
 __all__ = [
     "Pool",
@@ -61,9 +71,7 @@ NR_FULLNESS_GROUPS = 12  # ZS_NR_FULLNESS_GROUPS
 LAYOUTS = {"dense": 0, "kernel": 1}  # enum zs_layout
 MAP_MODES = {"rw": 0, "ro": 1, "wo": 2}  # enum zs_mapmode
 
-_ULONG_MAX = 2**64 - 1
-_MAX_ERRNO = 4095  # handles >= 2**64 - 4095 are -errno (ZS_IS_ERR)
-_UINT_MAX = 2**32 - 1
+_MAX_ERRNO = 4095  # handles >= ULONG_MAX - 4094 are -errno (ZS_IS_ERR)
 
 
 class BusyError(OSError):
@@ -82,7 +90,7 @@ _LIB_NAME = "libzsmalloc.so"
 _PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-def _candidates():
+def _candidates() -> Iterator[Tuple[str, Optional[str]]]:
     """The places the library is looked for, in order, as (description, path)."""
     env = os.environ.get("ZSMALLOC_LIB")
     if env:
@@ -95,17 +103,17 @@ def _candidates():
     yield "the system library path", ctypes.util.find_library("zsmalloc")
 
 
-def _load():
+def _load() -> Tuple[ctypes.CDLL, str]:
     tried = []
     for where, path in _candidates():
-        if where == "ZSMALLOC_LIB":
+        if path is None:
+            tried.append(f"{where}: not found")
+        elif where == "ZSMALLOC_LIB":
             # An explicit choice: load it or fail, never fall back silently.
             try:
                 return ctypes.CDLL(path, use_errno=True), path
             except OSError as e:
                 raise ImportError(f"zsmalloc: cannot load ZSMALLOC_LIB={path!r}: {e}") from e
-        if path is None:
-            tried.append(f"{where}: not found")
         elif os.path.isabs(path) and not os.path.exists(path):
             tried.append(f"{path} ({where}): not found")
         else:
@@ -127,44 +135,76 @@ _lib, library_path = _load()
 
 _c_enum = ctypes.c_uint  # enum zs_mapmode, enum zs_layout (values 0..2)
 
+# ---------------------------------------------------------------------------------
+# Arguments: every value a method passes to C goes through one of these converters
+# ---------------------------------------------------------------------------------
+#
+# ctypes converts a Python int to a C integer modulo 2**bits, so 2**64 + 100 would
+# reach zs_malloc as 100. Each converter returns the value unchanged or raises:
+# TypeError for what is not an int (bool, float and str included), ValueError for an
+# int outside the C type's range. No method passes an int to C any other way.
 
-def _int_field(ctype, lo=0):
-    """A converter for an integer config field of C type `ctype`, checked for range."""
+
+def _unsigned(ctype: Any, cname: str) -> Callable[[Any, str], int]:
+    """A converter for a value of the unsigned C type `ctype` (spelt `cname`)."""
     hi = 2 ** (8 * ctypes.sizeof(ctype)) - 1
 
-    def convert(name, value):
+    def convert(value: Any, what: str) -> int:
         if isinstance(value, bool):
-            raise TypeError(f"Pool(): {name} must be an int, not bool")
+            raise TypeError(f"{what} must be an int, not bool")
         try:
             v = operator.index(value)
         except TypeError:
-            raise TypeError(f"Pool(): {name} must be an int, not {type(value).__name__}") from None
-        if not lo <= v <= hi:
-            raise ValueError(f"Pool(): {name}={v} is outside {lo}..{hi}")
+            raise TypeError(f"{what} must be an int, not {type(value).__name__}") from None
+        if not 0 <= v <= hi:
+            raise ValueError(f"{what}={v} is outside {cname} (0..{hi})")
         return v
 
     return convert
 
 
-def _layout_field(name, value):
-    if isinstance(value, str):
+_size_t = _unsigned(ctypes.c_size_t, "size_t")
+_ulong = _unsigned(ctypes.c_ulong, "unsigned long")
+_uint = _unsigned(ctypes.c_uint, "unsigned int")
+_ULONG_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_ulong)) - 1
+_UINT_MAX = 2 ** (8 * ctypes.sizeof(ctypes.c_uint)) - 1
+
+
+def _enum(table: Dict[str, int]) -> Callable[[Any, str], int]:
+    """A converter for a C enum named by the keys of `table` (str only: its ints are
+    the library's business)."""
+
+    def convert(value: Any, what: str) -> int:
+        if not isinstance(value, str):
+            raise TypeError(f"{what} must be a str ({' or '.join(map(repr, table))}), not {type(value).__name__}")
         try:
-            return LAYOUTS[value]
+            return table[value]
         except KeyError:
-            raise ValueError(f"Pool(): layout must be one of {sorted(LAYOUTS)}, not {value!r}") from None
-    raise TypeError(f"Pool(): layout must be a str ({' or '.join(map(repr, LAYOUTS))}), not {type(value).__name__}")
+            raise ValueError(f"{what} must be one of {sorted(table)}, not {value!r}") from None
+
+    return convert
+
+
+_layout = _enum(LAYOUTS)
+_map_mode = _enum(MAP_MODES)
+
+
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{what} must be a bool, not {type(value).__name__}")
+    return value
 
 
 # struct zs_pool_config after its `size`: (field, C type, default, converter). The
 # library reads only the `size` bytes a caller declares, so a field appended to the C
 # struct is one more line here.
-_CONFIG_FIELDS = (
-    ("max_pages", ctypes.c_ulong, 0, _int_field(ctypes.c_ulong)),
-    ("chain_size", ctypes.c_uint, 0, _int_field(ctypes.c_uint)),
-    ("layout", _c_enum, "dense", _layout_field),
-    ("auto_compact_pages", ctypes.c_ulong, 0, _int_field(ctypes.c_ulong)),
-    ("auto_compact_max_pages_per_sec", ctypes.c_ulong, 0, _int_field(ctypes.c_ulong)),
-    ("auto_compact_interval_ms", ctypes.c_uint, 0, _int_field(ctypes.c_uint)),
+_CONFIG_FIELDS: Tuple[Tuple[str, Any, Union[int, str], Callable[[Any, str], int]], ...] = (
+    ("max_pages", ctypes.c_ulong, 0, _ulong),
+    ("chain_size", ctypes.c_uint, 0, _uint),
+    ("layout", _c_enum, "dense", _layout),
+    ("auto_compact_pages", ctypes.c_ulong, 0, _ulong),
+    ("auto_compact_max_pages_per_sec", ctypes.c_ulong, 0, _ulong),
+    ("auto_compact_interval_ms", ctypes.c_uint, 0, _uint),
 )
 
 
@@ -262,7 +302,7 @@ PROTOTYPES = {
 _OPTIONAL = {"zs_compact"}
 
 
-def _bind():
+def _bind() -> None:
     missing = []
     for name, (restype, argtypes) in PROTOTYPES.items():
         try:
@@ -286,11 +326,11 @@ has_compact = hasattr(_lib, "zs_compact")
 # ---------------------------------------------------------------------------------
 
 
-def _errname(e):
+def _errname(e: int) -> str:
     return _errno.errorcode.get(e, f"errno {e}")
 
 
-def _error(call, e, handle=None, detail=None):
+def _error(call: str, e: int, handle: Optional[int] = None, detail: Optional[str] = None) -> Exception:
     """The exception for errno `e` raised by `call`."""
     where = f"{call}(handle=0x{handle:x})" if handle is not None else f"{call}()"
     msg = f"{where}: {_errname(e)} ({os.strerror(e)})"
@@ -305,38 +345,14 @@ def _error(call, e, handle=None, detail=None):
     return OSError(e, msg)
 
 
-def _bad_access(n):
+def _bad_access(n: int) -> str:
     return f"invalid, stale or foreign handle, or {n} bytes exceed the object's slot"
 
 
-def _handle(h):
-    """A handle as the C ABI takes it: an int in 0..2**64-1."""
-    if isinstance(h, bool):
-        raise TypeError("a handle is an int, not bool")
-    try:
-        h = operator.index(h)
-    except TypeError:
-        raise TypeError(f"a handle is an int, not {type(h).__name__}") from None
-    if not 0 <= h <= _ULONG_MAX:
-        raise ValueError(f"invalid handle {h}: handles are unsigned 64-bit values")
-    return h
-
-
-def _length(n, what="length"):
-    if isinstance(n, bool):
-        raise TypeError(f"{what} must be an int, not bool")
-    try:
-        n = operator.index(n)
-    except TypeError:
-        raise TypeError(f"{what} must be an int, not {type(n).__name__}") from None
-    if n < 0:
-        raise ValueError(f"{what} must not be negative, got {n}")
-    return n
-
-
-def _struct_dict(s):
+def _struct_dict(s: ctypes.Structure) -> Dict[str, Any]:
     out = {}
-    for name, _ in s._fields_:
+    for field in s._fields_:
+        name = field[0]
         if name == "size":
             continue
         v = getattr(s, name)
@@ -349,94 +365,125 @@ def _struct_dict(s):
 # ---------------------------------------------------------------------------------
 
 
+# A token per thread, compared by identity: unlike a thread ident, it is never
+# reused by a later thread while anything holds it.
+_thread_tokens = threading.local()
+
+
+def _thread_token() -> object:
+    token = getattr(_thread_tokens, "token", None)
+    if token is None:
+        token = _thread_tokens.token = object()
+    return token
+
+
+def _unmap_all(p: int, handles: List[int]) -> None:
+    """Ends one of this thread's mappings of each handle: those of map() objects dropped
+    inside their block."""
+    for h in handles:
+        ctypes.set_errno(0)
+        _lib.zs_unmap_object(p, h)
+
+
 class _Mapping:
-    """``Pool.map()``: a context manager yielding a memoryview of a mapped object."""
+    """``Pool.map()``: a context manager yielding a memoryview of an object's bytes.
 
-    __slots__ = ("_pool", "_handle", "_mode", "_view", "_array", "_thread", "_refs", "_entered")
+    The view handed out is of a private copy, never of pool memory, so nothing done
+    with it or its slices, during or after the block, reaches the pool: a slice kept
+    past the block holds the bytes as they were then. From ``__enter__`` to
+    ``__exit__`` the block holds a read-only C mapping, which pins the object (free
+    refuses with BusyError, compaction leaves it) and which the copy is taken from;
+    the block's bytes are stored with zs_obj_write, while the object is still pinned.
 
-    def __init__(self, pool, handle, mode):
+    Read-only, whatever the mode: the library stores a copied read-write or write-only
+    mapping's bytes back when it ends, and a mapping that Python cannot end in order
+    (a map() dropped inside its block, ended later by its thread) must store nothing.
+    All of a thread's read-only mappings of one handle are alike, so ending "the most
+    recent" one, as zs_unmap_object does, is ending any of them."""
+
+    __slots__ = ("_pool", "_handle", "_mode", "_buf", "_view", "_owner", "_state")
+
+    _NEW, _OPEN, _DONE = range(3)
+
+    def __init__(self, pool: Pool, handle: int, mode: str) -> None:
         self._pool = pool
         self._handle = handle
         self._mode = mode
-        self._view = None
-        self._array = None
-        self._thread = None
-        self._refs = 0
-        self._entered = False
+        self._buf: Union[bytes, bytearray, None] = None
+        self._view: Optional[memoryview] = None
+        self._owner: Optional[object] = None
+        self._state = _Mapping._NEW
 
-    def __enter__(self):
-        if self._entered:
+    def __enter__(self) -> memoryview:
+        if self._state != _Mapping._NEW:
             raise RuntimeError("a Pool.map() context manager can be entered only once")
-        self._entered = True
+        self._state = _Mapping._DONE  # until the mapping is held
         pool = self._pool
         h = self._handle
         ptr = None
         p = pool._enter()
         try:
             ctypes.set_errno(0)
-            ptr = _lib.zs_map_object(p, h, MAP_MODES[self._mode])
+            ptr = _lib.zs_map_object(p, h, MAP_MODES["ro"])
             e = ctypes.get_errno()
         finally:
-            pool._exit(1 if ptr else 0)
+            pool._exit(opened=bool(ptr))
         if not ptr:
             raise _error("zs_map_object", e or _errno.EINVAL, h, "invalid, stale or foreign handle")
+        self._owner = _thread_token()
+        self._state = _Mapping._OPEN
         try:
             size = pool._sizes.get(h)
             if size is None:
                 # Mapped, so live in this pool, yet not allocated through this object.
                 raise ValueError(f"zs_map_object(handle=0x{h:x}): the handle was not allocated through this Pool")
-            self._thread = threading.get_ident()
-            array = (ctypes.c_ubyte * size).from_address(ptr)
-            self._refs = sys.getrefcount(array)
-            base = memoryview(array)
-            view = base.cast("B")
-            base.release()
+            # The copy is made while this thread holds the mapping: nothing can end it
+            # in between.
             if self._mode == "ro":
-                ro = view.toreadonly()
-                view.release()
-                view = ro
-            self._array = array
-            self._view = view
-            return view
+                buf: Union[bytes, bytearray] = ctypes.string_at(ptr, size)
+            elif self._mode == "rw":
+                buf = bytearray(ctypes.string_at(ptr, size))
+            else:  # "wo": the object's bytes are not shown
+                buf = bytearray(size)
+            self._buf = buf
+            self._view = memoryview(buf)  # read-only over bytes, for "ro"
+            return self._view
         except BaseException:
-            self._unmap()
+            self._end(store=False)
             raise
 
-    def _unmap(self):
-        pool = self._pool
-        h = self._handle
-        p = pool._enter()
-        try:
-            ctypes.set_errno(0)
-            _lib.zs_unmap_object(p, h)
-            e = ctypes.get_errno()
-        finally:
-            pool._exit(-1)
-        if e:
-            raise _error("zs_unmap_object", e, h, "no mapping of this handle on this thread")
+    def _end(self, store: bool) -> None:
+        """Stores the copy (when `store`) and ends the C mapping; on its own thread."""
+        buf, self._buf = self._buf, None
+        self._state = _Mapping._DONE
+        self._pool._end_mapping(self._handle, buf if store and isinstance(buf, bytearray) else None)
 
-    def __exit__(self, exc_type, exc, tb):
-        if self._view is None:
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
+        if self._state != _Mapping._OPEN:
             return False
-        if self._thread != threading.get_ident():
+        if self._owner is not _thread_token():
             raise RuntimeError(
                 f"zs_unmap_object(handle=0x{self._handle:x}): a mapping must be ended on the thread that made it"
             )
         view, self._view = self._view, None
-        array, self._array = self._array, None
-        view.release()
-        # Views sliced from `view` share its buffer and hold the array; after the unmap
-        # they would point at memory the object no longer owns.
-        leaked = sys.getrefcount(array) - self._refs
-        del array
-        self._unmap()
-        if leaked > 0 and exc_type is None:
-            raise BufferError(
-                f"Pool.map(handle=0x{self._handle:x}): {leaked} view(s) sliced from the mapping outlived "
-                "the with block and now point at memory the object no longer owns; copy with bytes() "
-                "or release them inside the block"
-            )
+        try:
+            if view is not None:
+                view.release()  # so that the block's name for it is unusable after the block
+        except BufferError:
+            pass  # the caller holds a buffer export of it (ctypes, numpy): its copy, its memory
+        # Stored also when the block raised, as zs_unmap_object stores a mapping's bytes.
+        self._end(store=self._mode != "ro")
         return False
+
+    def __del__(self) -> None:
+        # Dropped without leaving its block: the block counts as left, and the mapping
+        # is ended, without storing the copy, by the next call its thread makes on the
+        # pool (zs_unmap_object works only there). A finaliser may run inside any
+        # allocation, the pool's locked sections included: an append to a deque is
+        # all it may do.
+        if getattr(self, "_state", None) == _Mapping._OPEN:
+            self._state = _Mapping._DONE
+            self._pool._dropped.append((self._owner, self._handle))
 
 
 class Pool:
@@ -447,21 +494,28 @@ class Pool:
     the keywords mirror ``struct zs_pool_config`` (0 means the library's default;
     layout is "dense", the library's default, or "kernel", the kernel's exact class
     table; auto_compact_pages > 0 turns on compaction by a background thread).
-    An unknown keyword raises TypeError, a refused configuration ValueError.
+    An unknown keyword or a value of the wrong type raises TypeError, a value outside
+    its C type or a configuration the library refuses ValueError.
     """
 
-    def __init__(self, name=None, **config):
-        self._pool = None
-        self._sizes = {}
+    def __init__(self, name: Union[str, bytes, None] = None, **config: Union[int, str]) -> None:
+        self._pool: Optional[int] = None
+        self._sizes: Dict[int, int] = {}
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._inflight = 0
-        self._maps = 0
+        self._maps = 0  # map() blocks open: entered, neither left nor dropped
+        # (thread token, handle) of each map() dropped inside its block: appended by
+        # _Mapping.__del__, taken under the lock (the block is no longer open) into
+        # _orphans, whose mappings the next call of their thread ends.
+        self._dropped: collections.deque[Tuple[object, int]] = collections.deque()
+        self._orphans: List[Tuple[object, int]] = []
         self._closing = False
         known = {f[0] for f in _CONFIG_FIELDS}
         for k in config:
             if k not in known:
                 raise TypeError(f"Pool() got an unexpected keyword argument {k!r}")
+        cname: Optional[bytes]
         if name is None:
             cname = None
         elif isinstance(name, str):
@@ -473,13 +527,13 @@ class Pool:
             raise TypeError(f"Pool(): name must be a str, bytes or None, not {type(name).__name__}")
         if cname is not None and b"\0" in cname:
             raise ValueError("Pool(): name must not contain NUL")
-        self.name = name
+        self.name: Optional[str] = name
         cfg = zs_pool_config()
         cfg.size = ctypes.sizeof(zs_pool_config)
-        self.config = {}
+        self.config: Dict[str, Union[int, str]] = {}
         for field, _, default, convert in _CONFIG_FIELDS:
             value = config.get(field, default)
-            setattr(cfg, field, convert(field, value))
+            setattr(cfg, field, convert(value, f"Pool(): {field}"))
             self.config[field] = value
         ctypes.set_errno(0)
         p = _lib.zs_create_pool_with(cname, ctypes.byref(cfg))
@@ -495,25 +549,74 @@ class Pool:
     # Every C call runs between _enter() and _exit(): close() waits until none is in
     # progress before it destroys the pool, so no call can run on a destroyed pool.
 
-    def _enter(self):
+    def _enter(self) -> int:
+        orphans: List[int] = []
         with self._lock:
-            while self._closing:  # a close() in progress: wait for its outcome
-                self._cv.wait()
-            p = self._pool
-            if p is None:
-                raise ValueError(f"the pool {self.name!r} is closed")
-            self._inflight += 1
-            return p
+            p = self._enter_locked()
+            if self._orphans:
+                orphans = self._take_orphans()
+        _unmap_all(p, orphans)
+        return p
 
-    def _exit(self, maps=0):
+    def _enter_locked(self) -> int:
+        while self._closing:  # a close() in progress: wait for its outcome
+            self._cv.wait()
+        p = self._pool
+        if p is None:
+            raise ValueError(f"the pool {self.name!r} is closed")
+        self._inflight += 1
+        self._adopt_dropped()
+        return p
+
+    def _exit(self, opened: bool = False) -> None:
         with self._lock:
             self._inflight -= 1
-            self._maps += maps
+            self._maps += opened
             if self._closing and self._inflight == 0:
                 self._cv.notify_all()
 
+    def _adopt_dropped(self) -> None:
+        """Dropped map() objects: their blocks are no longer open; their mappings wait
+        for their thread. Under the lock."""
+        while self._dropped:
+            self._orphans.append(self._dropped.popleft())
+            self._maps -= 1
+
+    def _take_orphans(self) -> List[int]:
+        """The handles of this thread's dropped mappings, taken off the list. Under the
+        lock."""
+        me = _thread_token()
+        mine = [h for owner, h in self._orphans if owner is me]
+        if mine:
+            self._orphans = [(owner, h) for owner, h in self._orphans if owner is not me]
+        return mine
+
+    def _end_mapping(self, h: int, store: Optional[bytearray]) -> None:
+        """Ends a map() block of this thread: stores `store` into the object, which its
+        mapping still pins, then ends the mapping."""
+        with self._lock:
+            p = self._enter_locked()
+            self._maps -= 1
+            orphans = self._take_orphans() if self._orphans else []
+        try:
+            _unmap_all(p, orphans)
+            ew = 0
+            if store is not None:
+                ctypes.set_errno(0)
+                _lib.zs_obj_write(p, h, (ctypes.c_char * len(store)).from_buffer(store), len(store))
+                ew = ctypes.get_errno()
+            ctypes.set_errno(0)
+            _lib.zs_unmap_object(p, h)
+            e = ctypes.get_errno()
+        finally:
+            self._exit()
+        if ew:
+            raise _error("zs_obj_write", ew, h, "the block's bytes were not stored")
+        if e:
+            raise _error("zs_unmap_object", e, h, "no mapping of this handle on this thread")
+
     @property
-    def _as_parameter_(self):
+    def _as_parameter_(self) -> int:
         """The ``struct zs_pool *``, for calling the C functions directly."""
         p = self._pool
         if p is None:
@@ -521,13 +624,18 @@ class Pool:
         return p
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """Whether close() has run."""
         return self._pool is None
 
-    def close(self):
+    def close(self) -> None:
         """Destroys the pool and every object in it; idempotent. Waits for calls in
-        progress on other threads; refused with BusyError while a mapping is open."""
+        progress on other threads; refused with BusyError while a ``map()`` block is
+        open (entered, and neither left nor dropped). Views kept from mappings are
+        private copies and never stand in its way."""
+        self._close(force=False)
+
+    def _close(self, force: bool) -> None:
         lock = getattr(self, "_lock", None)
         if lock is None:  # __init__ failed early
             return
@@ -542,48 +650,55 @@ class Pool:
             try:
                 while self._inflight:
                     self._cv.wait()
+                self._adopt_dropped()
                 # Checked once no call is in progress: a map that was under way counts.
-                if self._maps:
+                if self._maps and not force:
                     raise BusyError(
                         _errno.EBUSY,
-                        f"zs_destroy_pool({self.name!r}): {self._maps} mapping(s) still open; end them first",
+                        f"zs_destroy_pool({self.name!r}): {self._maps} map() block(s) still open; leave them first",
                     )
                 p, self._pool = self._pool, None
+                self._orphans.clear()
             finally:
                 self._closing = False
                 self._cv.notify_all()
         self._sizes.clear()
+        # Mappings still open (a block of a collected pool, a dropped one not yet ended
+        # by its thread) do not hold the destroy back; no call reaches the pool after it.
         _lib.zs_destroy_pool(p)
 
-    def __enter__(self):
+    def __enter__(self) -> Pool:
         if self._pool is None:
             raise ValueError(f"the pool {self.name!r} is closed")
         return self
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         self.close()
         return False
 
-    def __del__(self):
+    def __del__(self) -> None:
+        # Nothing can use the pool any more: an open map() block would hold a
+        # reference to it, unless it is garbage too.
         try:
-            self.close()
+            self._close(force=True)
         except Exception:
             pass
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "closed" if self._pool is None else f"total_pages={self.total_pages}"
         return f"<zsmalloc.Pool {self.name!r} layout={self.config.get('layout')!r} {state}>"
 
     # -- objects -------------------------------------------------------------------
 
-    def malloc(self, size, nogrow=False):
+    def malloc(self, size: int, nogrow: bool = False) -> int:
         """Allocates an object of `size` bytes (1..4096) and returns its handle.
 
         nogrow=True fails with MemoryError rather than take a new frame."""
-        size = _length(size, "size")
+        size = _size_t(size, "Pool.malloc(): size")
+        nogrow = _flag(nogrow, "Pool.malloc(): nogrow")
         p = self._enter()
         try:
-            h = _lib.zs_malloc(p, size, ALLOC_NOGROW if nogrow else 0)
+            h: int = _lib.zs_malloc(p, size, ALLOC_NOGROW if nogrow else 0)
         finally:
             self._exit()
         if h > _ULONG_MAX - _MAX_ERRNO:
@@ -596,10 +711,10 @@ class Pool:
         self._sizes[h] = size
         return h
 
-    def free(self, handle):
+    def free(self, handle: int) -> None:
         """Frees an object (0 is a no-op, as in C). BusyError, and the object stays,
         while it is mapped or being read; ValueError for a handle not live here."""
-        h = _handle(handle)
+        h = _ulong(handle, "Pool.free(): handle")
         p = self._enter()
         try:
             ctypes.set_errno(0)
@@ -613,16 +728,17 @@ class Pool:
             raise _error("zs_free", e, h, "invalid, stale (already freed?) or foreign handle")
         self._sizes.pop(h, None)
 
-    def size_of(self, handle):
+    def size_of(self, handle: int) -> Optional[int]:
         """The size `handle` was allocated with through this Pool, or None."""
         return self._sizes.get(handle)
 
-    def write(self, handle, data):
+    def write(self, handle: int, data: Any) -> None:
         """Copies `data` (any bytes-like object) into the start of the object; at
         most the object's slot (ValueError beyond it, and nothing is copied). The slot
         is the object's size in the dense layout, its class's size less the 8-byte
         header (none in the huge class) in the kernel layout."""
-        h = _handle(handle)
+        h = _ulong(handle, "Pool.write(): handle")
+        buf: Any
         if isinstance(data, bytes):
             n = len(data)
             buf = data
@@ -643,11 +759,11 @@ class Pool:
         if e:
             raise _error("zs_obj_write", e, h, _bad_access(n))
 
-    def read(self, handle, n):
+    def read(self, handle: int, n: int) -> bytes:
         """The first `n` bytes of the object, as bytes (at most its slot, as for
         write(): in the dense layout, its size; ValueError beyond it)."""
-        h = _handle(handle)
-        n = _length(n)
+        h = _ulong(handle, "Pool.read(): handle")
+        n = _size_t(n, "Pool.read(): n")
         # Beyond the largest object the library refuses the length before it needs
         # a buffer; none is allocated for it.
         local = ctypes.create_string_buffer(n) if 0 < n <= MAX_ALLOC_SIZE else None
@@ -670,20 +786,22 @@ class Pool:
             raise _error("zs_obj_read_end", e, h, "no matching read on this thread")
         return out
 
-    def map(self, handle, mode="rw"):
+    def map(self, handle: int, mode: str = "rw") -> _Mapping:
         """Maps an object: ``with pool.map(h, "rw") as mv: ...``.
 
-        `mv` is a memoryview of the object's bytes (as many as it was allocated with):
-        writable for "rw" (read, and stored back when the block ends) and "wo" (not
-        read: undefined until written; stored back), read-only for "ro". The view is
-        released and the object unmapped when the block ends, also on an exception;
-        views sliced from it must not outlive the block (BufferError if they do)."""
-        h = _handle(handle)
-        if mode not in MAP_MODES:
-            raise ValueError(f"Pool.map(): mode must be one of {sorted(MAP_MODES)}, not {mode!r}")
+        `mv` is a memoryview of a private copy of the object's bytes (as many as it
+        was allocated with), taken while the block holds the object mapped (pinned:
+        free() refuses it with BusyError). "rw": read, writable, stored back when the
+        block ends (also on an exception); "wo": writable, not read (starts zeroed),
+        stored back; "ro": read, read-only. The view is released when the block ends;
+        a slice kept past the block is a copy like any other: writing it changes
+        nothing in the pool. A map() dropped without leaving its block is ended
+        without storing."""
+        h = _ulong(handle, "Pool.map(): handle")
+        _map_mode(mode, "Pool.map(): mode")
         return _Mapping(self, h, mode)
 
-    def compact(self):
+    def compact(self) -> int:
         """Moves objects out of sparse zspages into dense ones and frees the emptied
         frames; returns the number of frames freed. In the dense layout it empties
         zspages with at least 1/16 of their bytes free, moving their objects to where
@@ -693,38 +811,36 @@ class Pool:
             raise NotImplementedError(f"zs_compact is not in {library_path}")
         p = self._enter()
         try:
-            return _lib.zs_compact(p)
+            return int(_lib.zs_compact(p))
         finally:
             self._exit()
 
     # -- statistics ----------------------------------------------------------------
 
     @property
-    def total_pages(self):
+    def total_pages(self) -> int:
         """Frames held by the pool."""
         p = self._enter()
         try:
-            return _lib.zs_get_total_pages(p)
+            return int(_lib.zs_get_total_pages(p))
         finally:
             self._exit()
 
     @property
-    def huge_class_size(self):
+    def huge_class_size(self) -> int:
         """Kernel layout: the smallest size stored one object per frame. Dense layout:
         4096 (no huge class; objects of every size share zspages)."""
         p = self._enter()
         try:
-            return _lib.zs_huge_class_size(p)
+            return int(_lib.zs_huge_class_size(p))
         finally:
             self._exit()
 
-    def lookup_class_index(self, size):
+    def lookup_class_index(self, size: int) -> int:
         """Index of the (merged) class an object of `size` bytes lands in. The dense
         layout has no size classes: it is the calling thread's lane, the same for
         every size."""
-        size = _length(size, "size")
-        if size > _UINT_MAX:
-            raise ValueError(f"zs_lookup_class_index(): size {size} is outside 1..{MAX_ALLOC_SIZE}")
+        size = _uint(size, "Pool.lookup_class_index(): size")
         p = self._enter()
         try:
             ctypes.set_errno(0)
@@ -735,9 +851,9 @@ class Pool:
         if i == _UINT_MAX:
             detail = f"size {size} is outside 1..{MAX_ALLOC_SIZE}"
             raise _error("zs_lookup_class_index", e or _errno.EINVAL, None, detail)
-        return i
+        return int(i)
 
-    def info(self):
+    def info(self) -> Dict[str, Any]:
         """Pool totals, ``struct zs_pool_info`` as a dict (without `size`)."""
         s = zs_pool_info()
         s.size = ctypes.sizeof(s)
@@ -750,16 +866,14 @@ class Pool:
             raise _error("zs_pool_info", -r)
         return _struct_dict(s)
 
-    def class_info(self, index):
+    def class_info(self, index: int) -> Dict[str, Any]:
         """One class's statistics, ``struct zs_class_info`` as a dict (without `size`;
         `zspages` a list). `index` is what lookup_class_index() returns. For a dense
         lane: class_size 4096, pages_per_zspage its chain (a zspage made under the page
         limit may be shorter), objs_per_zspage 0, objs_allocated its live objects,
         zspages grouped by the share of their bytes in use, pages_freeable an
         estimate."""
-        index = _length(index, "index")
-        if index > _UINT_MAX:
-            raise ValueError(f"zs_class_info(): no class has index {index}")
+        index = _uint(index, "Pool.class_info(): index")
         s = zs_class_info()
         s.size = ctypes.sizeof(s)
         p = self._enter()
@@ -771,7 +885,7 @@ class Pool:
             raise _error("zs_class_info", -r, None, f"no class has index {index}" if -r == _errno.EINVAL else None)
         return _struct_dict(s)
 
-    def stats(self):
+    def stats(self) -> Dict[str, Any]:
         """The kernel's statistics, ``struct zs_pool_stats`` as a dict."""
         s = zs_pool_stats()
         p = self._enter()
@@ -785,7 +899,7 @@ class Pool:
             raise _error("zs_pool_stats", e)
         return _struct_dict(s)
 
-    def census(self):
+    def census(self) -> Dict[str, Any]:
         """Frames by type and class (a dense pool: lane) from a walk of the side table,
         ``struct zs_frame_census`` as a dict (without `size`). `class_frames` is a
         dict from class index to frames, for the classes that hold any."""
@@ -802,24 +916,24 @@ class Pool:
         out["class_frames"] = {i: n for i, n in enumerate(out["class_frames"]) if n}
         return out
 
-    def defragment(self):
+    def defragment(self) -> int:
         """Moves frames in use from the top of the pool's arena into free frames
         below and gives the arena's free upper part back (memory and commit charge;
         the address range stays reserved); returns the frames it shrank by."""
         return self._migration_call("zs_defragment")
 
-    def release_arena(self):
+    def release_arena(self) -> int:
         """Unmaps the arena's address space above the frames in use, so the process's
         virtual size falls; returns the bytes given up. The pool cannot grow back past
         a mapping placed there meanwhile (MemoryError)."""
         return self._migration_call("zs_release_arena")
 
-    def make_adjacent(self):
+    def make_adjacent(self) -> int:
         """Moves each zspage whose frames are not adjacent into adjacent frames, so
         objects straddling two frames are read in place; returns the zspages joined."""
         return self._migration_call("zs_make_adjacent")
 
-    def _migration_call(self, name):
+    def _migration_call(self, name: str) -> int:
         p = self._enter()
         try:
             r = getattr(_lib, name)(p)
@@ -827,9 +941,9 @@ class Pool:
             self._exit()
         if r < 0:
             raise _error(name, -r)
-        return r
+        return int(r)
 
-    def check(self):
+    def check(self) -> None:
         """Walks every internal invariant of the pool; raises CheckError when one is
         broken (the library names it on stderr)."""
         p = self._enter()
@@ -846,7 +960,7 @@ class Pool:
 
 
 # help(Pool) and inspect.signature(Pool) show the configuration keywords.
-Pool.__init__.__signature__ = inspect.Signature(
+Pool.__init__.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
     [
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
