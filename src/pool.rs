@@ -695,6 +695,41 @@ impl PoolCore {
         }
         Ok(self.table.classes()[self.table.class_for(size)].index)
     }
+
+    /// The size an object was allocated with, so that a caller storing objects of
+    /// varying length (compressed data) needs no length table of its own. The pin
+    /// keeps the object in place while its size is read: beside its slot in the dense
+    /// layout (no lock), in its zspage's entry under the class lock in the kernel's.
+    pub fn obj_size(&self, h: Handle) -> Result<usize> {
+        const CALL: &str = "zs_obj_size";
+        let (slot, idx) = self.resolve(h, CALL)?;
+        let loc = match slot.pin(h.gen()) {
+            Ok(loc) => loc,
+            Err(SlotError::Stale) => {
+                return Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (freed?)")))
+            }
+            Err(_) => return Err(Error::Again),
+        };
+        let size = if self.dense {
+            // SAFETY: `resolve` checked the index; a dense table keeps sizes, and our
+            // pin keeps this one fixed until the unpin below.
+            unsafe { self.handles.size(idx) }
+        } else {
+            let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+            let zs = fw.zspage() as *mut ZsPage;
+            // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+            let ci = unsafe { (*zs).class } as usize;
+            let class = &self.classes[ci];
+            let _st = class.state.lock();
+            let obj = (fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1))) / class.spec.size;
+            // SAFETY: the zspage is alive (our pin) and we hold its class lock, which
+            // protects its entries.
+            let s = unsafe { (*zs).state() };
+            s.objs()[obj].size as usize
+        };
+        slot.unpin();
+        Ok(size)
+    }
 }
 
 impl Drop for PoolCore {
