@@ -4,6 +4,8 @@
 #                        target/release (rpath there, so it runs from the checkout)
 #   make test-nbdkit     the plugin through real clients: nbdcopy, nbdsh, fio (about a
 #                        minute; part of `make test`)
+#   make test-nbdkit-valgrind  the same tests but the timing-bound one, each server
+#                        under valgrind's memcheck (some minutes; not in `make test`)
 #   make bench-nbd       the plugin against nbdkit's memory plugin on an ext4 image of
 #                        real files; writes bench/results/nbdkit.md (some minutes)
 #   make install         also installs the plugin into NBDKIT_PLUGINDIR, relinked with an
@@ -34,7 +36,7 @@ NBD_NEED := the nbdkit plugin needs nbdkit-plugin.h, lz4.h and zstd.h: apt-get i
 
 TEST_TARGETS += test-nbdkit
 
-.PHONY: nbdkit-plugin test-nbdkit bench-nbd install-nbdkit-plugin uninstall-nbdkit-plugin
+.PHONY: nbdkit-plugin test-nbdkit test-nbdkit-valgrind bench-nbd install-nbdkit-plugin uninstall-nbdkit-plugin
 
 # Built every time (one file): its inputs come from `build`, which always runs.
 nbdkit-plugin: build
@@ -48,6 +50,19 @@ test-nbdkit: nbdkit-plugin
 	done
 	@$(SYS_PYTHON) -c "import nbd" 2>/dev/null || { echo "test-nbdkit needs $(SYS_PYTHON) with the nbd module: apt-get install python3-libnbd"; exit 1; }
 	cd nbdkit/tests && $(SYS_PYTHON) test_plugin.py
+
+# Every test but the concurrent one, which counts rounds done in a fixed time.
+NBD_VALGRIND_TESTS := image variants nbdsh fio mem_limit auto_compaction restart bad_parameters \
+	compressor stats extents out_of_range
+
+test-nbdkit-valgrind: nbdkit-plugin
+	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
+	@set -e; logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	cd nbdkit/tests && VALGRIND_LOGS=$$logs NBDKIT=$(abspath nbdkit/tests/valgrind-nbdkit.sh) \
+		$(SYS_PYTHON) test_plugin.py $(NBD_VALGRIND_TESTS); \
+	bad=$$(find $$logs -name 'vg.*.log' -size +0); \
+	if [ -n "$$bad" ]; then cat $$bad; echo "memcheck reported errors"; exit 1; fi; \
+	echo "memcheck: $$(ls $$logs | wc -l) servers, no error"
 
 bench-nbd: nbdkit-plugin
 	cd nbdkit/tests && $(SYS_PYTHON) ../../bench/nbd_bench.py --out $(abspath bench/results/nbdkit.md)

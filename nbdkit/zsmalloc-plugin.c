@@ -130,67 +130,103 @@ unit_len (uint64_t u)
   return left < unit ? (uint32_t) left : unit;
 }
 
-/* ---- per-thread buffers and compressor contexts ------------------------------------- */
+/* ---- compressor contexts and buffers ------------------------------------------------ */
 
-struct tctx {
+/* What encoding and decoding a unit needs. A few are shared by all threads, each
+ * taken for one unit at a time: nbdkit runs 16 threads per connection, and a zstd
+ * context per thread (some 200 KiB with its decompression context) would cost more
+ * memory than many disks' metadata. Twice as many as CPUs, so that a thread
+ * preempted while holding one rarely makes another wait. Taken before any stripe
+ * lock, never while holding one. */
+struct ctx {
+  pthread_mutex_t lock;
+  bool ready;            /* the members below are allocated */
   unsigned char *ubuf;   /* one unit: a partial unit merged, or decoded for a read */
   unsigned char *cbuf;   /* compressed output, below raw_at bytes */
   unsigned char *lbuf;   /* zs_obj_read_begin's local copy: one unit */
   LZ4_stream_t *lz4;
   ZSTD_CCtx *cctx;
   ZSTD_DCtx *dctx;
-};
+} __attribute__ ((aligned (64)));
 
-static pthread_key_t tctx_key;
-static bool tctx_key_made;
+static struct ctx *ctxs;
+static unsigned int nctxs;
+/* Where this thread found a free context last time: it usually is free again. */
+static __thread unsigned int ctx_hint;
 
 static void
-tctx_free (void *p)
+ctx_free (struct ctx *c)
 {
-  struct tctx *t = p;
-  if (!t)
-    return;
-  free (t->ubuf);
-  if (t->lz4)
-    LZ4_freeStream (t->lz4);
-  ZSTD_freeCCtx (t->cctx);
-  ZSTD_freeDCtx (t->dctx);
-  free (t);
+  free (c->ubuf);
+  c->ubuf = NULL;
+  if (c->lz4)
+    LZ4_freeStream (c->lz4);
+  c->lz4 = NULL;
+  ZSTD_freeCCtx (c->cctx);
+  ZSTD_freeDCtx (c->dctx);
+  c->cctx = NULL;
+  c->dctx = NULL;
+  c->ready = false;
 }
 
-/* This thread's context, made on its first request; NULL (ENOMEM) if it cannot be. */
-static struct tctx *
-tctx_get (void)
+/* Allocates a context's members on its first use; false (ENOMEM) if they cannot be. */
+static bool
+ctx_prepare (struct ctx *c)
 {
-  struct tctx *t = pthread_getspecific (tctx_key);
-  if (t)
-    return t;
-  t = calloc (1, sizeof *t);
-  if (!t)
-    return NULL;
-  t->ubuf = malloc (3 * (size_t) unit);
-  if (!t->ubuf)
+  if (c->ready)
+    return true;
+  c->ubuf = malloc (3 * (size_t) unit);
+  if (!c->ubuf)
     goto fail;
-  t->cbuf = t->ubuf + unit;
-  t->lbuf = t->cbuf + unit;
-  if (compressor == COMP_LZ4 && !(t->lz4 = LZ4_createStream ()))
+  c->cbuf = c->ubuf + unit;
+  c->lbuf = c->cbuf + unit;
+  if (compressor == COMP_LZ4 && !(c->lz4 = LZ4_createStream ()))
     goto fail;
   if (compressor == COMP_ZSTD) {
-    t->cctx = ZSTD_createCCtx ();
-    t->dctx = ZSTD_createDCtx ();
-    if (!t->cctx || !t->dctx)
+    c->cctx = ZSTD_createCCtx ();
+    c->dctx = ZSTD_createDCtx ();
+    if (!c->cctx || !c->dctx)
       goto fail;
     /* The unit's length is known to the reader: the frame need not carry it. */
-    if (ZSTD_isError (ZSTD_CCtx_setParameter (t->cctx, ZSTD_c_compressionLevel, level)) ||
-        ZSTD_isError (ZSTD_CCtx_setParameter (t->cctx, ZSTD_c_contentSizeFlag, 0)))
+    if (ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_compressionLevel, level)) ||
+        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_contentSizeFlag, 0)))
       goto fail;
   }
-  if (pthread_setspecific (tctx_key, t) != 0)
-    goto fail;
-  return t;
+  c->ready = true;
+  return true;
 fail:
-  tctx_free (t);
-  return NULL;
+  ctx_free (c);
+  return false;
+}
+
+/* A context, locked; NULL (ENOMEM) if its buffers cannot be allocated. */
+static struct ctx *
+ctx_get (void)
+{
+  unsigned int first = ctx_hint % nctxs;
+  struct ctx *c = NULL;
+  for (unsigned int i = 0; i < nctxs && !c; i++) {
+    unsigned int k = (first + i) % nctxs;
+    if (pthread_mutex_trylock (&ctxs[k].lock) == 0) {
+      c = &ctxs[k];
+      ctx_hint = k;
+    }
+  }
+  if (!c) {
+    c = &ctxs[first];
+    pthread_mutex_lock (&c->lock);
+  }
+  if (!ctx_prepare (c)) {
+    pthread_mutex_unlock (&c->lock);
+    return NULL;
+  }
+  return c;
+}
+
+static void
+ctx_put (struct ctx *c)
+{
+  pthread_mutex_unlock (&c->lock);
 }
 
 /* ---- encoding and decoding one unit ------------------------------------------------- */
@@ -233,10 +269,10 @@ fill_range (unsigned char *dst, uint64_t word, uint32_t off, uint32_t len)
     dst[k] = b[(off + k) & 7];
 }
 
-/* Compresses one unit into t->cbuf: the compressed length, 0 where it does not fit
+/* Compresses one unit into c->cbuf: the compressed length, 0 where it does not fit
  * below raw_at (the unit is stored raw), -1 when the compressor fails. */
 static long
-compress_unit (struct tctx *t, const unsigned char *src)
+compress_unit (struct ctx *c, const unsigned char *src)
 {
   int inject = __atomic_load_n (&zsmalloc_debug_fail_compress, __ATOMIC_RELAXED);
   while (inject > 0) {
@@ -250,14 +286,14 @@ compress_unit (struct tctx *t, const unsigned char *src)
   case COMP_LZ4: {
     /* A fast reset instead of LZ4_compress_fast_extState's full one: the stream
      * starts empty, so each unit is an independent block. */
-    LZ4_resetStream_fast (t->lz4);
-    int n = LZ4_compress_fast_continue (t->lz4, (const char *) src, (char *) t->cbuf, (int) unit,
+    LZ4_resetStream_fast (c->lz4);
+    int n = LZ4_compress_fast_continue (c->lz4, (const char *) src, (char *) c->cbuf, (int) unit,
                                         (int) raw_at - 1, level);
     /* lz4 fails only by running out of room: then the unit is stored raw. */
     return n > 0 ? n : 0;
   }
   case COMP_ZSTD: {
-    size_t n = ZSTD_compress2 (t->cctx, t->cbuf, raw_at - 1, src, unit);
+    size_t n = ZSTD_compress2 (c->cctx, c->cbuf, raw_at - 1, src, unit);
     if (!ZSTD_isError (n))
       return (long) n;
     if (ZSTD_getErrorCode (n) == ZSTD_error_dstSize_tooSmall)
@@ -271,13 +307,13 @@ compress_unit (struct tctx *t, const unsigned char *src)
 
 /* Decompresses `n` bytes into a whole unit at dst; 0, or -1 on corrupt input. */
 static int
-decompress_unit (struct tctx *t, const void *src, size_t n, unsigned char *dst)
+decompress_unit (struct ctx *c, const void *src, size_t n, unsigned char *dst)
 {
   switch (compressor) {
   case COMP_LZ4:
     return LZ4_decompress_safe (src, (char *) dst, (int) n, (int) unit) == (int) unit ? 0 : -1;
   case COMP_ZSTD:
-    return ZSTD_decompressDCtx (t->dctx, dst, unit, src, n) == unit ? 0 : -1;
+    return ZSTD_decompressDCtx (c->dctx, dst, unit, src, n) == unit ? 0 : -1;
   case COMP_NONE:
     break;
   }
@@ -329,7 +365,7 @@ store_object (const void *data, size_t len, int *err)
 
 /* Encodes one whole unit: a same-filled word, or a new object. 0, or an errno. */
 static int
-encode (struct tctx *t, const unsigned char *src, struct entry *e)
+encode (struct ctx *c, const unsigned char *src, struct entry *e)
 {
   uint64_t word;
   if (same_filled (src, &word)) {
@@ -337,13 +373,13 @@ encode (struct tctx *t, const unsigned char *src, struct entry *e)
     e->value = word;
     return 0;
   }
-  long n = compress_unit (t, src);
+  long n = compress_unit (c, src);
   if (n < 0)
     return EIO;
   int err = 0;
   if (n > 0) {
     e->kind = K_COMP;
-    e->value = store_object (t->cbuf, (size_t) n, &err);
+    e->value = store_object (c->cbuf, (size_t) n, &err);
   } else {
     e->kind = K_RAW;
     e->value = store_object (src, unit, &err);
@@ -354,7 +390,7 @@ encode (struct tctx *t, const unsigned char *src, struct entry *e)
 /* Decodes bytes [off, off + len) of a unit into dst. Caller holds the unit's stripe
  * (`swap` shared, or `write`), which keeps its object alive. 0, or an errno. */
 static int
-decode_range (struct tctx *t, struct entry e, unsigned char *dst, uint32_t off, uint32_t len)
+decode_range (struct ctx *c, struct entry e, unsigned char *dst, uint32_t off, uint32_t len)
 {
   switch (e.kind) {
   case K_EMPTY:
@@ -365,7 +401,7 @@ decode_range (struct tctx *t, struct entry e, unsigned char *dst, uint32_t off, 
     fill_range (dst, e.value, off, len);
     return 0;
   case K_RAW: {
-    const unsigned char *p = zs_obj_read_begin (pool, e.value, off + len, t->lbuf);
+    const unsigned char *p = zs_obj_read_begin (pool, e.value, off + len, c->lbuf);
     if (!p) {
       nbdkit_debug ("zs_obj_read_begin: %m");
       return EIO;
@@ -376,20 +412,20 @@ decode_range (struct tctx *t, struct entry e, unsigned char *dst, uint32_t off, 
   }
   case K_COMP: {
     size_t n = zs_obj_size (pool, e.value);
-    const void *p = n ? zs_obj_read_begin (pool, e.value, n, t->lbuf) : NULL;
+    const void *p = n ? zs_obj_read_begin (pool, e.value, n, c->lbuf) : NULL;
     if (!p) {
       nbdkit_debug ("reading a compressed unit: %m");
       return EIO;
     }
     bool whole = off == 0 && len == unit;
-    int r = decompress_unit (t, p, n, whole ? dst : t->ubuf);
+    int r = decompress_unit (c, p, n, whole ? dst : c->ubuf);
     zs_obj_read_end (pool, e.value, n, (void *) p);
     if (r < 0) {
       nbdkit_debug ("a stored unit did not decompress to %" PRIu32 " bytes", unit);
       return EIO;
     }
     if (!whole)
-      memcpy (dst, t->ubuf + off, len);
+      memcpy (dst, c->ubuf + off, len);
     return 0;
   }
   }
@@ -459,20 +495,20 @@ put_unit (uint64_t u, struct entry e)
 /* Writes bytes [off, off + len) of unit `u` from src (zeros when src is NULL),
  * merging them with the unit's contents: the read-modify-write of a partial unit. */
 static int
-merge_unit (struct tctx *t, uint64_t u, const unsigned char *src, uint32_t off, uint32_t len)
+merge_unit (struct ctx *c, uint64_t u, const unsigned char *src, uint32_t off, uint32_t len)
 {
   struct stripe *s = stripe_of (u);
   pthread_mutex_lock (&s->write);
   /* Holding `write`, no one else changes the entry: it can be read without `swap`. */
   struct entry old = entry_load (u);
-  int err = decode_range (t, old, t->ubuf, 0, unit);
+  int err = decode_range (c, old, c->ubuf, 0, unit);
   struct entry e;
   if (!err) {
     if (src)
-      memcpy (t->ubuf + off, src, len);
+      memcpy (c->ubuf + off, src, len);
     else
-      memset (t->ubuf + off, 0, len);
-    err = encode (t, t->ubuf, &e);
+      memset (c->ubuf + off, 0, len);
+    err = encode (c, c->ubuf, &e);
   }
   if (!err)
     old = swap_entry (s, u, e);
@@ -729,12 +765,15 @@ disk_get_ready (void)
   }
   pthread_rwlockattr_destroy (&attr);
 
-  int r = pthread_key_create (&tctx_key, tctx_free);
-  if (r != 0) {
-    nbdkit_error ("pthread_key_create: %s", strerror (r));
+  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
+  nctxs = cpus > 0 && cpus < 64 ? 2 * (unsigned int) cpus : 128;
+  ctxs = calloc (nctxs, sizeof *ctxs);
+  if (!ctxs) {
+    nbdkit_error ("calloc: %m");
     return -1;
   }
-  tctx_key_made = true;
+  for (unsigned int i = 0; i < nctxs; i++)
+    pthread_mutex_init (&ctxs[i].lock, NULL);
   return 0;
 }
 
@@ -844,8 +883,13 @@ disk_unload (void)
     }
     free (stripes);
   }
-  if (tctx_key_made)
-    pthread_key_delete (tctx_key);
+  if (ctxs) {
+    for (unsigned int i = 0; i < nctxs; i++) {
+      ctx_free (&ctxs[i]);
+      pthread_mutex_destroy (&ctxs[i].lock);
+    }
+    free (ctxs);
+  }
 }
 
 static void
@@ -925,16 +969,17 @@ fail (int err)
 static int
 disk_pread (void *handle, void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct tctx *t = tctx_get ();
-  if (!t)
-    return fail (ENOMEM);
   unsigned char *dst = buf;
   struct piece p;
   for (uint64_t pos = offset; next_piece (&pos, offset + count, &p); dst += p.len) {
+    struct ctx *c = ctx_get ();
+    if (!c)
+      return fail (ENOMEM);
     struct stripe *s = stripe_of (p.u);
     pthread_rwlock_rdlock (&s->swap);
-    int err = decode_range (t, entry_load (p.u), dst, p.off, p.len);
+    int err = decode_range (c, entry_load (p.u), dst, p.off, p.len);
     pthread_rwlock_unlock (&s->swap);
+    ctx_put (c);
     if (err)
       return fail (err);
   }
@@ -948,35 +993,43 @@ whole_unit (struct piece p)
   return p.off == 0 && p.len == unit_len (p.u);
 }
 
-/* Writes a piece from src (zeros when NULL). A whole unit is encoded before any lock
- * is taken. */
+/* Writes a piece from src (zeros when NULL); 0, or an errno. A whole unit is encoded
+ * before any stripe lock is taken; a whole unit of zeros is freed. */
 static int
-write_piece (struct tctx *t, struct piece p, const unsigned char *src)
+write_piece (struct piece p, const unsigned char *src)
 {
-  int err;
-  if (whole_unit (p) && (p.len == unit || !src)) {
-    struct entry e = { K_EMPTY, 0 };
-    if (src && (err = encode (t, src, &e)) != 0)
-      return err;
-    put_unit (p.u, e);
+  if (whole_unit (p) && !src) {
+    put_unit (p.u, (struct entry) { K_EMPTY, 0 });
+    return 0;
   }
-  else if ((err = merge_unit (t, p.u, src, p.off, p.len)) != 0)
-    return err;
-  if (src)
+  struct ctx *c = ctx_get ();
+  if (!c)
+    return ENOMEM;
+  int err;
+  if (p.len == unit) {
+    struct entry e;
+    err = encode (c, src, &e);
+    /* The encoded unit is in the pool or in `e`: the context is no longer needed. */
+    ctx_put (c);
+    if (!err)
+      put_unit (p.u, e);
+  }
+  else {
+    err = merge_unit (c, p.u, src, p.off, p.len);
+    ctx_put (c);
+  }
+  if (!err && src)
     note_mem_used ();
-  return 0;
+  return err;
 }
 
 static int
 disk_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct tctx *t = tctx_get ();
-  if (!t)
-    return fail (ENOMEM);
   const unsigned char *src = buf;
   struct piece p;
   for (uint64_t pos = offset; next_piece (&pos, offset + count, &p); src += p.len) {
-    int err = write_piece (t, p, src);
+    int err = write_piece (p, src);
     if (err)
       return fail (err);
   }
@@ -988,12 +1041,9 @@ disk_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uin
 static int
 disk_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct tctx *t = tctx_get ();
-  if (!t)
-    return fail (ENOMEM);
   struct piece p;
   for (uint64_t pos = offset; next_piece (&pos, offset + count, &p);) {
-    int err = write_piece (t, p, NULL);
+    int err = write_piece (p, NULL);
     if (err)
       return fail (err);
   }
@@ -1012,8 +1062,8 @@ disk_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
   return 0;
 }
 
-/* A flush has nothing to write back; it compacts the pool, which the client asking for
- * a flush after deleting or trimming expects to see in the memory used, and records
+/* A flush has nothing to write back. It compacts the pool instead, which a client
+ * flushing after deleting or trimming expects to see in the memory used, and records
  * the statistics. */
 static int
 disk_flush (void *handle, uint32_t flags)

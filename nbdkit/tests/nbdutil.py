@@ -17,7 +17,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 NBDKIT = os.environ.get("NBDKIT", "nbdkit")
 PLUGIN = os.environ.get("NBDKIT_ZSMALLOC_PLUGIN", os.path.join(ROOT, "build", "nbdkit-zsmalloc-plugin.so"))
 # nbdsh and nbdcopy run `python3 -m nbd` / use libnbd: the system's tools first.
-TOOL_ENV = dict(os.environ, PATH="/usr/bin:/bin:" + os.environ.get("PATH", ""))
+TOOL_ENV = dict(os.environ, PATH="/usr/bin:/bin:/usr/sbin:/sbin:" + os.environ.get("PATH", ""))
 
 
 class Server:

@@ -189,8 +189,8 @@ def test_fio_verify():
                "--bsrange=512-64k", "--blockalign=512", "--size=24M", "--numjobs=2",
                "--offset_increment=32M", "--iodepth=8", "--verify=crc32c", "--do_verify=1",
                "--verify_fatal=1", "--buffer_compress_percentage=50", "--refill_buffers",
-               "--randseed=1234", "--group_reporting", "--output-format=json"]
-        r = subprocess.run(cmd, env=TOOL_ENV, capture_output=True, text=True, timeout=300)
+               "--randseed=1234", "--group_reporting", "--output-format=json", "--verify_state_save=0"]
+        r = subprocess.run(cmd, env=TOOL_ENV, capture_output=True, text=True, timeout=300, cwd=WORK)
         assert r.returncode == 0, (r.stdout, r.stderr)
         job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
         # The verify phase read back everything written.
@@ -353,6 +353,50 @@ def test_stop_and_restart():
         assert read_stats(stats)["orig_data_size"] == UNIT
     finally:
         srv2.stop()
+
+
+def test_auto_compaction():
+    """Without a flush, the pool's compactor gives back what trims freed (and nothing
+    compacts with auto_compact_pages=0)."""
+    text = b"".join(b"line %d of some text that compresses\n" % i for i in range(200000))
+    for params, expect_compaction in ((["auto_compact_pages=64", "auto_compact_interval_ms=100"], True),
+                                      (["auto_compact_pages=0"], False)):
+        stats = os.path.join(WORK, "auto.stats")
+        srv = Server("size=32M", f"stats={stats}", *params)
+        try:
+            h = srv.connect()
+            for off in range(0, 32 << 20, 1 << 20):
+                h.pwrite(text[off % (len(text) - (1 << 20)):][: 1 << 20], off)
+            rng = random.Random(3)
+            for u in range(0, (32 << 20) // UNIT):
+                if rng.random() < 0.75:
+                    h.trim(UNIT, u * UNIT)
+            h.shutdown()
+            time.sleep(1.5)
+        finally:
+            assert srv.stop() == 0
+            shutil.rmtree(srv.dir, ignore_errors=True)
+        s = read_stats(stats)  # written at unload, which does not compact
+        assert (s["pages_compacted"] > 0) == expect_compaction, (params, s)
+
+
+def test_out_of_range_requests():
+    """nbdkit refuses requests past the end before they reach the plugin; the server
+    goes on serving."""
+    with Server("size=1M") as srv:
+        h = srv.connect()
+        h.set_strict_mode(0)  # let the requests reach the server
+        for call in (lambda: h.pread(4096, (1 << 20) - 100), lambda: h.pwrite(b"x" * 200, (1 << 20) - 100),
+                     lambda: h.zero(8192, 1 << 20), lambda: h.trim(4096, 2 << 20)):
+            try:
+                call()
+            except nbd.Error as e:
+                assert e.errnum in (errno.EINVAL, errno.ENOSPC), e
+            else:
+                raise AssertionError("an out-of-range request succeeded")
+        h.pwrite(b"end", (1 << 20) - 3)
+        assert h.pread(3, (1 << 20) - 3) == b"end"
+        h.shutdown()
 
 
 # -- bad parameters ---------------------------------------------------------------------------
