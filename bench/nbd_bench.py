@@ -2,12 +2,13 @@
 """The nbdkit plugin against nbdkit's memory plugin (allocator=sparse and
 allocator=zstd), on one ext4 image of real files, in one run.
 
-For each store: a fresh server; nbdcopy the image in (timed) and flush; the server's
-resident set; nbdcopy it out to null: (timed, the median of three) and once more to a
-checksum; delete half of the image's files (the metadata blocks that debugfs changed
-are written, then every free block of the file system is trimmed, as fstrim does) and
-flush; the resident set and a checksum against the expected image; fio 4k random
-read/write for a fixed time; the resident set again.
+For each store: nbdcopy the image into a fresh server (timed; the best of --reps, each
+into a fresh server); flush; the server's resident set; nbdcopy it out to null: (timed,
+the best of --reps) and once more to a checksum; delete half of the image's files (the
+metadata blocks that debugfs changed are written, then every free block of the file
+system is trimmed, as fstrim does) and flush; the resident set and a checksum against
+the expected image; fio 4k random read/write for a fixed time (the better of two
+runs); the resident set again.
 
 Run with the system Python (python3-libnbd): `make bench-nbd`."""
 
@@ -98,6 +99,34 @@ def delete_half(image, files, workdir, seed=42):
     return changed, trims, sha256_of(b), len(gone)
 
 
+def zstd_ratios(image, units=(4096, 16384, 32768), level=3):
+    """{unit: zstd ratio of the image's units that are not all zeros}: how much of the
+    difference with nbdkit's 32 KiB pages is the unit's size alone."""
+    import ctypes
+    import ctypes.util
+
+    z = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+    z.ZSTD_compress.restype = ctypes.c_size_t
+    z.ZSTD_compress.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    z.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    with open(image, "rb") as f:
+        data = f.read()
+    out = {}
+    for unit in units:
+        dst = ctypes.create_string_buffer(2 * unit)
+        zero = bytes(unit)
+        raw = packed = 0
+        for off in range(0, len(data), unit):
+            block = data[off:off + unit]
+            if block == zero:
+                continue
+            n = z.ZSTD_compress(dst, unit, block, len(block), level)
+            raw += len(block)
+            packed += len(block) if z.ZSTD_isError(n) else min(n, len(block))
+        out[unit] = raw / packed
+    return out
+
+
 def fio_randrw(uri, size, seconds):
     cmd = ["fio", "--name=randrw", "--ioengine=nbd", f"--uri={uri}", "--rw=randrw", "--bs=4k",
            f"--size={size}", "--iodepth=16", "--numjobs=1", "--time_based", f"--runtime={seconds}",
@@ -108,24 +137,27 @@ def fio_randrw(uri, size, seconds):
     return job["read"]["iops"], job["write"]["iops"]
 
 
-def median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2]
-
-
-def run_store(label, plugin, params, image, image_size, changed, trims, want_full, want_half, fio_seconds):
+def run_store(label, plugin, params, image, image_size, changed, trims, want_full, want_half, fio_seconds,
+              reps):
     stats = tempfile.mktemp(prefix="nbd-bench-stats-")
     if plugin == PLUGIN:
         params = params + [f"stats={stats}"]
     r = {"store": label}
-    with Server(f"size={image_size}", *params, plugin=plugin) as srv:
+    # Copy-in into a fresh server, `reps` times; the last server goes on.
+    copy_in = []
+    for rep in range(reps):
+        srv = Server(f"size={image_size}", *params, plugin=plugin)
+        if rep < reps - 1:
+            copy_in.append(nbdcopy(image, srv.uri))
+            srv.__exit__()
+    with srv:
         r["rss_start_mib"] = srv.rss_kib() / 1024
-        t = nbdcopy(image, srv.uri)
+        copy_in.append(nbdcopy(image, srv.uri))
+        r["copy_in_mbs"] = image_size / 1e6 / min(copy_in)
         h = srv.connect()
         h.flush()
-        r["copy_in_mbs"] = image_size / 1e6 / t
         r["rss_fill_mib"] = srv.rss_kib() / 1024
-        r["copy_out_mbs"] = image_size / 1e6 / median([nbdcopy(srv.uri, "null:") for _ in range(3)])
+        r["copy_out_mbs"] = image_size / 1e6 / min(nbdcopy(srv.uri, "null:") for _ in range(reps))
         r["checksum_fill_ok"] = sha256_of_uri(srv.uri) == want_full
         if plugin == PLUGIN:
             r["stats_fill"] = read_stats(stats)
@@ -145,7 +177,8 @@ def run_store(label, plugin, params, image, image_size, changed, trims, want_ful
             r["stats_half"] = read_stats(stats)
         h.shutdown()
 
-        r["fio_read_iops"], r["fio_write_iops"] = fio_randrw(srv.uri, image_size, fio_seconds)
+        runs = [fio_randrw(srv.uri, image_size, fio_seconds) for _ in range(2)]
+        r["fio_read_iops"], r["fio_write_iops"] = max(runs, key=sum)
         r["rss_fio_mib"] = srv.rss_kib() / 1024
     if os.path.exists(stats):
         os.unlink(stats)
@@ -177,7 +210,9 @@ def write_report(path, results, meta):
     lines = [
         "# The nbdkit plugin against nbdkit's memory plugin",
         "",
-        f"Machine: {meta['machine']}. Generated by `make bench-nbd` ({meta['seconds']:.0f} s).",
+        f"Machine: {meta['machine']}. Generated by `make bench-nbd` ({meta['seconds']:.0f} s; "
+        f"load average {meta['load_before']:.1f} before, {meta['load_after']:.1f} after: other work on the "
+        "machine slows the compressing stores most, which need the CPU).",
         "",
         f"Image: ext4, {meta['image_mib']:.0f} MiB, made by `mkfs.ext4 -d` from {meta['files']} real files "
         f"({meta['data_mib']:.0f} MiB: the project's sources and files from /usr/include, /usr/share, "
@@ -188,9 +223,10 @@ def write_report(path, results, meta):
         "",
         "RSS is the server process's VmRSS (its start, nbdkit and the libraries, "
         f"is {min(r['rss_start_mib'] for r in results):.0f}-{max(r['rss_start_mib'] for r in results):.0f} MiB "
-        "of it). Copy rates are the image's size over nbdcopy's time (copy-out: to `null:`, "
-        f"median of 3). fio: 4k random read/write (50/50), iodepth 16, one job, {meta['fio_seconds']} s, "
-        "data half compressible.",
+        "of it). Copy rates are the image's size over nbdcopy's time, the best of "
+        f"{meta['reps']} (copy-in: each into a fresh server; copy-out: to `null:`). fio: 4k random "
+        f"read/write (50/50) over the whole disk, iodepth 16, one job, {meta['fio_seconds']} s, data half "
+        "compressible, the better of 2 runs.",
         "",
         "| store | RSS after fill | after deleting half + trim + flush | after fio | nbdcopy in / out (MB/s) "
         "| fio 4k randrw IOPS (read / write) | checksums |",
@@ -202,6 +238,11 @@ def write_report(path, results, meta):
             f"| {r['store']} | {r['rss_fill_mib']:.0f} MiB | {r['rss_half_mib']:.0f} MiB | {r['rss_fio_mib']:.0f} MiB "
             f"| {fmt_rate(r['copy_in_mbs'])} / {fmt_rate(r['copy_out_mbs'])} "
             f"| {r['fio_read_iops'] / 1000:.1f}k / {r['fio_write_iops'] / 1000:.1f}k | {ok} |")
+    ratios = meta["zstd_ratios"]
+    lines += ["", "zstd-3 on this image's non-zero data, by unit (each unit compressed alone, stored whole when "
+              "it does not shrink): " + ", ".join(f"{int(u) // 1024} KiB {r:.2f}" for u, r in ratios.items())
+              + ". nbdkit's zstd allocator compresses 32 KiB pages; the plugin, 4 KiB units until the pool "
+              "stores objects larger than a page."]
     lines += ["", "The plugin's own statistics (zram's mm_stat, from `stats=FILE`), after the fill and after "
               "deleting half:", "",
               "| store | orig_data_size | compr_data_size | ratio | mem_used_total | same_pages | huge_pages "
@@ -252,7 +293,8 @@ def main():
     ap.add_argument("--out", required=True, help="the Markdown report (a .json beside it)")
     ap.add_argument("--image-mib", type=int, default=736)
     ap.add_argument("--data-mib", type=int, default=500)
-    ap.add_argument("--fio-seconds", type=int, default=10)
+    ap.add_argument("--fio-seconds", type=int, default=5)
+    ap.add_argument("--reps", type=int, default=3, help="copies in and out; the best counts")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     start = time.monotonic()
@@ -269,16 +311,19 @@ def main():
             "machine": machine(), "image_mib": size / MiB, "data_mib": data / MiB, "files": len(files),
             "deleted": deleted, "changed": len(changed), "trim_ranges": len(trims),
             "trimmed_mib": sum(n for _, n in trims) / MiB, "fio_seconds": args.fio_seconds,
+            "reps": args.reps, "load_before": os.getloadavg()[0],
         }
+        meta["zstd_ratios"] = {str(k): v for k, v in zstd_ratios(image).items()}
         results = []
         for label, plugin, params in STORES:
             print(f"{label}...", flush=True)
             r = run_store(label, plugin, params, image, size, changed, trims, want_full, want_half,
-                          args.fio_seconds)
+                          args.fio_seconds, args.reps)
             print("   " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
                                     for k, v in r.items() if not k.startswith("stats")), flush=True)
             results.append(r)
         meta["seconds"] = time.monotonic() - start
+        meta["load_after"] = os.getloadavg()[0]
         write_report(args.out, results, meta)
         print(open(args.out).read())
         if not all(r["checksum_fill_ok"] and r["checksum_half_ok"] for r in results):

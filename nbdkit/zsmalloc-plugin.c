@@ -134,7 +134,7 @@ unit_len (uint64_t u)
 
 /* What encoding and decoding a unit needs. A few are shared by all threads, each
  * taken for one unit at a time: nbdkit runs 16 threads per connection, and a zstd
- * context per thread (some 200 KiB with its decompression context) would cost more
+ * context per thread (about 180 KiB with its decompression context) would cost more
  * memory than many disks' metadata. Twice as many as CPUs, so that a thread
  * preempted while holding one rarely makes another wait. Taken before any stripe
  * lock, never while holding one. */
