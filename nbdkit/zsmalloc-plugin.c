@@ -1023,17 +1023,23 @@ write_piece (struct piece p, const unsigned char *src)
   return err;
 }
 
+/* Writes [offset, offset + count) from buf, or zeros when buf is NULL. */
 static int
-disk_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+write_range (const unsigned char *buf, uint32_t count, uint64_t offset)
 {
-  const unsigned char *src = buf;
   struct piece p;
-  for (uint64_t pos = offset; next_piece (&pos, offset + count, &p); src += p.len) {
-    int err = write_piece (p, src);
+  for (uint64_t pos = offset; next_piece (&pos, offset + count, &p);) {
+    int err = write_piece (p, buf ? buf + (p.u * unit + p.off - offset) : NULL);
     if (err)
       return fail (err);
   }
   return 0;
+}
+
+static int
+disk_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uint32_t flags)
+{
+  return write_range (buf, count, offset);
 }
 
 /* Zeroing frees whole units (they read as zeros and hold nothing, whatever
@@ -1041,13 +1047,7 @@ disk_pwrite (void *handle, const void *buf, uint32_t count, uint64_t offset, uin
 static int
 disk_zero (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
 {
-  struct piece p;
-  for (uint64_t pos = offset; next_piece (&pos, offset + count, &p);) {
-    int err = write_piece (p, NULL);
-    if (err)
-      return fail (err);
-  }
-  return 0;
+  return write_range (NULL, count, offset);
 }
 
 /* Trimming frees whole units, as zram's discard frees whole pages; the trimmed part of

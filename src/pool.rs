@@ -701,20 +701,14 @@ impl PoolCore {
     /// keeps the object in place while its size is read: beside its slot in the dense
     /// layout (no lock), in its zspage's entry under the class lock in the kernel's.
     pub fn obj_size(&self, h: Handle) -> Result<usize> {
-        const CALL: &str = "zs_obj_size";
-        let (slot, idx) = self.resolve(h, CALL)?;
-        let loc = match slot.pin(h.gen()) {
-            Ok(loc) => loc,
-            Err(SlotError::Stale) => {
-                return Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (freed?)")))
-            }
-            Err(_) => return Err(Error::Again),
-        };
+        let pin = self.pin(h, "zs_obj_size")?;
+        // A dense pin's usable bytes are the object's size; a kernel-layout pin's are
+        // its class's slot.
         let size = if self.dense {
-            // SAFETY: `resolve` checked the index; a dense table keeps sizes, and our
-            // pin keeps this one fixed until the unpin below.
-            unsafe { self.handles.size(idx) }
+            pin.usable
         } else {
+            // SAFETY: slots live as long as the pool, and this one is pinned by us.
+            let loc = unsafe { pin.slot().as_ref() }.load().loc();
             let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
             let zs = fw.zspage() as *mut ZsPage;
             // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
@@ -727,7 +721,7 @@ impl PoolCore {
             let s = unsafe { (*zs).state() };
             s.objs()[obj].size as usize
         };
-        slot.unpin();
+        self.unpin(pin);
         Ok(size)
     }
 }
