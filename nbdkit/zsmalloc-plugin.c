@@ -25,8 +25,9 @@
  *     swap, so two writes of one unit (a partial one merging with the old contents
  *     in particular) are applied one after the other and neither is lost. Readers
  *     never take it, so they do not wait for a writer's compression.
- * Lock order: `write`, then `swap`. Compression and pool allocation of a whole-unit
- * write happen before either lock is taken.
+ * Lock order: a compressor context (see struct ctx), then `write`, then `swap`.
+ * Compression and pool allocation of a whole-unit write happen before either stripe
+ * lock is taken.
  *
  * Statistics follow zram's mm_stat (Documentation/admin-guide/blockdev/zram.rst).
  * They are kept per stripe, changed under the stripe's locks and read without them
