@@ -222,8 +222,7 @@ def write_report(path, results, meta):
         f"({meta['trimmed_mib']:.0f} MiB in {meta['trim_ranges']} ranges), then a flush.",
         "",
         "RSS is the server process's VmRSS (its start, nbdkit and the libraries, "
-        f"is {min(r['rss_start_mib'] for r in results):.0f}-{max(r['rss_start_mib'] for r in results):.0f} MiB "
-        "of it). Copy rates are the image's size over nbdcopy's time, the best of "
+        f"is about {sum(r['rss_start_mib'] for r in results) / len(results):.0f} MiB of it). Copy rates are the image's size over nbdcopy's time, the best of "
         f"{meta['reps']} (copy-in: each into a fresh server; copy-out: to `null:`). fio: 4k random "
         f"read/write (50/50) over the whole disk, iodepth 16, one job, {meta['fio_seconds']} s, data half "
         "compressible, the better of 2 runs.",
