@@ -13,11 +13,11 @@ runs); the resident set again.
 Run with the system Python (python3-libnbd): `make bench-nbd`."""
 
 import argparse
+import hashlib
 import json
 import os
 import platform
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -40,8 +40,6 @@ STORES = [
 
 def sha256_of_uri(uri):
     p = subprocess.Popen(["nbdcopy", uri, "-"], stdout=subprocess.PIPE, env=TOOL_ENV)
-    import hashlib
-
     h = hashlib.sha256()
     for block in iter(lambda: p.stdout.read(MiB), b""):
         h.update(block)
@@ -51,8 +49,6 @@ def sha256_of_uri(uri):
 
 
 def sha256_of(data):
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
