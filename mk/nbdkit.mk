@@ -2,8 +2,8 @@
 #
 #   make nbdkit-plugin   build/nbdkit-zsmalloc-plugin.so, linked with the library in
 #                        target/release (rpath there, so it runs from the checkout)
-#   make test-nbdkit     the plugin through real clients: nbdcopy, nbdsh, fio (about a
-#                        minute; part of `make test`)
+#   make test-nbdkit     the plugin through real clients: nbdcopy, nbdsh, fio (about
+#                        half a minute; part of `make test`)
 #   make test-nbdkit-valgrind  the same tests but the timing-bound one, each server
 #                        under valgrind's memcheck (some minutes; not in `make test`)
 #   make bench-nbd       the plugin against nbdkit's memory plugin on an ext4 image of
