@@ -262,7 +262,7 @@ def test_concurrent_connections():
         for t in threads:
             t.join()
         assert not errors, errors
-        assert min(rounds) >= 5, rounds
+        assert min(rounds) >= 2, rounds
         c = srv.connect()
         for u in range(shared_units):
             assert bytes(c.pread(UNIT, u * UNIT)) in known
@@ -372,7 +372,7 @@ def test_auto_compaction():
                 if rng.random() < 0.75:
                     h.trim(UNIT, u * UNIT)
             h.shutdown()
-            time.sleep(1.5)
+            time.sleep(2)
         finally:
             assert srv.stop() == 0
             shutil.rmtree(srv.dir, ignore_errors=True)
