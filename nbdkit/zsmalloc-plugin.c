@@ -831,20 +831,11 @@ mm_stat (void)
   X (mem_used_max) X (same_pages) X (pages_compacted) X (huge_pages)      \
   X (pool_meta_bytes) X (table_bytes)
 
-/* To nbdkit's debug output and, with stats=FILE, to FILE (replaced whole, through a
- * rename, so that a reader never sees half of it): one "name value" line per field,
- * zram's mm_stat fields first in zram's order. */
+/* Replaces stats=FILE through a rename, so that a reader never sees half of it: one
+ * "name value" line per field, zram's mm_stat fields first in zram's order. */
 static void
-report_stats (const char *when)
+write_stats_file (const struct mm_stat *m)
 {
-  if (!stripes)
-    return;
-  struct mm_stat m = mm_stat ();
-#define DEBUG_FIELD(f) " " #f "=%" PRIu64
-#define DEBUG_ARG(f) , m.f
-  nbdkit_debug ("mm_stat (%s):" MM_STAT_FIELDS (DEBUG_FIELD), when MM_STAT_FIELDS (DEBUG_ARG));
-  if (!stats_path)
-    return;
   char tmp[PATH_MAX];
   if (snprintf (tmp, sizeof tmp, "%s.tmp", stats_path) >= (int) sizeof tmp) {
     nbdkit_debug ("stats=%s: path too long", stats_path);
@@ -856,10 +847,29 @@ report_stats (const char *when)
     return;
   }
 #define FILE_LINE(f) "%s %" PRIu64 "\n"
-#define FILE_ARG(f) , #f, m.f
+#define FILE_ARG(f) , #f, m->f
   fprintf (f, MM_STAT_FIELDS (FILE_LINE) MM_STAT_FIELDS (FILE_ARG));
   if (fclose (f) != 0 || rename (tmp, stats_path) != 0)
     nbdkit_debug ("stats: %s: %m", stats_path);
+}
+
+/* The statistics to nbdkit's debug output and, with stats=FILE, to FILE. Clients on
+ * several connections may flush at once: one report at a time, so that two cannot
+ * interleave in the temporary file, nor older figures replace newer ones. */
+static void
+report_stats (const char *when)
+{
+  static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+  if (!stripes)
+    return;
+  pthread_mutex_lock (&lock);
+  struct mm_stat m = mm_stat ();
+#define DEBUG_FIELD(f) " " #f "=%" PRIu64
+#define DEBUG_ARG(f) , m.f
+  nbdkit_debug ("mm_stat (%s):" MM_STAT_FIELDS (DEBUG_FIELD), when MM_STAT_FIELDS (DEBUG_ARG));
+  if (stats_path)
+    write_stats_file (&m);
+  pthread_mutex_unlock (&lock);
 }
 
 static void

@@ -490,6 +490,38 @@ def test_stats_and_debug_output():
         assert "mm_stat (unload)" in srv.stderr()
 
 
+def test_concurrent_flushes_keep_the_stats_file_whole():
+    """Flushes from four connections at once: the file is always one whole report."""
+    stats = os.path.join(WORK, "flushes.stats")
+    fields = ["orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max", "same_pages",
+              "pages_compacted", "huge_pages", "pool_meta_bytes", "table_bytes"]
+    with Server("size=4M", f"stats={stats}") as srv:
+        errors = []
+
+        def flusher(i):
+            c = srv.connect()
+            try:
+                for k in range(200):
+                    c.pwrite(bytes([i, k % 256]) * 2048, i * UNIT)
+                    c.flush()
+                    with open(stats) as f:
+                        names = [line.split()[0] for line in f if line.strip()]
+                    if names != fields:
+                        raise AssertionError(f"a torn stats file: {names}")
+            except Exception as e:
+                errors.append(e)
+            finally:
+                c.shutdown()
+
+        threads = [threading.Thread(target=flusher, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert read_stats(stats)["orig_data_size"] == 4 * UNIT
+
+
 def test_extents():
     with Server("size=1M") as srv:
         h = srv.connect(meta=True)
