@@ -712,10 +712,10 @@ disk_get_ready (void)
   struct zs_pool_config cfg = pool_config ();
   struct zs_pool *probe = zs_create_pool_with ("nbdkit-zsmalloc-probe", &cfg);
   if (!probe) {
-    nbdkit_error ("the pool refuses this configuration (layout=%s chain=%u mem_limit=%" PRIu64
-                  " auto_compact_pages=%lu auto_compact_max_pages_per_sec=%lu "
+    nbdkit_error ("the pool refuses this configuration (unit=%" PRIu32 " layout=%s chain=%u "
+                  "mem_limit=%" PRIu64 " auto_compact_pages=%lu auto_compact_max_pages_per_sec=%lu "
                   "auto_compact_interval_ms=%u): %m",
-                  layout == ZS_LAYOUT_DENSE ? "dense" : "kernel", chain, mem_limit,
+                  unit, layout == ZS_LAYOUT_DENSE ? "dense" : "kernel", chain, mem_limit,
                   ac_pages, ac_rate, ac_interval);
     return -1;
   }
