@@ -1436,6 +1436,71 @@ static void test_dense_packing(void)
     zs_destroy_pool(pool);
 }
 
+/* ---- zs_obj_size -------------------------------------------------------------------- */
+
+/* The size each object was allocated with, for every size 1..4096: before and after
+ * compaction moved them, while they are read or mapped, and refused (0, EINVAL, one
+ * misuse counted) for a freed, foreign, invented or 0 handle and a NULL pool. */
+static void test_obj_size(enum zs_layout layout)
+{
+    struct zs_pool *pool = test_pool("obj-size", layout, 0);
+    struct zs_pool *other = test_pool("obj-size-other", layout, 0);
+    static unsigned long h[ZS_MAX_ALLOC_SIZE + 1];
+    for (size_t size = 1; size <= ZS_MAX_ALLOC_SIZE; size++) {
+        h[size] = zs_malloc(pool, size, 0);
+        if (!CHECK(!ZS_IS_ERR(h[size])))
+            return;
+    }
+    unsigned long wrong = 0;
+    errno = 1234;
+    for (size_t size = 1; size <= ZS_MAX_ALLOC_SIZE; size++)
+        wrong += zs_obj_size(pool, h[size]) != size;
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(errno, 1234); /* success leaves errno alone */
+
+    /* Free every other object so that compaction moves the rest. */
+    for (size_t size = 1; size <= ZS_MAX_ALLOC_SIZE; size += 2)
+        zs_free(pool, h[size]);
+    unsigned long moved_before = pool_info(pool).objs_moved;
+    zs_compact(pool);
+    CHECK(pool_info(pool).objs_moved > moved_before);
+    wrong = 0;
+    for (size_t size = 2; size <= ZS_MAX_ALLOC_SIZE; size += 2)
+        wrong += zs_obj_size(pool, h[size]) != size;
+    CHECK_EQ(wrong, 0);
+
+    /* While the object is being read and while it is mapped. */
+    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    void *p = zs_obj_read_begin(pool, h[1000], 1000, local);
+    CHECK(p != NULL);
+    CHECK_EQ(zs_obj_size(pool, h[1000]), 1000);
+    zs_obj_read_end(pool, h[1000], 1000, p);
+    CHECK(zs_map_object(pool, h[2000], ZS_MM_RO) != NULL);
+    CHECK_EQ(zs_obj_size(pool, h[2000]), 2000);
+    zs_unmap_object(pool, h[2000]);
+
+    /* Refusals: each is a misuse of this pool except the NULL pool's. */
+    unsigned long misuse = misuse_count(pool);
+    unsigned long foreign = zs_malloc(other, 100, 0);
+    const unsigned long bad[] = {h[1], foreign, 0, h[2] ^ 0x5a5a0000ul};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        errno = 0;
+        CHECK_EQ(zs_obj_size(pool, bad[i]), 0);
+        CHECK_EQ(errno, EINVAL);
+    }
+    CHECK_EQ(misuse_count(pool), misuse + sizeof bad / sizeof bad[0]);
+    errno = 0;
+    CHECK_EQ(zs_obj_size(NULL, h[2]), 0);
+    CHECK_EQ(errno, EINVAL);
+    CHECK_EQ(zs_obj_size(other, foreign), 100);
+
+    for (size_t size = 2; size <= ZS_MAX_ALLOC_SIZE; size += 2)
+        zs_free(pool, h[size]);
+    zs_free(other, foreign);
+    check_emptied_and_destroy(pool, misuse + sizeof bad / sizeof bad[0]);
+    check_emptied_and_destroy(other, 0);
+}
+
 int main(void)
 {
     test_create_destroy();
@@ -1454,5 +1519,7 @@ int main(void)
     test_partial_writes(ZS_LAYOUT_DENSE);
     test_partial_writes(ZS_LAYOUT_KERNEL);
     test_dense_packing();
+    test_obj_size(ZS_LAYOUT_DENSE);
+    test_obj_size(ZS_LAYOUT_KERNEL);
     return check_summary();
 }

@@ -506,6 +506,17 @@ int zs_class_info(struct zs_pool *pool, unsigned int index, struct zs_class_info
  */
 int zs_pool_check(struct zs_pool *pool);
 
+/**
+ * The size an object was allocated with (what `zs_malloc` was asked for), so that a
+ * caller storing data of varying length needs no length table of its own. 0 with
+ * errno EINVAL for a NULL pool or a handle this pool did not issue or already freed
+ * (counted as a misuse), EAGAIN when the object carries the most pins it can.
+ *
+ * # Safety
+ * A non-null `pool` is live.
+ */
+size_t zs_obj_size(struct zs_pool *pool, unsigned long handle);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -6,9 +6,13 @@
 # valgrind, pkg-config, g++ and zlib1g-dev serve the C tests, the install test and the
 # C example; libjemalloc2 and libmimalloc2.0 put jemalloc and mimalloc beside glibc
 # malloc in `make run` and `make bench`; python3-venv is needed only where the Python
-# is Debian's own (its venv module is split out).
+# is Debian's own (its venv module is split out). The nbdkit plugin builds against
+# nbdkit-plugin-dev, liblz4-dev and libzstd-dev, and its tests drive it with nbdkit,
+# nbdcopy and nbdsh (libnbd-bin, python3-libnbd for the system Python), fio and
+# mkfs.ext4 (e2fsprogs).
 
-DEB_DEPS := valgrind pkg-config g++ zlib1g-dev binutils libjemalloc2 libmimalloc2.0
+DEB_DEPS := valgrind pkg-config g++ zlib1g-dev binutils libjemalloc2 libmimalloc2.0 \
+	nbdkit nbdkit-plugin-dev libnbd-bin python3-libnbd fio liblz4-dev libzstd-dev e2fsprogs
 
 .PHONY: deps
 

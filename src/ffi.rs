@@ -1087,3 +1087,25 @@ pub unsafe extern "C" fn zs_pool_check(pool: *mut zs_pool) -> c_int {
         }
     })
 }
+
+/// The size an object was allocated with (what `zs_malloc` was asked for), so that a
+/// caller storing data of varying length needs no length table of its own. 0 with
+/// errno EINVAL for a NULL pool or a handle this pool did not issue or already freed
+/// (counted as a misuse), EAGAIN when the object carries the most pins it can.
+///
+/// # Safety
+/// A non-null `pool` is live.
+#[no_mangle]
+pub unsafe extern "C" fn zs_obj_size(pool: *mut zs_pool, handle: c_ulong) -> usize {
+    ffi_boundary!("zs_obj_size", {
+        // SAFETY: caller's contract.
+        let Some(p) = (unsafe { pool_ref(pool, "zs_obj_size", handle) }) else { return 0 };
+        match p.obj_size(Handle::from_raw(handle as u64)) {
+            Ok(n) => n,
+            Err(e) => {
+                set_errno(e.errno());
+                0
+            }
+        }
+    })
+}

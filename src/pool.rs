@@ -705,6 +705,35 @@ impl PoolCore {
         }
         Ok(self.table.classes()[self.table.class_for(size)].index)
     }
+
+    /// The size an object was allocated with, so that a caller storing objects of
+    /// varying length (compressed data) needs no length table of its own. The pin
+    /// keeps the object in place while its size is read: beside its slot in the dense
+    /// layout (no lock), in its zspage's entry under the class lock in the kernel's.
+    pub fn obj_size(&self, h: Handle) -> Result<usize> {
+        let pin = self.pin(h, "zs_obj_size")?;
+        // A dense pin's usable bytes are the object's size; a kernel-layout pin's are
+        // its class's slot.
+        let size = if self.dense {
+            pin.usable
+        } else {
+            // SAFETY: slots live as long as the pool, and this one is pinned by us.
+            let loc = unsafe { pin.slot().as_ref() }.load().loc();
+            let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+            let zs = fw.zspage() as *mut ZsPage;
+            // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+            let ci = unsafe { (*zs).class } as usize;
+            let class = &self.classes[ci];
+            let _st = class.state.lock();
+            let obj = (fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1))) / class.spec.size;
+            // SAFETY: the zspage is alive (our pin) and we hold its class lock, which
+            // protects its entries.
+            let s = unsafe { (*zs).state() };
+            s.objs()[obj].size as usize
+        };
+        self.unpin(pin);
+        Ok(size)
+    }
 }
 
 impl Drop for PoolCore {

@@ -591,3 +591,22 @@ def test_huge_read_length_is_refused_by_the_library(dense_pool):
     with pytest.raises(ValueError, match="zs_obj_read_begin.*EINVAL"):
         dense_pool.read(h, 10**12)
     assert dense_pool.info()["misuse_events"] == before + 1
+
+
+def test_obj_size(pool, make_pool, rng):
+    sizes = [1, 2, 7, 8, 100, 1000, 3264, 4095, 4096] + [rng.randint(1, 4096) for _ in range(200)]
+    hs = [pool.malloc(n) for n in sizes]
+    assert [pool.obj_size(h) for h in hs] == sizes
+    for h in hs[::2]:
+        pool.free(h)
+    pool.compact()
+    assert [pool.obj_size(h) for h in hs[1::2]] == sizes[1::2]
+    misuse = pool.info()["misuse_events"]
+    with pytest.raises(ValueError, match=r"zs_obj_size\(handle=0x[0-9a-f]+\): EINVAL"):
+        pool.obj_size(hs[0])
+    other = make_pool()
+    with pytest.raises(ValueError, match="EINVAL"):
+        pool.obj_size(other.malloc(10))
+    with pytest.raises(ValueError, match="EINVAL"):
+        pool.obj_size(0)
+    assert pool.info()["misuse_events"] == misuse + 3

@@ -58,6 +58,7 @@ NULL_CALLS = {
         lambda: LIB.zs_frame_census(None, ctypes.byref(_sized(zsmalloc.zs_frame_census))),
         -errno.EINVAL,
     ),
+    "zs_obj_size": (lambda: LIB.zs_obj_size(None, 1 << 48 | 1), 0),
 }
 
 

@@ -295,6 +295,7 @@ PROTOTYPES = {
     "zs_release_arena": (ctypes.c_long, [_pool_p]),
     "zs_make_adjacent": (ctypes.c_long, [_pool_p]),
     "zs_frame_census": (ctypes.c_int, [_pool_p, _P(zs_frame_census)]),
+    "zs_obj_size": (_sz, [_pool_p, _ul]),
 }
 
 # Functions a library of this ABI version may lack; the binding refuses them at call
@@ -731,6 +732,22 @@ class Pool:
     def size_of(self, handle: int) -> Optional[int]:
         """The size `handle` was allocated with through this Pool, or None."""
         return self._sizes.get(handle)
+
+    def obj_size(self, handle: int) -> int:
+        """The size the object was allocated with, as the library records it
+        (``zs_obj_size``): also for handles allocated outside this Pool object.
+        ValueError for a handle not live here."""
+        h = _ulong(handle, "Pool.obj_size(): handle")
+        p = self._enter()
+        try:
+            ctypes.set_errno(0)
+            n = _lib.zs_obj_size(p, h)
+            e = ctypes.get_errno()
+        finally:
+            self._exit()
+        if n == 0:
+            raise _error("zs_obj_size", e or _errno.EINVAL, h, "invalid, stale (freed?) or foreign handle")
+        return int(n)
 
     def write(self, handle: int, data: Any) -> None:
         """Copies `data` (any bytes-like object) into the start of the object; at

@@ -1,0 +1,86 @@
+# The nbdkit plugin: a compressed RAM disk served from a pool (nbdkit/).
+#
+#   make nbdkit-plugin   build/nbdkit-zsmalloc-plugin.so, linked with the library in
+#                        target/release (rpath there, so it runs from the checkout)
+#   make test-nbdkit     the plugin through real clients: nbdcopy, nbdsh, fio (about
+#                        half a minute; part of `make test`)
+#   make test-nbdkit-valgrind  the same tests but the timing-bound one, each server
+#                        under valgrind's memcheck (some minutes; not in `make test`)
+#   make bench-nbd       the plugin against nbdkit's memory plugin on an ext4 image of
+#                        real files; writes bench/results/nbdkit.md (some minutes)
+#   make install         also installs the plugin into NBDKIT_PLUGINDIR, relinked with an
+#                        rpath to INSTALL_LIBDIR so that it finds the installed library
+#
+# It needs nbdkit's plugin header and the lz4 and zstd libraries (Debian: nbdkit
+# nbdkit-plugin-dev liblz4-dev libzstd-dev); the tests also libnbd-bin,
+# python3-libnbd, fio and e2fsprogs. The tests and the benchmark run with the
+# system's Python, for which Debian installs the libnbd binding (the `nbd` module).
+
+NBDKIT     ?= nbdkit
+SYS_PYTHON ?= /usr/bin/python3
+
+NBD_SRC    := nbdkit/zsmalloc-plugin.c
+NBD_PLUGIN := $(BUILD)/nbdkit-zsmalloc-plugin.so
+NBD_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -fPIC -shared -Iinclude
+NBD_LIBS   := -L$(LIBDIR) -lzsmalloc -llz4 -lzstd -pthread
+
+# nbdkit's own plugin directory, where `nbdkit zsmalloc` looks. A system prefix installs
+# there; any other prefix (a user's, a staging one) keeps the plugin under its own
+# lib/, where nbdkit takes it by path.
+NBDKIT_SYSTEM_PLUGINDIR = $(shell $(NBDKIT) --dump-config 2>/dev/null | sed -n 's/^plugindir=//p')
+NBDKIT_PLUGINDIR ?= $(or $(if $(filter /usr /usr/local,$(PREFIX)),$(NBDKIT_SYSTEM_PLUGINDIR)),$(INSTALL_LIBDIR)/nbdkit/plugins)
+
+NBD_HEADERS_OK = printf '\#include <nbdkit-plugin.h>\n\#include <lz4.h>\n\#include <zstd.h>\n' | \
+	$(CC) -E -x c - >/dev/null 2>&1
+NBD_NEED := the nbdkit plugin needs nbdkit-plugin.h, lz4.h and zstd.h: apt-get install nbdkit-plugin-dev liblz4-dev libzstd-dev
+
+TEST_TARGETS += test-nbdkit
+
+.PHONY: nbdkit-plugin test-nbdkit test-nbdkit-valgrind bench-nbd install-nbdkit-plugin uninstall-nbdkit-plugin
+
+# Built every time (one file): its inputs come from `build`, which always runs.
+nbdkit-plugin: build
+	@$(NBD_HEADERS_OK) || { echo "$(NBD_NEED)"; exit 1; }
+	@mkdir -p $(BUILD)
+	$(CC) $(NBD_CFLAGS) -o $(NBD_PLUGIN) $(NBD_SRC) $(NBD_LIBS) -Wl,-rpath,$(abspath $(LIBDIR))
+
+test-nbdkit: nbdkit-plugin
+	@for t in $(NBDKIT) nbdcopy nbdsh fio mkfs.ext4; do \
+		command -v $$t >/dev/null || { echo "test-nbdkit needs $$t: apt-get install nbdkit libnbd-bin python3-libnbd fio e2fsprogs"; exit 1; }; \
+	done
+	@$(SYS_PYTHON) -c "import nbd" 2>/dev/null || { echo "test-nbdkit needs $(SYS_PYTHON) with the nbd module: apt-get install python3-libnbd"; exit 1; }
+	cd nbdkit/tests && $(SYS_PYTHON) test_plugin.py
+
+# Every test but the concurrent one, which counts rounds done in a fixed time.
+NBD_VALGRIND_TESTS := image variants nbdsh fio mem_limit auto_compaction restart bad_parameters \
+	compressor stats concurrent_flushes extents out_of_range
+
+test-nbdkit-valgrind: nbdkit-plugin
+	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
+	@set -e; logs=$$(mktemp -d); trap 'rm -rf "$$logs"' EXIT; \
+	cd nbdkit/tests && VALGRIND_LOGS=$$logs NBDKIT=$(abspath nbdkit/tests/valgrind-nbdkit.sh) \
+		$(SYS_PYTHON) test_plugin.py $(NBD_VALGRIND_TESTS); \
+	bad=$$(find $$logs -name 'vg.*.log' -size +0); \
+	if [ -n "$$bad" ]; then cat $$bad; echo "memcheck reported errors"; exit 1; fi; \
+	echo "memcheck: $$(ls $$logs | wc -l) servers, no error"
+
+bench-nbd: nbdkit-plugin
+	cd nbdkit/tests && $(SYS_PYTHON) ../../bench/nbd_bench.py --out $(abspath bench/results/nbdkit.md)
+
+# Part of `make install` where the headers are there; skipped with a note otherwise, so
+# that the library installs on a machine without nbdkit.
+install: install-nbdkit-plugin
+uninstall: uninstall-nbdkit-plugin
+
+install-nbdkit-plugin: build
+	@if ! $(NBD_HEADERS_OK); then echo "nbdkit plugin not installed: $(NBD_NEED)"; exit 0; fi; \
+	set -e; mkdir -p $(BUILD)/nbdkit-install; \
+	echo "$(CC) ... -Wl,-rpath,$(INSTALL_LIBDIR) -o $(BUILD)/nbdkit-install/nbdkit-zsmalloc-plugin.so"; \
+	$(CC) $(NBD_CFLAGS) -o $(BUILD)/nbdkit-install/nbdkit-zsmalloc-plugin.so $(NBD_SRC) $(NBD_LIBS) \
+		-Wl,-rpath,$(INSTALL_LIBDIR); \
+	$(INSTALL) -d $(DESTDIR)$(NBDKIT_PLUGINDIR); \
+	$(INSTALL) -m 0755 $(BUILD)/nbdkit-install/nbdkit-zsmalloc-plugin.so \
+		$(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-zsmalloc-plugin.so
+
+uninstall-nbdkit-plugin:
+	rm -f $(DESTDIR)$(NBDKIT_PLUGINDIR)/nbdkit-zsmalloc-plugin.so

@@ -1,0 +1,571 @@
+#!/usr/bin/python3
+"""The nbdkit plugin through real NBD clients: nbdcopy round trips of an ext4 image of
+real files, nbdsh scripts, fio with verification, concurrent connections, the memory
+limit, restarts, bad parameters, injected compressor failures, statistics and extents.
+
+Run with the system Python (python3-libnbd); `make test-nbdkit` does."""
+
+import errno
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import nbd
+
+from nbdutil import (NBDKIT, PLUGIN, ROOT, TOOL_ENV, Server, make_ext4_image, nbdcopy, read_stats,
+                     run_tests, sha256_file)
+
+UNIT = 4096
+WORK = tempfile.mkdtemp(prefix="zsmalloc-nbdkit-test-")
+IMAGE = os.path.join(WORK, "image.ext4")
+IMAGE_SIZE = 64 << 20
+TEST_ROOTS = [ROOT + "/src", ROOT + "/c_tests", ROOT + "/python", "/usr/include", "/usr/share/doc",
+              "/usr/bin"]
+
+
+def image():
+    if not os.path.exists(IMAGE):
+        make_ext4_image(IMAGE, IMAGE_SIZE, 28 << 20, WORK, roots=TEST_ROOTS)
+    return IMAGE
+
+
+def copy_out_sha(srv):
+    out = os.path.join(WORK, "out")
+    nbdcopy(srv.uri, out)
+    try:
+        return sha256_file(out)
+    finally:
+        os.unlink(out)
+
+
+def flush(srv):
+    h = srv.connect()
+    h.flush()
+    h.shutdown()
+
+
+# -- round trips of the ext4 image ----------------------------------------------------
+
+
+def test_image_round_trip_trim_zero_compact():
+    """Fill, then zero and trim a seeded half, then compact: the image comes back
+    byte for byte each time, and the memory used follows."""
+    img = image()
+    stats = os.path.join(WORK, "rt.stats")
+    with Server(f"size={IMAGE_SIZE}", f"stats={stats}", "auto_compact_pages=0") as srv:
+        nbdcopy(img, srv.uri)
+        flush(srv)
+        assert copy_out_sha(srv) == sha256_file(img), "the image differs after the fill"
+        filled = read_stats(stats)
+        assert filled["orig_data_size"] > 0 and filled["compr_data_size"] < filled["orig_data_size"], filled
+
+        # A seeded half: trims of whole units, zeros at odd offsets and lengths.
+        model = bytearray(open(img, "rb").read())
+        rng = random.Random(17)
+        h = srv.connect()
+        done = 0
+        while done < IMAGE_SIZE // 2:
+            if rng.random() < 0.5:
+                n = rng.randint(1, 64) * UNIT
+                off = rng.randrange(0, IMAGE_SIZE - n, UNIT)
+                h.trim(n, off)
+            else:
+                n = rng.randint(1, 300_000)
+                off = rng.randrange(0, IMAGE_SIZE - n)
+                h.zero(n, off)
+            model[off:off + n] = bytes(n)
+            done += n
+        h.flush()
+        h.shutdown()
+        expect = os.path.join(WORK, "expect")
+        with open(expect, "wb") as f:
+            f.write(model)
+        want = sha256_file(expect)
+        os.unlink(expect)
+        assert copy_out_sha(srv) == want, "the image differs after zeroing and trimming"
+        halved = read_stats(stats)
+        assert halved["orig_data_size"] < filled["orig_data_size"], (filled, halved)
+        assert halved["mem_used_total"] < filled["mem_used_total"], (filled, halved)
+        assert halved["pages_compacted"] > 0, halved
+
+        # Compaction again after more frees; the image still reads back.
+        h = srv.connect()
+        for off in range(0, IMAGE_SIZE, 2 * UNIT):
+            h.trim(UNIT, off)
+            model[off:off + UNIT] = bytes(UNIT)
+        h.flush()
+        h.shutdown()
+        with open(expect, "wb") as f:
+            f.write(model)
+        want = sha256_file(expect)
+        os.unlink(expect)
+        after = read_stats(stats)
+        assert after["pages_compacted"] > halved["pages_compacted"], (halved, after)
+        assert copy_out_sha(srv) == want, "the image differs after compaction"
+
+
+def test_round_trip_variants():
+    """Every compressor, both layouts, a level, a short chain: the image reads back."""
+    img = image()
+    want = sha256_file(img)
+    for params in (["compressor=zstd"], ["compressor=zstd", "level=1", "layout=kernel"],
+                   ["compressor=none"], ["compressor=lz4", "level=8", "chain=4"],
+                   ["layout=kernel", "unit=4096"]):
+        with Server(f"size={IMAGE_SIZE}", *params) as srv:
+            nbdcopy(img, srv.uri)
+            assert copy_out_sha(srv) == want, f"the image differs with {params}"
+
+
+# -- nbdsh: partial writes at odd offsets ---------------------------------------------
+
+NBDSH_SCRIPT = r"""
+import random
+size = h.get_size()
+rng = random.Random(23)
+model = bytearray(size)
+
+def content(n):
+    kind = rng.randrange(5)
+    if kind == 0:
+        return rng.randbytes(n)                        # incompressible
+    if kind == 1:
+        return bytes([rng.randrange(256)]) * n         # one byte repeated
+    if kind == 2:
+        return (rng.randbytes(8) * (n // 8 + 1))[:n]   # one word repeated
+    if kind == 3:
+        return bytes(n)
+    return (b"the quick brown fox %d " % rng.randrange(1000) * (n // 20 + 1))[:n]
+
+for i in range(3000):
+    n = rng.choice([1, 3, 7, 511, 4095, 4097, rng.randint(1, 20000)])
+    off = rng.randrange(0, size - n)
+    if rng.random() < 0.85:
+        data = content(n)
+        h.pwrite(data, off)
+        model[off:off + n] = data
+    else:
+        h.zero(n, off)
+        model[off:off + n] = bytes(n)
+    if i % 100 == 0:
+        m = rng.randint(1, 9000)
+        o = rng.randrange(0, size - m)
+        assert h.pread(m, o) == model[o:o + m], ("read at", o, m)
+
+for o in range(0, size, 1 << 20):
+    m = min(1 << 20, size - o)
+    assert h.pread(m, o) == model[o:o + m], ("mismatch in MiB at", o)
+for _ in range(500):
+    m = rng.randint(1, 9000)
+    o = rng.randrange(0, size - m)
+    assert h.pread(m, o) == model[o:o + m], ("read at", o, m)
+print("nbdsh: partial writes ok")
+"""
+
+
+def test_nbdsh_partial_writes():
+    # A size that is not a multiple of the unit: the last unit is cut short.
+    for params in (["size=4M"], ["size=3999999", "compressor=zstd"], ["size=2M", "compressor=none"]):
+        with Server(*params) as srv:
+            r = subprocess.run(["nbdsh", "-u", srv.uri, "-c", NBDSH_SCRIPT], env=TOOL_ENV,
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0 and "partial writes ok" in r.stdout, (params, r.stdout, r.stderr)
+
+
+# -- fio ---------------------------------------------------------------------------------
+
+
+def test_fio_verify():
+    """fio through its nbd engine: random writes of partly compressible data at sizes
+    that are not whole units, two jobs at once, then every block verified by crc32c."""
+    with Server("size=64M", "compressor=zstd") as srv:
+        cmd = ["fio", "--name=verify", "--ioengine=nbd", f"--uri={srv.uri}", "--rw=randwrite",
+               "--bsrange=512-64k", "--blockalign=512", "--size=24M", "--numjobs=2",
+               "--offset_increment=32M", "--iodepth=8", "--verify=crc32c", "--do_verify=1",
+               "--verify_fatal=1", "--buffer_compress_percentage=50", "--refill_buffers",
+               "--randseed=1234", "--group_reporting", "--output-format=json", "--verify_state_save=0"]
+        r = subprocess.run(cmd, env=TOOL_ENV, capture_output=True, text=True, timeout=300, cwd=WORK)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
+        # The verify phase read back everything written.
+        assert job["error"] == 0 and job["write"]["io_bytes"] == 48 << 20, job
+        assert job["read"]["io_bytes"] == job["write"]["io_bytes"], job
+
+
+# -- concurrency ---------------------------------------------------------------------------
+
+
+def test_concurrent_connections():
+    """Four connections at once (multi-conn), each keeping dozens of requests in
+    flight, which nbdkit runs in parallel. Units rewritten whole while others read them
+    must read as one version or another, never a mix; the four quarters of a unit
+    written at the same moment (four read-modify-writes racing) must all land."""
+    shared_units = 16
+    versions = [random.Random(v).randbytes(UNIT) for v in range(8)]
+    known = set(versions)
+    q = UNIT // 4
+    errors = []
+    rounds = [0] * 4
+
+    with Server("size=8M") as srv:
+        h = srv.connect()
+        assert h.can_multi_conn()
+        for u in range(shared_units):
+            h.pwrite(versions[0], u * UNIT)
+        h.shutdown()
+        deadline = time.monotonic() + 3
+
+        def client(i):
+            # Its own 16 units for the quarters, after the shared ones.
+            base = (shared_units + 16 * i) * UNIT
+            rng = random.Random(i)
+            c = srv.connect()
+            try:
+                while time.monotonic() < deadline:
+                    expect = bytearray(16 * UNIT)
+                    writes, reads = [], []
+                    for u in range(16):
+                        for k in rng.sample(range(4), 4):
+                            data = rng.randbytes(q)
+                            off = u * UNIT + k * q
+                            expect[off:off + q] = data
+                            writes.append(c.aio_pwrite(nbd.Buffer.from_bytearray(data), base + off))
+                        v = rng.choice(versions)
+                        writes.append(c.aio_pwrite(nbd.Buffer.from_bytearray(v), rng.randrange(shared_units) * UNIT))
+                        buf = nbd.Buffer(UNIT)
+                        reads.append((c.aio_pread(buf, rng.randrange(shared_units) * UNIT), buf))
+                    while c.aio_in_flight() > 0:
+                        c.poll(-1)
+                    for cookie in writes:
+                        c.aio_command_completed(cookie)
+                    for cookie, buf in reads:
+                        c.aio_command_completed(cookie)
+                        if bytes(buf.to_bytearray()) not in known:
+                            raise AssertionError("a shared unit read as a mix of versions")
+                    if c.pread(16 * UNIT, base) != expect:
+                        raise AssertionError("a quarter written at the same time as the others was lost")
+                    rounds[i] += 1
+            except Exception as e:
+                errors.append(e)
+            finally:
+                c.shutdown()
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert min(rounds) >= 2, rounds
+        c = srv.connect()
+        for u in range(shared_units):
+            assert bytes(c.pread(UNIT, u * UNIT)) in known
+        c.shutdown()
+
+
+# -- the memory limit ---------------------------------------------------------------------
+
+
+def test_mem_limit():
+    """Writes past mem_limit fail with ENOSPC; everything stored before reads back;
+    trimming makes room again."""
+    stats = os.path.join(WORK, "limit.stats")
+    with Server("size=64M", "mem_limit=2M", f"stats={stats}") as srv:
+        h = srv.connect()
+        rng = random.Random(5)
+        stored = {}
+        chunk = 16 * UNIT
+        err = None
+        for off in range(0, 64 << 20, chunk):
+            data = rng.randbytes(chunk)  # incompressible: stored raw
+            try:
+                h.pwrite(data, off)
+            except nbd.Error as e:
+                err = e
+                break
+            stored[off] = data
+        assert err is not None, "the limit was never reached"
+        assert err.errnum == errno.ENOSPC, err
+        assert len(stored) * chunk >= (2 << 20) * 3 // 4, len(stored)
+        # Rewrites of stored data may fail too, and lose nothing either way.
+        first = next(iter(stored))
+        for i in range(20):
+            data = rng.randbytes(100)
+            try:
+                h.pwrite(data, first + 1000 * i)
+            except nbd.Error as e:
+                assert e.errnum == errno.ENOSPC, e
+            else:
+                b = bytearray(stored[first])
+                b[1000 * i:1000 * i + 100] = data
+                stored[first] = bytes(b)
+        failed_at = off
+        for off, data in stored.items():
+            assert h.pread(chunk, off) == data, f"lost at {off}"
+        h.flush()
+        s = read_stats(stats)
+        assert s["mem_limit"] == 2 << 20 and s["mem_used_total"] <= 2 << 20 and s["mem_used_max"] <= 2 << 20, s
+        # Free some, and writes succeed again.
+        for off in list(stored)[: len(stored) // 2]:
+            h.trim(chunk, off)
+        data = rng.randbytes(chunk)
+        h.pwrite(data, failed_at)
+        assert h.pread(chunk, failed_at) == data
+        h.shutdown()
+
+
+# -- restart --------------------------------------------------------------------------------
+
+
+def test_stop_and_restart():
+    """SIGTERM stops the server cleanly (status 0, statistics written at unload); a new
+    server on the same socket serves an empty disk."""
+    stats = os.path.join(WORK, "restart.stats")
+    sock = os.path.join(WORK, "restart.sock")
+    srv = Server("size=16M", f"stats={stats}", sock=sock)
+    try:
+        h = srv.connect()
+        h.pwrite(b"persistent? no" * 1000, 12345)  # units 3 to 6
+        h.shutdown()
+        assert srv.stop() == 0, srv.stderr()
+        s = read_stats(stats)
+        assert s["orig_data_size"] == 4 * UNIT and s["compr_data_size"] > 0, s
+        assert "error" not in srv.stderr().lower(), srv.stderr()
+    finally:
+        srv.stop()
+    os.unlink(stats)
+    # nbdkit leaves its socket behind; whoever restarts it removes the old one.
+    os.unlink(sock)
+    srv2 = Server("size=16M", f"stats={stats}", sock=sock)
+    try:
+        h = srv2.connect()
+        assert h.pread(14000, 12345) == bytes(14000)
+        h.pwrite(b"again", 0)
+        assert h.pread(5, 0) == b"again"
+        h.shutdown()
+        assert srv2.stop() == 0, srv2.stderr()
+        assert read_stats(stats)["orig_data_size"] == UNIT
+    finally:
+        srv2.stop()
+
+
+def test_auto_compaction():
+    """Without a flush, the pool's compactor gives back what trims freed (and nothing
+    compacts with auto_compact_pages=0)."""
+    text = b"".join(b"line %d of some text that compresses\n" % i for i in range(200000))
+    for params, expect_compaction in ((["auto_compact_pages=64", "auto_compact_interval_ms=100"], True),
+                                      (["auto_compact_pages=0"], False)):
+        stats = os.path.join(WORK, "auto.stats")
+        srv = Server("size=32M", f"stats={stats}", *params)
+        try:
+            h = srv.connect()
+            for off in range(0, 32 << 20, 1 << 20):
+                h.pwrite(text[off % (len(text) - (1 << 20)):][: 1 << 20], off)
+            rng = random.Random(3)
+            for u in range(0, (32 << 20) // UNIT):
+                if rng.random() < 0.75:
+                    h.trim(UNIT, u * UNIT)
+            h.shutdown()
+            time.sleep(2)
+        finally:
+            assert srv.stop() == 0
+            shutil.rmtree(srv.dir, ignore_errors=True)
+        s = read_stats(stats)  # written at unload, which does not compact
+        assert (s["pages_compacted"] > 0) == expect_compaction, (params, s)
+
+
+def test_out_of_range_requests():
+    """nbdkit refuses requests past the end before they reach the plugin; the server
+    goes on serving."""
+    with Server("size=1M") as srv:
+        h = srv.connect()
+        h.set_strict_mode(0)  # let the requests reach the server
+        for call in (lambda: h.pread(4096, (1 << 20) - 100), lambda: h.pwrite(b"x" * 200, (1 << 20) - 100),
+                     lambda: h.zero(8192, 1 << 20), lambda: h.trim(4096, 2 << 20)):
+            try:
+                call()
+            except nbd.Error as e:
+                assert e.errnum in (errno.EINVAL, errno.ENOSPC), e
+            else:
+                raise AssertionError("an out-of-range request succeeded")
+        h.pwrite(b"end", (1 << 20) - 3)
+        assert h.pread(3, (1 << 20) - 3) == b"end"
+        h.shutdown()
+
+
+# -- bad parameters ---------------------------------------------------------------------------
+
+BAD = [
+    (["size=1M", "colour=blue"], r"unknown parameter 'colour'"),
+    (["compressor=lz4"], r"size=SIZE"),
+    (["size=0"], r"size=0: the disk must not be empty"),
+    (["size=lots"], r"size|parse"),
+    (["size=1M", "compressor=gzip"], r"compressor=gzip: unknown compressor"),
+    (["size=1M", "level=0"], r"lz4's level is its acceleration"),
+    (["size=1M", "compressor=zstd", "level=99"], r"zstd's levels are"),
+    (["size=1M", "compressor=none", "level=1"], r"takes no level"),
+    (["size=1M", "unit=8192"], r"unit=8192: the pool's largest object is 4096 bytes"),
+    (["size=1M", "unit=65536"], r"unit=65536: the pool's largest object is 4096 bytes"),
+    (["size=1M", "unit=1000"], r"power of two of at least 4096"),
+    (["size=1M", "mem_limit=100"], r"mem_limit=100: the limit must be 0"),
+    (["size=1M", "layout=sparse"], r"layout=sparse: unknown layout"),
+    (["size=1M", "chain=3"], r"the pool refuses this configuration.*chain=3"),
+    (["size=1M", "chain=x"], r"chain"),
+    (["size=1M", "auto_compact_interval_ms=7200000"], r"the pool refuses this configuration"),
+]
+
+
+def test_bad_parameters():
+    for params, message in BAD:
+        r = subprocess.run([NBDKIT, "-f", "-U", os.path.join(WORK, "never"), PLUGIN, *params],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+        assert r.returncode != 0, (params, "started")
+        assert re.search(message, r.stderr), (params, r.stderr)
+
+
+# -- failures of the compressor --------------------------------------------------------------
+
+
+def test_compressor_failure_is_eio_for_that_request():
+    for comp in ("lz4", "zstd"):
+        with Server("size=4M", f"compressor={comp}", options=["-D", "zsmalloc.fail_compress=2"]) as srv:
+            h = srv.connect()
+            text = b"some compressible text " * 200
+            fails = 0
+            for off in (0, UNIT):
+                try:
+                    h.pwrite(text[:UNIT], off)
+                except nbd.Error as e:
+                    assert e.errnum == errno.EIO, e
+                    fails += 1
+            assert fails == 2
+            h.pwrite(text[:UNIT], 2 * UNIT)
+            # A failed partial write leaves the unit as it was.
+            try:
+                h.pwrite(b"x", 2 * UNIT + 5)
+            except nbd.Error:
+                raise AssertionError("only two failures were injected")
+            assert h.pread(UNIT, 2 * UNIT) == text[:5] + b"x" + text[6:UNIT]
+            assert h.pread(2 * UNIT, 0) == bytes(2 * UNIT)
+            h.shutdown()
+
+
+# -- statistics and extents ---------------------------------------------------------------------
+
+
+def test_stats_and_debug_output():
+    stats = os.path.join(WORK, "mm.stats")
+    with Server("size=4M", f"stats={stats}", options=["-v"]) as srv:
+        h = srv.connect()
+        rng = random.Random(9)
+        for u in range(10):
+            h.pwrite(bytes(UNIT), u * UNIT)                                      # zero-filled
+            h.pwrite(b"\x01\x02\x03\x04\x05\x06\x07\x08" * (UNIT // 8), (10 + u) * UNIT)  # one word
+            h.pwrite(rng.randbytes(UNIT), (20 + u) * UNIT)                       # incompressible
+            h.pwrite(((b"compress me %d " % u) * UNIT)[:UNIT], (30 + u) * UNIT)
+        h.flush()
+        s = read_stats(stats)
+        assert s["orig_data_size"] == 40 * UNIT, s
+        assert s["same_pages"] == 20, s
+        assert s["huge_pages"] == 10, s
+        assert 10 * UNIT < s["compr_data_size"] < 11 * UNIT, s
+        assert s["mem_used_max"] >= s["mem_used_total"] > 0, s
+        assert s["mem_limit"] == 0 and s["table_bytes"] > 0, s
+        # Trimmed and zeroed units drop out of every count.
+        h.trim(10 * UNIT, 0)
+        h.zero(10 * UNIT, 20 * UNIT)
+        h.flush()
+        s = read_stats(stats)
+        assert s["orig_data_size"] == 20 * UNIT and s["same_pages"] == 10 and s["huge_pages"] == 0, s
+        assert s["compr_data_size"] < UNIT, s
+        h.shutdown()
+        assert srv.stop() == 0
+        assert re.search(r"mm_stat \(flush\): orig_data_size=\d+ compr_data_size=\d+", srv.stderr())
+        assert "mm_stat (unload)" in srv.stderr()
+
+
+def test_concurrent_flushes_keep_the_stats_file_whole():
+    """Flushes from four connections at once: the file is always one whole report."""
+    stats = os.path.join(WORK, "flushes.stats")
+    fields = ["orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max", "same_pages",
+              "pages_compacted", "huge_pages", "pool_meta_bytes", "table_bytes"]
+    with Server("size=4M", f"stats={stats}") as srv:
+        errors = []
+
+        def flusher(i):
+            c = srv.connect()
+            try:
+                for k in range(200):
+                    c.pwrite(bytes([i, k % 256]) * 2048, i * UNIT)
+                    c.flush()
+                    with open(stats) as f:
+                        names = [line.split()[0] for line in f if line.strip()]
+                    if names != fields:
+                        raise AssertionError(f"a torn stats file: {names}")
+            except Exception as e:
+                errors.append(e)
+            finally:
+                c.shutdown()
+
+        threads = [threading.Thread(target=flusher, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert read_stats(stats)["orig_data_size"] == 4 * UNIT
+
+
+def test_extents():
+    with Server("size=1M") as srv:
+        h = srv.connect(meta=True)
+        h.pwrite(b"data", 3 * UNIT + 7)                 # unit 3: data
+        h.pwrite(bytes(UNIT), 5 * UNIT)                 # unit 5: written zeros
+        h.pwrite(b"\xff" * UNIT, 6 * UNIT)              # unit 6: a fill word is data
+        got = []
+
+        def extent(ctx, offset, entries, err):
+            got.extend(zip(entries[0::2], entries[1::2]))
+
+        h.block_status(10 * UNIT, 0, extent)
+        hole = nbd.STATE_HOLE | nbd.STATE_ZERO
+        assert got[:4] == [(3 * UNIT, hole), (UNIT, 0), (2 * UNIT, hole), (UNIT, 0)], got
+        assert got[4][1] == hole, got
+        h.shutdown()
+
+
+def test_installed_plugin_finds_the_library():
+    """`make install` into a prefix: the plugin there loads the library installed
+    beside it (its rpath), not the checkout's."""
+    prefix = os.path.join(WORK, "prefix")
+    subprocess.run(["make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    plugin = os.path.join(prefix, "lib", "nbdkit", "plugins", "nbdkit-zsmalloc-plugin.so")
+    assert os.path.exists(plugin), os.listdir(prefix)
+    ldd = subprocess.run(["ldd", plugin], capture_output=True, text=True, check=True).stdout
+    assert re.search(r"libzsmalloc\.so\S* => " + re.escape(prefix + "/lib/"), ldd), ldd
+    with Server("size=1M", plugin=plugin) as srv:
+        h = srv.connect()
+        h.pwrite(b"installed", 0)
+        assert h.pread(9, 0) == b"installed"
+        h.shutdown()
+    subprocess.run(["make", "-s", "-C", ROOT, "uninstall", f"PREFIX={prefix}"], check=True,
+                   stdout=subprocess.DEVNULL)
+    assert not os.path.exists(plugin)
+
+
+TESTS = [(name, fn) for name, fn in list(globals().items()) if name.startswith("test_") and callable(fn)]
+
+if __name__ == "__main__":
+    only = sys.argv[1:]
+    try:
+        status = run_tests([(n, f) for n, f in TESTS if not only or any(o in n for o in only)])
+    finally:
+        shutil.rmtree(WORK, ignore_errors=True)
+    sys.exit(status)
