@@ -51,3 +51,76 @@ pub fn trace(name: &str) -> Vec<usize> {
         .map(|l| l.trim().parse().unwrap())
         .collect()
 }
+
+/// The kernel's own zsmalloc test workload, restated: `per` objects of every size
+/// from 32 bytes up to the last size below `huge` (the kernel layout's huge class
+/// size, whose objects take a frame each), `step` bytes apart, in ascending order,
+/// one size at a time. The kernel's test runs 182 objects a size, steps 1, 9, ..., 121.
+pub fn kernel_selftest(huge: usize, step: usize, per: usize) -> Vec<usize> {
+    (32..huge).step_by(step).flat_map(|s| std::iter::repeat(s).take(per)).collect()
+}
+
+/// The kernel layout's huge class size for a chain limit (3257, 3625, 3833 for 4, 8, 16).
+pub fn kernel_huge_class_size(chain: usize) -> usize {
+    let cfg = Config { layout: Layout::Kernel, chain_size: chain, max_pages: 16, ..Config::default() };
+    Pool::with_config("huge", &cfg).unwrap().huge_class_size()
+}
+
+/// Orders of arrival that leave an allocator no later object to fill a gap with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Smallest first.
+    Ascending,
+    /// Largest first.
+    Descending,
+    /// Ascending ramps, one after another: the sorted sizes dealt out to as many
+    /// ramps as the most common size has objects, so each ramp climbs the whole range.
+    Sawtooth,
+    /// Every object of one size, then every object of the next, the sizes in a
+    /// seeded shuffle.
+    BySize,
+}
+
+impl Order {
+    /// Every order.
+    pub const ALL: [Order; 4] = [Order::Ascending, Order::Descending, Order::Sawtooth, Order::BySize];
+
+    /// Its name in the harness (`zsbench --order`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Order::Ascending => "ascending",
+            Order::Descending => "descending",
+            Order::Sawtooth => "sawtooth",
+            Order::BySize => "by-size",
+        }
+    }
+
+    /// `sizes` rearranged in this order.
+    pub fn arrange(self, sizes: &[usize]) -> Vec<usize> {
+        let mut sorted = sizes.to_vec();
+        sorted.sort_unstable();
+        // Runs of equal sizes in sorted order: (size, count).
+        let mut runs: Vec<(usize, usize)> = Vec::new();
+        for &s in &sorted {
+            match runs.last_mut() {
+                Some((last, n)) if *last == s => *n += 1,
+                _ => runs.push((s, 1)),
+            }
+        }
+        match self {
+            Order::Ascending => sorted,
+            Order::Descending => sorted.into_iter().rev().collect(),
+            Order::Sawtooth => {
+                let ramps = runs.iter().map(|&(_, n)| n).max().unwrap_or(1);
+                (0..ramps).flat_map(|r| sorted.iter().skip(r).step_by(ramps).copied()).collect()
+            }
+            Order::BySize => {
+                let mut rng = Rng(0xC0FFEE);
+                for i in (1..runs.len()).rev() {
+                    runs.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+                }
+                runs.into_iter().flat_map(|(s, n)| std::iter::repeat(s).take(n)).collect()
+            }
+        }
+    }
+}
