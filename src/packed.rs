@@ -21,7 +21,9 @@
 //!
 //! A freed object becomes a hole, merged with its neighbours; a hole at the end gives
 //! its bytes back to the unused tail. malloc fills the tail or, when the tail is too
-//! short, the first hole large enough. Holes too small for the objects that come are
+//! short, the first hole large enough. A tail too short for the object at hand waits
+//! for a smaller one; where sizes rise and none comes, new zspages are cut to the
+//! length that fits the sizes ([`Arrivals`]). Holes too small for the objects that come are
 //! what compaction takes back: it moves the objects of zspages with free space into
 //! others and releases the emptied ones.
 //!
@@ -55,15 +57,18 @@ pub fn bucket_for(len: usize) -> usize {
     len.div_ceil(BUCKET_BYTES)
 }
 
-/// Objects in a row, none smaller than the one before, after which a lane takes its
-/// sizes to be arriving in ascending order (see [`Arrivals`]). Sixteen in a row
-/// happen by chance once in 16! orders of distinct sizes: never on the bundled
-/// traces, while the kernel's own test workload and every sorted order run far longer.
+/// New zspages in a row, each opened by an object no smaller than the one that opened
+/// the zspage before, after which a lane takes its sizes to be arriving in ascending
+/// order (see [`Arrivals`]). In a mixed order the objects that fit nowhere, and so
+/// open zspages, come in no order: sixteen rising in a row is about a 1 in 16!
+/// chance. In the kernel's own test workload and any sorted order every opening
+/// rises.
 pub const RISING_RUN: u32 = 16;
 
-/// The sizes arriving in a lane, as much as the choice of a new zspage's length
-/// needs: the last size, and how many objects in a row have not been smaller than
-/// the one before.
+/// The sizes of the objects that opened a lane's zspages, as much as the choice of a
+/// new zspage's length needs: the last one, and how many in a row have not been
+/// smaller than the one before. Noted only when a zspage is opened, so malloc's
+/// placement pays nothing for it.
 ///
 /// A zspage's tail is wasted only if no object small enough to fill it comes later.
 /// In mixed orders small objects keep coming, so a zspage of the whole chain wastes
@@ -79,8 +84,8 @@ pub struct Arrivals {
 }
 
 impl Arrivals {
-    /// Notes an object of `len` bytes arriving. On every malloc: no branch.
-    #[inline(always)]
+    /// Notes a zspage opened by an object of `len` bytes.
+    #[inline]
     pub fn note(&mut self, len: usize) {
         let len = len as u32;
         // All ones while sizes do not fall, zero when one does: the run restarts.
@@ -89,14 +94,16 @@ impl Arrivals {
         self.last = len;
     }
 
-    /// Whether sizes have been rising long enough to take the order as ascending.
+    /// Whether the opening sizes have risen long enough to take the order as
+    /// ascending.
     #[inline]
     pub fn ascending(&self) -> bool {
         self.rising >= RISING_RUN
     }
 
-    /// Frames, at most `chain`, for a new zspage opened by an object of `len` bytes:
-    /// the whole chain, unless sizes are rising (then see [`zspage_frames`]).
+    /// Frames, at most `chain`, for a new zspage opened by an object of `len` bytes
+    /// (noted already): the whole chain, unless sizes are rising (then see
+    /// [`zspage_frames`]).
     pub fn zspage_frames(&self, len: usize, chain: usize) -> usize {
         if self.ascending() {
             zspage_frames(len, chain)

@@ -89,8 +89,8 @@ pub(crate) struct ClassState {
     pub nonempty: u64,
     /// First free handle slot of this class, plus one (0: none).
     pub free_slot: u64,
-    /// Dense layout: the sizes malloc has been asked for, which choose the length of
-    /// a new zspage.
+    /// Dense layout: the sizes that opened its zspages, which choose the length of a
+    /// new zspage.
     pub arrivals: Arrivals,
 }
 
@@ -461,7 +461,6 @@ impl PoolCore {
         let class = &self.classes[ci];
         let mut st = class.state.lock();
         let (idx, gen) = self.take_slot(&mut st)?;
-        st.arrivals.note(size);
         let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
         let (zs, off) = match self.place_dense(ci, &mut st, size, grow, true) {
             Ok((zs, off, _)) => (zs, off),
@@ -511,6 +510,9 @@ impl PoolCore {
     fn open_dense(&self, ci: usize, st: &mut ClassState, len: usize, shorten: bool) -> Result<*mut ZsPage> {
         let chain = self.classes[ci].spec.frames;
         let frames = if shorten {
+            // Only malloc's openings tell how sizes arrive; compaction's follow the
+            // objects' places.
+            st.arrivals.note(len);
             // Objects of any size fit in one frame's worth.
             st.arrivals.zspage_frames(len, chain).min(self.frames.headroom()).max(1)
         } else {
