@@ -16,38 +16,11 @@
 //! `cargo run --release --example arrival_figures` (about 15 s); `--markdown` prints
 //! the tables of `docs/density-orders.md`.
 
-use zsmalloc::{AllocFlags, Config, Layout, Pool};
+use zsmalloc::Layout;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-use common::{kernel_huge_class_size, kernel_selftest, trace, Order};
-
-struct Filled {
-    utilisation: f64,
-    density: f64,
-    kernel_count: f64,
-    /// Footprint less requested bytes, per object (the kernel layout: by the
-    /// kernel's count).
-    waste: f64,
-}
-
-fn fill(layout: Layout, chain: usize, sizes: &[usize]) -> Filled {
-    let cfg = Config { layout, chain_size: chain, max_pages: 1 << 19, ..Config::default() };
-    let p = Pool::with_config("arrival", &cfg).unwrap();
-    for &s in sizes {
-        p.malloc(s, AllocFlags::default()).unwrap();
-    }
-    let i = p.info();
-    let (req, frames, live) = (i.requested_bytes as f64, (i.total_pages * 4096) as f64, i.live_objects as f64);
-    let kernel_foot = frames + 8.0 * live;
-    let foot = if layout == Layout::Dense { i.footprint() as f64 } else { kernel_foot };
-    Filled {
-        utilisation: req / frames,
-        density: req / i.footprint() as f64,
-        kernel_count: req / kernel_foot,
-        waste: (foot - req) / live,
-    }
-}
+use common::{fill, kernel_huge_class_size, kernel_selftest, trace, Order};
 
 fn main() {
     let md = std::env::args().any(|a| a == "--markdown");

@@ -4,37 +4,8 @@
 //! the kernel-exact layout at the same chain limit.
 
 mod common;
-use common::{kernel_huge_class_size, kernel_selftest, trace, Order};
-use zsmalloc::{AllocFlags, Config, Layout, Pool};
-
-/// A pool's figures after a fill.
-struct Filled {
-    /// Requested bytes over the bytes of the frames held: what the kernel's test
-    /// reports, from the pool's pages.
-    utilisation: f64,
-    /// Requested bytes over the pool's whole footprint (frames and all metadata).
-    density: f64,
-    /// Requested bytes over the frames and an 8-byte handle object per live object:
-    /// the kernel's own memory for the kernel layout, its `struct page`s left out.
-    kernel_count: f64,
-}
-
-fn fill(layout: Layout, chain: usize, sizes: &[usize]) -> Filled {
-    // 2 GiB of arena: the largest fill here, the kernel workload at step 1 and chain
-    // 16, takes 1.3 GiB.
-    let cfg = Config { layout, chain_size: chain, max_pages: 1 << 19, ..Config::default() };
-    let p = Pool::with_config("arrival", &cfg).unwrap();
-    for &s in sizes {
-        p.malloc(s, AllocFlags::default()).unwrap();
-    }
-    let i = p.info();
-    let (req, frames) = (i.requested_bytes as f64, (i.total_pages * 4096) as f64);
-    Filled {
-        utilisation: req / frames,
-        density: req / i.footprint() as f64,
-        kernel_count: req / (frames + 8.0 * i.live_objects as f64),
-    }
-}
+use common::{fill, kernel_huge_class_size, kernel_selftest, trace, Order};
+use zsmalloc::Layout;
 
 /// The kernel's test workload at every chain limit and step: the dense layout
 /// holds the objects in no more frames than the kernel layout, and in no larger a
