@@ -39,10 +39,20 @@ check 0 "zsmalloc: size sweep" \
     zs --expect zsmalloc --workload sweep --sweep-step 64 --sweep-count 16 --check --json "$out/c.json"
 check 0 "zsmalloc: churn workload, 2 threads" \
     zs --expect zsmalloc --workload churn --trace "$sqlite" --objects 2000 --threads 2 --check
+for layout in dense kernel; do
+    check 0 "zsmalloc $layout: the kernel's test workload at chain 4" \
+        zs --expect zsmalloc --workload kernel-selftest --sweep-step 121 --sweep-count 8 --chain 4 --layout $layout --check
+done
+for order in ascending descending sawtooth by-size; do
+    WANT_TEXT="sizes node-heap-lz4-$order" check 0 "zsmalloc: the trace in $order order" \
+        "$ZSBENCH" --expect zsmalloc --trace "$node" --objects 2000 --order "$order" --check
+done
 check 0 "malloc shim: trace, 2 threads, verified" \
     shim --expect malloc --trace "$node" --objects 3000 --threads 2 --json "$out/d.json"
 check 0 "malloc shim: size sweep and churn" \
     shim --expect malloc --workload churn --sweep-step 64 --sweep-count 16
+check 0 "malloc shim: the kernel's test workload, by size" \
+    shim --expect malloc --workload kernel-selftest --sweep-step 121 --sweep-count 8 --order by-size
 WANT_TEXT="read back wrong bytes" check 1 "the verifier catches a changed byte (zsmalloc)" \
     zs --trace "$node" --objects 500 --inject-corruption
 WANT_TEXT="mapped wrong bytes" check 1 "the verifier catches a changed byte (malloc shim)" \

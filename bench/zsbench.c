@@ -8,6 +8,17 @@
  *          steps, --sweep-count objects each (interleaved)
  *   churn  the trace's sizes (or the sweep's without a trace), with a long churn
  *          phase right after the fill
+ *   kernel-selftest  the kernel's own zsmalloc test workload: --sweep-count objects
+ *          (default 182) of every size from 32 bytes to the last below the kernel
+ *          layout's huge class size, --sweep-step apart (default 1; the kernel's test
+ *          runs steps 1, 9, ..., 121), ascending, one size at a time
+ *
+ * Orders (--order; the workload's sizes, after cycling to --objects, rearranged):
+ *   as-given    as the workload makes them (the default)
+ *   ascending, descending
+ *   sawtooth    ascending ramps, one after another: the sorted sizes dealt out to as
+ *               many ramps as the most common size has objects
+ *   by-size     every object of one size, then the next size's, the sizes shuffled
  *
  * Phases (--phases, comma separated; default by workload):
  *   fill     zs_malloc + zs_obj_write of every object
@@ -115,6 +126,7 @@ static struct {
     unsigned sweep_step;
     unsigned sweep_count;
     unsigned sweep_max;
+    const char *order;
     uint64_t churn_ops;
     int check;
     int quiet;
@@ -152,8 +164,7 @@ static struct {
     .seed = 42,
     .layout = ZS_LAYOUT_DENSE,
     .chain = 0,
-    .sweep_step = 16,
-    .sweep_count = 256,
+    .order = "as-given",
     .report_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -610,6 +621,10 @@ static unsigned kernel_huge_class_size(void)
 
 static void make_sweep(void)
 {
+    if (!B.sweep_step)
+        B.sweep_step = 16;
+    if (!B.sweep_count)
+        B.sweep_count = 256;
     unsigned max = B.sweep_max ? B.sweep_max : kernel_huge_class_size();
     if (max > ZS_MAX_ALLOC_SIZE)
         max = ZS_MAX_ALLOC_SIZE;
@@ -623,6 +638,93 @@ static void make_sweep(void)
     snprintf(B.sizes_desc, sizeof B.sizes_desc, "sweep-32-%u-step%u", max, B.sweep_step);
     if (!B.objects)
         B.objects = n * B.sweep_count;
+}
+
+/* The kernel's own test workload: every size of the sweep's range below the huge class
+ * size (whose objects take a frame each in the kernel layout), B.sweep_count objects
+ * of each in a row, ascending. */
+static void make_kernel_selftest(void)
+{
+    if (!B.sweep_step)
+        B.sweep_step = 1;
+    if (!B.sweep_count)
+        B.sweep_count = 182;
+    unsigned max = B.sweep_max ? B.sweep_max : kernel_huge_class_size() - 1;
+    if (max > ZS_MAX_ALLOC_SIZE)
+        max = ZS_MAX_ALLOC_SIZE;
+    if (max < 32)
+        die("empty kernel-selftest range");
+    uint64_t n = 0, nsizes = (max - 32) / B.sweep_step + 1;
+    B.sizes = malloc(nsizes * B.sweep_count * sizeof *B.sizes);
+    if (!B.sizes)
+        die("out of memory for %" PRIu64 " sizes", nsizes * B.sweep_count);
+    for (unsigned s = 32; s <= max; s += B.sweep_step)
+        for (unsigned k = 0; k < B.sweep_count; k++)
+            B.sizes[n++] = s;
+    B.nsizes = n;
+    snprintf(B.sizes_desc, sizeof B.sizes_desc, "32-%u-step%u-x%u%s%.0u", max, B.sweep_step, B.sweep_count,
+             B.chain ? "-chain" : "", B.chain);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Rearranges the n sizes of seq in B.order (see the top of the file). */
+static void apply_order(uint32_t *seq, uint64_t n)
+{
+    if (!strcmp(B.order, "as-given") || n == 0)
+        return;
+    qsort(seq, n, sizeof *seq, cmp_u32);
+    if (!strcmp(B.order, "ascending"))
+        return;
+    if (!strcmp(B.order, "descending")) {
+        for (uint64_t i = 0, j = n - 1; i < j; i++, j--) {
+            uint32_t t = seq[i];
+            seq[i] = seq[j];
+            seq[j] = t;
+        }
+        return;
+    }
+    /* Runs of equal sizes in the sorted sequence: where each starts. */
+    uint64_t *start = malloc((n + 1) * sizeof *start), runs = 0, longest = 0;
+    uint32_t *sorted = malloc(n * sizeof *sorted);
+    if (!start || !sorted)
+        die("out of memory for --order");
+    memcpy(sorted, seq, n * sizeof *seq);
+    for (uint64_t i = 0; i < n; i++)
+        if (i == 0 || sorted[i] != sorted[i - 1])
+            start[runs++] = i;
+    start[runs] = n;
+    for (uint64_t r = 0; r < runs; r++)
+        if (start[r + 1] - start[r] > longest)
+            longest = start[r + 1] - start[r];
+    uint64_t k = 0;
+    if (!strcmp(B.order, "sawtooth")) {
+        for (uint64_t ramp = 0; ramp < longest; ramp++)
+            for (uint64_t i = ramp; i < n; i += longest)
+                seq[k++] = sorted[i];
+    } else { /* by-size: the runs in a seeded shuffle */
+        uint64_t rng = mix64(B.seed ^ 0x0bd512e5ULL);
+        uint64_t *order = malloc(runs * sizeof *order);
+        if (!order)
+            die("out of memory for --order");
+        for (uint64_t r = 0; r < runs; r++)
+            order[r] = r;
+        for (uint64_t r = runs; r > 1; r--) {
+            uint64_t j = rand_below(&rng, r), t = order[r - 1];
+            order[r - 1] = order[j];
+            order[j] = t;
+        }
+        for (uint64_t r = 0; r < runs; r++)
+            for (uint64_t i = start[order[r]]; i < start[order[r] + 1]; i++)
+                seq[k++] = sorted[i];
+        free(order);
+    }
+    free(start);
+    free(sorted);
 }
 
 static int parse_phase(const char *s, size_t len)
@@ -658,7 +760,9 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: zsbench [options]\n"
-            "  --workload trace|sweep|churn  size sequence and default phases (trace with --trace, else sweep)\n"
+            "  --workload trace|sweep|churn|kernel-selftest  size sequence and default phases (trace with\n"
+            "                       --trace, else sweep)\n"
+            "  --order as-given|ascending|descending|sawtooth|by-size  arrival order of the sizes (default as-given)\n"
             "  --trace FILE         one object size per line (1..4096)\n"
             "  --objects N          objects (trace: cycled/truncated to N; default: trace length)\n"
             "  --threads N          worker threads (default 1)\n"
@@ -666,9 +770,10 @@ static void usage(FILE *f)
             "  --seed S             content, free set and churn seed (default 42)\n"
             "  --layout dense|kernel  class layout (default dense)\n"
             "  --chain N            frames per zspage limit, 4..16 (default: the layout's)\n"
-            "  --sweep-step N       sweep size step (default 16)\n"
-            "  --sweep-count N      sweep objects per size (default 256)\n"
-            "  --sweep-max N        sweep upper size (default: the kernel layout's huge class size)\n"
+            "  --sweep-step N       sweep size step (default 16; kernel-selftest: 1)\n"
+            "  --sweep-count N      sweep objects per size (default 256; kernel-selftest: 182)\n"
+            "  --sweep-max N        sweep upper size (default: the kernel layout's huge class size;\n"
+            "                       kernel-selftest: the size below it)\n"
             "  --churn-ops N        churn replacements (default: objects; churn workload: 4 x objects)\n"
             "  --phases LIST        comma-separated: fill,read,map,free,compact,churn,verify\n"
             "  --json FILE          write the results as JSON\n"
@@ -699,7 +804,7 @@ static void parse_args(int argc, char **argv)
 {
     enum { O_TRACE = 256, O_OBJECTS, O_THREADS, O_FREE, O_SEED, O_LAYOUT, O_CHAIN, O_JSON, O_EXPECT,
            O_LABEL, O_WORKLOAD, O_STEP, O_COUNT, O_MAX, O_CHURN, O_PHASES, O_CHECK, O_CORRUPT, O_QUIET,
-           O_HELP };
+           O_HELP, O_ORDER };
     static const struct option opts[] = {
         {"trace", required_argument, 0, O_TRACE},       {"objects", required_argument, 0, O_OBJECTS},
         {"threads", required_argument, 0, O_THREADS},   {"free-fraction", required_argument, 0, O_FREE},
@@ -711,7 +816,7 @@ static void parse_args(int argc, char **argv)
         {"churn-ops", required_argument, 0, O_CHURN},   {"phases", required_argument, 0, O_PHASES},
         {"check", no_argument, 0, O_CHECK},             {"inject-corruption", no_argument, 0, O_CORRUPT},
         {"quiet", no_argument, 0, O_QUIET},             {"help", no_argument, 0, O_HELP},
-        {0, 0, 0, 0},
+        {"order", required_argument, 0, O_ORDER},       {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -740,8 +845,15 @@ static void parse_args(int argc, char **argv)
         case O_EXPECT: B.expect = optarg; break;
         case O_LABEL: B.label = optarg; break;
         case O_WORKLOAD: B.workload = optarg; break;
-        case O_STEP: B.sweep_step = (unsigned)parse_count(optarg, "--sweep-step"); break;
-        case O_COUNT: B.sweep_count = (unsigned)parse_count(optarg, "--sweep-count"); break;
+        case O_ORDER: B.order = optarg; break;
+        case O_STEP:
+        case O_COUNT: {
+            unsigned v = (unsigned)parse_count(optarg, c == O_STEP ? "--sweep-step" : "--sweep-count");
+            if (v < 1)
+                die("--sweep-step and --sweep-count must be positive");
+            *(c == O_STEP ? &B.sweep_step : &B.sweep_count) = v;
+            break;
+        }
         case O_MAX: B.sweep_max = (unsigned)parse_count(optarg, "--sweep-max"); break;
         case O_CHURN: B.churn_ops = parse_count(optarg, "--churn-ops"); break;
         case O_PHASES: B.phases_opt = optarg; break;
@@ -758,14 +870,16 @@ static void parse_args(int argc, char **argv)
     }
     if (!B.workload)
         B.workload = B.trace_path ? "trace" : "sweep";
-    if (strcmp(B.workload, "trace") && strcmp(B.workload, "sweep") && strcmp(B.workload, "churn"))
-        die("--workload takes trace, sweep or churn");
+    if (strcmp(B.workload, "trace") && strcmp(B.workload, "sweep") && strcmp(B.workload, "churn") &&
+        strcmp(B.workload, "kernel-selftest"))
+        die("--workload takes trace, sweep, churn or kernel-selftest");
+    if (strcmp(B.order, "as-given") && strcmp(B.order, "ascending") && strcmp(B.order, "descending") &&
+        strcmp(B.order, "sawtooth") && strcmp(B.order, "by-size"))
+        die("--order takes as-given, ascending, descending, sawtooth or by-size");
     if (!strcmp(B.workload, "trace") && !B.trace_path)
         die("the trace workload needs --trace FILE");
     if (B.threads < 1 || B.threads > MAX_THREADS)
         die("--threads takes 1..%d", MAX_THREADS);
-    if (B.sweep_step < 1 || B.sweep_count < 1)
-        die("--sweep-step and --sweep-count must be positive");
 }
 
 /* ------------------------------------------------------------------ output */
@@ -903,7 +1017,9 @@ int main(int argc, char **argv)
     }
 
     /* The size sequence, the object table, the free permutation. */
-    if (B.trace_path)
+    if (!strcmp(B.workload, "kernel-selftest"))
+        make_kernel_selftest();
+    else if (B.trace_path)
         load_trace();
     else
         make_sweep();
@@ -918,6 +1034,11 @@ int main(int argc, char **argv)
         die("out of memory for %" PRIu64 " objects", B.objects);
     for (uint64_t i = 0; i < B.objects; i++)
         seq[i] = B.sizes[i % B.nsizes];
+    apply_order(seq, B.objects);
+    if (strcmp(B.order, "as-given")) {
+        size_t len = strlen(B.sizes_desc);
+        snprintf(B.sizes_desc + len, sizeof B.sizes_desc - len, "-%s", B.order);
+    }
     free(B.sizes);
     B.sizes = seq;
     B.nsizes = B.objects;

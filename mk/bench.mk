@@ -3,8 +3,9 @@
 #   make run         the main job: zsmalloc (dense and kernel layouts) against glibc malloc,
 #                    jemalloc and mimalloc on the bundled compressed-page traces; one table
 #   make bench       the full comparison (traces at 10k/100k/1M objects, size sweep, churn,
-#                    1 and 2 threads): JSON in build/bench/full, bench/results/table.md and
-#                    bench/results/chart.png
+#                    1 and 2 threads; the kernel's own test workload at chains 4, 8 and 16;
+#                    the sqlite trace in adversarial orders): JSON in build/bench/full,
+#                    bench/results/table.md and bench/results/chart.png
 #   make test-bench  a smoke test of the harness (a few seconds)
 #
 # bench/zsbench.c drives the zs_* ABI; bench/zs_on_malloc.c is the same ABI on malloc,
@@ -20,6 +21,9 @@ BENCH_OUT     := $(BUILD)/bench
 BENCH_RESULTS := bench/results
 TRACE_NODE    := data/workloads/node-heap-lz4.txt
 TRACE_SQLITE  := data/workloads/sqlite-heap-lz4.txt
+# The kernel's own test workload in make bench: its second step (9 bytes apart,
+# 65-77k objects); step 1 is 590-690k objects, 1.2 GiB a run.
+SELFTEST_STEP ?= 9
 # Repetitions per configuration (the tables show medians).
 RUN_REPEAT    ?= 3
 BENCH_REPEAT  ?= 3
@@ -77,6 +81,13 @@ bench: bench-bin bench-allocators $(VPY)
 	  $(SUITE) $(BENCH_OUT)/full sweep-t$$t $(BENCH_REPEAT) --workload sweep --threads $$t; \
 	  $(SUITE) $(BENCH_OUT)/full churn-t$$t $(BENCH_REPEAT) --workload churn --trace $(TRACE_SQLITE) \
 	    --objects 100k --threads $$t; \
+	done
+	@set -e; for c in 4 8 16; do \
+	  $(SUITE) $(BENCH_OUT)/full kernel-selftest-c$$c $(BENCH_REPEAT) --workload kernel-selftest \
+	    --sweep-step $(SELFTEST_STEP) --chain $$c; \
+	done
+	@set -e; for o in ascending descending sawtooth by-size; do \
+	  $(SUITE) $(BENCH_OUT)/full sqlite-100k-$$o $(BENCH_REPEAT) --trace $(TRACE_SQLITE) --objects 100k --order $$o; \
 	done
 	@mkdir -p $(BENCH_RESULTS)
 	$(PYTHON) bench/compare.py --machine --out $(BENCH_RESULTS)/table.md \

@@ -43,7 +43,7 @@ use crate::frames::FrameSource;
 use crate::handle::{Handle, HandleTable, PoolId};
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
-use crate::packed::{bucket, bucket_for, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
+use crate::packed::{bucket, bucket_for, Arrivals, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
 
@@ -89,6 +89,9 @@ pub(crate) struct ClassState {
     pub nonempty: u64,
     /// First free handle slot of this class, plus one (0: none).
     pub free_slot: u64,
+    /// Dense layout: the sizes that opened its zspages, which choose the length of a
+    /// new zspage.
+    pub arrivals: Arrivals,
 }
 
 // SAFETY: the raw pointers name descriptors owned by the pool; they are only followed
@@ -340,6 +343,7 @@ impl PoolCore {
                     counts: [0; NR_LISTS],
                     nonempty: 0,
                     free_slot: 0,
+                    arrivals: Arrivals::default(),
                 }),
                 live: AtomicUsize::new(0),
                 requested: AtomicUsize::new(0),
@@ -425,7 +429,7 @@ impl PoolCore {
                 self.put_slot(&mut st, idx);
                 return Err(Error::NoMemory);
             }
-            None => match self.new_zspage(ci, &mut st, false) {
+            None => match self.new_zspage(ci, &mut st, class.spec.frames) {
                 Ok(zs) => zs,
                 Err(e) => {
                     self.put_slot(&mut st, idx);
@@ -483,9 +487,10 @@ impl PoolCore {
     }
 
     /// Places `len` bytes in a dense zspage of lane `ci`: the tightest
-    /// zspage that fits them, else a new one if `grow` (shorter than the chain where
-    /// the page limit leaves fewer frames, if `shorten`). Returns the zspage, the
-    /// offset, and whether the zspage is new.
+    /// zspage that fits them, else a new one if `grow`. A new zspage is the whole
+    /// chain unless `shorten`; then it is as long as the sizes arriving call for
+    /// ([`Arrivals::zspage_frames`]), and no longer than the page limit allows.
+    /// Returns the zspage, the offset, and whether the zspage is new.
     #[inline(always)]
     pub(crate) fn place_dense(
         &self,
@@ -498,7 +503,7 @@ impl PoolCore {
         let (zs, fresh) = match st.pick_dense(len) {
             Some(zs) => (zs, false),
             None if !grow => return Err(Error::NoMemory),
-            None => (self.new_zspage(ci, st, shorten)?, true),
+            None => (self.open_dense(ci, st, len, shorten)?, true),
         };
         // SAFETY: `zs` is a live zspage of this lane, whose lock the caller holds.
         let s = unsafe { (*zs).state() };
@@ -506,6 +511,23 @@ impl PoolCore {
         // SAFETY: as above.
         unsafe { st.regroup_dense(zs) };
         Ok((zs, off, fresh))
+    }
+
+    /// A new zspage in lane `ci` for an object of `len` bytes that fits in none: as
+    /// `place_dense` says. Out of line: the placement that finds room stays small.
+    #[inline(never)]
+    fn open_dense(&self, ci: usize, st: &mut ClassState, len: usize, shorten: bool) -> Result<*mut ZsPage> {
+        let chain = self.classes[ci].spec.frames;
+        let frames = if shorten {
+            // Only malloc's openings tell how sizes arrive; compaction's follow the
+            // objects' places.
+            st.arrivals.note(len);
+            // Objects of any size fit in one frame's worth.
+            st.arrivals.zspage_frames(len, chain).min(self.frames.headroom()).max(1)
+        } else {
+            chain
+        };
+        self.new_zspage(ci, st, frames)
     }
 
     /// Runs `f` on a dense zspage's contents, keeping the lane's count of entry bytes
@@ -552,14 +574,13 @@ impl PoolCore {
         st.free_slot = idx as u64 + 1;
     }
 
-    /// A new, empty zspage for class `ci`, on the empty group's list (the top bucket,
-    /// for the dense layout).
-    fn new_zspage(&self, ci: usize, st: &mut ClassState, shorten: bool) -> Result<*mut ZsPage> {
+    /// A new, empty zspage of `n` frames for class `ci`, on the empty group's list
+    /// (the top bucket, for the dense layout). A kernel-layout zspage is always its
+    /// class's chain; a dense one may be shorter (`place_dense`).
+    fn new_zspage(&self, ci: usize, st: &mut ClassState, n: usize) -> Result<*mut ZsPage> {
         let spec = &self.classes[ci].spec;
+        debug_assert!(if self.dense { (1..=spec.frames).contains(&n) } else { n == spec.frames });
         let mut pfns = [0u32; MAX_CHAIN];
-        // A dense zspage may be shorter than the chain where the pool's limit leaves
-        // fewer frames: objects of any size fit in one frame's worth.
-        let n = if self.dense && shorten { spec.frames.min(self.frames.headroom()).max(1) } else { spec.frames };
         let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
         let zs = Box::into_raw(ZsPage::new(ci, pfns, spec.objs));
