@@ -11,8 +11,11 @@
 //! - rate: at most `max_pages_per_sec` frames are freed per second (0: no bound), the
 //!   budget being spent per wake-up.
 
+#[cfg(not(loom))]
 use parking_lot::{Condvar, Mutex};
+#[cfg(not(loom))]
 use std::sync::Arc;
+#[cfg(not(loom))]
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -60,17 +63,21 @@ impl AutoCompact {
     }
 }
 
+#[cfg(not(loom))]
 struct Shared {
     stop: Mutex<bool>,
     wake: Condvar,
 }
 
-/// The running compactor; stops and joins its thread when dropped.
+/// The running compactor; stops and joins its thread when dropped. (Not under loom,
+/// whose models do not run threads of their own.)
+#[cfg(not(loom))]
 pub(crate) struct AutoCompactor {
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
 
+#[cfg(not(loom))]
 impl AutoCompactor {
     pub(crate) fn start(core: Arc<PoolCore>, cfg: AutoCompact) -> std::io::Result<AutoCompactor> {
         let shared = Arc::new(Shared { stop: Mutex::new(false), wake: Condvar::new() });
@@ -92,6 +99,7 @@ impl AutoCompactor {
 }
 
 /// One wake-up: compact the classes over the threshold, within the budget.
+#[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn run_once(core: &PoolCore, cfg: &AutoCompact) -> usize {
     // One compaction per pool at a time: an explicit zs_compact running wins.
     let Some(_running) = core.compaction.try_lock() else { return 0 };
@@ -110,6 +118,7 @@ pub(crate) fn run_once(core: &PoolCore, cfg: &AutoCompact) -> usize {
     freed
 }
 
+#[cfg(not(loom))]
 impl Drop for AutoCompactor {
     fn drop(&mut self) {
         *self.shared.stop.lock() = true;

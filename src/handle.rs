@@ -23,11 +23,11 @@
 //! in that class's free-slot list, linked through the slots themselves, so malloc and
 //! free touch only their class's lock.
 
-use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU16 as StdAtomicU16;
 
-use crate::os::{Region, PAGE_SIZE};
+use crate::os::PAGE_SIZE;
 use crate::slot::Slot;
+use crate::sync::{AtomicU16, AtomicUsize, Mutex, Ordering};
 
 /// A handle: opaque, stable, never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +66,7 @@ impl Handle {
 
 /// Hands out pool tags: consecutive pools get different tags.
 pub(crate) fn next_pool_tag() -> u16 {
-    static NEXT: AtomicU16 = AtomicU16::new(0);
+    static NEXT: StdAtomicU16 = StdAtomicU16::new(0);
     // Relaxed: uniqueness comes from the RMW itself.
     let t = NEXT.fetch_add(1, Ordering::Relaxed);
     // Spread consecutive tags over the space (an odd multiplier is a bijection on
@@ -85,8 +85,8 @@ const SIZES_PER_PAGE: usize = PAGE_SIZE / 2;
 /// region grown with the first): the dense layout's readers learn an object's length
 /// there, as the kernel layout's learn it from the class.
 pub struct HandleTable {
-    region: Region,
-    sizes: Option<Region>,
+    region: Cells<Slot>,
+    sizes: Option<Cells<AtomicU16>>,
     capacity: usize,
     /// Slots below this index have been handed to a class (growth lock).
     grow: Mutex<usize>,
@@ -98,10 +98,10 @@ impl HandleTable {
     /// Reserves a table of `capacity` slots (at most 2^32 - 1), with sizes beside
     /// them if `with_sizes`.
     pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
-        let capacity = capacity.clamp(SLOT_BATCH, u32::MAX as usize - 1);
+        let capacity = capacity.clamp(SLOT_BATCH, if cfg!(loom) { LOOM_SLOTS } else { u32::MAX as usize - 1 });
         Ok(HandleTable {
-            region: Region::reserve(capacity * 8)?,
-            sizes: if with_sizes { Some(Region::reserve(capacity * 2)?) } else { None },
+            region: Cells::reserve(capacity)?,
+            sizes: if with_sizes { Some(Cells::reserve(capacity)?) } else { None },
             capacity,
             grow: Mutex::new(0),
             used: AtomicUsize::new(0),
@@ -126,9 +126,8 @@ impl HandleTable {
     /// `index` must be below the high-water mark.
     #[inline]
     pub unsafe fn slot_unchecked(&self, index: u32) -> &Slot {
-        // SAFETY: the caller guarantees the slot is committed; Slot is a transparent
-        // AtomicU64, valid for any bit pattern including the zeros of fresh pages.
-        unsafe { &*(self.region.base() as *const Slot).add(index as usize) }
+        // SAFETY: the caller guarantees the slot is committed.
+        unsafe { self.region.get(index as usize) }
     }
 
     /// Hands out `SLOT_BATCH` never-used slots: returns the first index.
@@ -137,18 +136,9 @@ impl HandleTable {
         if *top + SLOT_BATCH > self.capacity {
             return Err(libc::ENOMEM);
         }
-        // Commits the pages of `region` (entries of `per_page` to a page) that the
-        // batch's entries reach into and earlier batches did not.
-        let commit = |region: &Region, per_page: usize| {
-            let (first_page, last_page) = (top.div_ceil(per_page), (*top + SLOT_BATCH).div_ceil(per_page));
-            if last_page > first_page {
-                region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
-            }
-            Ok::<(), i32>(())
-        };
-        commit(&self.region, SLOTS_PER_PAGE)?;
+        self.region.commit(*top, *top + SLOT_BATCH)?;
         if let Some(sizes) = &self.sizes {
-            commit(sizes, SIZES_PER_PAGE)?;
+            sizes.commit(*top, *top + SLOT_BATCH)?;
         }
         let first = *top as u32;
         *top += SLOT_BATCH;
@@ -174,8 +164,8 @@ impl HandleTable {
     unsafe fn size_cell(&self, index: u32) -> &AtomicU16 {
         let sizes = self.sizes.as_ref().expect("a table with sizes");
         // SAFETY: the caller passes an index below the high-water mark, whose size is
-        // committed with its slot (`take_batch`); AtomicU16 is valid for any bits.
-        unsafe { &*(sizes.base() as *const AtomicU16).add(index as usize) }
+        // committed with its slot (`take_batch`).
+        unsafe { sizes.get(index as usize) }
     }
 
     /// The size recorded for slot `index`.
@@ -200,6 +190,89 @@ impl HandleTable {
         // Relaxed: see `size`.
         // SAFETY: caller's contract.
         unsafe { self.size_cell(index) }.store(size as u16, Ordering::Relaxed)
+    }
+}
+
+/// Slots a table holds under loom: a model uses a few batches.
+const LOOM_SLOTS: usize = 2 * SLOT_BATCH;
+
+/// An entry of a table array that reads as its zero value in a fresh page.
+///
+/// # Safety
+/// Every bit pattern of all zeros is a valid `Self`, equal to `zero()`.
+unsafe trait Zeroed {
+    /// The value (made explicitly where entries are not raw memory: under loom).
+    #[cfg(loom)]
+    fn zero() -> Self;
+}
+
+// SAFETY: a transparent AtomicU64 (outside loom), valid for any bits.
+unsafe impl Zeroed for Slot {
+    #[cfg(loom)]
+    fn zero() -> Slot {
+        Slot(crate::sync::AtomicU64::new(0))
+    }
+}
+
+// SAFETY: an AtomicU16 is valid for any bits.
+unsafe impl Zeroed for AtomicU16 {
+    #[cfg(loom)]
+    fn zero() -> AtomicU16 {
+        AtomicU16::new(0)
+    }
+}
+
+/// An array of table entries: a reserved region whose pages are committed as the
+/// table grows (their zeros are the entries' initial value); under loom, an array of
+/// entries made up front (loom's atomics cannot live in raw memory).
+struct Cells<T> {
+    #[cfg(not(loom))]
+    region: crate::os::Region,
+    #[cfg(loom)]
+    cells: Box<[T]>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Zeroed> Cells<T> {
+    fn reserve(n: usize) -> Result<Cells<T>, i32> {
+        Ok(Cells {
+            #[cfg(not(loom))]
+            region: crate::os::Region::reserve(n * std::mem::size_of::<T>())?,
+            #[cfg(loom)]
+            cells: (0..n).map(|_| T::zero()).collect(),
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Makes entries `[from, to)` usable: commits the pages they reach into (which
+    /// those below `from` did not).
+    fn commit(&self, from: usize, to: usize) -> Result<(), i32> {
+        #[cfg(not(loom))]
+        {
+            let per_page = PAGE_SIZE / std::mem::size_of::<T>();
+            let (first_page, last_page) = (from.div_ceil(per_page), to.div_ceil(per_page));
+            if last_page > first_page {
+                self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
+            }
+        }
+        #[cfg(loom)]
+        assert!(to <= self.cells.len());
+        let _ = (from, to);
+        Ok(())
+    }
+
+    /// Entry `i`.
+    ///
+    /// # Safety
+    /// Entry `i` has been committed.
+    #[inline]
+    unsafe fn get(&self, i: usize) -> &T {
+        #[cfg(not(loom))]
+        // SAFETY: committed (caller's contract), so mapped readable and writable,
+        // aligned, and zero or written since; any bits are a valid T (`Zeroed`).
+        return unsafe { &*(self.region.base() as *const T).add(i) };
+        #[cfg(loom)]
+        return &self.cells[i];
     }
 }
 

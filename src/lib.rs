@@ -61,63 +61,45 @@
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("zsmalloc needs a 64-bit target: handles are unsigned long");
 
-pub mod slot;
-pub mod sync;
-
-#[cfg(not(loom))]
 mod access;
-#[cfg(not(loom))]
-pub mod auto;
-#[cfg(not(loom))]
+mod auto;
 mod check;
-#[cfg(not(loom))]
-pub mod class;
-#[cfg(not(loom))]
-pub mod compact;
-#[cfg(not(loom))]
-pub mod error;
+mod class;
+mod compact;
+mod error;
+/// The C ABI (`include/zsmalloc.h` is generated from it): `extern "C"` functions, each
+/// `unsafe` with its contract under `# Safety`, and the C structs they take.
 #[cfg(not(loom))]
 pub mod ffi;
-#[cfg(not(loom))]
-pub mod frames;
-#[cfg(not(loom))]
-pub mod handle;
-#[cfg(not(loom))]
+mod frames;
+mod handle;
 mod locate;
-#[cfg(not(loom))]
-pub mod memmap;
-#[cfg(not(loom))]
-pub mod migrate;
-#[cfg(not(loom))]
-pub mod os;
-#[cfg(not(loom))]
-pub mod packed;
-#[cfg(not(loom))]
-pub mod pool;
-#[cfg(not(loom))]
-pub mod scan;
-#[cfg(not(loom))]
-pub mod stats;
-#[cfg(not(loom))]
-pub mod zspage;
+mod memmap;
+mod migrate;
+mod os;
+mod packed;
+mod pool;
+mod scan;
+mod slot;
+mod stats;
+mod sync;
+mod zspage;
 
-#[cfg(not(loom))]
 pub use access::{MapMode, Mapping, ObjRead};
-#[cfg(not(loom))]
 pub use auto::AutoCompact;
-#[cfg(not(loom))]
-pub use class::Layout;
-#[cfg(not(loom))]
+pub use class::{ClassSpec, ClassTable, Layout};
 pub use compact::CompactStats;
-#[cfg(not(loom))]
 pub use error::{Error, Result};
-#[cfg(not(loom))]
 pub use handle::Handle;
-#[cfg(not(loom))]
 pub use migrate::MigrateStats;
-#[cfg(not(loom))]
 pub use pool::{AllocFlags, Config, Pool, PoolCore};
-#[cfg(not(loom))]
 pub use scan::{Census, FrameKind};
-#[cfg(not(loom))]
 pub use stats::{ClassInfo, PoolInfo};
+
+/// What the loom models (`tests/loom.rs`) use beyond the API: the handle slot, whose
+/// protocol they check directly. Not an API; only built under `--cfg loom`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::slot::{Claim, Slot, SlotError, State, Word};
+}

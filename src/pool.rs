@@ -31,20 +31,21 @@
 //! the slot's size, become a hole), and a zspage left empty gives its frames back to
 //! the frame source and its descriptor to the epoch collector.
 
-use crossbeam_epoch as epoch;
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::auto::{AutoCompact, AutoCompactor};
+use crate::auto::AutoCompact;
+#[cfg(not(loom))]
+use crate::auto::AutoCompactor;
 use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
 use crate::error::{report_misuse, Error, Result};
-use crate::frames::FrameSource;
+use crate::frames::{Discard, FrameSource};
 use crate::handle::{next_pool_tag, Handle, HandleTable};
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
 use crate::packed::{bucket, bucket_for, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
+use crate::sync::{epoch, Mutex};
 use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
@@ -292,9 +293,12 @@ pub struct PoolCore {
     pub(crate) dense: bool,
 }
 
-/// A zspage taken off its lists under the class lock, to be released after it.
+/// A zspage taken off its lists under the class lock, to be released after it: its
+/// frames are already back in the frame source (what must still go back to the OS is
+/// in `discard`), its descriptor still to be handed to the epoch collector.
 pub(crate) struct Released {
     zs: *mut ZsPage,
+    discard: Discard,
 }
 
 impl PoolCore {
@@ -557,7 +561,9 @@ impl PoolCore {
         for (k, &pfn) in pfns.iter().enumerate() {
             // Release (inside `set`): the descriptor is initialised before its frames
             // name it.
-            self.frames.side.set(pfn, FrameWord::new(ty, k, zs));
+            // SAFETY: a frame just allocated to this zspage (held, committed), under
+            // the lock of its class.
+            unsafe { self.frames.side.set(pfn, FrameWord::new(ty, k, zs)) };
         }
         // SAFETY: fresh descriptor of this class, on no list; lock held.
         unsafe { st.push(zs, if self.dense { TOP_BUCKET } else { GROUP_EMPTY }) };
@@ -565,53 +571,51 @@ impl PoolCore {
         Ok(zs)
     }
 
-    /// Takes an empty zspage off its list and clears its frames' side-table words;
-    /// [`release`](Self::release) finishes after the class lock is dropped.
+    /// Takes an empty zspage off its list, clears its frames' side-table words and
+    /// gives the frames back to the frame source (all under the class lock, so that
+    /// the checker, holding every class lock, finds the frames counted held exactly
+    /// in the zspages on the lists); [`release`](Self::release) finishes after the
+    /// class lock is dropped.
     ///
     /// # Safety
     /// `zs` is a live, empty zspage of class `ci`, whose lock `st` is.
     pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
+        let mut pfns = [0u32; MAX_CHAIN];
         // SAFETY: caller's contract.
-        unsafe {
+        let n = unsafe {
             debug_assert!(if self.dense { (*zs).state().ext().is_empty() } else { (*zs).state().inuse == 0 });
             st.unlink(zs);
-            for pfn in (*zs).frame_list() {
+            for (k, pfn) in (*zs).frame_list().enumerate() {
+                // SAFETY: a frame of this zspage, still held, whose class lock we hold.
                 self.frames.side.set(pfn, FrameWord::FREE);
+                pfns[k] = pfn;
             }
             if self.dense {
                 bump(&self.classes[ci].entry_bytes, -((*zs).state().body_bytes() as isize));
             }
-        }
+            (*zs).nframes as usize
+        };
         bump(&self.classes[ci].zspages, -1);
-        Released { zs }
+        // No object lives in these frames and no holder can reach them: frames are
+        // touched only through a held slot, and the zspage has no object left.
+        let discard = self.frames.free(&pfns[..n]);
+        Released { zs, discard }
     }
 
-    /// Gives a retired zspage's frames back and its descriptor to the epoch collector.
+    /// Returns a retired zspage's frames to the OS (those the hot list did not keep)
+    /// and its descriptor to the epoch collector. Takes no class lock.
     pub(crate) fn release(&self, r: Released) {
-        let mut pfns = [0u32; MAX_CHAIN];
-        // SAFETY: a retired descriptor is off every list and no slot locates into it,
-        // so no one but this function touches it; it stays allocated until deferred.
-        let n = unsafe {
-            let zs = &*r.zs;
-            for (k, pfn) in zs.frame_list().enumerate() {
-                pfns[k] = pfn;
-            }
-            zs.nframes as usize
-        };
-        // No object lives in these frames and no pinned reader can reach them: frames
-        // are touched only through a pinned LIVE slot. They can go back at once.
-        self.frames.free(&pfns[..n]);
+        self.frames.discard(r.discard);
         let guard = epoch::pin();
         let d = DeferredFree(r.zs);
-        // SAFETY: the descriptor is unreachable from the side table (words cleared)
-        // and the class lists; lock-free walkers that loaded a word before it was
-        // cleared hold an epoch guard, so destruction waits for them.
-        unsafe {
-            guard.defer_unchecked(move || {
-                let d = d;
-                drop(Box::from_raw(d.0));
-            })
-        };
+        guard.defer(move || {
+            let d = d;
+            // SAFETY: the descriptor came from Box::into_raw and is unreachable from
+            // the side table (words cleared) and the class lists; lock-free walkers
+            // that loaded a word before it was cleared hold an epoch guard, so this
+            // runs after them, once.
+            drop(unsafe { Box::from_raw(d.0) });
+        });
     }
 
     /// Frees the object. Refused with `Busy` while it is mapped or being read.
@@ -625,7 +629,8 @@ impl PoolCore {
             }
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
-        let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+        // SAFETY: our pin keeps the object's frame held by its zspage.
+        let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
         let zs = fw.zspage() as *mut ZsPage;
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
@@ -723,6 +728,7 @@ impl std::fmt::Debug for PoolCore {
 /// automatic compactor's thread when one is configured.
 pub struct Pool {
     // Declared first: dropped (the thread stopped and joined) before the core.
+    #[cfg(not(loom))]
     auto: Option<AutoCompactor>,
     core: Arc<PoolCore>,
 }
@@ -736,17 +742,25 @@ impl Pool {
     /// A pool with `config`.
     pub fn with_config(name: &str, config: &Config) -> Result<Pool> {
         let core = Arc::new(PoolCore::build(name, config)?);
+        #[cfg(not(loom))]
         let auto = if config.auto_compact.is_on() {
             Some(AutoCompactor::start(core.clone(), config.auto_compact).map_err(|_| Error::NoMemory)?)
         } else {
             None
         };
-        Ok(Pool { auto, core })
+        Ok(Pool {
+            #[cfg(not(loom))]
+            auto,
+            core,
+        })
     }
 
     /// Whether an automatic compactor runs for this pool.
     pub fn auto_compacting(&self) -> bool {
-        self.auto.is_some()
+        #[cfg(not(loom))]
+        return self.auto.is_some();
+        #[cfg(loom)]
+        return false;
     }
 }
 

@@ -21,7 +21,8 @@
 //! is protected by the class lock.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sync::{AtomicU32, Ordering};
 
 use crate::class::MAX_CHAIN;
 use crate::os::PAGE_SHIFT;
