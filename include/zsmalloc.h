@@ -324,8 +324,10 @@ void zs_free(struct zs_pool *pool, unsigned long handle);
 /**
  * Begins a read of the first `mem_len` bytes of an object: returns a pointer into
  * the pool where they are contiguous, else copies them into `local_copy` and returns
- * it. The object cannot move or be freed until `zs_obj_read_end` on this thread.
- * NULL with errno on error.
+ * it. The object cannot move, be freed or be written until `zs_obj_read_end` on this
+ * thread; other reads and read-only mappings of it may run meanwhile. NULL with errno
+ * on error: EBUSY while the object is mapped writable (ZS_MM_RW, ZS_MM_WO), by any
+ * thread.
  *
  * # Safety
  * A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
@@ -347,7 +349,9 @@ void zs_obj_read_end(struct zs_pool *pool, unsigned long handle, size_t mem_len,
 /**
  * Copies `mem_len` bytes from `handle_mem` into the start of the object. errno
  * EINVAL for a stale handle, a length larger than the object's slot, or NULL
- * `handle_mem` with a length.
+ * `handle_mem` with a length; EBUSY (nothing written) while the object is being read
+ * (between zs_obj_read_begin and zs_obj_read_end) or mapped, by any thread. A write
+ * racing another write of the same object waits for it.
  *
  * # Safety
  * A non-null `pool` is live; `handle_mem` is readable for `mem_len` bytes.
@@ -359,7 +363,10 @@ void zs_obj_write(struct zs_pool *pool,
 
 /**
  * Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
- * errno on error.
+ * errno on error. A read-only mapping shares the object with other reads and
+ * read-only mappings; a writable one (ZS_MM_RW, ZS_MM_WO) holds it alone. So EBUSY:
+ * any mapping while the object is mapped writable, and a writable mapping while it is
+ * mapped or being read, by any thread (this one included).
  *
  * # Safety
  * A non-null `pool` is live.

@@ -224,8 +224,9 @@ impl Default for zs_frame_census {
 ///
 /// errno: the body reports an error with [`set_errno`], which records it for this
 /// call; on the way out the recorded error is written to errno, or, when the call
-/// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call
-/// or madvise may clobber errno; a successful call must leave it as it was.)
+/// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call,
+/// madvise, or the malloc behind a copied mapping's buffer or a thread's list of open
+/// mappings may clobber errno; a successful call must leave it as it was.)
 macro_rules! ffi_boundary {
     // The body behind the panic boundary; yields (its value, the error it recorded).
     (@run $name:literal, $body:block) => {{
@@ -238,15 +239,6 @@ macro_rules! ffi_boundary {
             }
         };
         (r, CALL_ERRNO.with(|e| e.get()))
-    }};
-    // Calls that take no lock and make no system call (map, unmap, reads, writes):
-    // nothing inside can clobber errno, so it is written only on error.
-    ($name:literal, lock_free, $body:block) => {{
-        let (r, e) = ffi_boundary!(@run $name, $body);
-        if e != 0 {
-            write_errno(e);
-        }
-        r
     }};
     ($name:literal, $body:block) => {{
         let saved = errno_now();
@@ -508,8 +500,10 @@ fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
 
 /// Begins a read of the first `mem_len` bytes of an object: returns a pointer into
 /// the pool where they are contiguous, else copies them into `local_copy` and returns
-/// it. The object cannot move or be freed until `zs_obj_read_end` on this thread.
-/// NULL with errno on error.
+/// it. The object cannot move, be freed or be written until `zs_obj_read_end` on this
+/// thread; other reads and read-only mappings of it may run meanwhile. NULL with errno
+/// on error: EBUSY while the object is mapped writable (ZS_MM_RW, ZS_MM_WO), by any
+/// thread.
 ///
 /// # Safety
 /// A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
@@ -520,7 +514,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
     mem_len: usize,
     local_copy: *mut c_void,
 ) -> *mut c_void {
-    ffi_boundary!("zs_obj_read_begin", lock_free, {
+    ffi_boundary!("zs_obj_read_begin", {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_obj_read_begin", handle) }) else { return std::ptr::null_mut() };
         // SAFETY: caller's contract for local_copy.
@@ -544,7 +538,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, mem_len: usize, handle_mem: *mut c_void) {
-    ffi_boundary!("zs_obj_read_end", lock_free, {
+    ffi_boundary!("zs_obj_read_end", {
         const CALL: &str = "zs_obj_read_end";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -568,13 +562,15 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
 
 /// Copies `mem_len` bytes from `handle_mem` into the start of the object. errno
 /// EINVAL for a stale handle, a length larger than the object's slot, or NULL
-/// `handle_mem` with a length.
+/// `handle_mem` with a length; EBUSY (nothing written) while the object is being read
+/// (between zs_obj_read_begin and zs_obj_read_end) or mapped, by any thread. A write
+/// racing another write of the same object waits for it.
 ///
 /// # Safety
 /// A non-null `pool` is live; `handle_mem` is readable for `mem_len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handle_mem: *const c_void, mem_len: usize) {
-    ffi_boundary!("zs_obj_write", lock_free, {
+    ffi_boundary!("zs_obj_write", {
         const CALL: &str = "zs_obj_write";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -594,13 +590,16 @@ pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handl
 }
 
 /// Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
-/// errno on error.
+/// errno on error. A read-only mapping shares the object with other reads and
+/// read-only mappings; a writable one (ZS_MM_RW, ZS_MM_WO) holds it alone. So EBUSY:
+/// any mapping while the object is mapped writable, and a writable mapping while it is
+/// mapped or being read, by any thread (this one included).
 ///
 /// # Safety
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: MapModeArg) -> *mut c_void {
-    ffi_boundary!("zs_map_object", lock_free, {
+    ffi_boundary!("zs_map_object", {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_map_object", handle) }) else { return std::ptr::null_mut() };
         let mode = match mm.0 {
@@ -633,7 +632,7 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
-    ffi_boundary!("zs_unmap_object", lock_free, {
+    ffi_boundary!("zs_unmap_object", {
         const CALL: &str = "zs_unmap_object";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
