@@ -193,8 +193,8 @@ impl HandleTable {
     }
 }
 
-/// Slots a table holds under loom: a model uses a few batches.
-const LOOM_SLOTS: usize = 2 * SLOT_BATCH;
+/// Slots a table holds under loom: a model uses a few objects.
+const LOOM_SLOTS: usize = SLOT_BATCH;
 
 /// An entry of a table array that reads as its zero value in a fresh page.
 ///

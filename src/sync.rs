@@ -207,9 +207,18 @@ mod bytes {
 
     use crate::os::PAGE_SIZE;
 
+    /// A frame's stand-in: it holds nothing, loom only watches who touches it.
+    struct Frame(loom::cell::UnsafeCell<()>);
+
+    // SAFETY: the cell holds no data; every access to it goes through loom's checked
+    // `with`/`with_mut`, which is what sharing it between threads is for.
+    unsafe impl Sync for Frame {}
+    // SAFETY: as above.
+    unsafe impl Send for Frame {}
+
     loom::lazy_static! {
         // A std mutex, for the reason given in `loom_epoch`.
-        static ref CELLS: Mutex<HashMap<usize, Arc<loom::cell::UnsafeCell<()>>>> = Mutex::new(HashMap::new());
+        static ref CELLS: Mutex<HashMap<usize, Arc<Frame>>> = Mutex::new(HashMap::new());
     }
 
     pub(super) fn track(addr: *const u8, len: usize, write: bool) {
@@ -219,12 +228,16 @@ mod bytes {
         let first = addr as usize / PAGE_SIZE;
         let last = (addr as usize + len - 1) / PAGE_SIZE;
         for page in first..=last {
-            let cell =
-                CELLS.lock().unwrap().entry(page).or_insert_with(|| Arc::new(loom::cell::UnsafeCell::new(()))).clone();
+            let cell = CELLS
+                .lock()
+                .unwrap()
+                .entry(page)
+                .or_insert_with(|| Arc::new(Frame(loom::cell::UnsafeCell::new(()))))
+                .clone();
             if write {
-                cell.with_mut(|_| ());
+                cell.0.with_mut(|_| ());
             } else {
-                cell.with(|_| ());
+                cell.0.with(|_| ());
             }
         }
     }
