@@ -422,8 +422,10 @@ impl FrameSource {
     /// well, so the process's virtual size falls too; the arena then grows back only
     /// while no other mapping has taken that range (see `Region::restore_tail`).
     /// Side-table walkers are waited for (the extent lock, exclusively), and none
-    /// starts until the top is down. Returns the frames the top came down by.
-    pub fn shrink(&self, release_address_space: bool) -> usize {
+    /// starts until the top is down. Returns the frames the top came down by and the
+    /// bytes of arena address space unmapped (counted under the frame lock: a
+    /// concurrent growth cannot make them negative).
+    pub fn shrink(&self, release_address_space: bool) -> (usize, usize) {
         let _extent = self.side_extent.write();
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
@@ -449,11 +451,14 @@ impl FrameSource {
             self.side.discard(keep, st.committed);
             st.committed = keep;
         }
+        let mut released = 0;
         if release_address_space {
+            let before = self.arena.mapped();
             self.arena.release_tail(keep * PAGE_SIZE);
+            released = before - self.arena.mapped();
             self.side.release(keep);
         }
-        dropped
+        (dropped, released)
     }
 
     /// Holds off `shrink`'s release of the side table's tail for a walk of the side

@@ -221,7 +221,7 @@ impl PoolCore {
         unused.extend(targets);
         self.frames.free_taken(&unused);
         self.wait_for_retired_frames();
-        done.frames_released = self.frames.shrink(false);
+        done.frames_released = self.frames.shrink(false).0;
         done
     }
 
@@ -234,9 +234,7 @@ impl PoolCore {
     /// pool), the pool cannot grow past it and malloc fails with `NoMemory`.
     pub fn release_address_space(&self) -> usize {
         let _running = self.compaction.lock();
-        let before = self.frames.mapped_bytes();
-        self.frames.shrink(true);
-        before - self.frames.mapped_bytes()
+        self.frames.shrink(true).1
     }
 
     /// Moves the frames of every zspage whose chain is not contiguous into a run of

@@ -382,7 +382,10 @@ fn torture(layout: Layout) {
                 s.pool.compact();
                 s.pool.defragment();
                 s.pool.make_adjacent();
-                s.pool.release_address_space();
+                let released = s.pool.release_address_space();
+                if released > s.pool.census().capacity * 4096 {
+                    s.fail(format!("release_address_space gave back {released} bytes"));
+                }
             }
         }),
     ];
