@@ -195,6 +195,11 @@ impl FrameSource {
         self.state.lock().top
     }
 
+    /// See `PoolCore::untrack_counters`: `held` is read without the frame lock.
+    pub(crate) fn untrack_counters(&self) {
+        crate::sync::hg::untracked((&self.held as *const AtomicUsize).cast(), std::mem::size_of::<AtomicUsize>());
+    }
+
     /// Frames the arena can hold.
     pub fn capacity(&self) -> usize {
         self.nframes
@@ -408,7 +413,11 @@ impl FrameSource {
             let new_committed = new_committed.min(self.nframes);
             self.arena.restore_tail(new_committed * PAGE_SIZE)?;
             self.side.restore(new_committed)?;
-            self.arena.commit(st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE)?;
+            let (from, len) = (st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE);
+            self.arena.commit(from, len)?;
+            // helgrind leaves memory that was reserved without access unchecked when
+            // it becomes accessible: the frames' bytes must be checked (`sync::hg`).
+            crate::sync::hg::tracked(self.arena.base().wrapping_add(from), len);
             self.side.commit(st.committed, new_committed)?;
             st.committed = new_committed;
         }

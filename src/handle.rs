@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicU16 as StdAtomicU16;
 
 use crate::os::PAGE_SIZE;
 use crate::slot::Slot;
-use crate::sync::{AtomicU16, AtomicUsize, Mutex, Ordering};
+use crate::sync::{hg, AtomicU16, AtomicUsize, Mutex, Ordering};
 
 /// A handle: opaque, stable, never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -99,8 +99,11 @@ impl HandleTable {
     /// them if `with_sizes`.
     pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
         let capacity = capacity.clamp(SLOT_BATCH, if cfg!(loom) { LOOM_SLOTS } else { u32::MAX as usize - 1 });
+        let region = Cells::reserve(capacity)?;
+        // Slot words are only ever accessed atomically.
+        hg::untracked(region.first(), capacity * std::mem::size_of::<Slot>());
         Ok(HandleTable {
-            region: Cells::reserve(capacity)?,
+            region,
             sizes: if with_sizes { Some(Cells::reserve(capacity)?) } else { None },
             capacity,
             grow: Mutex::new(0),
@@ -113,7 +116,9 @@ impl HandleTable {
     pub fn get(&self, index: u32) -> Option<&Slot> {
         // Acquire: pairs with the Release in `take_batch`, so a slot below the mark
         // is committed.
-        if (index as usize) < self.used.load(Ordering::Acquire) {
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        if (index as usize) < used {
             // SAFETY: below the high-water mark, so committed, zero-initialised and
             // aligned; slots are only accessed atomically.
             Some(unsafe { self.slot_unchecked(index) })
@@ -143,13 +148,22 @@ impl HandleTable {
         let first = *top as u32;
         *top += SLOT_BATCH;
         // Release: the commit above happens-before any `get` that sees the new mark.
+        hg::happens_before(&self.used);
         self.used.store(*top, Ordering::Release);
         Ok(first)
     }
 
+    /// See `PoolCore::untrack_counters`: the high-water mark is read without the
+    /// growth lock (its edge is declared where it is written and read).
+    pub(crate) fn untrack_counters(&self) {
+        hg::untracked((&self.used as *const AtomicUsize).cast(), std::mem::size_of::<AtomicUsize>());
+    }
+
     /// Slots handed out so far (every index below is a valid `get`).
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        used
     }
 
     /// Bytes of metadata the table holds (its committed slots and sizes).
@@ -242,6 +256,14 @@ impl<T: Zeroed> Cells<T> {
             cells: (0..n).map(|_| T::zero()).collect(),
             _t: std::marker::PhantomData,
         })
+    }
+
+    /// The first entry's address.
+    fn first(&self) -> *const u8 {
+        #[cfg(not(loom))]
+        return self.region.base();
+        #[cfg(loom)]
+        return self.cells.as_ptr().cast();
     }
 
     /// Makes entries `[from, to)` usable: commits the pages they reach into (which

@@ -43,7 +43,7 @@
 //! mapped, and panics on a read of any other: the models find a walker that reads a
 //! word a shrink is giving back.
 
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::{hg, AtomicUsize, Ordering};
 use crate::zspage::ZsPage;
 
 /// What a frame is, as its side-table word says.
@@ -172,7 +172,9 @@ impl SideTable {
         let w = unsafe { self.words.word(pfn as usize) };
         // Acquire: pairs with the Release in `set`, so the descriptor it names is
         // seen initialised.
-        FrameWord(w.load(Ordering::Acquire))
+        let word = FrameWord(w.load(Ordering::Acquire));
+        hg::happens_after(w);
+        word
     }
 
     /// Sets the word of frame `pfn`.
@@ -185,6 +187,7 @@ impl SideTable {
         // SAFETY: caller's contract.
         let w = unsafe { self.words.word(pfn as usize) };
         // Release: publishes the descriptor's initialisation to `get`.
+        hg::happens_before(w);
         w.store(word.raw(), Ordering::Release)
     }
 }
@@ -200,7 +203,10 @@ impl Words {
     const BYTES: usize = std::mem::size_of::<usize>();
 
     fn reserve(n: usize) -> Result<Words, i32> {
-        Ok(Words { region: crate::os::Region::reserve(n * Self::BYTES)? })
+        let region = crate::os::Region::reserve(n * Self::BYTES)?;
+        // Only ever accessed atomically.
+        hg::untracked(region.base(), n * Self::BYTES);
+        Ok(Words { region })
     }
 
     /// Words the reservation holds.

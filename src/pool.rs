@@ -45,7 +45,7 @@ use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
 use crate::packed::{bucket, bucket_for, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
-use crate::sync::{epoch, Mutex};
+use crate::sync::{epoch, hg, Mutex};
 use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
@@ -359,6 +359,21 @@ impl PoolCore {
             compaction: Mutex::new(()),
             dense,
         })
+    }
+
+    /// Tells helgrind (`sync::hg`) that the counters, which are read without locks
+    /// while their writers update them, are only ever accessed atomically. Called once
+    /// the core is in place (in its `Arc`).
+    fn untrack_counters(&self) {
+        let untracked = |a: &AtomicUsize| hg::untracked((a as *const AtomicUsize).cast(), std::mem::size_of_val(a));
+        for c in self.classes.iter() {
+            for a in [&c.live, &c.requested, &c.zspages, &c.entry_bytes] {
+                untracked(a);
+            }
+        }
+        hg::untracked((&self.counters as *const Counters).cast(), std::mem::size_of::<Counters>());
+        self.frames.untrack_counters();
+        self.handles.untrack_counters();
     }
 
     /// The pool's name.
@@ -742,6 +757,7 @@ impl Pool {
     /// A pool with `config`.
     pub fn with_config(name: &str, config: &Config) -> Result<Pool> {
         let core = Arc::new(PoolCore::build(name, config)?);
+        core.untrack_counters();
         #[cfg(not(loom))]
         let auto = if config.auto_compact.is_on() {
             Some(AutoCompactor::start(core.clone(), config.auto_compact).map_err(|_| Error::NoMemory)?)

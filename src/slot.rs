@@ -68,7 +68,7 @@
 //! claims race with all of them and the CASes decide. A COPYING or WRITER word is
 //! written back only by its claimant: no one else changes it while it is held.
 
-use crate::sync::{backoff, AtomicU64, Ordering};
+use crate::sync::{backoff, hg, AtomicU64, Ordering};
 
 /// Bits of the location field.
 pub const LOC_BITS: u32 = 37;
@@ -189,7 +189,9 @@ impl Slot {
     /// initialisation visible (pairs with the Release that stored it).
     #[inline]
     pub fn load(&self) -> Word {
-        Word(self.0.load(Ordering::Acquire))
+        let w = Word(self.0.load(Ordering::Acquire));
+        hg::happens_after(&self.0);
+        w
     }
 
     /// Takes the object of generation `gen` from a LIVE word with `step`, which gives
@@ -218,7 +220,10 @@ impl Slot {
             let new = step(w)?;
             // Acquire on success: see the module comment.
             match self.0.compare_exchange_weak(w.0, new.0, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Ok(w),
+                Ok(_) => {
+                    hg::happens_after(&self.0);
+                    return Ok(w);
+                }
                 Err(now) => w = Word(now),
             }
         }
@@ -240,6 +245,7 @@ impl Slot {
     #[inline]
     pub fn unpin(&self) {
         // Release: the pinner's accesses to the object happen-before the next owner's.
+        hg::happens_before(&self.0);
         let old = Word(self.0.fetch_sub(PIN_ONE, Ordering::Release));
         debug_assert!(old.pins() > 0 && old.state() == State::Live);
     }
@@ -264,6 +270,7 @@ impl Slot {
     pub fn end_copy(&self, claimed: Word) {
         debug_assert_eq!(self.load(), claimed.with_state(State::Copying));
         // Release: publishes the bytes written under the claim to the next holder.
+        hg::happens_before(&self.0);
         self.0.store(claimed.0, Ordering::Release);
     }
 
@@ -279,6 +286,7 @@ impl Slot {
     pub fn end_writer(&self, claimed: Word) {
         debug_assert_eq!(self.load(), claimed.with_state(State::Writer));
         // Release: publishes the bytes written through the mapping to the next holder.
+        hg::happens_before(&self.0);
         self.0.store(claimed.0, Ordering::Release);
     }
 
@@ -299,8 +307,12 @@ impl Slot {
             let new = Word::free(gen.wrapping_add(1), next);
             // AcqRel: Acquire for the last other unpinner's writes; Release so that the
             // free-list link and the generation are published together.
+            hg::happens_before(&self.0);
             match self.0.compare_exchange(w.0, new.0, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    hg::happens_after(&self.0);
+                    return Ok(());
+                }
                 Err(now) => w = Word(now),
             }
         }
@@ -313,15 +325,16 @@ impl Slot {
             return None;
         }
         // Acquire: the last holder's writes to the object are visible to the copy.
-        self.0
-            .compare_exchange(w.0, w.with_state(State::Copying).0, Ordering::Acquire, Ordering::Relaxed)
-            .ok()
-            .map(|_| w)
+        let claimed =
+            self.0.compare_exchange(w.0, w.with_state(State::Copying).0, Ordering::Acquire, Ordering::Relaxed);
+        hg::happens_after(&self.0);
+        claimed.ok().map(|_| w)
     }
 
     /// Ends a move begun by [`begin_move`](Self::begin_move): the object is at `loc`.
     pub fn end_move(&self, claimed: Word, loc: u64) {
         // Release: publishes the copied bytes to the next holder.
+        hg::happens_before(&self.0);
         self.0.store(Word::live(claimed.gen(), loc).0, Ordering::Release);
     }
 
@@ -329,6 +342,7 @@ impl Slot {
     /// or a LIVE word being installed by malloc). Release: publishes the object
     /// location (and, for malloc, the zspage state behind it).
     pub fn set(&self, w: Word) {
+        hg::happens_before(&self.0);
         self.0.store(w.0, Ordering::Release);
     }
 }

@@ -19,13 +19,26 @@
 //! - [`track_read`] and [`track_write`] report accesses to the arena's bytes to a loom
 //!   cell per frame, so a model learns of any two unordered accesses to one frame,
 //!   one of them a write (the arena itself is plain memory loom cannot see).
+//!
+//! Built with `--cfg zs_valgrind` (only for `make test-c-helgrind`), the same places
+//! tell valgrind's race detector, helgrind, what it cannot see for itself ([`hg`]):
+//! helgrind knows pthread's locks and nothing else, neither atomics nor the futex-based
+//! locks of parking_lot. Each Release that a protocol relies on declares a
+//! happens-before edge on its atomic, each Acquire that pairs with it the other end;
+//! the locks declare theirs on unlock and lock; the epoch collector's deferred
+//! functions run after every guard dropped before them; and memory that is only ever
+//! accessed atomically is not checked (its concurrent accesses are the protocol, not a
+//! race). Everything else (objects' bytes, zspage state, the class lists, the frame
+//! lists) is checked against those edges.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::thread::yield_now;
 
-#[cfg(not(loom))]
+#[cfg(all(not(loom), zs_valgrind))]
+pub(crate) use self::annotated_locks::{Mutex, RwLock, RwLockReadGuard};
+#[cfg(all(not(loom), not(zs_valgrind)))]
 pub(crate) use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -63,10 +76,14 @@ pub(crate) fn track_write(_addr: *const u8, _len: usize) {
     bytes::track(_addr, _len, true);
 }
 
-/// The epoch collector: crossbeam-epoch, or under loom a stand-in.
+/// The epoch collector: crossbeam-epoch, or under loom a stand-in (with
+/// `zs_valgrind`, crossbeam-epoch with its ordering declared to helgrind).
 pub(crate) mod epoch {
-    #[cfg(not(loom))]
+    #[cfg(all(not(loom), not(zs_valgrind)))]
     pub(crate) use crossbeam_epoch::{pin, Guard};
+
+    #[cfg(all(not(loom), zs_valgrind))]
+    pub(crate) use super::annotated_epoch::{pin, Guard};
 
     #[cfg(loom)]
     pub(crate) use super::loom_epoch::{pin, Guard};
@@ -239,6 +256,247 @@ mod bytes {
             } else {
                 cell.0.with(|_| ());
             }
+        }
+    }
+}
+
+/// Happens-before annotations for helgrind (see the module comment). Without
+/// `--cfg zs_valgrind` they compile to nothing; with it, each is one valgrind client
+/// request, which costs a few instructions outside valgrind.
+pub(crate) mod hg {
+    /// What this thread has done so far happens before whatever a thread does after
+    /// a later [`happens_after`] on the same `tag` (an atomic's address).
+    #[inline(always)]
+    pub(crate) fn happens_before<T: ?Sized>(_tag: &T) {
+        #[cfg(zs_valgrind)]
+        client::request(client::SEND_PRE, _tag as *const T as *const u8 as usize, 0);
+    }
+
+    /// See [`happens_before`].
+    #[inline(always)]
+    pub(crate) fn happens_after<T: ?Sized>(_tag: &T) {
+        #[cfg(zs_valgrind)]
+        client::request(client::RECV_POST, _tag as *const T as *const u8 as usize, 0);
+    }
+
+    /// `len` bytes at `addr` are only ever accessed atomically: helgrind does not
+    /// check them.
+    #[inline(always)]
+    pub(crate) fn untracked(_addr: *const u8, _len: usize) {
+        #[cfg(zs_valgrind)]
+        client::request(client::UNTRACKED, _addr as usize, _len);
+    }
+
+    /// Undoes [`untracked`] for memory about to be freed (and reused for anything), and
+    /// has helgrind check memory it would not (see `FrameSource::grow`).
+    #[inline(always)]
+    pub(crate) fn tracked(_addr: *const u8, _len: usize) {
+        #[cfg(zs_valgrind)]
+        client::request(client::TRACKED, _addr as usize, _len);
+    }
+
+    /// Valgrind's client requests: a special instruction sequence that does nothing
+    /// natively and that valgrind recognises, with the request in a block of six
+    /// words. The request numbers are helgrind's ABI (`valgrind/helgrind.h`, whose
+    /// enum must never be reordered): `VG_USERREQ_TOOL_BASE('H','G')` + 0x121 ..
+    /// 0x128.
+    #[cfg(zs_valgrind)]
+    mod client {
+        pub(super) const SEND_PRE: usize = 0x4847_0121;
+        pub(super) const RECV_POST: usize = 0x4847_0122;
+        pub(super) const UNTRACKED: usize = 0x4847_0127;
+        pub(super) const TRACKED: usize = 0x4847_0128;
+
+        #[inline(always)]
+        pub(super) fn request(req: usize, a1: usize, a2: usize) {
+            let args: [usize; 6] = [req, a1, a2, 0, 0, 0];
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the four rotations of rdi add up to two whole turns (rdi ends as
+            // it began) and `xchg rbx, rbx` changes nothing: natively the sequence is
+            // a no-op. Under valgrind it reads `args` (alive across the block) and
+            // writes the result to rdx, declared clobbered.
+            unsafe {
+                std::arch::asm!(
+                    "rol rdi, 3", "rol rdi, 13", "rol rdi, 61", "rol rdi, 51", "xchg rbx, rbx",
+                    in("rax") args.as_ptr(),
+                    inout("rdx") 0usize => _,
+                    inout("rdi") 0usize => _,
+                    options(nostack),
+                );
+            }
+            #[cfg(target_arch = "aarch64")]
+            // SAFETY: as above with aarch64's sequence: x12 rotated by two whole
+            // turns, and `orr x10, x10, x10`; the result goes to x3.
+            unsafe {
+                std::arch::asm!(
+                    "ror x12, x12, #3", "ror x12, x12, #13", "ror x12, x12, #51", "ror x12, x12, #61",
+                    "orr x10, x10, x10",
+                    in("x4") args.as_ptr(),
+                    inout("x3") 0usize => _,
+                    inout("x12") 0usize => _,
+                    options(nostack),
+                );
+            }
+            let _ = args;
+        }
+    }
+}
+
+/// parking_lot's locks, declaring their ordering to helgrind: the guard's drop
+/// happens before the next acquisition.
+#[cfg(all(not(loom), zs_valgrind))]
+mod annotated_locks {
+    use super::hg;
+
+    #[derive(Debug, Default)]
+    pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+
+    pub(crate) struct MutexGuard<'a, T>(&'a parking_lot::Mutex<T>, parking_lot::MutexGuard<'a, T>);
+
+    impl<T> Mutex<T> {
+        pub(crate) fn new(v: T) -> Mutex<T> {
+            Mutex(parking_lot::Mutex::new(v))
+        }
+
+        pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+            self.untrack_lock_word();
+            let g = self.0.lock();
+            hg::happens_after(&self.0);
+            MutexGuard(&self.0, g)
+        }
+
+        pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+            self.untrack_lock_word();
+            let g = self.0.try_lock()?;
+            hg::happens_after(&self.0);
+            Some(MutexGuard(&self.0, g))
+        }
+
+        /// The lock word is parking_lot's, only ever accessed atomically (here, once
+        /// the lock is in place, on every use: this build is for helgrind only).
+        fn untrack_lock_word(&self) {
+            // SAFETY: reads nothing: the raw lock's address, for the size of its type.
+            let raw = unsafe { self.0.raw() };
+            hg::untracked((raw as *const parking_lot::RawMutex).cast(), std::mem::size_of::<parking_lot::RawMutex>());
+        }
+    }
+
+    impl<T> std::ops::Deref for MutexGuard<'_, T> {
+        type Target = T;
+        fn deref(&self) -> &T {
+            &self.1
+        }
+    }
+
+    impl<T> std::ops::DerefMut for MutexGuard<'_, T> {
+        fn deref_mut(&mut self) -> &mut T {
+            &mut self.1
+        }
+    }
+
+    impl<T> Drop for MutexGuard<'_, T> {
+        fn drop(&mut self) {
+            // Before the unlock, which the field's drop does after this.
+            hg::happens_before(self.0);
+        }
+    }
+
+    #[derive(Debug, Default)]
+    pub(crate) struct RwLock<T>(parking_lot::RwLock<T>);
+
+    /// The lock's guard, with the lock it declares its edge on (the guard is dropped,
+    /// unlocking, after the edge is declared).
+    pub(crate) struct RwLockReadGuard<'a, T> {
+        lock: &'a parking_lot::RwLock<T>,
+        _held: parking_lot::RwLockReadGuard<'a, T>,
+    }
+
+    /// As [`RwLockReadGuard`].
+    pub(crate) struct RwLockWriteGuard<'a, T> {
+        lock: &'a parking_lot::RwLock<T>,
+        _held: parking_lot::RwLockWriteGuard<'a, T>,
+    }
+
+    impl<T> RwLock<T> {
+        pub(crate) fn new(v: T) -> RwLock<T> {
+            RwLock(parking_lot::RwLock::new(v))
+        }
+
+        pub(crate) fn read(&self) -> RwLockReadGuard<'_, T> {
+            self.untrack_lock_word();
+            let g = self.0.read();
+            hg::happens_after(&self.0);
+            RwLockReadGuard { lock: &self.0, _held: g }
+        }
+
+        pub(crate) fn write(&self) -> RwLockWriteGuard<'_, T> {
+            self.untrack_lock_word();
+            let g = self.0.write();
+            hg::happens_after(&self.0);
+            RwLockWriteGuard { lock: &self.0, _held: g }
+        }
+    }
+
+    impl<T> RwLock<T> {
+        /// As `Mutex::untrack_lock_word`.
+        fn untrack_lock_word(&self) {
+            // SAFETY: as in `Mutex::untrack_lock_word`.
+            let raw = unsafe { self.0.raw() };
+            hg::untracked((raw as *const parking_lot::RawRwLock).cast(), std::mem::size_of::<parking_lot::RawRwLock>());
+        }
+    }
+
+    impl<T> Drop for RwLockReadGuard<'_, T> {
+        fn drop(&mut self) {
+            hg::happens_before(self.lock);
+        }
+    }
+
+    impl<T> Drop for RwLockWriteGuard<'_, T> {
+        fn drop(&mut self) {
+            hg::happens_before(self.lock);
+        }
+    }
+}
+
+/// crossbeam-epoch, declaring to helgrind the one ordering the library relies on: a
+/// function deferred while guards were held runs after those guards are dropped.
+/// Every guard's drop (and repin) happens before every deferred function, which is
+/// more than crossbeam promises, never less.
+#[cfg(all(not(loom), zs_valgrind))]
+mod annotated_epoch {
+    use super::hg;
+
+    /// The tag the epoch's edges are declared on.
+    static EPOCH: u8 = 0;
+
+    pub(crate) struct Guard(crossbeam_epoch::Guard);
+
+    pub(crate) fn pin() -> Guard {
+        Guard(crossbeam_epoch::pin())
+    }
+
+    impl Guard {
+        pub(crate) fn defer<F: FnOnce() -> R + Send + 'static, R>(&self, f: F) {
+            self.0.defer(move || {
+                hg::happens_after(&EPOCH);
+                f()
+            });
+        }
+
+        pub(crate) fn repin(&mut self) {
+            hg::happens_before(&EPOCH);
+            self.0.repin();
+        }
+
+        pub(crate) fn flush(&self) {
+            self.0.flush();
+        }
+    }
+
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            hg::happens_before(&EPOCH);
         }
     }
 }

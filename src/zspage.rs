@@ -22,7 +22,7 @@
 
 use std::cell::UnsafeCell;
 
-use crate::sync::{AtomicU32, Ordering};
+use crate::sync::{hg, AtomicU32, Ordering};
 
 use crate::class::MAX_CHAIN;
 use crate::os::PAGE_SHIFT;
@@ -139,7 +139,7 @@ impl ZsPage {
             )
         };
         let pfns = std::array::from_fn(|k| AtomicU32::new(frames.get(k).copied().unwrap_or(0)));
-        Box::new(ZsPage {
+        let zs = Box::new(ZsPage {
             class: class as u16,
             nframes: frames.len() as u8,
             frames: pfns,
@@ -151,7 +151,11 @@ impl ZsPage {
                 next: std::ptr::null_mut(),
                 body,
             }),
-        })
+        });
+        // The frame list is read without locks (the scanner) while migration writes
+        // it: only ever accessed atomically.
+        hg::untracked(zs.frames.as_ptr().cast(), std::mem::size_of_val(&zs.frames));
+        zs
     }
 
     /// The pfn of frame `k` of the chain.
@@ -189,6 +193,13 @@ impl ZsPage {
     /// Bytes of metadata a kernel-layout descriptor of `objs` objects holds.
     pub fn meta_bytes(objs: usize) -> usize {
         std::mem::size_of::<ZsPage>() + objs * std::mem::size_of::<ObjMeta>()
+    }
+}
+
+impl Drop for ZsPage {
+    fn drop(&mut self) {
+        // The memory goes back to the heap, for any use.
+        hg::tracked(self.frames.as_ptr().cast(), std::mem::size_of_val(&self.frames));
     }
 }
 
