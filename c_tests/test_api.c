@@ -820,7 +820,7 @@ static void test_limits_dense(void)
     CHECK_EQ(ci.objs_inuse, (unsigned long)taken + 1); /* the victim out, 150 and filler in */
     CHECK_EQ(ci.objs_allocated, ci.objs_inuse);
     CHECK_EQ(ci.pages_used, pages);
-    CHECK_EQ(ci.zspages[ZS_NR_FULLNESS_GROUPS - 2], 1); /* 58 bytes free: 91-99% */
+    CHECK_EQ(ci.zspages[ZS_NR_FULLNESS_GROUPS - 2], 1); /* 58 bytes free: 90-99% */
     CHECK_EQ(pool_info(pool).live_objects, (unsigned long)taken + 1);
     CHECK_EQ(zs_pool_check(pool), 0);
     zs_destroy_pool(pool);
@@ -1192,7 +1192,7 @@ static void test_stats(void)
     CHECK_EQ(zs_class_info(pool, idx, &ci), -EINVAL);
     CHECK_EQ(errno, EINVAL);
 
-    /* Fullness groups: a class with one zspage holding one small object, 1-10% full:
+    /* Fullness groups: a class with one zspage holding one small object, under 10% full:
      * of its slots in the kernel's layout (one of many), of its bytes in a dense lane
      * (64 of 65536). A lone zspage has nothing compaction could free. */
     for (int layout = 0; layout <= 1; layout++) {
@@ -1201,7 +1201,7 @@ static void test_stats(void)
         struct zs_class_info g;
         CHECK_EQ(class_info_of(one, zs_lookup_class_index(one, 64), &g), 0);
         CHECK_EQ(g.objs_inuse, 1);
-        CHECK_EQ(g.zspages[1], 1); /* 1-10% */
+        CHECK_EQ(g.zspages[1], 1); /* under 10% */
         CHECK_EQ(zspages_of(&g), 1);
         CHECK_EQ(g.pages_used, g.pages_per_zspage);
         if (layout == ZS_LAYOUT_KERNEL) {
@@ -1217,7 +1217,7 @@ static void test_stats(void)
     }
 
     /* A dense zspage's bytes all in use is the 100% group; one full page freed of
-     * sixteen leaves 93.75%, the 91-99% group. */
+     * sixteen leaves 93.75%, the 90-99% group. */
     struct zs_pool *full = test_pool("api-groups-full", ZS_LAYOUT_DENSE, 0);
     unsigned long hf[16];
     for (int i = 0; i < 16; i++)

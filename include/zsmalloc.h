@@ -248,7 +248,9 @@ struct zs_class_info {
    */
   unsigned int objs_per_zspage;
   /**
-   * Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+   * Zspages per fullness group: empty, above 0 and under 10% full, 10-19%, ...,
+   * 90-99%, full (the share in use in whole percents, rounded down, as the kernel
+   * buckets it: a zspage exactly 10% full is in the third group).
    */
   unsigned long zspages[ZS_NR_FULLNESS_GROUPS];
   /**

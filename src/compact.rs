@@ -88,7 +88,8 @@ fn can_compact(st: &ClassState, objs: usize, live: usize) -> bool {
     zspages * objs - live >= objs
 }
 
-/// The emptiest zspage not in `tried`, scanning from the 1-10% group up.
+/// The emptiest zspage not in `tried`, scanning from the lowest non-empty group
+/// (under 10% full) up.
 fn pick_source(st: &ClassState, tried: &HashSet<usize>) -> Option<*mut ZsPage> {
     st.lists(GROUP_EMPTY + 1..GROUP_FULL).find(|&zs| !tried.contains(&(zs as usize)))
 }

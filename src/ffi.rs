@@ -158,7 +158,9 @@ pub struct zs_class_info {
     pub pages_per_zspage: c_uint,
     /// Objects per zspage.
     pub objs_per_zspage: c_uint,
-    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+    /// Zspages per fullness group: empty, above 0 and under 10% full, 10-19%, ...,
+    /// 90-99%, full (the share in use in whole percents, rounded down, as the kernel
+    /// buckets it: a zspage exactly 10% full is in the third group).
     pub zspages: [c_ulong; ZS_NR_FULLNESS_GROUPS],
     /// Slots in the class's zspages.
     pub objs_allocated: c_ulong,

@@ -2,17 +2,25 @@
 //!
 //! # Locks, in the order they may be taken
 //!
-//! 1. `compaction` (pool): one compaction at a time.
-//! 2. a class's `state` lock: its fullness lists, its zspages' object lists (free
+//! 1. `compaction` (pool): one compaction, defragmentation, adjacency pass or
+//!    release of the arena at a time.
+//! 2. the side table's extent lock (`frames.rs`): taken shared by side-table walkers
+//!    (the census), holding no other lock, and exclusively by a shrink, under the
+//!    compaction lock; nothing but the frame lock is taken under it.
+//! 3. a class's `state` lock: its fullness lists, its zspages' object lists (free
 //!    space, for the dense layout) and its free-slot list; and the words of the
-//!    slots whose objects are in its zspages, but for pins. malloc and free take
-//!    only the lock of their object's class. The checker takes every class lock, in
-//!    ascending class order.
-//! 3. leaf locks, never held while taking another: the frame source's (taken only
-//!    when a zspage is born or dies) and the handle table's growth lock (taken once
-//!    per [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles).
+//!    slots whose objects are in its zspages, but for holds. malloc and free take
+//!    only the lock of their object's class; compaction and migration one class
+//!    lock at a time. The checker takes every class lock, in ascending class order.
+//! 4. the handle table's growth lock (taken under a class lock once per
+//!    [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles; nothing is taken under
+//!    it), and the frame lock (under a class lock when a zspage is born or dies or a
+//!    frame migrates; under the extent lock in a shrink; alone otherwise).
+//! 5. the frame source's retired lock, under the frame lock or alone (in the epoch
+//!    collector's deferred functions, which may run wherever a guard is pinned and
+//!    so must take no other lock).
 //!
-//! Reads, writes and maps take no lock: they pin the object in its handle slot
+//! Reads, writes and maps take no lock: they hold the object in its handle slot
 //! (`slot.rs`).
 //!
 //! # The life of a handle

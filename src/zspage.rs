@@ -28,8 +28,8 @@ use crate::class::MAX_CHAIN;
 use crate::os::PAGE_SHIFT;
 use crate::packed::Extents;
 
-/// Number of fullness groups: 0%, 1-10%, ..., 91-99%, 100% (the kernel's ten-percent
-/// buckets, `ZS_INUSE_RATIO_0` .. `ZS_INUSE_RATIO_100`).
+/// Number of fullness groups: 0%, under 10%, 10-19%, ..., 90-99%, 100% (the kernel's
+/// ten-percent buckets, `ZS_INUSE_RATIO_0` .. `ZS_INUSE_RATIO_100`).
 pub const NR_GROUPS: usize = 12;
 /// Group of empty zspages.
 pub const GROUP_EMPTY: usize = 0;
