@@ -431,27 +431,41 @@ fn pool_with_a_movable_frame() -> (Pool, Handle) {
     (p, b)
 }
 
+/// Builds a pool with a movable frame (above), runs `other` on a new thread and `this`
+/// on this one, joins, and checks the pool; returns the pool, the object and what
+/// `other` returned.
+fn race_on_a_movable_frame<R: Send + 'static>(
+    other: fn(&Pool, Handle) -> R,
+    this: impl FnOnce(&Pool, Handle),
+) -> (Arc<Pool>, Handle, R) {
+    let (p, h) = pool_with_a_movable_frame();
+    let p = Arc::new(p);
+    let t = {
+        let p = p.clone();
+        thread::spawn(move || other(&p, h))
+    };
+    this(&p, h);
+    let r = t.join().unwrap();
+    p.check().unwrap();
+    (p, h, r)
+}
+
 #[test]
 fn a_defragmentation_racing_a_reader_of_the_frame_it_moves() {
     // The frame holding the object moves while another thread reads the object (one
     // copy): every access to either frame's bytes is checked against the copy, the
     // reader sees the object's bytes wherever they are, and the move either happens or
-    // finds the object held.
+    // finds the object held (it skips it, it does not wait).
     model_pools(|| {
-        let (p, h) = pool_with_a_movable_frame();
-        let size = p.huge_class_size();
-        let p = Arc::new(p);
-        let mover = {
-            let p = p.clone();
-            thread::spawn(move || p.defragment())
-        };
-        let mut out = vec![0u8; size];
-        p.read(h, &mut out).unwrap();
-        assert!(out == page(1)[..size]);
-        // The move skips a frame whose object is held (it does not wait).
-        let moved = mover.join().unwrap();
+        let (_, _, moved) = race_on_a_movable_frame(
+            |p, _| p.defragment(),
+            |p, h| {
+                let mut out = vec![0u8; p.huge_class_size()];
+                p.read(h, &mut out).unwrap();
+                assert!(out == page(1)[..out.len()]);
+            },
+        );
         assert_eq!(moved.frames_moved + moved.frames_busy, 1);
-        p.check().unwrap();
     });
 }
 
@@ -460,19 +474,11 @@ fn a_defragmentation_racing_a_writer_of_the_frame_it_moves() {
     // As above with a write: it lands before the copy (and moves with the frame) or
     // after it (in the new frame); it is never lost.
     model_pools(|| {
-        let (p, h) = pool_with_a_movable_frame();
-        let size = p.huge_class_size();
-        let p = Arc::new(p);
-        let mover = {
-            let p = p.clone();
-            thread::spawn(move || p.defragment())
-        };
-        p.write(h, &page(2)[..size]).unwrap();
-        mover.join().unwrap();
-        let mut out = vec![0u8; size];
+        let (p, h, _) =
+            race_on_a_movable_frame(|p, _| p.defragment(), |p, h| p.write(h, &page(2)[..p.huge_class_size()]).unwrap());
+        let mut out = vec![0u8; p.huge_class_size()];
         p.read(h, &mut out).unwrap();
-        assert!(out == page(2)[..size], "the write survived the move");
-        p.check().unwrap();
+        assert!(out == page(2)[..out.len()], "the write survived the move");
     });
 }
 
@@ -481,22 +487,18 @@ fn a_census_racing_a_defragmentation_sees_the_frame_in_one_place() {
     // The scanner reads each frame's word and its descriptor without any lock while
     // migration rewrites both: a frame is counted in its zspage, free, or in transit,
     // and the live frame is never counted in both places.
-    model_pools(|| {
-        let (p, _h) = pool_with_a_movable_frame();
-        let p = Arc::new(p);
-        let mover = {
-            let p = p.clone();
-            thread::spawn(move || p.defragment())
-        };
-        let kinds = p.frame_kinds();
-        let live = kinds.iter().filter(|k| matches!(k, FrameKind::Huge { .. })).count();
-        // Seen before the move, after it, or (between its two word updates) in
-        // transit or not at all; never in both frames.
-        assert!(live <= 1, "the live frame counted twice: {kinds:?}");
-        mover.join().unwrap();
-        let after = p.frame_kinds();
-        assert_eq!(after.iter().filter(|k| matches!(k, FrameKind::Huge { .. })).count(), 1, "{after:?}");
-        p.check().unwrap();
+    let huge = |kinds: &[FrameKind]| kinds.iter().filter(|k| matches!(k, FrameKind::Huge { .. })).count();
+    model_pools(move || {
+        let (p, _, _) = race_on_a_movable_frame(
+            |p, _| p.defragment(),
+            |p, _| {
+                let kinds = p.frame_kinds();
+                // Seen before the move, after it, or (between its two word updates)
+                // in transit or not at all; never in both frames.
+                assert!(huge(&kinds) <= 1, "the live frame counted twice: {kinds:?}");
+            },
+        );
+        assert_eq!(huge(&p.frame_kinds()), 1);
     });
 }
 
@@ -505,17 +507,9 @@ fn a_free_racing_a_defragmentation_of_its_frame() {
     // The object is freed while its frame moves: the free waits out the move or the
     // move finds the frame gone; either way the pool ends empty and sound.
     model_pools(|| {
-        let (p, h) = pool_with_a_movable_frame();
-        let p = Arc::new(p);
-        let mover = {
-            let p = p.clone();
-            thread::spawn(move || p.defragment())
-        };
-        assert_eq!(p.free(h), Ok(()));
-        mover.join().unwrap();
+        let (p, h, _) = race_on_a_movable_frame(|p, _| p.defragment(), |p, h| assert_eq!(p.free(h), Ok(())));
         assert_eq!(p.total_pages(), 0);
         assert!(matches!(p.free(h), Err(Error::Invalid(_))), "a freed handle is stale");
-        p.check().unwrap();
     });
 }
 
@@ -524,15 +518,8 @@ fn the_checker_passes_while_a_zspage_dies() {
     // The free of a zspage's last object retires it under its class lock and gives
     // its frames back after: the checker, at any point, sees a sound pool.
     model_pools(|| {
-        let (p, h) = pool_with_a_movable_frame();
-        let p = Arc::new(p);
-        let freer = {
-            let p = p.clone();
-            thread::spawn(move || p.free(h))
-        };
-        assert_eq!(p.check(), Ok(()));
-        assert_eq!(freer.join().unwrap(), Ok(()));
-        assert_eq!(p.check(), Ok(()));
+        let (_, _, freed) = race_on_a_movable_frame(|p, h| p.free(h), |p, _| assert_eq!(p.check(), Ok(())));
+        assert_eq!(freed, Ok(()));
     });
 }
 
@@ -542,14 +529,6 @@ fn the_checker_passes_while_a_defragmentation_takes_and_moves_frames() {
     // into it, retires the old frame through the epoch and shrinks the arena; the
     // checker, which does not take the compaction lock, sees a sound pool throughout.
     model_pools(|| {
-        let (p, _h) = pool_with_a_movable_frame();
-        let p = Arc::new(p);
-        let mover = {
-            let p = p.clone();
-            thread::spawn(move || p.defragment())
-        };
-        assert_eq!(p.check(), Ok(()));
-        mover.join().unwrap();
-        assert_eq!(p.check(), Ok(()));
+        race_on_a_movable_frame(|p, _| p.defragment(), |p, _| assert_eq!(p.check(), Ok(())));
     });
 }
