@@ -54,8 +54,8 @@ enum Release {
     Unpin,
     /// Give back a copy claim: the word to store.
     Copy(Word),
-    /// Give back a writable mapping's claim: the word to store.
-    Writer(Word),
+    /// Give back a writable mapping's claim.
+    Writer,
 }
 
 /// A held object: where it is, how large its slot is, and how the hold ends.
@@ -176,8 +176,6 @@ pub(crate) struct MapState {
     ptr: *mut u8,
     len: usize,
     mode: MapMode,
-    /// A writable mapping's claim (the word to give back); unused for read-only.
-    claimed: Word,
     copy: Option<Box<CopyBack>>,
 }
 
@@ -221,7 +219,7 @@ impl PoolCore {
                 Claim::Alone(w) => (w.loc(), Release::Copy(w)),
                 Claim::Shared(loc) => (loc, Release::Unpin),
             }),
-            Access::Writer => slot.claim_writer(h.gen()).map(|w| (w.loc(), Release::Writer(w))),
+            Access::Writer => slot.claim_writer(h.gen()).map(|loc| (loc, Release::Writer)),
         };
         let (loc, release) = match held {
             Ok(held) => held,
@@ -255,7 +253,7 @@ impl PoolCore {
         match pin.release {
             Release::Unpin => slot.unpin(),
             Release::Copy(w) => slot.end_copy(w),
-            Release::Writer(w) => slot.end_writer(w),
+            Release::Writer => slot.end_writer(),
         }
     }
 
@@ -395,13 +393,9 @@ impl PoolCore {
     pub(crate) fn map_begin(&self, h: Handle, mode: MapMode) -> Result<MapState> {
         let access = if mode == MapMode::ReadOnly { Access::Share } else { Access::Writer };
         let pin = self.hold(h, access, "zs_map_object")?;
-        let claimed = match pin.release {
-            Release::Writer(w) => w,
-            _ => Word(0),
-        };
         let (slot, len) = (pin.slot, pin.usable);
         Ok(match self.span(&pin, len) {
-            Span::One(ptr) => MapState { slot, ptr, len, mode, claimed, copy: None },
+            Span::One(ptr) => MapState { slot, ptr, len, mode, copy: None },
             span => {
                 let mut buf = take_buf();
                 if mode != MapMode::WriteOnly {
@@ -411,7 +405,7 @@ impl PoolCore {
                     self.count_copy(len);
                 }
                 let ptr = buf.as_mut_ptr();
-                MapState { slot, ptr, len, mode, claimed, copy: Some(Box::new(CopyBack { buf, pin })) }
+                MapState { slot, ptr, len, mode, copy: Some(Box::new(CopyBack { buf, pin })) }
             }
         })
     }
@@ -423,7 +417,7 @@ impl PoolCore {
         match m.copy {
             None if m.mode == MapMode::ReadOnly => self.unpin_slot(m.slot),
             // SAFETY: slots live as long as the pool; this mapping's claim holds it.
-            None => unsafe { m.slot.as_ref() }.end_writer(m.claimed),
+            None => unsafe { m.slot.as_ref() }.end_writer(),
             Some(c) => {
                 let CopyBack { buf, pin } = *c;
                 if m.mode != MapMode::ReadOnly {

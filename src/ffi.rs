@@ -243,9 +243,10 @@ macro_rules! ffi_boundary {
         (r, CALL_ERRNO.with(|e| e.get()))
     }};
     ($name:literal, $body:block) => {{
-        let saved = errno_now();
+        let errno = Errno::here();
+        let saved = errno.get();
         let (r, e) = ffi_boundary!(@run $name, $body);
-        write_errno(if e != 0 { e } else { saved });
+        errno.set(if e != 0 { e } else { saved });
         r
     }};
 }
@@ -255,14 +256,28 @@ thread_local! {
     static CALL_ERRNO: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
 }
 
-fn errno_now() -> c_int {
-    // SAFETY: __errno_location returns this thread's errno, always valid.
-    unsafe { *libc::__errno_location() }
-}
+/// This thread's errno, located once per call.
+#[derive(Clone, Copy)]
+struct Errno(*mut c_int);
 
-fn write_errno(e: c_int) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = e };
+impl Errno {
+    fn here() -> Errno {
+        // SAFETY: no precondition; the result is valid for this thread's lifetime.
+        Errno(unsafe { libc::__errno_location() })
+    }
+
+    fn get(self) -> c_int {
+        // SAFETY: this thread's errno (`here`), and we are on this thread.
+        unsafe { *self.0 }
+    }
+
+    /// Sets errno to `e`, storing only if it differs.
+    fn set(self, e: c_int) {
+        if self.get() != e {
+            // SAFETY: as in `get`.
+            unsafe { *self.0 = e };
+        }
+    }
 }
 
 /// Records the current call's error; [`ffi_boundary!`] stores it in errno on return.

@@ -275,19 +275,24 @@ impl Slot {
     }
 
     /// Claims the object of generation `gen` for a writable mapping: refused with
-    /// `Busy` while anyone else holds it. Returns the word to end it with.
+    /// `Busy` while anyone else holds it. Returns its location.
     #[inline]
-    pub fn claim_writer(&self, gen: u16) -> Result<Word, SlotError> {
-        self.take(gen, |w| if w.pins() == 0 { Ok(w.with_state(State::Writer)) } else { Err(SlotError::Busy) })
+    pub fn claim_writer(&self, gen: u16) -> Result<u64, SlotError> {
+        let w =
+            self.take(gen, |w| if w.pins() == 0 { Ok(w.with_state(State::Writer)) } else { Err(SlotError::Busy) })?;
+        Ok(w.loc())
     }
 
     /// Ends a writable mapping begun by [`claim_writer`](Self::claim_writer).
     #[inline]
-    pub fn end_writer(&self, claimed: Word) {
-        debug_assert_eq!(self.load(), claimed.with_state(State::Writer));
+    pub fn end_writer(&self) {
+        // Relaxed: no one but the mapping's owner changes a WRITER word, so this is
+        // the word it claimed; the store below is what publishes.
+        let w = Word(self.0.load(Ordering::Relaxed));
+        debug_assert_eq!(w.state(), State::Writer);
         // Release: publishes the bytes written through the mapping to the next holder.
         hg::happens_before(&self.0);
-        self.0.store(claimed.0, Ordering::Release);
+        self.0.store(w.with_state(State::Live).0, Ordering::Release);
     }
 
     /// Frees the object of generation `gen`, which the caller has pinned once itself,
@@ -396,7 +401,7 @@ mod tests {
         assert_eq!(s.claim_writer(1), Err(SlotError::Busy), "a writable mapping while a reader pins");
         s.unpin();
         // A writable mapping refuses every other holder, and ends LIVE as it began.
-        let w = s.claim_writer(1).unwrap();
+        s.claim_writer(1).unwrap();
         assert_eq!(s.load().state(), State::Writer);
         assert_eq!(s.pin(1), Err(SlotError::Busy));
         assert_eq!(s.claim_copy(1, true), Err(SlotError::Busy));
@@ -404,7 +409,7 @@ mod tests {
         assert_eq!(s.claim_writer(1), Err(SlotError::Busy));
         assert!(s.begin_move().is_none());
         assert_eq!(s.pin(0), Err(SlotError::Stale), "the generation is checked first");
-        s.end_writer(w);
+        s.end_writer();
         assert_eq!(s.load(), Word::live(1, 64));
         assert!(s.begin_move().is_some());
     }

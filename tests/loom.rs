@@ -274,12 +274,12 @@ fn a_writable_mapping_is_never_shared() {
             })
         };
         match m.slot.claim_writer(0) {
-            Ok(w) => {
+            Ok(loc) => {
                 assert_eq!(m.slot.pin(0), Err(SlotError::Busy), "no second mapping beside a writer");
                 assert_eq!(m.slot.claim_writer(0), Err(SlotError::Busy));
                 // SAFETY: the writable mapping holds the object alone.
-                m.mem[0].with_mut(|p| unsafe { *p = 5 });
-                m.slot.end_writer(w);
+                m.mem[loc as usize].with_mut(|p| unsafe { *p = 5 });
+                m.slot.end_writer();
             }
             Err(e) => assert_eq!(e, SlotError::Busy, "refused while the other thread reads it"),
         }
