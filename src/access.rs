@@ -258,10 +258,14 @@ impl PoolCore {
     }
 
     /// Drops a shared hold known by its slot alone (taken from [`Pin::slot`]).
+    ///
+    /// # Safety
+    /// `slot` is the slot of a shared hold (a pin) on an object of this pool that the
+    /// caller took and has not ended; this call ends it.
     #[inline]
-    pub(crate) fn unpin_slot(&self, slot: NonNull<Slot>) {
-        // SAFETY: slots live as long as the pool, and the slot came from a pin of this
-        // pool, which this call ends.
+    pub(crate) unsafe fn unpin_slot(&self, slot: NonNull<Slot>) {
+        // SAFETY: slots live as long as the pool, and the caller guarantees this one
+        // is of this pool and pinned by the caller.
         unsafe { slot.as_ref() }.unpin();
     }
 
@@ -415,7 +419,9 @@ impl PoolCore {
     #[inline]
     pub(crate) fn map_end(&self, m: MapState) {
         match m.copy {
-            None if m.mode == MapMode::ReadOnly => self.unpin_slot(m.slot),
+            // SAFETY: a read-only mapping in place holds a pin on this slot of this
+            // pool (`map_begin`), which ends here with the mapping.
+            None if m.mode == MapMode::ReadOnly => unsafe { self.unpin_slot(m.slot) },
             // SAFETY: slots live as long as the pool; this mapping's claim holds it.
             None => unsafe { m.slot.as_ref() }.end_writer(),
             Some(c) => {

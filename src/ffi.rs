@@ -568,7 +568,9 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
                 if *q == pool as usize && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
         });
         match found {
-            Some(Active::Read { slot, .. }) => p.unpin_slot(slot),
+            // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for this
+            // pool (matched above) with the slot of the pin it took, removed here once.
+            Some(Active::Read { slot, .. }) => unsafe { p.unpin_slot(slot) },
             _ => {
                 let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_obj_read_begin on this thread"));
                 set_errno(e.errno());
