@@ -53,7 +53,8 @@ test: $(TEST_TARGETS)
 test-rust:
 	$(CARGO) test --release
 
-# The loom models: every interleaving of the slot protocol's small scenarios.
+# The loom models (tests/loom.rs): the slot protocol, and whole pools built on loom's
+# stand-ins (src/sync.rs), every interleaving up to three preemptions.
 test-loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test --release --test loom --target-dir target/loom
 

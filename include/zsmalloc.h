@@ -248,7 +248,9 @@ struct zs_class_info {
    */
   unsigned int objs_per_zspage;
   /**
-   * Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+   * Zspages per fullness group: empty, above 0 and under 10% full, 10-19%, ...,
+   * 90-99%, full (the share in use in whole percents, rounded down, as the kernel
+   * buckets it: a zspage exactly 10% full is in the third group).
    */
   unsigned long zspages[ZS_NR_FULLNESS_GROUPS];
   /**
@@ -331,9 +333,11 @@ void zs_free(struct zs_pool *pool, unsigned long handle);
 /**
  * Begins a read of the first `mem_len` bytes of an object: returns a pointer into
  * the pool where they are contiguous, else copies them into `local_copy` and returns
- * it. The object cannot move or be freed until `zs_obj_read_end` on this thread, or
- * the thread's exit, which ends the read and counts a misuse in the pool. NULL with
- * errno on error.
+ * it. The object cannot move, be freed or be written until `zs_obj_read_end` on this
+ * thread, or the thread's exit, which ends the read and counts a misuse in the pool;
+ * other reads and read-only mappings of it may run meanwhile. NULL with errno on
+ * error: EBUSY while the object is mapped writable (ZS_MM_RW, ZS_MM_WO), by any
+ * thread.
  *
  * # Safety
  * A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
@@ -355,7 +359,9 @@ void zs_obj_read_end(struct zs_pool *pool, unsigned long handle, size_t mem_len,
 /**
  * Copies `mem_len` bytes from `handle_mem` into the start of the object. errno
  * EINVAL for a stale handle, a length larger than the object's slot, or NULL
- * `handle_mem` with a length.
+ * `handle_mem` with a length; EBUSY (nothing written) while the object is being read
+ * (between zs_obj_read_begin and zs_obj_read_end) or mapped, by any thread. A write
+ * racing another write of the same object waits for it.
  *
  * # Safety
  * A non-null `pool` is live; `handle_mem` is readable for `mem_len` bytes.
@@ -367,8 +373,12 @@ void zs_obj_write(struct zs_pool *pool,
 
 /**
  * Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
- * errno on error. A mapping still open when its thread exits is ended then (stored
- * back unless read-only) and counted as a misuse in its pool.
+ * errno on error. A read-only mapping shares the object with other reads and
+ * read-only mappings; a writable one (ZS_MM_RW, ZS_MM_WO) holds it alone. So EBUSY:
+ * any mapping while the object is mapped writable, and a writable mapping while it is
+ * mapped or being read, by any thread (this one included). A mapping still open when
+ * its thread exits is ended then (stored back unless read-only) and counted as a
+ * misuse in its pool.
  *
  * # Safety
  * A non-null `pool` is live.
@@ -510,7 +520,8 @@ int zs_pool_check(struct zs_pool *pool);
  * The size an object was allocated with (what `zs_malloc` was asked for), so that a
  * caller storing data of varying length needs no length table of its own. 0 with
  * errno EINVAL for a NULL pool or a handle this pool did not issue or already freed
- * (counted as a misuse), EAGAIN when the object carries the most pins it can.
+ * (counted as a misuse), EBUSY while the object is mapped writable (ZS_MM_RW,
+ * ZS_MM_WO) by any thread, EAGAIN when the object carries the most pins it can.
  *
  * # Safety
  * A non-null `pool` is live.

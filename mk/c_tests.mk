@@ -4,11 +4,16 @@
 #   make test-c-valgrind  built normally (-O2), run under valgrind's memcheck
 #   make header-compile   the header compiles as C11 and as C++17, warnings as errors,
 #                         and its declarations link against the library from both
+#   make test-c-helgrind  test_torture under valgrind's race detector, against a build
+#                         of the library that declares its orderings to it
+#   make test-torture-long  the torture tests (Rust and C) for longer (ZS_TORTURE_MS,
+#                         default 30000 per layout); not part of `make test`
 #
 # One program per concern: test_api (every function's contract), test_misuse (the
 # misuse table and ZSMALLOC_ABORT_ON_MISUSE), test_threads (four threads on shared
 # classes), test_compaction (zs_compact, alone and against three busy threads) and
-# test_migration (census, adjacency, defragmentation).
+# test_migration (census, adjacency, defragmentation), test_torture (every thread-safe
+# call against every other).
 # Each prints "N passed, M failed"
 # and exits non-zero on any failure. Binaries go to build/c_tests/{asan,valgrind}/.
 #
@@ -24,7 +29,7 @@ CXX ?= g++
 VALGRIND ?= valgrind
 
 CT_DIR      := $(BUILD)/c_tests
-CT_TESTS    := test_api test_misuse test_threads test_compaction test_migration
+CT_TESTS    := test_api test_misuse test_threads test_compaction test_migration test_torture
 CT_TESTS    += test_hostile test_faults
 CT_NATIVE_TESTS := test_hostile
 CT_WARN     := -std=c11 -Wall -Wextra -Werror -pedantic
@@ -59,9 +64,9 @@ CT_VALGRIND_FLAGS := --tool=memcheck --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite --show-leak-kinds=definite \
 	--child-silent-after-fork=yes --trace-children=no --fair-sched=yes
 
-TEST_TARGETS += test-c-asan test-c-valgrind header-compile test-c-native
+TEST_TARGETS += test-c-asan test-c-valgrind header-compile test-c-native test-c-helgrind
 
-.PHONY: test-c-asan test-c-valgrind header-compile test-c-native
+.PHONY: test-c-asan test-c-valgrind header-compile test-c-native test-c-helgrind test-torture-long
 
 test-c-asan: build
 	@mkdir -p $(CT_DIR)/asan
@@ -121,3 +126,38 @@ test-c-native: build
 		$(CT_DIR)/native/$$t || { echo "$$t: FAILED"; fail=1; }; \
 	done; \
 	exit $$fail
+
+# helgrind sees pthread's locks and nothing else: not atomics, not parking_lot's
+# futex-based locks, not crossbeam-epoch. So the library is built once more, into
+# target/helgrind, with --cfg zs_valgrind, which makes it declare every ordering it
+# relies on (src/sync.rs, `hg`: lock and unlock, each Release/Acquire pair of its
+# protocols, the epoch's guards before deferred frees) and which memory is only ever
+# accessed atomically; objects' bytes and every structure behind a lock are checked.
+# c_tests/helgrind.supp suppresses what helgrind reports inside parking_lot and
+# crossbeam-epoch themselves (each suppression says why). Any other report fails.
+HG_TARGET_DIR := target/helgrind
+HG_LIBDIR     := $(HG_TARGET_DIR)/release
+CT_HELGRIND_FLAGS := --tool=helgrind --error-exitcode=1 --fair-sched=yes \
+	--suppressions=c_tests/helgrind.supp --child-silent-after-fork=yes --trace-children=no
+
+test-c-helgrind: build
+	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: install it (apt-get install valgrind)"; exit 1; }
+	RUSTFLAGS="--cfg zs_valgrind" $(CARGO) build --release --lib --target-dir $(HG_TARGET_DIR)
+	@mkdir -p $(CT_DIR)/helgrind
+	$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/helgrind/test_torture c_tests/test_torture.c \
+		-L$(HG_LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(HG_LIBDIR)) -pthread
+	@echo "== test_torture (valgrind helgrind)"; \
+	log=$(CT_DIR)/helgrind/test_torture.log; \
+	if ZS_TEST_VALGRIND=1 $(VALGRIND) $(CT_HELGRIND_FLAGS) --log-file=$$log $(CT_DIR)/helgrind/test_torture; then \
+		grep -E 'ERROR SUMMARY' $$log | sed 's/^==[0-9]*== */   helgrind: /'; \
+	else \
+		echo "test_torture: FAILED under helgrind; its log:"; grep -v 'set address range perms' $$log; exit 1; \
+	fi
+
+ZS_TORTURE_MS ?= 30000
+
+test-torture-long: build
+	ZS_TORTURE_MS=$(ZS_TORTURE_MS) $(CARGO) test --release --test torture -- --nocapture
+	@mkdir -p $(CT_DIR)/plain
+	$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/plain/test_torture c_tests/test_torture.c $(CT_LDLIBS)
+	ZS_TORTURE_MS=$(ZS_TORTURE_MS) $(CT_DIR)/plain/test_torture

@@ -1,11 +1,27 @@
 //! Object access without locks: reads, writes and mappings.
 //!
-//! Every access pins the object in its handle slot (`slot.rs`), which keeps its
+//! Every access holds the object in its handle slot (`slot.rs`), which keeps its
 //! location, zspage and frames fixed, then works on the bytes: in place where the
 //! bytes are contiguous in the arena (inside one frame, or straddling two frames of
 //! the chain that happen to be adjacent), through a copy otherwise. No class lock and
-//! no epoch guard is taken; the pin is a count, so it may outlive the call (a mapping,
-//! a read between `read_begin` and `read_end`).
+//! no epoch guard is taken; the hold is in the slot word, so it may outlive the call
+//! (a mapping, a read between `read_begin` and `read_end`).
+//!
+//! # Readers share, writers are alone
+//!
+//! | access | holds the object | while it is held by another |
+//! |---|---|---|
+//! | `read` (one copy out) | alone if no one else reads it, else shared with the readers | reader: shares; write or move in progress: waits for it; writable mapping: `Busy` |
+//! | `read_begin` .. end, read-only mapping | shared (a pin) | reader: shares; write or move in progress: waits for it; writable mapping: `Busy` |
+//! | `write` (one copy in) | alone | reader or writable mapping: `Busy`; write or move in progress: waits for it |
+//! | writable mapping (`ReadWrite`, `WriteOnly`) | alone, until unmapped | reader or writable mapping: `Busy`; write or move in progress: waits for it |
+//!
+//! So the bytes a caller sees through a shared borrow never change under it, and a
+//! writable mapping is the only view of its object: two live `&mut [u8]` of one
+//! object, or a `&mut` and a `&`, cannot exist. Waiting is only ever for a copy of
+//! at most 4 KiB that its claimant finishes without waiting for anyone; a hold that
+//! may last (a pin, a writable mapping) is never waited for, since the very thread
+//! that asks may be its owner.
 
 use std::cell::RefCell;
 use std::ptr::NonNull;
@@ -14,21 +30,47 @@ use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 use crate::pool::PoolCore;
-use crate::slot::{Slot, SlotError};
+use crate::slot::{Claim, Slot, SlotError, Word};
+use crate::sync::{track_read, track_write};
 use crate::zspage::ZsPage;
 
-/// A pinned object: where it is and how large its slot is.
+/// How an access holds its object (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    /// Shared with other readers, for as long as the caller likes (a pin).
+    Share,
+    /// One copy out: alone, or shared if others read it.
+    Read,
+    /// One copy in: alone.
+    Write,
+    /// A writable mapping: alone, for as long as the caller likes.
+    Writer,
+}
+
+/// How a hold ends.
+#[derive(Clone, Copy, Debug)]
+enum Release {
+    /// Drop a pin.
+    Unpin,
+    /// Give back a copy claim: the word to store.
+    Copy(Word),
+    /// Give back a writable mapping's claim.
+    Writer,
+}
+
+/// A held object: where it is, how large its slot is, and how the hold ends.
 #[derive(Debug)]
 pub(crate) struct Pin {
     slot: NonNull<Slot>,
     loc: u64,
     zs: *const ZsPage,
     frame_index: usize,
+    release: Release,
     /// Bytes a caller may use.
     pub usable: usize,
 }
 
-/// Where `len` bytes of a pinned object are.
+/// Where `len` bytes of a held object are.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Span {
     /// Contiguous at this address.
@@ -41,16 +83,22 @@ impl Span {
     /// Copies `dst.len()` bytes out.
     ///
     /// # Safety
-    /// The span covers at least `dst.len()` bytes of a pinned object.
+    /// The span covers at least `dst.len()` bytes of an object the caller holds
+    /// (shared or alone), in committed frames.
     pub(crate) unsafe fn copy_out(self, dst: &mut [u8]) {
         let n = dst.len();
-        // SAFETY: caller's contract: the source bytes are the object's, pinned, and do
-        // not overlap `dst` (a caller's buffer or one of ours).
+        // SAFETY: caller's contract: the source bytes are the object's, held so that
+        // no one writes them, and do not overlap `dst` (a caller's buffer or ours).
         unsafe {
             match self {
-                Span::One(p) => std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), n),
+                Span::One(p) => {
+                    track_read(p, n);
+                    std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr(), n)
+                }
                 Span::Two(a, first, b) => {
                     let first = first.min(n);
+                    track_read(a, first);
+                    track_read(b, n - first);
                     std::ptr::copy_nonoverlapping(a, dst.as_mut_ptr(), first);
                     std::ptr::copy_nonoverlapping(b, dst.as_mut_ptr().add(first), n - first);
                 }
@@ -61,15 +109,22 @@ impl Span {
     /// Copies `src` in.
     ///
     /// # Safety
-    /// The span covers at least `src.len()` bytes of a pinned object.
+    /// The span covers at least `src.len()` bytes of an object the caller holds
+    /// alone, in committed frames.
     pub(crate) unsafe fn copy_in(self, src: &[u8]) {
         let n = src.len();
-        // SAFETY: as in copy_out, in the other direction.
+        // SAFETY: caller's contract: the bytes are the object's, held alone, so no one
+        // else reads or writes them; `src` is a caller's buffer or ours.
         unsafe {
             match self {
-                Span::One(p) => std::ptr::copy_nonoverlapping(src.as_ptr(), p, n),
+                Span::One(p) => {
+                    track_write(p, n);
+                    std::ptr::copy_nonoverlapping(src.as_ptr(), p, n)
+                }
                 Span::Two(a, first, b) => {
                     let first = first.min(n);
+                    track_write(a, first);
+                    track_write(b, n - first);
                     std::ptr::copy_nonoverlapping(src.as_ptr(), a, first);
                     std::ptr::copy_nonoverlapping(src.as_ptr().add(first), b, n - first);
                 }
@@ -81,11 +136,13 @@ impl Span {
 /// How a mapping will be used (the kernel's `zs_mapmode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapMode {
-    /// Read and stored back.
+    /// Read and stored back: holds the object alone.
     ReadWrite,
-    /// Read only: writes through a copied mapping are lost at unmap.
+    /// Read only: shares the object with other readers; writes through a copied
+    /// mapping are lost at unmap.
     ReadOnly,
     /// Write only: the bytes need not hold the object's contents; stored at unmap.
+    /// Holds the object alone.
     WriteOnly,
 }
 
@@ -122,7 +179,7 @@ pub(crate) struct MapState {
     copy: Option<Box<CopyBack>>,
 }
 
-/// A copied mapping's buffer and the pin that says where its bytes go back.
+/// A copied mapping's buffer and the hold that says where its bytes go back.
 #[derive(Debug)]
 struct CopyBack {
     buf: PageBuf,
@@ -140,65 +197,97 @@ impl MapState {
         self.len
     }
 
-    /// The slot the mapping pins, to drop the pin with [`PoolCore::unpin_slot`] if the
-    /// mapping is abandoned before the caller sees it.
-    pub(crate) fn slot(&self) -> NonNull<Slot> {
-        self.slot
+    /// The slot the mapping holds and its mode, to let the object go with
+    /// [`PoolCore::abandon_map`] if the mapping is abandoned before the caller sees it.
+    pub(crate) fn hold(&self) -> (NonNull<Slot>, MapMode) {
+        (self.slot, self.mode)
     }
 }
 
 impl Pin {
-    /// The slot this pin holds, to drop it with [`PoolCore::unpin_slot`].
+    /// The slot of a shared hold (`read_begin_raw`), to end it with
+    /// [`PoolCore::unpin_slot`]. (Used by the C ABI, which loom builds leave out.)
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn slot(&self) -> NonNull<Slot> {
+        debug_assert!(matches!(self.release, Release::Unpin));
         self.slot
     }
 }
 
 impl PoolCore {
-    /// Pins the object a handle names.
+    /// Holds the object a handle names, as `access` asks.
     #[inline]
-    pub(crate) fn pin(&self, h: Handle, call: &str) -> Result<Pin> {
+    fn hold(&self, h: Handle, access: Access, call: &str) -> Result<Pin> {
         let (slot, idx) = self.resolve(h, call)?;
-        let loc = match slot.pin(h.gen()) {
-            Ok(loc) => loc,
+        let held = match access {
+            Access::Share => slot.pin(h.gen()).map(|loc| (loc, Release::Unpin)),
+            Access::Read | Access::Write => slot.claim_copy(h.gen(), access == Access::Read).map(|c| match c {
+                Claim::Alone(w) => (w.loc(), Release::Copy(w)),
+                Claim::Shared(loc) => (loc, Release::Unpin),
+            }),
+            Access::Writer => slot.claim_writer(h.gen()).map(|loc| (loc, Release::Writer)),
+        };
+        let (loc, release) = match held {
+            Ok(held) => held,
             Err(SlotError::Stale) => {
                 return Err(self.misuse(call, h.to_raw(), Error::Invalid("stale handle (freed?)")))
             }
-            Err(_) => return Err(Error::Again),
+            Err(SlotError::Busy) => return Err(Error::Busy),
+            Err(SlotError::TooManyPins) => return Err(Error::Again),
         };
-        let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+        // SAFETY: the object is held, so its frame is held by its zspage.
+        let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
         let zs = fw.zspage();
         let usable = if self.dense {
             // SAFETY: `resolve` checked the index; a dense pool's table keeps sizes,
-            // and the pin keeps this one fixed (Acquire in `pin` made it visible).
+            // and the hold keeps this one fixed (Acquire in the claim made it visible).
             unsafe { self.handles.size(idx) }
         } else {
-            // SAFETY: the pin keeps the object, its zspage and its descriptor alive.
+            // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
             let class = unsafe { (*zs).class } as usize;
             self.classes[class].spec.usable()
         };
-        Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), usable })
+        Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), release, usable })
     }
 
-    /// Drops a pin.
+    /// Pins the object a handle names, shared with other readers (`Busy` while it is
+    /// mapped writable).
+    #[inline]
+    pub(crate) fn pin_shared(&self, h: Handle, call: &str) -> Result<Pin> {
+        self.hold(h, Access::Share, call)
+    }
+
+    /// Ends a hold.
     #[inline]
     pub(crate) fn unpin(&self, pin: Pin) {
-        self.unpin_slot(pin.slot)
+        // SAFETY: slots live as long as the pool, and the slot came from a hold of
+        // this pool, which this call ends.
+        let slot = unsafe { pin.slot.as_ref() };
+        match pin.release {
+            Release::Unpin => slot.unpin(),
+            Release::Copy(w) => slot.end_copy(w),
+            Release::Writer => slot.end_writer(),
+        }
     }
 
-    /// Drops a pin known by its slot alone (taken from [`Pin::slot`]).
+    /// Drops a shared hold known by its slot alone (taken from [`Pin::slot`]).
+    ///
+    /// # Safety
+    /// `slot` is the slot of a shared hold (a pin) on an object of this pool that the
+    /// caller took and has not ended; this call ends it.
     #[inline]
-    pub(crate) fn unpin_slot(&self, slot: NonNull<Slot>) {
-        // SAFETY: slots live as long as the pool, and the slot came from a pin of this
-        // pool, which this call ends.
+    pub(crate) unsafe fn unpin_slot(&self, slot: NonNull<Slot>) {
+        // SAFETY: slots live as long as the pool, and the caller guarantees this one
+        // is of this pool and pinned by the caller.
         unsafe { slot.as_ref() }.unpin();
     }
 
-    /// Where the first `len` bytes of a pinned object are.
+    /// Where the first `len` bytes of a held object are.
     #[inline]
     pub(crate) fn span(&self, pin: &Pin, len: usize) -> Span {
         let off = pin.frame_index * PAGE_SIZE + (pin.loc as usize & (PAGE_SIZE - 1));
-        // SAFETY: pinned, so the descriptor is alive and the object is at `off`.
+        // SAFETY: held, so the descriptor is alive, its frames stay, and the object is
+        // at `off`.
         unsafe { self.zspage_span(&*pin.zs, off, len) }
     }
 
@@ -206,7 +295,7 @@ impl PoolCore {
     /// at most two frames).
     ///
     /// # Safety
-    /// `zs` is alive and its frames are stable for as long as the span is used (a pin
+    /// `zs` is alive and its frames are stable for as long as the span is used (a hold
     /// on an object in those bytes, or the class lock with the objects claimed).
     #[inline]
     pub(crate) unsafe fn zspage_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
@@ -234,9 +323,28 @@ impl PoolCore {
         self.counters.read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Pins and checks a length against the object's slot.
-    fn pin_len(&self, h: Handle, len: usize, call: &str) -> Result<Pin> {
-        let pin = self.pin(h, call)?;
+    /// Holds the object and checks a length against its slot. A length larger than
+    /// the slot is refused as the misuse it is even when the object is held by others
+    /// (where readers hold it, a look under a shared pin tells its slot), so that the
+    /// error does not depend on timing.
+    fn hold_len(&self, h: Handle, len: usize, access: Access, call: &str) -> Result<Pin> {
+        let pin = match self.hold(h, access, call) {
+            Err(Error::Busy) if access != Access::Share => {
+                if let Ok(pin) = self.hold(h, Access::Share, call) {
+                    let usable = pin.usable;
+                    self.unpin(pin);
+                    if len > usable {
+                        return Err(self.misuse(
+                            call,
+                            h.to_raw(),
+                            Error::Invalid("length larger than the object's slot"),
+                        ));
+                    }
+                }
+                return Err(Error::Busy);
+            }
+            r => r?,
+        };
         if len > pin.usable {
             self.unpin(pin);
             return Err(self.misuse(call, h.to_raw(), Error::Invalid("length larger than the object's slot")));
@@ -244,19 +352,22 @@ impl PoolCore {
         Ok(pin)
     }
 
-    /// Copies `data` into the start of the object.
+    /// Copies `data` into the start of the object. `Busy` while the object is read
+    /// (a read in progress, a mapping) by anyone; waits for a write or a move of it
+    /// in progress.
     pub fn write(&self, h: Handle, data: &[u8]) -> Result<()> {
-        let pin = self.pin_len(h, data.len(), "zs_obj_write")?;
-        // SAFETY: the span covers data.len() bytes of the pinned object.
+        let pin = self.hold_len(h, data.len(), Access::Write, "zs_obj_write")?;
+        // SAFETY: the span covers data.len() bytes of the object, held alone.
         unsafe { self.span(&pin, data.len()).copy_in(data) };
         self.unpin(pin);
         Ok(())
     }
 
-    /// Copies the first `out.len()` bytes of the object into `out`.
+    /// Copies the first `out.len()` bytes of the object into `out`. `Busy` while the
+    /// object is mapped writable; waits for a write or a move of it in progress.
     pub fn read(&self, h: Handle, out: &mut [u8]) -> Result<()> {
-        let pin = self.pin_len(h, out.len(), "zs_obj_read_begin")?;
-        // SAFETY: the span covers out.len() bytes of the pinned object.
+        let pin = self.hold_len(h, out.len(), Access::Read, "zs_obj_read_begin")?;
+        // SAFETY: the span covers out.len() bytes of the object, held from writers.
         unsafe { self.span(&pin, out.len()).copy_out(out) };
         self.unpin(pin);
         Ok(())
@@ -264,18 +375,19 @@ impl PoolCore {
 
     /// Begins a read of the first `len` bytes: returns a pointer into the pool where
     /// they are contiguous, else copies them to `local` (which must then be non-null
-    /// and hold `len` bytes) and returns `local`. The object stays pinned until
-    /// [`read_end_raw`](Self::read_end_raw).
+    /// and hold `len` bytes) and returns `local`. The object stays pinned (shared
+    /// with other readers, refused to writers) until [`read_end_raw`](Self::read_end_raw).
     ///
     /// # Safety
     /// A non-null `local` is valid for writes of `len` bytes.
     pub(crate) unsafe fn read_begin_raw(&self, h: Handle, len: usize, local: *mut u8) -> Result<(*const u8, Pin)> {
         const CALL: &str = "zs_obj_read_begin";
-        let pin = self.pin_len(h, len, CALL)?;
+        let pin = self.hold_len(h, len, Access::Share, CALL)?;
         match self.span(&pin, len) {
             Span::One(p) => Ok((p, pin)),
             span if !local.is_null() => {
-                // SAFETY: caller's contract for `local`; the span covers len bytes.
+                // SAFETY: caller's contract for `local`; the span covers len bytes of
+                // the pinned object.
                 unsafe { span.copy_out(std::slice::from_raw_parts_mut(local, len)) };
                 self.count_copy(len);
                 Ok((local, pin))
@@ -292,17 +404,20 @@ impl PoolCore {
         self.unpin(pin)
     }
 
-    /// Begins a mapping of the whole slot.
+    /// Begins a mapping of the whole slot: read-only shares the object with other
+    /// readers, the writable modes hold it alone (see the module comment).
     #[inline]
     pub(crate) fn map_begin(&self, h: Handle, mode: MapMode) -> Result<MapState> {
-        let pin = self.pin(h, "zs_map_object")?;
+        let access = if mode == MapMode::ReadOnly { Access::Share } else { Access::Writer };
+        let pin = self.hold(h, access, "zs_map_object")?;
         let (slot, len) = (pin.slot, pin.usable);
         Ok(match self.span(&pin, len) {
             Span::One(ptr) => MapState { slot, ptr, len, mode, copy: None },
             span => {
                 let mut buf = take_buf();
                 if mode != MapMode::WriteOnly {
-                    // SAFETY: the span covers the usable bytes; the buffer holds a page.
+                    // SAFETY: the span covers the usable bytes of the held object; the
+                    // buffer holds a page.
                     unsafe { span.copy_out(&mut buf[..len]) };
                     self.count_copy(len);
                 }
@@ -312,18 +427,23 @@ impl PoolCore {
         })
     }
 
-    /// Ends a mapping: stores a copied mapping back (unless read-only) and unpins.
+    /// Ends a mapping: stores a copied mapping back (unless read-only) and lets the
+    /// object go.
     // Always: with a third caller (the C ABI's end of mappings at thread exit) the
     // inliner left it out of line, and zs_unmap_object then moved the state through
     // memory: a map+unmap pair of the C ABI took 1.6 times as long (hot_paths bench).
     #[inline(always)]
     pub(crate) fn map_end(&self, m: MapState) {
         match m.copy {
-            None => self.unpin_slot(m.slot),
+            // SAFETY: a read-only mapping in place holds a pin on this slot of this
+            // pool (`map_begin`), which ends here with the mapping.
+            None if m.mode == MapMode::ReadOnly => unsafe { self.unpin_slot(m.slot) },
+            // SAFETY: slots live as long as the pool; this mapping's claim holds it.
+            None => unsafe { m.slot.as_ref() }.end_writer(),
             Some(c) => {
                 let CopyBack { buf, pin } = *c;
                 if m.mode != MapMode::ReadOnly {
-                    // SAFETY: still pinned; the span covers the usable bytes.
+                    // SAFETY: still held alone; the span covers the usable bytes.
                     unsafe { self.span(&pin, m.len).copy_in(&buf[..m.len]) };
                 }
                 give_buf(buf);
@@ -332,14 +452,38 @@ impl PoolCore {
         }
     }
 
+    /// Lets the object of a mapping go without storing anything back, for a mapping
+    /// abandoned before its caller saw it (its `MapState` already given away).
+    ///
+    /// # Safety
+    /// 1. `slot` and `mode` are [`MapState::hold`] of a mapping of this pool that
+    ///    `map_begin` returned;
+    /// 2. that mapping was not ended, and is not ended by anyone else afterwards.
+    #[cold]
+    pub(crate) unsafe fn abandon_map(&self, slot: NonNull<Slot>, mode: MapMode) {
+        // SAFETY: by 1, the slot is of this pool, and slots live as long as it.
+        let slot = unsafe { slot.as_ref() };
+        // By 1 and 2, the mapping's hold is still ours to end: a read-only mapping
+        // pins the object, a writable one (in place or copied) holds it alone
+        // (`map_begin`'s `Access`).
+        if mode == MapMode::ReadOnly {
+            slot.unpin()
+        } else {
+            slot.end_writer()
+        }
+    }
+
     /// Maps the object: the guard derefs to its whole slot and unmaps on drop.
+    /// `Busy` when a writable mapping is asked for while anyone reads the object, or
+    /// any mapping while a writable one is open (on this thread or another).
     #[inline]
     pub fn map(&self, h: Handle, mode: MapMode) -> Result<Mapping<'_>> {
         Ok(Mapping { pool: self, state: Some(self.map_begin(h, mode)?) })
     }
 
     /// Begins a read of the first `len` bytes, copying into `local` only where they are
-    /// not contiguous; the guard derefs to them and ends the read on drop.
+    /// not contiguous; the guard derefs to them and ends the read on drop. Shares the
+    /// object with other readers; `Busy` while it is mapped writable.
     pub fn read_begin<'a>(&'a self, h: Handle, len: usize, local: &'a mut [u8]) -> Result<ObjRead<'a>> {
         if local.len() < len {
             return Err(Error::Invalid("local copy shorter than the length"));
@@ -374,14 +518,22 @@ impl Mapping<'_> {
         self.st().copy.is_some()
     }
 
-    /// The slot's bytes, writable. Writes through a read-only mapping of a copied
-    /// object are lost, as in the kernel.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    /// The slot's bytes, writable; `Invalid` for a read-only mapping, which shares the
+    /// object with other readers (map it `ReadWrite` or `WriteOnly` to write).
+    pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         let st = self.st();
-        // SAFETY: the pointer is the pinned object's slot or our buffer, valid for
-        // `len` bytes while the pin is held (until drop); `&mut self` makes this the
-        // only reference through this mapping.
-        unsafe { std::slice::from_raw_parts_mut(st.ptr(), st.len()) }
+        if st.mode == MapMode::ReadOnly {
+            return Err(Error::Invalid("a read-only mapping is not writable"));
+        }
+        if st.copy.is_none() {
+            track_write(st.ptr(), st.len());
+        }
+        // SAFETY: the pointer is the held object's slot or our buffer, valid for `len`
+        // bytes while the hold lasts (until drop). A writable mapping holds its object
+        // alone, so no other mapping, read or write of it exists; a copy is this
+        // mapping's own buffer. `&mut self` makes this the only reference through
+        // this mapping.
+        Ok(unsafe { std::slice::from_raw_parts_mut(st.ptr(), st.len()) })
     }
 }
 
@@ -390,7 +542,13 @@ impl std::ops::Deref for Mapping<'_> {
     #[inline]
     fn deref(&self) -> &[u8] {
         let st = self.st();
-        // SAFETY: as in as_mut_slice, shared.
+        if st.copy.is_none() {
+            track_read(st.ptr(), st.len());
+        }
+        // SAFETY: the pointer is the held object's slot or our buffer, valid for `len`
+        // bytes while the hold lasts (until drop). No writer of the object exists
+        // meanwhile: a read-only mapping keeps them out, a writable one is the only
+        // holder and writes only through `as_mut_slice`, which needs `&mut self`.
         unsafe { std::slice::from_raw_parts(st.ptr(), st.len()) }
     }
 }
@@ -426,8 +584,11 @@ impl ObjRead<'_> {
 impl std::ops::Deref for ObjRead<'_> {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
+        if !self.copied {
+            track_read(self.ptr, self.len);
+        }
         // SAFETY: the pointer is the pinned object or the caller's local copy, valid
-        // for `len` bytes while the pin is held.
+        // for `len` bytes while the pin is held; the pin keeps writers out.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
     }
 }

@@ -1,10 +1,22 @@
 //! The invariant checker behind `zs_pool_check`: walks every structure of the pool
 //! and reports the first broken invariant.
 //!
-//! It takes every class lock in ascending order (so it sees each class at rest; no
-//! object is mid-move) and then the frame lock; readers and mappers may go on, so pin
-//! counts are not checked, only that live slots are LIVE. For tests and debugging: it
-//! costs time proportional to the pool.
+//! It must pass whenever the pool is sound, whatever runs meanwhile, so it looks only
+//! at what it can see as one consistent cut:
+//!
+//! - it takes every class lock, in ascending order: no malloc, free, compaction or
+//!   migration is half done, and the zspages, their objects, the slots of those
+//!   objects and the free-slot lists are at rest. Readers, writers and mappers go on,
+//!   so an object's slot may be pinned, claimed for a copy or mapped writable: the
+//!   checker asks only that it holds the object where the zspage has it;
+//! - it then takes the frame accounting (`FrameSource::account`) under the frame
+//!   lock: the equation of `frames.rs` holds in that cut, and its `held` count, which
+//!   changes only under a class lock, must be exactly the frames of the zspages found.
+//!
+//! It does not take the compaction lock (so a long compaction does not hold it up, nor
+//! it a compaction): frames a defragmentation has taken and not yet used are counted
+//! apart (`taken`), and everything compaction and migration change is under a class
+//! lock. For tests and debugging: it costs time proportional to the pool.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
@@ -28,6 +40,7 @@ impl PoolCore {
     /// Checks every invariant; `Err` names the first that does not hold.
     pub fn check(&self) -> Result<(), String> {
         let guards: Vec<_> = self.classes.iter().map(|c| c.state.lock()).collect();
+        let acc = self.frames.account();
         let mut frames_in_zspages: HashSet<u32> = HashSet::new();
         let mut live_objects = 0usize;
         let mut free_slots = 0usize;
@@ -102,9 +115,11 @@ impl PoolCore {
                     // Frames and their side-table words.
                     let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
                     for (k, pfn) in z.frame_list().enumerate() {
-                        ensure!((pfn as usize) < self.frames.top(), "class {ci}: pfn {pfn} above the arena top");
+                        ensure!((pfn as usize) < acc.top, "class {ci}: pfn {pfn} above the arena top {}", acc.top);
                         ensure!(frames_in_zspages.insert(pfn), "pfn {pfn} in two zspages");
-                        let w = self.frames.side.get(pfn);
+                        // SAFETY: a frame of a zspage on a list of a class whose lock we
+                        // hold: held, so its word stays mapped.
+                        let w = unsafe { self.frames.side.get(pfn) };
                         ensure!(
                             w.frame_type() == ty && w.index() == k && std::ptr::eq(w.zspage(), zs),
                             "pfn {pfn}: side-table word {:#x} is not ({ty:?}, {k}, its zspage)",
@@ -141,7 +156,8 @@ impl PoolCore {
                         ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
                         // SAFETY: below the high-water mark.
                         let w = unsafe { self.handles.slot_unchecked(idx) }.load();
-                        ensure!(w.state() == State::Live, "slot {idx} of a live object is {:?}", w.state());
+                        // Held by a reader, a writer or a mapping: still the object's.
+                        ensure!(w.state() != State::Free, "slot {idx} of a live object is free");
                         let loc = z.loc_of(off);
                         ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
                         requested += size;
@@ -178,28 +194,32 @@ impl PoolCore {
             live_objects + free_slots == used_slots,
             "{live_objects} live + {free_slots} free slots != {used_slots} issued (a slot was lost)"
         );
-        // Frames: held ones are in zspages, the others are free-listed, once each.
+        // Frames: held ones are in zspages, the others are in one of the other places
+        // of the equation, once each.
         ensure!(
-            frames_in_zspages.len() == self.frames.held(),
+            frames_in_zspages.len() == acc.held,
             "{} frames in zspages, {} counted held",
             frames_in_zspages.len(),
-            self.frames.held()
+            acc.held
         );
         let mut free_frames = HashSet::new();
-        let mut bad = None;
-        self.frames.for_each_free(|pfn| {
-            if !free_frames.insert(pfn) || frames_in_zspages.contains(&pfn) || self.frames.side.get(pfn).raw() != 0 {
-                bad.get_or_insert(pfn);
-            }
-        });
-        ensure!(bad.is_none(), "free frame {} is listed twice, in use, or has a side-table word", bad.unwrap_or(0));
-        let waiting = self.frames.retired_waiting();
+        for &pfn in &acc.free {
+            ensure!(free_frames.insert(pfn), "free frame {pfn} is listed twice");
+            ensure!(!frames_in_zspages.contains(&pfn), "free frame {pfn} is in a zspage");
+            ensure!((pfn as usize) < acc.top, "free frame {pfn} above the arena top {}", acc.top);
+        }
+        if let Some(pfn) = acc.free_with_word {
+            return Err(format!("free frame {pfn} has a side-table word"));
+        }
         ensure!(
-            free_frames.len() + frames_in_zspages.len() + waiting == self.frames.top(),
-            "frames lost: {} free + {} held + {waiting} retiring != top {}",
-            free_frames.len(),
-            frames_in_zspages.len(),
-            self.frames.top()
+            acc.held + acc.taken + acc.free.len() + acc.discarding + acc.retiring == acc.top,
+            "frames lost: {} held + {} taken + {} free + {} discarding + {} retiring != top {}",
+            acc.held,
+            acc.taken,
+            acc.free.len(),
+            acc.discarding,
+            acc.retiring,
+            acc.top
         );
         drop(guards);
         Ok(())

@@ -29,14 +29,19 @@
 //! # Moving an object
 //!
 //! Under the class lock (so no malloc or free of the class runs, and the zspages' free
-//! lists are ours), the object's slot is claimed with one CAS from `LIVE` with no pins
-//! to `MOVING` (`slot.rs`). A pinned object (mapped, being read or written, or being
-//! freed) cannot be claimed: it is skipped and counted, and its zspage stays. Once
-//! claimed, no one can pin it; readers that try wait out the copy (one object, at most
-//! 4 KiB). The bytes are copied into a free object of the destination, the zspages'
-//! entries updated, and the slot published `LIVE` at the new location with a Release
-//! store. Readers of every other object go on untouched: compaction never blocks a
-//! reader of an object it is not moving.
+//! lists are ours), the destination is chosen first: in the kernel layout a free
+//! object of an existing zspage, in the dense layout wherever malloc would place the
+//! object, which may take a new zspage (frames, and with them mmap or mprotect). Only
+//! then is the object's slot claimed, with one CAS from `LIVE` without holders to
+//! `COPYING` (`slot.rs`); if that fails, the dense placement is undone. So an object
+//! is claimed for one copy and nothing else: no system call, no lock, no allocation.
+//! A held object (mapped, being read or written, or being freed) cannot be claimed: it
+//! is skipped and counted, and its zspage stays. Once claimed, no one can take it;
+//! readers and writers that try wait out the copy (one object, at most 4 KiB). The
+//! bytes are copied into the destination, the zspages' entries updated, and the slot
+//! published `LIVE` at the new location with a Release store. Readers of every other
+//! object go on untouched: compaction never blocks a reader of an object it is not
+//! moving.
 //!
 //! # Bounded pauses
 //!
@@ -83,7 +88,8 @@ fn can_compact(st: &ClassState, objs: usize, live: usize) -> bool {
     zspages * objs - live >= objs
 }
 
-/// The emptiest zspage not in `tried`, scanning from the 1-10% group up.
+/// The emptiest zspage not in `tried`, scanning from the lowest non-empty group
+/// (under 10% full) up.
 fn pick_source(st: &ClassState, tried: &HashSet<usize>) -> Option<*mut ZsPage> {
     st.lists(GROUP_EMPTY + 1..GROUP_FULL).find(|&zs| !tried.contains(&(zs as usize)))
 }
@@ -230,28 +236,26 @@ impl PoolCore {
             let found = objects_of.remove(&(src as usize)).unwrap_or_default();
             // SAFETY: as above.
             let objects = self.objects_now(unsafe { &*src }, &found);
-            // A zspage with a pinned object cannot be emptied now: moving its other
-            // objects would only take room elsewhere. Left whole, back to malloc.
-            let pinned = objects.iter().filter(|o| o.word.pins() != 0).count();
+            // A zspage with a held object (mapped, being read or written) cannot be
+            // emptied now: moving its other objects would only take room elsewhere.
+            // Left whole, back to malloc.
+            let pinned = objects.iter().filter(|o| o.word.held()).count();
             if pinned != 0 {
                 done.skipped_pinned += pinned;
                 // SAFETY: live, on the drain list, ours.
                 unsafe { st.undrain(src) };
                 continue;
             }
+            // Destinations a claim refused after they were placed, emptied again.
+            let mut undone: Vec<Released> = Vec::new();
             for Located { idx, word, off, len } in objects {
                 // SAFETY: located: below the table's high-water mark.
                 let slot = unsafe { self.handles.slot_unchecked(idx) };
-                let Some(claimed) = slot.begin_move() else {
-                    done.skipped_pinned += 1;
-                    continue;
-                };
-                // Under the lane lock only a pin can change the word of an object of
-                // its zspages, and the claim needs none.
-                debug_assert_eq!((claimed.gen(), claimed.loc()), (word.gen(), word.loc()));
-                // The source is on the drain list, so it is never the destination. A new
-                // zspage is a whole chain or none: a short one could not take the
-                // source's objects, and would stay.
+                // Place first, then claim: placing may take a new zspage (mmap,
+                // mprotect), during which a claimed object would keep its readers
+                // waiting. The source is on the drain list, so it is never the
+                // destination. A new zspage is a whole chain or none: a short one could
+                // not take the source's objects, and would stay.
                 let placed = loop {
                     match self.place_dense(ci, &mut st, len, true, false) {
                         Ok(placed) => break Some(placed),
@@ -266,10 +270,27 @@ impl PoolCore {
                     }
                 };
                 let Some((dst, to, fresh)) = placed else {
-                    slot.end_move(claimed, claimed.loc());
                     stop = true;
                     break;
                 };
+                let Some(claimed) = slot.begin_move() else {
+                    // Held since it was located: it stays, and so does its zspage.
+                    done.skipped_pinned += 1;
+                    // SAFETY: `dst` is live and ours; the bytes just placed hold nothing.
+                    let d = unsafe { (*dst).state() };
+                    self.edit_ext(ci, d, |x| x.remove(to, len));
+                    if d.ext().is_empty() {
+                        // SAFETY: live, empty (it was new), ours.
+                        undone.push(unsafe { self.retire(ci, &mut st, dst) });
+                    } else {
+                        // SAFETY: live, on a list, ours.
+                        unsafe { st.regroup_dense(dst) };
+                    }
+                    continue;
+                };
+                // Under the lane lock only a hold can change the word of an object of
+                // its zspages, and the claim needs none.
+                debug_assert_eq!((claimed.gen(), claimed.loc()), (word.gen(), word.loc()));
                 // SAFETY: `dst` is live and ours.
                 taken_frames += if fresh { usize::from(unsafe { (*dst).nframes }) } else { 0 };
                 // SAFETY: both zspages are live and ours under the lane lock; the
@@ -300,7 +321,7 @@ impl PoolCore {
                 None
             };
             drop(st);
-            if let Some(r) = released {
+            for r in released.into_iter().chain(undone) {
                 self.release(r);
             }
         }

@@ -171,7 +171,9 @@ pub struct zs_class_info {
     pub pages_per_zspage: c_uint,
     /// Objects per zspage.
     pub objs_per_zspage: c_uint,
-    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100%.
+    /// Zspages per fullness group: empty, above 0 and under 10% full, 10-19%, ...,
+    /// 90-99%, full (the share in use in whole percents, rounded down, as the kernel
+    /// buckets it: a zspage exactly 10% full is in the third group).
     pub zspages: [c_ulong; ZS_NR_FULLNESS_GROUPS],
     /// Slots in the class's zspages.
     pub objs_allocated: c_ulong,
@@ -237,8 +239,9 @@ impl Default for zs_frame_census {
 ///
 /// errno: the body reports an error with [`set_errno`], which records it for this
 /// call; on the way out the recorded error is written to errno, or, when the call
-/// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call
-/// or madvise may clobber errno; a successful call must leave it as it was.)
+/// succeeded, the caller's errno is put back. (Inside, a contended lock's futex call,
+/// madvise, or the malloc behind a copied mapping's buffer or a thread's list of open
+/// mappings may clobber errno; a successful call must leave it as it was.)
 macro_rules! ffi_boundary {
     // The body behind the panic boundary; yields (its value, the error it recorded).
     (@run $name:literal, $body:block) => {{
@@ -252,19 +255,11 @@ macro_rules! ffi_boundary {
         };
         (r, CALL_ERRNO.with(|e| e.get()))
     }};
-    // Calls that take no lock and make no system call (map, unmap, reads, writes):
-    // nothing inside can clobber errno, so it is written only on error.
-    ($name:literal, lock_free, $body:block) => {{
-        let (r, e) = ffi_boundary!(@run $name, $body);
-        if e != 0 {
-            write_errno(e);
-        }
-        r
-    }};
     ($name:literal, $body:block) => {{
-        let saved = errno_now();
+        let errno = Errno::here();
+        let saved = errno.get();
         let (r, e) = ffi_boundary!(@run $name, $body);
-        write_errno(if e != 0 { e } else { saved });
+        errno.set(if e != 0 { e } else { saved });
         r
     }};
 }
@@ -274,14 +269,28 @@ thread_local! {
     static CALL_ERRNO: std::cell::Cell<c_int> = const { std::cell::Cell::new(0) };
 }
 
-fn errno_now() -> c_int {
-    // SAFETY: __errno_location returns this thread's errno, always valid.
-    unsafe { *libc::__errno_location() }
-}
+/// This thread's errno, located once per call.
+#[derive(Clone, Copy)]
+struct Errno(*mut c_int);
 
-fn write_errno(e: c_int) {
-    // SAFETY: as above.
-    unsafe { *libc::__errno_location() = e };
+impl Errno {
+    fn here() -> Errno {
+        // SAFETY: no precondition; the result is valid for this thread's lifetime.
+        Errno(unsafe { libc::__errno_location() })
+    }
+
+    fn get(self) -> c_int {
+        // SAFETY: this thread's errno (`here`), and we are on this thread.
+        unsafe { *self.0 }
+    }
+
+    /// Sets errno to `e`, storing only if it differs.
+    fn set(self, e: c_int) {
+        if self.get() != e {
+            // SAFETY: as in `get`.
+            unsafe { *self.0 = e };
+        }
+    }
 }
 
 /// Records the current call's error; [`ffi_boundary!`] stores it in errno on return.
@@ -617,7 +626,10 @@ fn end_at_thread_exit(open: Vec<Active>) {
                 p.misuse("zs_map_object", handle as u64, Error::Invalid("mapping still open when its thread exited"));
             }
             Active::Read { handle, slot, .. } => {
-                p.unpin_slot(slot);
+                // SAFETY: the entry was recorded by zs_obj_read_begin on this thread
+                // for this pool (its serial, looked up above) with the slot of the pin
+                // it took; taking the thread's list ended every other use of it.
+                unsafe { p.unpin_slot(slot) };
                 p.misuse("zs_obj_read_begin", handle as u64, Error::Invalid("read still open when its thread exited"));
             }
         }
@@ -669,9 +681,11 @@ fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
 
 /// Begins a read of the first `mem_len` bytes of an object: returns a pointer into
 /// the pool where they are contiguous, else copies them into `local_copy` and returns
-/// it. The object cannot move or be freed until `zs_obj_read_end` on this thread, or
-/// the thread's exit, which ends the read and counts a misuse in the pool. NULL with
-/// errno on error.
+/// it. The object cannot move, be freed or be written until `zs_obj_read_end` on this
+/// thread, or the thread's exit, which ends the read and counts a misuse in the pool;
+/// other reads and read-only mappings of it may run meanwhile. NULL with errno on
+/// error: EBUSY while the object is mapped writable (ZS_MM_RW, ZS_MM_WO), by any
+/// thread.
 ///
 /// # Safety
 /// A non-null `pool` is live; a non-null `local_copy` is writable for `mem_len` bytes.
@@ -682,7 +696,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
     mem_len: usize,
     local_copy: *mut c_void,
 ) -> *mut c_void {
-    ffi_boundary!("zs_obj_read_begin", lock_free, {
+    ffi_boundary!("zs_obj_read_begin", {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_obj_read_begin", handle) }) else { return std::ptr::null_mut() };
         // SAFETY: caller's contract for local_copy.
@@ -710,7 +724,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, mem_len: usize, handle_mem: *mut c_void) {
-    ffi_boundary!("zs_obj_read_end", lock_free, {
+    ffi_boundary!("zs_obj_read_end", {
         const CALL: &str = "zs_obj_read_end";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -724,7 +738,9 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
                 if *q == serial && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
         });
         match found {
-            Some(Active::Read { slot, .. }) => p.unpin_slot(slot),
+            // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for this
+            // pool (matched above) with the slot of the pin it took, removed here once.
+            Some(Active::Read { slot, .. }) => unsafe { p.unpin_slot(slot) },
             _ => {
                 forget_destroyed_here();
                 let e = p.misuse(CALL, handle as u64, Error::Invalid("no matching zs_obj_read_begin on this thread"));
@@ -736,13 +752,15 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
 
 /// Copies `mem_len` bytes from `handle_mem` into the start of the object. errno
 /// EINVAL for a stale handle, a length larger than the object's slot, or NULL
-/// `handle_mem` with a length.
+/// `handle_mem` with a length; EBUSY (nothing written) while the object is being read
+/// (between zs_obj_read_begin and zs_obj_read_end) or mapped, by any thread. A write
+/// racing another write of the same object waits for it.
 ///
 /// # Safety
 /// A non-null `pool` is live; `handle_mem` is readable for `mem_len` bytes.
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handle_mem: *const c_void, mem_len: usize) {
-    ffi_boundary!("zs_obj_write", lock_free, {
+    ffi_boundary!("zs_obj_write", {
         const CALL: &str = "zs_obj_write";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -762,14 +780,18 @@ pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handl
 }
 
 /// Maps the whole slot of an object until `zs_unmap_object` on this thread. NULL with
-/// errno on error. A mapping still open when its thread exits is ended then (stored
-/// back unless read-only) and counted as a misuse in its pool.
+/// errno on error. A read-only mapping shares the object with other reads and
+/// read-only mappings; a writable one (ZS_MM_RW, ZS_MM_WO) holds it alone. So EBUSY:
+/// any mapping while the object is mapped writable, and a writable mapping while it is
+/// mapped or being read, by any thread (this one included). A mapping still open when
+/// its thread exits is ended then (stored back unless read-only) and counted as a
+/// misuse in its pool.
 ///
 /// # Safety
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: MapModeArg) -> *mut c_void {
-    ffi_boundary!("zs_map_object", lock_free, {
+    ffi_boundary!("zs_map_object", {
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, "zs_map_object", handle) }) else { return std::ptr::null_mut() };
         let mode = match mm.0 {
@@ -783,10 +805,12 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
         };
         match p.map_begin(Handle::from_raw(handle as u64), mode) {
             Ok(state) => {
-                let (ptr, slot) = (state.ptr(), state.slot());
+                let (ptr, (slot, mode)) = (state.ptr(), state.hold());
                 if !push_active(Active::Map { pool: p.serial(), handle, state }) {
-                    // Never seen by the caller: nothing to store back, only the pin.
-                    p.unpin_slot(slot);
+                    // Never seen by the caller: nothing to store back, only the hold.
+                    // SAFETY: 1. `hold()` of the mapping map_begin just returned in
+                    // this pool; 2. it was dropped unrecorded, so no one ends it.
+                    unsafe { p.abandon_map(slot, mode) };
                     set_errno(libc::ENOMEM);
                     return std::ptr::null_mut();
                 }
@@ -807,7 +831,7 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
 /// A non-null `pool` is live.
 #[no_mangle]
 pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
-    ffi_boundary!("zs_unmap_object", lock_free, {
+    ffi_boundary!("zs_unmap_object", {
         const CALL: &str = "zs_unmap_object";
         // SAFETY: caller's contract.
         let Some(p) = (unsafe { pool_ref(pool, CALL, handle) }) else { return };
@@ -1091,7 +1115,8 @@ pub unsafe extern "C" fn zs_pool_check(pool: *mut zs_pool) -> c_int {
 /// The size an object was allocated with (what `zs_malloc` was asked for), so that a
 /// caller storing data of varying length needs no length table of its own. 0 with
 /// errno EINVAL for a NULL pool or a handle this pool did not issue or already freed
-/// (counted as a misuse), EAGAIN when the object carries the most pins it can.
+/// (counted as a misuse), EBUSY while the object is mapped writable (ZS_MM_RW,
+/// ZS_MM_WO) by any thread, EAGAIN when the object carries the most pins it can.
 ///
 /// # Safety
 /// A non-null `pool` is live.

@@ -9,30 +9,62 @@
 //! instead, like the kernel's per-CPU page lists: a pool that churns around a steady
 //! size (a zspage emptied and another born) would otherwise pay a madvise and a page
 //! fault per frame each time. The resident set thus exceeds the pool by at most
-//! `HOT_FRAMES` frames (1 MiB). The frame lock is a leaf lock: it is taken only while a zspage is born
-//! or dies, never on the malloc/free fast path, and nothing is acquired under it.
+//! `HOT_FRAMES` frames (1 MiB).
+//!
+//! # Where every frame is
+//!
+//! Every frame below `top` is in exactly one of six places, and a frame changes place
+//! only under the frame lock, so whoever holds it sees
+//!
+//! ```text
+//! top == held + taken + hot + returned + discarding + retiring
+//! ```
+//!
+//! - `held`: in a zspage. It changes only under the lock of that zspage's class as
+//!   well (a zspage's birth, its death, a migration), so with every class lock held
+//!   it is exactly the number of frames on the classes' zspage lists.
+//! - `taken`: handed to a migration ([`take_lowest`](FrameSource::take_lowest),
+//!   [`take_run`](FrameSource::take_run)) and not yet in a zspage.
+//! - `hot`, `returned`: free, resident or given back to the OS (the two free lists).
+//! - `discarding`: free, on its way to the returned list: its madvise runs without the
+//!   frame lock ([`Discard`]).
+//! - `retiring`: left its zspage by migration and waits for the epoch, because a
+//!   lock-free walker may still be looking at its number; counted under the retired
+//!   lock, which nests inside the frame lock.
+//!
+//! The checker (`check.rs`) takes this equation as one cut under the frame lock, and
+//! `held` against the zspages under every class lock.
+//!
+//! # Locks
+//!
+//! The frame lock is taken only while a zspage is born or dies (and by migration,
+//! shrinking and the checker), never on the malloc/free fast path. Under it, the arena
+//! and the side table may be committed (mprotect) and frames discarded (madvise), and
+//! the retired lock is taken; nothing else. The side table's extent lock is taken
+//! before it: shared by walkers of the side table, exclusively by a shrink that gives
+//! the table's tail back.
 //!
 //! Frames are handed out in ascending runs where possible (fresh frames from `top`
 //! are consecutive; freed ones are pushed so that they pop back in ascending order),
 //! because objects straddling two adjacent frames can then be read in place.
 
-use crossbeam_epoch as epoch;
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crate::memmap::SideTable;
 use crate::os::{Region, PAGE_SIZE};
+use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 
 /// Frames committed at a time as the arena grows (2 MiB): few mprotect calls, and a
-/// whole page of side table per step.
-pub const COMMIT_STEP: usize = 512;
+/// whole page of side table per step. The loom models use steps of four frames, so
+/// that a pool of a few frames grows and shrinks by whole steps.
+pub const COMMIT_STEP: usize = if cfg!(loom) { 4 } else { 512 };
 
 /// Freed frames kept resident for reuse (1 MiB). Measured on the node trace, a
 /// malloc+free cycle that empties and refills the pool spent about half its time in
 /// madvise and the page-table work behind it without this cache.
 pub const HOT_FRAMES: usize = 256;
 
+/// What the frame lock protects (see the module comment for the equation it keeps).
 struct FrameState {
     /// Freed frames whose memory went back to the OS, popped from the end.
     free: Vec<u32>,
@@ -42,26 +74,60 @@ struct FrameState {
     top: usize,
     /// Frames below this pfn are committed.
     committed: usize,
+    /// Frames handed to a migration and in no zspage yet.
+    taken: usize,
+    /// Freed frames whose madvise runs now, without the lock.
+    discarding: usize,
 }
 
 /// Frames given up by migration, on their way back through the epoch: a lock-free
 /// walker that read a frame's side-table word before the move may still be looking
 /// at the frame's number, so the frame is not handed out again until every guard of
 /// that time is gone. Shared with the deferred closures, which outlive nothing they
-/// touch.
+/// touch; they take only this lock, so they may run wherever the epoch collector
+/// runs them.
 #[derive(Default)]
 struct Retired {
     /// Frames whose epoch has passed: free to reuse.
-    ready: Mutex<Vec<u32>>,
+    ready: Vec<u32>,
     /// Frames still waiting for their epoch.
-    waiting: AtomicUsize,
+    waiting: usize,
+}
+
+impl Retired {
+    /// Frames in the `retiring` place of the equation.
+    fn count(&self) -> usize {
+        self.ready.len() + self.waiting
+    }
+}
+
+/// Freed frames whose memory must still go back to the OS: counted as `discarding`
+/// under the frame lock, discarded (madvise) by [`FrameSource::discard`] after the
+/// caller has dropped its locks. Empty (and without an allocation) when the hot list
+/// took every frame, which is the common case.
+#[must_use = "the frames stay counted as discarding until FrameSource::discard"]
+#[derive(Debug, Default)]
+pub(crate) struct Discard(Vec<u32>);
+
+/// A consistent cut of the frame accounting, for the checker.
+#[derive(Debug)]
+pub(crate) struct FrameAccount {
+    pub top: usize,
+    pub held: usize,
+    pub taken: usize,
+    pub discarding: usize,
+    pub retiring: usize,
+    /// Both free lists.
+    pub free: Vec<u32>,
+    /// A free frame whose side-table word is not the free word, if any.
+    pub free_with_word: Option<u32>,
 }
 
 /// The arena, its side table, and the frame allocator.
 pub struct FrameSource {
-    retired: Arc<Retired>,
+    retired: Arc<Mutex<Retired>>,
     /// Held (shared) by walkers of the side table for a whole walk, and exclusively by
-    /// `shrink` while it unmaps the table's tail: a walker never reads an unmapped
+    /// `shrink` while it gives the table's tail back: a walker never reads an unmapped
     /// word. Taken before the frame lock.
     side_extent: RwLock<()>,
     arena: Region,
@@ -70,8 +136,8 @@ pub struct FrameSource {
     nframes: usize,
     limit: usize,
     state: Mutex<FrameState>,
-    /// Frames currently held by zspages (or taken for a migration). Updated only with
-    /// read-modify-writes: `free_deferred` decrements it without the frame lock.
+    /// Frames in zspages (`held` in the module comment). Written only under the frame
+    /// lock; read anywhere (Relaxed: a count).
     held: AtomicUsize,
 }
 
@@ -85,36 +151,53 @@ impl FrameSource {
             side: SideTable::reserve(nframes)?,
             nframes,
             limit: limit.min(nframes),
-            state: Mutex::new(FrameState { free: Vec::new(), hot: Vec::new(), top: 0, committed: 0 }),
+            state: Mutex::new(FrameState {
+                free: Vec::new(),
+                hot: Vec::new(),
+                top: 0,
+                committed: 0,
+                taken: 0,
+                discarding: 0,
+            }),
             held: AtomicUsize::new(0),
         })
     }
 
-    /// Address of the first byte of frame `pfn`.
+    /// Address of the first byte of frame `pfn`. Computing it is safe; using it needs
+    /// the frame to be committed and the caller's right to its bytes.
     #[inline]
     pub fn frame_addr(&self, pfn: u32) -> *mut u8 {
-        debug_assert!((pfn as usize) < self.nframes);
-        // SAFETY: pfn < nframes, so the offset lies inside the arena reservation.
-        unsafe { self.arena.base().add(pfn as usize * PAGE_SIZE) }
+        self.addr((pfn as u64) << crate::os::PAGE_SHIFT)
     }
 
-    /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset).
+    /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset);
+    /// see [`frame_addr`](Self::frame_addr).
     #[inline]
     pub fn addr(&self, loc: u64) -> *mut u8 {
         debug_assert!((loc as usize) < self.nframes * PAGE_SIZE);
-        // SAFETY: locations are built from pfns below nframes and offsets below
-        // PAGE_SIZE, so they lie inside the arena reservation.
-        unsafe { self.arena.base().add(loc as usize) }
+        self.arena.base().wrapping_add(loc as usize)
     }
 
-    /// Frames currently held.
+    /// Frames currently held by zspages.
     pub fn held(&self) -> usize {
+        // Relaxed: a count, exact under the frame lock, a recent value elsewhere.
         self.held.load(Ordering::Relaxed)
+    }
+
+    /// Adds `d` to `held`; the frame lock is held (`_st`).
+    fn add_held(&self, _st: &mut FrameState, d: isize) {
+        // Relaxed: every write happens under the frame lock, which orders them.
+        self.held.store(self.held.load(Ordering::Relaxed).wrapping_add_signed(d), Ordering::Relaxed);
     }
 
     /// The arena's high-water mark: every pfn ever handed out is below it.
     pub fn top(&self) -> usize {
         self.state.lock().top
+    }
+
+    /// See `PoolCore::untrack_counters`: `held` is read without the frame lock.
+    pub(crate) fn untrack_counters(&self) {
+        crate::sync::hg::untracked((&self.held as *const AtomicUsize).cast(), std::mem::size_of::<AtomicUsize>());
     }
 
     /// Frames the arena can hold.
@@ -123,6 +206,7 @@ impl FrameSource {
     }
 
     /// Frames handed out before and free now (resident or not).
+    #[cfg(test)]
     pub fn free_count(&self) -> usize {
         let st = self.state.lock();
         st.free.len() + st.hot.len()
@@ -130,19 +214,23 @@ impl FrameSource {
 
     /// Frames that may still be taken before the limit.
     pub fn headroom(&self) -> usize {
-        self.limit.saturating_sub(self.held())
+        let st = self.state.lock();
+        self.limit.saturating_sub(self.held() + st.taken)
     }
 
-    /// Takes `out.len()` frames, or none: `Err(ENOMEM)` when the limit would be passed
-    /// or the arena is exhausted.
+    /// Whether `n` more frames stay within the limit (frame lock held).
+    fn within_limit(&self, st: &FrameState, n: usize) -> bool {
+        self.held() + st.taken + n <= self.limit
+    }
+
+    /// Takes `out.len()` frames for a zspage, or none: `Err(ENOMEM)` when the limit
+    /// would be passed or the arena is exhausted. The caller holds the lock of the
+    /// zspage's class (see the module comment on `held`).
     pub fn alloc(&self, out: &mut [u32]) -> Result<(), i32> {
         let n = out.len();
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
-        // Relaxed: increments happen under the frame lock we hold, so this is at least
-        // the true count (a concurrent `free_deferred` can only lower it).
-        let held = self.held.load(Ordering::Relaxed);
-        if held + n > self.limit {
+        if !self.within_limit(&st, n) {
             return Err(libc::ENOMEM);
         }
         let from_hot = n.min(st.hot.len());
@@ -162,24 +250,49 @@ impl FrameSource {
             *slot = st.top as u32;
             st.top += 1;
         }
-        // Relaxed: a count; increments happen under the frame lock (so the limit check
-        // above holds), decrements may not (`free_deferred`), hence RMWs throughout.
-        self.held.fetch_add(n, Ordering::Relaxed);
+        self.add_held(&mut st, n as isize);
         Ok(())
     }
 
-    /// Gives frames back. Their side-table words must already be cleared, and nothing
-    /// may touch their contents any more.
-    pub fn free(&self, frames: &[u32]) {
+    /// Takes back the frames of a dying zspage. Their side-table words must already
+    /// be cleared, nothing may touch their contents any more, and the caller holds the
+    /// zspage's class lock. What must still go back to the OS is returned, for
+    /// [`discard`](Self::discard) once the caller's locks are dropped.
+    pub fn free(&self, frames: &[u32]) -> Discard {
         let mut st = self.state.lock();
-        self.held.fetch_sub(frames.len(), Ordering::Relaxed);
-        let cold = Self::keep_hot(&mut st, frames);
-        if cold.is_empty() {
+        self.add_held(&mut st, -(frames.len() as isize));
+        Self::put_free(&mut st, frames)
+    }
+
+    /// Gives back frames taken by [`take_lowest`](Self::take_lowest) or
+    /// [`take_run`](Self::take_run) that did not go into a zspage.
+    pub fn free_taken(&self, frames: &[u32]) {
+        let d = {
+            let mut st = self.state.lock();
+            st.taken -= frames.len();
+            Self::put_free(&mut st, frames)
+        };
+        self.discard(d);
+    }
+
+    /// Puts free frames on the hot list as far as it has room; counts the rest as
+    /// discarding and returns them.
+    fn put_free(st: &mut FrameState, frames: &[u32]) -> Discard {
+        let cold = Self::keep_hot(st, frames);
+        st.discarding += cold.len();
+        Discard(cold.to_vec())
+    }
+
+    /// Returns the frames of `d` to the OS, then lists them as free. Call it with no
+    /// lock held: madvise takes as long as the page tables take.
+    pub fn discard(&self, d: Discard) {
+        if d.0.is_empty() {
             return;
         }
-        drop(st);
-        self.discard_runs(cold);
-        self.state.lock().free.extend(cold.iter().rev());
+        self.discard_runs(&d.0);
+        let mut st = self.state.lock();
+        st.discarding -= d.0.len();
+        st.free.extend(d.0.iter().rev());
     }
 
     /// Puts as many of `frames` as fit on the hot list; returns the rest.
@@ -203,30 +316,35 @@ impl FrameSource {
         }
     }
 
-    /// Gives back a frame that a lock-free walker may still be looking at: it becomes
-    /// free once every epoch guard now held is gone. Its side-table word must already
-    /// be cleared.
-    pub fn free_deferred(&self, pfn: u32) {
-        let held = self.held.fetch_sub(1, Ordering::Relaxed);
-        debug_assert!(held > 0);
-        // Relaxed: a count; the frame itself travels through the mutex below.
-        self.retired.waiting.fetch_add(1, Ordering::Relaxed);
+    /// Records a migration: frame `to`, taken by the caller, joined a zspage in place
+    /// of frame `from`, which goes back through the epoch (a lock-free walker may
+    /// still be looking at it). Both side-table words are already rewritten, under the
+    /// zspage's class lock, which the caller still holds.
+    pub fn migrated(&self, from: u32, to: u32) {
+        debug_assert_ne!(from, to);
+        {
+            let mut st = self.state.lock();
+            st.taken -= 1;
+            // `held` is unchanged: `to` takes `from`'s place.
+            self.retired.lock().waiting += 1;
+        }
         let retired = self.retired.clone();
         epoch::pin().defer(move || {
-            retired.ready.lock().push(pfn);
-            retired.waiting.fetch_sub(1, Ordering::Relaxed);
+            let mut r = retired.lock();
+            r.ready.push(from);
+            r.waiting -= 1;
         });
     }
 
-    /// Frames given back with [`free_deferred`](Self::free_deferred) still waiting for
-    /// their epoch.
+    /// Frames given back through the epoch by [`migrated`](Self::migrated) and still
+    /// waiting for it.
     pub fn retired_waiting(&self) -> usize {
-        self.retired.waiting.load(Ordering::Relaxed)
+        self.retired.lock().waiting
     }
 
     /// Moves frames whose epoch has passed to the free lists (frame lock held).
     fn reclaim_retired(&self, st: &mut FrameState) {
-        let ready = std::mem::take(&mut *self.retired.ready.lock());
+        let ready = std::mem::take(&mut self.retired.lock().ready);
         if ready.is_empty() {
             return;
         }
@@ -235,8 +353,9 @@ impl FrameSource {
         st.free.extend(cold);
     }
 
-    /// Takes up to `n` of the lowest free frames below pfn `below`, ascending, as held
-    /// frames (for defragmentation: the caller migrates into them or frees them).
+    /// Takes up to `n` of the lowest free frames below pfn `below`, ascending (for
+    /// defragmentation: the caller migrates into them or gives them back with
+    /// [`free_taken`](Self::free_taken)).
     pub fn take_lowest(&self, n: usize, below: usize) -> Vec<u32> {
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
@@ -249,17 +368,17 @@ impl FrameSource {
         // `taken` is sorted, so membership is a binary search.
         st.hot.retain(|p| taken.binary_search(p).is_err());
         st.free.retain(|p| taken.binary_search(p).is_err());
-        self.held.fetch_add(taken.len(), Ordering::Relaxed);
+        st.taken += taken.len();
         taken
     }
 
     /// Takes `n` frames that are adjacent in the arena (a fresh run from the top,
-    /// or a run found among the free frames), as held frames.
+    /// or a run found among the free frames), for a migration (see
+    /// [`take_lowest`](Self::take_lowest)).
     pub fn take_run(&self, n: usize) -> Result<Vec<u32>, i32> {
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
-        let held = self.held.load(Ordering::Relaxed);
-        if held + n > self.limit {
+        if !self.within_limit(&st, n) {
             return Err(libc::ENOMEM);
         }
         let mut all: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
@@ -282,7 +401,7 @@ impl FrameSource {
                 (first..first + n as u32).collect()
             }
         };
-        self.held.fetch_add(n, Ordering::Relaxed);
+        st.taken += n;
         Ok(run)
     }
 
@@ -296,6 +415,9 @@ impl FrameSource {
             self.side.restore(new_committed)?;
             let (from, len) = (st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE);
             self.arena.commit(from, len)?;
+            // helgrind leaves memory that was reserved without access unchecked when
+            // it becomes accessible: the frames' bytes must be checked (`sync::hg`).
+            crate::sync::hg::tracked(self.arena.base().wrapping_add(from), len);
             if let Err(e) = self.side.commit(st.committed, new_committed) {
                 // Frames without side-table words cannot be used: the arena range goes
                 // back too, so that what is committed stays what `committed` says.
@@ -312,9 +434,13 @@ impl FrameSource {
     /// arena grows back at any time), and the side table's pages there. With
     /// `release_address_space`, the arena's and the side table's tails are unmapped as
     /// well, so the process's virtual size falls too; the arena then grows back only
-    /// while no other mapping has taken that range (see `Region::restore_tail`). Side-
-    /// table walkers are waited for either way. Returns the frames the top came down by.
-    pub fn shrink(&self, release_address_space: bool) -> usize {
+    /// while no other mapping has taken that range (see `Region::restore_tail`).
+    /// Side-table walkers are waited for (the extent lock, exclusively), and none
+    /// starts until the top is down. Returns the frames the top came down by and the
+    /// bytes of arena address space unmapped (counted under the frame lock: a
+    /// concurrent growth cannot make them negative).
+    pub fn shrink(&self, release_address_space: bool) -> (usize, usize) {
+        let _extent = self.side_extent.write();
         let mut st = self.state.lock();
         self.reclaim_retired(&mut st);
         let mut free: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
@@ -339,19 +465,22 @@ impl FrameSource {
             self.side.discard(keep, st.committed);
             st.committed = keep;
         }
+        let mut released = 0;
         if release_address_space {
+            let before = self.arena.mapped();
             self.arena.release_tail(keep * PAGE_SIZE);
+            released = before - self.arena.mapped();
             self.side.release(keep);
         }
-        dropped
+        (dropped, released)
     }
 
-    /// Holds off `shrink` (which unmaps the side table's tail) for a walk of the side
-    /// table; take it before reading the top.
+    /// Holds off `shrink`'s release of the side table's tail for a walk of the side
+    /// table; take it before reading the top. Not reentrant: a thread holding it must
+    /// not take it again (a shrink waiting in between would make the second wait for
+    /// ever).
     pub fn walk_guard(&self) -> RwLockReadGuard<'_, ()> {
-        // Recursive: a walk may call something that takes the guard again (a queued
-        // shrink must not make the inner acquisition wait for it).
-        self.side_extent.read_recursive()
+        self.side_extent.read()
     }
 
     /// Bytes of the arena's reservation currently mapped (its share of the process's
@@ -365,12 +494,22 @@ impl FrameSource {
         self.state.lock().committed
     }
 
-    /// Calls `f` with every free pfn, resident or not (for the invariant checker).
-    pub fn for_each_free(&self, mut f: impl FnMut(u32)) {
-        let mut st = self.state.lock();
-        self.reclaim_retired(&mut st);
-        for &p in st.hot.iter().chain(&st.free) {
-            f(p);
+    /// The accounting of every frame, as one cut (for the invariant checker).
+    pub(crate) fn account(&self) -> FrameAccount {
+        let st = self.state.lock();
+        let retiring = self.retired.lock().count();
+        let free: Vec<u32> = st.hot.iter().chain(&st.free).copied().collect();
+        // SAFETY: free-listed frames are below the top, whose side-table words stay
+        // mapped while the frame lock (held here) keeps `shrink` out.
+        let free_with_word = free.iter().copied().find(|&p| unsafe { self.side.get(p) }.raw() != 0);
+        FrameAccount {
+            top: st.top,
+            held: self.held(),
+            taken: st.taken,
+            discarding: st.discarding,
+            retiring,
+            free,
+            free_with_word,
         }
     }
 
@@ -395,7 +534,7 @@ mod tests {
         assert_eq!(fs.held(), 4);
         // SAFETY: frame 1 is held and committed.
         unsafe { fs.frame_addr(1).write(42) };
-        fs.free(&a[..2]);
+        fs.discard(fs.free(&a[..2]));
         assert_eq!(fs.held(), 2);
         let mut c = [0u32; 3];
         fs.alloc(&mut c).unwrap();
@@ -418,7 +557,9 @@ mod hot_tests {
             // SAFETY: held and committed.
             unsafe { fs.frame_addr(p).write(0xAB) };
         }
-        fs.free(&a);
+        let d = fs.free(&a);
+        assert_eq!(fs.account().discarding, 8, "past the hot cache, frames wait for their madvise");
+        fs.discard(d);
         assert_eq!(fs.free_count(), n);
         // The first HOT_FRAMES stayed resident; the rest were discarded (read zero).
         // SAFETY: committed frames; nothing else uses them.
@@ -442,7 +583,7 @@ mod hot_tests {
         for &p in a.iter().rev() {
             // SAFETY: held and committed.
             unsafe { fs.frame_addr(p).write(0xAB) };
-            fs.free(&[p]);
+            fs.discard(fs.free(&[p]));
         }
         let taken = fs.take_lowest(10, n);
         assert_eq!(taken, (0..10).collect::<Vec<u32>>());
@@ -452,5 +593,45 @@ mod hot_tests {
             // SAFETY: committed frames; nothing uses them.
             assert_eq!(unsafe { fs.frame_addr(p).read() }, 0, "frame {p} on the returned list is resident");
         }
+    }
+}
+
+#[cfg(test)]
+mod account_tests {
+    use super::*;
+
+    /// The equation of the module comment, as the checker computes it.
+    fn balanced(fs: &FrameSource) -> bool {
+        let a = fs.account();
+        a.top == a.held + a.taken + a.free.len() + a.discarding + a.retiring
+    }
+
+    #[test]
+    fn every_frame_is_counted_in_one_place_at_every_step() {
+        let fs = FrameSource::new(4096, 4096).unwrap();
+        let mut a = vec![0u32; HOT_FRAMES + 4];
+        fs.alloc(&mut a).unwrap();
+        assert!(balanced(&fs));
+        // Past the hot list, freed frames are discarding until their madvise is done.
+        let d = fs.free(&a[..HOT_FRAMES + 2]);
+        assert_eq!(fs.account().discarding, 2);
+        assert!(balanced(&fs));
+        fs.discard(d);
+        assert!(balanced(&fs));
+        // Frames taken for a migration are counted apart from the zspages' frames.
+        let taken = fs.take_lowest(2, 4096);
+        assert_eq!((fs.account().taken, fs.held()), (2, 2));
+        assert!(balanced(&fs));
+        // A migration into one of them retires the frame it replaces.
+        fs.migrated(a[HOT_FRAMES + 2], taken[0]);
+        let acc = fs.account();
+        assert_eq!((acc.taken, acc.held), (1, 2));
+        assert!(balanced(&fs));
+        fs.free_taken(&taken[1..]);
+        assert!(balanced(&fs));
+        // Allocation reclaims retired frames whose epoch is over, in one step.
+        let mut b = [0u32; 1];
+        fs.alloc(&mut b).unwrap();
+        assert!(balanced(&fs));
     }
 }

@@ -38,11 +38,11 @@
 //! in that class's free-slot list, linked through the slots themselves, so malloc and
 //! free touch only their class's lock.
 
-use parking_lot::Mutex;
-use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicU64 as StdAtomicU64;
 
-use crate::os::{Region, PAGE_SIZE};
+use crate::os::PAGE_SIZE;
 use crate::slot::Slot;
+use crate::sync::{hg, AtomicU16, AtomicUsize, Mutex, Ordering};
 
 /// A handle: opaque, stable, never 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -90,7 +90,9 @@ const _: () = assert!(TAG_STRIDE % 2 != 0 && TAG_STRIDE % 7 != 0 && TAG_STRIDE %
 
 /// The tags of live pools.
 pub(crate) struct TagSpace {
-    state: Mutex<TagState>,
+    // parking_lot's, not `sync`'s: a static needs a const constructor, and the
+    // registry is outside what the loom models explore.
+    state: parking_lot::Mutex<TagState>,
 }
 
 /// Every tag is in exactly one place: not yet handed out (ordinals `fresh..` of the
@@ -107,7 +109,7 @@ struct TagState {
 
 impl TagSpace {
     pub(crate) const fn new() -> TagSpace {
-        TagSpace { state: Mutex::new(TagState { fresh: 0, ring: [0; POOL_TAGS], head: 0, len: 0 }) }
+        TagSpace { state: parking_lot::Mutex::new(TagState { fresh: 0, ring: [0; POOL_TAGS], head: 0, len: 0 }) }
     }
 
     /// A tag that no live pool carries: a never-used one while any is left, else the
@@ -154,7 +156,7 @@ impl PoolId {
     /// A new identity, or None when [`POOL_TAGS`] pools are alive.
     pub(crate) fn new() -> Option<PoolId> {
         let tag = TAGS.take()?;
-        static SERIALS: AtomicU64 = AtomicU64::new(1);
+        static SERIALS: StdAtomicU64 = StdAtomicU64::new(1);
         // Relaxed: uniqueness comes from the read-modify-write itself.
         let serial = SERIALS.fetch_add(1, Ordering::Relaxed);
         Some(PoolId { tag, serial })
@@ -197,8 +199,8 @@ const SIZES_PER_PAGE: usize = PAGE_SIZE / 2;
 /// region grown with the first): the dense layout's readers learn an object's length
 /// there, as the kernel layout's learn it from the class.
 pub struct HandleTable {
-    region: Region,
-    sizes: Option<Region>,
+    region: Cells<Slot>,
+    sizes: Option<Cells<AtomicU16>>,
     capacity: usize,
     /// Slots below this index have been handed to a class (growth lock).
     grow: Mutex<usize>,
@@ -210,10 +212,13 @@ impl HandleTable {
     /// Reserves a table of `capacity` slots (at most 2^32 - 1), with sizes beside
     /// them if `with_sizes`.
     pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
-        let capacity = capacity.clamp(SLOT_BATCH, u32::MAX as usize - 1);
+        let capacity = capacity.clamp(SLOT_BATCH, if cfg!(loom) { LOOM_SLOTS } else { u32::MAX as usize - 1 });
+        let region = Cells::reserve(capacity)?;
+        // Slot words are only ever accessed atomically.
+        hg::untracked(region.first(), capacity * std::mem::size_of::<Slot>());
         Ok(HandleTable {
-            region: Region::reserve(capacity * 8)?,
-            sizes: if with_sizes { Some(Region::reserve(capacity * 2)?) } else { None },
+            region,
+            sizes: if with_sizes { Some(Cells::reserve(capacity)?) } else { None },
             capacity,
             grow: Mutex::new(0),
             used: AtomicUsize::new(0),
@@ -225,7 +230,9 @@ impl HandleTable {
     pub fn get(&self, index: u32) -> Option<&Slot> {
         // Acquire: pairs with the Release in `take_batch`, so a slot below the mark
         // is committed.
-        if (index as usize) < self.used.load(Ordering::Acquire) {
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        if (index as usize) < used {
             // SAFETY: below the high-water mark, so committed, zero-initialised and
             // aligned; slots are only accessed atomically.
             Some(unsafe { self.slot_unchecked(index) })
@@ -238,9 +245,8 @@ impl HandleTable {
     /// `index` must be below the high-water mark.
     #[inline]
     pub unsafe fn slot_unchecked(&self, index: u32) -> &Slot {
-        // SAFETY: the caller guarantees the slot is committed; Slot is a transparent
-        // AtomicU64, valid for any bit pattern including the zeros of fresh pages.
-        unsafe { &*(self.region.base() as *const Slot).add(index as usize) }
+        // SAFETY: the caller guarantees the slot is committed.
+        unsafe { self.region.get(index as usize) }
     }
 
     /// Hands out `SLOT_BATCH` never-used slots: returns the first index.
@@ -249,29 +255,29 @@ impl HandleTable {
         if *top + SLOT_BATCH > self.capacity {
             return Err(libc::ENOMEM);
         }
-        // Commits the pages of `region` (entries of `per_page` to a page) that the
-        // batch's entries reach into and earlier batches did not.
-        let commit = |region: &Region, per_page: usize| {
-            let (first_page, last_page) = (top.div_ceil(per_page), (*top + SLOT_BATCH).div_ceil(per_page));
-            if last_page > first_page {
-                region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
-            }
-            Ok::<(), i32>(())
-        };
-        commit(&self.region, SLOTS_PER_PAGE)?;
+        self.region.commit(*top, *top + SLOT_BATCH)?;
         if let Some(sizes) = &self.sizes {
-            commit(sizes, SIZES_PER_PAGE)?;
+            sizes.commit(*top, *top + SLOT_BATCH)?;
         }
         let first = *top as u32;
         *top += SLOT_BATCH;
         // Release: the commit above happens-before any `get` that sees the new mark.
+        hg::happens_before(&self.used);
         self.used.store(*top, Ordering::Release);
         Ok(first)
     }
 
+    /// See `PoolCore::untrack_counters`: the high-water mark is read without the
+    /// growth lock (its edge is declared where it is written and read).
+    pub(crate) fn untrack_counters(&self) {
+        hg::untracked((&self.used as *const AtomicUsize).cast(), std::mem::size_of::<AtomicUsize>());
+    }
+
     /// Slots handed out so far (every index below is a valid `get`).
     pub fn used(&self) -> usize {
-        self.used.load(Ordering::Acquire)
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        used
     }
 
     /// Bytes of metadata the table holds (its committed slots and sizes).
@@ -286,8 +292,8 @@ impl HandleTable {
     unsafe fn size_cell(&self, index: u32) -> &AtomicU16 {
         let sizes = self.sizes.as_ref().expect("a table with sizes");
         // SAFETY: the caller passes an index below the high-water mark, whose size is
-        // committed with its slot (`take_batch`); AtomicU16 is valid for any bits.
-        unsafe { &*(sizes.base() as *const AtomicU16).add(index as usize) }
+        // committed with its slot (`take_batch`).
+        unsafe { sizes.get(index as usize) }
     }
 
     /// The size recorded for slot `index`.
@@ -312,6 +318,97 @@ impl HandleTable {
         // Relaxed: see `size`.
         // SAFETY: caller's contract.
         unsafe { self.size_cell(index) }.store(size as u16, Ordering::Relaxed)
+    }
+}
+
+/// Slots a table holds under loom: a model uses a few objects.
+const LOOM_SLOTS: usize = SLOT_BATCH;
+
+/// An entry of a table array that reads as its zero value in a fresh page.
+///
+/// # Safety
+/// Every bit pattern of all zeros is a valid `Self`, equal to `zero()`.
+unsafe trait Zeroed {
+    /// The value (made explicitly where entries are not raw memory: under loom).
+    #[cfg(loom)]
+    fn zero() -> Self;
+}
+
+// SAFETY: a transparent AtomicU64 (outside loom), valid for any bits.
+unsafe impl Zeroed for Slot {
+    #[cfg(loom)]
+    fn zero() -> Slot {
+        Slot(crate::sync::AtomicU64::new(0))
+    }
+}
+
+// SAFETY: an AtomicU16 is valid for any bits.
+unsafe impl Zeroed for AtomicU16 {
+    #[cfg(loom)]
+    fn zero() -> AtomicU16 {
+        AtomicU16::new(0)
+    }
+}
+
+/// An array of table entries: a reserved region whose pages are committed as the
+/// table grows (their zeros are the entries' initial value); under loom, an array of
+/// entries made up front (loom's atomics cannot live in raw memory).
+struct Cells<T> {
+    #[cfg(not(loom))]
+    region: crate::os::Region,
+    #[cfg(loom)]
+    cells: Box<[T]>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Zeroed> Cells<T> {
+    fn reserve(n: usize) -> Result<Cells<T>, i32> {
+        Ok(Cells {
+            #[cfg(not(loom))]
+            region: crate::os::Region::reserve(n * std::mem::size_of::<T>())?,
+            #[cfg(loom)]
+            cells: (0..n).map(|_| T::zero()).collect(),
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// The first entry's address.
+    fn first(&self) -> *const u8 {
+        #[cfg(not(loom))]
+        return self.region.base();
+        #[cfg(loom)]
+        return self.cells.as_ptr().cast();
+    }
+
+    /// Makes entries `[from, to)` usable: commits the pages they reach into (which
+    /// those below `from` did not).
+    fn commit(&self, from: usize, to: usize) -> Result<(), i32> {
+        #[cfg(not(loom))]
+        {
+            let per_page = PAGE_SIZE / std::mem::size_of::<T>();
+            let (first_page, last_page) = (from.div_ceil(per_page), to.div_ceil(per_page));
+            if last_page > first_page {
+                self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
+            }
+        }
+        #[cfg(loom)]
+        assert!(to <= self.cells.len());
+        let _ = (from, to);
+        Ok(())
+    }
+
+    /// Entry `i`.
+    ///
+    /// # Safety
+    /// Entry `i` has been committed.
+    #[inline]
+    unsafe fn get(&self, i: usize) -> &T {
+        #[cfg(not(loom))]
+        // SAFETY: committed (caller's contract), so mapped readable and writable,
+        // aligned, and zero or written since; any bits are a valid T (`Zeroed`).
+        return unsafe { &*(self.region.base() as *const T).add(i) };
+        #[cfg(loom)]
+        return &self.cells[i];
     }
 }
 

@@ -20,104 +20,92 @@
 //! - `locate` — a dense zspage's objects, found by one pass over the handle table
 //!   (for compaction, migration and the checker).
 //! - `slot`, `handle` — the handle table: a handle names a slot; the slot holds the
-//!   object's location, a generation, and a pin count.
+//!   object's location, a generation, a state and a pin count: readers share an
+//!   object, a writer holds it alone.
 //! - `pool`, `access`, `stats`, `check` — malloc and free under per-class locks;
 //!   reads, writes and maps without locks; statistics; the invariant checker.
 //! - `compact`, `auto` — compaction, and the optional background compactor.
 //! - `scan`, `migrate` — the pfn scanner (classifies frames from their side-table
 //!   words alone) and frame migration: arena defragmentation and adjacency.
 //! - `ffi` — the C ABI, a thin layer over [`Pool`].
+//! - `sync` — where every atomic, lock and the epoch collector come from: loom's
+//!   stand-ins under `--cfg loom`, annotations for helgrind under `--cfg zs_valgrind`.
 //!
 //! ## Lock order
 //!
-//! Pool compaction lock (compaction, defragmentation, adjacency), then one class lock
-//! (the checker takes all, ascending), then the leaf locks (frame source, handle-table
-//! growth). Side-table walkers hold the side table's extent lock (shared), which
-//! shrinking the arena takes exclusively, before the frame lock. Readers, writers and
-//! mappers take no lock at all.
+//! Pool compaction lock (compaction, defragmentation, adjacency, the arena's release),
+//! then the side table's extent lock (held exclusively by a shrink, shared by
+//! side-table walkers, who hold nothing else), then one class lock (the checker takes
+//! all, ascending), then the handle-table growth lock or the frame lock, then the
+//! frame source's retired lock. Readers, writers and mappers take no lock at all.
+//! `pool.rs` says which operation takes which.
 //!
 //! ## The life of a handle
 //!
 //! `malloc` takes a free handle slot of its class and, in the kernel layout, the first
 //! free object of the class's fullest non-full zspage; in the dense layout, the
 //! tightest run of free bytes that fits the object in its lane's zspages. It then
-//! publishes the object's location in the slot. A read,
-//! write or map pins the object with one CAS on the slot (a count, not a guard, so a
-//! mapping can outlive the call); while pinned the object cannot move or be freed, so
-//! its bytes, frames and descriptor stay put without any lock or epoch guard. `free`
-//! pins the object too (which makes its class certain), takes the class lock, and turns
-//! the slot free with a new generation unless someone else pins it (EBUSY). A zspage
-//! whose last object goes gives its frames back to the OS at once and its descriptor to
+//! publishes the object's location in the slot. A read, write or map holds the object
+//! with one CAS on the slot: a read or a read-only mapping pins it (a count, shared
+//! with other readers, so a mapping can outlive the call), a write or a writable
+//! mapping claims it alone (`access.rs` says what is refused when). While held the
+//! object cannot move or be freed, so its bytes, frames and descriptor stay put
+//! without any lock or epoch guard. `free` pins the object too (which makes its class
+//! certain), takes the class lock, and turns the slot free with a new generation
+//! unless someone else holds it (EBUSY). A zspage whose last object goes gives its
+//! frames back at once (to the OS, past a small resident cache) and its descriptor to
 //! crossbeam-epoch, because lock-free walkers of the side table may still be reading
 //! it. Handles carry the pool's tag, the slot's generation and its index, so stale,
 //! foreign and invented handles are refused.
 //!
-//! Pins are kept per object in the handle slot rather than per zspage: `zs_free` must
+//! Holds are kept per object in the handle slot rather than per zspage: `zs_free` must
 //! refuse exactly the objects that are mapped, and compaction then skips only the
-//! pinned objects, not their whole zspage.
+//! held objects, not their whole zspage.
 
 #![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
 
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("zsmalloc needs a 64-bit target: handles are unsigned long");
 
-pub mod slot;
-pub mod sync;
-
-#[cfg(not(loom))]
 mod access;
-#[cfg(not(loom))]
-pub mod auto;
-#[cfg(not(loom))]
+mod auto;
 mod check;
-#[cfg(not(loom))]
-pub mod class;
-#[cfg(not(loom))]
-pub mod compact;
-#[cfg(not(loom))]
-pub mod error;
+mod class;
+mod compact;
+mod error;
+/// The C ABI (`include/zsmalloc.h` is generated from it): `extern "C"` functions, each
+/// `unsafe` with its contract under `# Safety`, and the C structs they take.
 #[cfg(not(loom))]
 pub mod ffi;
-#[cfg(not(loom))]
-pub mod frames;
-#[cfg(not(loom))]
-pub mod handle;
-#[cfg(not(loom))]
+mod frames;
+mod handle;
 mod locate;
-#[cfg(not(loom))]
-pub mod memmap;
-#[cfg(not(loom))]
-pub mod migrate;
-#[cfg(not(loom))]
-pub mod os;
-#[cfg(not(loom))]
-pub mod packed;
-#[cfg(not(loom))]
-pub mod pool;
-#[cfg(not(loom))]
-pub mod scan;
-#[cfg(not(loom))]
-pub mod stats;
-#[cfg(not(loom))]
-pub mod zspage;
+mod memmap;
+mod migrate;
+mod os;
+mod packed;
+mod pool;
+mod scan;
+mod slot;
+mod stats;
+mod sync;
+mod zspage;
 
-#[cfg(not(loom))]
 pub use access::{MapMode, Mapping, ObjRead};
-#[cfg(not(loom))]
 pub use auto::AutoCompact;
-#[cfg(not(loom))]
-pub use class::Layout;
-#[cfg(not(loom))]
+pub use class::{ClassSpec, ClassTable, Layout};
 pub use compact::CompactStats;
-#[cfg(not(loom))]
 pub use error::{Error, Result};
-#[cfg(not(loom))]
 pub use handle::Handle;
-#[cfg(not(loom))]
 pub use migrate::MigrateStats;
-#[cfg(not(loom))]
 pub use pool::{AllocFlags, Config, Pool, PoolCore};
-#[cfg(not(loom))]
 pub use scan::{Census, FrameKind};
-#[cfg(not(loom))]
 pub use stats::{ClassInfo, PoolInfo};
+
+/// What the loom models (`tests/loom.rs`) use beyond the API: the handle slot, whose
+/// protocol they check directly. Not an API; only built under `--cfg loom`.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use crate::slot::{Claim, Slot, SlotError, State, Word};
+}

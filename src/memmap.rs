@@ -29,10 +29,21 @@
 //! Words are written with `Release` when a zspage takes a frame (after its descriptor
 //! is initialised) and cleared when it gives it back; readers load with `Acquire`, so a
 //! non-free word always shows an initialised descriptor.
+//!
+//! # Which words may be read
+//!
+//! The table is committed with the arena and its tail may be unmapped by a shrink
+//! (`FrameSource::shrink`), so reading a word is `unsafe`: the word must stay mapped
+//! while it is read. It does for a frame held by a zspage (a shrink gives back only
+//! frames above every held one), and for any frame below the arena's top while the
+//! reader holds the side table's walk guard, the frame lock or the pool's compaction
+//! lock, each of which keeps a shrink out.
+//!
+//! Under loom the table is an array of loom atomics that knows which of its words are
+//! mapped, and panics on a read of any other: the models find a walker that reads a
+//! word a shrink is giving back.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use crate::os::{Region, PAGE_SIZE};
+use crate::sync::{hg, AtomicUsize, Ordering};
 use crate::zspage::ZsPage;
 
 /// What a frame is, as its side-table word says.
@@ -97,25 +108,26 @@ impl FrameWord {
 
 /// One word per frame of the arena, committed as the arena grows.
 pub struct SideTable {
-    region: Region,
+    words: Words,
 }
 
-/// Words per page of side table: the side table commits in these steps.
-pub const WORDS_PER_PAGE: usize = PAGE_SIZE / std::mem::size_of::<usize>();
+/// Words per page of side table: the side table commits, discards and releases in
+/// these steps. The loom models use pages of four words, to match their commit step
+/// of four frames (`frames.rs`).
+pub const WORDS_PER_PAGE: usize = if cfg!(loom) { 4 } else { crate::os::PAGE_SIZE / std::mem::size_of::<usize>() };
 
 impl SideTable {
     /// Reserves a table for `frames` frames.
     pub fn reserve(frames: usize) -> Result<SideTable, i32> {
-        Ok(SideTable { region: Region::reserve(frames * std::mem::size_of::<usize>())? })
+        Ok(SideTable { words: Words::reserve(frames)? })
     }
 
     /// Makes the words of frames `[from, to)` usable (rounded out to whole pages).
     pub fn commit(&self, from: usize, to: usize) -> Result<(), i32> {
-        let bytes = |f: usize| f * std::mem::size_of::<usize>();
-        let lo = bytes(from) / PAGE_SIZE * PAGE_SIZE;
-        let hi = bytes(to).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let lo = from / WORDS_PER_PAGE * WORDS_PER_PAGE;
+        let hi = (to.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE).min(self.words.len());
         if hi > lo {
-            self.region.commit(lo, hi.min(self.region.size()) - lo)?;
+            self.words.commit(lo, hi)?;
         }
         Ok(())
     }
@@ -123,55 +135,180 @@ impl SideTable {
     /// Discards the words of frames from `from` to `to` (whole pages only): their
     /// pages go back to the OS and read as zero (free) until written again.
     pub fn discard(&self, from: usize, to: usize) {
-        let word = std::mem::size_of::<usize>();
-        let lo = (from * word).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let hi = ((to * word) / PAGE_SIZE * PAGE_SIZE).min(self.region.mapped());
+        let lo = from.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE;
+        let hi = (to / WORDS_PER_PAGE * WORDS_PER_PAGE).min(self.words.mapped());
         if hi > lo {
-            self.region.discard(lo, hi - lo);
+            self.words.discard(lo, hi);
         }
     }
 
     /// Unmaps the words of frames from `from` on (whole pages only: words below
-    /// `from` stay). No one may read them any more (see `FrameSource::walk_guard`).
+    /// `from` stay). No one may read them any more: the caller holds the side table's
+    /// extent lock exclusively (`FrameSource::shrink`).
     pub fn release(&self, from: usize) {
-        let lo = (from * std::mem::size_of::<usize>()).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        self.region.release_tail(lo);
+        self.words.release(from.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE);
     }
 
     /// Maps the words of frames below `to` again after a [`release`](Self::release)
     /// (they become usable with [`commit`](Self::commit)).
     pub fn restore(&self, to: usize) -> Result<(), i32> {
-        self.region.restore_tail((to * std::mem::size_of::<usize>()).min(self.region.size()))
+        self.words.restore(to.min(self.words.len()))
     }
 
     /// Bytes of the table currently mapped.
     pub fn mapped_bytes(&self) -> usize {
-        self.region.mapped()
-    }
-
-    #[inline]
-    fn slot(&self, pfn: u32) -> &AtomicUsize {
-        debug_assert!((pfn as usize) < self.region.size() / std::mem::size_of::<usize>());
-        // SAFETY: callers pass only pfns below the arena's committed top (the frame
-        // source never hands out others, and the scanner stops at the top), whose
-        // words are committed, zero-initialised, aligned, and only ever accessed
-        // atomically.
-        unsafe { &*(self.region.base() as *const AtomicUsize).add(pfn as usize) }
+        self.words.mapped() * std::mem::size_of::<usize>()
     }
 
     /// The word of frame `pfn`.
+    ///
+    /// # Safety
+    /// The word is mapped and stays so during the call (see the module comment: the
+    /// frame is held by a zspage, or it is below the arena's top and the caller holds
+    /// the walk guard, the frame lock or the compaction lock).
     #[inline]
-    pub fn get(&self, pfn: u32) -> FrameWord {
+    pub unsafe fn get(&self, pfn: u32) -> FrameWord {
+        // SAFETY: caller's contract.
+        let w = unsafe { self.words.word(pfn as usize) };
         // Acquire: pairs with the Release in `set`, so the descriptor it names is
         // seen initialised.
-        FrameWord(self.slot(pfn).load(Ordering::Acquire))
+        let word = FrameWord(w.load(Ordering::Acquire));
+        hg::happens_after(w);
+        word
     }
 
     /// Sets the word of frame `pfn`.
+    ///
+    /// # Safety
+    /// As for [`get`](Self::get); moreover the caller holds the lock of the class
+    /// whose zspage takes or gives up the frame (so the word has one writer).
     #[inline]
-    pub fn set(&self, pfn: u32, word: FrameWord) {
+    pub unsafe fn set(&self, pfn: u32, word: FrameWord) {
+        // SAFETY: caller's contract.
+        let w = unsafe { self.words.word(pfn as usize) };
         // Release: publishes the descriptor's initialisation to `get`.
-        self.slot(pfn).store(word.raw(), Ordering::Release)
+        hg::happens_before(w);
+        w.store(word.raw(), Ordering::Release)
+    }
+}
+
+/// The table's memory: a reserved region, a word per frame.
+#[cfg(not(loom))]
+struct Words {
+    region: crate::os::Region,
+}
+
+#[cfg(not(loom))]
+impl Words {
+    const BYTES: usize = std::mem::size_of::<usize>();
+
+    fn reserve(n: usize) -> Result<Words, i32> {
+        let region = crate::os::Region::reserve(n * Self::BYTES)?;
+        // Only ever accessed atomically.
+        hg::untracked(region.base(), n * Self::BYTES);
+        Ok(Words { region })
+    }
+
+    /// Words the reservation holds.
+    fn len(&self) -> usize {
+        self.region.size() / Self::BYTES
+    }
+
+    /// Words from the start that are mapped.
+    fn mapped(&self) -> usize {
+        self.region.mapped() / Self::BYTES
+    }
+
+    fn commit(&self, lo: usize, hi: usize) -> Result<(), i32> {
+        self.region.commit(lo * Self::BYTES, (hi - lo) * Self::BYTES)
+    }
+
+    fn discard(&self, lo: usize, hi: usize) {
+        self.region.discard(lo * Self::BYTES, (hi - lo) * Self::BYTES)
+    }
+
+    fn release(&self, from: usize) {
+        self.region.release_tail(from * Self::BYTES)
+    }
+
+    fn restore(&self, to: usize) -> Result<(), i32> {
+        self.region.restore_tail(to * Self::BYTES)
+    }
+
+    /// # Safety
+    /// Word `i` is committed and stays mapped while the reference is used.
+    #[inline]
+    unsafe fn word(&self, i: usize) -> &AtomicUsize {
+        debug_assert!(i < self.len());
+        // SAFETY: the caller guarantees the word is committed (zero-initialised by the
+        // kernel) and mapped; it is aligned, and only ever accessed atomically.
+        unsafe { &*(self.region.base() as *const AtomicUsize).add(i) }
+    }
+}
+
+/// The table's memory under loom: every word exists, but only those below
+/// `accessible` may be read; a read of another panics, as a read of an unmapped or
+/// uncommitted word would fault.
+#[cfg(loom)]
+struct Words {
+    words: Box<[AtomicUsize]>,
+    /// Words below this are committed and mapped. SeqCst: it stands for the page
+    /// tables, which every thread sees change at once.
+    accessible: AtomicUsize,
+    /// Words below this are mapped (committed or not).
+    mapped: AtomicUsize,
+}
+
+#[cfg(loom)]
+impl Words {
+    fn reserve(n: usize) -> Result<Words, i32> {
+        Ok(Words {
+            words: (0..n).map(|_| AtomicUsize::new(0)).collect(),
+            accessible: AtomicUsize::new(0),
+            mapped: AtomicUsize::new(n),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.words.len()
+    }
+
+    fn mapped(&self) -> usize {
+        self.mapped.load(Ordering::SeqCst)
+    }
+
+    fn commit(&self, lo: usize, hi: usize) -> Result<(), i32> {
+        assert!(hi <= self.mapped(), "commit of unmapped side-table words");
+        assert!(lo <= self.accessible.load(Ordering::SeqCst), "the side table commits from the bottom");
+        self.accessible.fetch_max(hi, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn discard(&self, lo: usize, hi: usize) {
+        for w in &self.words[lo..hi] {
+            // Relaxed: the page's contents simply become zero.
+            w.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn release(&self, from: usize) {
+        self.accessible.fetch_min(from, Ordering::SeqCst);
+        self.mapped.fetch_min(from, Ordering::SeqCst);
+    }
+
+    fn restore(&self, to: usize) -> Result<(), i32> {
+        self.mapped.fetch_max(to, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// # Safety
+    /// None beyond the real table's: a word that is not accessible panics here.
+    unsafe fn word(&self, i: usize) -> &AtomicUsize {
+        assert!(
+            i < self.accessible.load(Ordering::SeqCst),
+            "side-table word {i} read while unmapped or uncommitted (it would fault)"
+        );
+        &self.words[i]
     }
 }
 

@@ -32,7 +32,6 @@
 //! those frames are adjacent in the arena; otherwise every access copies it. Making a
 //! zspage's frames adjacent moves them into a run of adjacent free frames.
 
-use crossbeam_epoch as epoch;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
@@ -43,6 +42,7 @@ use crate::os::{PAGE_SHIFT, PAGE_SIZE};
 use crate::packed::NR_LISTS;
 use crate::pool::PoolCore;
 use crate::slot::Word;
+use crate::sync::{epoch, track_read, track_write, Ordering as SyncOrdering};
 use crate::zspage::ZsPage;
 
 /// What a defragmentation or adjacency pass did.
@@ -59,29 +59,27 @@ pub struct MigrateStats {
 }
 
 impl PoolCore {
-    /// Moves the contents of frame `pfn` into frame `to`, which the caller took from
-    /// the frame source. On success `to` belongs to the zspage and `pfn` is on its way
-    /// back; on error nothing changed and `to` is still the caller's.
+    /// Moves the contents of frame `pfn` into frame `to`. On success `to` belongs to
+    /// the zspage and `pfn` is on its way back; on error nothing changed and `to` is
+    /// still the caller's.
     ///
-    /// Errors: `Busy` when an object in the frame is pinned; `Invalid` when `pfn`
-    /// is not a frame of a zspage (now).
+    /// Errors: `Busy` when an object in the frame is held (mapped, being read or
+    /// written); `Invalid` when `pfn` is not a frame of a zspage (now).
     ///
-    /// In a dense pool this finds the frame's objects by a pass over the handle
-    /// table under the lane lock (about 1.3 ms per million handles, during which the
-    /// lane's malloc and free wait); [`defragment`](Self::defragment) and
-    /// [`make_adjacent`](Self::make_adjacent) share one pass, without the lock, among
-    /// all the frames they move.
-    pub fn migrate_frame(&self, pfn: u32, to: u32) -> Result<()> {
-        self.move_frame(pfn, to, &HashMap::new())
-    }
-
-    /// [`migrate_frame`](Self::migrate_frame), with `known` giving, for dense
-    /// zspages (by address), the slots a pass over the handle table found in them
-    /// (`locate.rs`): those are checked under the lock, and the table is passed over
-    /// again only if they do not account for the whole frame.
-    fn move_frame(&self, pfn: u32, to: u32, known: &HashMap<usize, Vec<u32>>) -> Result<()> {
+    /// `known` gives, for dense zspages (by address), the slots a pass over the handle
+    /// table found in them (`locate.rs`): those are checked under the lock, and the
+    /// table is passed over again, under the lane lock, only if they do not account
+    /// for the whole frame.
+    ///
+    /// # Safety
+    /// `to` is a frame the caller took from the frame source for a migration
+    /// (`take_lowest`, `take_run`) and has not used or given back; `pfn` is below the
+    /// arena's top; the caller holds the pool's compaction lock (so no shrink gives
+    /// either frame's side-table word back meanwhile).
+    unsafe fn move_frame(&self, pfn: u32, to: u32, known: &HashMap<usize, Vec<u32>>) -> Result<()> {
         let guard = epoch::pin();
-        let Some(w) = self.frame_word(pfn) else { return Err(Error::Invalid("pfn above the arena's top")) };
+        // SAFETY: below the top, and the compaction lock keeps a shrink out.
+        let w = unsafe { self.frames.side.get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) {
             return Err(Error::Invalid("frame not in a zspage"));
         }
@@ -93,7 +91,8 @@ impl PoolCore {
         let spec = class.spec;
         let _st = class.state.lock();
         // Under the lock the frame cannot change if it is still this class's: re-read.
-        let w = self.frames.side.get(pfn);
+        // SAFETY: as above.
+        let w = unsafe { self.frames.side.get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge)
             // SAFETY: as above (still under `guard`).
             || unsafe { (*w.zspage()).class } as usize != ci
@@ -157,21 +156,31 @@ impl PoolCore {
                 }
             }
         }
+        let (from_addr, to_addr) = (self.frames.frame_addr(pfn), self.frames.frame_addr(to));
+        track_read(from_addr, PAGE_SIZE);
+        track_write(to_addr, PAGE_SIZE);
         // SAFETY: every object overlapping the frame is claimed and the class lock is
-        // held, so nothing reads or writes either frame; both are committed frames of
-        // the arena and distinct.
-        unsafe { std::ptr::copy_nonoverlapping(self.frames.frame_addr(pfn), self.frames.frame_addr(to), PAGE_SIZE) };
+        // held, so nothing reads or writes frame `pfn`; frame `to` is the caller's,
+        // unused (contract), so no one else touches it; both are committed frames of
+        // the arena (held and taken frames are below the committed top) and distinct.
+        unsafe { std::ptr::copy_nonoverlapping(from_addr, to_addr, PAGE_SIZE) };
         // Relaxed: readers reach `frames[k]` only through an object overlapping frame
         // k, all of which are claimed; the Release of `end_move` below publishes it.
-        zs.frames[k].store(to, Ordering::Relaxed);
-        self.frames.side.set(to, FrameWord::new(w.frame_type(), k, zs));
-        self.frames.side.set(pfn, FrameWord::FREE);
+        zs.frames[k].store(to, SyncOrdering::Relaxed);
+        // SAFETY: both frames are below the top (compaction lock: no shrink), and the
+        // class lock of the zspage that gives one up and takes the other is held.
+        unsafe {
+            self.frames.side.set(to, FrameWord::new(w.frame_type(), k, zs));
+            self.frames.side.set(pfn, FrameWord::FREE);
+        }
         for (idx, c, start) in claimed {
             let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
             // SAFETY: as above.
             unsafe { self.handles.slot_unchecked(idx) }.end_move(c, loc);
         }
-        self.frames.free_deferred(pfn);
+        // Still under the class lock: the checker sees the frame count and the zspage
+        // change together.
+        self.frames.migrated(pfn, to);
         // Relaxed: a statistic.
         self.counters.frames_migrated.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -188,14 +197,18 @@ impl PoolCore {
         // Frames in use at or above `held` need a place below it. Both lists ascend,
         // so frames keep their order: a zspage whose frames were adjacent stays so
         // wherever the targets are adjacent (its straddling objects stay in place).
-        let movers: Vec<u32> =
-            (held as u32..top as u32).filter(|&p| self.frames.side.get(p).frame_type() != FrameType::Free).collect();
+        let movers: Vec<u32> = (held as u32..top as u32)
+            // SAFETY: below the top, and the compaction lock keeps a shrink out.
+            .filter(|&p| unsafe { self.frames.side.get(p) }.frame_type() != FrameType::Free)
+            .collect();
         let known = self.locate_in_frames(&movers);
         let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
         let mut unused = Vec::new();
         for pfn in movers {
             let Some(to) = targets.next() else { break };
-            match self.move_frame(pfn, to, &known) {
+            // SAFETY: `to` was taken above and not used; `pfn` is below the top; the
+            // compaction lock is held.
+            match unsafe { self.move_frame(pfn, to, &known) } {
                 Ok(()) => done.frames_moved += 1,
                 Err(e) => {
                     if e == Error::Busy {
@@ -206,9 +219,9 @@ impl PoolCore {
             }
         }
         unused.extend(targets);
-        self.frames.free(&unused);
+        self.frames.free_taken(&unused);
         self.wait_for_retired_frames();
-        done.frames_released = self.frames.shrink(false);
+        done.frames_released = self.frames.shrink(false).0;
         done
     }
 
@@ -221,9 +234,7 @@ impl PoolCore {
     /// pool), the pool cannot grow past it and malloc fails with `NoMemory`.
     pub fn release_address_space(&self) -> usize {
         let _running = self.compaction.lock();
-        let before = self.frames.mapped_bytes();
-        self.frames.shrink(true);
-        before - self.frames.mapped_bytes()
+        self.frames.shrink(true).1
     }
 
     /// Moves the frames of every zspage whose chain is not contiguous into a run of
@@ -250,7 +261,9 @@ impl PoolCore {
                 let Ok(run) = self.frames.take_run(pfns.len()) else { break };
                 let mut moved = 0;
                 for (&from, &to) in pfns.iter().zip(&run) {
-                    match self.move_frame(from, to, &known) {
+                    // SAFETY: `to` is of the run taken above, not used yet; `from` was
+                    // a zspage's frame, so below the top; the compaction lock is held.
+                    match unsafe { self.move_frame(from, to, &known) } {
                         Ok(()) => moved += 1,
                         Err(e) => {
                             if e == Error::Busy {
@@ -264,7 +277,7 @@ impl PoolCore {
                 if moved == pfns.len() {
                     done.zspages_joined += 1;
                 }
-                self.frames.free(&run[moved..]);
+                self.frames.free_taken(&run[moved..]);
             }
         }
         done
@@ -273,7 +286,7 @@ impl PoolCore {
     /// For a dense pool, the slots of the objects of the zspages that hold `pfns`,
     /// by zspage, from one pass over the handle table (for [`move_frame`]
     /// (Self::move_frame)); empty for the kernel layout, whose zspages list their
-    /// objects.
+    /// objects. The caller holds the compaction lock, and the pfns were below the top.
     fn locate_in_frames(&self, pfns: &[u32]) -> HashMap<usize, Vec<u32>> {
         if !self.dense {
             return HashMap::new();
@@ -282,7 +295,9 @@ impl PoolCore {
         let mut seen: HashSet<usize> = HashSet::new();
         let guard = epoch::pin();
         for &pfn in pfns {
-            let w = self.frames.side.get(pfn);
+            // SAFETY: the pfns were below the top; the caller holds the compaction lock,
+            // so no shrink has lowered it since.
+            let w = unsafe { self.frames.side.get(pfn) };
             if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(w.zspage() as usize) {
                 // SAFETY: a non-free word read under `guard`: the descriptor stays
                 // allocated while the guard lives. Its frames may change before
@@ -306,7 +321,10 @@ impl PoolCore {
             // Pushes this thread's deferred frees to the collector and tries to
             // advance the epoch.
             epoch::pin().flush();
+            #[cfg(not(loom))]
             std::thread::sleep(std::time::Duration::from_micros(50));
+            #[cfg(loom)]
+            crate::sync::yield_now();
         }
     }
 }
@@ -341,15 +359,20 @@ mod tests {
             .collect();
         let slot = |h| p.resolve(h, "test").unwrap().1;
         let (moved, elsewhere) = (objs[20].0, objs[199].0);
-        let zs = p.frames.side.get(pfn_of(&p, moved)).zspage() as usize;
-        assert_ne!(p.frames.side.get(pfn_of(&p, elsewhere)).zspage() as usize, zs);
+        // SAFETY: frames of live objects, held by their zspages.
+        let zs = unsafe { p.frames.side.get(pfn_of(&p, moved)) }.zspage() as usize;
+        // SAFETY: as above.
+        assert_ne!(unsafe { p.frames.side.get(pfn_of(&p, elsewhere)) }.zspage() as usize, zs);
         let lists = [vec![], vec![slot(moved)], vec![slot(elsewhere), slot(moved)]];
         for known in lists {
             let from = pfn_of(&p, moved);
-            let mut to = [0u32];
-            p.frames.alloc(&mut to).unwrap();
-            p.move_frame(from, to[0], &HashMap::from([(zs, known)])).unwrap();
-            assert_eq!(pfn_of(&p, moved), to[0], "the object moved with its frame");
+            let to = p.frames.take_run(1).unwrap()[0];
+            let running = p.compaction.lock();
+            // SAFETY: `to` was just taken for this; `from` holds a live object; the
+            // compaction lock is held.
+            unsafe { p.move_frame(from, to, &HashMap::from([(zs, known)])) }.unwrap();
+            drop(running);
+            assert_eq!(pfn_of(&p, moved), to, "the object moved with its frame");
             p.check().unwrap();
             let mut out = vec![0u8; 4096];
             for (h, data) in &objs {

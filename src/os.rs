@@ -41,7 +41,8 @@ pub struct Region {
 // SAFETY: a Region is a plain address range; all access to its bytes goes through raw
 // pointers whose synchronisation is the responsibility of the layer that owns them.
 unsafe impl Send for Region {}
-// SAFETY: as above; the Region itself has no interior state.
+// SAFETY: as above for the bytes; the Region's own state is `base` and `len`, which
+// never change, and `mapped`, an atomic that only its owner changes, under its lock.
 unsafe impl Sync for Region {}
 
 fn errno() -> i32 {
@@ -145,6 +146,7 @@ impl Region {
     }
 
     /// Length of the reservation in bytes.
+    #[cfg_attr(loom, allow(dead_code))]
     pub fn size(&self) -> usize {
         self.len
     }

@@ -2,17 +2,25 @@
 //!
 //! # Locks, in the order they may be taken
 //!
-//! 1. `compaction` (pool): one compaction at a time.
-//! 2. a class's `state` lock: its fullness lists, its zspages' object lists (free
+//! 1. `compaction` (pool): one compaction, defragmentation, adjacency pass or
+//!    release of the arena at a time.
+//! 2. the side table's extent lock (`frames.rs`): taken shared by side-table walkers
+//!    (the census), holding no other lock, and exclusively by a shrink, under the
+//!    compaction lock; nothing but the frame lock is taken under it.
+//! 3. a class's `state` lock: its fullness lists, its zspages' object lists (free
 //!    space, for the dense layout) and its free-slot list; and the words of the
-//!    slots whose objects are in its zspages, but for pins. malloc and free take
-//!    only the lock of their object's class. The checker takes every class lock, in
-//!    ascending class order.
-//! 3. leaf locks, never held while taking another: the frame source's (taken only
-//!    when a zspage is born or dies) and the handle table's growth lock (taken once
-//!    per [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles).
+//!    slots whose objects are in its zspages, but for holds. malloc and free take
+//!    only the lock of their object's class; compaction and migration one class
+//!    lock at a time. The checker takes every class lock, in ascending class order.
+//! 4. the handle table's growth lock (taken under a class lock once per
+//!    [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles; nothing is taken under
+//!    it), and the frame lock (under a class lock when a zspage is born or dies or a
+//!    frame migrates; under the extent lock in a shrink; alone otherwise).
+//! 5. the frame source's retired lock, under the frame lock or alone (in the epoch
+//!    collector's deferred functions, which may run wherever a guard is pinned and
+//!    so must take no other lock).
 //!
-//! Reads, writes and maps take no lock: they pin the object in its handle slot
+//! Reads, writes and maps take no lock: they hold the object in its handle slot
 //! (`slot.rs`).
 //!
 //! # The life of a handle
@@ -31,20 +39,21 @@
 //! the slot's size, become a hole), and a zspage left empty gives its frames back to
 //! the frame source and its descriptor to the epoch collector.
 
-use crossbeam_epoch as epoch;
-use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::auto::{AutoCompact, AutoCompactor};
+use crate::auto::AutoCompact;
+#[cfg(not(loom))]
+use crate::auto::AutoCompactor;
 use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
 use crate::error::{report_misuse, Error, Result};
-use crate::frames::FrameSource;
+use crate::frames::{Discard, FrameSource};
 use crate::handle::{Handle, HandleTable, PoolId};
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
 use crate::packed::{bucket, bucket_for, Arrivals, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
+use crate::sync::{epoch, hg, Mutex};
 use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
@@ -296,9 +305,12 @@ pub struct PoolCore {
     pub(crate) dense: bool,
 }
 
-/// A zspage taken off its lists under the class lock, to be released after it.
+/// A zspage taken off its lists under the class lock, to be released after it: its
+/// frames are already back in the frame source (what must still go back to the OS is
+/// in `discard`), its descriptor still to be handed to the epoch collector.
 pub(crate) struct Released {
     zs: *mut ZsPage,
+    discard: Discard,
 }
 
 impl PoolCore {
@@ -362,6 +374,21 @@ impl PoolCore {
             compaction: Mutex::new(()),
             dense,
         })
+    }
+
+    /// Tells helgrind (`sync::hg`) that the counters, which are read without locks
+    /// while their writers update them, are only ever accessed atomically. Called once
+    /// the core is in place (in its `Arc`).
+    fn untrack_counters(&self) {
+        let untracked = |a: &AtomicUsize| hg::untracked((a as *const AtomicUsize).cast(), std::mem::size_of_val(a));
+        for c in self.classes.iter() {
+            for a in [&c.live, &c.requested, &c.zspages, &c.entry_bytes] {
+                untracked(a);
+            }
+        }
+        hg::untracked((&self.counters as *const Counters).cast(), std::mem::size_of::<Counters>());
+        self.frames.untrack_counters();
+        self.handles.untrack_counters();
     }
 
     /// The pool's name.
@@ -588,7 +615,9 @@ impl PoolCore {
         for (k, &pfn) in pfns.iter().enumerate() {
             // Release (inside `set`): the descriptor is initialised before its frames
             // name it.
-            self.frames.side.set(pfn, FrameWord::new(ty, k, zs));
+            // SAFETY: a frame just allocated to this zspage (held, committed), under
+            // the lock of its class.
+            unsafe { self.frames.side.set(pfn, FrameWord::new(ty, k, zs)) };
         }
         // SAFETY: fresh descriptor of this class, on no list; lock held.
         unsafe { st.push(zs, if self.dense { TOP_BUCKET } else { GROUP_EMPTY }) };
@@ -596,53 +625,51 @@ impl PoolCore {
         Ok(zs)
     }
 
-    /// Takes an empty zspage off its list and clears its frames' side-table words;
-    /// [`release`](Self::release) finishes after the class lock is dropped.
+    /// Takes an empty zspage off its list, clears its frames' side-table words and
+    /// gives the frames back to the frame source (all under the class lock, so that
+    /// the checker, holding every class lock, finds the frames counted held exactly
+    /// in the zspages on the lists); [`release`](Self::release) finishes after the
+    /// class lock is dropped.
     ///
     /// # Safety
     /// `zs` is a live, empty zspage of class `ci`, whose lock `st` is.
     pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
+        let mut pfns = [0u32; MAX_CHAIN];
         // SAFETY: caller's contract.
-        unsafe {
+        let n = unsafe {
             debug_assert!(if self.dense { (*zs).state().ext().is_empty() } else { (*zs).state().inuse == 0 });
             st.unlink(zs);
-            for pfn in (*zs).frame_list() {
+            for (k, pfn) in (*zs).frame_list().enumerate() {
+                // SAFETY: a frame of this zspage, still held, whose class lock we hold.
                 self.frames.side.set(pfn, FrameWord::FREE);
+                pfns[k] = pfn;
             }
             if self.dense {
                 bump(&self.classes[ci].entry_bytes, -((*zs).state().body_bytes() as isize));
             }
-        }
+            (*zs).nframes as usize
+        };
         bump(&self.classes[ci].zspages, -1);
-        Released { zs }
+        // No object lives in these frames and no holder can reach them: frames are
+        // touched only through a held slot, and the zspage has no object left.
+        let discard = self.frames.free(&pfns[..n]);
+        Released { zs, discard }
     }
 
-    /// Gives a retired zspage's frames back and its descriptor to the epoch collector.
+    /// Returns a retired zspage's frames to the OS (those the hot list did not keep)
+    /// and its descriptor to the epoch collector. Takes no class lock.
     pub(crate) fn release(&self, r: Released) {
-        let mut pfns = [0u32; MAX_CHAIN];
-        // SAFETY: a retired descriptor is off every list and no slot locates into it,
-        // so no one but this function touches it; it stays allocated until deferred.
-        let n = unsafe {
-            let zs = &*r.zs;
-            for (k, pfn) in zs.frame_list().enumerate() {
-                pfns[k] = pfn;
-            }
-            zs.nframes as usize
-        };
-        // No object lives in these frames and no pinned reader can reach them: frames
-        // are touched only through a pinned LIVE slot. They can go back at once.
-        self.frames.free(&pfns[..n]);
+        self.frames.discard(r.discard);
         let guard = epoch::pin();
         let d = DeferredFree(r.zs);
-        // SAFETY: the descriptor is unreachable from the side table (words cleared)
-        // and the class lists; lock-free walkers that loaded a word before it was
-        // cleared hold an epoch guard, so destruction waits for them.
-        unsafe {
-            guard.defer_unchecked(move || {
-                let d = d;
-                drop(Box::from_raw(d.0));
-            })
-        };
+        guard.defer(move || {
+            let d = d;
+            // SAFETY: the descriptor came from Box::into_raw and is unreachable from
+            // the side table (words cleared) and the class lists; lock-free walkers
+            // that loaded a word before it was cleared hold an epoch guard, so this
+            // runs after them, once.
+            drop(unsafe { Box::from_raw(d.0) });
+        });
     }
 
     /// Frees the object. Refused with `Busy` while it is mapped or being read.
@@ -656,7 +683,8 @@ impl PoolCore {
             }
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
-        let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+        // SAFETY: our pin keeps the object's frame held by its zspage.
+        let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
         let zs = fw.zspage() as *mut ZsPage;
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
@@ -731,8 +759,9 @@ impl PoolCore {
     /// varying length (compressed data) needs no length table of its own. The pin
     /// keeps the object in place while its size is read: beside its slot in the dense
     /// layout (no lock), in its zspage's entry under the class lock in the kernel's.
+    /// `Busy` while the object is mapped writable, as for any shared hold.
     pub fn obj_size(&self, h: Handle) -> Result<usize> {
-        let pin = self.pin(h, "zs_obj_size")?;
+        let pin = self.pin_shared(h, "zs_obj_size")?;
         // A dense pin's usable bytes are the object's size; a kernel-layout pin's are
         // its class's slot.
         let size = if self.dense {
@@ -740,7 +769,9 @@ impl PoolCore {
         } else {
             // SAFETY: slots live as long as the pool, and this one is pinned by us.
             let loc = unsafe { pin.slot().as_ref() }.load().loc();
-            let fw = self.frames.side.get((loc >> PAGE_SHIFT) as u32);
+            // SAFETY: the object is pinned, so its frame is held by its zspage and its
+            // side-table word is committed.
+            let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
             let zs = fw.zspage() as *mut ZsPage;
             // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
             let ci = unsafe { (*zs).class } as usize;
@@ -783,6 +814,7 @@ impl std::fmt::Debug for PoolCore {
 /// automatic compactor's thread when one is configured.
 pub struct Pool {
     // Declared first: dropped (the thread stopped and joined) before the core.
+    #[cfg(not(loom))]
     auto: Option<AutoCompactor>,
     core: Arc<PoolCore>,
 }
@@ -796,17 +828,26 @@ impl Pool {
     /// A pool with `config`.
     pub fn with_config(name: &str, config: &Config) -> Result<Pool> {
         let core = Arc::new(PoolCore::build(name, config)?);
+        core.untrack_counters();
+        #[cfg(not(loom))]
         let auto = if config.auto_compact.is_on() {
             Some(AutoCompactor::start(core.clone(), config.auto_compact).map_err(|_| Error::NoMemory)?)
         } else {
             None
         };
-        Ok(Pool { auto, core })
+        Ok(Pool {
+            #[cfg(not(loom))]
+            auto,
+            core,
+        })
     }
 
     /// Whether an automatic compactor runs for this pool.
     pub fn auto_compacting(&self) -> bool {
-        self.auto.is_some()
+        #[cfg(not(loom))]
+        return self.auto.is_some();
+        #[cfg(loom)]
+        return false;
     }
 }
 

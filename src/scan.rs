@@ -9,11 +9,14 @@
 //! the word's index) and re-reads the word when the frame changed; a frame that keeps
 //! changing is counted as in transit, never misread. Every frame has order 0: the scan
 //! steps by one and never infers the extent of a run from a word.
+//!
+//! The walk holds the side table's walk guard from before it reads the top to its
+//! end, so a shrink that gives the table's tail back waits for it (and a walk that
+//! starts after the shrink reads the lowered top).
 
-use crossbeam_epoch as epoch;
-
-use crate::memmap::{FrameType, FrameWord};
+use crate::memmap::FrameType;
 use crate::pool::PoolCore;
+use crate::sync::epoch;
 
 /// Frames between renewals of the scanner's epoch guard.
 pub const REPIN_EVERY: u32 = 1024;
@@ -59,8 +62,9 @@ pub struct Census {
 }
 
 impl PoolCore {
-    /// Visits every frame below the arena's top in pfn order.
-    pub fn scan_frames(&self, mut f: impl FnMut(u32, FrameKind)) {
+    /// Visits every frame below the arena's top in pfn order. `f` runs under the walk
+    /// guard, so it must not call anything that takes it (a census, a shrink).
+    pub(crate) fn scan_frames(&self, mut f: impl FnMut(u32, FrameKind)) {
         // The side table's extent stays mapped for the walk (a shrink waits for it).
         let _extent = self.frames.walk_guard();
         let top = self.frames.top() as u32;
@@ -76,7 +80,9 @@ impl PoolCore {
     /// Classifies one frame (see the module comment).
     fn classify(&self, pfn: u32, _guard: &epoch::Guard) -> FrameKind {
         for _ in 0..RETRIES {
-            let w = self.frames.side.get(pfn);
+            // SAFETY: `pfn` is below the top read under the walk guard, which the
+            // caller (`scan_frames`) still holds, so its word stays mapped.
+            let w = unsafe { self.frames.side.get(pfn) };
             let ty = w.frame_type();
             if ty == FrameType::Free {
                 return FrameKind::Free;
@@ -94,7 +100,8 @@ impl PoolCore {
             };
             // Consistent: the descriptor lists this pfn at the word's index, and the word
             // did not change meanwhile.
-            if listed && self.frames.side.get(pfn) == w {
+            // SAFETY: as above.
+            if listed && unsafe { self.frames.side.get(pfn) } == w {
                 let class_index = self.classes[class].spec.index;
                 return match ty {
                     FrameType::Huge => FrameKind::Huge { class_index },
@@ -131,9 +138,11 @@ impl PoolCore {
         c
     }
 
-    /// The side-table word of a frame (for tests and tools).
-    pub fn frame_word(&self, pfn: u32) -> Option<FrameWord> {
-        let _extent = self.frames.walk_guard();
-        ((pfn as usize) < self.frames.top()).then(|| self.frames.side.get(pfn))
+    /// What every frame below the arena's top is, in pfn order (one walk, as
+    /// [`census`](Self::census) counts them).
+    pub fn frame_kinds(&self) -> Vec<FrameKind> {
+        let mut kinds = Vec::new();
+        self.scan_frames(|_, kind| kinds.push(kind));
+        kinds
     }
 }

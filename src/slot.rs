@@ -1,53 +1,74 @@
 //! The handle slot: one 64-bit word per handle, and the lock-free protocol on it that
 //! lets readers, writers and mappers work without any lock while free and compaction
-//! change the object under the class lock.
+//! change the object under the class lock, and that keeps readers and writers of one
+//! object apart.
 //!
 //! # The word
 //!
 //! ```text
 //!  63        48 47  46 45     37 36                                   0
 //! +------------+------+---------+--------------------------------------+
-//! | generation | state|  pins   | location (LIVE, MOVING) / next free  |
+//! | generation | state|  pins   | location (LIVE, ...) / next free     |
 //! +------------+------+---------+--------------------------------------+
 //! ```
 //!
 //! - generation (16 bits): bumped on every free; a handle carries the generation it
 //!   was issued with, so a stale handle is refused until the slot has been reused 2^16
 //!   times.
-//! - state: FREE (in a class's free-slot list), LIVE, or MOVING (compaction is copying
-//!   the object).
-//! - pins (9 bits): how many reads, writes and mappings are using the object now.
+//! - state (2 bits, all four values used):
+//!   - FREE: in a class's free-slot list (or never used);
+//!   - LIVE: holds an object, which `pins` readers share (0 or more);
+//!   - COPYING: one party copies the object's bytes, alone, for a bounded time (one
+//!     object copy of at most 4 KiB): compaction or migration moving it, a write, or a
+//!     read that found no other reader;
+//!   - WRITER: a writable mapping holds the object, alone, for as long as its owner
+//!     keeps it.
+//! - pins (9 bits): how many readers share a LIVE object (shared mappings, reads in
+//!   progress, and a free checking that no one else does); 0 in every other state.
 //! - location (37 bits): the object's byte offset in the arena (pfn * 4096 + offset in
 //!   frame), so a pool's arena is at most 128 GiB; for a FREE slot, the index of the
 //!   next free slot of its class.
 //!
 //! # The protocol
 //!
-//! A pin is a count in the slot, not a guard: it is taken with one CAS from a LIVE word
-//! of the expected generation, and while it is held the object can be neither freed
-//! (free refuses with EBUSY) nor moved (compaction's CAS to MOVING needs zero pins).
-//! Its location is therefore stable, and so is the zspage and frame it points into:
-//! a zspage is released only when its last object is gone. Readers need no lock and no
-//! epoch guard to use the object's bytes.
+//! Whoever holds the object (a pin, a copy claim or a writer claim) has taken it with
+//! one CAS from a LIVE word of the expected generation, and while it is held the object
+//! can be neither freed (free refuses with EBUSY) nor moved (compaction's claim needs a
+//! LIVE word without pins). Its location is therefore stable, and so is the zspage and
+//! frame it points into: a zspage is released only when its last object is gone. The
+//! holder needs no lock and no epoch guard to use the object's bytes.
 //!
-//! - `pin`: CAS `LIVE(g, p, loc)` -> `LIVE(g, p+1, loc)`, Acquire on success: pairs
-//!   with the Release that made the word LIVE, so the bytes stored by malloc's caller
-//!   before it shared the handle, or by compaction's copy, are visible. A MOVING word
-//!   is waited out (one object copy).
-//! - `unpin`: `fetch_sub` one pin, Release: the caller's writes to the object
-//!   happen-before whatever next takes the word (compaction's copy, free).
+//! Readers share, writers are alone: a writer claim (COPYING for a write, WRITER for a
+//! writable mapping) needs a LIVE word without pins, and no pin is granted while a
+//! writer holds the word. Who meets a COPYING word waits it out (one object copy);
+//! who meets a pinned word when it needs to be alone, or a WRITER word, is refused
+//! (`Busy`) at once: a pin or a writable mapping may be held for as long as its owner
+//! likes, possibly by the very thread that asks.
+//!
+//! - `pin` (a shared mapping, a read kept across calls, the freer's check): CAS
+//!   `LIVE(g, p, loc)` -> `LIVE(g, p+1, loc)`, Acquire on success: pairs with the
+//!   Release that made the word LIVE, so the bytes stored by malloc's caller before it
+//!   shared the handle, by compaction's copy or by the last writer, are visible.
+//! - `unpin`: `fetch_sub` one pin, Release: the reader's accesses to the object
+//!   happen-before whatever next takes the word alone (a copy, a writer, free).
+//! - `claim_copy` (a write, or a read that wants the object alone if no one shares
+//!   it): CAS `LIVE(g, 0, loc)` -> `COPYING(g, loc)`, Acquire; `end_copy` stores
+//!   `LIVE(g, 0, loc)`, Release: publishes what was written to the next holder.
+//! - `claim_writer` / `end_writer`: the same with WRITER, for a writable mapping.
 //! - `free`: the freer pins the object like a reader (so its class and zspage are
 //!   certain before it takes the class lock), then CASes `LIVE(g, 1, loc)` ->
 //!   `FREE(g+1, next)`, AcqRel; with any other pin it is refused (EBUSY), the freer
 //!   unpins, and nothing changes.
-//! - `begin_move` / `end_move`: CAS `LIVE(g, 0, loc)` -> `MOVING(g, 0, loc)`, Acquire
-//!   (the last unpinner's writes are visible to the copy); then a Release store of
+//! - `begin_move` / `end_move`: compaction's and migration's copy claim, under the
+//!   class lock: CAS `LIVE(g, 0, loc)` -> `COPYING(g, loc)`, Acquire (the last
+//!   holder's writes are visible to the copy); then a Release store of
 //!   `LIVE(g, 0, new_loc)`, publishing the copy.
 //!
-//! Free, moves and the free-slot list are serialised by the class lock; `pin` and
-//! `unpin` race with all of them and the CASes decide.
+//! Free, moves and the free-slot list are serialised by the class lock; pins and
+//! claims race with all of them and the CASes decide. A COPYING or WRITER word is
+//! written back only by its claimant: no one else changes it while it is held.
 
-use crate::sync::{backoff, AtomicU64, Ordering};
+use crate::sync::{backoff, hg, AtomicU64, Ordering};
 
 /// Bits of the location field.
 pub const LOC_BITS: u32 = 37;
@@ -60,6 +81,7 @@ const GEN_SHIFT: u32 = 48;
 const LOC_MASK: u64 = (1 << LOC_BITS) - 1;
 const PIN_ONE: u64 = 1 << PIN_SHIFT;
 const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << PIN_SHIFT;
+const STATE_MASK: u64 = 0b11 << STATE_SHIFT;
 /// Most pins one object can carry at once.
 pub const MAX_PINS: u64 = (1 << PIN_BITS) - 1;
 /// Largest arena location a slot can hold.
@@ -70,10 +92,12 @@ pub const MAX_LOC: u64 = LOC_MASK;
 pub enum State {
     /// In a free-slot list (or never used).
     Free = 0,
-    /// Holds a live object.
+    /// Holds a live object, shared by `pins` readers.
     Live = 1,
-    /// Compaction is copying the object.
-    Moving = 2,
+    /// One party copies the object alone, for one object copy.
+    Copying = 2,
+    /// A writable mapping holds the object alone.
+    Writer = 3,
 }
 
 /// A decoded slot word.
@@ -93,6 +117,11 @@ impl Word {
         Word(((gen as u64) << GEN_SHIFT) | next)
     }
 
+    /// This word in state `state` (its other fields unchanged).
+    fn with_state(self, state: State) -> Word {
+        Word((self.0 & !STATE_MASK) | ((state as u64) << STATE_SHIFT))
+    }
+
     /// The generation.
     pub fn gen(self) -> u16 {
         (self.0 >> GEN_SHIFT) as u16
@@ -100,10 +129,11 @@ impl Word {
 
     /// The state.
     pub fn state(self) -> State {
-        match (self.0 >> STATE_SHIFT) & 0b11 {
+        match (self.0 & STATE_MASK) >> STATE_SHIFT {
             0 => State::Free,
             1 => State::Live,
-            _ => State::Moving,
+            2 => State::Copying,
+            _ => State::Writer,
         }
     }
 
@@ -112,9 +142,14 @@ impl Word {
         (self.0 & PIN_MASK) >> PIN_SHIFT
     }
 
-    /// The location (LIVE, MOVING) or next free slot (FREE).
+    /// The location (an object's word) or next free slot (FREE).
     pub fn loc(self) -> u64 {
         self.0 & LOC_MASK
+    }
+
+    /// Whether someone holds the object: pinned, being copied, or mapped writable.
+    pub fn held(self) -> bool {
+        self.state() != State::Live || self.pins() != 0
     }
 }
 
@@ -123,10 +158,20 @@ impl Word {
 pub enum SlotError {
     /// Wrong generation or not live: a stale or invented handle.
     Stale,
-    /// Pinned: the object is mapped or being read or written.
+    /// Held by someone the caller cannot share it with: pinned by readers when the
+    /// caller needs it alone, or mapped writable.
     Busy,
     /// The pin count is saturated.
     TooManyPins,
+}
+
+/// How a copy claim holds its object (see [`Slot::claim_copy`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Alone (COPYING): end it with [`Slot::end_copy`].
+    Alone(Word),
+    /// Shared with other readers (a pin): end it with [`Slot::unpin`].
+    Shared(u64),
 }
 
 /// One handle slot.
@@ -134,22 +179,26 @@ pub enum SlotError {
 pub struct Slot(pub AtomicU64);
 
 impl Slot {
-    /// A never-used slot.
+    /// A slot holding `w`.
     #[cfg(loom)]
     pub fn new(w: Word) -> Slot {
         Slot(AtomicU64::new(w.0))
     }
 
-    /// The current word. Acquire: a LIVE location seen here has its object's
+    /// The current word. Acquire: a location seen here has its object's
     /// initialisation visible (pairs with the Release that stored it).
     #[inline]
     pub fn load(&self) -> Word {
-        Word(self.0.load(Ordering::Acquire))
+        let w = Word(self.0.load(Ordering::Acquire));
+        hg::happens_after(&self.0);
+        w
     }
 
-    /// Pins the object of generation `gen`; returns its location.
-    #[inline]
-    pub fn pin(&self, gen: u16) -> Result<u64, SlotError> {
+    /// Takes the object of generation `gen` from a LIVE word with `step`, which gives
+    /// the new word or refuses; waits out a COPYING word. Acquire on success: see the
+    /// module comment.
+    #[inline(always)]
+    fn take(&self, gen: u16, step: impl Fn(Word) -> Result<Word, SlotError>) -> Result<Word, SlotError> {
         let mut spins = 0;
         // Relaxed: only a guess for the CAS below, whose Acquire is what counts.
         let mut w = Word(self.0.load(Ordering::Relaxed));
@@ -159,31 +208,91 @@ impl Slot {
             }
             match w.state() {
                 State::Free => return Err(SlotError::Stale),
-                State::Moving => {
-                    // Compaction holds the word for one object copy.
+                State::Copying => {
+                    // Its claimant holds the word for one object copy.
                     backoff(&mut spins);
                     w = Word(self.0.load(Ordering::Relaxed));
                     continue;
                 }
+                State::Writer => return Err(SlotError::Busy),
                 State::Live => {}
             }
-            if w.pins() == MAX_PINS {
-                return Err(SlotError::TooManyPins);
-            }
+            let new = step(w)?;
             // Acquire on success: see the module comment.
-            match self.0.compare_exchange_weak(w.0, w.0 + PIN_ONE, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return Ok(w.loc()),
+            match self.0.compare_exchange_weak(w.0, new.0, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => {
+                    hg::happens_after(&self.0);
+                    return Ok(w);
+                }
                 Err(now) => w = Word(now),
             }
         }
+    }
+
+    /// Pins the object of generation `gen`, shared with other readers; returns its
+    /// location.
+    #[inline]
+    pub fn pin(&self, gen: u16) -> Result<u64, SlotError> {
+        let w =
+            self.take(
+                gen,
+                |w| if w.pins() == MAX_PINS { Err(SlotError::TooManyPins) } else { Ok(Word(w.0 + PIN_ONE)) },
+            )?;
+        Ok(w.loc())
     }
 
     /// Drops one pin taken by [`pin`](Self::pin).
     #[inline]
     pub fn unpin(&self) {
         // Release: the pinner's accesses to the object happen-before the next owner's.
+        hg::happens_before(&self.0);
         let old = Word(self.0.fetch_sub(PIN_ONE, Ordering::Release));
         debug_assert!(old.pins() > 0 && old.state() == State::Live);
+    }
+
+    /// Claims the object of generation `gen` for one copy of its bytes. With `share`
+    /// (a read), an object other readers pin is pinned too; otherwise (a write) it is
+    /// refused with `Busy`. Alone, the claim must be ended with
+    /// [`end_copy`](Self::end_copy) after one object copy: other parties wait for it.
+    #[inline]
+    pub fn claim_copy(&self, gen: u16, share: bool) -> Result<Claim, SlotError> {
+        let w = self.take(gen, |w| match w.pins() {
+            0 => Ok(w.with_state(State::Copying)),
+            _ if !share => Err(SlotError::Busy),
+            MAX_PINS => Err(SlotError::TooManyPins),
+            _ => Ok(Word(w.0 + PIN_ONE)),
+        })?;
+        Ok(if w.pins() == 0 { Claim::Alone(w) } else { Claim::Shared(w.loc()) })
+    }
+
+    /// Ends a claim taken alone by [`claim_copy`](Self::claim_copy).
+    #[inline]
+    pub fn end_copy(&self, claimed: Word) {
+        debug_assert_eq!(self.load(), claimed.with_state(State::Copying));
+        // Release: publishes the bytes written under the claim to the next holder.
+        hg::happens_before(&self.0);
+        self.0.store(claimed.0, Ordering::Release);
+    }
+
+    /// Claims the object of generation `gen` for a writable mapping: refused with
+    /// `Busy` while anyone else holds it. Returns its location.
+    #[inline]
+    pub fn claim_writer(&self, gen: u16) -> Result<u64, SlotError> {
+        let w =
+            self.take(gen, |w| if w.pins() == 0 { Ok(w.with_state(State::Writer)) } else { Err(SlotError::Busy) })?;
+        Ok(w.loc())
+    }
+
+    /// Ends a writable mapping begun by [`claim_writer`](Self::claim_writer).
+    #[inline]
+    pub fn end_writer(&self) {
+        // Relaxed: no one but the mapping's owner changes a WRITER word, so this is
+        // the word it claimed; the store below is what publishes.
+        let w = Word(self.0.load(Ordering::Relaxed));
+        debug_assert_eq!(w.state(), State::Writer);
+        // Release: publishes the bytes written through the mapping to the next holder.
+        hg::happens_before(&self.0);
+        self.0.store(w.with_state(State::Live).0, Ordering::Release);
     }
 
     /// Frees the object of generation `gen`, which the caller has pinned once itself,
@@ -203,34 +312,42 @@ impl Slot {
             let new = Word::free(gen.wrapping_add(1), next);
             // AcqRel: Acquire for the last other unpinner's writes; Release so that the
             // free-list link and the generation are published together.
+            hg::happens_before(&self.0);
             match self.0.compare_exchange(w.0, new.0, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    hg::happens_after(&self.0);
+                    return Ok(());
+                }
                 Err(now) => w = Word(now),
             }
         }
     }
 
-    /// Claims the object for moving if nothing pins it. Caller holds the class lock.
+    /// Claims the object for moving if no one holds it. Caller holds the class lock.
     pub fn begin_move(&self) -> Option<Word> {
         let w = Word(self.0.load(Ordering::Relaxed));
-        if w.state() != State::Live || w.pins() != 0 {
+        if w.held() {
             return None;
         }
-        let moving = Word((w.0 & !(0b11 << STATE_SHIFT)) | ((State::Moving as u64) << STATE_SHIFT));
-        // Acquire: the last unpinner's writes to the object are visible to the copy.
-        self.0.compare_exchange(w.0, moving.0, Ordering::Acquire, Ordering::Relaxed).ok().map(|_| w)
+        // Acquire: the last holder's writes to the object are visible to the copy.
+        let claimed =
+            self.0.compare_exchange(w.0, w.with_state(State::Copying).0, Ordering::Acquire, Ordering::Relaxed);
+        hg::happens_after(&self.0);
+        claimed.ok().map(|_| w)
     }
 
     /// Ends a move begun by [`begin_move`](Self::begin_move): the object is at `loc`.
     pub fn end_move(&self, claimed: Word, loc: u64) {
-        // Release: publishes the copied bytes to the next pinner.
+        // Release: publishes the copied bytes to the next holder.
+        hg::happens_before(&self.0);
         self.0.store(Word::live(claimed.gen(), loc).0, Ordering::Release);
     }
 
-    /// Writes a word with no concurrent pinner possible (a FREE slot being linked,
+    /// Writes a word with no concurrent holder possible (a FREE slot being linked,
     /// or a LIVE word being installed by malloc). Release: publishes the object
     /// location (and, for malloc, the zspage state behind it).
     pub fn set(&self, w: Word) {
+        hg::happens_before(&self.0);
         self.0.store(w.0, Ordering::Release);
     }
 }
@@ -258,13 +375,43 @@ mod tests {
         s.unpin();
         s.unpin();
         let claimed = s.begin_move().unwrap();
-        assert_eq!(s.load().state(), State::Moving);
+        assert_eq!(s.load().state(), State::Copying);
         s.end_move(claimed, 8192);
         assert_eq!(s.pin(5), Ok(8192));
         assert_eq!(s.free_pinned(5, 9), Ok(()));
         assert_eq!(s.load(), Word::free(6, 9));
         assert_eq!(s.pin(5), Err(SlotError::Stale), "double free");
         assert_eq!(s.pin(6), Err(SlotError::Stale), "a free slot cannot be pinned");
+    }
+
+    #[test]
+    fn readers_share_writers_are_alone() {
+        let s = Slot(AtomicU64::new(Word::live(1, 64).0));
+        // A read with no other reader holds the object alone, and gives it back LIVE.
+        let Claim::Alone(w) = s.claim_copy(1, true).unwrap() else { panic!("no reader: alone") };
+        assert_eq!(s.load().state(), State::Copying);
+        assert!(s.begin_move().is_none(), "a copy in progress is not moved");
+        s.end_copy(w);
+        assert_eq!(s.load(), Word::live(1, 64));
+        // With a reader holding a pin, a read shares it and a write is refused.
+        s.pin(1).unwrap();
+        assert_eq!(s.claim_copy(1, true), Ok(Claim::Shared(64)));
+        s.unpin();
+        assert_eq!(s.claim_copy(1, false), Err(SlotError::Busy), "a write while a reader pins");
+        assert_eq!(s.claim_writer(1), Err(SlotError::Busy), "a writable mapping while a reader pins");
+        s.unpin();
+        // A writable mapping refuses every other holder, and ends LIVE as it began.
+        s.claim_writer(1).unwrap();
+        assert_eq!(s.load().state(), State::Writer);
+        assert_eq!(s.pin(1), Err(SlotError::Busy));
+        assert_eq!(s.claim_copy(1, true), Err(SlotError::Busy));
+        assert_eq!(s.claim_copy(1, false), Err(SlotError::Busy));
+        assert_eq!(s.claim_writer(1), Err(SlotError::Busy));
+        assert!(s.begin_move().is_none());
+        assert_eq!(s.pin(0), Err(SlotError::Stale), "the generation is checked first");
+        s.end_writer();
+        assert_eq!(s.load(), Word::live(1, 64));
+        assert!(s.begin_move().is_some());
     }
 
     #[test]

@@ -55,7 +55,8 @@ pub struct ClassInfo {
     pub pages_per_zspage: usize,
     /// Objects per zspage (a dense lane: 0, objects of any size share zspages).
     pub objs_per_zspage: usize,
-    /// Zspages per fullness group: 0%, 1-10%, ..., 91-99%, 100% (a dense lane: of
+    /// Zspages per fullness group: 0%, above 0 and under 10%, 10-19%, ..., 90-99%,
+    /// 100% (whole percents, rounded down; a dense lane: of
     /// its bytes taken by objects).
     pub zspages: [u64; NR_GROUPS],
     /// Slots in the class's zspages (a dense lane: its live objects).

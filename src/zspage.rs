@@ -21,14 +21,15 @@
 //! is protected by the class lock.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::sync::{hg, AtomicU32, Ordering};
 
 use crate::class::MAX_CHAIN;
 use crate::os::PAGE_SHIFT;
 use crate::packed::Extents;
 
-/// Number of fullness groups: 0%, 1-10%, ..., 91-99%, 100% (the kernel's ten-percent
-/// buckets, `ZS_INUSE_RATIO_0` .. `ZS_INUSE_RATIO_100`).
+/// Number of fullness groups: 0%, under 10%, 10-19%, ..., 90-99%, 100% (the kernel's
+/// ten-percent buckets, `ZS_INUSE_RATIO_0` .. `ZS_INUSE_RATIO_100`).
 pub const NR_GROUPS: usize = 12;
 /// Group of empty zspages.
 pub const GROUP_EMPTY: usize = 0;
@@ -138,7 +139,7 @@ impl ZsPage {
             )
         };
         let pfns = std::array::from_fn(|k| AtomicU32::new(frames.get(k).copied().unwrap_or(0)));
-        Box::new(ZsPage {
+        let zs = Box::new(ZsPage {
             class: class as u16,
             nframes: frames.len() as u8,
             frames: pfns,
@@ -150,7 +151,11 @@ impl ZsPage {
                 next: std::ptr::null_mut(),
                 body,
             }),
-        })
+        });
+        // The frame list is read without locks (the scanner) while migration writes
+        // it: only ever accessed atomically.
+        hg::untracked(zs.frames.as_ptr().cast(), std::mem::size_of_val(&zs.frames));
+        zs
     }
 
     /// The pfn of frame `k` of the chain.
@@ -188,6 +193,13 @@ impl ZsPage {
     /// Bytes of metadata a kernel-layout descriptor of `objs` objects holds.
     pub fn meta_bytes(objs: usize) -> usize {
         std::mem::size_of::<ZsPage>() + objs * std::mem::size_of::<ObjMeta>()
+    }
+}
+
+impl Drop for ZsPage {
+    fn drop(&mut self) {
+        // The memory goes back to the heap, for any use.
+        hg::tracked(self.frames.as_ptr().cast(), std::mem::size_of_val(&self.frames));
     }
 }
 

@@ -189,7 +189,7 @@ fn stress_compaction_beside_every_operation() {
                                 let (h, _, s) = live[i];
                                 seed += 1;
                                 let mut m = p.map(h, MapMode::WriteOnly).unwrap();
-                                m.as_mut_slice()[..s].copy_from_slice(&pattern(seed, s));
+                                m.as_mut_slice().unwrap()[..s].copy_from_slice(&pattern(seed, s));
                                 live[i].1 = seed;
                             }
                             _ if !live.is_empty() => {

@@ -1,19 +1,27 @@
-//! Loom models of the handle slot protocol (`src/slot.rs`): every interleaving of a
-//! few threads is explored, and loom's cells report any unsynchronised access to the
-//! object's bytes. Run with `make test-loom` (RUSTFLAGS="--cfg loom").
+//! Loom models: every interleaving of a few threads is explored (up to
+//! `LOOM_MAX_PREEMPTIONS` preemptions), and loom reports any unsynchronised access it
+//! can see. Run with `make test-loom` (RUSTFLAGS="--cfg loom").
 //!
-//! The object's bytes live at one of two locations, modelled as loom cells; the class
-//! lock that serialises free and moves is a loom mutex. What must hold: a reader that
-//! pins sees the object's current bytes and never races with a copy, a free or the
-//! reuse of the memory; a free never frees a pinned object; nothing is lost. The last
-//! model is dense compaction's pass over the slots without the lane lock
-//! (`src/locate.rs`): it must miss no object of the zspages it drains.
+//! Two kinds of model:
+//!
+//! - The handle slot's protocol (`src/slot.rs`), on the library's own `Slot`, with the
+//!   object's bytes as loom cells: a reader that pins sees the object's current bytes
+//!   and never races with a copy, a write, a free or the reuse of the memory; a
+//!   writable mapping is never shared; a free never frees a held object.
+//! - Whole pools, built by the library itself on loom's stand-ins (`src/sync.rs`): the
+//!   side table is an array of loom atomics that panics on a read of a word a shrink
+//!   has given back, the locks are loom's, the epoch collector runs deferred frees
+//!   once no guard is held, and every access to a frame's bytes is reported to a loom
+//!   cell of that frame. The models call the library's functions: a census against a
+//!   release of the arena, a defragmentation against readers, a writer and a census,
+//!   a free against a migration.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use zsmalloc::slot::{Slot, SlotError, State, Word};
+use zsmalloc::__loom::{Claim, Slot, SlotError, State, Word};
+use zsmalloc::{AllocFlags, Config, Error, FrameKind, Handle, Layout, Pool};
 
 struct Model {
     slot: Slot,
@@ -39,6 +47,7 @@ fn model(word: Word, at0: u64) -> Arc<Model> {
 fn read(m: &Model, gen: u16) -> Option<u64> {
     match m.slot.pin(gen) {
         Ok(loc) => {
+            // SAFETY: pinned: no writer, mover or freer touches the bytes.
             let v = m.mem[loc as usize].with(|p| unsafe { *p });
             m.slot.unpin();
             Some(v)
@@ -48,11 +57,38 @@ fn read(m: &Model, gen: u16) -> Option<u64> {
     }
 }
 
+/// A one-copy read, as `Pool::read` does it: alone if no one else reads.
+fn read_once(m: &Model, gen: u16) -> Result<u64, SlotError> {
+    let claim = m.slot.claim_copy(gen, true)?;
+    let loc = match claim {
+        Claim::Alone(w) => w.loc(),
+        Claim::Shared(loc) => loc,
+    };
+    // SAFETY: claimed: no writer, mover or freer touches the bytes.
+    let v = m.mem[loc as usize].with(|p| unsafe { *p });
+    match claim {
+        Claim::Alone(w) => m.slot.end_copy(w),
+        Claim::Shared(_) => m.slot.unpin(),
+    }
+    Ok(v)
+}
+
+/// A one-copy write, as `Pool::write` does it.
+fn write_once(m: &Model, gen: u16, v: u64) -> Result<(), SlotError> {
+    let Claim::Alone(w) = m.slot.claim_copy(gen, false)? else { panic!("a write is never shared") };
+    // SAFETY: claimed alone.
+    m.mem[w.loc() as usize].with_mut(|p| unsafe { *p = v });
+    m.slot.end_copy(w);
+    Ok(())
+}
+
 /// Compaction: under the class lock, claim, copy from 0 to 1, publish.
 fn migrate(m: &Model) -> bool {
     let _g = m.class_lock.lock().unwrap();
     let Some(claimed) = m.slot.begin_move() else { return false };
+    // SAFETY: claimed: no one else touches either place.
     let v = m.mem[0].with(|p| unsafe { *p });
+    // SAFETY: as above.
     m.mem[1].with_mut(|p| unsafe { *p = v });
     m.slot.end_move(claimed, 1);
     true
@@ -65,6 +101,7 @@ fn free(m: &Model, gen: u16) -> Result<(), SlotError> {
     let _g = m.class_lock.lock().unwrap();
     match m.slot.free_pinned(gen, 0) {
         Ok(()) => {
+            // SAFETY: freed: no one can reach the bytes any more.
             m.mem[loc as usize].with_mut(|p| unsafe { *p = 0xDEAD });
             Ok(())
         }
@@ -98,9 +135,8 @@ fn a_free_racing_the_migration_of_the_same_object() {
         let mover = thread::spawn(move || migrate(&m2));
         let freed = free(&m, 0);
         mover.join().unwrap();
-        // The free either went through (the object was not pinned by anyone else) or
-        // was refused because the mover's claim... cannot pin: the mover never pins,
-        // so the free always succeeds, before or after the move.
+        // The mover never pins (a pin waits out its claim), so the free always
+        // succeeds, before or after the move.
         assert_eq!(freed, Ok(()));
         let w = m.slot.load();
         assert_eq!((w.state(), w.gen()), (State::Free, 1));
@@ -138,6 +174,7 @@ fn release_of_a_zspage_while_a_reader_holds_a_pin() {
         let loc = m.slot.pin(0).unwrap(); // a mapping held by this thread
         let m2 = m.clone();
         let freer = thread::spawn(move || free(&m2, 0));
+        // SAFETY: pinned.
         let v = m.mem[loc as usize].with(|p| unsafe { *p });
         assert_eq!(v, 42);
         m.slot.unpin();
@@ -157,6 +194,7 @@ fn malloc_publication_and_free_racing_compaction() {
         let m2 = m.clone();
         let maker = thread::spawn(move || {
             let _g = m2.class_lock.lock().unwrap();
+            // SAFETY: not yet published: no one else can reach the bytes.
             m2.mem[0].with_mut(|p| unsafe { *p = 7 });
             m2.slot.set(Word::live(0, 0));
         });
@@ -172,104 +210,94 @@ fn malloc_publication_and_free_racing_compaction() {
     });
 }
 
-/// Frame migration in miniature: the object lives in frame 0 (mem[0]); migration
-/// claims it, copies the frame to frame 1, rewrites the descriptor's frame entry and
-/// both side-table words, and publishes the new location. A reader and a scanner race
-/// with it; loom reports any unsynchronised access to the frames' bytes.
-struct Frames {
-    m: Arc<Model>,
-    /// Side-table words of frames 0 and 1: 1 = in the zspage, 0 = free.
-    side: [loom::sync::atomic::AtomicU64; 2],
-    /// The descriptor's entry for the frame: which pfn holds it.
-    desc_frame: loom::sync::atomic::AtomicU64,
-}
-
-fn frames() -> Arc<Frames> {
-    use loom::sync::atomic::AtomicU64;
-    Arc::new(Frames {
-        m: model(Word::live(0, 0), 42),
-        side: [AtomicU64::new(1), AtomicU64::new(0)],
-        desc_frame: AtomicU64::new(0),
-    })
-}
-
-fn migrate_frame(f: &Frames) -> bool {
-    use loom::sync::atomic::Ordering::*;
-    let _g = f.m.class_lock.lock().unwrap();
-    let Some(claimed) = f.m.slot.begin_move() else { return false };
-    let v = f.m.mem[0].with(|p| unsafe { *p });
-    f.m.mem[1].with_mut(|p| unsafe { *p = v });
-    f.desc_frame.store(1, Relaxed);
-    f.side[1].store(1, Release);
-    f.side[0].store(0, Release);
-    f.m.slot.end_move(claimed, 1);
-    true
-}
-
-/// The scanner's rule: a frame is in use when its word says so, the descriptor lists
-/// it, and the word did not change meanwhile; otherwise it is free or in transit.
-fn scan(f: &Frames) -> [Option<bool>; 2] {
-    use loom::sync::atomic::Ordering::*;
-    let mut out = [None, None];
-    for pfn in 0..2u64 {
-        let w = f.side[pfn as usize].load(Acquire);
-        out[pfn as usize] = if w == 0 {
-            Some(false)
-        } else if f.desc_frame.load(Relaxed) == pfn && f.side[pfn as usize].load(Acquire) == w {
-            Some(true)
-        } else {
-            None // in transit
+#[test]
+fn a_write_and_a_one_copy_read_wait_for_each_other_and_never_overlap() {
+    // The cell reports any overlap; the read sees one whole value; the write is never
+    // refused (it waits out the read's copy).
+    model_with_spins(|| {
+        let m = model(Word::live(0, 0), 1);
+        let writer = {
+            let m = m.clone();
+            thread::spawn(move || write_once(&m, 0, 2))
         };
-    }
-    out
+        let seen = read_once(&m, 0).unwrap();
+        assert!(seen == 1 || seen == 2);
+        assert_eq!(writer.join().unwrap(), Ok(()), "a write waits out a copy, it is not refused");
+        assert_eq!(read_once(&m, 0), Ok(2));
+        assert_eq!(m.slot.load(), Word::live(0, 0));
+    });
 }
 
 #[test]
-fn a_scan_and_a_migration_racing_a_read_on_the_same_frame() {
+fn two_writes_wait_for_each_other_and_never_overlap() {
+    model_with_spins(|| {
+        let m = model(Word::live(0, 0), 1);
+        let writer = {
+            let m = m.clone();
+            thread::spawn(move || write_once(&m, 0, 2))
+        };
+        assert_eq!(write_once(&m, 0, 3), Ok(()));
+        assert_eq!(writer.join().unwrap(), Ok(()));
+        let v = read_once(&m, 0).unwrap();
+        assert!(v == 2 || v == 3, "one write wholly after the other");
+        assert_eq!(m.slot.load(), Word::live(0, 0));
+    });
+}
+
+#[test]
+fn a_writable_mapping_is_never_shared() {
+    // A writable mapping on one thread; a read-only mapping, a write and a one-copy
+    // read on another. Each of those either is refused (Busy) or runs wholly before
+    // or after the writable mapping, which the cell checks.
     loom::model(|| {
-        let f = frames();
-        let f2 = f.clone();
-        let mover = thread::spawn(move || migrate_frame(&f2));
-        let f3 = f.clone();
-        let scanner = thread::spawn(move || scan(&f3));
-        assert_eq!(read(&f.m, 0), Some(42));
-        let moved = mover.join().unwrap();
-        let seen = scanner.join().unwrap();
-        // A frame the scanner calls in use was, at that moment, the object's frame:
-        // before the move only frame 0 can be, after it only frame 1.
-        if !moved {
-            assert_ne!(seen[1], Some(true));
+        let m = model(Word::live(0, 0), 1);
+        let other = {
+            let m = m.clone();
+            thread::spawn(move || {
+                let mut done = 0;
+                if let Ok(loc) = m.slot.pin(0) {
+                    // SAFETY: a read-only mapping: pinned, shared with readers only.
+                    let v = m.mem[loc as usize].with(|p| unsafe { *p });
+                    assert!(v == 1 || v == 5, "a whole value");
+                    m.slot.unpin();
+                    done += 1;
+                }
+                match write_once(&m, 0, 9) {
+                    Ok(()) => done += 1,
+                    Err(e) => assert_eq!(e, SlotError::Busy),
+                }
+                match read_once(&m, 0) {
+                    Ok(_) => done += 1,
+                    Err(e) => assert_eq!(e, SlotError::Busy),
+                }
+                done
+            })
+        };
+        match m.slot.claim_writer(0) {
+            Ok(loc) => {
+                assert_eq!(m.slot.pin(0), Err(SlotError::Busy), "no second mapping beside a writer");
+                assert_eq!(m.slot.claim_writer(0), Err(SlotError::Busy));
+                // SAFETY: the writable mapping holds the object alone.
+                m.mem[loc as usize].with_mut(|p| unsafe { *p = 5 });
+                m.slot.end_writer();
+            }
+            Err(e) => assert_eq!(e, SlotError::Busy, "refused while the other thread reads it"),
         }
-        assert!(seen.iter().any(|s| *s != Some(false)) || moved, "the object's frame is never seen free-only");
-        assert_eq!(read(&f.m, 0), Some(42));
+        other.join().unwrap();
+        let w = m.slot.load();
+        assert_eq!((w.state(), w.pins()), (State::Live, 0), "every hold ended");
     });
 }
 
-#[test]
-fn a_migration_racing_a_free_on_the_same_frame() {
-    loom::model(|| {
-        let f = frames();
-        let f2 = f.clone();
-        let mover = thread::spawn(move || migrate_frame(&f2));
-        let freed = free(&f.m, 0);
-        mover.join().unwrap();
-        assert_eq!(freed, Ok(()));
-        assert_eq!(read(&f.m, 0), None);
-        // Exactly one frame is the zspage's afterwards.
-        use loom::sync::atomic::Ordering::Relaxed;
-        assert_eq!(f.side[0].load(Relaxed) + f.side[1].load(Relaxed), 1);
-    });
-}
-
-/// Dense compaction's pass over the handle table (`src/locate.rs`) in miniature. The
-/// lane's zspage Z (location 0) is drained under the lane lock; the slots are then
-/// read without the lock, and the objects found in Z are moved (to location 1) under
-/// the lock again, each after checking its slot still locates into Z. A malloc and a
-/// free of the lane race with it. What must hold: the pass misses no object of Z
-/// (malloc places nothing in a drained zspage), and a slot freed meanwhile is not
-/// moved: Z ends empty unless an object in it was pinned.
 #[test]
 fn compactions_pass_over_the_slots_misses_no_object_of_a_drained_zspage() {
+    // Dense compaction's pass over the handle table (`src/locate.rs`) in miniature. The
+    // lane's zspage Z (location 0) is drained under the lane lock; the slots are then
+    // read without the lock, and the objects found in Z are moved (to location 1)
+    // under the lock again, each after checking its slot still locates into Z. A
+    // malloc and a free of the lane race with it. What must hold: the pass misses no
+    // object of Z (malloc places nothing in a drained zspage), and a slot freed
+    // meanwhile is not moved: Z ends empty unless an object in it was pinned.
     const Z: u64 = 0;
     struct Lane {
         drained: bool,
@@ -329,5 +357,178 @@ fn compactions_pass_over_the_slots_misses_no_object_of_a_drained_zspage() {
         maker.join().unwrap();
         freer.join().unwrap();
         assert!(s.slots.iter().all(|sl| sl.load().state() == State::Free || sl.load().loc() != Z || pinned));
+    });
+}
+
+/// Runs a model whose paths are longer than loom's default bound allows: threads that
+/// spin (yielding) while another holds a word, or pools built by the library, which
+/// do hundreds of loom operations before the threads start.
+fn model_with_spins(f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.max_branches = 100_000;
+    b.check(f);
+}
+
+// ---------------------------------------------------------------------------------
+// Whole pools: the library's own functions on loom's stand-ins.
+
+fn model_pools(f: impl Fn() + Sync + Send + 'static) {
+    model_with_spins(f)
+}
+
+/// Contents of version `v` of a one-frame object.
+fn page(v: u8) -> Vec<u8> {
+    (0..4096u32).map(|i| (i as u8).wrapping_mul(31) ^ v).collect()
+}
+
+/// A dense pool whose arena grew to 8 frames (two zspages of 4 frames, one 4096-byte
+/// object per frame) and whose upper zspage has died: its frames are free, so a
+/// release of the arena lowers the top to 4 and gives back the side table's words
+/// from 4 on. Returns the pool and the live objects.
+fn pool_with_a_free_upper_half() -> (Pool, Vec<Handle>) {
+    let p =
+        Pool::with_config("loom", &Config { max_pages: 16, chain_size: 4, layout: Layout::Dense, ..Config::default() })
+            .unwrap();
+    let hs: Vec<Handle> = (0..8).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
+    for h in &hs[4..] {
+        p.free(*h).unwrap();
+    }
+    (p, hs[..4].to_vec())
+}
+
+#[test]
+fn a_census_racing_the_release_of_the_arena_reads_no_word_given_back() {
+    // The census walks the side table up to the top it read; the release lowers the
+    // top and unmaps the table above it. Without the walk guard's exclusion, loom
+    // finds the census reading word 4..7 after the release gave it back (the stand-in
+    // panics where the real table would fault).
+    model_pools(|| {
+        let (p, _live) = pool_with_a_free_upper_half();
+        let p = Arc::new(p);
+        let releaser = {
+            let p = p.clone();
+            thread::spawn(move || p.release_address_space())
+        };
+        let c = p.census();
+        assert!(c.top == 4 || c.top == 8, "the top before or after the release: {}", c.top);
+        assert_eq!((c.zspage, c.transit), (4, 0), "the four live frames, nothing changing");
+        assert_eq!(c.free, c.top - 4);
+        assert!(releaser.join().unwrap() > 0, "the arena's tail was released");
+        assert_eq!(p.census().top, 4);
+        p.check().unwrap();
+    });
+}
+
+/// A kernel-layout pool with one live one-frame object (the huge class) in frame 1
+/// and frame 0 free, so a defragmentation moves it to frame 0.
+fn pool_with_a_movable_frame() -> (Pool, Handle) {
+    let p = Pool::with_config("loom", &Config { max_pages: 8, layout: Layout::Kernel, ..Config::default() }).unwrap();
+    let size = p.huge_class_size();
+    let a = p.malloc(size, AllocFlags::default()).unwrap();
+    let b = p.malloc(size, AllocFlags::default()).unwrap();
+    p.write(b, &page(1)[..size]).unwrap();
+    p.free(a).unwrap();
+    (p, b)
+}
+
+/// Builds a pool with a movable frame (above), runs `other` on a new thread and `this`
+/// on this one, joins, and checks the pool; returns the pool, the object and what
+/// `other` returned.
+fn race_on_a_movable_frame<R: Send + 'static>(
+    other: fn(&Pool, Handle) -> R,
+    this: impl FnOnce(&Pool, Handle),
+) -> (Arc<Pool>, Handle, R) {
+    let (p, h) = pool_with_a_movable_frame();
+    let p = Arc::new(p);
+    let t = {
+        let p = p.clone();
+        thread::spawn(move || other(&p, h))
+    };
+    this(&p, h);
+    let r = t.join().unwrap();
+    p.check().unwrap();
+    (p, h, r)
+}
+
+#[test]
+fn a_defragmentation_racing_a_reader_of_the_frame_it_moves() {
+    // The frame holding the object moves while another thread reads the object (one
+    // copy): every access to either frame's bytes is checked against the copy, the
+    // reader sees the object's bytes wherever they are, and the move either happens or
+    // finds the object held (it skips it, it does not wait).
+    model_pools(|| {
+        let (_, _, moved) = race_on_a_movable_frame(
+            |p, _| p.defragment(),
+            |p, h| {
+                let mut out = vec![0u8; p.huge_class_size()];
+                p.read(h, &mut out).unwrap();
+                assert!(out == page(1)[..out.len()]);
+            },
+        );
+        assert_eq!(moved.frames_moved + moved.frames_busy, 1);
+    });
+}
+
+#[test]
+fn a_defragmentation_racing_a_writer_of_the_frame_it_moves() {
+    // As above with a write: it lands before the copy (and moves with the frame) or
+    // after it (in the new frame); it is never lost.
+    model_pools(|| {
+        let (p, h, _) =
+            race_on_a_movable_frame(|p, _| p.defragment(), |p, h| p.write(h, &page(2)[..p.huge_class_size()]).unwrap());
+        let mut out = vec![0u8; p.huge_class_size()];
+        p.read(h, &mut out).unwrap();
+        assert!(out == page(2)[..out.len()], "the write survived the move");
+    });
+}
+
+#[test]
+fn a_census_racing_a_defragmentation_sees_the_frame_in_one_place() {
+    // The scanner reads each frame's word and its descriptor without any lock while
+    // migration rewrites both: a frame is counted in its zspage, free, or in transit,
+    // and the live frame is never counted in both places.
+    let huge = |kinds: &[FrameKind]| kinds.iter().filter(|k| matches!(k, FrameKind::Huge { .. })).count();
+    model_pools(move || {
+        let (p, _, _) = race_on_a_movable_frame(
+            |p, _| p.defragment(),
+            |p, _| {
+                let kinds = p.frame_kinds();
+                // Seen before the move, after it, or (between its two word updates)
+                // in transit or not at all; never in both frames.
+                assert!(huge(&kinds) <= 1, "the live frame counted twice: {kinds:?}");
+            },
+        );
+        assert_eq!(huge(&p.frame_kinds()), 1);
+    });
+}
+
+#[test]
+fn a_free_racing_a_defragmentation_of_its_frame() {
+    // The object is freed while its frame moves: the free waits out the move or the
+    // move finds the frame gone; either way the pool ends empty and sound.
+    model_pools(|| {
+        let (p, h, _) = race_on_a_movable_frame(|p, _| p.defragment(), |p, h| assert_eq!(p.free(h), Ok(())));
+        assert_eq!(p.total_pages(), 0);
+        assert!(matches!(p.free(h), Err(Error::Invalid(_))), "a freed handle is stale");
+    });
+}
+
+#[test]
+fn the_checker_passes_while_a_zspage_dies() {
+    // The free of a zspage's last object retires it under its class lock and gives
+    // its frames back after: the checker, at any point, sees a sound pool.
+    model_pools(|| {
+        let (_, _, freed) = race_on_a_movable_frame(|p, h| p.free(h), |p, _| assert_eq!(p.check(), Ok(())));
+        assert_eq!(freed, Ok(()));
+    });
+}
+
+#[test]
+fn the_checker_passes_while_a_defragmentation_takes_and_moves_frames() {
+    // Defragmentation takes a free frame (counted as taken), moves the object's frame
+    // into it, retires the old frame through the epoch and shrinks the arena; the
+    // checker, which does not take the compaction lock, sees a sound pool throughout.
+    model_pools(|| {
+        race_on_a_movable_frame(|p, _| p.defragment(), |p, _| assert_eq!(p.check(), Ok(())));
     });
 }

@@ -65,31 +65,43 @@ fn run(layout: Layout, ops: Vec<Op>) {
             Op::Write(i, seed) if !live.is_empty() => {
                 let i = i % live.len();
                 if maps.iter().any(|(j, _)| *j == i) {
-                    continue; // a mapped object is written through its mapping
+                    // A mapped object is written through its mapping, never beside it.
+                    assert_eq!(p.write(live[i].0, &[1]), Err(Error::Busy));
+                    continue;
                 }
                 let (h, s, ref mut data) = live[i];
                 *data = pattern(seed, s);
                 p.write(h, data).unwrap();
             }
-            Op::Read(i) if !live.is_empty() && !writing(&maps, i % live.len()) => {
+            Op::Read(i) if !live.is_empty() => {
                 let (h, s, ref data) = live[i % live.len()];
                 let mut out = vec![0u8; s];
+                if writing(&maps, i % live.len()) {
+                    assert_eq!(p.read(h, &mut out), Err(Error::Busy), "read while mapped writable");
+                    continue;
+                }
                 p.read(h, &mut out).unwrap();
                 assert_eq!(&out, data);
             }
-            Op::ReadBegin(i) if !live.is_empty() && !writing(&maps, i % live.len()) => {
+            Op::ReadBegin(i) if !live.is_empty() => {
                 let (h, s, ref data) = live[i % live.len()];
                 let mut local = vec![0u8; s];
+                if writing(&maps, i % live.len()) {
+                    assert_eq!(p.read_begin(h, s, &mut local).err(), Some(Error::Busy), "read while mapped writable");
+                    continue;
+                }
                 let r = p.read_begin(h, s, &mut local).unwrap();
                 assert_eq!(&*r, &data[..]);
             }
             Op::Map(i, mode) if !live.is_empty() => {
                 let i = i % live.len();
-                if maps.iter().any(|(j, _)| *j == i) {
+                let mode = [MapMode::ReadWrite, MapMode::ReadOnly, MapMode::WriteOnly][mode as usize];
+                // Read-only mappings share an object; a writable one holds it alone.
+                if maps.iter().any(|(j, m)| *j == i && (m.mode() != MapMode::ReadOnly || mode != MapMode::ReadOnly)) {
+                    assert_eq!(p.map(live[i].0, mode).err(), Some(Error::Busy), "a second mapping beside a writer");
                     continue;
                 }
                 let (h, s, ref mut data) = live[i];
-                let mode = [MapMode::ReadWrite, MapMode::ReadOnly, MapMode::WriteOnly][mode as usize];
                 let mut m = p.map(h, mode).unwrap();
                 if mode != MapMode::WriteOnly {
                     assert_eq!(&m[..s], &data[..]);
@@ -99,7 +111,9 @@ fn run(layout: Layout, ops: Vec<Op>) {
                     for (k, b) in data.iter_mut().enumerate() {
                         *b = b.wrapping_add(k as u8 | 1);
                     }
-                    m.as_mut_slice()[..s].copy_from_slice(data);
+                    m.as_mut_slice().unwrap()[..s].copy_from_slice(data);
+                } else {
+                    assert!(m.as_mut_slice().is_err(), "a read-only mapping is not writable");
                 }
                 maps.push((i, m));
             }

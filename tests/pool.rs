@@ -37,7 +37,7 @@ fn every_size_round_trips_through_both_generations() {
             for b in data.iter_mut() {
                 *b = b.wrapping_add(1);
             }
-            m.as_mut_slice()[..data.len()].copy_from_slice(data);
+            m.as_mut_slice().unwrap()[..data.len()].copy_from_slice(data);
             drop(m);
             let mut out = vec![0u8; data.len()];
             p.read(*h, &mut out).unwrap();
@@ -54,18 +54,63 @@ fn every_size_round_trips_through_both_generations() {
 }
 
 #[test]
-fn read_only_mapping_of_a_copied_object_discards_writes() {
+fn read_only_mappings_are_not_writable_and_share_the_object() {
     let p = pool(Layout::Kernel);
     let (straddler, _) = make_split_zspage(&p);
     let data = pattern(1, 40);
     p.write(straddler, &data).unwrap();
+    // In place or copied, a read-only mapping hands out no writable bytes: another
+    // read-only mapping of the object may be open.
     let mut m = p.map(straddler, MapMode::ReadOnly).unwrap();
     assert!(m.is_copy());
-    m.as_mut_slice()[0] ^= 0xFF;
-    drop(m);
+    let mut other = p.map(straddler, MapMode::ReadOnly).unwrap();
+    assert_eq!(m.as_mut_slice(), Err(Error::Invalid("a read-only mapping is not writable")));
+    assert!(other.as_mut_slice().is_err());
+    assert_eq!(&m[..40], &data[..]);
+    assert_eq!(&other[..40], &data[..]);
+    // Nor may anyone write the object meanwhile.
+    assert_eq!(p.write(straddler, &[0]), Err(Error::Busy));
+    assert_eq!(p.map(straddler, MapMode::ReadWrite).err(), Some(Error::Busy));
+    drop((m, other));
     let mut out = vec![0u8; 40];
     p.read(straddler, &mut out).unwrap();
-    assert_eq!(out, data, "RO: writes to the copy are lost at unmap");
+    assert_eq!(out, data);
+}
+
+#[test]
+fn a_writable_mapping_holds_its_object_alone() {
+    for layout in [Layout::Dense, Layout::Kernel] {
+        let p = pool(layout);
+        let h = p.malloc(100, AllocFlags::default()).unwrap();
+        let g = p.malloc(100, AllocFlags::default()).unwrap();
+        p.write(h, &pattern(7, 100)).unwrap();
+        let misuse = p.info().misuse_events;
+        for mode in [MapMode::ReadWrite, MapMode::WriteOnly] {
+            let mut m = p.map(h, mode).unwrap();
+            // Every other access to the object is refused, on this thread too: none
+            // waits (it would wait for ever here).
+            let mut out = [0u8; 100];
+            let mut local = [0u8; 100];
+            assert_eq!(p.read(h, &mut out), Err(Error::Busy));
+            assert_eq!(p.read_begin(h, 100, &mut local).err(), Some(Error::Busy));
+            assert_eq!(p.write(h, &out), Err(Error::Busy));
+            for other in [MapMode::ReadOnly, MapMode::ReadWrite, MapMode::WriteOnly] {
+                assert_eq!(p.map(h, other).err(), Some(Error::Busy), "{other:?} beside {mode:?}");
+            }
+            // Other objects are untouched by it.
+            p.write(g, &out).unwrap();
+            m.as_mut_slice().unwrap()[..100].copy_from_slice(&pattern(8, 100));
+            drop(m);
+            p.read(h, &mut out).unwrap();
+            assert_eq!(out[..], pattern(8, 100)[..]);
+            p.write(h, &pattern(7, 100)).unwrap();
+        }
+        // Refusals for being held are not misuse (only a free of a held object is).
+        assert_eq!(p.info().misuse_events, misuse);
+        let _m = p.map(h, MapMode::ReadWrite).unwrap();
+        assert_eq!(p.free(h), Err(Error::Busy));
+        assert_eq!(p.info().misuse_events, misuse + 1);
+    }
 }
 
 /// Builds a zspage of the kernel layout's 48-byte class (3 frames, 256 objects) on

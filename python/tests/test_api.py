@@ -356,8 +356,28 @@ def test_sixteen_mappings_on_one_thread(pool, rng):
 def test_same_object_mapped_twice(pool):
     h = pool.malloc(32)
     pool.write(h, b"z" * 32)
+    # Read-only mappings share the object; beside them, no one may write it.
     with pool.map(h, "ro") as a, pool.map(h, "ro") as b:
         assert bytes(a) == bytes(b) == b"z" * 32
+        for mode in ("rw", "wo"):
+            with pytest.raises(zsmalloc.BusyError):
+                with pool.map(h, mode):
+                    pass
+        with pytest.raises(zsmalloc.BusyError):
+            pool.write(h, b"y")
+    # A writable mapping holds the object alone, refusing this thread too.
+    with pool.map(h, "rw") as w:
+        for mode in ("ro", "rw", "wo"):
+            with pytest.raises(zsmalloc.BusyError):
+                with pool.map(h, mode):
+                    pass
+        with pytest.raises(zsmalloc.BusyError):
+            pool.read(h, 1)
+        with pytest.raises(zsmalloc.BusyError):
+            pool.write(h, b"y")
+        w[0:1] = b"w"
+    assert pool.read(h, 32) == b"w" + b"z" * 31
+    assert pool.info()["misuse_events"] == 0, "refusals for a held object are not misuse"
     pool.free(h)
 
 
