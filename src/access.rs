@@ -238,14 +238,16 @@ impl PoolCore {
         // SAFETY: the object is held, so its frame is held by its zspage.
         let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
         let zs = fw.zspage();
-        let usable = if self.dense {
-            // SAFETY: `resolve` checked the index; a dense pool's table keeps sizes,
-            // and the hold keeps this one fixed (Acquire in the claim made it visible).
-            unsafe { self.handles.size(idx) }
-        } else {
-            // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
-            let class = unsafe { (*zs).class } as usize;
-            self.classes[class].spec.usable()
+        // SAFETY: `resolve` checked the index. The hold keeps a size beside the slot
+        // fixed (the Acquire in the claim made it visible).
+        let usable = match unsafe { self.handles.size(idx) } {
+            // The dense layout's objects take exactly their size.
+            Some(size) => size,
+            None => {
+                // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
+                let class = unsafe { (*zs).class } as usize;
+                self.classes[class].spec.usable()
+            }
         };
         Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), release, usable })
     }

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::compact::freeable;
 use crate::error::{Error, Result};
 use crate::pool::PoolCore;
 #[cfg(not(loom))]
@@ -119,7 +118,7 @@ pub(crate) fn run_once(core: &PoolCore, cfg: &AutoCompact) -> usize {
         if budget == 0 {
             break;
         }
-        if freeable(core, ci) >= cfg.threshold_pages {
+        if core.freeable(ci) >= cfg.threshold_pages {
             let n = core.compact_class(ci, budget).pages_freed;
             freed += n;
             budget = budget.saturating_sub(n);
@@ -166,7 +165,7 @@ mod tests {
         for h in hs.iter().step_by(2) {
             p.free(*h).unwrap();
         }
-        let freeable: usize = (0..p.classes.len()).map(|ci| freeable(&p, ci)).sum();
+        let freeable: usize = (0..p.classes.len()).map(|ci| p.freeable(ci)).sum();
         assert!(freeable > 10);
         // A threshold above what any class could free: nothing happens.
         let high = AutoCompact { threshold_pages: freeable + 1, interval_ms: 1, max_pages_per_sec: 0 };

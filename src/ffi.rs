@@ -57,7 +57,7 @@ pub const ZS_NR_FULLNESS_GROUPS: usize = 12;
 // The header is generated from this file alone, so its constants are literals; these
 // tie them to the definitions they restate.
 const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::class::MAX_ALLOC_SIZE);
-const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::zspage::NR_GROUPS);
+const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::kernel::NR_GROUPS);
 const _: () = assert!(ZS_ALLOC_NOGROW == AllocFlags::NOGROW.0);
 const _: () = assert!(ZS_MAX_CLASSES >= 255, "the kernel layout's full table has 255 classes");
 

@@ -286,38 +286,34 @@ impl HandleTable {
         self.used().div_ceil(SLOTS_PER_PAGE) * PAGE_SIZE + sizes
     }
 
-    /// # Safety
-    /// As for [`size`](Self::size).
-    #[inline]
-    unsafe fn size_cell(&self, index: u32) -> &AtomicU16 {
-        let sizes = self.sizes.as_ref().expect("a table with sizes");
-        // SAFETY: the caller passes an index below the high-water mark, whose size is
-        // committed with its slot (`take_batch`).
-        unsafe { sizes.get(index as usize) }
-    }
-
-    /// The size recorded for slot `index`.
+    /// The size recorded beside slot `index`, or None if the table records no sizes.
     ///
     /// # Safety
-    /// `index` is below the high-water mark and the table keeps sizes.
+    /// `index` is below the high-water mark.
     #[inline]
-    pub unsafe fn size(&self, index: u32) -> usize {
+    pub unsafe fn size(&self, index: u32) -> Option<usize> {
+        let sizes = self.sizes.as_ref()?;
+        // SAFETY: the caller passes an index below the high-water mark, whose size is
+        // committed with its slot (`take_batch`).
+        let cell = unsafe { sizes.get(index as usize) };
         // Relaxed: written before the slot's LIVE word is published (Release) and
         // read after it is pinned (Acquire), or under the lock that wrote it.
-        // SAFETY: caller's contract.
-        unsafe { self.size_cell(index) }.load(Ordering::Relaxed) as usize
+        Some(cell.load(Ordering::Relaxed) as usize)
     }
 
     /// Records the size of the object slot `index` is about to hold (1..=4096),
-    /// before the slot is published.
+    /// before the slot is published; nothing if the table records no sizes.
     ///
     /// # Safety
     /// As for [`size`](Self::size).
     #[inline]
     pub unsafe fn set_size(&self, index: u32, size: usize) {
-        // Relaxed: see `size`.
-        // SAFETY: caller's contract.
-        unsafe { self.size_cell(index) }.store(size as u16, Ordering::Relaxed)
+        if let Some(sizes) = &self.sizes {
+            // SAFETY: as in `size`.
+            let cell = unsafe { sizes.get(index as usize) };
+            // Relaxed: see `size`.
+            cell.store(size as u16, Ordering::Relaxed)
+        }
     }
 }
 
@@ -486,12 +482,20 @@ mod tests {
         assert_eq!(t.take_batch().unwrap(), SLOT_BATCH as u32);
         assert!(t.get(2 * SLOT_BATCH as u32 - 1).is_some());
         assert!(t.get(2 * SLOT_BATCH as u32).is_none());
-        // SAFETY: below the high-water mark, and the table keeps sizes.
+        // SAFETY: below the high-water mark.
         unsafe {
             t.set_size(5, 4096);
-            assert_eq!(t.size(5), 4096);
-            assert_eq!(t.size(6), 0);
+            assert_eq!(t.size(5), Some(4096));
+            assert_eq!(t.size(6), Some(0));
         }
         assert_eq!(t.bytes(), 2 * PAGE_SIZE, "one page of slots, one of sizes");
+        let t = HandleTable::new(1000, false).unwrap();
+        t.take_batch().unwrap();
+        // SAFETY: below the high-water mark.
+        unsafe {
+            t.set_size(5, 4096);
+            assert_eq!(t.size(5), None, "a table without sizes records none");
+        }
+        assert_eq!(t.bytes(), PAGE_SIZE);
     }
 }

@@ -13,12 +13,15 @@
 //!   zspage descriptor's address) and no other per-frame metadata.
 //! - `class` — the class table: sizes, frames and objects per zspage, merging: the
 //!   kernel's exact table. The dense default has no size classes, only lanes.
-//! - `zspage`, `packed` — the zspage descriptor: its frames, its contents, its list;
-//!   in the kernel layout, fixed slots with back-references to their handles and a
-//!   free list; in the dense layout, objects of every size packed end to end, of
-//!   which the descriptor keeps only the holes where objects were freed.
-//! - `locate` — a dense zspage's objects, found by one pass over the handle table
-//!   (for compaction, migration and the checker).
+//! - `zspage`, `kernel`, `packed`, `lists` — the zspage descriptor: its frames, its
+//!   list, its contents; in the kernel layout, fixed places with back-references to
+//!   their handles and a free list; in the dense layout, objects of every size packed
+//!   end to end, of which the descriptor keeps only the holes where objects were
+//!   freed; a class's zspages on their lists.
+//! - `layout` — the seam between the two layouts: what the pool, compaction,
+//!   migration, the statistics and the checker ask of a layout, answered in one place.
+//! - `locate` — objects found by where they are, in one pass over the handle table
+//!   (a dense zspage's objects, for compaction, migration and the checker).
 //! - `slot`, `handle` — the handle table: a handle names a slot; the slot holds the
 //!   object's location, a generation, a state and a pin count: readers share an
 //!   object, a writer holds it alone.
@@ -79,6 +82,9 @@ mod error;
 pub mod ffi;
 mod frames;
 mod handle;
+mod kernel;
+mod layout;
+mod lists;
 mod locate;
 mod memmap;
 mod migrate;

@@ -36,10 +36,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::locate::Located;
+use crate::locate::locate;
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{PAGE_SHIFT, PAGE_SIZE};
-use crate::packed::NR_LISTS;
 use crate::pool::PoolCore;
 use crate::slot::Word;
 use crate::sync::{epoch, track_read, track_write, Ordering as SyncOrdering};
@@ -109,37 +108,19 @@ impl PoolCore {
         let s = unsafe { zs.state() };
         let frame_lo = k * PAGE_SIZE;
         let frame_hi = frame_lo + PAGE_SIZE;
-        // The objects overlapping the frame, as (slot index, start in the chain).
-        let objects: Vec<(u32, usize)> = if self.dense {
-            let free = s.ext().free_in(frame_lo, frame_hi);
-            // The objects among `cands` that overlap the frame, if with the free bytes
-            // they cover it: then they are all of its objects.
-            let overlapping = |cands: &[u32]| {
-                let inside: Vec<Located> = self
-                    .objects_now(zs, cands)
-                    .into_iter()
-                    .filter(|o| o.off < frame_hi && o.off + o.len > frame_lo)
-                    .collect();
-                let taken: usize = inside.iter().map(|o| (o.off + o.len).min(frame_hi) - o.off.max(frame_lo)).sum();
-                (taken + free == PAGE_SIZE).then(|| inside.iter().map(|o| (o.idx, o.off)).collect())
-            };
-            let key = zs as *const ZsPage as usize;
-            match known.get(&key).and_then(|c| overlapping(c)).or_else(|| overlapping(&self.locate_locked(zs))) {
-                Some(objects) => objects,
-                None => {
-                    debug_assert!(false, "a pass under the lock locates every object");
-                    return Err(Error::Invalid("the frame's objects could not all be located"));
-                }
+        // The objects overlapping the frame, as (slot index, start in the chain): from
+        // what the caller found, else from a pass under the lock, which misses none.
+        let key = zs as *const ZsPage as usize;
+        let found = known.get(&key).map_or(&[][..], |v| v);
+        let objects = match s.body.objects_in(zs, &spec, &self.handles, found, frame_lo, frame_hi).or_else(|| {
+            let all = locate(&self.handles, zs.frame_list().map(|pfn| (pfn, key))).remove(&key).unwrap_or_default();
+            s.body.objects_in(zs, &spec, &self.handles, &all, frame_lo, frame_hi)
+        }) {
+            Some(objects) => objects,
+            None => {
+                debug_assert!(false, "a pass under the lock locates every object");
+                return Err(Error::Invalid("the frame's objects could not all be located"));
             }
-        } else {
-            let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
-            let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
-            let objs = s.objs();
-            (first..last)
-                .filter(|&o| objs[o].size != 0)
-                .map(|o| (objs[o].link, o * spec.size))
-                .filter(|&(_, lo)| lo < frame_hi && lo + spec.size > frame_lo)
-                .collect()
         };
         let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
         for (link, start) in objects {
@@ -247,7 +228,7 @@ impl PoolCore {
             let mut split: Vec<Vec<u32>> = Vec::new();
             {
                 let st = class.state.lock();
-                for z in st.lists(0..NR_LISTS) {
+                for z in st.lists.all() {
                     // SAFETY: list members are live descriptors; lock held.
                     let pfns: Vec<u32> = unsafe { &*z }.frame_list().collect();
                     if pfns.windows(2).any(|p| p[1] != p[0] + 1) {
@@ -283,31 +264,30 @@ impl PoolCore {
         done
     }
 
-    /// For a dense pool, the slots of the objects of the zspages that hold `pfns`,
-    /// by zspage, from one pass over the handle table (for [`move_frame`]
-    /// (Self::move_frame)); empty for the kernel layout, whose zspages list their
-    /// objects. The caller holds the compaction lock, and the pfns were below the top.
+    /// The slots of the objects of the zspages that hold `pfns`, by zspage, for the
+    /// layouts whose zspages do not list their objects (dense): one pass over the
+    /// handle table (for [`move_frame`](Self::move_frame)); empty for the kernel
+    /// layout. The caller holds the compaction lock, and the pfns were below the top.
     fn locate_in_frames(&self, pfns: &[u32]) -> HashMap<usize, Vec<u32>> {
-        if !self.dense {
-            return HashMap::new();
-        }
-        let mut frames: Vec<(u32, usize)> = Vec::new();
-        let mut seen: HashSet<usize> = HashSet::new();
-        let guard = epoch::pin();
-        for &pfn in pfns {
-            // SAFETY: the pfns were below the top; the caller holds the compaction lock,
-            // so no shrink has lowered it since.
-            let w = unsafe { self.frames.side.get(pfn) };
-            if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(w.zspage() as usize) {
-                // SAFETY: a non-free word read under `guard`: the descriptor stays
-                // allocated while the guard lives. Its frames may change before
-                // they are used; `move_frame` checks what it is given.
-                let zs = unsafe { &*w.zspage() };
-                frames.extend(zs.frame_list().map(|p| (p, w.zspage() as usize)));
+        self.layout.locate(&self.handles, || {
+            let mut frames: Vec<(u32, usize)> = Vec::new();
+            let mut seen: HashSet<usize> = HashSet::new();
+            let guard = epoch::pin();
+            for &pfn in pfns {
+                // SAFETY: the pfns were below the top; the caller holds the compaction
+                // lock, so no shrink has lowered it since.
+                let w = unsafe { self.frames.side.get(pfn) };
+                if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(w.zspage() as usize) {
+                    // SAFETY: a non-free word read under `guard`: the descriptor stays
+                    // allocated while the guard lives. Its frames may change before
+                    // they are used; `move_frame` checks what it is given.
+                    let zs = unsafe { &*w.zspage() };
+                    frames.extend(zs.frame_list().map(|p| (p, w.zspage() as usize)));
+                }
             }
-        }
-        drop(guard);
-        self.locate(frames)
+            drop(guard);
+            frames
+        })
     }
 
     /// Waits until frames given back through the epoch can be reused, so that the

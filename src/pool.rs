@@ -49,12 +49,12 @@ use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN
 use crate::error::{report_misuse, Error, Result};
 use crate::frames::{Discard, FrameSource};
 use crate::handle::{Handle, HandleTable, PoolId};
+use crate::lists::Lists;
 use crate::memmap::{FrameType, FrameWord};
 use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
-use crate::packed::{bucket, bucket_for, Arrivals, Extents, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::sync::{epoch, hg, Mutex};
-use crate::zspage::{fullness_group, DeferredFree, ObjMeta, ZsPage, ZsPageState, GROUP_EMPTY, GROUP_FULL, NONE};
+use crate::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
 pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
@@ -72,8 +72,6 @@ pub struct Config {
     pub auto_compact: AutoCompact,
 }
 
-const _: () = assert!(TOP_BUCKET <= 64 && crate::zspage::NR_GROUPS <= TOP_BUCKET, "the list bitmap is a u64");
-
 /// Allocation flags.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocFlags(pub u32);
@@ -87,174 +85,10 @@ impl AllocFlags {
 
 /// The state a class lock protects.
 pub(crate) struct ClassState {
-    /// Heads of the zspage lists: the fullness groups (kernel layout, the first
-    /// `NR_GROUPS`), or the placement buckets and the drain list (dense layout).
-    pub heads: [*mut ZsPage; NR_LISTS],
-    /// Zspages per list.
-    pub counts: [usize; NR_LISTS],
-    /// Bit `g` set when list `g` is not empty, for the lists below
-    /// [`TOP_BUCKET`] (the dense layout's top bucket and drain list are looked at
-    /// directly; the kernel layout's fullness groups are all below it).
-    pub nonempty: u64,
+    /// The class's zspages, on their lists.
+    pub lists: Lists,
     /// First free handle slot of this class, plus one (0: none).
     pub free_slot: u64,
-    /// Dense layout: the sizes that opened its zspages, which choose the length of a
-    /// new zspage.
-    pub arrivals: Arrivals,
-}
-
-// SAFETY: the raw pointers name descriptors owned by the pool; they are only followed
-// while the mutex around this state is held.
-unsafe impl Send for ClassState {}
-
-impl ClassState {
-    /// Puts `zs` at the head of group `g`'s list.
-    ///
-    /// # Safety
-    /// `zs` is a live descriptor of this class, on no list; the class lock is held.
-    pub(crate) unsafe fn push(&mut self, zs: *mut ZsPage, g: usize) {
-        // SAFETY: caller's contract: live, ours, locked.
-        let s = unsafe { (*zs).state() };
-        s.group = g as u8;
-        s.prev = std::ptr::null_mut();
-        s.next = self.heads[g];
-        if !s.next.is_null() {
-            // SAFETY: list members are live descriptors of this class.
-            unsafe { (*s.next).state().prev = zs };
-        }
-        self.heads[g] = zs;
-        self.counts[g] += 1;
-        if g < TOP_BUCKET {
-            self.nonempty |= 1 << g;
-        }
-    }
-
-    /// Takes `zs` off its group's list.
-    ///
-    /// # Safety
-    /// `zs` is a live descriptor on one of this class's lists; the class lock is held.
-    pub(crate) unsafe fn unlink(&mut self, zs: *mut ZsPage) {
-        // SAFETY: caller's contract.
-        let s = unsafe { (*zs).state() };
-        let g = s.group as usize;
-        let (prev, next) = (s.prev, s.next);
-        if prev.is_null() {
-            self.heads[g] = next;
-        } else {
-            // SAFETY: list members are live descriptors of this class.
-            unsafe { (*prev).state().next = next };
-        }
-        if !next.is_null() {
-            // SAFETY: as above.
-            unsafe { (*next).state().prev = prev };
-        }
-        self.counts[g] -= 1;
-        if g < TOP_BUCKET && self.heads[g].is_null() {
-            self.nonempty &= !(1 << g);
-        }
-    }
-
-    /// Moves `zs` to the group its use now calls for.
-    ///
-    /// # Safety
-    /// As for [`unlink`](Self::unlink).
-    pub(crate) unsafe fn regroup(&mut self, zs: *mut ZsPage, objs: usize) {
-        // SAFETY: caller's contract.
-        let (now, want) = unsafe {
-            let s = (*zs).state();
-            (s.group as usize, fullness_group(s.inuse as usize, objs))
-        };
-        if now != want {
-            // SAFETY: caller's contract.
-            unsafe {
-                self.unlink(zs);
-                self.push(zs, want);
-            }
-        }
-    }
-
-    /// The zspages on list `g`, head first. `&self` is borrowed from the lock's
-    /// guard, so they are live descriptors of this class while the iterator lives;
-    /// each one's successor is read before it is yielded, so the caller may free a
-    /// yielded zspage (never one still ahead).
-    pub(crate) fn list(&self, g: usize) -> impl Iterator<Item = *mut ZsPage> + '_ {
-        let mut next = self.heads[g];
-        std::iter::from_fn(move || {
-            let zs = next;
-            if zs.is_null() {
-                return None;
-            }
-            // SAFETY: a member of a list of the locked class (see above); the state
-            // reference ends with this statement.
-            next = unsafe { (*zs).state() }.next;
-            Some(zs)
-        })
-    }
-
-    /// The zspages on the lists `lists`, list by list.
-    pub(crate) fn lists(&self, lists: std::ops::Range<usize>) -> impl Iterator<Item = *mut ZsPage> + '_ {
-        lists.flat_map(move |g| self.list(g))
-    }
-
-    /// The zspage malloc should fill: the head of the fullest group that is not full.
-    fn pick(&self) -> Option<*mut ZsPage> {
-        (GROUP_EMPTY..GROUP_FULL).rev().map(|g| self.heads[g]).find(|z| !z.is_null())
-    }
-
-    /// Moves a dense zspage to the bucket of its longest free run, unless compaction
-    /// is draining it.
-    ///
-    /// # Safety
-    /// As for [`unlink`](Self::unlink), for a dense zspage.
-    #[inline(always)]
-    pub(crate) unsafe fn regroup_dense(&mut self, zs: *mut ZsPage) {
-        // SAFETY: caller's contract.
-        let (now, want) = unsafe {
-            let s = (*zs).state();
-            (s.group as usize, bucket(s.ext().extent()))
-        };
-        if now != want && now != DRAIN {
-            // SAFETY: caller's contract.
-            unsafe {
-                self.unlink(zs);
-                self.push(zs, want);
-            }
-        }
-    }
-
-    /// Takes a dense zspage off the drain list and puts it in its bucket.
-    ///
-    /// # Safety
-    /// As for [`unlink`](Self::unlink), for a dense zspage on the drain list.
-    pub(crate) unsafe fn undrain(&mut self, zs: *mut ZsPage) {
-        // SAFETY: caller's contract.
-        unsafe {
-            self.unlink(zs);
-            let b = bucket((*zs).state().ext().extent());
-            self.push(zs, b);
-        }
-    }
-
-    /// The dense zspage to place `len` bytes in, tightest first: the head of the
-    /// bucket `len` falls in if its run fits, else the head of the lowest bucket whose
-    /// every zspage fits it.
-    #[inline]
-    pub(crate) fn pick_dense(&self, len: usize) -> Option<*mut ZsPage> {
-        let own = bucket(len);
-        let head = self.heads[own];
-        // SAFETY: list members are live descriptors of this lane, whose lock the
-        // caller holds (it has `&self` through the guard).
-        let own_fits = !head.is_null() && unsafe { (*head).state() }.ext().extent() >= len;
-        // The lowest bucket below the top one that fits (in the bitmap), else the top
-        // one: `trailing_zeros` of an empty set is 64.
-        let fits = self.nonempty & u64::MAX.checked_shl(bucket_for(len) as u32).unwrap_or(0);
-        let other = (fits.trailing_zeros() as usize).min(TOP_BUCKET);
-        // Whether the own bucket's head fits is a coin toss: choose without a branch
-        // the processor would mispredict half the time.
-        let mask = (own_fits as usize).wrapping_neg();
-        let zs = self.heads[(own & mask) | (other & !mask)];
-        (!zs.is_null()).then_some(zs)
-    }
 }
 
 /// A class: its parameters, its lock, and statistics readable without the lock.
@@ -268,8 +102,9 @@ pub(crate) struct Class {
     pub requested: AtomicUsize,
     /// Zspages. As `live`.
     pub zspages: AtomicUsize,
-    /// Dense layout: bytes of the zspages' entry arrays. As `live`.
-    pub entry_bytes: AtomicUsize,
+    /// Bytes the zspages' bodies hold outside their descriptors (entries, holes). As
+    /// `live`.
+    pub body_bytes: AtomicUsize,
 }
 
 /// Adds `d` to a statistic that only the holder of a lock writes.
@@ -301,8 +136,8 @@ pub struct PoolCore {
     pub(crate) classes: Box<[Class]>,
     pub(crate) counters: Counters,
     pub(crate) compaction: Mutex<()>,
-    /// The layout is the dense one (objects packed, `packed.rs`).
-    pub(crate) dense: bool,
+    /// The layout (`layout.rs` answers what differs between them).
+    pub(crate) layout: Layout,
 }
 
 /// A zspage taken off its lists under the class lock, to be released after it: its
@@ -338,29 +173,23 @@ impl PoolCore {
             (physical_memory() / PAGE_SIZE).clamp(1 << 16, MAX_POOL_FRAMES)
         };
         let limit = if config.max_pages != 0 { config.max_pages } else { nframes };
-        let dense = config.layout == Layout::Dense;
-        // Slots for an average object of the smallest class (16 bytes for the dense
-        // layout): a reservation, committed as used.
-        let smallest = if dense { 16 } else { table.classes()[0].size };
+        let layout = config.layout;
+        // Slots for an average object of the smallest size the layout expects: a
+        // reservation, committed as used.
+        let smallest = layout.smallest_object(&table.classes()[0]);
         let frames = FrameSource::new(nframes, limit).map_err(Error::from_errno)?;
-        let handles =
-            HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), dense).map_err(Error::from_errno)?;
+        let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), layout.sizes_beside_slots())
+            .map_err(Error::from_errno)?;
         let classes = table
             .classes()
             .iter()
             .map(|&spec| Class {
                 spec,
-                state: Mutex::new(ClassState {
-                    heads: [std::ptr::null_mut(); NR_LISTS],
-                    counts: [0; NR_LISTS],
-                    nonempty: 0,
-                    free_slot: 0,
-                    arrivals: Arrivals::default(),
-                }),
+                state: Mutex::new(ClassState { lists: Lists::new(), free_slot: 0 }),
                 live: AtomicUsize::new(0),
                 requested: AtomicUsize::new(0),
                 zspages: AtomicUsize::new(0),
-                entry_bytes: AtomicUsize::new(0),
+                body_bytes: AtomicUsize::new(0),
             })
             .collect();
         Ok(PoolCore {
@@ -372,7 +201,7 @@ impl PoolCore {
             classes,
             counters: Counters::default(),
             compaction: Mutex::new(()),
-            dense,
+            layout,
         })
     }
 
@@ -382,7 +211,7 @@ impl PoolCore {
     fn untrack_counters(&self) {
         let untracked = |a: &AtomicUsize| hg::untracked((a as *const AtomicUsize).cast(), std::mem::size_of_val(a));
         for c in self.classes.iter() {
-            for a in [&c.live, &c.requested, &c.zspages, &c.entry_bytes] {
+            for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
                 untracked(a);
             }
         }
@@ -444,37 +273,21 @@ impl PoolCore {
             return Err(Error::Invalid("unknown flag bits"));
         }
         let ci = self.table.class_for(size);
-        if self.dense {
-            return self.malloc_dense(ci, size, flags);
-        }
         let class = &self.classes[ci];
         let mut st = class.state.lock();
         let (idx, gen) = self.take_slot(&mut st)?;
-        let zs = match st.pick() {
-            Some(zs) => zs,
-            None if flags.0 & AllocFlags::NOGROW.0 != 0 => {
+        let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
+        let (zs, off) = match self.place(ci, &mut st, size, idx, grow) {
+            Ok(placed) => placed,
+            Err(e) => {
                 self.put_slot(&mut st, idx);
-                return Err(Error::NoMemory);
+                return Err(e);
             }
-            None => match self.new_zspage(ci, &mut st, class.spec.frames) {
-                Ok(zs) => zs,
-                Err(e) => {
-                    self.put_slot(&mut st, idx);
-                    return Err(e);
-                }
-            },
         };
-        // SAFETY: `zs` came off this class's lists and we hold the class lock.
-        let s = unsafe { (*zs).state() };
-        let obj = s.free_head as usize;
-        debug_assert!(obj != NONE as usize, "picked zspages are not full");
-        s.free_head = s.objs()[obj].link as u16;
-        s.objs()[obj] = ObjMeta { link: idx, size: size as u16 };
-        s.inuse += 1;
-        // SAFETY: as above.
-        unsafe { st.regroup(zs, class.spec.objs) };
+        // SAFETY: `take_slot` returned an index below the table's high-water mark.
+        unsafe { self.handles.set_size(idx, size) };
         // SAFETY: `zs` is live and ours (class lock).
-        let loc = unsafe { (*zs).loc_of(obj * class.spec.size) };
+        let loc = unsafe { (*zs).loc_of(off) };
         Ok(self.publish(class, idx, gen, loc, size))
     }
 
@@ -492,81 +305,45 @@ impl PoolCore {
         Handle::new(self.id.tag(), gen, idx)
     }
 
-    /// malloc in the dense layout, in lane `ci`.
-    fn malloc_dense(&self, ci: usize, size: usize, flags: AllocFlags) -> Result<Handle> {
-        let class = &self.classes[ci];
-        let mut st = class.state.lock();
-        let (idx, gen) = self.take_slot(&mut st)?;
-        let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
-        let (zs, off) = match self.place_dense(ci, &mut st, size, grow, true) {
-            Ok((zs, off, _)) => (zs, off),
-            Err(e) => {
-                self.put_slot(&mut st, idx);
-                return Err(e);
-            }
-        };
-        // SAFETY: `take_slot` returned an index below the table's high-water mark, and
-        // a dense pool's table keeps sizes.
-        unsafe { self.handles.set_size(idx, size) };
-        // SAFETY: `zs` is live and ours (class lock).
-        let loc = unsafe { (*zs).loc_of(off) };
-        Ok(self.publish(class, idx, gen, loc, size))
-    }
-
-    /// Places `len` bytes in a dense zspage of lane `ci`: the tightest
-    /// zspage that fits them, else a new one if `grow`. A new zspage is the whole
-    /// chain unless `shorten`; then it is as long as the sizes arriving call for
-    /// ([`Arrivals::zspage_frames`]), and no longer than the page limit allows.
-    /// Returns the zspage, the offset, and whether the zspage is new.
+    /// Places an object of `len` bytes, whose handle slot is `idx`, in a zspage of
+    /// class `ci`: the one the layout picks ([`Layout::pick`]), else a new one if
+    /// `grow`, as long as the layout says ([`Layout::zspage_frames`]). Returns the
+    /// zspage and the offset.
     #[inline(always)]
-    pub(crate) fn place_dense(
-        &self,
-        ci: usize,
-        st: &mut ClassState,
-        len: usize,
-        grow: bool,
-        shorten: bool,
-    ) -> Result<(*mut ZsPage, usize, bool)> {
-        let (zs, fresh) = match st.pick_dense(len) {
-            Some(zs) => (zs, false),
+    fn place(&self, ci: usize, st: &mut ClassState, len: usize, idx: u32, grow: bool) -> Result<(*mut ZsPage, usize)> {
+        let zs = match self.layout.pick(&st.lists, len) {
+            Some(zs) => zs,
             None if !grow => return Err(Error::NoMemory),
-            None => (self.open_dense(ci, st, len, shorten)?, true),
+            None => self.open_zspage(ci, st, len)?,
         };
-        // SAFETY: `zs` is a live zspage of this lane, whose lock the caller holds.
+        let spec = &self.classes[ci].spec;
+        // SAFETY: `zs` is a live zspage of this class, whose lock the caller holds.
         let s = unsafe { (*zs).state() };
-        let off = self.edit_ext(ci, s, |x| x.place(len)).expect("a zspage from a bucket that fits");
+        let off = self.edit_body(ci, s, |b| b.place(spec, len, idx)).expect("a zspage from a list that fits");
         // SAFETY: as above.
-        unsafe { st.regroup_dense(zs) };
-        Ok((zs, off, fresh))
+        unsafe { st.lists.relist(zs) };
+        Ok((zs, off))
     }
 
-    /// A new zspage in lane `ci` for an object of `len` bytes that fits in none: as
-    /// `place_dense` says. Out of line: the placement that finds room stays small.
+    /// A new zspage in class `ci` for an object of `len` bytes that fits in none: as
+    /// `place` says. Out of line: the placement that finds room stays small.
     #[inline(never)]
-    fn open_dense(&self, ci: usize, st: &mut ClassState, len: usize, shorten: bool) -> Result<*mut ZsPage> {
-        let chain = self.classes[ci].spec.frames;
-        let frames = if shorten {
-            // Only malloc's openings tell how sizes arrive; compaction's follow the
-            // objects' places.
-            st.arrivals.note(len);
-            // Objects of any size fit in one frame's worth.
-            st.arrivals.zspage_frames(len, chain).min(self.frames.headroom()).max(1)
-        } else {
-            chain
-        };
+    fn open_zspage(&self, ci: usize, st: &mut ClassState, len: usize) -> Result<*mut ZsPage> {
+        let spec = &self.classes[ci].spec;
+        let frames = self.layout.zspage_frames(&mut st.lists, spec, len, || self.frames.headroom());
         self.new_zspage(ci, st, frames)
     }
 
-    /// Runs `f` on a dense zspage's contents, keeping the lane's count of entry bytes
-    /// (the caller holds the lane's lock).
-    #[inline]
-    pub(crate) fn edit_ext<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Extents) -> R) -> R {
-        let before = s.body_bytes();
-        let r = f(s.ext());
-        let after = s.body_bytes();
-        // Most edits leave the entry buffer as it was.
+    /// Runs `f` on a zspage's body, keeping the class's count of body bytes (the
+    /// caller holds the class lock).
+    #[inline(always)]
+    pub(crate) fn edit_body<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Body) -> R) -> R {
+        let before = s.body.meta_bytes();
+        let r = f(&mut s.body);
+        let after = s.body.meta_bytes();
+        // Most edits leave the body's allocation as it was.
         if after != before {
-            bump(&self.classes[ci].entry_bytes, after as isize - before as isize);
+            bump(&self.classes[ci].body_bytes, after as isize - before as isize);
         }
         r
     }
@@ -601,16 +378,18 @@ impl PoolCore {
         st.free_slot = idx as u64 + 1;
     }
 
-    /// A new, empty zspage of `n` frames for class `ci`, on the empty group's list
-    /// (the top bucket, for the dense layout). A kernel-layout zspage is always its
-    /// class's chain; a dense one may be shorter (`place_dense`).
-    fn new_zspage(&self, ci: usize, st: &mut ClassState, n: usize) -> Result<*mut ZsPage> {
+    /// A new, empty zspage of `n` frames for class `ci`, on the list its empty body
+    /// calls for. A kernel-layout zspage is always its class's chain; a dense one may
+    /// be shorter (`place`).
+    pub(crate) fn new_zspage(&self, ci: usize, st: &mut ClassState, n: usize) -> Result<*mut ZsPage> {
         let spec = &self.classes[ci].spec;
-        debug_assert!(if self.dense { (1..=spec.frames).contains(&n) } else { n == spec.frames });
+        debug_assert!((1..=spec.frames).contains(&n));
         let mut pfns = [0u32; MAX_CHAIN];
         let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
-        let zs = Box::into_raw(ZsPage::new(ci, pfns, spec.objs));
+        let body = self.layout.body(spec, n);
+        let (list, body_bytes) = (body.list(), body.meta_bytes());
+        let zs = Box::into_raw(ZsPage::new(ci, pfns, body));
         let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
         for (k, &pfn) in pfns.iter().enumerate() {
             // Release (inside `set`): the descriptor is initialised before its frames
@@ -620,8 +399,9 @@ impl PoolCore {
             unsafe { self.frames.side.set(pfn, FrameWord::new(ty, k, zs)) };
         }
         // SAFETY: fresh descriptor of this class, on no list; lock held.
-        unsafe { st.push(zs, if self.dense { TOP_BUCKET } else { GROUP_EMPTY }) };
+        unsafe { st.lists.push(zs, list) };
         bump(&self.classes[ci].zspages, 1);
+        bump(&self.classes[ci].body_bytes, body_bytes as isize);
         Ok(zs)
     }
 
@@ -637,16 +417,14 @@ impl PoolCore {
         let mut pfns = [0u32; MAX_CHAIN];
         // SAFETY: caller's contract.
         let n = unsafe {
-            debug_assert!(if self.dense { (*zs).state().ext().is_empty() } else { (*zs).state().inuse == 0 });
-            st.unlink(zs);
+            debug_assert!((*zs).state().body.is_empty());
+            st.lists.unlink(zs);
             for (k, pfn) in (*zs).frame_list().enumerate() {
                 // SAFETY: a frame of this zspage, still held, whose class lock we hold.
                 self.frames.side.set(pfn, FrameWord::FREE);
                 pfns[k] = pfn;
             }
-            if self.dense {
-                bump(&self.classes[ci].entry_bytes, -((*zs).state().body_bytes() as isize));
-            }
+            bump(&self.classes[ci].body_bytes, -((*zs).state().body.meta_bytes() as isize));
             (*zs).nframes as usize
         };
         bump(&self.classes[ci].zspages, -1);
@@ -697,42 +475,23 @@ impl PoolCore {
         }
         st.free_slot = idx as u64 + 1;
         let off = fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1));
+        // SAFETY: a slot we resolved. A size beside it is rewritten only when the slot
+        // is next taken, under a class lock after ours.
+        let beside_slot = unsafe { self.handles.size(idx) };
         // SAFETY: the zspage held our object until the CAS above and we hold its class
         // lock, so it is live and ours.
         let s = unsafe { (*zs).state() };
+        let size = self.edit_body(ci, s, |b| b.remove(&class.spec, off, idx, beside_slot));
         bump(&class.live, -1);
-        if self.dense {
-            // SAFETY: a slot we resolved; a dense table keeps sizes, and the size is
-            // rewritten only when the slot is next taken, under a lane lock after ours.
-            let size = unsafe { self.handles.size(idx) };
-            self.edit_ext(ci, s, |x| x.remove(off, size));
-            bump(&class.requested, -(size as isize));
-            if s.ext().is_empty() {
-                // SAFETY: live, empty, ours.
-                let r = unsafe { self.retire(ci, &mut st, zs) };
-                drop(st);
-                self.release(r);
-            } else {
-                // SAFETY: live, on a list, ours.
-                unsafe { st.regroup_dense(zs) };
-            }
-            return Ok(());
-        }
-        let obj = off / class.spec.size;
-        debug_assert_eq!({ s.objs()[obj].link }, idx);
-        bump(&class.requested, -(s.objs()[obj].size as isize));
-        let head = s.free_head as u32;
-        s.objs()[obj] = ObjMeta { link: head, size: 0 };
-        s.free_head = obj as u16;
-        s.inuse -= 1;
-        if s.inuse == 0 {
+        bump(&class.requested, -(size as isize));
+        if s.body.is_empty() {
             // SAFETY: live, empty, ours.
             let r = unsafe { self.retire(ci, &mut st, zs) };
             drop(st);
             self.release(r);
         } else {
             // SAFETY: live, on a list, ours.
-            unsafe { st.regroup(zs, class.spec.objs) };
+            unsafe { st.lists.relist(zs) };
         }
         Ok(())
     }
@@ -762,9 +521,10 @@ impl PoolCore {
     /// `Busy` while the object is mapped writable, as for any shared hold.
     pub fn obj_size(&self, h: Handle) -> Result<usize> {
         let pin = self.pin_shared(h, "zs_obj_size")?;
-        // A dense pin's usable bytes are the object's size; a kernel-layout pin's are
-        // its class's slot.
-        let size = if self.dense {
+        // Where the handle table records sizes (dense), a pin's usable bytes are the
+        // object's size; a kernel-layout pin's are its class's, and the size is in its
+        // place's entry.
+        let size = if self.layout.sizes_beside_slots() {
             pin.usable
         } else {
             // SAFETY: slots live as long as the pool, and this one is pinned by us.
@@ -777,11 +537,11 @@ impl PoolCore {
             let ci = unsafe { (*zs).class } as usize;
             let class = &self.classes[ci];
             let _st = class.state.lock();
-            let obj = (fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1))) / class.spec.size;
+            let off = fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1));
             // SAFETY: the zspage is alive (our pin) and we hold its class lock, which
-            // protects its entries.
+            // protects its body.
             let s = unsafe { (*zs).state() };
-            s.objs()[obj].size as usize
+            s.body.size_at(&class.spec, off).expect("the kernel layout's entries record sizes")
         };
         self.unpin(pin);
         Ok(size)
@@ -794,7 +554,7 @@ impl Drop for PoolCore {
         // side table and handle table go with their regions.
         for class in self.classes.iter() {
             let st = class.state.lock();
-            for zs in st.lists(0..NR_LISTS) {
+            for zs in st.lists.all() {
                 // SAFETY: list members are live descriptors made by Box::into_raw, each
                 // on one list once; nothing else can reach them now, and the walk has
                 // read this one's successor already.

@@ -4,11 +4,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::compact::freeable;
 use crate::error::{Error, Result};
-use crate::packed::NR_LISTS;
+use crate::kernel::NR_GROUPS;
 use crate::pool::PoolCore;
-use crate::zspage::{fullness_group, ZsPage, NR_GROUPS};
+use crate::zspage::ZsPage;
 
 /// Pool totals (`struct zs_pool_info`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,8 +78,8 @@ impl PoolCore {
             // Relaxed: statistics; each is exact for its class at some instant.
             i.live_objects += c.live.load(Ordering::Relaxed) as u64;
             i.requested_bytes += c.requested.load(Ordering::Relaxed) as u64;
-            descriptors += c.zspages.load(Ordering::Relaxed) * ZsPage::meta_bytes(c.spec.objs);
-            descriptors += c.entry_bytes.load(Ordering::Relaxed);
+            descriptors += c.zspages.load(Ordering::Relaxed) * std::mem::size_of::<ZsPage>();
+            descriptors += c.body_bytes.load(Ordering::Relaxed);
         }
         i.total_pages = self.total_pages() as u64;
         let own = std::mem::size_of::<PoolCore>()
@@ -103,32 +102,19 @@ impl PoolCore {
         let c = &self.classes[pos];
         let st = c.state.lock();
         let mut zspages = [0u64; NR_GROUPS];
-        let mut frames = 0;
-        if self.dense {
-            for zs in st.lists(0..NR_LISTS) {
-                // SAFETY: list members are live descriptors of the locked lane.
-                let (z, x) = unsafe { (&*zs, (*zs).state().ext()) };
-                zspages[fullness_group(x.used(), x.cap())] += 1;
-                frames += z.nframes as usize;
-            }
-        } else {
-            for (z, &n) in zspages.iter_mut().zip(&st.counts) {
-                *z = n as u64;
-            }
+        let (mut frames, mut allocated) = (0, 0);
+        for zs in st.lists.all() {
+            // SAFETY: list members are live descriptors of the locked class.
+            let (z, body) = unsafe { (&*zs, &(*zs).state().body) };
+            zspages[body.fullness()] += 1;
+            frames += z.nframes as usize;
+            allocated += body.objs_allocated();
         }
         // Relaxed: written under the lock we hold.
-        let live = c.live.load(Ordering::Relaxed);
+        let (live, requested) = (c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
         drop(st);
         let nzspages = zspages.iter().sum::<u64>() as usize;
-        if !self.dense {
-            frames = nzspages * c.spec.frames;
-        }
-        let (allocated, freeable) = if self.dense {
-            (live, freeable(self, pos))
-        } else {
-            let allocated = nzspages * c.spec.objs;
-            (allocated, (allocated - live) / c.spec.objs * c.spec.frames)
-        };
+        let freeable = self.layout.freeable(&c.spec, nzspages, live, requested);
         Ok(ClassInfo {
             index,
             class_size: c.spec.size,
@@ -140,6 +126,16 @@ impl PoolCore {
             pages_used: frames as u64,
             pages_freeable: freeable as u64,
         })
+    }
+
+    /// Frames compaction could free in class `ci` now, as counted without its lock
+    /// (for the automatic trigger).
+    pub(crate) fn freeable(&self, ci: usize) -> usize {
+        let c = &self.classes[ci];
+        // Relaxed: an estimate; the compaction itself rechecks under the lock.
+        let (zspages, live, requested) =
+            (c.zspages.load(Ordering::Relaxed), c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
+        self.layout.freeable(&c.spec, zspages, live, requested)
     }
 
     /// Indices of every class, ascending.

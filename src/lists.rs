@@ -1,0 +1,161 @@
+//! A class's zspages, on lists: doubly linked through their descriptors, one list per
+//! fullness group (the kernel layout) or per placement bucket, with the drain list
+//! (the dense layout). Which list a zspage belongs on, and which list malloc and
+//! compaction look at, is the layout's choice (`layout.rs`); this module only keeps
+//! the lists.
+//!
+//! Invariants (checked by `Pool::check`):
+//! - every zspage of the class is on exactly one list, the one its `group` names, and
+//!   the links run both ways;
+//! - `counts[g]` is the length of list `g`;
+//! - bit `g` of `nonempty` is set exactly when list `g` is not empty, for `g` below
+//!   [`TOP_BUCKET`].
+//!
+//! Everything here is protected by the class lock, which the holder of a `&mut Lists`
+//! (or a `&Lists` borrowed from the lock's guard) holds.
+
+use crate::packed::{Arrivals, NR_LISTS, TOP_BUCKET};
+use crate::zspage::ZsPage;
+
+/// The lists of one class (see the module comment).
+pub(crate) struct Lists {
+    /// Heads of the lists: the fullness groups (kernel layout, the first
+    /// `NR_GROUPS`), or the placement buckets and the drain list (dense layout).
+    heads: [*mut ZsPage; NR_LISTS],
+    /// Zspages per list.
+    counts: [usize; NR_LISTS],
+    /// Bit `g` set when list `g` is not empty, for the lists below [`TOP_BUCKET`]
+    /// (the dense layout's top bucket and drain list are looked at directly; the
+    /// kernel layout's fullness groups are all below it).
+    nonempty: u64,
+    /// Dense layout: the sizes that opened its zspages, which choose the length of a
+    /// new zspage.
+    pub arrivals: Arrivals,
+}
+
+const _: () = assert!(TOP_BUCKET <= 64 && crate::kernel::NR_GROUPS <= TOP_BUCKET, "the list bitmap is a u64");
+
+// SAFETY: the raw pointers name descriptors owned by the pool; they are only followed
+// while the class lock around the lists is held.
+unsafe impl Send for Lists {}
+
+impl Lists {
+    /// Empty lists.
+    pub(crate) fn new() -> Lists {
+        Lists {
+            heads: [std::ptr::null_mut(); NR_LISTS],
+            counts: [0; NR_LISTS],
+            nonempty: 0,
+            arrivals: Arrivals::default(),
+        }
+    }
+
+    /// The head of list `g` (null when empty).
+    #[inline]
+    pub(crate) fn head(&self, g: usize) -> *mut ZsPage {
+        self.heads[g]
+    }
+
+    /// Zspages on list `g`.
+    pub(crate) fn count(&self, g: usize) -> usize {
+        self.counts[g]
+    }
+
+    /// Zspages on every list.
+    pub(crate) fn total(&self) -> usize {
+        self.counts.iter().sum()
+    }
+
+    /// The lists below [`TOP_BUCKET`] that are not empty, as a bitmap.
+    #[inline]
+    pub(crate) fn nonempty(&self) -> u64 {
+        self.nonempty
+    }
+
+    /// Puts `zs` at the head of list `g`.
+    ///
+    /// # Safety
+    /// `zs` is a live descriptor of this class, on no list; the class lock is held.
+    pub(crate) unsafe fn push(&mut self, zs: *mut ZsPage, g: usize) {
+        // SAFETY: caller's contract: live, ours, locked.
+        let s = unsafe { (*zs).state() };
+        s.group = g as u8;
+        s.prev = std::ptr::null_mut();
+        s.next = self.heads[g];
+        if !s.next.is_null() {
+            // SAFETY: list members are live descriptors of this class.
+            unsafe { (*s.next).state().prev = zs };
+        }
+        self.heads[g] = zs;
+        self.counts[g] += 1;
+        if g < TOP_BUCKET {
+            self.nonempty |= 1 << g;
+        }
+    }
+
+    /// Takes `zs` off its list.
+    ///
+    /// # Safety
+    /// `zs` is a live descriptor on one of this class's lists; the class lock is held.
+    pub(crate) unsafe fn unlink(&mut self, zs: *mut ZsPage) {
+        // SAFETY: caller's contract.
+        let s = unsafe { (*zs).state() };
+        let g = s.group as usize;
+        let (prev, next) = (s.prev, s.next);
+        if prev.is_null() {
+            self.heads[g] = next;
+        } else {
+            // SAFETY: list members are live descriptors of this class.
+            unsafe { (*prev).state().next = next };
+        }
+        if !next.is_null() {
+            // SAFETY: as above.
+            unsafe { (*next).state().prev = prev };
+        }
+        self.counts[g] -= 1;
+        if g < TOP_BUCKET && self.heads[g].is_null() {
+            self.nonempty &= !(1 << g);
+        }
+    }
+
+    /// Moves `zs` from its list to the head of list `g`.
+    ///
+    /// # Safety
+    /// As for [`unlink`](Self::unlink).
+    #[inline]
+    pub(crate) unsafe fn move_to(&mut self, zs: *mut ZsPage, g: usize) {
+        // SAFETY: caller's contract.
+        unsafe {
+            self.unlink(zs);
+            self.push(zs, g);
+        }
+    }
+
+    /// The zspages on list `g`, head first. `&self` is borrowed from the lock's
+    /// guard, so they are live descriptors of this class while the iterator lives;
+    /// each one's successor is read before it is yielded, so the caller may free a
+    /// yielded zspage (never one still ahead).
+    pub(crate) fn list(&self, g: usize) -> impl Iterator<Item = *mut ZsPage> + '_ {
+        let mut next = self.heads[g];
+        std::iter::from_fn(move || {
+            let zs = next;
+            if zs.is_null() {
+                return None;
+            }
+            // SAFETY: a member of a list of the locked class (see above); the state
+            // reference ends with this statement.
+            next = unsafe { (*zs).state() }.next;
+            Some(zs)
+        })
+    }
+
+    /// The zspages on the lists `lists`, list by list.
+    pub(crate) fn lists(&self, lists: std::ops::Range<usize>) -> impl Iterator<Item = *mut ZsPage> + '_ {
+        lists.flat_map(move |g| self.list(g))
+    }
+
+    /// Every zspage of the class.
+    pub(crate) fn all(&self) -> impl Iterator<Item = *mut ZsPage> + '_ {
+        self.lists(0..NR_LISTS)
+    }
+}
