@@ -236,17 +236,17 @@ impl PoolCore {
             Err(SlotError::TooManyPins) => return Err(Error::Again),
         };
         // SAFETY: the object is held, so its frame is held by its zspage.
-        let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
-        let zs = fw.zspage();
+        let fw = unsafe { self.frames().side().get((loc >> PAGE_SHIFT) as u32) };
+        let zs = ZsPage::of(fw);
         // SAFETY: `resolve` checked the index. The hold keeps a size beside the slot
         // fixed (the Acquire in the claim made it visible).
-        let usable = match unsafe { self.handles.size(idx) } {
+        let usable = match unsafe { self.handles().size(idx) } {
             // The dense layout's objects take exactly their size.
             Some(size) => size,
             None => {
                 // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
                 let class = unsafe { (*zs).class } as usize;
-                self.classes[class].spec.usable()
+                self.classes()[class].spec.usable()
             }
         };
         Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), release, usable })
@@ -305,7 +305,7 @@ impl PoolCore {
         let k = off >> PAGE_SHIFT;
         let within = off & (PAGE_SIZE - 1);
         let pfn = zs.frame(k);
-        let here = self.frames.addr(((pfn as u64) << PAGE_SHIFT) | within as u64);
+        let here = self.frames().addr(((pfn as u64) << PAGE_SHIFT) | within as u64);
         if within + len <= PAGE_SIZE {
             return Span::One(here);
         }
@@ -313,7 +313,7 @@ impl PoolCore {
         if next == pfn + 1 {
             Span::One(here)
         } else {
-            Span::Two(here, PAGE_SIZE - within, self.frames.frame_addr(next))
+            Span::Two(here, PAGE_SIZE - within, self.frames().frame_addr(next))
         }
     }
 
@@ -322,7 +322,7 @@ impl PoolCore {
     /// nothing).
     fn count_copy(&self, n: usize) {
         // Relaxed: a statistic.
-        self.counters.read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters().read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Holds the object and checks a length against its slot. A length larger than

@@ -38,16 +38,16 @@ macro_rules! ensure {
 impl PoolCore {
     /// Checks every invariant; `Err` names the first that does not hold.
     pub fn check(&self) -> Result<(), String> {
-        let guards: Vec<_> = self.classes.iter().map(|c| c.state.lock()).collect();
-        let acc = self.frames.account();
+        let guards: Vec<_> = self.classes().iter().map(|c| c.state.lock()).collect();
+        let acc = self.frames().account();
         let mut frames_in_zspages: HashSet<u32> = HashSet::new();
         let mut live_objects = 0usize;
         let mut free_slots = 0usize;
-        let used_slots = self.handles.used();
+        let used_slots = self.handles().used();
         let mut slot_owner: HashSet<u32> = HashSet::new();
         // Zspages that keep no object list (dense) have as objects the slots that
         // locate into their frames (every lock is held, so the pass is exact).
-        let located = self.layout.locate(&self.handles, || {
+        let located = self.layout().locate(self.handles(), || {
             let mut frames: Vec<(u32, usize)> = Vec::new();
             for st in &guards {
                 // Bounded: the walk below checks that the lists end.
@@ -61,7 +61,7 @@ impl PoolCore {
             frames
         });
 
-        for (ci, (class, st)) in self.classes.iter().zip(&guards).enumerate() {
+        for (ci, (class, st)) in self.classes().iter().zip(&guards).enumerate() {
             let spec = &class.spec;
             let mut requested = 0usize;
             let mut live = 0usize;
@@ -82,7 +82,7 @@ impl PoolCore {
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
                     // The objects, and the body's own invariants against them.
                     let found = located.get(&(zs as usize)).map_or(&[][..], |v| v);
-                    let objects = s.body.objects(z, spec, &self.handles, found);
+                    let objects = s.body.objects(z, spec, self.handles(), found);
                     s.body.check(spec, z.nframes as usize, g, &objects).map_err(|e| format!("class {ci}: {e}"))?;
                     body_bytes += s.body.meta_bytes();
                     // Frames and their side-table words.
@@ -92,9 +92,9 @@ impl PoolCore {
                         ensure!(frames_in_zspages.insert(pfn), "pfn {pfn} in two zspages");
                         // SAFETY: a frame of a zspage on a list of a class whose lock we
                         // hold: held, so its word stays mapped.
-                        let w = unsafe { self.frames.side.get(pfn) };
+                        let w = unsafe { self.frames().side().get(pfn) };
                         ensure!(
-                            w.frame_type() == ty && w.index() == k && std::ptr::eq(w.zspage(), zs),
+                            w.frame_type() == ty && w.index() == k && ZsPage::of(w) == zs,
                             "pfn {pfn}: side-table word {:#x} is not ({ty:?}, {k}, its zspage)",
                             w.raw()
                         );
@@ -106,7 +106,7 @@ impl PoolCore {
                         ensure!((idx as usize) < used_slots, "class {ci}: object names slot {idx}, never issued");
                         ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
                         // SAFETY: below the high-water mark.
-                        let w = unsafe { self.handles.slot_unchecked(idx) }.load();
+                        let w = unsafe { self.handles().slot_unchecked(idx) }.load();
                         // Held by a reader, a writer or a mapping: still the object's.
                         ensure!(w.state() != State::Free, "slot {idx} of a live object is free");
                         let loc = z.loc_of(off);
@@ -139,7 +139,7 @@ impl PoolCore {
                 ensure!((idx as usize) < used_slots, "class {ci}: free slot {idx} never issued");
                 ensure!(slot_owner.insert(idx), "slot {idx} is both free and used, or free twice");
                 // SAFETY: below the high-water mark.
-                let w: Word = unsafe { self.handles.slot_unchecked(idx) }.load();
+                let w: Word = unsafe { self.handles().slot_unchecked(idx) }.load();
                 ensure!(w.state() == State::Free, "free-listed slot {idx} is {:?}", w.state());
                 free_slots += 1;
                 next = w.loc();

@@ -86,9 +86,9 @@ impl PoolCore {
     /// Compacts every class; returns what it did. A compaction already running on this
     /// pool makes this one return at once with nothing done, as the kernel's does.
     pub fn compact(&self) -> CompactStats {
-        let Some(_running) = self.compaction.try_lock() else { return CompactStats::default() };
+        let Some(_running) = self.compaction().try_lock() else { return CompactStats::default() };
         let mut total = CompactStats::default();
-        for ci in 0..self.classes.len() {
+        for ci in 0..self.classes().len() {
             total.add(self.compact_class(ci, usize::MAX));
         }
         total
@@ -98,7 +98,7 @@ impl PoolCore {
     /// it has freed `budget` frames or more.
     pub(crate) fn compact_class(&self, ci: usize, budget: usize) -> CompactStats {
         let done = self.sweep(ci, budget);
-        let n = &self.counters;
+        let n = self.counters();
         // Relaxed: statistics.
         n.pages_compacted.fetch_add(done.pages_freed as u64, Ordering::Relaxed);
         n.objs_moved.fetch_add(done.objs_moved as u64, Ordering::Relaxed);
@@ -110,11 +110,11 @@ impl PoolCore {
     /// lock, moving their objects where it says (see the module comment). What it
     /// reports freed is net of the new zspages the objects took.
     fn sweep(&self, ci: usize, budget: usize) -> CompactStats {
-        let class = &self.classes[ci];
+        let class = &self.classes()[ci];
         let spec = class.spec;
         let mut done = CompactStats::default();
-        let mut sweep = Sweep::begin(self.layout, &mut class.state.lock().lists, &spec);
-        sweep.find_objects(&self.handles);
+        let mut sweep = Sweep::begin(self.layout(), &mut class.state.lock().lists, &spec);
+        sweep.find_objects(self.handles());
         let mut buf = [0u8; PAGE_SIZE];
         // Frames released and frames taken for new zspages: the objects of the
         // zspages being emptied may need some.
@@ -129,7 +129,7 @@ impl PoolCore {
                 // SAFETY: `src` is a live zspage of this class, whose lock we hold; the
                 // state borrow ends with this block.
                 let (z, body) = unsafe { (&*src, &(*src).state().body) };
-                sweep.objects(z, body, &spec, &self.handles)
+                sweep.objects(z, body, &spec, self.handles())
             };
             if sweep.whole_sources() {
                 // A zspage with a held object (mapped, being read or written) cannot
@@ -138,7 +138,7 @@ impl PoolCore {
                 let held = objects
                     .iter()
                     // SAFETY: listed slots are below the table's high-water mark.
-                    .filter(|o| unsafe { self.handles.slot_unchecked(o.idx) }.load().held())
+                    .filter(|o| unsafe { self.handles().slot_unchecked(o.idx) }.load().held())
                     .count();
                 if held != 0 {
                     done.skipped_pinned += held;
@@ -151,7 +151,7 @@ impl PoolCore {
             let mut undone: Vec<Released> = Vec::new();
             for o in objects {
                 // SAFETY: listed: below the table's high-water mark.
-                let slot = unsafe { self.handles.slot_unchecked(o.idx) };
+                let slot = unsafe { self.handles().slot_unchecked(o.idx) };
                 // Destination first, then the claim: taking a new zspage may mean
                 // mmap and mprotect, during which a claimed object would keep its
                 // readers waiting.
@@ -234,7 +234,7 @@ impl PoolCore {
             if !sweep.grows() {
                 return None;
             }
-            if let Ok(zs) = self.new_zspage(ci, st, self.classes[ci].spec.frames) {
+            if let Ok(zs) = self.new_zspage(ci, st, self.classes()[ci].spec.frames) {
                 return Some((zs, true));
             }
             // SAFETY: the class lock is held (`st`).
@@ -261,7 +261,7 @@ impl PoolCore {
         dst: *mut ZsPage,
         buf: &mut [u8; PAGE_SIZE],
     ) -> u64 {
-        let spec = &self.classes[ci].spec;
+        let spec = &self.classes()[ci].spec;
         // SAFETY: by 1, both are live and ours, and distinct, so the two state
         // references do not alias.
         let (s, d, zs_src, zs_dst) = unsafe { ((*src).state(), (*dst).state(), &*src, &*dst) };

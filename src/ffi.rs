@@ -39,11 +39,12 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access::{MapMode, MapState};
-use crate::auto::AutoCompact;
+
 use crate::class::Layout;
+use crate::config::{AllocFlags, AutoCompact, Config};
 use crate::error::{report_misuse, Error};
+use crate::facade::Pool;
 use crate::handle::Handle;
-use crate::pool::{AllocFlags, Config, Pool};
 use crate::slot::Slot;
 use crate::stats::{ClassInfo, PoolInfo};
 

@@ -132,7 +132,7 @@ pub struct FrameSource {
     side_extent: RwLock<()>,
     arena: Region,
     /// One word per frame; see `memmap.rs`.
-    pub side: SideTable,
+    side: SideTable,
     nframes: usize,
     limit: usize,
     state: Mutex<FrameState>,
@@ -161,6 +161,12 @@ impl FrameSource {
             }),
             held: AtomicUsize::new(0),
         })
+    }
+
+    /// The side table: one word per frame.
+    #[inline]
+    pub fn side(&self) -> &SideTable {
+        &self.side
     }
 
     /// Address of the first byte of frame `pfn`. Computing it is safe; using it needs

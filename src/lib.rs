@@ -9,8 +9,9 @@
 //! - `os` — the only module that talks to mmap, mprotect and madvise.
 //! - `frames` — the arena: one reservation, order-0 frames handed out one at a time,
 //!   freed frames returned to the OS.
-//! - `memmap` — the side table: one word per frame (type, index in its zspage, the
-//!   zspage descriptor's address) and no other per-frame metadata.
+//! - `memmap` — the side table: one word per frame (type, index in its owner's
+//!   chain, the owner's address, which it stores and never follows) and no other
+//!   per-frame metadata.
 //! - `class` — the class table: sizes, frames and objects per zspage, merging: the
 //!   kernel's exact table. The dense default has no size classes, only lanes.
 //! - `zspage`, `kernel`, `packed`, `lists` — the zspage descriptor: its frames, its
@@ -25,11 +26,15 @@
 //! - `slot`, `handle` — the handle table: a handle names a slot; the slot holds the
 //!   object's location, a generation, a state and a pin count: readers share an
 //!   object, a writer holds it alone.
-//! - `pool`, `access`, `stats`, `check` — malloc and free under per-class locks;
-//!   reads, writes and maps without locks; statistics; the invariant checker.
-//! - `compact`, `auto` — compaction, and the optional background compactor.
+//! - `config`, `pool`, `access`, `stats`, `check` — the pool's core: its
+//!   configuration; malloc and free under per-class locks; reads, writes and maps
+//!   without locks; statistics; the invariant checker.
+//! - `compact`, `auto` — compaction, and the optional background compactor (which
+//!   knows the core only).
 //! - `scan`, `migrate` — the pfn scanner (classifies frames from their side-table
 //!   words alone) and frame migration: arena defragmentation and adjacency.
+//! - `facade` — [`Pool`]: the core, and the background compactor's thread when one
+//!   is configured.
 //! - `ffi` — the C ABI, a thin layer over [`Pool`].
 //! - `sync` — where every atomic, lock and the epoch collector come from: loom's
 //!   stand-ins under `--cfg loom`, annotations for helgrind under `--cfg zs_valgrind`.
@@ -75,7 +80,9 @@ mod auto;
 mod check;
 mod class;
 mod compact;
+mod config;
 mod error;
+mod facade;
 /// The C ABI (`include/zsmalloc.h` is generated from it): `extern "C"` functions, each
 /// `unsafe` with its contract under `# Safety`, and the C structs they take.
 #[cfg(not(loom))]
@@ -98,13 +105,14 @@ mod sync;
 mod zspage;
 
 pub use access::{MapMode, Mapping, ObjRead};
-pub use auto::AutoCompact;
 pub use class::{ClassSpec, ClassTable, Layout};
 pub use compact::CompactStats;
+pub use config::{AllocFlags, AutoCompact, Config};
 pub use error::{Error, Result};
+pub use facade::Pool;
 pub use handle::Handle;
 pub use migrate::MigrateStats;
-pub use pool::{AllocFlags, Config, Pool, PoolCore};
+pub use pool::PoolCore;
 pub use scan::{Census, FrameKind};
 pub use stats::{ClassInfo, PoolInfo};
 

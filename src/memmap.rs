@@ -12,23 +12,24 @@
 //! ```text
 //!  63                                              6 5        2 1    0
 //! +-------------------------------------------------+----------+------+
-//! |  address of the zspage descriptor (bits 63..6)  | frame idx | type |
+//! |  address of the frame's owner (bits 63..6)      | frame idx | type |
 //! +-------------------------------------------------+----------+------+
 //! ```
 //!
 //! - `type` (2 bits): [`FrameType::Free`] (the whole word is 0), [`FrameType::Zspage`]
 //!   (a frame of a multi-object zspage), [`FrameType::Huge`] (the single frame of a
 //!   zspage holding one object), and one value reserved for frames in transit.
-//! - `frame idx` (4 bits): the frame's position in its zspage's chain, 0..15.
-//! - the descriptor address: descriptors are 64-byte aligned, so its low six bits are
-//!   zero and carry the two fields above.
+//! - `frame idx` (4 bits): the frame's position in its owner's chain, 0..15.
+//! - the owner's address: what the layer above keeps for the frame (a zspage
+//!   descriptor), 64-byte aligned, so its low six bits are zero and carry the two
+//!   fields above. The table stores it and gives it back; it never follows it.
 //!
 //! A frame's order is always 0: a scanner walking frames by number steps by one and
 //! never infers the extent of a run from a word.
 //!
 //! Words are written with `Release` when a zspage takes a frame (after its descriptor
 //! is initialised) and cleared when it gives it back; readers load with `Acquire`, so a
-//! non-free word always shows an initialised descriptor.
+//! non-free word always shows an initialised owner.
 //!
 //! # Which words may be read
 //!
@@ -44,7 +45,6 @@
 //! word a shrink is giving back.
 
 use crate::sync::{hg, AtomicUsize, Ordering};
-use crate::zspage::ZsPage;
 
 /// What a frame is, as its side-table word says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,12 +72,11 @@ impl FrameWord {
     /// The word of a free frame.
     pub const FREE: FrameWord = FrameWord(0);
 
-    /// The word of frame `index` of zspage `desc`.
-    pub fn new(ty: FrameType, index: usize, desc: *const ZsPage) -> FrameWord {
-        let addr = desc as usize;
-        debug_assert!(addr & !PTR_MASK == 0, "descriptor not 64-byte aligned");
+    /// The word of frame `index` of the owner at address `owner` (64-byte aligned).
+    pub fn new(ty: FrameType, index: usize, owner: usize) -> FrameWord {
+        debug_assert!(owner & !PTR_MASK == 0, "owner not 64-byte aligned");
         debug_assert!(index < 16);
-        FrameWord(addr | (index << INDEX_SHIFT) | ty as usize)
+        FrameWord(owner | (index << INDEX_SHIFT) | ty as usize)
     }
 
     /// The frame's type.
@@ -90,14 +89,14 @@ impl FrameWord {
         }
     }
 
-    /// The frame's position in its zspage.
+    /// The frame's position in its owner's chain.
     pub fn index(self) -> usize {
         (self.0 & INDEX_MASK) >> INDEX_SHIFT
     }
 
-    /// The zspage descriptor the frame belongs to (null for a free frame).
-    pub fn zspage(self) -> *const ZsPage {
-        (self.0 & PTR_MASK) as *const ZsPage
+    /// The address of the frame's owner, as stored (0 for a free frame).
+    pub fn owner(self) -> usize {
+        self.0 & PTR_MASK
     }
 
     /// The raw word.
@@ -318,17 +317,14 @@ mod tests {
 
     #[test]
     fn word_roundtrip() {
-        #[repr(align(64))]
-        struct A(#[allow(dead_code)] [u8; 64]);
-        let a = A([0; 64]);
-        let p = &a as *const A as *const ZsPage;
+        let owner = 0x7f12_3456_7840usize;
         for (ty, idx) in [(FrameType::Zspage, 0), (FrameType::Zspage, 15), (FrameType::Huge, 0)] {
-            let w = FrameWord::new(ty, idx, p);
+            let w = FrameWord::new(ty, idx, owner);
             assert_eq!(w.frame_type(), ty);
             assert_eq!(w.index(), idx);
-            assert_eq!(w.zspage(), p);
+            assert_eq!(w.owner(), owner);
         }
         assert_eq!(FrameWord::FREE.frame_type(), FrameType::Free);
-        assert!(FrameWord::FREE.zspage().is_null());
+        assert_eq!(FrameWord::FREE.owner(), 0);
     }
 }

@@ -78,30 +78,30 @@ impl PoolCore {
     unsafe fn move_frame(&self, pfn: u32, to: u32, known: &HashMap<usize, Vec<u32>>) -> Result<()> {
         let guard = epoch::pin();
         // SAFETY: below the top, and the compaction lock keeps a shrink out.
-        let w = unsafe { self.frames.side.get(pfn) };
+        let w = unsafe { self.frames().side().get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) {
             return Err(Error::Invalid("frame not in a zspage"));
         }
         // SAFETY: a non-free word read under `guard`: the descriptor stays allocated
         // while the guard lives (descriptors are freed through the epoch after their
         // words are cleared); `class` never changes.
-        let ci = unsafe { (*w.zspage()).class } as usize;
-        let class = &self.classes[ci];
+        let ci = unsafe { (*ZsPage::of(w)).class } as usize;
+        let class = &self.classes()[ci];
         let spec = class.spec;
         let _st = class.state.lock();
         // Under the lock the frame cannot change if it is still this class's: re-read.
         // SAFETY: as above.
-        let w = unsafe { self.frames.side.get(pfn) };
+        let w = unsafe { self.frames().side().get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge)
             // SAFETY: as above (still under `guard`).
-            || unsafe { (*w.zspage()).class } as usize != ci
+            || unsafe { (*ZsPage::of(w)).class } as usize != ci
         {
             return Err(Error::Invalid("frame changed hands"));
         }
         drop(guard);
         let zs: &ZsPage = {
             // SAFETY: a zspage of the class whose lock we hold is alive until we drop it.
-            unsafe { &*w.zspage() }
+            unsafe { &*ZsPage::of(w) }
         };
         let k = w.index();
         // SAFETY: class lock held; the state borrow is used only in this function.
@@ -112,9 +112,9 @@ impl PoolCore {
         // what the caller found, else from a pass under the lock, which misses none.
         let key = zs as *const ZsPage as usize;
         let found = known.get(&key).map_or(&[][..], |v| v);
-        let objects = match s.body.objects_in(zs, &spec, &self.handles, found, frame_lo, frame_hi).or_else(|| {
-            let all = locate(&self.handles, zs.frame_list().map(|pfn| (pfn, key))).remove(&key).unwrap_or_default();
-            s.body.objects_in(zs, &spec, &self.handles, &all, frame_lo, frame_hi)
+        let objects = match s.body.objects_in(zs, &spec, self.handles(), found, frame_lo, frame_hi).or_else(|| {
+            let all = locate(self.handles(), zs.frame_list().map(|pfn| (pfn, key))).remove(&key).unwrap_or_default();
+            s.body.objects_in(zs, &spec, self.handles(), &all, frame_lo, frame_hi)
         }) {
             Some(objects) => objects,
             None => {
@@ -125,19 +125,19 @@ impl PoolCore {
         let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
         for (link, start) in objects {
             // SAFETY: recorded at malloc: below the table's high-water mark.
-            let slot = unsafe { self.handles.slot_unchecked(link) };
+            let slot = unsafe { self.handles().slot_unchecked(link) };
             match slot.begin_move() {
                 Some(c) => claimed.push((link, c, start)),
                 None => {
                     for (idx, c, _) in claimed {
                         // SAFETY: as above.
-                        unsafe { self.handles.slot_unchecked(idx) }.end_move(c, c.loc());
+                        unsafe { self.handles().slot_unchecked(idx) }.end_move(c, c.loc());
                     }
                     return Err(Error::Busy);
                 }
             }
         }
-        let (from_addr, to_addr) = (self.frames.frame_addr(pfn), self.frames.frame_addr(to));
+        let (from_addr, to_addr) = (self.frames().frame_addr(pfn), self.frames().frame_addr(to));
         track_read(from_addr, PAGE_SIZE);
         track_write(to_addr, PAGE_SIZE);
         // SAFETY: every object overlapping the frame is claimed and the class lock is
@@ -151,19 +151,19 @@ impl PoolCore {
         // SAFETY: both frames are below the top (compaction lock: no shrink), and the
         // class lock of the zspage that gives one up and takes the other is held.
         unsafe {
-            self.frames.side.set(to, FrameWord::new(w.frame_type(), k, zs));
-            self.frames.side.set(pfn, FrameWord::FREE);
+            self.frames().side().set(to, ZsPage::word(zs, w.frame_type(), k));
+            self.frames().side().set(pfn, FrameWord::FREE);
         }
         for (idx, c, start) in claimed {
             let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
             // SAFETY: as above.
-            unsafe { self.handles.slot_unchecked(idx) }.end_move(c, loc);
+            unsafe { self.handles().slot_unchecked(idx) }.end_move(c, loc);
         }
         // Still under the class lock: the checker sees the frame count and the zspage
         // change together.
-        self.frames.migrated(pfn, to);
+        self.frames().migrated(pfn, to);
         // Relaxed: a statistic.
-        self.counters.frames_migrated.fetch_add(1, Ordering::Relaxed);
+        self.counters().frames_migrated.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -171,19 +171,19 @@ impl PoolCore {
     /// gives the arena's free upper part back (pages, commit charge, side-table
     /// pages; the address range stays reserved). Runs exclusive of compaction.
     pub fn defragment(&self) -> MigrateStats {
-        let _running = self.compaction.lock();
+        let _running = self.compaction().lock();
         let mut done = MigrateStats::default();
-        let held = self.frames.held();
-        let top = self.frames.top();
+        let held = self.frames().held();
+        let top = self.frames().top();
         // Frames in use at or above `held` need a place below it. Both lists ascend,
         // so frames keep their order: a zspage whose frames were adjacent stays so
         // wherever the targets are adjacent (its straddling objects stay in place).
         let movers: Vec<u32> = (held as u32..top as u32)
             // SAFETY: below the top, and the compaction lock keeps a shrink out.
-            .filter(|&p| unsafe { self.frames.side.get(p) }.frame_type() != FrameType::Free)
+            .filter(|&p| unsafe { self.frames().side().get(p) }.frame_type() != FrameType::Free)
             .collect();
         let known = self.locate_in_frames(&movers);
-        let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
+        let mut targets = self.frames().take_lowest(movers.len(), held).into_iter();
         let mut unused = Vec::new();
         for pfn in movers {
             let Some(to) = targets.next() else { break };
@@ -200,9 +200,9 @@ impl PoolCore {
             }
         }
         unused.extend(targets);
-        self.frames.free_taken(&unused);
+        self.frames().free_taken(&unused);
         self.wait_for_retired_frames();
-        done.frames_released = self.frames.shrink(false).0;
+        done.frames_released = self.frames().shrink(false).0;
         done
     }
 
@@ -214,16 +214,16 @@ impl PoolCore {
     /// if one has been placed there meanwhile (a thread stack, a malloc arena, another
     /// pool), the pool cannot grow past it and malloc fails with `NoMemory`.
     pub fn release_address_space(&self) -> usize {
-        let _running = self.compaction.lock();
-        self.frames.shrink(true).1
+        let _running = self.compaction().lock();
+        self.frames().shrink(true).1
     }
 
     /// Moves the frames of every zspage whose chain is not contiguous into a run of
     /// adjacent frames, so its straddling objects are read and mapped in place.
     pub fn make_adjacent(&self) -> MigrateStats {
-        let _running = self.compaction.lock();
+        let _running = self.compaction().lock();
         let mut done = MigrateStats::default();
-        for class in self.classes.iter().filter(|c| c.spec.frames > 1) {
+        for class in self.classes().iter().filter(|c| c.spec.frames > 1) {
             // The zspages to join, as (first pfn, number of frames), found under the lock.
             let mut split: Vec<Vec<u32>> = Vec::new();
             {
@@ -239,7 +239,7 @@ impl PoolCore {
             let firsts: Vec<u32> = split.iter().map(|pfns| pfns[0]).collect();
             let known = self.locate_in_frames(&firsts);
             for pfns in split {
-                let Ok(run) = self.frames.take_run(pfns.len()) else { break };
+                let Ok(run) = self.frames().take_run(pfns.len()) else { break };
                 let mut moved = 0;
                 for (&from, &to) in pfns.iter().zip(&run) {
                     // SAFETY: `to` is of the run taken above, not used yet; `from` was
@@ -258,7 +258,7 @@ impl PoolCore {
                 if moved == pfns.len() {
                     done.zspages_joined += 1;
                 }
-                self.frames.free_taken(&run[moved..]);
+                self.frames().free_taken(&run[moved..]);
             }
         }
         done
@@ -269,20 +269,21 @@ impl PoolCore {
     /// handle table (for [`move_frame`](Self::move_frame)); empty for the kernel
     /// layout. The caller holds the compaction lock, and the pfns were below the top.
     fn locate_in_frames(&self, pfns: &[u32]) -> HashMap<usize, Vec<u32>> {
-        self.layout.locate(&self.handles, || {
+        self.layout().locate(self.handles(), || {
             let mut frames: Vec<(u32, usize)> = Vec::new();
             let mut seen: HashSet<usize> = HashSet::new();
             let guard = epoch::pin();
             for &pfn in pfns {
                 // SAFETY: the pfns were below the top; the caller holds the compaction
                 // lock, so no shrink has lowered it since.
-                let w = unsafe { self.frames.side.get(pfn) };
-                if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(w.zspage() as usize) {
+                let w = unsafe { self.frames().side().get(pfn) };
+                if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(ZsPage::of(w) as usize)
+                {
                     // SAFETY: a non-free word read under `guard`: the descriptor stays
                     // allocated while the guard lives. Its frames may change before
                     // they are used; `move_frame` checks what it is given.
-                    let zs = unsafe { &*w.zspage() };
-                    frames.extend(zs.frame_list().map(|p| (p, w.zspage() as usize)));
+                    let zs = unsafe { &*ZsPage::of(w) };
+                    frames.extend(zs.frame_list().map(|p| (p, ZsPage::of(w) as usize)));
                 }
             }
             drop(guard);
@@ -297,7 +298,7 @@ impl PoolCore {
     /// count of tries. Frames still waiting then just stay below the top.
     fn wait_for_retired_frames(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.frames.retired_waiting() != 0 && std::time::Instant::now() < deadline {
+        while self.frames().retired_waiting() != 0 && std::time::Instant::now() < deadline {
             // Pushes this thread's deferred frees to the collector and tries to
             // advance the epoch.
             epoch::pin().flush();
@@ -340,14 +341,14 @@ mod tests {
         let slot = |h| p.resolve(h, "test").unwrap().1;
         let (moved, elsewhere) = (objs[20].0, objs[199].0);
         // SAFETY: frames of live objects, held by their zspages.
-        let zs = unsafe { p.frames.side.get(pfn_of(&p, moved)) }.zspage() as usize;
+        let zs = unsafe { p.frames().side().get(pfn_of(&p, moved)) }.owner();
         // SAFETY: as above.
-        assert_ne!(unsafe { p.frames.side.get(pfn_of(&p, elsewhere)) }.zspage() as usize, zs);
+        assert_ne!(unsafe { p.frames().side().get(pfn_of(&p, elsewhere)) }.owner(), zs);
         let lists = [vec![], vec![slot(moved)], vec![slot(elsewhere), slot(moved)]];
         for known in lists {
             let from = pfn_of(&p, moved);
-            let to = p.frames.take_run(1).unwrap()[0];
-            let running = p.compaction.lock();
+            let to = p.frames().take_run(1).unwrap()[0];
+            let running = p.compaction().lock();
             // SAFETY: `to` was just taken for this; `from` holds a live object; the
             // compaction lock is held.
             unsafe { p.move_frame(from, to, &HashMap::from([(zs, known)])) }.unwrap();

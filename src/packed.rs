@@ -113,6 +113,10 @@ impl Arrivals {
     }
 }
 
+/// Bytes a zspage costs beyond its frames: its descriptor (`zspage.rs` checks that
+/// this is its size).
+pub const DESCRIPTOR_BYTES: usize = 128;
+
 /// The zspage length, at most `chain` frames, that wastes the least share of its
 /// bytes if filled with objects of `len` bytes: the tail they leave plus the
 /// descriptor a zspage costs. Ties go to the longer zspage. The kernel's rule for a
@@ -120,7 +124,7 @@ impl Arrivals {
 /// zspage also costs a descriptor more per byte.
 pub fn zspage_frames(len: usize, chain: usize) -> usize {
     debug_assert!(len > 0 && len <= crate::os::PAGE_SIZE);
-    let descriptor = std::mem::size_of::<crate::zspage::ZsPage>();
+    let descriptor = DESCRIPTOR_BYTES;
     // Waste and bytes of a zspage of `k` frames.
     let cost = |k: usize| ((k * crate::os::PAGE_SIZE) % len + descriptor, k * crate::os::PAGE_SIZE);
     (1..=chain).rev().fold(chain, |best, k| {

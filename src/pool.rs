@@ -40,12 +40,9 @@
 //! the frame source and its descriptor to the epoch collector.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
 
-use crate::auto::AutoCompact;
-#[cfg(not(loom))]
-use crate::auto::AutoCompactor;
 use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
+use crate::config::{AllocFlags, Config};
 use crate::error::{report_misuse, Error, Result};
 use crate::frames::{Discard, FrameSource};
 use crate::handle::{Handle, HandleTable, PoolId};
@@ -58,30 +55,6 @@ use crate::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
 pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
-
-/// A pool's configuration.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Config {
-    /// Most frames the pool may hold; 0 means no limit but the arena's.
-    pub max_pages: usize,
-    /// Most frames per zspage, 4..=16; 0 means the layout's default.
-    pub chain_size: usize,
-    /// The class table.
-    pub layout: Layout,
-    /// Automatic compaction (off by default).
-    pub auto_compact: AutoCompact,
-}
-
-/// Allocation flags.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AllocFlags(pub u32);
-
-impl AllocFlags {
-    /// Fail with `NoMemory` rather than take a new frame (`ZS_ALLOC_NOGROW`).
-    pub const NOGROW: AllocFlags = AllocFlags(1);
-    /// Every defined flag bit.
-    pub const ALL: u32 = 1;
-}
 
 /// The state a class lock protects.
 pub(crate) struct ClassState {
@@ -130,14 +103,14 @@ pub struct PoolCore {
     name: String,
     /// The tag in its handles and its serial; the tag is given back when the pool goes.
     id: PoolId,
-    pub(crate) table: ClassTable,
-    pub(crate) frames: FrameSource,
-    pub(crate) handles: HandleTable,
-    pub(crate) classes: Box<[Class]>,
-    pub(crate) counters: Counters,
-    pub(crate) compaction: Mutex<()>,
+    table: ClassTable,
+    frames: FrameSource,
+    handles: HandleTable,
+    classes: Box<[Class]>,
+    counters: Counters,
+    compaction: Mutex<()>,
     /// The layout (`layout.rs` answers what differs between them).
-    pub(crate) layout: Layout,
+    layout: Layout,
 }
 
 /// A zspage taken off its lists under the class lock, to be released after it: its
@@ -150,7 +123,7 @@ pub(crate) struct Released {
 
 impl PoolCore {
     /// The pool's structures for `config`.
-    fn build(name: &str, config: &Config) -> Result<PoolCore> {
+    pub(crate) fn build(name: &str, config: &Config) -> Result<PoolCore> {
         if system_page_size() != PAGE_SIZE {
             return Err(Error::Invalid("this library needs 4 KiB pages"));
         }
@@ -208,7 +181,7 @@ impl PoolCore {
     /// Tells helgrind (`sync::hg`) that the counters, which are read without locks
     /// while their writers update them, are only ever accessed atomically. Called once
     /// the core is in place (in its `Arc`).
-    fn untrack_counters(&self) {
+    pub(crate) fn untrack_counters(&self) {
         let untracked = |a: &AtomicUsize| hg::untracked((a as *const AtomicUsize).cast(), std::mem::size_of_val(a));
         for c in self.classes.iter() {
             for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
@@ -234,6 +207,43 @@ impl PoolCore {
     /// The class table.
     pub fn class_table(&self) -> &ClassTable {
         &self.table
+    }
+
+    /// The layout (`layout.rs` answers what differs between the two).
+    #[inline]
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The arena, its side table and the frame allocator.
+    #[inline]
+    pub(crate) fn frames(&self) -> &FrameSource {
+        &self.frames
+    }
+
+    /// The handle table.
+    #[inline]
+    pub(crate) fn handles(&self) -> &HandleTable {
+        &self.handles
+    }
+
+    /// The classes (the dense layout's lanes), by position in the class table.
+    #[inline]
+    pub(crate) fn classes(&self) -> &[Class] {
+        &self.classes
+    }
+
+    /// The cumulative counters.
+    #[inline]
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The pool's compaction lock: one compaction, defragmentation, adjacency pass or
+    /// release of the arena at a time (the first lock of the lock order).
+    #[inline]
+    pub(crate) fn compaction(&self) -> &Mutex<()> {
+        &self.compaction
     }
 
     /// Counts a misuse and reports it (see [`report_misuse`]); returns `err`. Cold: it
@@ -396,7 +406,7 @@ impl PoolCore {
             // name it.
             // SAFETY: a frame just allocated to this zspage (held, committed), under
             // the lock of its class.
-            unsafe { self.frames.side.set(pfn, FrameWord::new(ty, k, zs)) };
+            unsafe { self.frames.side().set(pfn, ZsPage::word(zs, ty, k)) };
         }
         // SAFETY: fresh descriptor of this class, on no list; lock held.
         unsafe { st.lists.push(zs, list) };
@@ -421,7 +431,7 @@ impl PoolCore {
             st.lists.unlink(zs);
             for (k, pfn) in (*zs).frame_list().enumerate() {
                 // SAFETY: a frame of this zspage, still held, whose class lock we hold.
-                self.frames.side.set(pfn, FrameWord::FREE);
+                self.frames.side().set(pfn, FrameWord::FREE);
                 pfns[k] = pfn;
             }
             bump(&self.classes[ci].body_bytes, -((*zs).state().body.meta_bytes() as isize));
@@ -462,8 +472,8 @@ impl PoolCore {
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
         // SAFETY: our pin keeps the object's frame held by its zspage.
-        let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
-        let zs = fw.zspage() as *mut ZsPage;
+        let fw = unsafe { self.frames.side().get((loc >> PAGE_SHIFT) as u32) };
+        let zs = ZsPage::of(fw);
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
         let class = &self.classes[ci];
@@ -531,8 +541,8 @@ impl PoolCore {
             let loc = unsafe { pin.slot().as_ref() }.load().loc();
             // SAFETY: the object is pinned, so its frame is held by its zspage and its
             // side-table word is committed.
-            let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
-            let zs = fw.zspage() as *mut ZsPage;
+            let fw = unsafe { self.frames.side().get((loc >> PAGE_SHIFT) as u32) };
+            let zs = ZsPage::of(fw);
             // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
             let ci = unsafe { (*zs).class } as usize;
             let class = &self.classes[ci];
@@ -567,59 +577,5 @@ impl Drop for PoolCore {
 impl std::fmt::Debug for PoolCore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool").field("name", &self.name).field("layout", &self.table.layout()).finish()
-    }
-}
-
-/// A pool of objects: the owner of a [`PoolCore`], which it derefs to, and of the
-/// automatic compactor's thread when one is configured.
-pub struct Pool {
-    // Declared first: dropped (the thread stopped and joined) before the core.
-    #[cfg(not(loom))]
-    auto: Option<AutoCompactor>,
-    core: Arc<PoolCore>,
-}
-
-impl Pool {
-    /// A pool with the default configuration.
-    pub fn new(name: &str) -> Result<Pool> {
-        Pool::with_config(name, &Config::default())
-    }
-
-    /// A pool with `config`.
-    pub fn with_config(name: &str, config: &Config) -> Result<Pool> {
-        let core = Arc::new(PoolCore::build(name, config)?);
-        core.untrack_counters();
-        #[cfg(not(loom))]
-        let auto = if config.auto_compact.is_on() {
-            Some(AutoCompactor::start(core.clone(), config.auto_compact).map_err(|_| Error::NoMemory)?)
-        } else {
-            None
-        };
-        Ok(Pool {
-            #[cfg(not(loom))]
-            auto,
-            core,
-        })
-    }
-
-    /// Whether an automatic compactor runs for this pool.
-    pub fn auto_compacting(&self) -> bool {
-        #[cfg(not(loom))]
-        return self.auto.is_some();
-        #[cfg(loom)]
-        return false;
-    }
-}
-
-impl std::ops::Deref for Pool {
-    type Target = PoolCore;
-    fn deref(&self) -> &PoolCore {
-        &self.core
-    }
-}
-
-impl std::fmt::Debug for Pool {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.core.fmt(f)
     }
 }

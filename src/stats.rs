@@ -74,7 +74,7 @@ impl PoolCore {
     pub fn info(&self) -> PoolInfo {
         let mut i = PoolInfo::default();
         let mut descriptors = 0usize;
-        for c in self.classes.iter() {
+        for c in self.classes().iter() {
             // Relaxed: statistics; each is exact for its class at some instant.
             i.live_objects += c.live.load(Ordering::Relaxed) as u64;
             i.requested_bytes += c.requested.load(Ordering::Relaxed) as u64;
@@ -83,10 +83,10 @@ impl PoolCore {
         }
         i.total_pages = self.total_pages() as u64;
         let own = std::mem::size_of::<PoolCore>()
-            + std::mem::size_of_val(&*self.classes)
+            + std::mem::size_of_val(self.classes())
             + (crate::class::MAX_ALLOC_SIZE + 1) * 2;
-        i.meta_bytes = (self.handles.bytes() + descriptors + self.frames.side_table_bytes() + own) as u64;
-        let n = &self.counters;
+        i.meta_bytes = (self.handles().bytes() + descriptors + self.frames().side_table_bytes() + own) as u64;
+        let n = self.counters();
         i.pages_compacted = n.pages_compacted.load(Ordering::Relaxed);
         i.objs_moved = n.objs_moved.load(Ordering::Relaxed);
         i.compact_skipped_mapped = n.compact_skipped.load(Ordering::Relaxed);
@@ -98,8 +98,8 @@ impl PoolCore {
 
     /// The class whose index is `index` (as `lookup_class_index` returns).
     pub fn class_info(&self, index: usize) -> Result<ClassInfo> {
-        let pos = self.table.by_index(index).ok_or(Error::Invalid("no class has that index"))?;
-        let c = &self.classes[pos];
+        let pos = self.class_table().by_index(index).ok_or(Error::Invalid("no class has that index"))?;
+        let c = &self.classes()[pos];
         let st = c.state.lock();
         let mut zspages = [0u64; NR_GROUPS];
         let (mut frames, mut allocated) = (0, 0);
@@ -114,7 +114,7 @@ impl PoolCore {
         let (live, requested) = (c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
         drop(st);
         let nzspages = zspages.iter().sum::<u64>() as usize;
-        let freeable = self.layout.freeable(&c.spec, nzspages, live, requested);
+        let freeable = self.layout().freeable(&c.spec, nzspages, live, requested);
         Ok(ClassInfo {
             index,
             class_size: c.spec.size,
@@ -131,15 +131,15 @@ impl PoolCore {
     /// Frames compaction could free in class `ci` now, as counted without its lock
     /// (for the automatic trigger).
     pub(crate) fn freeable(&self, ci: usize) -> usize {
-        let c = &self.classes[ci];
+        let c = &self.classes()[ci];
         // Relaxed: an estimate; the compaction itself rechecks under the lock.
         let (zspages, live, requested) =
             (c.zspages.load(Ordering::Relaxed), c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
-        self.layout.freeable(&c.spec, zspages, live, requested)
+        self.layout().freeable(&c.spec, zspages, live, requested)
     }
 
     /// Indices of every class, ascending.
     pub fn class_indices(&self) -> impl Iterator<Item = usize> + '_ {
-        self.table.classes().iter().map(|c| c.index)
+        self.class_table().classes().iter().map(|c| c.index)
     }
 }

@@ -25,6 +25,7 @@ use crate::sync::{hg, AtomicU32, Ordering};
 
 use crate::class::MAX_CHAIN;
 use crate::kernel::Objects;
+use crate::memmap::{FrameType, FrameWord};
 use crate::os::PAGE_SHIFT;
 use crate::packed::Extents;
 
@@ -46,6 +47,10 @@ pub enum Body {
     /// Objects of any size, end to end: the holes between them (`packed.rs`).
     Dense(Extents),
 }
+
+// Loom's atomics are larger than the real ones: its descriptors are too.
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<ZsPage>() == crate::packed::DESCRIPTOR_BYTES);
 
 /// A zspage descriptor. 64-byte aligned: the side-table word keeps its low six bits.
 #[repr(C, align(64))]
@@ -99,6 +104,19 @@ impl ZsPage {
     #[inline]
     pub fn loc_of(&self, off: usize) -> u64 {
         ((self.frame(off >> PAGE_SHIFT) as u64) << PAGE_SHIFT) | (off & ((1 << PAGE_SHIFT) - 1)) as u64
+    }
+
+    /// The side-table word of frame `k` of the zspage at `zs`, of type `ty`.
+    #[inline]
+    pub fn word(zs: *const ZsPage, ty: FrameType, k: usize) -> FrameWord {
+        FrameWord::new(ty, k, zs as usize)
+    }
+
+    /// The zspage a side-table word names: its owner (null for a free frame). Every
+    /// owner the pool stores is a zspage ([`word`](Self::word)).
+    #[inline]
+    pub fn of(w: FrameWord) -> *mut ZsPage {
+        w.owner() as *mut ZsPage
     }
 
     /// The lock-protected state.
