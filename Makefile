@@ -73,7 +73,7 @@ header-check: build
 
 # The shared library exports the functions of include/zsmalloc.h and nothing else: no
 # symbol of the Rust runtime or of a dependency can clash with a program's own. The one
-# exception is the fault-injection hooks of the C tests (zs_testonly_*, src/os.rs),
+# exception is the fault-injection hooks of the C tests (zs_testonly_*, src/frames/os.rs),
 # kept out of the header.
 symbols-check: build
 	@exported=$$(nm -D --defined-only $(LIB_SO) | awk '{print $$3}' | sort); \

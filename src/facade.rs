@@ -1,16 +1,16 @@
-//! The pool as its users hold it: [`Pool`] owns the core (`pool.rs`: everything a
+//! The pool as its users hold it: [`Pool`] owns the core (`pool/mod.rs`: everything a
 //! pool is) and, when one is configured, the automatic compactor's thread
-//! (`auto.rs`), which shares the core. Dropping a `Pool` stops that thread before the
+//! (`compact/auto.rs`), which shares the core. Dropping a `Pool` stops that thread before the
 //! core goes.
 
 use std::sync::Arc;
 
 #[cfg(not(loom))]
-use crate::auto::AutoCompactor;
-use crate::config::Config;
+use crate::compact::auto::AutoCompactor;
 #[cfg(not(loom))]
 use crate::error::Error;
 use crate::error::Result;
+use crate::pool::config::Config;
 use crate::pool::PoolCore;
 
 /// A pool of objects: the owner of a [`PoolCore`], which it derefs to, and of the

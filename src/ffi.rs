@@ -38,15 +38,15 @@ use std::mem::size_of;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::access::{MapMode, MapState};
+use crate::pool::access::{MapMode, MapState};
 
-use crate::class::Layout;
-use crate::config::{AllocFlags, AutoCompact, Config};
 use crate::error::{report_misuse, Error};
 use crate::facade::Pool;
+use crate::handle::slot::Slot;
 use crate::handle::Handle;
-use crate::slot::Slot;
-use crate::stats::{ClassInfo, PoolInfo};
+use crate::layout::classes::Layout;
+use crate::pool::config::{AllocFlags, AutoCompact, Config};
+use crate::pool::stats::{ClassInfo, PoolInfo};
 
 /// Largest object, in bytes.
 pub const ZS_MAX_ALLOC_SIZE: usize = 4096;
@@ -57,8 +57,8 @@ pub const ZS_NR_FULLNESS_GROUPS: usize = 12;
 
 // The header is generated from this file alone, so its constants are literals; these
 // tie them to the definitions they restate.
-const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::class::MAX_ALLOC_SIZE);
-const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::kernel::NR_GROUPS);
+const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::layout::classes::MAX_ALLOC_SIZE);
+const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::layout::kernel::NR_GROUPS);
 const _: () = assert!(ZS_ALLOC_NOGROW == AllocFlags::NOGROW.0);
 const _: () = assert!(ZS_MAX_CLASSES >= 255, "the kernel layout's full table has 255 classes");
 

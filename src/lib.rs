@@ -46,7 +46,7 @@
 //! side-table walkers, who hold nothing else), then one class lock (the checker takes
 //! all, ascending), then the handle-table growth lock or the frame lock, then the
 //! frame source's retired lock. Readers, writers and mappers take no lock at all.
-//! `pool.rs` says which operation takes which.
+//! `pool/mod.rs` says which operation takes which.
 //!
 //! ## The life of a handle
 //!
@@ -56,7 +56,7 @@
 //! publishes the object's location in the slot. A read, write or map holds the object
 //! with one CAS on the slot: a read or a read-only mapping pins it (a count, shared
 //! with other readers, so a mapping can outlive the call), a write or a writable
-//! mapping claims it alone (`access.rs` says what is refused when). While held the
+//! mapping claims it alone (`pool/access.rs` says what is refused when). While held the
 //! object cannot move or be freed, so its bytes, frames and descriptor stay put
 //! without any lock or epoch guard. `free` pins the object too (which makes its class
 //! certain), takes the class lock, and turns the slot free with a new generation
@@ -75,12 +75,7 @@
 #[cfg(not(target_pointer_width = "64"))]
 compile_error!("zsmalloc needs a 64-bit target: handles are unsigned long");
 
-mod access;
-mod auto;
-mod check;
-mod class;
 mod compact;
-mod config;
 mod error;
 mod facade;
 /// The C ABI (`include/zsmalloc.h` is generated from it): `extern "C"` functions, each
@@ -89,37 +84,27 @@ mod facade;
 pub mod ffi;
 mod frames;
 mod handle;
-mod kernel;
 mod layout;
-mod lists;
-mod locate;
-mod memmap;
 mod migrate;
-mod os;
-mod packed;
 mod pool;
-mod scan;
-mod slot;
-mod stats;
 mod sync;
-mod zspage;
 
-pub use access::{MapMode, Mapping, ObjRead};
-pub use class::{ClassSpec, ClassTable, Layout};
 pub use compact::CompactStats;
-pub use config::{AllocFlags, AutoCompact, Config};
 pub use error::{Error, Result};
 pub use facade::Pool;
 pub use handle::Handle;
+pub use layout::classes::{ClassSpec, ClassTable, Layout};
+pub use migrate::scan::{Census, FrameKind};
 pub use migrate::MigrateStats;
+pub use pool::access::{MapMode, Mapping, ObjRead};
+pub use pool::config::{AllocFlags, AutoCompact, Config};
+pub use pool::stats::{ClassInfo, PoolInfo};
 pub use pool::PoolCore;
-pub use scan::{Census, FrameKind};
-pub use stats::{ClassInfo, PoolInfo};
 
 /// What the loom models (`tests/loom.rs`) use beyond the API: the handle slot, whose
 /// protocol they check directly. Not an API; only built under `--cfg loom`.
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
-    pub use crate::slot::{Claim, Slot, SlotError, State, Word};
+    pub use crate::handle::slot::{Claim, Slot, SlotError, State, Word};
 }

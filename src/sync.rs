@@ -1,13 +1,13 @@
 //! The one place the concurrency primitives come from, so that the loom models can
 //! swap in loom's.
 //!
-//! Every atomic a protocol's argument rests on (the handle slots of `slot.rs`, the
+//! Every atomic a protocol's argument rests on (the handle slots of `handle/slot.rs`, the
 //! handle table's high-water mark, the side-table words, a zspage's frame list, the
 //! frame count a zspage's birth checks against the limit), every lock, the epoch
 //! collector, and the busy-wait all come from here. Under `--cfg loom` they are loom's
 //! model-checked types, or stand-ins built on them (below), so the models in
 //! `tests/loom.rs` run the library's own functions. Statistics that no decision rests
-//! on (`pool.rs`'s class counters and cumulative counters) use `std`'s atomics
+//! on (`pool/mod.rs`'s class counters and cumulative counters) use `std`'s atomics
 //! directly: loom would only explore their interleavings for nothing.
 //!
 //! Under loom:
@@ -222,7 +222,7 @@ mod bytes {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    use crate::os::PAGE_SIZE;
+    use crate::frames::os::PAGE_SIZE;
 
     /// A frame's stand-in: it holds nothing, loom only watches who touches it.
     struct Frame(loom::cell::UnsafeCell<()>);

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use crate::class::Layout;
 use crate::error::{Error, Result};
+use crate::layout::classes::Layout;
 
 /// A pool's configuration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -17,7 +17,7 @@
 //! handle slot (readers need it there), and its place is the slot's location, so a
 //! free knows both; the bytes an object list would take are 6 per object, a quarter
 //! of the layout's overhead. Compaction, migration and the checker, which do need a
-//! zspage's objects, find them in one pass over the handle table (`locate.rs`).
+//! zspage's objects, find them in one pass over the handle table (`handle/locate.rs`).
 //!
 //! A freed object becomes a hole, merged with its neighbours; a hole at the end gives
 //! its bytes back to the unused tail. malloc fills the tail or, when the tail is too
@@ -38,7 +38,7 @@
 /// Width of a placement bucket, in bytes of a zspage's longest free run.
 pub const BUCKET_BYTES: usize = 64;
 /// The bucket of zspages with a free run of 4096 bytes or more (any object fits).
-pub const TOP_BUCKET: usize = crate::os::PAGE_SIZE / BUCKET_BYTES;
+pub const TOP_BUCKET: usize = crate::frames::os::PAGE_SIZE / BUCKET_BYTES;
 /// The list of zspages compaction is emptying: malloc places nothing there.
 pub const DRAIN: usize = TOP_BUCKET + 1;
 /// Lists a dense lane keeps: the buckets and the drain list.
@@ -113,20 +113,20 @@ impl Arrivals {
     }
 }
 
-/// Bytes a zspage costs beyond its frames: its descriptor (`zspage.rs` checks that
+/// Bytes a zspage costs beyond its frames: its descriptor (`layout/zspage.rs` checks that
 /// this is its size).
 pub const DESCRIPTOR_BYTES: usize = 128;
 
 /// The zspage length, at most `chain` frames, that wastes the least share of its
 /// bytes if filled with objects of `len` bytes: the tail they leave plus the
 /// descriptor a zspage costs. Ties go to the longer zspage. The kernel's rule for a
-/// class (`chain_length` in `class.rs`) weighs the tail alone: here a shorter
+/// class (`chain_length` in `layout/classes.rs`) weighs the tail alone: here a shorter
 /// zspage also costs a descriptor more per byte.
 pub fn zspage_frames(len: usize, chain: usize) -> usize {
-    debug_assert!(len > 0 && len <= crate::os::PAGE_SIZE);
+    debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
     let descriptor = DESCRIPTOR_BYTES;
     // Waste and bytes of a zspage of `k` frames.
-    let cost = |k: usize| ((k * crate::os::PAGE_SIZE) % len + descriptor, k * crate::os::PAGE_SIZE);
+    let cost = |k: usize| ((k * crate::frames::os::PAGE_SIZE) % len + descriptor, k * crate::frames::os::PAGE_SIZE);
     (1..=chain).rev().fold(chain, |best, k| {
         let ((w, b), (bw, bb)) = (cost(k), cost(best));
         // w / b < bw / bb, without division.
@@ -321,7 +321,7 @@ impl Extents {
     /// Bytes of the chain.
     #[inline]
     pub fn cap(&self) -> usize {
-        self.frames as usize * crate::os::PAGE_SIZE
+        self.frames as usize * crate::frames::os::PAGE_SIZE
     }
 
     /// Bytes taken by objects.
@@ -484,7 +484,7 @@ impl Extents {
     /// first hole that fits. Returns its offset, or None if nothing fits.
     #[inline]
     pub fn place(&mut self, len: usize) -> Option<usize> {
-        debug_assert!(len > 0 && len <= crate::os::PAGE_SIZE);
+        debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
         let end = self.end as usize;
         let off = if self.cap() - end >= len {
             self.end += len as u32;
@@ -590,7 +590,7 @@ impl Extents {
                 j += 1;
             } else {
                 let (off, len) = objects[i];
-                if off != at || len == 0 || len > crate::os::PAGE_SIZE {
+                if off != at || len == 0 || len > crate::frames::os::PAGE_SIZE {
                     return Err(format!("object {i} at {off}+{len} where {at} was expected"));
                 }
                 used += len;

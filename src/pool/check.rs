@@ -10,7 +10,7 @@
 //!   so an object's slot may be pinned, claimed for a copy or mapped writable: the
 //!   checker asks only that it holds the object where the zspage has it;
 //! - it then takes the frame accounting (`FrameSource::account`) under the frame
-//!   lock: the equation of `frames.rs` holds in that cut, and its `held` count, which
+//!   lock: the equation of `frames/mod.rs` holds in that cut, and its `held` count, which
 //!   changes only under a class lock, must be exactly the frames of the zspages found.
 //!
 //! It does not take the compaction lock (so a long compaction does not hold it up, nor
@@ -21,11 +21,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use crate::memmap::FrameType;
-use crate::packed::{NR_LISTS, TOP_BUCKET};
+use crate::frames::side::FrameType;
+use crate::handle::slot::{State, Word};
+use crate::layout::dense::{NR_LISTS, TOP_BUCKET};
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::slot::{State, Word};
-use crate::zspage::ZsPage;
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {

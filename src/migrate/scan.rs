@@ -14,10 +14,10 @@
 //! end, so a shrink that gives the table's tail back waits for it (and a walk that
 //! starts after the shrink reads the lowered top).
 
-use crate::memmap::FrameType;
+use crate::frames::side::FrameType;
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
 use crate::sync::epoch;
-use crate::zspage::ZsPage;
 
 /// Frames between renewals of the scanner's epoch guard.
 pub const REPIN_EVERY: u32 = 1024;

@@ -1,14 +1,14 @@
 //! The seam between the two layouts: every question the pool, compaction, migration,
 //! the statistics and the checker ask of a layout, answered here. With the class
-//! table (`class.rs`, which builds size classes or lanes), this is the only place that
+//! table (`layout/classes.rs`, which builds size classes or lanes), this is the only place that
 //! asks which layout a pool uses.
 //!
-//! | question | kernel layout (`kernel.rs`) | dense layout (`packed.rs`) |
+//! | question | kernel layout (`layout/kernel.rs`) | dense layout (`layout/dense.rs`) |
 //! |---|---|---|
 //! | a zspage's contents ([`Body`]) | an entry per fixed place, a free list | the holes between objects, the tail |
 //! | placing an object | the first free place | the tail, else the first hole that fits |
 //! | where an object's size is | its place's entry | beside its handle slot |
-//! | listing a zspage's objects | its entries | a pass over the handle table (`locate.rs`) |
+//! | listing a zspage's objects | its entries | a pass over the handle table (`handle/locate.rs`) |
 //! | a zspage's list | its fullness group | the bucket of its longest free run |
 //! | malloc's zspage ([`Layout::pick`]) | the head of the fullest group not full | the tightest that fits |
 //! | a new zspage's length | the class's chain | the lane's chain, shorter for rising sizes |
@@ -17,16 +17,22 @@
 //! | frames compaction could free | whole zspages of free places | whole zspages of free bytes |
 //! | the checker | the free list; the group | the holes against the objects found; the bucket |
 
+pub mod classes;
+pub mod dense;
+pub mod kernel;
+pub(crate) mod lists;
+pub mod zspage;
+
 use std::collections::{HashMap, HashSet};
 
-use crate::class::{ClassSpec, Layout};
+use crate::frames::os::PAGE_SIZE;
+use crate::handle::locate::{locate, objects_now};
 use crate::handle::HandleTable;
-use crate::kernel::{fullness_group, Objects, GROUP_EMPTY, GROUP_FULL, NR_GROUPS};
-use crate::lists::Lists;
-use crate::locate::{locate, objects_now};
-use crate::os::PAGE_SIZE;
-use crate::packed::{bucket, bucket_for, Extents, DRAIN, TOP_BUCKET};
-use crate::zspage::{Body, ZsPage};
+use crate::layout::classes::{ClassSpec, Layout};
+use crate::layout::dense::{bucket, bucket_for, Extents, DRAIN, TOP_BUCKET};
+use crate::layout::kernel::{fullness_group, Objects, GROUP_EMPTY, GROUP_FULL, NR_GROUPS};
+use crate::layout::lists::Lists;
+use crate::layout::zspage::{Body, ZsPage};
 
 /// An object of a zspage, as the holder of its class lock sees it now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +85,7 @@ impl Layout {
 
     /// Frames of the zspage malloc opens for an object of `len` bytes in a class of
     /// `spec`: the class's chain (kernel); for the dense layout, as long as the sizes
-    /// arriving call for ([`Arrivals`](crate::packed::Arrivals), which notes this
+    /// arriving call for ([`Arrivals`](crate::layout::dense::Arrivals), which notes this
     /// opening first: malloc's openings tell how sizes arrive, where compaction's,
     /// always the whole chain, follow the objects' places), and no longer than
     /// `headroom` (the frames the page limit leaves) allows.
@@ -116,7 +122,7 @@ impl Layout {
 
     /// The slots of the objects in the frames `frames()` names, by key, for the
     /// layouts whose zspages do not list their objects: one pass over the handle table
-    /// (dense, see `locate.rs`); nothing for the kernel layout, whose entries list
+    /// (dense, see `handle/locate.rs`); nothing for the kernel layout, whose entries list
     /// them (`frames` is not called).
     pub(crate) fn locate(
         self,
@@ -278,7 +284,7 @@ impl Body {
 
     /// Checks the body of a zspage of `nframes` frames in a class of `spec`, on list
     /// `g`, against its objects as [`objects`](Self::objects) listed them: the
-    /// layout's own invariants (`kernel.rs`, `packed.rs`), that an empty zspage was
+    /// layout's own invariants (`layout/kernel.rs`, `layout/dense.rs`), that an empty zspage was
     /// not kept, its length, and that it is on the list it calls for.
     pub(crate) fn check(&self, spec: &ClassSpec, nframes: usize, g: usize, objects: &[Object]) -> Result<(), String> {
         match self {
@@ -320,7 +326,7 @@ impl Body {
 
 /// The chain offset of arena location `loc` if it lies in one of `zs`'s frames.
 fn chain_offset(zs: &ZsPage, loc: u64) -> Option<usize> {
-    let pfn = (loc >> crate::os::PAGE_SHIFT) as u32;
+    let pfn = (loc >> crate::frames::os::PAGE_SHIFT) as u32;
     let k = zs.frame_list().position(|p| p == pfn)?;
     Some(k * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1)))
 }
@@ -416,7 +422,7 @@ pub(crate) fn drain_count(zspages: impl Iterator<Item = (usize, usize)>, chain_b
 }
 
 /// A compaction of one class, as its layout runs it: which zspages it empties, where
-/// their objects go. `compact.rs` drives it and moves the objects.
+/// their objects go. `compact/mod.rs` drives it and moves the objects.
 pub(crate) enum Sweep {
     /// The kernel's (__zs_compact in mm/zsmalloc.c): one source at a time, the
     /// emptiest zspage not tried yet, while the class has a whole zspage's worth of

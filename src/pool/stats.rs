@@ -5,9 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::kernel::NR_GROUPS;
+use crate::layout::kernel::NR_GROUPS;
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::zspage::ZsPage;
 
 /// Pool totals (`struct zs_pool_info`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub struct PoolInfo {
 impl PoolInfo {
     /// Frames plus metadata, in bytes: the footprint density is measured against.
     pub fn footprint(&self) -> u64 {
-        self.total_pages * crate::os::PAGE_SIZE as u64 + self.meta_bytes
+        self.total_pages * crate::frames::os::PAGE_SIZE as u64 + self.meta_bytes
     }
 }
 
@@ -84,7 +84,7 @@ impl PoolCore {
         i.total_pages = self.total_pages() as u64;
         let own = std::mem::size_of::<PoolCore>()
             + std::mem::size_of_val(self.classes())
-            + (crate::class::MAX_ALLOC_SIZE + 1) * 2;
+            + (crate::layout::classes::MAX_ALLOC_SIZE + 1) * 2;
         i.meta_bytes = (self.handles().bytes() + descriptors + self.frames().side_table_bytes() + own) as u64;
         let n = self.counters();
         i.pages_compacted = n.pages_compacted.load(Ordering::Relaxed);

@@ -112,8 +112,9 @@ pub struct SideTable {
 
 /// Words per page of side table: the side table commits, discards and releases in
 /// these steps. The loom models use pages of four words, to match their commit step
-/// of four frames (`frames.rs`).
-pub const WORDS_PER_PAGE: usize = if cfg!(loom) { 4 } else { crate::os::PAGE_SIZE / std::mem::size_of::<usize>() };
+/// of four frames (`frames/mod.rs`).
+pub const WORDS_PER_PAGE: usize =
+    if cfg!(loom) { 4 } else { crate::frames::os::PAGE_SIZE / std::mem::size_of::<usize>() };
 
 impl SideTable {
     /// Reserves a table for `frames` frames.
@@ -194,7 +195,7 @@ impl SideTable {
 /// The table's memory: a reserved region, a word per frame.
 #[cfg(not(loom))]
 struct Words {
-    region: crate::os::Region,
+    region: crate::frames::os::Region,
 }
 
 #[cfg(not(loom))]
@@ -202,7 +203,7 @@ impl Words {
     const BYTES: usize = std::mem::size_of::<usize>();
 
     fn reserve(n: usize) -> Result<Words, i32> {
-        let region = crate::os::Region::reserve(n * Self::BYTES)?;
+        let region = crate::frames::os::Region::reserve(n * Self::BYTES)?;
         // Only ever accessed atomically.
         hg::untracked(region.base(), n * Self::BYTES);
         Ok(Words { region })

@@ -1,6 +1,6 @@
 //! Object access without locks: reads, writes and mappings.
 //!
-//! Every access holds the object in its handle slot (`slot.rs`), which keeps its
+//! Every access holds the object in its handle slot (`handle/slot.rs`), which keeps its
 //! location, zspage and frames fixed, then works on the bytes: in place where the
 //! bytes are contiguous in the arena (inside one frame, or straddling two frames of
 //! the chain that happen to be adjacent), through a copy otherwise. No class lock and
@@ -27,12 +27,12 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
+use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
-use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::slot::{Claim, Slot, SlotError, Word};
 use crate::sync::{track_read, track_write};
-use crate::zspage::ZsPage;
 
 /// How an access holds its object (see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

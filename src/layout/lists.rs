@@ -1,7 +1,7 @@
 //! A class's zspages, on lists: doubly linked through their descriptors, one list per
 //! fullness group (the kernel layout) or per placement bucket, with the drain list
 //! (the dense layout). Which list a zspage belongs on, and which list malloc and
-//! compaction look at, is the layout's choice (`layout.rs`); this module only keeps
+//! compaction look at, is the layout's choice (`layout/mod.rs`); this module only keeps
 //! the lists.
 //!
 //! Invariants (checked by `Pool::check`):
@@ -14,8 +14,8 @@
 //! Everything here is protected by the class lock, which the holder of a `&mut Lists`
 //! (or a `&Lists` borrowed from the lock's guard) holds.
 
-use crate::packed::{Arrivals, NR_LISTS, TOP_BUCKET};
-use crate::zspage::ZsPage;
+use crate::layout::dense::{Arrivals, NR_LISTS, TOP_BUCKET};
+use crate::layout::zspage::ZsPage;
 
 /// The lists of one class (see the module comment).
 pub(crate) struct Lists {
@@ -33,7 +33,7 @@ pub(crate) struct Lists {
     pub arrivals: Arrivals,
 }
 
-const _: () = assert!(TOP_BUCKET <= 64 && crate::kernel::NR_GROUPS <= TOP_BUCKET, "the list bitmap is a u64");
+const _: () = assert!(TOP_BUCKET <= 64 && crate::layout::kernel::NR_GROUPS <= TOP_BUCKET, "the list bitmap is a u64");
 
 // SAFETY: the raw pointers name descriptors owned by the pool; they are only followed
 // while the class lock around the lists is held.

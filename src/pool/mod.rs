@@ -4,7 +4,7 @@
 //!
 //! 1. `compaction` (pool): one compaction, defragmentation, adjacency pass or
 //!    release of the arena at a time.
-//! 2. the side table's extent lock (`frames.rs`): taken shared by side-table walkers
+//! 2. the side table's extent lock (`frames/mod.rs`): taken shared by side-table walkers
 //!    (the census), holding no other lock, and exclusively by a shrink, under the
 //!    compaction lock; nothing but the frame lock is taken under it.
 //! 3. a class's `state` lock: its fullness lists, its zspages' object lists (free
@@ -21,7 +21,7 @@
 //!    so must take no other lock).
 //!
 //! Reads, writes and maps take no lock: they hold the object in its handle slot
-//! (`slot.rs`).
+//! (`handle/slot.rs`).
 //!
 //! # The life of a handle
 //!
@@ -30,7 +30,7 @@
 //! is not full (a new zspage when there is none), records the slot in the zspage's
 //! entry for the object, and publishes `LIVE(gen, location)` in the slot. In the
 //! dense layout the "class" is the thread's lane, and the object goes in the zspage
-//! of the lowest placement bucket that fits it (`packed.rs`), at the tail or in a
+//! of the lowest placement bucket that fits it (`layout/dense.rs`), at the tail or in a
 //! hole; its size goes beside its slot, where lock-free readers find it, and the
 //! zspage records nothing of it but the bytes it took. The handle is the pool's tag,
 //! the slot's generation and its index. `free` pins the object, takes the class
@@ -39,19 +39,24 @@
 //! the slot's size, become a hole), and a zspage left empty gives its frames back to
 //! the frame source and its descriptor to the epoch collector.
 
+pub(crate) mod access;
+pub(crate) mod check;
+pub mod config;
+pub(crate) mod stats;
+
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use crate::class::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
-use crate::config::{AllocFlags, Config};
 use crate::error::{report_misuse, Error, Result};
+use crate::frames::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::side::{FrameType, FrameWord};
 use crate::frames::{Discard, FrameSource};
+use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::handle::{Handle, HandleTable, PoolId};
-use crate::lists::Lists;
-use crate::memmap::{FrameType, FrameWord};
-use crate::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
-use crate::slot::{Slot, SlotError, State, Word, MAX_LOC};
+use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
+use crate::layout::lists::Lists;
+use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
+use crate::pool::config::{AllocFlags, Config};
 use crate::sync::{epoch, hg, Mutex};
-use crate::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 
 /// Most frames a pool's arena can address: a slot's location has 37 bits.
 pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
@@ -109,7 +114,7 @@ pub struct PoolCore {
     classes: Box<[Class]>,
     counters: Counters,
     compaction: Mutex<()>,
-    /// The layout (`layout.rs` answers what differs between them).
+    /// The layout (`layout/mod.rs` answers what differs between them).
     layout: Layout,
 }
 
@@ -209,7 +214,7 @@ impl PoolCore {
         &self.table
     }
 
-    /// The layout (`layout.rs` answers what differs between the two).
+    /// The layout (`layout/mod.rs` answers what differs between the two).
     #[inline]
     pub(crate) fn layout(&self) -> Layout {
         self.layout

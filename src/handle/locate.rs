@@ -1,6 +1,6 @@
 //! Finding objects by where they are: one pass over the handle table.
 //!
-//! A dense zspage keeps no list of its objects (`packed.rs`). It needs none for
+//! A dense zspage keeps no list of its objects (`layout/dense.rs`). It needs none for
 //! malloc and free, and the slots already say where every object is: the objects of
 //! a zspage are the slots, LIVE or held, whose location falls in one of its frames.
 //! Compaction, frame migration and the checker need a zspage's objects; they gather
@@ -22,9 +22,9 @@
 
 use std::collections::HashMap;
 
+use crate::frames::os::PAGE_SHIFT;
+use crate::handle::slot::State;
 use crate::handle::HandleTable;
-use crate::os::PAGE_SHIFT;
-use crate::slot::State;
 
 /// An object found in the handle table, as the holder of its lane lock sees it now.
 #[derive(Clone, Copy, Debug)]

@@ -1,6 +1,6 @@
 //! Handles and the handle table.
 //!
-//! A handle names a slot of the pool's handle table; the slot (see `slot.rs`) holds
+//! A handle names a slot of the pool's handle table; the slot (see `handle/slot.rs`) holds
 //! where the object is now. Compaction and migration rewrite the slot, never the handle.
 //!
 //! # Handle encoding
@@ -38,10 +38,13 @@
 //! in that class's free-slot list, linked through the slots themselves, so malloc and
 //! free touch only their class's lock.
 
+pub(crate) mod locate;
+pub mod slot;
+
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 
-use crate::os::PAGE_SIZE;
-use crate::slot::Slot;
+use crate::frames::os::PAGE_SIZE;
+use crate::handle::slot::Slot;
 use crate::sync::{hg, AtomicU16, AtomicUsize, Mutex, Ordering};
 
 /// A handle: opaque, stable, never 0.
@@ -351,7 +354,7 @@ unsafe impl Zeroed for AtomicU16 {
 /// entries made up front (loom's atomics cannot live in raw memory).
 struct Cells<T> {
     #[cfg(not(loom))]
-    region: crate::os::Region,
+    region: crate::frames::os::Region,
     #[cfg(loom)]
     cells: Box<[T]>,
     _t: std::marker::PhantomData<T>,
@@ -361,7 +364,7 @@ impl<T: Zeroed> Cells<T> {
     fn reserve(n: usize) -> Result<Cells<T>, i32> {
         Ok(Cells {
             #[cfg(not(loom))]
-            region: crate::os::Region::reserve(n * std::mem::size_of::<T>())?,
+            region: crate::frames::os::Region::reserve(n * std::mem::size_of::<T>())?,
             #[cfg(loom)]
             cells: (0..n).map(|_| T::zero()).collect(),
             _t: std::marker::PhantomData,

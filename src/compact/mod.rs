@@ -11,7 +11,7 @@
 //! zspage) zspages, the ideal.
 //!
 //! Which zspages are emptied and where their objects go is the layout's answer
-//! (`Sweep`, in `layout.rs`); this module moves the objects, the same way for both.
+//! (`Sweep`, in `layout/mod.rs`); this module moves the objects, the same way for both.
 //!
 //! # The dense layout
 //!
@@ -21,7 +21,7 @@
 //! use, and picks as sources the longest prefix of those with at least 1/16 free
 //! whose objects fit in their bytes less one whole zspage (`drain_count`). The
 //! sources go on the lane's drain list, where malloc does not place objects; their
-//! objects are found in one pass over the handle table (`locate.rs`) and moved one
+//! objects are found in one pass over the handle table (`handle/locate.rs`) and moved one
 //! at a time to wherever malloc would place them: into
 //! holes and tails of the other zspages, the tightest first, and into new zspages
 //! when none fits. Emptying the sources then gives back at least one zspage more
@@ -36,7 +36,7 @@
 //! with a free place, in the dense layout one where malloc would place the object,
 //! which may be a new zspage (frames, and with them mmap or mprotect). Only then is the
 //! object's slot claimed, with one CAS from `LIVE` without holders to `COPYING`
-//! (`slot.rs`); if that fails, a new zspage taken for it is given back. So an object is
+//! (`handle/slot.rs`); if that fails, a new zspage taken for it is given back. So an object is
 //! claimed for one copy and nothing else: no system call, no lock. A held object
 //! (mapped, being read or written, or being freed) cannot be claimed: it is skipped
 //! and counted, and its zspage stays. Once claimed, no one can take it; readers and
@@ -56,12 +56,14 @@
 //! cleared) and released after it: frames back to the OS, descriptors to the epoch
 //! collector.
 
+pub(crate) mod auto;
+
 use std::sync::atomic::Ordering;
 
+use crate::frames::os::PAGE_SIZE;
+use crate::layout::zspage::ZsPage;
 use crate::layout::Sweep;
-use crate::os::PAGE_SIZE;
 use crate::pool::{ClassState, PoolCore, Released};
-use crate::zspage::ZsPage;
 
 /// What one compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! userspace pool has no shrinker, so it looks on a timer instead. Its effect on the
 //! pool's users is bounded twice, in the spirit of Redis's active defragmentation and
 //! Mesh, which bound their pauses and their work rate:
-//! - pause: compaction drops its class lock after every source zspage (`compact.rs`),
+//! - pause: compaction drops its class lock after every source zspage (`compact/mod.rs`),
 //!   so malloc and free of a class wait at most one zspage's worth of copies, and
 //!   readers never wait except on the one object being copied;
 //! - rate: at most `max_pages_per_sec` frames are freed per second (0: no bound), the
@@ -18,7 +18,7 @@ use std::sync::Arc;
 #[cfg(not(loom))]
 use std::thread::JoinHandle;
 
-use crate::config::AutoCompact;
+use crate::pool::config::AutoCompact;
 use crate::pool::PoolCore;
 #[cfg(not(loom))]
 use crate::sync::hg;
@@ -105,8 +105,8 @@ impl Drop for AutoCompactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AllocFlags, Config};
     use crate::facade::Pool;
+    use crate::pool::config::{AllocFlags, Config};
 
     #[test]
     fn one_wakeup_stays_within_its_budget_and_threshold() {
@@ -123,7 +123,7 @@ mod tests {
         // A budget of 4 frames per wake-up: at least that, and at most one zspage more.
         let slow = AutoCompact { threshold_pages: 1, interval_ms: 100, max_pages_per_sec: 40 };
         let n = run_once(&p, &slow);
-        assert!((4..4 + crate::class::MAX_CHAIN).contains(&n), "freed {n}");
+        assert!((4..4 + crate::layout::classes::MAX_CHAIN).contains(&n), "freed {n}");
         p.check().unwrap();
     }
 }

@@ -32,7 +32,7 @@
 //!   lock-free walker may still be looking at its number; counted under the retired
 //!   lock, which nests inside the frame lock.
 //!
-//! The checker (`check.rs`) takes this equation as one cut under the frame lock, and
+//! The checker (`pool/check.rs`) takes this equation as one cut under the frame lock, and
 //! `held` against the zspages under every class lock.
 //!
 //! # Locks
@@ -48,10 +48,13 @@
 //! are consecutive; freed ones are pushed so that they pop back in ascending order),
 //! because objects straddling two adjacent frames can then be read in place.
 
+pub mod os;
+pub mod side;
+
 use std::sync::Arc;
 
-use crate::memmap::SideTable;
-use crate::os::{Region, PAGE_SIZE};
+use crate::frames::os::{Region, PAGE_SIZE};
+use crate::frames::side::SideTable;
 use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 
 /// Frames committed at a time as the arena grows (2 MiB): few mprotect calls, and a
@@ -131,7 +134,7 @@ pub struct FrameSource {
     /// word. Taken before the frame lock.
     side_extent: RwLock<()>,
     arena: Region,
-    /// One word per frame; see `memmap.rs`.
+    /// One word per frame; see `frames/side.rs`.
     side: SideTable,
     nframes: usize,
     limit: usize,
@@ -173,7 +176,7 @@ impl FrameSource {
     /// the frame to be committed and the caller's right to its bytes.
     #[inline]
     pub fn frame_addr(&self, pfn: u32) -> *mut u8 {
-        self.addr((pfn as u64) << crate::os::PAGE_SHIFT)
+        self.addr((pfn as u64) << crate::frames::os::PAGE_SHIFT)
     }
 
     /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset);

@@ -3,9 +3,9 @@
 //!
 //! The descriptor keeps, beside the chain, its place on its class's lists and its
 //! contents as its layout keeps them ([`Body`]): in the kernel layout an entry per
-//! fixed place and a free list (`kernel.rs`), in the dense layout the holes where
-//! objects were freed (`packed.rs`). What a layout does with a body (place an
-//! object, remove one, list them, check them) is in `layout.rs`, the one place that
+//! fixed place and a free list (`layout/kernel.rs`), in the dense layout the holes where
+//! objects were freed (`layout/dense.rs`). What a layout does with a body (place an
+//! object, remove one, list them, check them) is in `layout/mod.rs`, the one place that
 //! matches on it.
 //!
 //! Invariants (checked by `Pool::check`; each body's own in its module):
@@ -23,11 +23,11 @@ use std::cell::UnsafeCell;
 
 use crate::sync::{hg, AtomicU32, Ordering};
 
-use crate::class::MAX_CHAIN;
-use crate::kernel::Objects;
-use crate::memmap::{FrameType, FrameWord};
-use crate::os::PAGE_SHIFT;
-use crate::packed::Extents;
+use crate::frames::os::PAGE_SHIFT;
+use crate::frames::side::{FrameType, FrameWord};
+use crate::layout::classes::MAX_CHAIN;
+use crate::layout::dense::Extents;
+use crate::layout::kernel::Objects;
 
 /// The state of a zspage that the class lock protects.
 pub struct ZsPageState {
@@ -42,15 +42,15 @@ pub struct ZsPageState {
 
 /// A zspage's objects: fixed places (the kernel's layout) or packed (the dense one).
 pub enum Body {
-    /// An entry per place of the class, and a free list (`kernel.rs`).
+    /// An entry per place of the class, and a free list (`layout/kernel.rs`).
     Kernel(Objects),
-    /// Objects of any size, end to end: the holes between them (`packed.rs`).
+    /// Objects of any size, end to end: the holes between them (`layout/dense.rs`).
     Dense(Extents),
 }
 
 // Loom's atomics are larger than the real ones: its descriptors are too.
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::size_of::<ZsPage>() == crate::packed::DESCRIPTOR_BYTES);
+const _: () = assert!(std::mem::size_of::<ZsPage>() == crate::layout::dense::DESCRIPTOR_BYTES);
 
 /// A zspage descriptor. 64-byte aligned: the side-table word keeps its low six bits.
 #[repr(C, align(64))]
@@ -148,7 +148,7 @@ unsafe impl Send for DeferredFree {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::PAGE_SIZE;
+    use crate::frames::os::PAGE_SIZE;
 
     #[test]
     fn descriptor_layout() {

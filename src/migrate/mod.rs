@@ -5,9 +5,9 @@
 //!
 //! Under the class lock of the frame's zspage (so no malloc, free or compaction of the
 //! class runs), every object whose slot overlaps the frame is claimed (a dense
-//! zspage's objects are found by a pass over the handle table, `locate.rs`; a
+//! zspage's objects are found by a pass over the handle table, `handle/locate.rs`; a
 //! batch of moves shares one pass, checked under the lock), exactly as
-//! compaction claims an object (`slot.rs`: `LIVE` with no pins to `MOVING`). If one is
+//! compaction claims an object (`handle/slot.rs`: `LIVE` with no pins to `MOVING`). If one is
 //! pinned (mapped, being read or written, being freed) the claims are undone and the
 //! frame is not moved: a pinned object never moves. With every overlapping object
 //! claimed, no one reads or writes the frame: its bytes are copied to the new frame,
@@ -32,17 +32,19 @@
 //! those frames are adjacent in the arena; otherwise every access copies it. Making a
 //! zspage's frames adjacent moves them into a run of adjacent free frames.
 
+pub(crate) mod scan;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::locate::locate;
-use crate::memmap::{FrameType, FrameWord};
-use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::side::{FrameType, FrameWord};
+use crate::handle::locate::locate;
+use crate::handle::slot::Word;
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::slot::Word;
 use crate::sync::{epoch, track_read, track_write, Ordering as SyncOrdering};
-use crate::zspage::ZsPage;
 
 /// What a defragmentation or adjacency pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -66,7 +68,7 @@ impl PoolCore {
     /// written); `Invalid` when `pfn` is not a frame of a zspage (now).
     ///
     /// `known` gives, for dense zspages (by address), the slots a pass over the handle
-    /// table found in them (`locate.rs`): those are checked under the lock, and the
+    /// table found in them (`handle/locate.rs`): those are checked under the lock, and the
     /// table is passed over again, under the lane lock, only if they do not account
     /// for the whole frame.
     ///

@@ -14,13 +14,13 @@
 //!   class size is the largest class that is neither one frame nor one object, minus
 //!   `ZS_HANDLE_SIZE - 1`: 3257, 3625 and 3833 for chains of 4, 8 and 16.
 //! - [`Layout::Dense`], this library's default, has no size classes: objects of
-//!   every size share zspages, packed end to end (`packed.rs`). Its table is a list
+//!   every size share zspages, packed end to end (`layout/dense.rs`). Its table is a list
 //!   of lanes, each a lock and a set of zspages, one per thread the machine runs at
 //!   once; a thread allocates in its own lane.
 //!
 //! The lookup from a size to its class is one table load.
 
-use crate::os::PAGE_SIZE;
+use crate::frames::os::PAGE_SIZE;
 
 /// Largest object, in bytes (`ZS_MAX_ALLOC_SIZE`).
 pub const MAX_ALLOC_SIZE: usize = PAGE_SIZE;
@@ -129,7 +129,7 @@ thread_local! {
 impl ClassTable {
     /// Builds the table for `layout` with chains of at most `chain` frames.
     ///
-    /// The dense layout has no size classes (`packed.rs`): its "classes" are lanes,
+    /// The dense layout has no size classes (`layout/dense.rs`): its "classes" are lanes,
     /// each with its own lock and zspages taking objects of every size, and a thread
     /// allocates in its lane. Every lane reports the largest object as its size.
     pub fn new(layout: Layout, chain: usize) -> ClassTable {
