@@ -27,10 +27,13 @@ TEST_TARGETS := test-rust test-loom
 all: build
 
 # The library's soname is libzsmalloc.so.0 (build.rs), so a program linked with
-# -Ltarget/release -lzsmalloc needs that name beside the file cargo writes.
+# -L<dir> -lzsmalloc needs that name beside the file cargo writes there: every build of
+# the library into a cargo output folder runs $(call soname_link,<dir>).
+soname_link = ln -sf libzsmalloc.so $(1)/libzsmalloc.so.0
+
 build:
 	$(CARGO) build --release --lib
-	@ln -sf libzsmalloc.so $(LIBDIR)/libzsmalloc.so.0
+	@$(call soname_link,$(LIBDIR))
 
 $(LIB_SO) $(LIB_A) $(HEADER): build
 

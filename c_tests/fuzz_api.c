@@ -6,10 +6,12 @@
  * every length up to the object's slot and past it, mappings in every mode (nested,
  * ended out of order, left open for a thread's exit), reads begun and ended later
  * (and ended wrongly), compaction, migration, NULL pools, and the destruction of the
- * pool with mappings and reads open. The model knows every object's bytes, so every
- * read and every mapping is compared with what was stored; it predicts every call's
- * errno and the exact number of misuse events, checked against zs_pool_info
- * throughout, with zs_pool_check.
+ * pool with mappings and reads open. Accesses meet the mappings and reads held on
+ * this thread and on a leaving one: readers share an object, a writable mapping
+ * holds it alone, and every refusal (EBUSY) follows from the holds the model knows
+ * of. The model knows every object's bytes, so every read and every mapping is
+ * compared with what was stored; it predicts every call's errno and the exact number
+ * of misuse events, checked against zs_pool_info throughout, with zs_pool_check.
  *
  * Sessions: each layout, single-threaded, and with a second thread doing only misuse
  * (and its own objects) while the first works. Run under ASan and UBSan by the
@@ -75,12 +77,14 @@ struct actor {
     int nfreed;
     unsigned long misuse;   /* predicted misuse events counted in the current pool */
     unsigned long ops;
+    unsigned long refused;  /* accesses refused (EBUSY, not misuse) for a hold */
     bool misuser;           /* the second thread: misuse and its own objects only */
     unsigned char local[MAXOPEN][ZS_MAX_ALLOC_SIZE];
 };
 
 /* The session. */
 static struct zs_pool *POOL;
+static unsigned long REFUSED; /* accesses refused for a hold in the last session */
 static enum zs_layout LAYOUT;
 static unsigned long DEAD[RING]; /* handles of destroyed pools */
 static int NDEAD;
@@ -145,6 +149,19 @@ static int THREADS;
 /* Handles the worker allocated lately, for the misuser to end (never to pin): ending
  * another thread's mapping is an unmatched end, whatever the handle's state. */
 static atomic_ulong SHARED[16];
+
+/* The library's rule for one object: readers (read-only mappings, reads) share it, a
+ * writable mapping holds it alone. Whether a reader is refused (EBUSY) by the holds
+ * the model knows of, and whether a writer is. */
+static bool refuses_reader(const struct obj *o)
+{
+    return o->rw_map;
+}
+
+static bool refuses_writer(const struct obj *o)
+{
+    return o->rw_map || o->ro_maps || o->reads;
+}
 
 /* Whether h is one of this actor's live handles. */
 static bool is_live(const struct actor *a, unsigned long h)
@@ -372,14 +389,18 @@ static void do_write(struct actor *a)
         return;
     int i = (int)rnd(a, (unsigned long)a->n);
     struct obj *o = &a->objs[i];
-    if (o->rw_map)
-        return; /* its bytes are the mapping's until it ends */
     unsigned char *buf = a->local[MAXOPEN - 1];
     int kind = (int)rnd(a, 10);
     errno = 0;
     if (kind == 0) {
         size_t len = rnd(a, 2) ? o->usable + 1 + rnd(a, 100) : SIZE_MAX - rnd(a, 3);
         zs_obj_write(POOL, o->h, buf, len);
+        if (refuses_reader(o)) {
+            /* Mapped writable: refused before its slot, and so the length, is known. */
+            expect_errno(a, EBUSY, "write past the slot of an object mapped writable");
+            a->refused++;
+            return;
+        }
         expect_errno(a, EINVAL, "write past the slot");
         a->misuse++;
         return;
@@ -394,6 +415,13 @@ static void do_write(struct actor *a)
     size_t len = rnd(a, 4) == 0 ? o->usable : rnd(a, o->known + 1);
     random_bytes(a, buf, len);
     zs_obj_write(POOL, o->h, buf, len);
+    TRACE_CALL(a, "write(%#lx, %zu), held %d/%d/%d", o->h, len, o->ro_maps, o->rw_map, o->reads);
+    if (refuses_writer(o)) {
+        /* Held by this thread: refused at once, not misuse, nothing written. */
+        expect_errno(a, EBUSY, "write of an object mapped or being read");
+        a->refused++;
+        return;
+    }
     expect_errno(a, 0, "write");
     memcpy(o->data, buf, len);
     if (len > o->known)
@@ -414,13 +442,28 @@ static void do_read(struct actor *a)
         memset(local, 0x77, 16);
         void *p = zs_obj_read_begin(POOL, o->h, len, local);
         EXPECT(a, p == NULL && local[0] == 0x77, "read past the slot returned %p", p);
+        if (refuses_reader(o)) {
+            expect_errno(a, EBUSY, "read past the slot of an object mapped writable");
+            a->refused++;
+            return;
+        }
         expect_errno(a, EINVAL, "read past the slot");
         a->misuse++;
         return;
     }
     size_t len = rnd(a, o->usable + 1);
+    memset(local, 0x77, 16);
     void *p = zs_obj_read_begin(POOL, o->h, len, kind == 1 ? NULL : local);
     TRACE_CALL(a, "read_begin(%#lx, %zu, %s) = %p", o->h, len, kind == 1 ? "NULL" : "local", p);
+    if (refuses_reader(o)) {
+        /* Mapped writable by this thread: refused at once, not misuse, nothing copied. */
+        EXPECT(a, p == NULL && local[0] == 0x77, "read of an object mapped writable returned %p", p);
+        expect_errno(a, EBUSY, "read of an object mapped writable");
+        a->refused++;
+        if (p)
+            zs_obj_read_end(POOL, o->h, len, p);
+        return;
+    }
     if (p == NULL) {
         /* Only a read that must be copied may be refused, and only without a buffer. */
         EXPECT(a, kind == 1, "read_begin(%zu) failed: errno %d", len, errno);
@@ -429,8 +472,7 @@ static void do_read(struct actor *a)
         return;
     }
     size_t n = len < o->known ? len : o->known;
-    if (!o->rw_map)
-        EXPECT(a, matches(o, p, n), "read of %zu bytes differs from what was stored", n);
+    EXPECT(a, matches(o, p, n), "read of %zu bytes differs from what was stored", n);
     if (a->nreads < MAXOPEN && rnd(a, 3) == 0) {
         /* Kept open, to be ended later, out of order. A copied read's pointer is the
          * shared buffer: ended with it, it matches only a read of its handle and
@@ -500,14 +542,18 @@ static void do_map(struct actor *a)
         expect_errno(a, EINVAL, "map with a bad mode"); /* a bad argument: not counted */
         return;
     }
-    /* One writer mapping of an object at a time, and none beside read-only ones. */
-    if (o->rw_map || (mode != M_RO && (o->ro_maps || o->reads)))
-        mode = M_RO;
-    if (o->rw_map)
-        return;
     errno = 0;
     unsigned char *p = zs_map_object(POOL, o->h, (enum zs_mapmode)mode);
-    TRACE_CALL(a, "map(%#lx, %d) = %p", o->h, mode, (void *)p);
+    TRACE_CALL(a, "map(%#lx, %d) = %p, held %d/%d/%d", o->h, mode, (void *)p, o->ro_maps, o->rw_map, o->reads);
+    if (mode == M_RO ? refuses_reader(o) : refuses_writer(o)) {
+        /* Held by this thread: refused at once, not misuse. */
+        EXPECT(a, p == NULL, "map(%d) of a held object returned %p", mode, (void *)p);
+        expect_errno(a, EBUSY, "map of a held object");
+        a->refused++;
+        if (p)
+            zs_unmap_object(POOL, o->h);
+        return;
+    }
     EXPECT(a, p != NULL, "map failed: errno %d", errno);
     if (!p)
         return;
@@ -571,31 +617,38 @@ static void do_unmap(struct actor *a)
 }
 
 /* A thread that maps and reads some objects and exits without ending anything: the
- * library ends them at its exit, each one a misuse, storing RW and WO mappings. */
+ * library ends them at its exit, each one a misuse, storing RW and WO mappings. Its
+ * objects may be held by the working thread, and one may come twice: each of its
+ * calls is predicted to succeed or to be refused (EBUSY) by the holds before it. */
+enum { LEAVER_READ = 3 };
+
 struct leaver {
     struct actor *a;
     int obj[3];
-    int mode[3];
+    int mode[3]; /* M_RW, M_RO, M_WO or LEAVER_READ */
+    bool want[3];
+    bool got[3];
+    int err[3];
     int n;
     unsigned char fill[3][ZS_MAX_ALLOC_SIZE];
-    int ok;
 };
 
 static void *leaver_main(void *arg)
 {
     struct leaver *l = arg;
     unsigned char local[ZS_MAX_ALLOC_SIZE];
-    l->ok = 1;
     for (int k = 0; k < l->n; k++) {
         struct obj *o = &l->a->objs[l->obj[k]];
-        if (l->mode[k] == 3) {
-            l->ok &= zs_obj_read_begin(POOL, o->h, o->known, local) != NULL;
-            continue;
+        errno = 0;
+        if (l->mode[k] == LEAVER_READ) {
+            l->got[k] = zs_obj_read_begin(POOL, o->h, o->known, local) != NULL;
+        } else {
+            unsigned char *p = zs_map_object(POOL, o->h, (enum zs_mapmode)l->mode[k]);
+            l->got[k] = p != NULL;
+            if (p && l->mode[k] != M_RO)
+                memcpy(p, l->fill[k], o->usable);
         }
-        unsigned char *p = zs_map_object(POOL, o->h, (enum zs_mapmode)l->mode[k]);
-        l->ok &= p != NULL;
-        if (p && l->mode[k] != M_RO)
-            memcpy(p, l->fill[k], o->usable);
+        l->err[k] = errno;
     }
     return NULL;
 }
@@ -607,15 +660,20 @@ static void do_thread_exit(struct actor *a)
         return;
     l->a = a;
     for (int k = 0; k < 3 && a->n; k++) {
-        int i = (int)rnd(a, (unsigned long)a->n);
-        struct obj *o = &a->objs[i];
-        bool taken = false;
+        /* Now and then the object of the call before. */
+        int i = k && rnd(a, 3) == 0 ? l->obj[k - 1] : (int)rnd(a, (unsigned long)a->n);
+        const struct obj *o = &a->objs[i];
+        /* The holds it meets: the working thread's, and the leaver's own before it. */
+        bool writer = refuses_reader(o), held = refuses_writer(o);
         for (int j = 0; j < l->n; j++)
-            taken |= l->obj[j] == i;
-        if (taken || o->rw_map || o->ro_maps || o->reads)
-            continue;
+            if (l->obj[j] == i && l->want[j]) {
+                writer |= l->mode[j] == M_RW || l->mode[j] == M_WO;
+                held = true;
+            }
+        int mode = (int)rnd(a, 4);
         l->obj[l->n] = i;
-        l->mode[l->n] = (int)rnd(a, 4);
+        l->mode[l->n] = mode;
+        l->want[l->n] = mode == M_RO || mode == LEAVER_READ ? !writer : !held;
         random_bytes(a, l->fill[l->n], o->usable);
         l->n++;
     }
@@ -625,18 +683,30 @@ static void do_thread_exit(struct actor *a)
         return;
     }
     pthread_join(th, NULL);
-    EXPECT(a, l->ok, "the leaving thread could not map or read");
     for (int k = 0; k < l->n; k++) {
         struct obj *o = &a->objs[l->obj[k]];
+        TRACE_CALL(a, "the leaving thread's %s of %#lx: %s (errno %d)", l->mode[k] == LEAVER_READ ? "read" : "map",
+                   o->h, l->got[k] ? "held" : "refused", l->err[k]);
+        EXPECT(a, l->got[k] == l->want[k], "the leaving thread's %s %d of %#lx (held %d/%d/%d): %s, errno %d",
+               l->mode[k] == LEAVER_READ ? "read" : "map in mode", l->mode[k], o->h, o->ro_maps, o->rw_map, o->reads,
+               l->got[k] ? "held" : "refused", l->err[k]);
+        if (!l->got[k]) {
+            EXPECT(a, l->err[k] == EBUSY, "the leaving thread's call refused with errno %d", l->err[k]);
+            a->refused++;
+            continue;
+        }
+        /* Ended at the thread's exit: a misuse, and a writable mapping stored. */
+        a->misuse++;
         if (l->mode[k] == M_RW || l->mode[k] == M_WO) {
             memcpy(o->data, l->fill[k], o->usable);
             o->known = o->usable;
         }
     }
-    a->misuse += (unsigned long)l->n;
-    /* Ended: the objects can be freed, and read as stored. */
+    /* Ended: the objects can be read as stored (unless this thread maps them writable). */
     for (int k = 0; k < l->n; k++) {
         struct obj *o = &a->objs[l->obj[k]];
+        if (o->rw_map)
+            continue;
         unsigned char *local = a->local[MAXOPEN - 1];
         void *p = zs_obj_read_begin(POOL, o->h, o->known, local);
         EXPECT(a, p && matches(o, p, o->known), "an object left mapped at a thread's exit reads wrong");
@@ -870,6 +940,7 @@ static unsigned long session(uint64_t seed, int threads, unsigned long ops, doub
         pthread_barrier_destroy(&sync);
     }
     unsigned long done = w->ops + (m ? m->ops : 0);
+    REFUSED = w->refused + (m ? m->refused : 0);
     actor_finish(w);
     unsigned long misuse = w->misuse + (m ? m->misuse : 0);
     struct zs_pool_info info = pool_info(POOL);
@@ -917,7 +988,11 @@ int main(int argc, char **argv)
         int threads = s < 2 ? 1 : 2;
         double t0 = now();
         unsigned long done = session(seed + (uint64_t)s, threads, ops, seconds / sessions);
-        printf("session %d (%s): %lu operations in %.1f s\n", s, names[s], done, now() - t0);
+        printf("session %d (%s): %lu operations (%lu refused for a hold) in %.1f s\n", s, names[s], done, REFUSED,
+               now() - t0);
+        /* A run of any length meets holds: the rule was exercised, not only modelled. */
+        if (!ops)
+            CHECK(REFUSED > 0);
         if (atomic_load(&FAILED))
             printf("FAILED in session %d at operation %lu of the %s: replay with --seed %llu --session %d "
                    "--ops %lu\n",

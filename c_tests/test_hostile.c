@@ -591,17 +591,40 @@ static void rows_nesting(void)
     unsigned long h = new_object(P, 1000, 800);
     size_t u = usable_of(P, 1000);
     H = h, HNAME = "a live object";
-    void *a, *b;
+    void *a, *b, *RP2;
 
-    /* The same object mapped twice on one thread, and read meanwhile. */
+    /* The same object mapped twice on one thread, and read meanwhile: readers share it. */
     ROW(0, 0, 0, a = zs_map_object(P, h, ZS_MM_RO), a != NULL && pattern_ok(a, 1000, 800));
-    ROW(0, 0, 0, b = zs_map_object(P, h, ZS_MM_RW), b != NULL && pattern_ok(b, 1000, 800));
-    ROW(0, 0, 0, RP = zs_obj_read_begin(P, h, 1000, L), RP != NULL);
+    ROW(0, 0, 0, b = zs_map_object(P, h, ZS_MM_RO), b != NULL && pattern_ok(b, 1000, 800));
+    ROW(0, 0, 0, RP = zs_obj_read_begin(P, h, 1000, L), RP != NULL && pattern_ok(RP, 1000, 800));
+    /* Beside readers a writer is refused at once, this thread's own too: not misuse,
+     * and nothing is written. */
+    fill_pattern(BUF, 1000, 801);
+    ROW(EBUSY, 0, 0, RP2 = zs_map_object(P, h, ZS_MM_RW), RP2 == NULL);
+    ROW(EBUSY, 0, 0, RP2 = zs_map_object(P, h, ZS_MM_WO), RP2 == NULL);
+    ROW(EBUSY, 0, 0, zs_obj_write(P, h, BUF, 1000), pattern_ok(a, 1000, 800) && object_ok(P, h, 1000, 800));
     ROW(EBUSY, 1, 0, zs_free(P, h), 1);
     ROW(0, 0, 0, zs_obj_read_end(P, h, 1000, RP), 1);
     ROW(0, 0, 0, zs_unmap_object(P, h), 1);
-    ROW(0, 0, 0, zs_unmap_object(P, h), 1);
+    ROW(0, 0, 0, zs_unmap_object(P, h), object_ok(P, h, 1000, 800));
     ROW(EINVAL, 1, 0, zs_unmap_object(P, h), 1);
+
+    /* A writable mapping holds its object alone: a second mapping of any mode, a read
+     * and a write are refused, this thread's own too, not counted as misuse, and
+     * nothing changes; what the mapping holds is stored at its unmap. */
+    ROW(0, 0, 0, b = zs_map_object(P, h, ZS_MM_RW), b != NULL && pattern_ok(b, 1000, 800));
+    ROW(EBUSY, 0, 0, RP2 = zs_map_object(P, h, ZS_MM_RW), RP2 == NULL);
+    ROW(EBUSY, 0, 0, RP2 = zs_map_object(P, h, ZS_MM_WO), RP2 == NULL);
+    ROW(EBUSY, 0, 0, RP2 = zs_map_object(P, h, ZS_MM_RO), RP2 == NULL);
+    memset(L, 0x5A, 1000);
+    ROW(EBUSY, 0, 0, RP2 = zs_obj_read_begin(P, h, 1000, L), RP2 == NULL && all_bytes(L, 1000, 0x5A));
+    ROW(EBUSY, 0, 0, zs_obj_write(P, h, BUF, 1000), pattern_ok(b, 1000, 800));
+    ROW(EBUSY, 1, 0, zs_free(P, h), pattern_ok(b, 1000, 800));
+    fill_pattern(b, 1000, 801);
+    ROW(0, 0, 0, zs_unmap_object(P, h), object_ok(P, h, 1000, 801));
+    ROW(EINVAL, 1, 0, zs_unmap_object(P, h), 1);
+    fill_pattern(BUF, 1000, 800);
+    ROW(0, 0, 0, zs_obj_write(P, h, BUF, 1000), object_ok(P, h, 1000, 800));
 
     /* Many objects mapped at once, ended in another order. */
     unsigned long hs[N];
@@ -651,6 +674,19 @@ static void rows_nesting(void)
     ROW(0, 0, 0, RP = zs_obj_read_begin(P, h, u, L), RP != NULL);
     ROW(EINVAL, 1, 0, worker_do(&w, W_READ_END, P, h, u, 0, RP), 1);
     ROW(0, 0, 0, zs_obj_read_end(P, h, u, RP), 1);
+    /* Readers and writers of another thread: its writable mapping refuses this
+     * thread; this thread's read-only mapping refuses its writer and shares with its
+     * reader. */
+    ROW(0, 0, 0, a = worker_do(&w, W_MAP, P, h, 0, ZS_MM_RW, NULL), a != NULL);
+    ROW(EBUSY, 0, 0, RP2 = zs_map_object(P, h, ZS_MM_RO), RP2 == NULL);
+    ROW(EBUSY, 0, 0, RP2 = zs_obj_read_begin(P, h, u, L), RP2 == NULL);
+    ROW(EBUSY, 0, 0, zs_obj_write(P, h, BUF, 10), 1);
+    ROW(0, 0, 0, worker_do(&w, W_UNMAP, P, h, 0, 0, NULL), object_ok(P, h, 1000, 800));
+    ROW(0, 0, 0, a = zs_map_object(P, h, ZS_MM_RO), a != NULL);
+    ROW(EBUSY, 0, 0, RP2 = worker_do(&w, W_MAP, P, h, 0, ZS_MM_WO, NULL), RP2 == NULL);
+    ROW(0, 0, 0, RP = worker_do(&w, W_READ_BEGIN, P, h, u, 0, NULL), RP != NULL && pattern_ok(RP, 1000, 800));
+    ROW(0, 0, 0, worker_do(&w, W_READ_END, P, h, u, 0, RP), 1);
+    ROW(0, 0, 0, zs_unmap_object(P, h), object_ok(P, h, 1000, 800));
     ROW(0, 0, 0, worker_do(&w, W_EXIT, NULL, 0, 0, 0, NULL), 1);
     ROW(0, 0, 0, zs_free(P, h), 1);
 }
@@ -700,14 +736,21 @@ static void rows_thread_exit(void)
 
     /* The pool is destroyed before the thread exits: nothing is touched at exit. */
     struct zs_pool *d = test_pool("hostile-exit", pool_is_dense(P) ? ZS_LAYOUT_DENSE : ZS_LAYOUT_KERNEL, 0);
-    unsigned long dh = new_object(d, 500, 3);
+    unsigned long dh = new_object(d, 500, 3), dh2 = new_object(d, 500, 4);
     struct worker w;
     worker_start(&w);
     H = dh, HNAME = "an object of a pool destroyed while mapped";
-    ROW(0, 0, 0, RP = worker_do(&w, W_MAP, d, dh, 0, ZS_MM_RW, NULL), RP != NULL);
-    ROW(0, 0, 0, RP = worker_do(&w, W_READ_BEGIN, d, dh, 500, 0, NULL), RP != NULL);
+    /* Open at the destruction: a writable mapping of one object (which refuses a read
+     * of it), a read-only mapping and a read of another. */
+    X = d;
+    XROW(0, 0, RP = worker_do(&w, W_MAP, d, dh, 0, ZS_MM_RW, NULL), RP != NULL);
+    XROW(EBUSY, 0, RP = worker_do(&w, W_READ_BEGIN, d, dh, 500, 0, NULL), RP == NULL);
+    XROW(0, 0, RP = worker_do(&w, W_MAP, d, dh2, 0, ZS_MM_RO, NULL), RP != NULL && pattern_ok(RP, 500, 4));
+    XROW(0, 0, RP = worker_do(&w, W_READ_BEGIN, d, dh2, 500, 0, NULL), RP != NULL && pattern_ok(RP, 500, 4));
+    X = NULL;
     ROW(0, 0, 0, zs_destroy_pool(d), 1);
     ROW(EINVAL, 1, 0, worker_do(&w, W_UNMAP, P, dh, 0, 0, NULL), 1);
+    ROW(EINVAL, 1, 0, worker_do(&w, W_READ_END, P, dh2, 500, 0, RP), 1);
     ROW(0, 0, 0, worker_do(&w, W_EXIT, NULL, 0, 0, 0, NULL), 1);
 
     /* A thread's exit racing the destruction of the pool it left mappings in. */

@@ -143,6 +143,7 @@ CT_HELGRIND_FLAGS := --tool=helgrind --error-exitcode=1 --fair-sched=yes \
 test-c-helgrind: build
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: install it (apt-get install valgrind)"; exit 1; }
 	RUSTFLAGS="--cfg zs_valgrind" $(CARGO) build --release --lib --target-dir $(HG_TARGET_DIR)
+	@$(call soname_link,$(HG_LIBDIR))
 	@mkdir -p $(CT_DIR)/helgrind
 	$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/helgrind/test_torture c_tests/test_torture.c \
 		-L$(HG_LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(HG_LIBDIR)) -pthread

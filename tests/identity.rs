@@ -76,10 +76,17 @@ fn open_mappings_of_a_destroyed_pool_never_match_a_pool_at_its_address() {
     // SAFETY: live pools throughout; pointers used only while their mappings are open.
     unsafe {
         let a = c_pool();
-        let ha = zs_malloc(a, 500, 0);
+        let (ha, ha2) = (zs_malloc(a, 500, 0), zs_malloc(a, 500, 0));
+        // Open at the destruction: a writable mapping of one object, and a read-only
+        // mapping and a read of another (readers share it).
         assert!(!zs_map_object(a, ha, rw()).is_null());
         let mut local = [0u8; 500];
-        let ra = zs_obj_read_begin(a, ha, 500, local.as_mut_ptr().cast());
+        *libc::__errno_location() = 0;
+        assert!(zs_obj_read_begin(a, ha, 500, local.as_mut_ptr().cast()).is_null(), "a writable mapping is alone");
+        assert_eq!(errno(), libc::EBUSY);
+        assert_eq!(misuse(a), 0, "refused for a holder, not misuse");
+        assert!(!zs_map_object(a, ha2, MapModeArg(zs_mapmode::ZS_MM_RO as u32)).is_null());
+        let ra = zs_obj_read_begin(a, ha2, 500, local.as_mut_ptr().cast());
         assert!(!ra.is_null());
         let at = a as usize;
         zs_destroy_pool(a);
@@ -94,9 +101,12 @@ fn open_mappings_of_a_destroyed_pool_never_match_a_pool_at_its_address() {
         }
         let hb = zs_malloc(b, 500, 0);
         zs_obj_write(b, hb, [9u8; 500].as_ptr().cast(), 500);
-        for end in [&mut || zs_unmap_object(b, ha) as _, &mut || zs_obj_read_end(b, ha, 500, ra), &mut || {
-            zs_unmap_object(b, hb)
-        }] as [&mut dyn FnMut(); 3]
+        for end in [
+            &mut || zs_unmap_object(b, ha) as _,
+            &mut || zs_unmap_object(b, ha2) as _,
+            &mut || zs_obj_read_end(b, ha2, 500, ra),
+            &mut || zs_unmap_object(b, hb),
+        ] as [&mut dyn FnMut(); 4]
         {
             let before = misuse(b);
             *libc::__errno_location() = 0;

@@ -215,23 +215,33 @@ def test_map_dropped_on_another_thread(make_pool):
 
 
 def test_mappings_of_one_handle_end_in_any_order(pool):
-    # zs_unmap_object ends the thread's most recent mapping of a handle; the blocks'
-    # mappings are alike (read-only), so blocks may end in any order, each storing
-    # its bytes when it ends.
+    # zs_unmap_object ends the thread's most recent mapping of a handle. Read-only
+    # blocks of one handle share the object and their mappings are alike, so they may
+    # end in any order, each view whole until its own block ends.
     h = pool.malloc(64)
     pool.write(h, b"0" * 64)
-    a = pool.map(h, "rw")
+    a = pool.map(h, "ro")
     va = a.__enter__()
-    b = pool.map(h, "rw")
+    b = pool.map(h, "ro")
     vb = b.__enter__()
-    va[:1] = b"a"
-    vb[1:2] = b"b"
+    assert bytes(va) == bytes(vb) == b"0" * 64
     a.__exit__(None, None, None)
-    assert pool.read(h, 3) == b"a00"
+    assert bytes(vb) == b"0" * 64
     with pytest.raises(zsmalloc.BusyError):
-        pool.free(h)  # b's block still pins it
+        pool.free(h)  # b's block still holds it
+    with pytest.raises(zsmalloc.BusyError):
+        pool.write(h, b"x")  # and no one may write it
     b.__exit__(None, None, None)
-    assert pool.read(h, 3) == b"0b0"
+    # A writable block is its object's only mapping: a second block of the handle, of
+    # any mode, is refused and changes nothing; the first stores its bytes when it ends.
+    with pool.map(h, "rw") as w:
+        w[:1] = b"a"
+        for mode in ("rw", "wo", "ro"):
+            with pytest.raises(zsmalloc.BusyError):
+                with pool.map(h, mode) as mv:
+                    mv[1:2] = b"b"  # never reached
+    assert pool.read(h, 3) == b"a00"
+    assert pool.info()["misuse_events"] == 1, "only the refused free was misuse"
     pool.free(h)
     pool.check()
 
@@ -239,14 +249,29 @@ def test_mappings_of_one_handle_end_in_any_order(pool):
 def test_map_dropped_under_a_later_block_of_its_handle(pool):
     h = pool.malloc(64)
     pool.write(h, b"0" * 64)
-    m = pool.map(h, "rw")
+    # Read-only blocks share the object: the older one, dropped under the later one,
+    # is ended by the next call, and the later block holds the object still.
+    m = pool.map(h, "ro")
     m.__enter__()
-    with pool.map(h, "rw") as mv:
+    with pool.map(h, "ro") as mv:
         del m
         gc.collect()
         assert pool.read(h, 4) == b"0000"  # this call ends the dropped mapping
         with pytest.raises(zsmalloc.BusyError):
-            pool.free(h)  # the block's mapping pins it still
+            pool.free(h)  # the block's mapping holds it still
+        assert bytes(mv[:4]) == b"0000"
+    # A writable block is its object's only mapping: no later block opens under it.
+    # Dropped, it is ended by its thread's next call (here the later block's own),
+    # storing nothing.
+    m = pool.map(h, "rw")
+    m.__enter__()[:4] = b"lost"
+    for mode in ("ro", "rw", "wo"):
+        with pytest.raises(zsmalloc.BusyError):
+            pool.map(h, mode).__enter__()
+    del m
+    gc.collect()
+    with pool.map(h, "rw") as mv:
+        assert bytes(mv[:4]) == b"0000"
         mv[:4] = b"late"
     assert pool.read(h, 4) == b"late"
     pool.free(h)
@@ -256,8 +281,10 @@ def test_map_dropped_under_a_later_block_of_its_handle(pool):
 def test_copied_mappings_store_only_what_a_block_left(make_pool):
     # An object over two frames that are not adjacent is mapped through a copy, which
     # the library stores back when a read-write or write-only mapping ends. A dropped
-    # block must store nothing, whenever and in whatever order its mapping is ended.
+    # block must store nothing, whenever its mapping is ended.
     p, h = copied_object(make_pool)
+    other, oh = copied_object(make_pool)
+    other.write(oh, b"\x99" * 1000)
     data = bytes(range(256)) * 4
     p.write(h, data[:1000])
     with p.map(h, "rw") as mv:
@@ -265,17 +292,27 @@ def test_copied_mappings_store_only_what_a_block_left(make_pool):
         mv[:4] = b"rw!!"
     assert p.read(h, 1000) == b"rw!!" + data[4:1000]
     for mode in ("wo", "rw"):
+        # The library reuses a thread's copy buffers: the one the next mapping gets
+        # now holds another object's bytes, which a mapping that did not read the
+        # object in would store back.
+        with other.map(oh, "ro") as mv:
+            assert mv == b"\x99" * 1000
         m = p.map(h, mode)
         v = m.__enter__()
         v[:] = b"\xdd" * 1000
         del m, v
         gc.collect()
         assert p.read(h, 1000) == b"rw!!" + data[4:1000], mode
+    # Dropped while a later block is refused for it, then ended by that block's own
+    # call: the later block sees and stores only its own bytes.
     outer = p.map(h, "wo")
-    outer.__enter__()
-    with p.map(h, "wo") as mv:
-        del outer
-        gc.collect()
+    outer.__enter__()[:] = b"\xee" * 1000
+    with pytest.raises(zsmalloc.BusyError):
+        p.map(h, "wo").__enter__()
+    del outer
+    gc.collect()
+    with p.map(h, "rw") as mv:
+        assert mv == b"rw!!" + data[4:1000]
         mv[:] = b"\x11" * 1000
     assert p.read(h, 1000) == b"\x11" * 1000
     p.free(h)
@@ -283,7 +320,7 @@ def test_copied_mappings_store_only_what_a_block_left(make_pool):
 
 
 def copied_object(make_pool):
-    """A dense pool and an object of it whose mapping is a copy. With a page limit of
+    """A new dense pool and an object of it whose mapping is a copy. With a page limit of
     17, a zspage of 16 frames and one of 1 frame are made; freed, their frames come
     back as 16, 0, 1, ..., so the next zspage's first two frames are not adjacent."""
     p = make_pool("straddle", max_pages=17)

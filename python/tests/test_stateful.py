@@ -221,7 +221,16 @@ class PoolModel(RuleBasedStateMachine):
                 k = min(o.size, o.known)
                 assert mv[:k] == o.data[:k]
             self.refused(zsmalloc.BusyError, self.pool.free, h)
-            if mode != "ro":
+            # Readers share the object; a writable block holds it alone, against this
+            # thread too.
+            self.refused(zsmalloc.BusyError, self.pool.write, h, b"x")
+            self.refused(zsmalloc.BusyError, lambda: self.pool.map(h, "rw").__enter__())
+            if mode == "ro":
+                k = min(o.size, o.known)
+                assert self.pool.read(h, k) == o.data[:k]
+            else:
+                self.refused(zsmalloc.BusyError, self.pool.read, h, 1)
+                self.refused(zsmalloc.BusyError, lambda: self.pool.map(h, "ro").__enter__())
                 at = data.draw(st.integers(0, o.size - 1))
                 patch = data.draw(st.binary(min_size=1, max_size=o.size - at))
                 mv[at : at + len(patch)] = patch
@@ -242,16 +251,31 @@ class PoolModel(RuleBasedStateMachine):
         del m
         gc.collect()
 
-    @rule(h=live, mode=st.sampled_from(["rw", "ro", "wo"]), data=st.data())
-    def map_under_a_dropped_map_of_its_handle(self, h, mode, data):
+    @rule(
+        h=live, outer_mode=st.sampled_from(["rw", "ro", "wo"]), mode=st.sampled_from(["rw", "ro", "wo"]), data=st.data()
+    )
+    def map_under_a_dropped_map_of_its_handle(self, h, outer_mode, mode, data):
         o = self.objs[h]
-        outer = self.pool.map(h, "rw")
-        outer.__enter__()
-        with self.pool.map(h, mode) as mv:
-            del outer  # the older mapping of the handle, dropped under this block
+        k = min(o.size, o.known)
+        outer = self.pool.map(h, outer_mode)
+        view = outer.__enter__()
+        if not view.readonly:
+            view[:] = b"\xdd" * len(view)  # never stored: the block is not left
+        if outer_mode != "ro" or mode != "ro":
+            # A writable mapping is its object's only one: the later block is refused
+            # while the older one is open; dropped, the older one is ended by the
+            # later block's own call, and stores nothing.
+            self.refused(zsmalloc.BusyError, lambda: self.pool.map(h, mode).__enter__())
+            del outer
             gc.collect()
-            k = min(o.size, o.known)
-            assert self.pool.read(h, k) == o.data[:k]
+        with self.pool.map(h, mode) as mv:
+            if outer_mode == "ro" and mode == "ro":
+                del outer  # the older mapping of the handle, dropped under this block
+                gc.collect()
+                assert self.pool.read(h, k) == o.data[:k]  # this call ends it
+                self.refused(zsmalloc.BusyError, self.pool.free, h)  # the block's holds still
+            if mode == "rw":
+                assert mv[:k] == o.data[:k]
             if mode != "ro":
                 mv[:] = data.draw(st.binary(min_size=o.size, max_size=o.size))
             content = bytes(mv)

@@ -22,8 +22,9 @@ Errors: ``TypeError`` for an argument of the wrong type (an int argument given a
 bool, a float or a str); ``ValueError`` for an int outside its C type's range (never
 passed on truncated), for an invalid, stale or foreign handle, a bad size or length
 (``EINVAL``, ``ENOSPC``) and for a closed pool; ``MemoryError`` for ``ENOMEM``;
-``BusyError`` (an ``OSError`` with errno ``EBUSY``) for an object that is mapped or
-being read; ``CheckError`` (a ``RuntimeError``) when ``Pool.check()`` finds a broken
+``BusyError`` (an ``OSError`` with errno ``EBUSY``) for an object held by another
+access (readers share an object, a writer holds it alone: see ``Pool.map()``);
+``CheckError`` (a ``RuntimeError``) when ``Pool.check()`` finds a broken
 invariant.
 
 Threads: every method may be called from any number of threads at once, except
@@ -346,7 +347,9 @@ def _error(call: str, e: int, handle: Optional[int] = None, detail: Optional[str
     return OSError(e, msg)
 
 
-def _bad_access(n: int) -> str:
+def _bad_access(n: int, e: int) -> str:
+    if e == _errno.EBUSY:
+        return "the object is held by another access (mapped or being read)"
     return f"invalid, stale or foreign handle, or {n} bytes exceed the object's slot"
 
 
@@ -392,17 +395,22 @@ class _Mapping:
     The view handed out is of a private copy, never of pool memory, so nothing done
     with it or its slices, during or after the block, reaches the pool: a slice kept
     past the block holds the bytes as they were then. From ``__enter__`` to
-    ``__exit__`` the block holds a read-only C mapping, which pins the object (free
-    refuses with BusyError, compaction leaves it) and which the copy is taken from;
-    the block's bytes are stored with zs_obj_write, while the object is still pinned.
+    ``__exit__`` the block holds a C mapping of the object, which the copy is taken
+    from: read-only for "ro" (shared with other readers), read-write for "rw" and
+    "wo" (the object's only view: every other access, of any thread, this one's
+    included, is refused with BusyError). An "rw" or "wo" block's bytes are copied
+    into that mapping when the block ends, and the mapping is then ended.
 
-    Read-only, whatever the mode: the library stores a copied read-write or write-only
-    mapping's bytes back when it ends, and a mapping that Python cannot end in order
-    (a map() dropped inside its block, ended later by its thread) must store nothing.
-    All of a thread's read-only mappings of one handle are alike, so ending "the most
-    recent" one, as zs_unmap_object does, is ending any of them."""
+    ZS_MM_RW even for "wo": where the object is not contiguous the library maps it
+    through a copy of its bytes and stores that copy back when the mapping ends. Read
+    in by ZS_MM_RW, the copy holds the object's own bytes, and as nothing else can
+    change the object while it is mapped writable, a mapping that Python cannot end
+    at the block's exit (a map() dropped inside its block, ended later by its thread)
+    stores back nothing but what the object already holds. A thread's mappings of one
+    handle are either one writable mapping or read-only ones, which are alike, so
+    ending "the most recent" one, as zs_unmap_object does, is ending the right one."""
 
-    __slots__ = ("_pool", "_handle", "_mode", "_buf", "_view", "_owner", "_state")
+    __slots__ = ("_pool", "_handle", "_mode", "_ptr", "_buf", "_view", "_owner", "_state")
 
     _NEW, _OPEN, _DONE = range(3)
 
@@ -410,6 +418,7 @@ class _Mapping:
         self._pool = pool
         self._handle = handle
         self._mode = mode
+        self._ptr = 0  # the C mapping, from __enter__ to the block's end
         self._buf: Union[bytes, bytearray, None] = None
         self._view: Optional[memoryview] = None
         self._owner: Optional[object] = None
@@ -425,12 +434,17 @@ class _Mapping:
         p = pool._enter()
         try:
             ctypes.set_errno(0)
-            ptr = _lib.zs_map_object(p, h, MAP_MODES["ro"])
+            ptr = _lib.zs_map_object(p, h, MAP_MODES["ro" if self._mode == "ro" else "rw"])
             e = ctypes.get_errno()
         finally:
             pool._exit(opened=bool(ptr))
         if not ptr:
-            raise _error("zs_map_object", e or _errno.EINVAL, h, "invalid, stale or foreign handle")
+            if e == _errno.EBUSY:
+                detail = "the object is mapped writable" if self._mode == "ro" else "the object is mapped or being read"
+            else:
+                detail = "invalid, stale or foreign handle"
+            raise _error("zs_map_object", e or _errno.EINVAL, h, detail)
+        self._ptr = ptr
         self._owner = _thread_token()
         self._state = _Mapping._OPEN
         try:
@@ -456,8 +470,9 @@ class _Mapping:
     def _end(self, store: bool) -> None:
         """Stores the copy (when `store`) and ends the C mapping; on its own thread."""
         buf, self._buf = self._buf, None
+        ptr, self._ptr = self._ptr, 0
         self._state = _Mapping._DONE
-        self._pool._end_mapping(self._handle, buf if store and isinstance(buf, bytearray) else None)
+        self._pool._end_mapping(self._handle, ptr, buf if store and isinstance(buf, bytearray) else None)
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> Literal[False]:
         if self._state != _Mapping._OPEN:
@@ -592,27 +607,25 @@ class Pool:
             self._orphans = [(owner, h) for owner, h in self._orphans if owner is not me]
         return mine
 
-    def _end_mapping(self, h: int, store: Optional[bytearray]) -> None:
-        """Ends a map() block of this thread: stores `store` into the object, which its
-        mapping still pins, then ends the mapping."""
+    def _end_mapping(self, h: int, ptr: int, store: Optional[bytearray]) -> None:
+        """Ends a map() block of this thread: copies `store` into its mapping at `ptr`
+        (writable, held by this thread alone), then ends the mapping."""
         with self._lock:
             p = self._enter_locked()
             self._maps -= 1
             orphans = self._take_orphans() if self._orphans else []
         try:
+            # An orphan of `h` can only be a read-only mapping beside this block's
+            # read-only one (a writable mapping is its object's only one): ending
+            # either first is the same.
             _unmap_all(p, orphans)
-            ew = 0
             if store is not None:
-                ctypes.set_errno(0)
-                _lib.zs_obj_write(p, h, (ctypes.c_char * len(store)).from_buffer(store), len(store))
-                ew = ctypes.get_errno()
+                ctypes.memmove(ptr, (ctypes.c_char * len(store)).from_buffer(store), len(store))
             ctypes.set_errno(0)
             _lib.zs_unmap_object(p, h)
             e = ctypes.get_errno()
         finally:
             self._exit()
-        if ew:
-            raise _error("zs_obj_write", ew, h, "the block's bytes were not stored")
         if e:
             raise _error("zs_unmap_object", e, h, "no mapping of this handle on this thread")
 
@@ -714,7 +727,8 @@ class Pool:
 
     def free(self, handle: int) -> None:
         """Frees an object (0 is a no-op, as in C). BusyError, and the object stays,
-        while it is mapped or being read; ValueError for a handle not live here."""
+        while it is mapped or being read, by any thread; ValueError for a handle not
+        live here."""
         h = _ulong(handle, "Pool.free(): handle")
         p = self._enter()
         try:
@@ -753,7 +767,8 @@ class Pool:
         """Copies `data` (any bytes-like object) into the start of the object; at
         most the object's slot (ValueError beyond it, and nothing is copied). The slot
         is the object's size in the dense layout, its class's size less the 8-byte
-        header (none in the huge class) in the kernel layout."""
+        header (none in the huge class) in the kernel layout. BusyError while the
+        object is mapped or being read, by any thread."""
         h = _ulong(handle, "Pool.write(): handle")
         buf: Any
         if isinstance(data, bytes):
@@ -774,11 +789,12 @@ class Pool:
         finally:
             self._exit()
         if e:
-            raise _error("zs_obj_write", e, h, _bad_access(n))
+            raise _error("zs_obj_write", e, h, _bad_access(n, e))
 
     def read(self, handle: int, n: int) -> bytes:
         """The first `n` bytes of the object, as bytes (at most its slot, as for
-        write(): in the dense layout, its size; ValueError beyond it)."""
+        write(): in the dense layout, its size; ValueError beyond it). BusyError
+        while the object is in an "rw" or "wo" map() block, of any thread."""
         h = _ulong(handle, "Pool.read(): handle")
         n = _size_t(n, "Pool.read(): n")
         # Beyond the largest object the library refuses the length before it needs
@@ -790,7 +806,7 @@ class Pool:
             mem = _lib.zs_obj_read_begin(p, h, n, local)
             if not mem:
                 e = ctypes.get_errno() or _errno.EINVAL
-                raise _error("zs_obj_read_begin", e, h, _bad_access(n))
+                raise _error("zs_obj_read_begin", e, h, _bad_access(n, e))
             try:
                 out = ctypes.string_at(mem, n)
             finally:
@@ -807,13 +823,17 @@ class Pool:
         """Maps an object: ``with pool.map(h, "rw") as mv: ...``.
 
         `mv` is a memoryview of a private copy of the object's bytes (as many as it
-        was allocated with), taken while the block holds the object mapped (pinned:
-        free() refuses it with BusyError). "rw": read, writable, stored back when the
-        block ends (also on an exception); "wo": writable, not read (starts zeroed),
-        stored back; "ro": read, read-only. The view is released when the block ends;
-        a slice kept past the block is a copy like any other: writing it changes
-        nothing in the pool. A map() dropped without leaving its block is ended
-        without storing."""
+        was allocated with), taken while the block holds the object mapped. "rw":
+        read, writable, stored back when the block ends (also on an exception);
+        "wo": writable, not read (starts zeroed), stored back; "ro": read, read-only.
+        An "ro" block shares the object with readers (other "ro" blocks, read()):
+        free(), write() and "rw"/"wo" blocks are refused with BusyError meanwhile.
+        An "rw" or "wo" block holds the object alone: every other access, by any
+        thread, this one included, is refused with BusyError. The view is released
+        when the block ends; a slice kept past the block is a copy like any other:
+        writing it changes nothing in the pool. A map() dropped without leaving its
+        block is ended without storing, by its thread's next call on the pool; until
+        then it holds the object as its block did."""
         h = _ulong(handle, "Pool.map(): handle")
         _map_mode(mode, "Pool.map(): mode")
         return _Mapping(self, h, mode)
