@@ -2,7 +2,8 @@
 #
 #   make            release build: target/release/libzsmalloc.{so,a}, include/zsmalloc.h
 #   make run        the main job: the benchmark harness on the bundled workloads
-#   make test       every test: Rust, loom, C (ASan/UBSan and valgrind), Python, examples
+#   make test       every test: Rust (release and debug), loom, C (ASan/UBSan and valgrind),
+#                   Python, examples
 #   make lint       cargo fmt --check, clippy -D warnings, the header drift check, the
 #                   exported symbols check
 #   make deps       as root on Debian: the packages the tests and benchmarks use
@@ -20,9 +21,9 @@ LIB_SO  := $(LIBDIR)/libzsmalloc.so
 LIB_A   := $(LIBDIR)/libzsmalloc.a
 HEADER  := include/zsmalloc.h
 
-TEST_TARGETS := test-rust test-loom
+TEST_TARGETS := test-rust test-loom test-debug
 
-.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom venv clean
+.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean
 
 all: build
 
@@ -60,6 +61,12 @@ test-rust:
 # stand-ins (src/sync.rs), every interleaving up to three preemptions.
 test-loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test --release --test loom --target-dir target/loom
+
+# The unit tests and the model-based tests in a debug build, where the allocator also
+# checks its cheap invariants as it goes (debug_assert!: the frame equation, the free
+# lists and holes of zspages, the list counts), not only through the checker.
+test-debug:
+	$(CARGO) test --lib --test model --test compact --test dense
 
 lint: fmt-check clippy header-check symbols-check
 

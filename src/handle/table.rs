@@ -15,7 +15,8 @@ pub const SLOT_BATCH: usize = 64;
 const SLOTS_PER_PAGE: usize = PAGE_SIZE / 8;
 const SIZES_PER_PAGE: usize = PAGE_SIZE / 2;
 
-/// The handle table.
+/// The handle table: `used <= capacity`, `used` is a whole number of batches, and
+/// every slot below `used` is committed (its size too, where sizes are kept).
 ///
 /// A table may keep, beside each slot, its object's size (16 bits, in a second
 /// region grown with the first): the dense layout's readers learn an object's length
@@ -83,6 +84,7 @@ impl HandleTable {
         }
         let first = *top as u32;
         *top += SLOT_BATCH;
+        debug_assert!(*top <= self.capacity && *top % SLOT_BATCH == 0);
         // Release: the commit above happens-before any `get` that sees the new mark.
         hg::happens_before(&self.used);
         self.used.store(*top, Ordering::Release);

@@ -278,6 +278,15 @@ const NO_OFF: u16 = u16::MAX;
 /// as offset `NO_OFF`, length 0, so a group may run past the last hole. Holes are
 /// few (neighbours merge), so finding one that fits is a step or two, and a free
 /// touches only the holes around its object.
+///
+/// ```text
+/// used + sum(hole lengths) == end <= cap      largest_hole == max(hole lengths)
+/// holes <= room                               nobj == 0  =>  end == 0
+/// ```
+///
+/// [`check`](Self::check) checks these and the rest of the module comment's
+/// invariants against the objects found in the zspage; debug builds check these after
+/// every placement and removal (a sum over a zspage's few holes).
 #[derive(Debug)]
 pub struct Extents {
     buf: Box<[u16]>,
@@ -507,6 +516,7 @@ impl Extents {
         };
         self.used += len as u32;
         self.nobj += 1;
+        self.debug_check();
         Some(off)
     }
 
@@ -526,6 +536,7 @@ impl Extents {
             if let Some((o, l)) = before {
                 self.tail_takes_hole(j - 1, o, l);
             }
+            self.debug_check();
             return;
         }
         let after = (j < self.holes()).then(|| self.hole(j)).filter(|&(o, _)| o == off + len);
@@ -542,6 +553,21 @@ impl Extents {
         }
         // Any hole merged here was shorter than the run it joined.
         self.largest_hole = self.largest_hole.max((stop - start) as u16);
+        self.debug_check();
+    }
+
+    /// The equations of [`Extents`], in debug builds.
+    #[inline]
+    fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        {
+            let holes = (0..self.holes()).map(|j| self.hole(j).1);
+            let (sum, largest) = holes.fold((0, 0), |(s, m), l| (s + l, m.max(l)));
+            debug_assert_eq!(self.used() + sum, self.end as usize, "objects and holes do not cover 0..end");
+            debug_assert!(self.end as usize <= self.cap() && self.holes() <= self.room());
+            debug_assert_eq!(largest, self.largest_hole as usize, "the largest hole is off");
+            debug_assert!(self.nobj != 0 || self.end == 0, "an empty zspage keeps bytes in use");
+        }
     }
 
     /// Hole `j`, at `off` and `len` bytes long, is the last one and now ends where the
@@ -651,6 +677,17 @@ mod tests {
             x.check(&mut [(0, 1000), (1000, 7), (3000, 1000), (4000, 90)]).is_err(),
             "an unused entry has a length"
         );
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "objects and holes do not cover 0..end")]
+    fn debug_builds_catch_bytes_lost_between_objects_and_holes() {
+        let mut x = Extents::new(1);
+        x.place(100).unwrap();
+        x.place(100).unwrap();
+        x.used -= 1;
+        x.remove(100, 100);
     }
 
     #[test]

@@ -50,6 +50,13 @@ pub struct Entry {
 }
 
 /// The objects of a kernel-layout zspage: an entry per place, and the free list.
+///
+/// ```text
+/// inuse + length(free list) == places       free_head == NONE  <=>  inuse == places
+/// ```
+///
+/// The first is checked by [`check`](Self::check) (it walks the list); the second,
+/// which follows from it, by debug builds after every change.
 #[derive(Debug)]
 pub struct Objects {
     entries: Box<[Entry]>,
@@ -105,6 +112,7 @@ impl Objects {
         self.free_head = self.entries[obj as usize].link as u16;
         self.entries[obj as usize] = Entry { link: idx, size: size as u16 };
         self.inuse += 1;
+        self.debug_check();
         Some(obj as usize)
     }
 
@@ -117,7 +125,14 @@ impl Objects {
         self.entries[obj] = Entry { link: self.free_head as u32, size: 0 };
         self.free_head = obj as u16;
         self.inuse -= 1;
+        self.debug_check();
         e
+    }
+
+    /// The equation's cheap half (see [`Objects`]), in debug builds.
+    #[inline]
+    fn debug_check(&self) {
+        debug_assert_eq!(self.free_head == NONE, self.len() == self.places(), "free list and use count disagree");
     }
 
     /// The entry of place `obj`.
@@ -204,5 +219,15 @@ mod tests {
         o.check().unwrap();
         o.free_head = 0;
         assert!(o.check().is_err(), "a free list through an allocated place");
+    }
+
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "free list and use count disagree")]
+    fn debug_builds_catch_a_free_list_that_ends_early() {
+        let mut o = Objects::new(3);
+        o.place(1, 1).unwrap();
+        o.entries[1].link = NONE as u32;
+        o.place(2, 1).unwrap();
     }
 }

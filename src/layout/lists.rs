@@ -17,7 +17,14 @@
 use crate::layout::dense::{Arrivals, NR_LISTS, TOP_BUCKET};
 use crate::layout::zspage::ZsPage;
 
-/// The lists of one class (see the module comment).
+/// The lists of one class (see the module comment):
+///
+/// ```text
+/// counts[g] == length of list g        nonempty bit g  <=>  heads[g] != null  (g < TOP_BUCKET)
+/// ```
+///
+/// Debug builds check, after every change, that a list is counted empty exactly when
+/// it is, in the count and in the bitmap.
 pub(crate) struct Lists {
     /// Heads of the lists: the fullness groups (kernel layout, the first
     /// `NR_GROUPS`), or the placement buckets and the drain list (dense layout).
@@ -91,6 +98,7 @@ impl Lists {
         if g < TOP_BUCKET {
             self.nonempty |= 1 << g;
         }
+        self.debug_check(g);
     }
 
     /// Takes `zs` off its list.
@@ -116,6 +124,14 @@ impl Lists {
         if g < TOP_BUCKET && self.heads[g].is_null() {
             self.nonempty &= !(1 << g);
         }
+        self.debug_check(g);
+    }
+
+    /// The equations of [`Lists`] for list `g`, in debug builds.
+    #[inline]
+    fn debug_check(&self, g: usize) {
+        debug_assert_eq!(self.counts[g] == 0, self.heads[g].is_null(), "list {g} counted wrong");
+        debug_assert!(g >= TOP_BUCKET || (self.nonempty >> g & 1 == 1) != self.heads[g].is_null());
     }
 
     /// Moves `zs` from its list to the head of list `g`.

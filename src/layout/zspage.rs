@@ -8,11 +8,7 @@
 //! object, remove one, list them, check them) is in `layout/mod.rs`, the one place that
 //! matches on it.
 //!
-//! Invariants (checked by `Pool::check`; each body's own in its module):
-//! - `group` is the list the zspage is on, and the one its body calls for (but for
-//!   the dense layout's drain list, where compaction keeps the zspages it empties);
-//! - frame `k` of the chain has the side-table word (type, k, this descriptor);
-//! - every object of the body has a handle slot that is not FREE and locates it.
+//! Its invariants are written beside [`ZsPage`]; each body's own beside the body.
 //!
 //! Which fields are protected by what: `class` and `nframes` never change; `frames` is
 //! written at birth (and by frame migration, with every object of the frame claimed),
@@ -53,6 +49,14 @@ pub enum Body {
 const _: () = assert!(std::mem::size_of::<ZsPage>() == crate::layout::dense::DESCRIPTOR_BYTES);
 
 /// A zspage descriptor. 64-byte aligned: the side-table word keeps its low six bits.
+///
+/// Invariants (checked by `Pool::check`):
+/// - `state.group` is the list the zspage is on, and the one its body calls for
+///   ([`Body::list`]), but for the dense layout's drain list, where compaction keeps
+///   the zspages it empties; a zspage on a list is never empty;
+/// - `1 <= nframes <= ` the class's chain (equal to it in the kernel layout), and frame
+///   `k` of the chain has the side-table word (type, k, this descriptor);
+/// - every object of the body has a handle slot that is not FREE and locates it.
 #[repr(C, align(64))]
 pub struct ZsPage {
     /// Position of the class in the pool's class table.

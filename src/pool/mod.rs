@@ -70,6 +70,18 @@ pub(crate) struct ClassState {
 }
 
 /// A class: its parameters, its lock, and statistics readable without the lock.
+///
+/// Under the class lock, over the zspages on its lists:
+///
+/// ```text
+/// zspages    == number of zspages            live       == their objects
+/// requested  == the sizes of their objects   body_bytes == their bodies' meta_bytes()
+/// ```
+///
+/// The checker (`pool/check.rs`) walks them all; debug builds check the first
+/// whenever a zspage is born or dies. The handle slots of the class's free-slot list
+/// are FREE, and every slot the table has handed out is either on a class's free-slot
+/// list or holds an object (checked by the checker).
 #[repr(align(128))]
 pub(crate) struct Class {
     pub spec: ClassSpec,
@@ -103,7 +115,7 @@ pub(crate) struct Counters {
     pub read_copied_bytes: AtomicU64,
 }
 
-/// Everything a pool is; shared (behind [`Pool`]) with its automatic compactor.
+/// Everything a pool is; shared (behind [`Pool`](crate::Pool)) with its automatic compactor.
 pub struct PoolCore {
     name: String,
     /// The tag in its handles and its serial; the tag is given back when the pool goes.
@@ -417,7 +429,16 @@ impl PoolCore {
         unsafe { st.lists.push(zs, list) };
         bump(&self.classes[ci].zspages, 1);
         bump(&self.classes[ci].body_bytes, body_bytes as isize);
+        self.debug_check_zspages(ci, st);
         Ok(zs)
+    }
+
+    /// The zspage count of [`Class`]'s equations, in debug builds (class lock held:
+    /// `st`).
+    #[inline]
+    fn debug_check_zspages(&self, ci: usize, st: &ClassState) {
+        // Relaxed: written under the lock the caller holds.
+        debug_assert_eq!(self.classes[ci].zspages.load(Ordering::Relaxed), st.lists.total(), "class {ci}: zspages");
     }
 
     /// Takes an empty zspage off its list, clears its frames' side-table words and
@@ -443,6 +464,7 @@ impl PoolCore {
             (*zs).nframes as usize
         };
         bump(&self.classes[ci].zspages, -1);
+        self.debug_check_zspages(ci, st);
         // No object lives in these frames and no holder can reach them: frames are
         // touched only through a held slot, and the zspage has no object left.
         let discard = self.frames.free(&pfns[..n]);
