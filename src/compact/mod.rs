@@ -128,8 +128,9 @@ impl PoolCore {
             let live = class.live.load(Ordering::Relaxed);
             let Some(src) = sweep.next_source(&mut st.lists, &spec, live, give_up) else { break };
             let objects = {
-                // SAFETY: `src` is a live zspage of this class, whose lock we hold; the
-                // state borrow ends with this block.
+                // SAFETY: `src` is a live zspage of this class (the sweep found it on
+                // its lists), whose lock we hold (`st`); no other reference to its
+                // state is alive, and this one ends with the block.
                 let (z, body) = unsafe { (&*src, &(*src).state().body) };
                 sweep.objects(z, body, &spec, self.handles())
             };
@@ -144,7 +145,9 @@ impl PoolCore {
                     .count();
                 if held != 0 {
                     done.skipped_pinned += held;
-                    // SAFETY: live, ours, on its list.
+                    // SAFETY: `keep` asks for 1. a live zspage on one of the class's
+                    // lists: `src`, as the sweep gave it; 2. the lock: `st`; 3. no
+                    // reference to its state: the block above ended its one.
                     unsafe { sweep.keep(&mut st.lists, src) };
                     continue;
                 }
@@ -165,38 +168,47 @@ impl PoolCore {
                     // Held since it was listed: it stays, and so does its zspage.
                     done.skipped_pinned += 1;
                     if fresh {
-                        // SAFETY: `dst` is live, empty (new) and ours.
+                        // SAFETY: `retire` asks for 1. a live, empty zspage of class
+                        // `ci`: `dst` was made for this object, which it did not take;
+                        // 2. its lock: `st`; 3. no reference to its state.
                         undone.push(unsafe { self.retire(ci, &mut st, dst) });
                     }
                     continue;
                 };
                 // Under the class lock only a hold can change the word of an object of
                 // its zspages, and the claim needs none: it locates the object listed.
-                // SAFETY: `src` is live and ours.
+                // SAFETY: `src` is a live descriptor (not retired while we hold the
+                // class lock); its frames are read atomically.
                 debug_assert_eq!(claimed.loc(), unsafe { (*src).loc_of(o.off) });
-                // SAFETY: `dst` is live and ours.
+                // SAFETY: `dst` is a live descriptor (as `src`); `nframes` never changes.
                 taken_frames += if fresh { usize::from(unsafe { (*dst).nframes }) } else { 0 };
-                // SAFETY: both zspages are live and ours under the class lock, and
-                // distinct (the source is never a destination); the object is claimed,
-                // so nothing else reads or writes its bytes, and the destination bytes
-                // are free until this placement takes them.
+                // SAFETY: `move_object` asks for 1. the class lock (`st`) and two
+                // distinct live zspages of the class: the sweep never gives the source
+                // as a destination; 2. room in `dst` for `o`: the sweep chose it for
+                // `o.len` bytes, or made it for them; 3. the object claimed: `claimed`.
                 let new_loc = unsafe { self.move_object(ci, &mut st, src, o, dst, &mut buf) };
                 slot.end_move(claimed, new_loc);
                 done.objs_moved += 1;
-                // SAFETY: `src` is live and ours.
+                // SAFETY: `src` is live, its class lock is held, and no other
+                // reference to its state is alive; this one ends with the statement.
                 if unsafe { (*src).state() }.body.is_empty() {
                     break;
                 }
             }
-            // SAFETY: `src` is live and ours.
+            // SAFETY: `src` is live, its class lock is held, and no other reference to
+            // its state is alive; this one ends with the condition.
             let released = if unsafe { (*src).state() }.body.is_empty() {
-                // SAFETY: as above.
+                // SAFETY: `src` is a live descriptor; `nframes` never changes.
                 released_frames += usize::from(unsafe { (*src).nframes });
-                // SAFETY: live, empty, ours.
+                // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci`:
+                // `src`, just found empty; 2. its lock: `st`; 3. no reference to its
+                // state: the condition's has ended.
                 Some(unsafe { self.retire(ci, &mut st, src) })
             } else {
                 // Held objects stayed, or there was no room for them.
-                // SAFETY: live, ours, on its list.
+                // SAFETY: `keep` asks for 1. a live zspage on one of the class's
+                // lists: `src`, as the sweep gave it; 2. the lock: `st`; 3. no
+                // reference to its state: the condition's has ended.
                 unsafe { sweep.keep(&mut st.lists, src) };
                 None
             };
@@ -209,7 +221,8 @@ impl PoolCore {
         if done.objs_moved != 0 && sweep.trims() {
             let st = class.state.lock();
             for zs in st.lists.all() {
-                // SAFETY: list members are live descriptors of the locked class.
+                // SAFETY: a list member is a live descriptor of the class, whose lock is
+                // held (`st`); no other reference to its state is alive.
                 self.edit_body(ci, unsafe { (*zs).state() }, |b| b.shrink_to_fit());
             }
         }

@@ -169,7 +169,8 @@ impl ThreadErrno {
     /// Sets errno to `e`, storing only if it differs.
     pub(crate) fn set(self, e: c_int) {
         if self.get() != e {
-            // SAFETY: as in `get`: this thread's errno, on this thread.
+            // SAFETY: `self.0` is this thread's errno (`here`), valid for the thread's
+            // lifetime, and we are on this thread.
             unsafe { *self.0 = e };
         }
     }
@@ -198,7 +199,7 @@ unsafe fn read_sized<T: Copy + Default>(p: *const T, size_of_size: usize) -> Res
         return Err(Errno::INVAL);
     }
     let mut out = T::default();
-    // SAFETY: the source is valid for `n` bytes (the contract), of which we read at most
+    // SAFETY: the source is valid for `n` bytes (the precondition), of which we read at most
     // size_of::<T>(), the destination's size; the two do not overlap (`out` is ours).
     unsafe { std::ptr::copy_nonoverlapping(p as *const u8, &mut out as *mut T as *mut u8, n.min(size_of::<T>())) };
     Ok(out)
@@ -213,7 +214,7 @@ unsafe fn write_out<T: Copy>(p: *mut T, val: &T) -> Result<(), Errno> {
     if p.is_null() {
         return Err(Errno::INVAL);
     }
-    // SAFETY: not NULL, and valid for the `size` it declares (the contract), which
+    // SAFETY: not NULL, and valid for the `size` it declares (the precondition), which
     // every extension struct holds in its first field: its leading size_t is readable.
     let n = unsafe { std::ptr::read_unaligned(p as *const usize) };
     if n < size_of::<usize>() {
@@ -221,7 +222,7 @@ unsafe fn write_out<T: Copy>(p: *mut T, val: &T) -> Result<(), Errno> {
     }
     let n = n.min(size_of::<T>());
     // SAFETY: we write bytes [size_of(usize), n) of `p`, inside the `n` bytes it
-    // declares (the contract), from the same bytes of `val`, which has size_of::<T>()
+    // declares (the precondition), from the same bytes of `val`, which has size_of::<T>()
     // >= n; a caller's struct and ours do not overlap.
     unsafe {
         std::ptr::copy_nonoverlapping(

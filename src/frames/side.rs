@@ -163,12 +163,13 @@ impl SideTable {
     /// The word of frame `pfn`.
     ///
     /// # Safety
-    /// The word is mapped and stays so during the call (see the module comment: the
-    /// frame is held by a zspage, or it is below the arena's top and the caller holds
-    /// the walk guard, the frame lock or the compaction lock).
+    /// The word is committed and stays mapped during the call (see the module
+    /// comment: the frame is held by a zspage, or it is below the arena's top and the
+    /// caller holds the walk guard, the frame lock or the compaction lock).
     #[inline]
     pub unsafe fn get(&self, pfn: u32) -> FrameWord {
-        // SAFETY: caller's contract.
+        // SAFETY: `Words::word` asks that the word be committed and stay mapped while
+        // used: this function's one precondition, for the same word.
         let w = unsafe { self.words.word(pfn as usize) };
         // Acquire: pairs with the Release in `set`, so the descriptor it names is
         // seen initialised.
@@ -180,11 +181,15 @@ impl SideTable {
     /// Sets the word of frame `pfn`.
     ///
     /// # Safety
-    /// As for [`get`](Self::get); moreover the caller holds the lock of the class
-    /// whose zspage takes or gives up the frame (so the word has one writer).
+    /// 1. The word is committed and stays mapped during the call (as for
+    ///    [`get`](Self::get));
+    /// 2. the caller holds the lock of the class whose zspage takes or gives up the
+    ///    frame, so that the word has one writer.
     #[inline]
     pub unsafe fn set(&self, pfn: u32, word: FrameWord) {
-        // SAFETY: caller's contract.
+        // SAFETY: `Words::word` asks that the word be committed and stay mapped while
+        // used: precondition 1. (Precondition 2 is for the store below, which is
+        // atomic anyway: it makes the word's value the writer's.)
         let w = unsafe { self.words.word(pfn as usize) };
         // Release: publishes the descriptor's initialisation to `get`.
         hg::happens_before(w);

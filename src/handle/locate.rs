@@ -87,8 +87,9 @@ pub(crate) fn objects_now(handles: &HandleTable, cands: &[u32], offset: impl Fn(
                 return None;
             }
             let off = offset(word.loc())?;
-            // SAFETY: as above. The size was written before the word was published,
-            // and the lane lock orders it.
+            // SAFETY: `size` asks for an index below the high-water mark: candidates
+            // come from a pass below it. (The size was written before the word was
+            // published, and the lane lock orders it.)
             let len = unsafe { handles.size(idx) }.expect("a table that records sizes");
             Some(Located { idx, off, len })
         })

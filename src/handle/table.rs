@@ -129,11 +129,13 @@ impl HandleTable {
     /// before the slot is published; nothing if the table records no sizes.
     ///
     /// # Safety
-    /// As for [`size`](Self::size).
+    /// `index` is below the high-water mark.
     #[inline]
     pub unsafe fn set_size(&self, index: u32, size: usize) {
         if let Some(sizes) = &self.sizes {
-            // SAFETY: as in `size`.
+            // SAFETY: `Cells::get` asks that entry `index` be committed: it is below
+            // the high-water mark (the precondition), and a size is committed with its
+            // slot (`take_batch`).
             let cell = unsafe { sizes.get(index as usize) };
             // Relaxed: see `size`.
             cell.store(size as u16, Ordering::Relaxed)
@@ -224,8 +226,10 @@ impl<T: Zeroed> Cells<T> {
     #[inline]
     unsafe fn get(&self, i: usize) -> &T {
         #[cfg(not(loom))]
-        // SAFETY: committed (caller's contract), so mapped readable and writable,
-        // aligned, and zero or written since; any bits are a valid T (`Zeroed`).
+        // SAFETY: entry `i` is committed (the precondition), so mapped readable and
+        // writable; the region is page-aligned and entries are laid at their size,
+        // so aligned; it holds zeros or what was written since, and any bits are a
+        // valid T (`Zeroed`).
         return unsafe { &*(self.region.base() as *const T).add(i) };
         #[cfg(loom)]
         return &self.cells[i];

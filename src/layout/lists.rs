@@ -82,15 +82,20 @@ impl Lists {
     /// Puts `zs` at the head of list `g`.
     ///
     /// # Safety
-    /// `zs` is a live descriptor of this class, on no list; the class lock is held.
+    /// 1. `zs` is a live descriptor of this class, on no list;
+    /// 2. the class lock is held (these lists are its);
+    /// 3. no reference to `zs`'s state is alive.
     pub(crate) unsafe fn push(&mut self, zs: *mut ZsPage, g: usize) {
-        // SAFETY: caller's contract: live, ours, locked.
+        // SAFETY: `zs` is live (1), so dereferenceable; `state` asks for its class's
+        // lock (2) and no other reference to its state (3).
         let s = unsafe { (*zs).state() };
         s.group = g as u8;
         s.prev = std::ptr::null_mut();
         s.next = self.heads[g];
         if !s.next.is_null() {
-            // SAFETY: list members are live descriptors of this class.
+            // SAFETY: the old head is on a list of this class, so a live descriptor of
+            // it; the class lock is held (2); it is not `zs` (on no list, 1), and no
+            // other reference to its state is taken here.
             unsafe { (*s.next).state().prev = zs };
         }
         self.heads[g] = zs;
@@ -104,20 +109,25 @@ impl Lists {
     /// Takes `zs` off its list.
     ///
     /// # Safety
-    /// `zs` is a live descriptor on one of this class's lists; the class lock is held.
+    /// 1. `zs` is a live descriptor on one of this class's lists;
+    /// 2. the class lock is held;
+    /// 3. no reference to `zs`'s state is alive.
     pub(crate) unsafe fn unlink(&mut self, zs: *mut ZsPage) {
-        // SAFETY: caller's contract.
+        // SAFETY: `zs` is live (1); `state` asks for its class's lock (2) and no other
+        // reference to its state (3).
         let s = unsafe { (*zs).state() };
         let g = s.group as usize;
         let (prev, next) = (s.prev, s.next);
         if prev.is_null() {
             self.heads[g] = next;
         } else {
-            // SAFETY: list members are live descriptors of this class.
+            // SAFETY: `zs`'s neighbours are on its list (1), so live descriptors of
+            // this class; the class lock is held (2); a neighbour is not `zs`, and the
+            // reference to its state lasts this statement.
             unsafe { (*prev).state().next = next };
         }
         if !next.is_null() {
-            // SAFETY: as above.
+            // SAFETY: the other neighbour, for the same reasons.
             unsafe { (*next).state().prev = prev };
         }
         self.counts[g] -= 1;
@@ -137,10 +147,14 @@ impl Lists {
     /// Moves `zs` from its list to the head of list `g`.
     ///
     /// # Safety
-    /// As for [`unlink`](Self::unlink).
+    /// 1. `zs` is a live descriptor on one of this class's lists;
+    /// 2. the class lock is held;
+    /// 3. no reference to `zs`'s state is alive.
     #[inline]
     pub(crate) unsafe fn move_to(&mut self, zs: *mut ZsPage, g: usize) {
-        // SAFETY: caller's contract.
+        // SAFETY: `unlink`'s preconditions are this function's (1, 2, 3); after it `zs`
+        // is live and on no list, and `unlink`'s state reference has ended, which is
+        // what `push` asks with the lock still held.
         unsafe {
             self.unlink(zs);
             self.push(zs, g);
@@ -158,8 +172,10 @@ impl Lists {
             if zs.is_null() {
                 return None;
             }
-            // SAFETY: a member of a list of the locked class (see above); the state
-            // reference ends with this statement.
+            // SAFETY: `zs` is on a list of this class, so a live descriptor of it
+            // (it stays so while the lock's guard, which `&self` is borrowed from,
+            // lives); the lock is held; `zs` is not yet yielded, so the caller has no
+            // reference to its state, and this one ends with the statement.
             next = unsafe { (*zs).state() }.next;
             Some(zs)
         })

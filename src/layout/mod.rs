@@ -336,16 +336,19 @@ impl Lists {
     /// it.
     ///
     /// # Safety
-    /// `zs` is a live descriptor on one of this class's lists; the class lock is held.
+    /// 1. `zs` is a live descriptor on one of this class's lists;
+    /// 2. the class lock is held;
+    /// 3. no reference to `zs`'s state is alive.
     #[inline(always)]
     pub(crate) unsafe fn relist(&mut self, zs: *mut ZsPage) {
-        // SAFETY: caller's contract.
+        // SAFETY: `zs` is live (1); `state` asks for its class's lock (2) and no other
+        // reference to its state (3); this one ends with the block.
         let (now, want) = unsafe {
             let s = (*zs).state();
             (s.group as usize, s.body.list())
         };
         if now != want && now != DRAIN {
-            // SAFETY: caller's contract.
+            // SAFETY: `move_to` asks for 1, 2 and 3, which still hold.
             unsafe { self.move_to(zs, want) };
         }
     }
@@ -353,9 +356,13 @@ impl Lists {
     /// Takes a zspage off the drain list and puts it on the list its body calls for.
     ///
     /// # Safety
-    /// As for [`relist`](Self::relist), for a zspage on the drain list.
+    /// 1. `zs` is a live descriptor on this class's drain list;
+    /// 2. the class lock is held;
+    /// 3. no reference to `zs`'s state is alive.
     pub(crate) unsafe fn undrain(&mut self, zs: *mut ZsPage) {
-        // SAFETY: caller's contract.
+        // SAFETY: `state` asks for a live descriptor (1), its class's lock (2) and no
+        // other reference to its state (3), and the one taken ends before `move_to`,
+        // which asks for the same on a list (the drain list is one).
         unsafe {
             let want = (*zs).state().body.list();
             self.move_to(zs, want);
@@ -370,8 +377,9 @@ impl Lists {
 fn pick_fitting(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
     let own = bucket(len);
     let head = lists.head(own);
-    // SAFETY: list members are live descriptors of this lane, whose lock the caller
-    // holds (it has `&Lists` through the guard).
+    // SAFETY: a list's head is a live dense zspage of this lane, whose lock the caller
+    // holds (it has `&Lists` through the guard); no reference to its state is alive
+    // (`ZsPage::state`).
     let own_fits = !head.is_null() && unsafe { longest_run(head) } >= len;
     // The lowest bucket below the top one that fits (in the bitmap), else the top
     // one: `trailing_zeros` of an empty set is 64.
@@ -387,11 +395,13 @@ fn pick_fitting(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
 /// The longest free run of a dense zspage.
 ///
 /// # Safety
-/// `zs` is a live dense zspage whose class lock the caller holds, and no reference to
-/// its state is alive.
+/// 1. `zs` is a live dense zspage;
+/// 2. the caller holds its class lock;
+/// 3. no reference to its state is alive.
 #[inline(always)]
 unsafe fn longest_run(zs: *mut ZsPage) -> usize {
-    // SAFETY: caller's contract.
+    // SAFETY: `state` asks for a live descriptor (1), its class's lock (2) and no other
+    // reference to its state (3); this one ends with the statement.
     match &unsafe { (*zs).state() }.body {
         Body::Dense(x) => x.extent(),
         Body::Kernel(_) => unreachable!("a kernel-layout zspage in a dense lane"),
@@ -445,7 +455,9 @@ impl Sweep {
                 let mut all: Vec<(usize, usize, *mut ZsPage)> = lists
                     .lists(0..DRAIN)
                     .map(|zs| {
-                        // SAFETY: list members are live descriptors of the locked lane.
+                        // SAFETY: list members are live descriptors of the lane, whose lock
+                        // is held (`lists` is borrowed from its guard); the state
+                        // reference ends with the statement, and no other is taken.
                         match &unsafe { (*zs).state() }.body {
                             Body::Dense(x) => (x.used(), x.cap(), zs),
                             Body::Kernel(_) => unreachable!("a kernel-layout zspage in a dense lane"),
@@ -457,7 +469,10 @@ impl Sweep {
                 let sources = drain_count(all.iter().map(|&(used, cap, _)| (used, cap)), spec.frames * PAGE_SIZE);
                 let mut frames = Vec::new();
                 for &(_, _, zs) in &all[..sources] {
-                    // SAFETY: as above; each is on one list, and moves to the drain list.
+                    // SAFETY: `zs` is a live descriptor on one of the lane's lists (found
+                    // there above, and nothing moved it since), the lane's lock is held,
+                    // and no reference to its state is alive: what `move_to` asks. A
+                    // live descriptor's frames are read (`frame_list`) with no more.
                     unsafe {
                         lists.move_to(zs, DRAIN);
                         frames.extend((*zs).frame_list().map(|pfn| (pfn, zs as usize)));
@@ -508,7 +523,9 @@ impl Sweep {
                 if *stop || give_up {
                     // Give the rest back to malloc.
                     while !lists.head(DRAIN).is_null() {
-                        // SAFETY: a live zspage of the locked lane, on the drain list.
+                        // SAFETY: the drain list's head is a live zspage on it; the lane's
+                        // lock is held (`lists` is borrowed from its guard); no reference
+                        // to its state is alive (`ZsPage::state`).
                         unsafe { lists.undrain(lists.head(DRAIN)) };
                     }
                     return None;
@@ -563,16 +580,19 @@ impl Sweep {
     /// Whether there was one.
     ///
     /// # Safety
-    /// The class lock, whose lists `lists` are, is held.
+    /// 1. The class lock, whose lists `lists` are, is held;
+    /// 2. no reference to the state of a zspage on the drain list is alive.
     pub(crate) unsafe fn refill(&mut self, lists: &mut Lists, src: *mut ZsPage) -> bool {
         let fullest = lists
             .list(DRAIN)
             .filter(|&zs| zs != src)
-            // SAFETY: list members are live descriptors of the locked lane. The first
-            // of the fullest, as `min_by_key` keeps the first of equals.
+            // SAFETY: `used_bytes` asks for a live dense zspage (a member of the
+            // lane's drain list), its lock (1) and no reference to its state (2).
+            // The first of the fullest, as `min_by_key` keeps the first of equals.
             .min_by_key(|&zs| std::cmp::Reverse(unsafe { used_bytes(zs) }));
         match fullest {
-            // SAFETY: a live zspage of the locked lane, on the drain list.
+            // SAFETY: `undrain` asks for a live zspage on the drain list (found there
+            // just now), the lock (1), no reference to its state (2).
             Some(zs) => unsafe { lists.undrain(zs) },
             None => return false,
         }
@@ -591,11 +611,15 @@ impl Sweep {
     /// (dense); where it is (kernel).
     ///
     /// # Safety
-    /// `src` is a live zspage of the class whose lock, and lists `lists`, the caller
-    /// holds.
+    /// 1. `src` is a live zspage of the class whose lists `lists` are, on one of them
+    ///    (a dense source: on the drain list);
+    /// 2. the class lock is held;
+    /// 3. no reference to `src`'s state is alive.
     pub(crate) unsafe fn keep(&mut self, lists: &mut Lists, src: *mut ZsPage) {
         if let Sweep::Dense { .. } = self {
-            // SAFETY: caller's contract; a dense source is on the drain list.
+            // SAFETY: `undrain` asks for a live descriptor on the drain list (1: a
+            // dense sweep's sources are there), the lock (2), no reference to its
+            // state (3).
             unsafe { lists.undrain(src) };
         }
     }
@@ -611,9 +635,12 @@ impl Sweep {
 /// The bytes in use of a dense zspage.
 ///
 /// # Safety
-/// As for [`longest_run`].
+/// 1. `zs` is a live dense zspage;
+/// 2. the caller holds its class lock;
+/// 3. no reference to its state is alive.
 unsafe fn used_bytes(zs: *mut ZsPage) -> usize {
-    // SAFETY: caller's contract.
+    // SAFETY: `state` asks for a live descriptor (1), its class's lock (2) and no other
+    // reference to its state (3); this one ends with the statement.
     match &unsafe { (*zs).state() }.body {
         Body::Dense(x) => x.used(),
         Body::Kernel(_) => unreachable!("a kernel-layout zspage in a dense lane"),

@@ -125,13 +125,21 @@ impl ZsPage {
 
     /// The lock-protected state.
     ///
+    /// The library holds a reference this returns only within one statement, or a
+    /// block that calls nothing that takes another (the lists' and the layout's
+    /// functions take their own): so a function that is handed a zspage under the
+    /// class lock meets no reference to its state, which is how the callers of this
+    /// answer the second precondition.
+    ///
     /// # Safety
-    /// The caller holds the lock of this zspage's class, and no other reference
-    /// returned by this function for the same zspage is alive.
+    /// 1. The caller holds the lock of this zspage's class;
+    /// 2. no other reference returned by this function for the same zspage is alive.
     #[allow(clippy::mut_from_ref)]
     #[inline]
     pub unsafe fn state(&self) -> &mut ZsPageState {
-        // SAFETY: exclusive access is guaranteed by the class lock (caller's contract).
+        // SAFETY: every access to the state is through this function, under the class
+        // lock (1), so no other thread touches it; and no other reference of this
+        // thread to it is alive (2): this one is exclusive.
         unsafe { &mut *self.state.get() }
     }
 }

@@ -73,13 +73,15 @@ impl PoolCore {
     /// for the whole frame.
     ///
     /// # Safety
-    /// `to` is a frame the caller took from the frame source for a migration
-    /// (`take_lowest`, `take_run`) and has not used or given back; `pfn` is below the
-    /// arena's top; the caller holds the pool's compaction lock (so no shrink gives
-    /// either frame's side-table word back meanwhile).
+    /// 1. `to` is a frame the caller took from the frame source for a migration
+    ///    (`take_lowest`, `take_run`) and has not used or given back;
+    /// 2. `pfn` is below the arena's top;
+    /// 3. the caller holds the pool's compaction lock (so no shrink gives either
+    ///    frame's side-table word back meanwhile).
     unsafe fn move_frame(&self, pfn: u32, to: u32, known: &HashMap<usize, Vec<u32>>) -> Result<()> {
         let guard = epoch::pin();
-        // SAFETY: below the top, and the compaction lock keeps a shrink out.
+        // SAFETY: `get` asks for a word that stays mapped: `pfn` is below the top (2),
+        // and the compaction lock (3) keeps a shrink out.
         let w = unsafe { self.frames().side().get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) {
             return Err(Error::Invalid("frame not in a zspage"));
@@ -92,10 +94,12 @@ impl PoolCore {
         let spec = class.spec;
         let _st = class.state.lock();
         // Under the lock the frame cannot change if it is still this class's: re-read.
-        // SAFETY: as above.
+        // SAFETY: `pfn` is still below the top, and the compaction lock still keeps a
+        // shrink out (2, 3).
         let w = unsafe { self.frames().side().get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge)
-            // SAFETY: as above (still under `guard`).
+            // SAFETY: a non-free word read under `guard`, which still lives: its
+            // descriptor stays allocated; `class` never changes.
             || unsafe { (*ZsPage::of(w)).class } as usize != ci
         {
             return Err(Error::Invalid("frame changed hands"));
@@ -106,7 +110,8 @@ impl PoolCore {
             unsafe { &*ZsPage::of(w) }
         };
         let k = w.index();
-        // SAFETY: class lock held; the state borrow is used only in this function.
+        // SAFETY: `state` asks for the class lock (`_st`) and no other reference to the
+        // zspage's state: none is taken while this one is used, in this function.
         let s = unsafe { zs.state() };
         let frame_lo = k * PAGE_SIZE;
         let frame_hi = frame_lo + PAGE_SIZE;
@@ -126,13 +131,14 @@ impl PoolCore {
         };
         let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
         for (link, start) in objects {
-            // SAFETY: recorded at malloc: below the table's high-water mark.
+            // SAFETY: `slot_unchecked` asks for an index below the high-water mark: the
+            // body listed it as an object's slot, which was issued, so below the mark.
             let slot = unsafe { self.handles().slot_unchecked(link) };
             match slot.begin_move() {
                 Some(c) => claimed.push((link, c, start)),
                 None => {
                     for (idx, c, _) in claimed {
-                        // SAFETY: as above.
+                        // SAFETY: a slot listed and claimed above: below the mark.
                         unsafe { self.handles().slot_unchecked(idx) }.end_move(c, c.loc());
                     }
                     return Err(Error::Busy);
@@ -142,23 +148,26 @@ impl PoolCore {
         let (from_addr, to_addr) = (self.frames().frame_addr(pfn), self.frames().frame_addr(to));
         track_read(from_addr, PAGE_SIZE);
         track_write(to_addr, PAGE_SIZE);
-        // SAFETY: every object overlapping the frame is claimed and the class lock is
-        // held, so nothing reads or writes frame `pfn`; frame `to` is the caller's,
-        // unused (contract), so no one else touches it; both are committed frames of
-        // the arena (held and taken frames are below the committed top) and distinct.
+        // SAFETY: the source is readable for a page and no one writes it: every object
+        // overlapping frame `pfn` is claimed and the class lock is held; the
+        // destination is writable for a page and no one else touches it: frame `to` is
+        // the caller's, unused (1); both are committed frames of the arena (held and
+        // taken frames are below the committed top), and distinct, so not overlapping.
         unsafe { std::ptr::copy_nonoverlapping(from_addr, to_addr, PAGE_SIZE) };
         // Relaxed: readers reach `frames[k]` only through an object overlapping frame
         // k, all of which are claimed; the Release of `end_move` below publishes it.
         zs.frames[k].store(to, SyncOrdering::Relaxed);
-        // SAFETY: both frames are below the top (compaction lock: no shrink), and the
-        // class lock of the zspage that gives one up and takes the other is held.
+        // SAFETY: `set` asks for 1. words that stay mapped: both frames are below the
+        // top (2, and `to` was handed out), and the compaction lock keeps a shrink out
+        // (3); 2. the lock of the class whose zspage takes one frame and gives up the
+        // other: held (`_st`).
         unsafe {
             self.frames().side().set(to, ZsPage::word(zs, w.frame_type(), k));
             self.frames().side().set(pfn, FrameWord::FREE);
         }
         for (idx, c, start) in claimed {
             let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
-            // SAFETY: as above.
+            // SAFETY: a slot listed and claimed above: below the mark.
             unsafe { self.handles().slot_unchecked(idx) }.end_move(c, loc);
         }
         // Still under the class lock: the checker sees the frame count and the zspage
@@ -342,9 +351,9 @@ mod tests {
             .collect();
         let slot = |h| p.resolve(h, "test").unwrap().1;
         let (moved, elsewhere) = (objs[20].0, objs[199].0);
-        // SAFETY: frames of live objects, held by their zspages.
+        // SAFETY: the frame of a live object, held by its zspage: its word stays mapped.
         let zs = unsafe { p.frames().side().get(pfn_of(&p, moved)) }.owner();
-        // SAFETY: as above.
+        // SAFETY: the frame of another live object, likewise.
         assert_ne!(unsafe { p.frames().side().get(pfn_of(&p, elsewhere)) }.owner(), zs);
         let lists = [vec![], vec![slot(moved)], vec![slot(elsewhere), slot(moved)]];
         for known in lists {

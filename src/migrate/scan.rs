@@ -101,7 +101,8 @@ impl PoolCore {
             };
             // Consistent: the descriptor lists this pfn at the word's index, and the word
             // did not change meanwhile.
-            // SAFETY: as above.
+            // SAFETY: the same word as the first read: below the top read under the
+            // walk guard, which the caller still holds.
             if listed && unsafe { self.frames().side().get(pfn) } == w {
                 let class_index = self.classes()[class].spec.index;
                 return match ty {

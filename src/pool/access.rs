@@ -83,12 +83,15 @@ impl Span {
     /// Copies `dst.len()` bytes out.
     ///
     /// # Safety
-    /// The span covers at least `dst.len()` bytes of an object the caller holds
-    /// (shared or alone), in committed frames.
+    /// 1. The span covers at least `dst.len()` bytes, in committed frames;
+    /// 2. no one writes them while the copy runs: they are an object the caller holds
+    ///    (shared or alone);
+    /// 3. they do not overlap `dst`.
     pub(crate) unsafe fn copy_out(self, dst: &mut [u8]) {
         let n = dst.len();
-        // SAFETY: caller's contract: the source bytes are the object's, held so that
-        // no one writes them, and do not overlap `dst` (a caller's buffer or ours).
+        // SAFETY: the sources are readable for `n` bytes in all (1: `first` of them at
+        // `a` and the rest at `b` for two pieces), and not written meanwhile (2); the
+        // destination is `dst`, writable for `n` bytes, and overlaps neither (3).
         unsafe {
             match self {
                 Span::One(p) => {
@@ -109,12 +112,16 @@ impl Span {
     /// Copies `src` in.
     ///
     /// # Safety
-    /// The span covers at least `src.len()` bytes of an object the caller holds
-    /// alone, in committed frames.
+    /// 1. The span covers at least `src.len()` bytes, in committed frames;
+    /// 2. no one else reads or writes them while the copy runs: they are an object the
+    ///    caller holds alone, or bytes it has just placed an object in, under the class
+    ///    lock, before the object is published;
+    /// 3. they do not overlap `src`.
     pub(crate) unsafe fn copy_in(self, src: &[u8]) {
         let n = src.len();
-        // SAFETY: caller's contract: the bytes are the object's, held alone, so no one
-        // else reads or writes them; `src` is a caller's buffer or ours.
+        // SAFETY: the destinations are writable for `n` bytes in all (1), and no one
+        // else touches them meanwhile (2); the source is `src`, readable for `n`
+        // bytes, and overlaps neither (3).
         unsafe {
             match self {
                 Span::One(p) => {
@@ -388,8 +395,12 @@ impl PoolCore {
         match self.span(&pin, len) {
             Span::One(p) => Ok((p, pin)),
             span if !local.is_null() => {
-                // SAFETY: caller's contract for `local`; the span covers len bytes of
-                // the pinned object.
+                // SAFETY: `local` is not NULL, and valid for writes of `len` bytes (this
+                // function's precondition), which makes the slice; `copy_out` asks for
+                // 1. a span of `len` bytes in committed frames: the pinned object's
+                // (`hold_len` checked `len` against it); 2. no writer: the pin keeps
+                // writers out; 3. no overlap: `local` is the caller's buffer, outside
+                // the arena's objects.
                 unsafe { span.copy_out(std::slice::from_raw_parts_mut(local, len)) };
                 self.count_copy(len);
                 Ok((local, pin))

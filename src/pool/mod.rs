@@ -344,10 +344,14 @@ impl PoolCore {
             None => self.open_zspage(ci, st, len)?,
         };
         let spec = &self.classes[ci].spec;
-        // SAFETY: `zs` is a live zspage of this class, whose lock the caller holds.
+        // SAFETY: `zs` is a live zspage of this class (picked from its lists, or just
+        // made), whose lock the caller holds (`st`); no other reference to its state
+        // is alive, and this one's last use is the next statement.
         let s = unsafe { (*zs).state() };
         let off = self.edit_body(ci, s, |b| b.place(spec, len, idx)).expect("a zspage from a list that fits");
-        // SAFETY: as above.
+        // SAFETY: `relist` asks for a live zspage on one of the class's lists (`zs`,
+        // which stays on one), the lock (`st`), and no reference to its state (the
+        // one above is no longer used).
         unsafe { st.lists.relist(zs) };
         Ok((zs, off))
     }
@@ -448,15 +452,21 @@ impl PoolCore {
     /// class lock is dropped.
     ///
     /// # Safety
-    /// `zs` is a live, empty zspage of class `ci`, whose lock `st` is.
+    /// 1. `zs` is a live, empty zspage of class `ci`, on one of its lists;
+    /// 2. `st` is that class's state, so its lock is held;
+    /// 3. no reference to `zs`'s state is alive.
     pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
         let mut pfns = [0u32; MAX_CHAIN];
-        // SAFETY: caller's contract.
+        // SAFETY: `zs` is live (1), its class lock is held (2), and the state
+        // references taken here end within their statements (3): what `state` and
+        // `unlink` ask. Its frames are read atomically, and `nframes` never changes.
         let n = unsafe {
             debug_assert!((*zs).state().body.is_empty());
             st.lists.unlink(zs);
             for (k, pfn) in (*zs).frame_list().enumerate() {
-                // SAFETY: a frame of this zspage, still held, whose class lock we hold.
+                // SAFETY: `set` asks for 1. a committed word that stays mapped: the
+                // frame is held by this zspage until `free` below; 2. the lock of the
+                // class whose zspage gives the frame up: held (2).
                 self.frames.side().set(pfn, FrameWord::FREE);
                 pfns[k] = pfn;
             }
@@ -515,19 +525,24 @@ impl PoolCore {
         // SAFETY: a slot we resolved. A size beside it is rewritten only when the slot
         // is next taken, under a class lock after ours.
         let beside_slot = unsafe { self.handles.size(idx) };
-        // SAFETY: the zspage held our object until the CAS above and we hold its class
-        // lock, so it is live and ours.
+        // SAFETY: the zspage held our object until `free_pinned` freed it under the
+        // class lock, which we still hold, so it is live (a zspage dies only under
+        // its class lock); no other reference to its state is alive, and this one is
+        // last used in the condition below.
         let s = unsafe { (*zs).state() };
         let size = self.edit_body(ci, s, |b| b.remove(&class.spec, off, idx, beside_slot));
         bump(&class.live, -1);
         bump(&class.requested, -(size as isize));
         if s.body.is_empty() {
-            // SAFETY: live, empty, ours.
+            // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
+            // lists: `zs`, found empty just now; 2. its lock: `st`; 3. no reference to
+            // its state: `s` is no longer used.
             let r = unsafe { self.retire(ci, &mut st, zs) };
             drop(st);
             self.release(r);
         } else {
-            // SAFETY: live, on a list, ours.
+            // SAFETY: `relist` asks for a live zspage on the class's lists (`zs`), the
+            // lock (`st`), and no reference to its state (`s` is no longer used).
             unsafe { st.lists.relist(zs) };
         }
         Ok(())
