@@ -16,7 +16,7 @@
 //! # The dense layout
 //!
 //! A dense zspage's free bytes are holes between objects and its tail, and an object
-//! fits wherever a run is long enough, so there is no fixed count of slots to fill.
+//! fits wherever a run is long enough, so there is no fixed count of places to fill.
 //! A lane's compaction takes its zspages in order of the share of their bytes in
 //! use, and picks as sources the longest prefix of those with at least 1/16 free
 //! whose objects fit in their bytes less one whole zspage (`drain_count`). The

@@ -89,8 +89,8 @@ pub unsafe extern "C" fn zs_frame_census(pool: *mut zs_pool, census: *mut zs_fra
                 side_table_mapped_bytes: c.side_table_mapped_bytes as c_ulong,
                 ..Default::default()
             };
-            for (slot, n) in out.class_frames.iter_mut().zip(&c.by_class) {
-                *slot = *n as c_ulong;
+            for (frames, n) in out.class_frames.iter_mut().zip(&c.by_class) {
+                *frames = *n as c_ulong;
             }
             // SAFETY: `census` is not NULL (checked above) and is writable for the
             // `size` it declares (# Safety).

@@ -270,14 +270,14 @@ impl FrameSource {
             return Err(libc::ENOMEM);
         }
         self.grow(&mut st, fresh)?;
-        for slot in out.iter_mut().take(from_hot) {
-            *slot = st.hot.pop().expect("counted above");
+        for pfn in out.iter_mut().take(from_hot) {
+            *pfn = st.hot.pop().expect("counted above");
         }
-        for slot in out.iter_mut().skip(from_hot).take(from_free) {
-            *slot = st.free.pop().expect("counted above");
+        for pfn in out.iter_mut().skip(from_hot).take(from_free) {
+            *pfn = st.free.pop().expect("counted above");
         }
-        for slot in out.iter_mut().skip(from_hot + from_free) {
-            *slot = st.top as u32;
+        for pfn in out.iter_mut().skip(from_hot + from_free) {
+            *pfn = st.top as u32;
             st.top += 1;
         }
         self.add_held(&mut st, n as isize);

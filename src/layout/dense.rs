@@ -1,6 +1,6 @@
 //! The dense layout's zspages: objects of every size packed end to end.
 //!
-//! The kernel's layout gives each object a slot of its class's size, and each class
+//! The kernel's layout gives each object a place of its class's size, and each class
 //! its own zspages. Three costs follow, and on real compressed-page traces they are
 //! most of the kernel layout's waste: the gap between an object and its class's size,
 //! the tail a chain of frames leaves when it does not divide by the class size, and
@@ -11,7 +11,7 @@
 //! zspage. Objects are not aligned: compressed data needs no alignment, and every
 //! byte of padding would be memory the pool holds for nothing.
 //!
-//! The descriptor keeps only the zspage's free space, as [`Extents`]: its holes
+//! The descriptor keeps only the zspage's free space, as [`FreeSpace`]: its holes
 //! (offset and length, 4 bytes each, in address order), where the unused tail
 //! starts, and counts. It keeps nothing per object. An object's size sits beside its
 //! handle slot (readers need it there), and its place is the slot's location, so a
@@ -27,7 +27,7 @@
 //! what compaction takes back: it moves the objects of zspages with free space into
 //! others and releases the emptied ones.
 //!
-//! Invariants (checked by [`Extents::check`] against the objects the handle table
+//! Invariants (checked by [`FreeSpace::check`] against the objects the handle table
 //! locates in the zspage, run by `Pool::check`):
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
@@ -44,11 +44,11 @@ pub const DRAIN: usize = TOP_BUCKET + 1;
 /// Lists a dense lane keeps: the buckets and the drain list.
 pub const NR_LISTS: usize = DRAIN + 1;
 
-/// The placement bucket of a zspage whose longest free run is `extent` bytes: every
+/// The placement bucket of a zspage whose longest free run is `run` bytes: every
 /// zspage in bucket `b` has a run of at least `b * BUCKET_BYTES` bytes.
 #[inline]
-pub fn bucket(extent: usize) -> usize {
-    (extent / BUCKET_BYTES).min(TOP_BUCKET)
+pub fn bucket(run: usize) -> usize {
+    (run / BUCKET_BYTES).min(TOP_BUCKET)
 }
 
 /// The first bucket whose every zspage fits `len` bytes.
@@ -288,7 +288,7 @@ const NO_OFF: u16 = u16::MAX;
 /// invariants against the objects found in the zspage; debug builds check these after
 /// every placement and removal (a sum over a zspage's few holes).
 #[derive(Debug)]
-pub struct Extents {
+pub struct FreeSpace {
     buf: Box<[u16]>,
     /// Objects in the zspage.
     nobj: u16,
@@ -303,11 +303,11 @@ pub struct Extents {
     used: u32,
 }
 
-impl Extents {
+impl FreeSpace {
     /// An empty zspage of `frames` frames.
-    pub fn new(frames: usize) -> Extents {
+    pub fn new(frames: usize) -> FreeSpace {
         debug_assert!((1..=16).contains(&frames));
-        Extents { buf: Box::new([]), nobj: 0, nhole: 0, largest_hole: 0, frames: frames as u8, end: 0, used: 0 }
+        FreeSpace { buf: Box::new([]), nobj: 0, nhole: 0, largest_hole: 0, frames: frames as u8, end: 0, used: 0 }
     }
 
     /// Whether no object is left.
@@ -341,7 +341,7 @@ impl Extents {
 
     /// The longest run of free bytes: the largest hole or the tail.
     #[inline]
-    pub fn extent(&self) -> usize {
+    pub fn longest_run(&self) -> usize {
         (self.largest_hole as usize).max(self.cap() - self.end as usize)
     }
 
@@ -556,7 +556,7 @@ impl Extents {
         self.debug_check();
     }
 
-    /// The equations of [`Extents`], in debug builds.
+    /// The equations of [`FreeSpace`], in debug builds.
     #[inline]
     fn debug_check(&self) {
         #[cfg(debug_assertions)]
@@ -656,18 +656,18 @@ mod tests {
 
     #[test]
     fn fills_tail_then_holes() {
-        let mut x = Extents::new(1);
+        let mut x = FreeSpace::new(1);
         assert_eq!(x.place(1000), Some(0));
         assert_eq!(x.place(2000), Some(1000));
         assert_eq!(x.place(1000), Some(3000));
-        assert_eq!(x.extent(), 96);
+        assert_eq!(x.longest_run(), 96);
         assert_eq!(x.place(100), None, "neither the tail nor a hole fits");
         x.remove(1000, 2000);
-        assert_eq!((x.extent(), x.holes()), (2000, 1));
+        assert_eq!((x.longest_run(), x.holes()), (2000, 1));
         assert_eq!(x.place(90), Some(4000), "the tail first");
         assert_eq!(x.place(7), Some(1000), "then the first hole that fits");
         assert_eq!((x.len(), x.holes()), (4, 1), "the rest of the hole stays a hole");
-        assert_eq!(x.extent(), 1993);
+        assert_eq!(x.longest_run(), 1993);
         x.check(&mut [(0, 1000), (1000, 7), (3000, 1000), (4000, 90)]).unwrap();
         assert!(x.check(&mut [(0, 1000), (3000, 1000), (4000, 90)]).is_err(), "an object is missing");
         assert!(x.check(&mut [(0, 1000), (1000, 8), (3000, 1000), (4000, 90)]).is_err(), "an object overlaps a hole");
@@ -683,7 +683,7 @@ mod tests {
     #[test]
     #[should_panic(expected = "objects and holes do not cover 0..end")]
     fn debug_builds_catch_bytes_lost_between_objects_and_holes() {
-        let mut x = Extents::new(1);
+        let mut x = FreeSpace::new(1);
         x.place(100).unwrap();
         x.place(100).unwrap();
         x.used -= 1;
@@ -692,7 +692,7 @@ mod tests {
 
     #[test]
     fn holes_merge_and_join_the_tail() {
-        let mut x = Extents::new(1);
+        let mut x = FreeSpace::new(1);
         for k in 0..5 {
             assert_eq!(x.place(32), Some(32 * k));
         }
@@ -701,11 +701,11 @@ mod tests {
         assert_eq!(x.holes(), 2);
         x.remove(64, 32);
         assert_eq!((x.len(), x.holes()), (2, 1), "three neighbouring frees make one hole");
-        assert_eq!(x.extent(), 4096 - 160);
+        assert_eq!(x.longest_run(), 4096 - 160);
         x.check(&mut [(0, 32), (128, 32)]).unwrap();
         x.remove(128, 32);
         assert_eq!((x.len(), x.holes()), (1, 0), "the hole before the last object joins the tail with it");
-        assert_eq!((x.used(), x.extent()), (32, 4096 - 32));
+        assert_eq!((x.used(), x.longest_run()), (32, 4096 - 32));
         x.remove(0, 32);
         assert!(x.is_empty());
         x.check(&mut []).unwrap();
@@ -713,7 +713,7 @@ mod tests {
 
     #[test]
     fn free_bytes_in_a_range() {
-        let mut x = Extents::new(2);
+        let mut x = FreeSpace::new(2);
         for _ in 0..4 {
             x.place(1600).unwrap();
         }
@@ -726,7 +726,7 @@ mod tests {
 
     #[test]
     fn entries_grow_and_shrink() {
-        let mut x = Extents::new(16);
+        let mut x = FreeSpace::new(16);
         for _ in 0..2000 {
             x.place(10).unwrap();
         }
@@ -798,12 +798,12 @@ mod tests {
     /// or nothing is live, and otherwise removes the live object `pick` chooses.
     fn replay(frames: usize, ops: &[(bool, usize, prop::sample::Index)]) -> Result<(), TestCaseError> {
         let cap = frames * 4096;
-        let mut x = Extents::new(frames);
+        let mut x = FreeSpace::new(frames);
         let mut taken = vec![false; cap];
         let mut live: Vec<(usize, usize)> = Vec::new();
         for &(alloc, size, pick) in ops {
             if alloc || live.is_empty() {
-                let fits = x.extent() >= size;
+                let fits = x.longest_run() >= size;
                 match x.place(size) {
                     Some(off) => {
                         prop_assert!(off + size <= cap);
@@ -811,7 +811,7 @@ mod tests {
                         taken[off..off + size].fill(true);
                         live.push((off, size));
                     }
-                    None => prop_assert!(!fits, "refused although the extent fits"),
+                    None => prop_assert!(!fits, "refused although the longest run fits"),
                 }
             } else {
                 let (off, len) = live.swap_remove(pick.index(live.len()));

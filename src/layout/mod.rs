@@ -29,7 +29,7 @@ use crate::frames::os::PAGE_SIZE;
 use crate::handle::locate::{locate, objects_now};
 use crate::handle::HandleTable;
 use crate::layout::classes::{ClassSpec, Layout};
-use crate::layout::dense::{bucket, bucket_for, Extents, DRAIN, TOP_BUCKET};
+use crate::layout::dense::{bucket, bucket_for, FreeSpace, DRAIN, TOP_BUCKET};
 use crate::layout::kernel::{fullness_group, Objects, GROUP_EMPTY, GROUP_FULL, NR_GROUPS};
 use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, ZsPage};
@@ -53,7 +53,7 @@ impl Layout {
     pub(crate) fn body(self, spec: &ClassSpec, frames: usize) -> Body {
         match self {
             Layout::Kernel => Body::Kernel(Objects::new(spec.objs)),
-            Layout::Dense => Body::Dense(Extents::new(frames)),
+            Layout::Dense => Body::Dense(FreeSpace::new(frames)),
         }
     }
 
@@ -181,7 +181,7 @@ impl Body {
     pub(crate) fn list(&self) -> usize {
         match self {
             Body::Kernel(o) => o.group(),
-            Body::Dense(x) => bucket(x.extent()),
+            Body::Dense(x) => bucket(x.longest_run()),
         }
     }
 
@@ -315,8 +315,8 @@ impl Body {
                 if x.cap() != nframes * PAGE_SIZE {
                     return Err(format!("zspage of {} bytes", x.cap()));
                 }
-                if g != DRAIN && g != bucket(x.extent()) {
-                    return Err(format!("zspage with a run of {} bytes in bucket {g}", x.extent()));
+                if g != DRAIN && g != bucket(x.longest_run()) {
+                    return Err(format!("zspage with a run of {} bytes in bucket {g}", x.longest_run()));
                 }
                 Ok(())
             }
@@ -380,7 +380,7 @@ fn pick_fitting(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
     // SAFETY: a list's head is a live dense zspage of this lane, whose lock the caller
     // holds (it has `&Lists` through the guard); no reference to its state is alive
     // (`ZsPage::state`).
-    let own_fits = !head.is_null() && unsafe { longest_run(head) } >= len;
+    let own_fits = !head.is_null() && unsafe { run_of(head) } >= len;
     // The lowest bucket below the top one that fits (in the bitmap), else the top
     // one: `trailing_zeros` of an empty set is 64.
     let fits = lists.nonempty() & u64::MAX.checked_shl(bucket_for(len) as u32).unwrap_or(0);
@@ -399,11 +399,11 @@ fn pick_fitting(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
 /// 2. the caller holds its class lock;
 /// 3. no reference to its state is alive.
 #[inline(always)]
-unsafe fn longest_run(zs: *mut ZsPage) -> usize {
+unsafe fn run_of(zs: *mut ZsPage) -> usize {
     // SAFETY: `state` asks for a live descriptor (1), its class's lock (2) and no other
     // reference to its state (3); this one ends with the statement.
     match &unsafe { (*zs).state() }.body {
-        Body::Dense(x) => x.extent(),
+        Body::Dense(x) => x.longest_run(),
         Body::Kernel(_) => unreachable!("a kernel-layout zspage in a dense lane"),
     }
 }

@@ -22,7 +22,7 @@ use crate::sync::{hg, AtomicU32, Ordering};
 use crate::frames::os::PAGE_SHIFT;
 use crate::frames::side::{FrameType, FrameWord};
 use crate::layout::classes::MAX_CHAIN;
-use crate::layout::dense::Extents;
+use crate::layout::dense::FreeSpace;
 use crate::layout::kernel::Objects;
 
 /// The state of a zspage that the class lock protects.
@@ -41,7 +41,7 @@ pub enum Body {
     /// An entry per place of the class, and a free list (`layout/kernel.rs`).
     Kernel(Objects),
     /// Objects of any size, end to end: the holes between them (`layout/dense.rs`).
-    Dense(Extents),
+    Dense(FreeSpace),
 }
 
 // Loom's atomics are larger than the real ones: its descriptors are too.
@@ -169,7 +169,7 @@ mod tests {
         let z = ZsPage::new(3, &[7, 8], Body::Kernel(Objects::new(5)));
         assert_eq!(z.frame_list().collect::<Vec<_>>(), vec![7, 8]);
         assert_eq!(z.loc_of(4096 + 5), (8 << 12) + 5);
-        let d = ZsPage::new(0, &[1, 2], Body::Dense(Extents::new(2)));
+        let d = ZsPage::new(0, &[1, 2], Body::Dense(FreeSpace::new(2)));
         // SAFETY: this test is the only user of the descriptor.
         let Body::Dense(x) = &unsafe { d.state() }.body else { panic!("a dense body") };
         assert_eq!(x.cap(), 2 * PAGE_SIZE);

@@ -58,7 +58,8 @@ enum Release {
     Writer,
 }
 
-/// A held object: where it is, how large its slot is, and how the hold ends.
+/// A held object: where it is, how many bytes of it a caller may use, and how the hold
+/// ends.
 #[derive(Debug)]
 pub(crate) struct Pin {
     slot: NonNull<Slot>,
@@ -332,9 +333,10 @@ impl PoolCore {
         self.counters().read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Holds the object and checks a length against its slot. A length larger than
-    /// the slot is refused as the misuse it is even when the object is held by others
-    /// (where readers hold it, a look under a shared pin tells its slot), so that the
+    /// Holds the object and checks a length against its usable bytes (the "object's
+    /// slot" of the error, as the C ABI calls it). A length larger than they are is
+    /// refused as the misuse it is even when the object is held by others (where
+    /// readers hold it, a look under a shared pin tells its usable bytes), so that the
     /// error does not depend on timing.
     fn hold_len(&self, h: Handle, len: usize, access: Access, call: &str) -> Result<Pin> {
         let pin = match self.hold(h, access, call) {
@@ -486,7 +488,7 @@ impl PoolCore {
         }
     }
 
-    /// Maps the object: the guard derefs to its whole slot and unmaps on drop.
+    /// Maps the object: the guard derefs to all its usable bytes and unmaps on drop.
     /// `Busy` when a writable mapping is asked for while anyone reads the object, or
     /// any mapping while a writable one is open (on this thread or another).
     #[inline]
@@ -531,7 +533,7 @@ impl Mapping<'_> {
         self.st().copy.is_some()
     }
 
-    /// The slot's bytes, writable; `Invalid` for a read-only mapping, which shares the
+    /// The object's usable bytes, writable; `Invalid` for a read-only mapping, which shares the
     /// object with other readers (map it `ReadWrite` or `WriteOnly` to write).
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         let st = self.st();
@@ -541,7 +543,7 @@ impl Mapping<'_> {
         if st.copy.is_none() {
             track_write(st.ptr(), st.len());
         }
-        // SAFETY: the pointer is the held object's slot or our buffer, valid for `len`
+        // SAFETY: the pointer is the held object's bytes or our buffer, valid for `len`
         // bytes while the hold lasts (until drop). A writable mapping holds its object
         // alone, so no other mapping, read or write of it exists; a copy is this
         // mapping's own buffer. `&mut self` makes this the only reference through
@@ -558,7 +560,7 @@ impl std::ops::Deref for Mapping<'_> {
         if st.copy.is_none() {
             track_read(st.ptr(), st.len());
         }
-        // SAFETY: the pointer is the held object's slot or our buffer, valid for `len`
+        // SAFETY: the pointer is the held object's bytes or our buffer, valid for `len`
         // bytes while the hold lasts (until drop). No writer of the object exists
         // meanwhile: a read-only mapping keeps them out, a writable one is the only
         // holder and writes only through `as_mut_slice`, which needs `&mut self`.

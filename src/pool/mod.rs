@@ -69,7 +69,9 @@ pub(crate) struct ClassState {
     pub free_slot: u64,
 }
 
-/// A class: its parameters, its lock, and statistics readable without the lock.
+/// A class of the pool: in the kernel layout a size class, in the dense layout a lane
+/// (a share of the pool that threads allocate in, taking objects of every size). Its
+/// parameters, its lock, and statistics readable without the lock.
 ///
 /// Under the class lock, over the zspages on its lists:
 ///

@@ -58,13 +58,14 @@ pub struct ClassInfo {
     /// 100% (whole percents, rounded down; a dense lane: of
     /// its bytes taken by objects).
     pub zspages: [u64; NR_GROUPS],
-    /// Slots in the class's zspages (a dense lane: its live objects).
+    /// Places in the class's zspages (a dense lane, which has no places: its live
+    /// objects).
     pub objs_allocated: u64,
     /// Live objects.
     pub objs_inuse: u64,
     /// Frames held.
     pub pages_used: u64,
-    /// Frames compaction could free now: whole zspages' worth of unused slots (the
+    /// Frames compaction could free now: whole zspages' worth of unused places (the
     /// kernel's zs_can_compact()).
     pub pages_freeable: u64,
 }
