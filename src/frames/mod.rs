@@ -47,6 +47,27 @@ use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 /// that a pool of a few frames grows and shrinks by whole steps.
 pub const COMMIT_STEP: usize = if cfg!(loom) { 4 } else { 512 };
 
+/// The frame a location is in. A location is a byte's offset in the arena: its
+/// frame's number times the frame size, plus its offset in the frame. (These three
+/// are where the rest of the library turns locations into frames and back.)
+#[inline]
+pub fn pfn_of(loc: u64) -> u32 {
+    (loc >> crate::frames::os::PAGE_SHIFT) as u32
+}
+
+/// A location's offset in its frame.
+#[inline]
+pub fn offset_in_frame(loc: u64) -> usize {
+    loc as usize & (PAGE_SIZE - 1)
+}
+
+/// The location of byte `offset` of frame `pfn`.
+#[inline]
+pub fn location(pfn: u32, offset: usize) -> u64 {
+    debug_assert!(offset < PAGE_SIZE);
+    ((pfn as u64) << crate::frames::os::PAGE_SHIFT) | offset as u64
+}
+
 /// Freed frames kept resident for reuse (1 MiB). Measured on the node trace, a
 /// malloc+free cycle that empties and refills the pool spent about half its time in
 /// madvise and the page-table work behind it without this cache.
@@ -183,7 +204,7 @@ impl FrameSource {
     /// the frame to be committed and the caller's right to its bytes.
     #[inline]
     pub fn frame_addr(&self, pfn: u32) -> *mut u8 {
-        self.addr((pfn as u64) << crate::frames::os::PAGE_SHIFT)
+        self.addr(location(pfn, 0))
     }
 
     /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset);

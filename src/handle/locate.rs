@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 
-use crate::frames::os::PAGE_SHIFT;
+use crate::frames::pfn_of;
 use crate::handle::slot::State;
 use crate::handle::HandleTable;
 
@@ -65,7 +65,7 @@ pub(crate) fn locate(
         if w.state() == State::Free {
             continue;
         }
-        let pfn = (w.loc() >> PAGE_SHIFT) as usize;
+        let pfn = pfn_of(w.loc()) as usize;
         if bits.get(pfn / 64).is_some_and(|&b| b >> (pfn % 64) & 1 == 1) {
             found.entry(owner[&(pfn as u32)]).or_default().push(idx);
         }

@@ -26,6 +26,7 @@ pub mod zspage;
 use std::collections::{HashMap, HashSet};
 
 use crate::frames::os::PAGE_SIZE;
+use crate::frames::pfn_of;
 use crate::handle::locate::{locate, objects_now};
 use crate::handle::HandleTable;
 use crate::layout::classes::{ClassSpec, Layout};
@@ -326,9 +327,9 @@ impl Body {
 
 /// The chain offset of arena location `loc` if it lies in one of `zs`'s frames.
 fn chain_offset(zs: &ZsPage, loc: u64) -> Option<usize> {
-    let pfn = (loc >> crate::frames::os::PAGE_SHIFT) as u32;
+    let pfn = pfn_of(loc);
     let k = zs.frame_list().position(|p| p == pfn)?;
-    Some(k * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1)))
+    Some(ZsPage::offset_in_chain(k, loc))
 }
 
 impl Lists {

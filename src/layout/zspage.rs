@@ -21,6 +21,7 @@ use crate::sync::{hg, AtomicU32, Ordering};
 
 use crate::frames::os::PAGE_SHIFT;
 use crate::frames::side::{FrameType, FrameWord};
+use crate::frames::{location, offset_in_frame};
 use crate::layout::classes::MAX_CHAIN;
 use crate::layout::dense::FreeSpace;
 use crate::layout::kernel::Objects;
@@ -107,7 +108,14 @@ impl ZsPage {
     /// Arena location of byte `off` of the chain.
     #[inline]
     pub fn loc_of(&self, off: usize) -> u64 {
-        ((self.frame(off >> PAGE_SHIFT) as u64) << PAGE_SHIFT) | (off & ((1 << PAGE_SHIFT) - 1)) as u64
+        location(self.frame(off >> PAGE_SHIFT), off & ((1 << PAGE_SHIFT) - 1))
+    }
+
+    /// The offset in its chain of location `loc`, which lies in frame `k` of the chain
+    /// (the side-table word of its frame says `k`): [`loc_of`](Self::loc_of)'s inverse.
+    #[inline]
+    pub fn offset_in_chain(k: usize, loc: u64) -> usize {
+        (k << PAGE_SHIFT) + offset_in_frame(loc)
     }
 
     /// The side-table word of frame `k` of the zspage at `zs`, of type `ty`.

@@ -331,7 +331,7 @@ mod tests {
     }
 
     fn pfn_of(p: &Pool, h: Handle) -> u32 {
-        (p.resolve(h, "test").unwrap().0.load().loc() >> PAGE_SHIFT) as u32
+        crate::frames::pfn_of(p.resolve(h, "test").unwrap().0.load().loc())
     }
 
     /// A list of a zspage's objects that misses some, or names objects elsewhere,

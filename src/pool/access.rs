@@ -28,6 +28,7 @@ use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::{location, pfn_of};
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
 use crate::layout::zspage::ZsPage;
@@ -244,7 +245,7 @@ impl PoolCore {
             Err(SlotError::TooManyPins) => return Err(Error::Again),
         };
         // SAFETY: the object is held, so its frame is held by its zspage.
-        let fw = unsafe { self.frames().side().get((loc >> PAGE_SHIFT) as u32) };
+        let fw = unsafe { self.frames().side().get(pfn_of(loc)) };
         let zs = ZsPage::of(fw);
         // SAFETY: `resolve` checked the index. The hold keeps a size beside the slot
         // fixed (the Acquire in the claim made it visible).
@@ -295,7 +296,7 @@ impl PoolCore {
     /// Where the first `len` bytes of a held object are.
     #[inline]
     pub(crate) fn span(&self, pin: &Pin, len: usize) -> Span {
-        let off = pin.frame_index * PAGE_SIZE + (pin.loc as usize & (PAGE_SIZE - 1));
+        let off = ZsPage::offset_in_chain(pin.frame_index, pin.loc);
         // SAFETY: held, so the descriptor is alive, its frames stay, and the object is
         // at `off`.
         unsafe { self.zspage_span(&*pin.zs, off, len) }
@@ -313,7 +314,7 @@ impl PoolCore {
         let k = off >> PAGE_SHIFT;
         let within = off & (PAGE_SIZE - 1);
         let pfn = zs.frame(k);
-        let here = self.frames().addr(((pfn as u64) << PAGE_SHIFT) | within as u64);
+        let here = self.frames().addr(location(pfn, within));
         if within + len <= PAGE_SIZE {
             return Span::One(here);
         }

@@ -49,7 +49,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use crate::error::{report_misuse, Error, Result};
 use crate::frames::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
 use crate::frames::side::{FrameType, FrameWord};
-use crate::frames::{Discard, FrameSource};
+use crate::frames::{pfn_of, Discard, FrameSource};
 use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::handle::{Handle, HandleTable, PoolId};
 use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
@@ -511,7 +511,7 @@ impl PoolCore {
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
         // SAFETY: our pin keeps the object's frame held by its zspage.
-        let fw = unsafe { self.frames.side().get((loc >> PAGE_SHIFT) as u32) };
+        let fw = unsafe { self.frames.side().get(pfn_of(loc)) };
         let zs = ZsPage::of(fw);
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
@@ -523,7 +523,7 @@ impl PoolCore {
             return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
         }
         st.free_slot = idx as u64 + 1;
-        let off = fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1));
+        let off = ZsPage::offset_in_chain(fw.index(), loc);
         // SAFETY: a slot we resolved. A size beside it is rewritten only when the slot
         // is next taken, under a class lock after ours.
         let beside_slot = unsafe { self.handles.size(idx) };
@@ -585,13 +585,13 @@ impl PoolCore {
             let loc = unsafe { pin.slot().as_ref() }.load().loc();
             // SAFETY: the object is pinned, so its frame is held by its zspage and its
             // side-table word is committed.
-            let fw = unsafe { self.frames.side().get((loc >> PAGE_SHIFT) as u32) };
+            let fw = unsafe { self.frames.side().get(pfn_of(loc)) };
             let zs = ZsPage::of(fw);
             // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
             let ci = unsafe { (*zs).class } as usize;
             let class = &self.classes[ci];
             let _st = class.state.lock();
-            let off = fw.index() * PAGE_SIZE + (loc as usize & (PAGE_SIZE - 1));
+            let off = ZsPage::offset_in_chain(fw.index(), loc);
             // SAFETY: the zspage is alive (our pin) and we hold its class lock, which
             // protects its body.
             let s = unsafe { (*zs).state() };
