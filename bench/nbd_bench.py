@@ -13,7 +13,7 @@ checksum against the expected image; fio 4k random read/write for a fixed time, 
 runs, again round the stores (the better counts); the resident set again.
 
 Besides the wall times, each timed step records the server's CPU time (which load
-from other work barely changes) and the CPU time that other work took meanwhile.
+from other work moves much less) and the CPU time that other work took meanwhile.
 
 Run with the system Python (python3-libnbd): `make bench-nbd`."""
 
@@ -319,8 +319,8 @@ def write_report(path, results, meta):
         f"is about {sum(r['rss_start_mib'] for r in results) / len(results):.0f} MiB of it). Copy rates are "
         f"the image's size over nbdcopy's time, the best of {meta['reps']} rounds that go round the stores in "
         "turn (copy-in: each into a fresh server; copy-out: to `null:`). Server CPU: the server process's "
-        "user and system time for one copy, the least of the rounds; it depends little on other work, "
-        "unlike the rates. fio: 4k random read/write (50/50) over the whole disk, iodepth 16, one job, "
+        "user and system time for one copy, the least of the rounds, which other work moves much less "
+        "than the rates. fio: 4k random read/write (50/50) over the whole disk, iodepth 16, one job, "
         f"{meta['fio_seconds']} s, data half compressible, the better of 2 runs (the second after every "
         "store's first); its server CPU is per request. Other work: the CPUs that processes other than "
         "the server, nbdcopy and fio kept busy during the store's timed steps, on average (the machine "
@@ -385,7 +385,7 @@ def write_report(path, results, meta):
     def cpu(r):
         return r["cpu_in_s"] + r["cpu_out_s"]
 
-    lines += ["", "The same comparisons in server CPU time, which other work barely moves (not goals of the "
+    lines += ["", "The same comparisons in server CPU time, which other work moves much less (not goals of the "
               f"issue): lz4 copy-in plus copy-out {cpu(lz4p) / cpu(sparse):.2f}x the sparse allocator's, zstd "
               f"{cpu(zstdp) / cpu(zstd):.2f}x nbdkit zstd's (whose one lock keeps it to one CPU, so that its "
               "wall time is about its CPU time, while the plugin's requests run on every CPU); per fio request, "
