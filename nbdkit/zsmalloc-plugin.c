@@ -286,11 +286,11 @@ compress_unit (struct ctx *c, const unsigned char *src)
     return 0;
   case COMP_LZ4: {
     /* Each unit an independent block. The one-shot call clears its 16 KiB state
-     * (a few hundred nanoseconds) but, for a unit under 64 KiB, indexes it with
-     * 16-bit positions and no dictionary checks; a stream reset with
-     * LZ4_resetStream_fast and LZ4_compress_fast_continue skips the clearing but
-     * takes the streaming path, 32-bit positions and a check of every candidate
-     * against the prefix: a quarter to a half slower on 4 KiB units of real files. */
+     * (about 100 ns) but, for a unit under 64 KiB, indexes it with 16-bit positions
+     * and no dictionary checks; a stream reset with LZ4_resetStream_fast and
+     * LZ4_compress_fast_continue skips the clearing but takes the streaming path,
+     * 32-bit positions and a check of every candidate against the prefix: a quarter
+     * to a half slower on 4 KiB units of real files. */
     int n = LZ4_compress_fast_extState (c->lz4, (const char *) src, (char *) c->cbuf, (int) unit,
                                         (int) raw_at - 1, level);
     /* lz4 fails only by running out of room: then the unit is stored raw. */

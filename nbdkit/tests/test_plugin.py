@@ -564,6 +564,7 @@ def test_lz4_units_are_one_shot_blocks():
         want = sum(n for n in sizes.values() if n > 0) + raw * UNIT
         assert s["compr_data_size"] == want, (level, s["compr_data_size"], want)
 
+
 def test_extents():
     with Server("size=1M") as srv:
         h = srv.connect(meta=True)
