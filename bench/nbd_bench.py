@@ -2,13 +2,18 @@
 """The nbdkit plugin against nbdkit's memory plugin (allocator=sparse and
 allocator=zstd), on one ext4 image of real files, in one run.
 
-For each store: nbdcopy the image into a fresh server (timed; the best of --reps, each
-into a fresh server); flush; the server's resident set; nbdcopy it out to null: (timed,
-the best of --reps) and once more to a checksum; delete half of the image's files (the
-metadata blocks that debugfs changed are written, then every free block of the file
-system is trimmed, as fstrim does) and flush; the resident set and a checksum against
-the expected image; fio 4k random read/write for a fixed time (the better of two
-runs); the resident set again.
+The timed copies go round the stores in turn, so that the stores see the same load
+from other work on the machine: in each of --reps rounds, every store gets a fresh
+server, the image nbdcopied into it (timed) and out of it to null: (timed); the best
+of the rounds counts. The last round's servers go on: their resident set after the
+fill and a flush; a checksum of the image read back; half of the image's files
+deleted (the metadata blocks that debugfs changed are written, then every free block
+of the file system is trimmed, as fstrim does) and a flush; the resident set and a
+checksum against the expected image; fio 4k random read/write for a fixed time, two
+runs, again round the stores (the better counts); the resident set again.
+
+Besides the wall times, each timed step records the server's CPU time (which load
+from other work moves much less) and the CPU time that other work took meanwhile.
 
 Run with the system Python (python3-libnbd): `make bench-nbd`."""
 
@@ -18,6 +23,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -124,6 +130,7 @@ def zstd_ratios(image, units=(4096, 16384, 32768), level=3):
 
 
 def fio_randrw(uri, size, seconds):
+    """(read IOPS, write IOPS) of fio's 4k random read/write over the disk."""
     cmd = ["fio", "--name=randrw", "--ioengine=nbd", f"--uri={uri}", "--rw=randrw", "--bs=4k",
            f"--size={size}", "--iodepth=16", "--numjobs=1", "--time_based", f"--runtime={seconds}",
            "--norandommap", "--buffer_compress_percentage=50", "--refill_buffers", "--randseed=7",
@@ -133,52 +140,143 @@ def fio_randrw(uri, size, seconds):
     return job["read"]["iops"], job["write"]["iops"]
 
 
-def run_store(label, plugin, params, image, image_size, changed, trims, want_full, want_half, fio_seconds,
-              reps):
-    stats = tempfile.mktemp(prefix="nbd-bench-stats-")
+def process_cpu(pid):
+    """CPU seconds (user and system) that process `pid` has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy():
+    """CPU seconds that all the machine's CPUs have spent busy (neither idle nor
+    waiting for I/O) since boot."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu():
+    """CPU seconds of this process and of the clients it has waited for."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class Step:
+    """A timed step against one server: its wall seconds, the server's CPU seconds,
+    and the CPU seconds the rest of the machine (neither the server nor this
+    process and its clients) took meanwhile."""
+
+    def __init__(self, srv):
+        self.pid = srv.proc.pid
+
+    def __enter__(self):
+        self.t = time.monotonic()
+        self.cpu = process_cpu(self.pid)
+        self.busy = machine_busy()
+        self.own = own_cpu()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.monotonic() - self.t
+        self.cpu = process_cpu(self.pid) - self.cpu
+        self.others = max(0.0, machine_busy() - self.busy - self.cpu - (own_cpu() - self.own))
+
+
+def start_server(store, size, stats):
+    label, plugin, params = store
     if plugin == PLUGIN:
         params = params + [f"stats={stats}"]
-    r = {"store": label}
-    # Copy-in into a fresh server, `reps` times; the last server goes on.
-    copy_in = []
-    for rep in range(reps):
-        srv = Server(f"size={image_size}", *params, plugin=plugin)
-        if rep < reps - 1:
-            copy_in.append(nbdcopy(image, srv.uri))
-            srv.__exit__()
-    with srv:
-        r["rss_start_mib"] = srv.rss_kib() / 1024
-        copy_in.append(nbdcopy(image, srv.uri))
-        r["copy_in_mbs"] = image_size / 1e6 / min(copy_in)
-        h = srv.connect()
-        h.flush()
-        r["rss_fill_mib"] = srv.rss_kib() / 1024
-        r["copy_out_mbs"] = image_size / 1e6 / min(nbdcopy(srv.uri, "null:") for _ in range(reps))
-        r["checksum_fill_ok"] = sha256_of_uri(srv.uri) == want_full
-        if plugin == PLUGIN:
-            r["stats_fill"] = read_stats(stats)
+    return Server(f"size={size}", *params, plugin=plugin)
 
-        for off, data in changed:
-            h.pwrite(data, off)
-        for off, n in trims:
-            while n:
-                k = min(n, 1 << 30)
-                h.trim(k, off)
-                off += k
-                n -= k
-        h.flush()
-        r["rss_half_mib"] = srv.rss_kib() / 1024
-        r["checksum_half_ok"] = sha256_of_uri(srv.uri) == want_half
-        if plugin == PLUGIN:
-            r["stats_half"] = read_stats(stats)
-        h.shutdown()
 
-        runs = [fio_randrw(srv.uri, image_size, fio_seconds) for _ in range(2)]
-        r["fio_read_iops"], r["fio_write_iops"] = max(runs, key=sum)
-        r["rss_fio_mib"] = srv.rss_kib() / 1024
-    if os.path.exists(stats):
-        os.unlink(stats)
-    return r
+def run(image, image_size, changed, trims, want_full, want_half, fio_seconds, reps):
+    """Every store through every step; a result dict per store, in STORES' order."""
+    results = [{"store": label} for label, _, _ in STORES]
+    stats = [tempfile.mktemp(prefix="nbd-bench-stats-") for _ in STORES]
+    servers = [None] * len(STORES)
+    steps = [{"in": [], "out": [], "fio": []} for _ in STORES]
+    try:
+        for rep in range(reps):
+            for i, store in enumerate(STORES):
+                r = results[i]
+                srv = start_server(store, image_size, stats[i])
+                try:
+                    if rep == 0:
+                        r["rss_start_mib"] = srv.rss_kib() / 1024
+                    with Step(srv) as st:
+                        nbdcopy(image, srv.uri)
+                    steps[i]["in"].append(st)
+                    h = srv.connect()
+                    h.flush()
+                    h.shutdown()
+                    if rep == reps - 1:
+                        r["rss_fill_mib"] = srv.rss_kib() / 1024
+                        if store[1] == PLUGIN:
+                            r["stats_fill"] = read_stats(stats[i])
+                    with Step(srv) as st:
+                        nbdcopy(srv.uri, "null:")
+                    steps[i]["out"].append(st)
+                except BaseException:
+                    srv.__exit__()
+                    raise
+                if rep == reps - 1:
+                    servers[i] = srv
+                else:
+                    srv.__exit__()
+                print(f"   round {rep + 1}, {store[0]}: in {image_size / 1e6 / steps[i]['in'][-1].wall:,.0f} MB/s, "
+                      f"out {image_size / 1e6 / steps[i]['out'][-1].wall:,.0f} MB/s", flush=True)
+
+        for i, (store, srv) in enumerate(zip(STORES, servers)):
+            r = results[i]
+            r["checksum_fill_ok"] = sha256_of_uri(srv.uri) == want_full
+            h = srv.connect()
+            for off, data in changed:
+                h.pwrite(data, off)
+            for off, n in trims:
+                while n:
+                    k = min(n, 1 << 30)
+                    h.trim(k, off)
+                    off += k
+                    n -= k
+            h.flush()
+            h.shutdown()
+            r["rss_half_mib"] = srv.rss_kib() / 1024
+            r["checksum_half_ok"] = sha256_of_uri(srv.uri) == want_half
+            if store[1] == PLUGIN:
+                r["stats_half"] = read_stats(stats[i])
+
+        for _ in range(2):
+            for i, srv in enumerate(servers):
+                with Step(srv) as st:
+                    st.iops = fio_randrw(srv.uri, image_size, fio_seconds)
+                steps[i]["fio"].append(st)
+
+        for i, srv in enumerate(servers):
+            r = results[i]
+            r["rss_fio_mib"] = srv.rss_kib() / 1024
+            s = steps[i]
+            best_in = min(s["in"], key=lambda st: st.wall)
+            best_out = min(s["out"], key=lambda st: st.wall)
+            best_fio = max(s["fio"], key=lambda st: sum(st.iops))
+            r["copy_in_mbs"] = image_size / 1e6 / best_in.wall
+            r["copy_out_mbs"] = image_size / 1e6 / best_out.wall
+            r["cpu_in_s"] = min(st.cpu for st in s["in"])
+            r["cpu_out_s"] = min(st.cpu for st in s["out"])
+            r["fio_read_iops"], r["fio_write_iops"] = best_fio.iops
+            r["fio_cpu_us_per_op"] = best_fio.cpu / (sum(best_fio.iops) * fio_seconds) * 1e6
+            timed = s["in"] + s["out"] + s["fio"]
+            r["others_cpus"] = sum(st.others for st in timed) / sum(st.wall for st in timed)
+            r["copies_in_s"] = [round(st.wall, 3) for st in s["in"]]
+            r["copies_out_s"] = [round(st.wall, 3) for st in s["out"]]
+    finally:
+        for srv in servers:
+            if srv is not None:
+                srv.__exit__()
+        for path in stats:
+            if os.path.exists(path):
+                os.unlink(path)
+    return results
 
 
 def machine():
@@ -218,21 +316,29 @@ def write_report(path, results, meta):
         f"({meta['trimmed_mib']:.0f} MiB in {meta['trim_ranges']} ranges), then a flush.",
         "",
         "RSS is the server process's VmRSS (its start, nbdkit and the libraries, "
-        f"is about {sum(r['rss_start_mib'] for r in results) / len(results):.0f} MiB of it). Copy rates are the image's size over nbdcopy's time, the best of "
-        f"{meta['reps']} (copy-in: each into a fresh server; copy-out: to `null:`). fio: 4k random "
-        f"read/write (50/50) over the whole disk, iodepth 16, one job, {meta['fio_seconds']} s, data half "
-        "compressible, the better of 2 runs.",
+        f"is about {sum(r['rss_start_mib'] for r in results) / len(results):.0f} MiB of it). Copy rates are "
+        f"the image's size over nbdcopy's time, the best of {meta['reps']} rounds that go round the stores in "
+        "turn (copy-in: each into a fresh server; copy-out: to `null:`). Server CPU: the server process's "
+        "user and system time for one copy, the least of the rounds, which other work moves much less "
+        "than the rates. fio: 4k random read/write (50/50) over the whole disk, iodepth 16, one job, "
+        f"{meta['fio_seconds']} s, data half compressible, the better of 2 runs (the second after every "
+        "store's first); its server CPU is per request. Other work: the CPUs that processes other than "
+        "the server, nbdcopy and fio kept busy during the store's timed steps, on average (the machine "
+        f"has {os.cpu_count()}).",
         "",
         "| store | RSS after fill | after deleting half + trim + flush | after fio | nbdcopy in / out (MB/s) "
-        "| fio 4k randrw IOPS (read / write) | checksums |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| server CPU in / out | fio 4k randrw IOPS (read / write) | server CPU per fio request | other work "
+        "| checksums |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         ok = "ok" if r["checksum_fill_ok"] and r["checksum_half_ok"] else "**DIFFER**"
         lines.append(
             f"| {r['store']} | {r['rss_fill_mib']:.0f} MiB | {r['rss_half_mib']:.0f} MiB | {r['rss_fio_mib']:.0f} MiB "
             f"| {fmt_rate(r['copy_in_mbs'])} / {fmt_rate(r['copy_out_mbs'])} "
-            f"| {r['fio_read_iops'] / 1000:.1f}k / {r['fio_write_iops'] / 1000:.1f}k | {ok} |")
+            f"| {r['cpu_in_s']:.2f} / {r['cpu_out_s']:.2f} s "
+            f"| {r['fio_read_iops'] / 1000:.1f}k / {r['fio_write_iops'] / 1000:.1f}k "
+            f"| {r['fio_cpu_us_per_op']:.1f} µs | {r['others_cpus']:.2f} | {ok} |")
     ratios = meta["zstd_ratios"]
     lines += ["", "zstd-3 on this image's non-zero data, by unit (each unit compressed alone, stored whole when "
               "it does not shrink): " + ", ".join(f"{int(u) // 1024} KiB {r:.2f}" for u, r in ratios.items())
@@ -275,6 +381,15 @@ def write_report(path, results, meta):
     lines += ["", "Goals of the issue, against this run:", "", "| goal | holds | figure |", "|---|---|---|"]
     for g, held, fig in goals:
         lines.append(f"| {g} | {'yes' if held else 'no'} | {fig} |")
+
+    def cpu(r):
+        return r["cpu_in_s"] + r["cpu_out_s"]
+
+    lines += ["", "The same comparisons in server CPU time, which other work moves much less (not goals of the "
+              f"issue): lz4 copy-in plus copy-out {cpu(lz4p) / cpu(sparse):.2f}x the sparse allocator's, zstd "
+              f"{cpu(zstdp) / cpu(zstd):.2f}x nbdkit zstd's (whose one lock keeps it to one CPU, so that its "
+              "wall time is about its CPU time, while the plugin's requests run on every CPU); per fio request, "
+              f"lz4 {lz4p['fio_cpu_us_per_op'] / sparse['fio_cpu_us_per_op']:.2f}x the sparse allocator's."]
     lines.append("")
     with open(path, "w") as f:
         f.write("\n".join(lines))
@@ -289,7 +404,7 @@ def main():
     ap.add_argument("--image-mib", type=int, default=736)
     ap.add_argument("--data-mib", type=int, default=500)
     ap.add_argument("--fio-seconds", type=int, default=5)
-    ap.add_argument("--reps", type=int, default=3, help="copies in and out; the best counts")
+    ap.add_argument("--reps", type=int, default=3, help="rounds of copies in and out; the best counts")
     ap.add_argument("--workdir", default=None)
     args = ap.parse_args()
     start = time.monotonic()
@@ -309,14 +424,12 @@ def main():
             "reps": args.reps, "load_before": os.getloadavg()[0],
         }
         meta["zstd_ratios"] = {str(k): v for k, v in zstd_ratios(image).items()}
-        results = []
-        for label, plugin, params in STORES:
-            print(f"{label}...", flush=True)
-            r = run_store(label, plugin, params, image, size, changed, trims, want_full, want_half,
-                          args.fio_seconds, args.reps)
-            print("   " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
-                                    for k, v in r.items() if not k.startswith("stats")), flush=True)
-            results.append(r)
+        print("copies, round by round; then checksums, deletes, fio...", flush=True)
+        results = run(image, size, changed, trims, want_full, want_half, args.fio_seconds, args.reps)
+        for r in results:
+            print(f"{r['store']}: " + ", ".join(f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}"
+                                              for k, v in r.items() if k != "store" and not k.startswith("stats")),
+                  flush=True)
         meta["seconds"] = time.monotonic() - start
         meta["load_after"] = os.getloadavg()[0]
         write_report(args.out, results, meta)

@@ -522,6 +522,49 @@ def test_concurrent_flushes_keep_the_stats_file_whole():
         assert read_stats(stats)["orig_data_size"] == 4 * UNIT
 
 
+def lz4_block_sizes(path, limit, acceleration):
+    """{unit index: the size of lz4's one-shot block of the unit, 0 when it does not
+    fit in `limit` bytes} for the units of the file at `path` that are not one
+    8-byte word repeated (those are stored as no object)."""
+    import ctypes
+    import ctypes.util
+
+    lz4 = ctypes.CDLL(ctypes.util.find_library("lz4") or "liblz4.so.1")
+    lz4.LZ4_compress_fast.restype = ctypes.c_int
+    lz4.LZ4_compress_fast.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+    dst = ctypes.create_string_buffer(UNIT)
+    sizes = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    for u in range(len(data) // UNIT):
+        block = data[u * UNIT:(u + 1) * UNIT]
+        if block != block[:8] * (UNIT // 8):
+            sizes[u] = lz4.LZ4_compress_fast(block, dst, UNIT, limit, acceleration)
+    return sizes
+
+
+def test_lz4_units_are_one_shot_blocks():
+    """Each unit is stored as lz4's one-shot block of it (LZ4_compress_fast with the
+    level as acceleration, below the raw threshold), or raw: the pool's bytes are
+    those sizes to the byte. A stream reset and LZ4_compress_fast_continue give other
+    sizes on real files."""
+    img = image()
+    stats = os.path.join(WORK, "lz4.stats")
+    for level in (1, 8):
+        # The dense layout packs every size below a page: a unit is stored raw from
+        # a whole unit on (its huge class size is the page).
+        with Server(f"size={IMAGE_SIZE}", "compressor=lz4", f"level={level}", "layout=dense",
+                    f"stats={stats}", "auto_compact_pages=0") as srv:
+            nbdcopy(img, srv.uri)
+            flush(srv)
+            s = read_stats(stats)
+        sizes = lz4_block_sizes(img, UNIT - 1, level)
+        raw = sum(1 for n in sizes.values() if n == 0)
+        assert s["huge_pages"] == raw, (level, s["huge_pages"], raw)
+        want = sum(n for n in sizes.values() if n > 0) + raw * UNIT
+        assert s["compr_data_size"] == want, (level, s["compr_data_size"], want)
+
+
 def test_extents():
     with Server("size=1M") as srv:
         h = srv.connect(meta=True)
