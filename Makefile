@@ -2,7 +2,8 @@
 #
 #   make            release build: target/release/libzsmalloc.{so,a}, include/zsmalloc.h
 #   make run        the main job: the benchmark harness on the bundled workloads
-#   make test       every test: Rust, loom, C (ASan/UBSan and valgrind), Python, examples
+#   make test       every test: Rust (release and debug), loom, C (ASan/UBSan and valgrind),
+#                   Python, examples
 #   make lint       cargo fmt --check, clippy -D warnings, the header drift check, the
 #                   exported symbols check
 #   make deps       as root on Debian: the packages the tests and benchmarks use
@@ -20,9 +21,9 @@ LIB_SO  := $(LIBDIR)/libzsmalloc.so
 LIB_A   := $(LIBDIR)/libzsmalloc.a
 HEADER  := include/zsmalloc.h
 
-TEST_TARGETS := test-rust test-loom
+TEST_TARGETS := test-rust test-loom test-debug
 
-.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom venv clean
+.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean
 
 all: build
 
@@ -61,6 +62,12 @@ test-rust:
 test-loom:
 	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test --release --test loom --target-dir target/loom
 
+# The unit tests and the model-based tests in a debug build, where the allocator also
+# checks its cheap invariants as it goes (debug_assert!: the frame equation, the free
+# lists and holes of zspages, the list counts), not only through the checker.
+test-debug:
+	$(CARGO) test --lib --test model --test compact --test dense
+
 lint: fmt-check clippy header-check symbols-check
 
 fmt-check:
@@ -76,7 +83,7 @@ header-check: build
 
 # The shared library exports the functions of include/zsmalloc.h and nothing else: no
 # symbol of the Rust runtime or of a dependency can clash with a program's own. The one
-# exception is the fault-injection hooks of the C tests (zs_testonly_*, src/os.rs),
+# exception is the fault-injection hooks of the C tests (zs_testonly_*, src/frames/os.rs),
 # kept out of the header.
 symbols-check: build
 	@exported=$$(nm -D --defined-only $(LIB_SO) | awk '{print $$3}' | sort); \

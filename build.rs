@@ -1,4 +1,4 @@
-//! Generates include/zsmalloc.h from the C ABI (src/ffi.rs) with cbindgen, and rewrites it
+//! Generates include/zsmalloc.h from the C ABI (src/ffi/) with cbindgen, and rewrites it
 //! only when its text changes (so a build never dirties an unchanged checkout; CI
 //! compares the committed header with a fresh generation). Gives the shared library its
 //! soname.
@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 fn main() {
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    println!("cargo:rerun-if-changed=src/ffi.rs");
+    println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
     println!("cargo:rerun-if-changed=build.rs");
 
@@ -38,13 +38,18 @@ fn main() {
         minor = v("CARGO_PKG_VERSION_MINOR"),
         patch = v("CARGO_PKG_VERSION_PATCH"),
     ));
-    let bindings =
-        match cbindgen::Builder::new().with_src(dir.join("src").join("ffi.rs")).with_config(config).generate() {
-            Ok(b) => b,
-            Err(e) => {
-                panic!("cbindgen: {e}");
-            }
-        };
+    // cbindgen follows the module's `mod` declarations to the files of the C ABI, in
+    // their order, which is the header's.
+    let bindings = match cbindgen::Builder::new()
+        .with_src(dir.join("src").join("ffi").join("mod.rs"))
+        .with_config(config)
+        .generate()
+    {
+        Ok(b) => b,
+        Err(e) => {
+            panic!("cbindgen: {e}");
+        }
+    };
     let mut text = Vec::new();
     bindings.write(&mut text);
     let path = dir.join("include").join("zsmalloc.h");

@@ -1,13 +1,13 @@
 //! The one place the concurrency primitives come from, so that the loom models can
 //! swap in loom's.
 //!
-//! Every atomic a protocol's argument rests on (the handle slots of `slot.rs`, the
+//! Every atomic a protocol's argument rests on (the handle slots of `handle/slot.rs`, the
 //! handle table's high-water mark, the side-table words, a zspage's frame list, the
 //! frame count a zspage's birth checks against the limit), every lock, the epoch
 //! collector, and the busy-wait all come from here. Under `--cfg loom` they are loom's
 //! model-checked types, or stand-ins built on them (below), so the models in
 //! `tests/loom.rs` run the library's own functions. Statistics that no decision rests
-//! on (`pool.rs`'s class counters and cumulative counters) use `std`'s atomics
+//! on (`pool/mod.rs`'s class counters and cumulative counters) use `std`'s atomics
 //! directly: loom would only explore their interleavings for nothing.
 //!
 //! Under loom:
@@ -222,7 +222,7 @@ mod bytes {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    use crate::os::PAGE_SIZE;
+    use crate::frames::os::PAGE_SIZE;
 
     /// A frame's stand-in: it holds nothing, loom only watches who touches it.
     struct Frame(loom::cell::UnsafeCell<()>);
@@ -230,7 +230,7 @@ mod bytes {
     // SAFETY: the cell holds no data; every access to it goes through loom's checked
     // `with`/`with_mut`, which is what sharing it between threads is for.
     unsafe impl Sync for Frame {}
-    // SAFETY: as above.
+    // SAFETY: the cell holds no data that could be sent; loom checks every access.
     unsafe impl Send for Frame {}
 
     loom::lazy_static! {
@@ -325,8 +325,10 @@ pub(crate) mod hg {
                 );
             }
             #[cfg(target_arch = "aarch64")]
-            // SAFETY: as above with aarch64's sequence: x12 rotated by two whole
-            // turns, and `orr x10, x10, x10`; the result goes to x3.
+            // SAFETY: the four rotations of x12 add up to two whole turns (x12 ends as
+            // it began) and `orr x10, x10, x10` changes nothing: natively the sequence
+            // is a no-op. Under valgrind it reads `args` (alive across the block) and
+            // writes the result to x3, declared clobbered.
             unsafe {
                 std::arch::asm!(
                     "ror x12, x12, #3", "ror x12, x12, #13", "ror x12, x12, #51", "ror x12, x12, #61",
@@ -375,7 +377,8 @@ mod annotated_locks {
         /// The lock word is parking_lot's, only ever accessed atomically (here, once
         /// the lock is in place, on every use: this build is for helgrind only).
         fn untrack_lock_word(&self) {
-            // SAFETY: reads nothing: the raw lock's address, for the size of its type.
+            // SAFETY: `raw` is unsafe because the raw lock could be unlocked under a
+            // guard; we only take its address, for the size of its type.
             let raw = unsafe { self.0.raw() };
             hg::untracked((raw as *const parking_lot::RawMutex).cast(), std::mem::size_of::<parking_lot::RawMutex>());
         }
@@ -440,7 +443,8 @@ mod annotated_locks {
     impl<T> RwLock<T> {
         /// As `Mutex::untrack_lock_word`.
         fn untrack_lock_word(&self) {
-            // SAFETY: as in `Mutex::untrack_lock_word`.
+            // SAFETY: `raw` is unsafe because the raw lock could be unlocked under a
+            // guard; we only take its address, for the size of its type.
             let raw = unsafe { self.0.raw() };
             hg::untracked((raw as *const parking_lot::RawRwLock).cast(), std::mem::size_of::<parking_lot::RawRwLock>());
         }

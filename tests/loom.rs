@@ -4,7 +4,7 @@
 //!
 //! Two kinds of model:
 //!
-//! - The handle slot's protocol (`src/slot.rs`), on the library's own `Slot`, with the
+//! - The handle slot's protocol (`src/handle/slot.rs`), on the library's own `Slot`, with the
 //!   object's bytes as loom cells: a reader that pins sees the object's current bytes
 //!   and never races with a copy, a write, a free or the reuse of the memory; a
 //!   writable mapping is never shared; a free never frees a held object.
@@ -291,7 +291,7 @@ fn a_writable_mapping_is_never_shared() {
 
 #[test]
 fn compactions_pass_over_the_slots_misses_no_object_of_a_drained_zspage() {
-    // Dense compaction's pass over the handle table (`src/locate.rs`) in miniature. The
+    // Dense compaction's pass over the handle table (`src/handle/locate.rs`) in miniature. The
     // lane's zspage Z (location 0) is drained under the lane lock; the slots are then
     // read without the lock, and the objects found in Z are moved (to location 1)
     // under the lock again, each after checking its slot still locates into Z. A

@@ -12,23 +12,24 @@
 //! ```text
 //!  63                                              6 5        2 1    0
 //! +-------------------------------------------------+----------+------+
-//! |  address of the zspage descriptor (bits 63..6)  | frame idx | type |
+//! |  address of the frame's owner (bits 63..6)      | frame idx | type |
 //! +-------------------------------------------------+----------+------+
 //! ```
 //!
 //! - `type` (2 bits): [`FrameType::Free`] (the whole word is 0), [`FrameType::Zspage`]
 //!   (a frame of a multi-object zspage), [`FrameType::Huge`] (the single frame of a
 //!   zspage holding one object), and one value reserved for frames in transit.
-//! - `frame idx` (4 bits): the frame's position in its zspage's chain, 0..15.
-//! - the descriptor address: descriptors are 64-byte aligned, so its low six bits are
-//!   zero and carry the two fields above.
+//! - `frame idx` (4 bits): the frame's position in its owner's chain, 0..15.
+//! - the owner's address: what the layer above keeps for the frame (a zspage
+//!   descriptor), 64-byte aligned, so its low six bits are zero and carry the two
+//!   fields above. The table stores it and gives it back; it never follows it.
 //!
 //! A frame's order is always 0: a scanner walking frames by number steps by one and
 //! never infers the extent of a run from a word.
 //!
 //! Words are written with `Release` when a zspage takes a frame (after its descriptor
 //! is initialised) and cleared when it gives it back; readers load with `Acquire`, so a
-//! non-free word always shows an initialised descriptor.
+//! non-free word always shows an initialised owner.
 //!
 //! # Which words may be read
 //!
@@ -44,7 +45,6 @@
 //! word a shrink is giving back.
 
 use crate::sync::{hg, AtomicUsize, Ordering};
-use crate::zspage::ZsPage;
 
 /// What a frame is, as its side-table word says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,12 +72,11 @@ impl FrameWord {
     /// The word of a free frame.
     pub const FREE: FrameWord = FrameWord(0);
 
-    /// The word of frame `index` of zspage `desc`.
-    pub fn new(ty: FrameType, index: usize, desc: *const ZsPage) -> FrameWord {
-        let addr = desc as usize;
-        debug_assert!(addr & !PTR_MASK == 0, "descriptor not 64-byte aligned");
+    /// The word of frame `index` of the owner at address `owner` (64-byte aligned).
+    pub fn new(ty: FrameType, index: usize, owner: usize) -> FrameWord {
+        debug_assert!(owner & !PTR_MASK == 0, "owner not 64-byte aligned");
         debug_assert!(index < 16);
-        FrameWord(addr | (index << INDEX_SHIFT) | ty as usize)
+        FrameWord(owner | (index << INDEX_SHIFT) | ty as usize)
     }
 
     /// The frame's type.
@@ -90,14 +89,14 @@ impl FrameWord {
         }
     }
 
-    /// The frame's position in its zspage.
+    /// The frame's position in its owner's chain.
     pub fn index(self) -> usize {
         (self.0 & INDEX_MASK) >> INDEX_SHIFT
     }
 
-    /// The zspage descriptor the frame belongs to (null for a free frame).
-    pub fn zspage(self) -> *const ZsPage {
-        (self.0 & PTR_MASK) as *const ZsPage
+    /// The address of the frame's owner, as stored (0 for a free frame).
+    pub fn owner(self) -> usize {
+        self.0 & PTR_MASK
     }
 
     /// The raw word.
@@ -113,8 +112,9 @@ pub struct SideTable {
 
 /// Words per page of side table: the side table commits, discards and releases in
 /// these steps. The loom models use pages of four words, to match their commit step
-/// of four frames (`frames.rs`).
-pub const WORDS_PER_PAGE: usize = if cfg!(loom) { 4 } else { crate::os::PAGE_SIZE / std::mem::size_of::<usize>() };
+/// of four frames (`frames/mod.rs`).
+pub const WORDS_PER_PAGE: usize =
+    if cfg!(loom) { 4 } else { crate::frames::os::PAGE_SIZE / std::mem::size_of::<usize>() };
 
 impl SideTable {
     /// Reserves a table for `frames` frames.
@@ -163,12 +163,13 @@ impl SideTable {
     /// The word of frame `pfn`.
     ///
     /// # Safety
-    /// The word is mapped and stays so during the call (see the module comment: the
-    /// frame is held by a zspage, or it is below the arena's top and the caller holds
-    /// the walk guard, the frame lock or the compaction lock).
+    /// The word is committed and stays mapped during the call (see the module
+    /// comment: the frame is held by a zspage, or it is below the arena's top and the
+    /// caller holds the walk guard, the frame lock or the compaction lock).
     #[inline]
     pub unsafe fn get(&self, pfn: u32) -> FrameWord {
-        // SAFETY: caller's contract.
+        // SAFETY: `Words::word` asks that the word be committed and stay mapped while
+        // used: this function's one precondition, for the same word.
         let w = unsafe { self.words.word(pfn as usize) };
         // Acquire: pairs with the Release in `set`, so the descriptor it names is
         // seen initialised.
@@ -180,11 +181,15 @@ impl SideTable {
     /// Sets the word of frame `pfn`.
     ///
     /// # Safety
-    /// As for [`get`](Self::get); moreover the caller holds the lock of the class
-    /// whose zspage takes or gives up the frame (so the word has one writer).
+    /// 1. The word is committed and stays mapped during the call (as for
+    ///    [`get`](Self::get));
+    /// 2. the caller holds the lock of the class whose zspage takes or gives up the
+    ///    frame, so that the word has one writer.
     #[inline]
     pub unsafe fn set(&self, pfn: u32, word: FrameWord) {
-        // SAFETY: caller's contract.
+        // SAFETY: `Words::word` asks that the word be committed and stay mapped while
+        // used: precondition 1. (Precondition 2 is for the store below, which is
+        // atomic anyway: it makes the word's value the writer's.)
         let w = unsafe { self.words.word(pfn as usize) };
         // Release: publishes the descriptor's initialisation to `get`.
         hg::happens_before(w);
@@ -195,7 +200,7 @@ impl SideTable {
 /// The table's memory: a reserved region, a word per frame.
 #[cfg(not(loom))]
 struct Words {
-    region: crate::os::Region,
+    region: crate::frames::os::Region,
 }
 
 #[cfg(not(loom))]
@@ -203,7 +208,7 @@ impl Words {
     const BYTES: usize = std::mem::size_of::<usize>();
 
     fn reserve(n: usize) -> Result<Words, i32> {
-        let region = crate::os::Region::reserve(n * Self::BYTES)?;
+        let region = crate::frames::os::Region::reserve(n * Self::BYTES)?;
         // Only ever accessed atomically.
         hg::untracked(region.base(), n * Self::BYTES);
         Ok(Words { region })
@@ -318,17 +323,14 @@ mod tests {
 
     #[test]
     fn word_roundtrip() {
-        #[repr(align(64))]
-        struct A(#[allow(dead_code)] [u8; 64]);
-        let a = A([0; 64]);
-        let p = &a as *const A as *const ZsPage;
+        let owner = 0x7f12_3456_7840usize;
         for (ty, idx) in [(FrameType::Zspage, 0), (FrameType::Zspage, 15), (FrameType::Huge, 0)] {
-            let w = FrameWord::new(ty, idx, p);
+            let w = FrameWord::new(ty, idx, owner);
             assert_eq!(w.frame_type(), ty);
             assert_eq!(w.index(), idx);
-            assert_eq!(w.zspage(), p);
+            assert_eq!(w.owner(), owner);
         }
         assert_eq!(FrameWord::FREE.frame_type(), FrameType::Free);
-        assert!(FrameWord::FREE.zspage().is_null());
+        assert_eq!(FrameWord::FREE.owner(), 0);
     }
 }

@@ -5,9 +5,9 @@
 //!
 //! Under the class lock of the frame's zspage (so no malloc, free or compaction of the
 //! class runs), every object whose slot overlaps the frame is claimed (a dense
-//! zspage's objects are found by a pass over the handle table, `locate.rs`; a
+//! zspage's objects are found by a pass over the handle table, `handle/locate.rs`; a
 //! batch of moves shares one pass, checked under the lock), exactly as
-//! compaction claims an object (`slot.rs`: `LIVE` with no pins to `MOVING`). If one is
+//! compaction claims an object (`handle/slot.rs`: `LIVE` with no pins to `MOVING`). If one is
 //! pinned (mapped, being read or written, being freed) the claims are undone and the
 //! frame is not moved: a pinned object never moves. With every overlapping object
 //! claimed, no one reads or writes the frame: its bytes are copied to the new frame,
@@ -32,18 +32,19 @@
 //! those frames are adjacent in the arena; otherwise every access copies it. Making a
 //! zspage's frames adjacent moves them into a run of adjacent free frames.
 
+pub(crate) mod scan;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::locate::Located;
-use crate::memmap::{FrameType, FrameWord};
-use crate::os::{PAGE_SHIFT, PAGE_SIZE};
-use crate::packed::NR_LISTS;
+use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::side::{FrameType, FrameWord};
+use crate::handle::locate::locate;
+use crate::handle::slot::Word;
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::slot::Word;
 use crate::sync::{epoch, track_read, track_write, Ordering as SyncOrdering};
-use crate::zspage::ZsPage;
 
 /// What a defragmentation or adjacency pass did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -67,122 +68,113 @@ impl PoolCore {
     /// written); `Invalid` when `pfn` is not a frame of a zspage (now).
     ///
     /// `known` gives, for dense zspages (by address), the slots a pass over the handle
-    /// table found in them (`locate.rs`): those are checked under the lock, and the
+    /// table found in them (`handle/locate.rs`): those are checked under the lock, and the
     /// table is passed over again, under the lane lock, only if they do not account
     /// for the whole frame.
     ///
     /// # Safety
-    /// `to` is a frame the caller took from the frame source for a migration
-    /// (`take_lowest`, `take_run`) and has not used or given back; `pfn` is below the
-    /// arena's top; the caller holds the pool's compaction lock (so no shrink gives
-    /// either frame's side-table word back meanwhile).
+    /// 1. `to` is a frame the caller took from the frame source for a migration
+    ///    (`take_lowest`, `take_run`) and has not used or given back;
+    /// 2. `pfn` is below the arena's top;
+    /// 3. the caller holds the pool's compaction lock (so no shrink gives either
+    ///    frame's side-table word back meanwhile).
     unsafe fn move_frame(&self, pfn: u32, to: u32, known: &HashMap<usize, Vec<u32>>) -> Result<()> {
         let guard = epoch::pin();
-        // SAFETY: below the top, and the compaction lock keeps a shrink out.
-        let w = unsafe { self.frames.side.get(pfn) };
+        // SAFETY: `get` asks for a word that stays mapped: `pfn` is below the top (2),
+        // and the compaction lock (3) keeps a shrink out.
+        let w = unsafe { self.frames().side().get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) {
             return Err(Error::Invalid("frame not in a zspage"));
         }
         // SAFETY: a non-free word read under `guard`: the descriptor stays allocated
         // while the guard lives (descriptors are freed through the epoch after their
         // words are cleared); `class` never changes.
-        let ci = unsafe { (*w.zspage()).class } as usize;
-        let class = &self.classes[ci];
+        let ci = unsafe { (*ZsPage::of(w)).class } as usize;
+        let class = &self.classes()[ci];
         let spec = class.spec;
         let _st = class.state.lock();
         // Under the lock the frame cannot change if it is still this class's: re-read.
-        // SAFETY: as above.
-        let w = unsafe { self.frames.side.get(pfn) };
+        // SAFETY: `pfn` is still below the top, and the compaction lock still keeps a
+        // shrink out (2, 3).
+        let w = unsafe { self.frames().side().get(pfn) };
         if !matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge)
-            // SAFETY: as above (still under `guard`).
-            || unsafe { (*w.zspage()).class } as usize != ci
+            // SAFETY: a non-free word read under `guard`, which still lives: its
+            // descriptor stays allocated; `class` never changes.
+            || unsafe { (*ZsPage::of(w)).class } as usize != ci
         {
             return Err(Error::Invalid("frame changed hands"));
         }
         drop(guard);
         let zs: &ZsPage = {
             // SAFETY: a zspage of the class whose lock we hold is alive until we drop it.
-            unsafe { &*w.zspage() }
+            unsafe { &*ZsPage::of(w) }
         };
         let k = w.index();
-        // SAFETY: class lock held; the state borrow is used only in this function.
+        // SAFETY: `state` asks for the class lock (`_st`) and no other reference to the
+        // zspage's state: none is taken while this one is used, in this function.
         let s = unsafe { zs.state() };
         let frame_lo = k * PAGE_SIZE;
         let frame_hi = frame_lo + PAGE_SIZE;
-        // The objects overlapping the frame, as (slot index, start in the chain).
-        let objects: Vec<(u32, usize)> = if self.dense {
-            let free = s.ext().free_in(frame_lo, frame_hi);
-            // The objects among `cands` that overlap the frame, if with the free bytes
-            // they cover it: then they are all of its objects.
-            let overlapping = |cands: &[u32]| {
-                let inside: Vec<Located> = self
-                    .objects_now(zs, cands)
-                    .into_iter()
-                    .filter(|o| o.off < frame_hi && o.off + o.len > frame_lo)
-                    .collect();
-                let taken: usize = inside.iter().map(|o| (o.off + o.len).min(frame_hi) - o.off.max(frame_lo)).sum();
-                (taken + free == PAGE_SIZE).then(|| inside.iter().map(|o| (o.idx, o.off)).collect())
-            };
-            let key = zs as *const ZsPage as usize;
-            match known.get(&key).and_then(|c| overlapping(c)).or_else(|| overlapping(&self.locate_locked(zs))) {
-                Some(objects) => objects,
-                None => {
-                    debug_assert!(false, "a pass under the lock locates every object");
-                    return Err(Error::Invalid("the frame's objects could not all be located"));
-                }
+        // The objects overlapping the frame, as (slot index, start in the chain): from
+        // what the caller found, else from a pass under the lock, which misses none.
+        let key = zs as *const ZsPage as usize;
+        let found = known.get(&key).map_or(&[][..], |v| v);
+        let objects = match s.body.objects_in(zs, &spec, self.handles(), found, frame_lo, frame_hi).or_else(|| {
+            let all = locate(self.handles(), zs.frame_list().map(|pfn| (pfn, key))).remove(&key).unwrap_or_default();
+            s.body.objects_in(zs, &spec, self.handles(), &all, frame_lo, frame_hi)
+        }) {
+            Some(objects) => objects,
+            None => {
+                debug_assert!(false, "a pass under the lock locates every object");
+                return Err(Error::Invalid("the frame's objects could not all be located"));
             }
-        } else {
-            let first = frame_lo.saturating_sub(spec.size - 1) / spec.size;
-            let last = (frame_hi.div_ceil(spec.size)).min(spec.objs);
-            let objs = s.objs();
-            (first..last)
-                .filter(|&o| objs[o].size != 0)
-                .map(|o| (objs[o].link, o * spec.size))
-                .filter(|&(_, lo)| lo < frame_hi && lo + spec.size > frame_lo)
-                .collect()
         };
         let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
         for (link, start) in objects {
-            // SAFETY: recorded at malloc: below the table's high-water mark.
-            let slot = unsafe { self.handles.slot_unchecked(link) };
+            // SAFETY: `slot_unchecked` asks for an index below the high-water mark: the
+            // body listed it as an object's slot, which was issued, so below the mark.
+            let slot = unsafe { self.handles().slot_unchecked(link) };
             match slot.begin_move() {
                 Some(c) => claimed.push((link, c, start)),
                 None => {
                     for (idx, c, _) in claimed {
-                        // SAFETY: as above.
-                        unsafe { self.handles.slot_unchecked(idx) }.end_move(c, c.loc());
+                        // SAFETY: a slot listed and claimed above: below the mark.
+                        unsafe { self.handles().slot_unchecked(idx) }.end_move(c, c.loc());
                     }
                     return Err(Error::Busy);
                 }
             }
         }
-        let (from_addr, to_addr) = (self.frames.frame_addr(pfn), self.frames.frame_addr(to));
+        let (from_addr, to_addr) = (self.frames().frame_addr(pfn), self.frames().frame_addr(to));
         track_read(from_addr, PAGE_SIZE);
         track_write(to_addr, PAGE_SIZE);
-        // SAFETY: every object overlapping the frame is claimed and the class lock is
-        // held, so nothing reads or writes frame `pfn`; frame `to` is the caller's,
-        // unused (contract), so no one else touches it; both are committed frames of
-        // the arena (held and taken frames are below the committed top) and distinct.
+        // SAFETY: the source is readable for a page and no one writes it: every object
+        // overlapping frame `pfn` is claimed and the class lock is held; the
+        // destination is writable for a page and no one else touches it: frame `to` is
+        // the caller's, unused (1); both are committed frames of the arena (held and
+        // taken frames are below the committed top), and distinct, so not overlapping.
         unsafe { std::ptr::copy_nonoverlapping(from_addr, to_addr, PAGE_SIZE) };
         // Relaxed: readers reach `frames[k]` only through an object overlapping frame
         // k, all of which are claimed; the Release of `end_move` below publishes it.
         zs.frames[k].store(to, SyncOrdering::Relaxed);
-        // SAFETY: both frames are below the top (compaction lock: no shrink), and the
-        // class lock of the zspage that gives one up and takes the other is held.
+        // SAFETY: `set` asks for 1. words that stay mapped: both frames are below the
+        // top (2, and `to` was handed out), and the compaction lock keeps a shrink out
+        // (3); 2. the lock of the class whose zspage takes one frame and gives up the
+        // other: held (`_st`).
         unsafe {
-            self.frames.side.set(to, FrameWord::new(w.frame_type(), k, zs));
-            self.frames.side.set(pfn, FrameWord::FREE);
+            self.frames().side().set(to, ZsPage::word(zs, w.frame_type(), k));
+            self.frames().side().set(pfn, FrameWord::FREE);
         }
         for (idx, c, start) in claimed {
             let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
-            // SAFETY: as above.
-            unsafe { self.handles.slot_unchecked(idx) }.end_move(c, loc);
+            // SAFETY: a slot listed and claimed above: below the mark.
+            unsafe { self.handles().slot_unchecked(idx) }.end_move(c, loc);
         }
         // Still under the class lock: the checker sees the frame count and the zspage
         // change together.
-        self.frames.migrated(pfn, to);
+        self.frames().migrated(pfn, to);
         // Relaxed: a statistic.
-        self.counters.frames_migrated.fetch_add(1, Ordering::Relaxed);
+        self.counters().frames_migrated.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -190,19 +182,19 @@ impl PoolCore {
     /// gives the arena's free upper part back (pages, commit charge, side-table
     /// pages; the address range stays reserved). Runs exclusive of compaction.
     pub fn defragment(&self) -> MigrateStats {
-        let _running = self.compaction.lock();
+        let _running = self.compaction().lock();
         let mut done = MigrateStats::default();
-        let held = self.frames.held();
-        let top = self.frames.top();
+        let held = self.frames().held();
+        let top = self.frames().top();
         // Frames in use at or above `held` need a place below it. Both lists ascend,
         // so frames keep their order: a zspage whose frames were adjacent stays so
         // wherever the targets are adjacent (its straddling objects stay in place).
         let movers: Vec<u32> = (held as u32..top as u32)
             // SAFETY: below the top, and the compaction lock keeps a shrink out.
-            .filter(|&p| unsafe { self.frames.side.get(p) }.frame_type() != FrameType::Free)
+            .filter(|&p| unsafe { self.frames().side().get(p) }.frame_type() != FrameType::Free)
             .collect();
         let known = self.locate_in_frames(&movers);
-        let mut targets = self.frames.take_lowest(movers.len(), held).into_iter();
+        let mut targets = self.frames().take_lowest(movers.len(), held).into_iter();
         let mut unused = Vec::new();
         for pfn in movers {
             let Some(to) = targets.next() else { break };
@@ -219,9 +211,9 @@ impl PoolCore {
             }
         }
         unused.extend(targets);
-        self.frames.free_taken(&unused);
+        self.frames().free_taken(&unused);
         self.wait_for_retired_frames();
-        done.frames_released = self.frames.shrink(false).0;
+        done.frames_released = self.frames().shrink(false).0;
         done
     }
 
@@ -233,21 +225,21 @@ impl PoolCore {
     /// if one has been placed there meanwhile (a thread stack, a malloc arena, another
     /// pool), the pool cannot grow past it and malloc fails with `NoMemory`.
     pub fn release_address_space(&self) -> usize {
-        let _running = self.compaction.lock();
-        self.frames.shrink(true).1
+        let _running = self.compaction().lock();
+        self.frames().shrink(true).1
     }
 
     /// Moves the frames of every zspage whose chain is not contiguous into a run of
     /// adjacent frames, so its straddling objects are read and mapped in place.
     pub fn make_adjacent(&self) -> MigrateStats {
-        let _running = self.compaction.lock();
+        let _running = self.compaction().lock();
         let mut done = MigrateStats::default();
-        for class in self.classes.iter().filter(|c| c.spec.frames > 1) {
+        for class in self.classes().iter().filter(|c| c.spec.frames > 1) {
             // The zspages to join, as (first pfn, number of frames), found under the lock.
             let mut split: Vec<Vec<u32>> = Vec::new();
             {
                 let st = class.state.lock();
-                for z in st.lists(0..NR_LISTS) {
+                for z in st.lists.all() {
                     // SAFETY: list members are live descriptors; lock held.
                     let pfns: Vec<u32> = unsafe { &*z }.frame_list().collect();
                     if pfns.windows(2).any(|p| p[1] != p[0] + 1) {
@@ -258,7 +250,7 @@ impl PoolCore {
             let firsts: Vec<u32> = split.iter().map(|pfns| pfns[0]).collect();
             let known = self.locate_in_frames(&firsts);
             for pfns in split {
-                let Ok(run) = self.frames.take_run(pfns.len()) else { break };
+                let Ok(run) = self.frames().take_run(pfns.len()) else { break };
                 let mut moved = 0;
                 for (&from, &to) in pfns.iter().zip(&run) {
                     // SAFETY: `to` is of the run taken above, not used yet; `from` was
@@ -277,37 +269,37 @@ impl PoolCore {
                 if moved == pfns.len() {
                     done.zspages_joined += 1;
                 }
-                self.frames.free_taken(&run[moved..]);
+                self.frames().free_taken(&run[moved..]);
             }
         }
         done
     }
 
-    /// For a dense pool, the slots of the objects of the zspages that hold `pfns`,
-    /// by zspage, from one pass over the handle table (for [`move_frame`]
-    /// (Self::move_frame)); empty for the kernel layout, whose zspages list their
-    /// objects. The caller holds the compaction lock, and the pfns were below the top.
+    /// The slots of the objects of the zspages that hold `pfns`, by zspage, for the
+    /// layouts whose zspages do not list their objects (dense): one pass over the
+    /// handle table (for [`move_frame`](Self::move_frame)); empty for the kernel
+    /// layout. The caller holds the compaction lock, and the pfns were below the top.
     fn locate_in_frames(&self, pfns: &[u32]) -> HashMap<usize, Vec<u32>> {
-        if !self.dense {
-            return HashMap::new();
-        }
-        let mut frames: Vec<(u32, usize)> = Vec::new();
-        let mut seen: HashSet<usize> = HashSet::new();
-        let guard = epoch::pin();
-        for &pfn in pfns {
-            // SAFETY: the pfns were below the top; the caller holds the compaction lock,
-            // so no shrink has lowered it since.
-            let w = unsafe { self.frames.side.get(pfn) };
-            if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(w.zspage() as usize) {
-                // SAFETY: a non-free word read under `guard`: the descriptor stays
-                // allocated while the guard lives. Its frames may change before
-                // they are used; `move_frame` checks what it is given.
-                let zs = unsafe { &*w.zspage() };
-                frames.extend(zs.frame_list().map(|p| (p, w.zspage() as usize)));
+        self.layout().locate(self.handles(), || {
+            let mut frames: Vec<(u32, usize)> = Vec::new();
+            let mut seen: HashSet<usize> = HashSet::new();
+            let guard = epoch::pin();
+            for &pfn in pfns {
+                // SAFETY: the pfns were below the top; the caller holds the compaction
+                // lock, so no shrink has lowered it since.
+                let w = unsafe { self.frames().side().get(pfn) };
+                if matches!(w.frame_type(), FrameType::Zspage | FrameType::Huge) && seen.insert(ZsPage::of(w) as usize)
+                {
+                    // SAFETY: a non-free word read under `guard`: the descriptor stays
+                    // allocated while the guard lives. Its frames may change before
+                    // they are used; `move_frame` checks what it is given.
+                    let zs = unsafe { &*ZsPage::of(w) };
+                    frames.extend(zs.frame_list().map(|p| (p, ZsPage::of(w) as usize)));
+                }
             }
-        }
-        drop(guard);
-        self.locate(frames)
+            drop(guard);
+            frames
+        })
     }
 
     /// Waits until frames given back through the epoch can be reused, so that the
@@ -317,7 +309,7 @@ impl PoolCore {
     /// count of tries. Frames still waiting then just stay below the top.
     fn wait_for_retired_frames(&self) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while self.frames.retired_waiting() != 0 && std::time::Instant::now() < deadline {
+        while self.frames().retired_waiting() != 0 && std::time::Instant::now() < deadline {
             // Pushes this thread's deferred frees to the collector and tries to
             // advance the epoch.
             epoch::pin().flush();
@@ -339,7 +331,7 @@ mod tests {
     }
 
     fn pfn_of(p: &Pool, h: Handle) -> u32 {
-        (p.resolve(h, "test").unwrap().0.load().loc() >> PAGE_SHIFT) as u32
+        crate::frames::pfn_of(p.resolve(h, "test").unwrap().0.load().loc())
     }
 
     /// A list of a zspage's objects that misses some, or names objects elsewhere,
@@ -359,15 +351,15 @@ mod tests {
             .collect();
         let slot = |h| p.resolve(h, "test").unwrap().1;
         let (moved, elsewhere) = (objs[20].0, objs[199].0);
-        // SAFETY: frames of live objects, held by their zspages.
-        let zs = unsafe { p.frames.side.get(pfn_of(&p, moved)) }.zspage() as usize;
-        // SAFETY: as above.
-        assert_ne!(unsafe { p.frames.side.get(pfn_of(&p, elsewhere)) }.zspage() as usize, zs);
+        // SAFETY: the frame of a live object, held by its zspage: its word stays mapped.
+        let zs = unsafe { p.frames().side().get(pfn_of(&p, moved)) }.owner();
+        // SAFETY: the frame of another live object, likewise.
+        assert_ne!(unsafe { p.frames().side().get(pfn_of(&p, elsewhere)) }.owner(), zs);
         let lists = [vec![], vec![slot(moved)], vec![slot(elsewhere), slot(moved)]];
         for known in lists {
             let from = pfn_of(&p, moved);
-            let to = p.frames.take_run(1).unwrap()[0];
-            let running = p.compaction.lock();
+            let to = p.frames().take_run(1).unwrap()[0];
+            let running = p.compaction().lock();
             // SAFETY: `to` was just taken for this; `from` holds a live object; the
             // compaction lock is held.
             unsafe { p.move_frame(from, to, &HashMap::from([(zs, known)])) }.unwrap();

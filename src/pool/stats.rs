@@ -4,11 +4,10 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::compact::freeable;
 use crate::error::{Error, Result};
-use crate::packed::NR_LISTS;
+use crate::layout::kernel::NR_GROUPS;
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::zspage::{fullness_group, ZsPage, NR_GROUPS};
 
 /// Pool totals (`struct zs_pool_info`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -39,7 +38,7 @@ pub struct PoolInfo {
 impl PoolInfo {
     /// Frames plus metadata, in bytes: the footprint density is measured against.
     pub fn footprint(&self) -> u64 {
-        self.total_pages * crate::os::PAGE_SIZE as u64 + self.meta_bytes
+        self.total_pages * crate::frames::os::PAGE_SIZE as u64 + self.meta_bytes
     }
 }
 
@@ -59,13 +58,14 @@ pub struct ClassInfo {
     /// 100% (whole percents, rounded down; a dense lane: of
     /// its bytes taken by objects).
     pub zspages: [u64; NR_GROUPS],
-    /// Slots in the class's zspages (a dense lane: its live objects).
+    /// Places in the class's zspages (a dense lane, which has no places: its live
+    /// objects).
     pub objs_allocated: u64,
     /// Live objects.
     pub objs_inuse: u64,
     /// Frames held.
     pub pages_used: u64,
-    /// Frames compaction could free now: whole zspages' worth of unused slots (the
+    /// Frames compaction could free now: whole zspages' worth of unused places (the
     /// kernel's zs_can_compact()).
     pub pages_freeable: u64,
 }
@@ -75,19 +75,19 @@ impl PoolCore {
     pub fn info(&self) -> PoolInfo {
         let mut i = PoolInfo::default();
         let mut descriptors = 0usize;
-        for c in self.classes.iter() {
+        for c in self.classes().iter() {
             // Relaxed: statistics; each is exact for its class at some instant.
             i.live_objects += c.live.load(Ordering::Relaxed) as u64;
             i.requested_bytes += c.requested.load(Ordering::Relaxed) as u64;
-            descriptors += c.zspages.load(Ordering::Relaxed) * ZsPage::meta_bytes(c.spec.objs);
-            descriptors += c.entry_bytes.load(Ordering::Relaxed);
+            descriptors += c.zspages.load(Ordering::Relaxed) * std::mem::size_of::<ZsPage>();
+            descriptors += c.body_bytes.load(Ordering::Relaxed);
         }
         i.total_pages = self.total_pages() as u64;
         let own = std::mem::size_of::<PoolCore>()
-            + std::mem::size_of_val(&*self.classes)
-            + (crate::class::MAX_ALLOC_SIZE + 1) * 2;
-        i.meta_bytes = (self.handles.bytes() + descriptors + self.frames.side_table_bytes() + own) as u64;
-        let n = &self.counters;
+            + std::mem::size_of_val(self.classes())
+            + (crate::layout::classes::MAX_ALLOC_SIZE + 1) * 2;
+        i.meta_bytes = (self.handles().bytes() + descriptors + self.frames().side_table_bytes() + own) as u64;
+        let n = self.counters();
         i.pages_compacted = n.pages_compacted.load(Ordering::Relaxed);
         i.objs_moved = n.objs_moved.load(Ordering::Relaxed);
         i.compact_skipped_mapped = n.compact_skipped.load(Ordering::Relaxed);
@@ -99,36 +99,23 @@ impl PoolCore {
 
     /// The class whose index is `index` (as `lookup_class_index` returns).
     pub fn class_info(&self, index: usize) -> Result<ClassInfo> {
-        let pos = self.table.by_index(index).ok_or(Error::Invalid("no class has that index"))?;
-        let c = &self.classes[pos];
+        let pos = self.class_table().by_index(index).ok_or(Error::Invalid("no class has that index"))?;
+        let c = &self.classes()[pos];
         let st = c.state.lock();
         let mut zspages = [0u64; NR_GROUPS];
-        let mut frames = 0;
-        if self.dense {
-            for zs in st.lists(0..NR_LISTS) {
-                // SAFETY: list members are live descriptors of the locked lane.
-                let (z, x) = unsafe { (&*zs, (*zs).state().ext()) };
-                zspages[fullness_group(x.used(), x.cap())] += 1;
-                frames += z.nframes as usize;
-            }
-        } else {
-            for (z, &n) in zspages.iter_mut().zip(&st.counts) {
-                *z = n as u64;
-            }
+        let (mut frames, mut allocated) = (0, 0);
+        for zs in st.lists.all() {
+            // SAFETY: list members are live descriptors of the locked class.
+            let (z, body) = unsafe { (&*zs, &(*zs).state().body) };
+            zspages[body.fullness()] += 1;
+            frames += z.nframes as usize;
+            allocated += body.objs_allocated();
         }
         // Relaxed: written under the lock we hold.
-        let live = c.live.load(Ordering::Relaxed);
+        let (live, requested) = (c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
         drop(st);
         let nzspages = zspages.iter().sum::<u64>() as usize;
-        if !self.dense {
-            frames = nzspages * c.spec.frames;
-        }
-        let (allocated, freeable) = if self.dense {
-            (live, freeable(self, pos))
-        } else {
-            let allocated = nzspages * c.spec.objs;
-            (allocated, (allocated - live) / c.spec.objs * c.spec.frames)
-        };
+        let freeable = self.layout().freeable(&c.spec, nzspages, live, requested);
         Ok(ClassInfo {
             index,
             class_size: c.spec.size,
@@ -142,8 +129,18 @@ impl PoolCore {
         })
     }
 
+    /// Frames compaction could free in class `ci` now, as counted without its lock
+    /// (for the automatic trigger).
+    pub(crate) fn freeable(&self, ci: usize) -> usize {
+        let c = &self.classes()[ci];
+        // Relaxed: an estimate; the compaction itself rechecks under the lock.
+        let (zspages, live, requested) =
+            (c.zspages.load(Ordering::Relaxed), c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
+        self.layout().freeable(&c.spec, zspages, live, requested)
+    }
+
     /// Indices of every class, ascending.
     pub fn class_indices(&self) -> impl Iterator<Item = usize> + '_ {
-        self.table.classes().iter().map(|c| c.index)
+        self.class_table().classes().iter().map(|c| c.index)
     }
 }

@@ -10,7 +10,7 @@
 //!   so an object's slot may be pinned, claimed for a copy or mapped writable: the
 //!   checker asks only that it holds the object where the zspage has it;
 //! - it then takes the frame accounting (`FrameSource::account`) under the frame
-//!   lock: the equation of `frames.rs` holds in that cut, and its `held` count, which
+//!   lock: the equation of `frames/mod.rs` holds in that cut, and its `held` count, which
 //!   changes only under a class lock, must be exactly the frames of the zspages found.
 //!
 //! It does not take the compaction lock (so a long compaction does not hold it up, nor
@@ -18,15 +18,14 @@
 //! apart (`taken`), and everything compaction and migration change is under a class
 //! lock. For tests and debugging: it costs time proportional to the pool.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
-use crate::memmap::FrameType;
-use crate::os::PAGE_SIZE;
-use crate::packed::{bucket, DRAIN, NR_LISTS, TOP_BUCKET};
+use crate::frames::side::FrameType;
+use crate::handle::slot::{State, Word};
+use crate::layout::dense::{NR_LISTS, TOP_BUCKET};
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::slot::{State, Word};
-use crate::zspage::{fullness_group, ZsPage, GROUP_EMPTY, NONE, NR_GROUPS};
 
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
@@ -39,40 +38,39 @@ macro_rules! ensure {
 impl PoolCore {
     /// Checks every invariant; `Err` names the first that does not hold.
     pub fn check(&self) -> Result<(), String> {
-        let guards: Vec<_> = self.classes.iter().map(|c| c.state.lock()).collect();
-        let acc = self.frames.account();
+        let guards: Vec<_> = self.classes().iter().map(|c| c.state.lock()).collect();
+        let acc = self.frames().account();
         let mut frames_in_zspages: HashSet<u32> = HashSet::new();
         let mut live_objects = 0usize;
         let mut free_slots = 0usize;
-        let used_slots = self.handles.used();
+        let used_slots = self.handles().used();
         let mut slot_owner: HashSet<u32> = HashSet::new();
-        // Dense zspages keep no object list: their objects are the slots that locate
-        // into their frames (every lock is held, so the pass is exact).
-        let located = if self.dense {
+        // Zspages that keep no object list (dense) have as objects the slots that
+        // locate into their frames (every lock is held, so the pass is exact).
+        let located = self.layout().locate(self.handles(), || {
             let mut frames: Vec<(u32, usize)> = Vec::new();
             for st in &guards {
                 // Bounded: the walk below checks that the lists end.
                 for g in 0..NR_LISTS {
-                    for zs in st.list(g).take(1 << 24) {
+                    for zs in st.lists.list(g).take(1 << 24) {
                         // SAFETY: list members are live descriptors; we hold the lock.
                         frames.extend(unsafe { &*zs }.frame_list().map(|pfn| (pfn, zs as usize)));
                     }
                 }
             }
-            self.locate(frames)
-        } else {
-            HashMap::new()
-        };
+            frames
+        });
 
-        for (ci, (class, st)) in self.classes.iter().zip(&guards).enumerate() {
+        for (ci, (class, st)) in self.classes().iter().zip(&guards).enumerate() {
             let spec = &class.spec;
             let mut requested = 0usize;
             let mut live = 0usize;
             let mut zspages = 0usize;
+            let mut body_bytes = 0usize;
             for g in 0..NR_LISTS {
                 let mut n = 0usize;
                 let mut prev: *mut ZsPage = std::ptr::null_mut();
-                let mut zs = st.heads[g];
+                let mut zs = st.lists.head(g);
                 while !zs.is_null() {
                     n += 1;
                     ensure!(n <= 1 << 24, "class {ci}: group {g} list does not end");
@@ -81,37 +79,12 @@ impl PoolCore {
                     let (z, s) = unsafe { (&*zs, (*zs).state()) };
                     ensure!(s.prev == prev, "class {ci}: broken back link in group {g}");
                     ensure!(z.class as usize == ci, "class {ci}: zspage of class {} on its list", z.class);
-                    ensure!(
-                        z.nframes as usize == spec.frames || (self.dense && z.nframes as usize <= spec.frames),
-                        "class {ci}: zspage has {} frames",
-                        z.nframes
-                    );
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
-                    // The objects: (slot index, size, offset in the chain).
-                    let mut objects: Vec<(u32, usize, usize)> = Vec::new();
-                    if self.dense {
-                        let x = s.ext();
-                        let found = self.objects_now(z, located.get(&(zs as usize)).map_or(&[], |v| v));
-                        objects.extend(found.iter().map(|o| (o.idx, o.len, o.off)));
-                        let mut extents: Vec<(usize, usize)> = found.iter().map(|o| (o.off, o.len)).collect();
-                        x.check(&mut extents).map_err(|e| format!("class {ci}: {e}"))?;
-                        ensure!(!x.is_empty(), "class {ci}: an empty zspage was kept");
-                        ensure!(x.cap() == z.nframes as usize * PAGE_SIZE, "class {ci}: zspage of {} bytes", x.cap());
-                        ensure!(
-                            g == DRAIN || g == bucket(x.extent()),
-                            "class {ci}: zspage with a run of {} bytes in bucket {g}",
-                            x.extent()
-                        );
-                    } else {
-                        let inuse = s.inuse as usize;
-                        ensure!(g < NR_GROUPS, "class {ci}: zspage on list {g}");
-                        ensure!(
-                            fullness_group(inuse, spec.objs) == g,
-                            "class {ci}: {inuse}/{} in group {g}",
-                            spec.objs
-                        );
-                        ensure!(g != GROUP_EMPTY, "class {ci}: an empty zspage was kept");
-                    }
+                    // The objects, and the body's own invariants against them.
+                    let found = located.get(&(zs as usize)).map_or(&[][..], |v| v);
+                    let objects = s.body.objects(z, spec, self.handles(), found);
+                    s.body.check(spec, z.nframes as usize, g, &objects).map_err(|e| format!("class {ci}: {e}"))?;
+                    body_bytes += s.body.meta_bytes();
                     // Frames and their side-table words.
                     let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
                     for (k, pfn) in z.frame_list().enumerate() {
@@ -119,43 +92,21 @@ impl PoolCore {
                         ensure!(frames_in_zspages.insert(pfn), "pfn {pfn} in two zspages");
                         // SAFETY: a frame of a zspage on a list of a class whose lock we
                         // hold: held, so its word stays mapped.
-                        let w = unsafe { self.frames.side.get(pfn) };
+                        let w = unsafe { self.frames().side().get(pfn) };
                         ensure!(
-                            w.frame_type() == ty && w.index() == k && std::ptr::eq(w.zspage(), zs),
+                            w.frame_type() == ty && w.index() == k && ZsPage::of(w) == zs,
                             "pfn {pfn}: side-table word {:#x} is not ({ty:?}, {k}, its zspage)",
                             w.raw()
                         );
                     }
-                    if !self.dense {
-                        // The free list.
-                        let (head, inuse) = (s.free_head, s.inuse as usize);
-                        let objs = s.objs();
-                        let mut free = vec![false; spec.objs];
-                        let mut nfree = 0;
-                        let mut o = head;
-                        while o != NONE {
-                            ensure!((o as usize) < spec.objs, "class {ci}: free object {o} out of range");
-                            ensure!(!free[o as usize], "class {ci}: free list has a cycle");
-                            free[o as usize] = true;
-                            nfree += 1;
-                            o = objs[o as usize].link as u16;
-                        }
-                        ensure!(
-                            inuse + nfree == spec.objs,
-                            "class {ci}: inuse {inuse} + free {nfree} != {}",
-                            spec.objs
-                        );
-                        for (obj, meta) in objs.iter().enumerate().filter(|(o, _)| !free[*o]) {
-                            objects.push((meta.link, meta.size as usize, obj * spec.size));
-                        }
-                    }
                     // Allocated objects and their slots.
-                    for &(idx, size, off) in &objects {
+                    for o in &objects {
+                        let (idx, size, off) = (o.idx, o.size, o.off);
                         ensure!(size >= 1 && size <= spec.usable(), "class {ci}: object of {size} bytes");
                         ensure!((idx as usize) < used_slots, "class {ci}: object names slot {idx}, never issued");
                         ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
                         // SAFETY: below the high-water mark.
-                        let w = unsafe { self.handles.slot_unchecked(idx) }.load();
+                        let w = unsafe { self.handles().slot_unchecked(idx) }.load();
                         // Held by a reader, a writer or a mapping: still the object's.
                         ensure!(w.state() != State::Free, "slot {idx} of a live object is free");
                         let loc = z.loc_of(off);
@@ -167,14 +118,18 @@ impl PoolCore {
                     prev = zs;
                     zs = s.next;
                 }
-                ensure!(n == st.counts[g], "class {ci}: group {g} counts {} but holds {n}", st.counts[g]);
+                ensure!(n == st.lists.count(g), "class {ci}: group {g} counts {} but holds {n}", st.lists.count(g));
             }
             // Relaxed: written under the lock we hold.
             ensure!(class.live.load(Ordering::Relaxed) == live, "class {ci}: live count is off");
             ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
             ensure!(class.zspages.load(Ordering::Relaxed) == zspages, "class {ci}: zspage count is off");
+            ensure!(class.body_bytes.load(Ordering::Relaxed) == body_bytes, "class {ci}: body bytes are off");
             for g in 0..TOP_BUCKET {
-                ensure!((st.nonempty >> g & 1 == 1) != st.heads[g].is_null(), "class {ci}: list bitmap is off at {g}");
+                ensure!(
+                    (st.lists.nonempty() >> g & 1 == 1) != st.lists.head(g).is_null(),
+                    "class {ci}: list bitmap is off at {g}"
+                );
             }
             live_objects += live;
             // The class's free-slot list.
@@ -184,7 +139,7 @@ impl PoolCore {
                 ensure!((idx as usize) < used_slots, "class {ci}: free slot {idx} never issued");
                 ensure!(slot_owner.insert(idx), "slot {idx} is both free and used, or free twice");
                 // SAFETY: below the high-water mark.
-                let w: Word = unsafe { self.handles.slot_unchecked(idx) }.load();
+                let w: Word = unsafe { self.handles().slot_unchecked(idx) }.load();
                 ensure!(w.state() == State::Free, "free-listed slot {idx} is {:?}", w.state());
                 free_slots += 1;
                 next = w.loc();

@@ -1,6 +1,6 @@
 //! Object access without locks: reads, writes and mappings.
 //!
-//! Every access holds the object in its handle slot (`slot.rs`), which keeps its
+//! Every access holds the object in its handle slot (`handle/slot.rs`), which keeps its
 //! location, zspage and frames fixed, then works on the bytes: in place where the
 //! bytes are contiguous in the arena (inside one frame, or straddling two frames of
 //! the chain that happen to be adjacent), through a copy otherwise. No class lock and
@@ -27,12 +27,13 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
+use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::{location, pfn_of};
+use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
-use crate::os::{PAGE_SHIFT, PAGE_SIZE};
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
-use crate::slot::{Claim, Slot, SlotError, Word};
 use crate::sync::{track_read, track_write};
-use crate::zspage::ZsPage;
 
 /// How an access holds its object (see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,7 +59,8 @@ enum Release {
     Writer,
 }
 
-/// A held object: where it is, how large its slot is, and how the hold ends.
+/// A held object: where it is, how many bytes of it a caller may use, and how the hold
+/// ends.
 #[derive(Debug)]
 pub(crate) struct Pin {
     slot: NonNull<Slot>,
@@ -83,12 +85,15 @@ impl Span {
     /// Copies `dst.len()` bytes out.
     ///
     /// # Safety
-    /// The span covers at least `dst.len()` bytes of an object the caller holds
-    /// (shared or alone), in committed frames.
+    /// 1. The span covers at least `dst.len()` bytes, in committed frames;
+    /// 2. no one writes them while the copy runs: they are an object the caller holds
+    ///    (shared or alone);
+    /// 3. they do not overlap `dst`.
     pub(crate) unsafe fn copy_out(self, dst: &mut [u8]) {
         let n = dst.len();
-        // SAFETY: caller's contract: the source bytes are the object's, held so that
-        // no one writes them, and do not overlap `dst` (a caller's buffer or ours).
+        // SAFETY: the sources are readable for `n` bytes in all (1: `first` of them at
+        // `a` and the rest at `b` for two pieces), and not written meanwhile (2); the
+        // destination is `dst`, writable for `n` bytes, and overlaps neither (3).
         unsafe {
             match self {
                 Span::One(p) => {
@@ -109,12 +114,16 @@ impl Span {
     /// Copies `src` in.
     ///
     /// # Safety
-    /// The span covers at least `src.len()` bytes of an object the caller holds
-    /// alone, in committed frames.
+    /// 1. The span covers at least `src.len()` bytes, in committed frames;
+    /// 2. no one else reads or writes them while the copy runs: they are an object the
+    ///    caller holds alone, or bytes it has just placed an object in, under the class
+    ///    lock, before the object is published;
+    /// 3. they do not overlap `src`.
     pub(crate) unsafe fn copy_in(self, src: &[u8]) {
         let n = src.len();
-        // SAFETY: caller's contract: the bytes are the object's, held alone, so no one
-        // else reads or writes them; `src` is a caller's buffer or ours.
+        // SAFETY: the destinations are writable for `n` bytes in all (1), and no one
+        // else touches them meanwhile (2); the source is `src`, readable for `n`
+        // bytes, and overlaps neither (3).
         unsafe {
             match self {
                 Span::One(p) => {
@@ -236,16 +245,18 @@ impl PoolCore {
             Err(SlotError::TooManyPins) => return Err(Error::Again),
         };
         // SAFETY: the object is held, so its frame is held by its zspage.
-        let fw = unsafe { self.frames.side.get((loc >> PAGE_SHIFT) as u32) };
-        let zs = fw.zspage();
-        let usable = if self.dense {
-            // SAFETY: `resolve` checked the index; a dense pool's table keeps sizes,
-            // and the hold keeps this one fixed (Acquire in the claim made it visible).
-            unsafe { self.handles.size(idx) }
-        } else {
-            // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
-            let class = unsafe { (*zs).class } as usize;
-            self.classes[class].spec.usable()
+        let fw = unsafe { self.frames().side().get(pfn_of(loc)) };
+        let zs = ZsPage::of(fw);
+        // SAFETY: `resolve` checked the index. The hold keeps a size beside the slot
+        // fixed (the Acquire in the claim made it visible).
+        let usable = match unsafe { self.handles().size(idx) } {
+            // The dense layout's objects take exactly their size.
+            Some(size) => size,
+            None => {
+                // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
+                let class = unsafe { (*zs).class } as usize;
+                self.classes()[class].spec.usable()
+            }
         };
         Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), release, usable })
     }
@@ -285,7 +296,7 @@ impl PoolCore {
     /// Where the first `len` bytes of a held object are.
     #[inline]
     pub(crate) fn span(&self, pin: &Pin, len: usize) -> Span {
-        let off = pin.frame_index * PAGE_SIZE + (pin.loc as usize & (PAGE_SIZE - 1));
+        let off = ZsPage::offset_in_chain(pin.frame_index, pin.loc);
         // SAFETY: held, so the descriptor is alive, its frames stay, and the object is
         // at `off`.
         unsafe { self.zspage_span(&*pin.zs, off, len) }
@@ -303,7 +314,7 @@ impl PoolCore {
         let k = off >> PAGE_SHIFT;
         let within = off & (PAGE_SIZE - 1);
         let pfn = zs.frame(k);
-        let here = self.frames.addr(((pfn as u64) << PAGE_SHIFT) | within as u64);
+        let here = self.frames().addr(location(pfn, within));
         if within + len <= PAGE_SIZE {
             return Span::One(here);
         }
@@ -311,7 +322,7 @@ impl PoolCore {
         if next == pfn + 1 {
             Span::One(here)
         } else {
-            Span::Two(here, PAGE_SIZE - within, self.frames.frame_addr(next))
+            Span::Two(here, PAGE_SIZE - within, self.frames().frame_addr(next))
         }
     }
 
@@ -320,12 +331,13 @@ impl PoolCore {
     /// nothing).
     fn count_copy(&self, n: usize) {
         // Relaxed: a statistic.
-        self.counters.read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        self.counters().read_copied_bytes.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// Holds the object and checks a length against its slot. A length larger than
-    /// the slot is refused as the misuse it is even when the object is held by others
-    /// (where readers hold it, a look under a shared pin tells its slot), so that the
+    /// Holds the object and checks a length against its usable bytes (the "object's
+    /// slot" of the error, as the C ABI calls it). A length larger than they are is
+    /// refused as the misuse it is even when the object is held by others (where
+    /// readers hold it, a look under a shared pin tells its usable bytes), so that the
     /// error does not depend on timing.
     fn hold_len(&self, h: Handle, len: usize, access: Access, call: &str) -> Result<Pin> {
         let pin = match self.hold(h, access, call) {
@@ -386,8 +398,12 @@ impl PoolCore {
         match self.span(&pin, len) {
             Span::One(p) => Ok((p, pin)),
             span if !local.is_null() => {
-                // SAFETY: caller's contract for `local`; the span covers len bytes of
-                // the pinned object.
+                // SAFETY: `local` is not NULL, and valid for writes of `len` bytes (this
+                // function's precondition), which makes the slice; `copy_out` asks for
+                // 1. a span of `len` bytes in committed frames: the pinned object's
+                // (`hold_len` checked `len` against it); 2. no writer: the pin keeps
+                // writers out; 3. no overlap: `local` is the caller's buffer, outside
+                // the arena's objects.
                 unsafe { span.copy_out(std::slice::from_raw_parts_mut(local, len)) };
                 self.count_copy(len);
                 Ok((local, pin))
@@ -473,7 +489,7 @@ impl PoolCore {
         }
     }
 
-    /// Maps the object: the guard derefs to its whole slot and unmaps on drop.
+    /// Maps the object: the guard derefs to all its usable bytes and unmaps on drop.
     /// `Busy` when a writable mapping is asked for while anyone reads the object, or
     /// any mapping while a writable one is open (on this thread or another).
     #[inline]
@@ -518,7 +534,7 @@ impl Mapping<'_> {
         self.st().copy.is_some()
     }
 
-    /// The slot's bytes, writable; `Invalid` for a read-only mapping, which shares the
+    /// The object's usable bytes, writable; `Invalid` for a read-only mapping, which shares the
     /// object with other readers (map it `ReadWrite` or `WriteOnly` to write).
     pub fn as_mut_slice(&mut self) -> Result<&mut [u8]> {
         let st = self.st();
@@ -528,7 +544,7 @@ impl Mapping<'_> {
         if st.copy.is_none() {
             track_write(st.ptr(), st.len());
         }
-        // SAFETY: the pointer is the held object's slot or our buffer, valid for `len`
+        // SAFETY: the pointer is the held object's bytes or our buffer, valid for `len`
         // bytes while the hold lasts (until drop). A writable mapping holds its object
         // alone, so no other mapping, read or write of it exists; a copy is this
         // mapping's own buffer. `&mut self` makes this the only reference through
@@ -545,7 +561,7 @@ impl std::ops::Deref for Mapping<'_> {
         if st.copy.is_none() {
             track_read(st.ptr(), st.len());
         }
-        // SAFETY: the pointer is the held object's slot or our buffer, valid for `len`
+        // SAFETY: the pointer is the held object's bytes or our buffer, valid for `len`
         // bytes while the hold lasts (until drop). No writer of the object exists
         // meanwhile: a read-only mapping keeps them out, a writable one is the only
         // holder and writes only through `as_mut_slice`, which needs `&mut self`.

@@ -13,28 +13,13 @@
 //!
 //! # Where every frame is
 //!
-//! Every frame below `top` is in exactly one of six places, and a frame changes place
-//! only under the frame lock, so whoever holds it sees
-//!
-//! ```text
-//! top == held + taken + hot + returned + discarding + retiring
-//! ```
-//!
-//! - `held`: in a zspage. It changes only under the lock of that zspage's class as
-//!   well (a zspage's birth, its death, a migration), so with every class lock held
-//!   it is exactly the number of frames on the classes' zspage lists.
-//! - `taken`: handed to a migration ([`take_lowest`](FrameSource::take_lowest),
-//!   [`take_run`](FrameSource::take_run)) and not yet in a zspage.
-//! - `hot`, `returned`: free, resident or given back to the OS (the two free lists).
-//! - `discarding`: free, on its way to the returned list: its madvise runs without the
-//!   frame lock ([`Discard`]).
-//! - `retiring`: left its zspage by migration and waits for the epoch, because a
-//!   lock-free walker may still be looking at its number; counted under the retired
-//!   lock, which nests inside the frame lock.
-//!
-//! The checker (`check.rs`) takes this equation as one cut under the frame lock, and
-//! `held` against the zspages under every class lock.
-//!
+//! Every frame below `top` is in exactly one of six places, which the equation beside
+//! [`FrameSource`] sums: in a zspage, taken by a migration, on one of the two free
+//! lists, on its way to the returned list, or waiting for the epoch after a
+//! migration. The checker (`pool/check.rs`) takes it as one cut under the frame lock,
+//! and `held` against the zspages under every class lock; debug builds check it after
+//! every change under the frame lock.
+
 //! # Locks
 //!
 //! The frame lock is taken only while a zspage is born or dies (and by migration,
@@ -48,10 +33,13 @@
 //! are consecutive; freed ones are pushed so that they pop back in ascending order),
 //! because objects straddling two adjacent frames can then be read in place.
 
+pub mod os;
+pub mod side;
+
 use std::sync::Arc;
 
-use crate::memmap::SideTable;
-use crate::os::{Region, PAGE_SIZE};
+use crate::frames::os::{Region, PAGE_SIZE};
+use crate::frames::side::SideTable;
 use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 
 /// Frames committed at a time as the arena grows (2 MiB): few mprotect calls, and a
@@ -59,12 +47,33 @@ use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 /// that a pool of a few frames grows and shrinks by whole steps.
 pub const COMMIT_STEP: usize = if cfg!(loom) { 4 } else { 512 };
 
+/// The frame a location is in. A location is a byte's offset in the arena: its
+/// frame's number times the frame size, plus its offset in the frame. (These three
+/// are where the rest of the library turns locations into frames and back.)
+#[inline]
+pub fn pfn_of(loc: u64) -> u32 {
+    (loc >> crate::frames::os::PAGE_SHIFT) as u32
+}
+
+/// A location's offset in its frame.
+#[inline]
+pub fn offset_in_frame(loc: u64) -> usize {
+    loc as usize & (PAGE_SIZE - 1)
+}
+
+/// The location of byte `offset` of frame `pfn`.
+#[inline]
+pub fn location(pfn: u32, offset: usize) -> u64 {
+    debug_assert!(offset < PAGE_SIZE);
+    ((pfn as u64) << crate::frames::os::PAGE_SHIFT) | offset as u64
+}
+
 /// Freed frames kept resident for reuse (1 MiB). Measured on the node trace, a
 /// malloc+free cycle that empties and refills the pool spent about half its time in
 /// madvise and the page-table work behind it without this cache.
 pub const HOT_FRAMES: usize = 256;
 
-/// What the frame lock protects (see the module comment for the equation it keeps).
+/// What the frame lock protects (see [`FrameSource`] for the equation it keeps).
 struct FrameState {
     /// Freed frames whose memory went back to the OS, popped from the end.
     free: Vec<u32>,
@@ -124,6 +133,28 @@ pub(crate) struct FrameAccount {
 }
 
 /// The arena, its side table, and the frame allocator.
+///
+/// Every frame below `top` is in exactly one of six places, and a frame changes place
+/// only under the frame lock, so whoever holds it sees
+///
+/// ```text
+/// top == held + taken + hot + returned + discarding + retiring
+/// ```
+///
+/// - `held`: in a zspage. It changes only under the lock of that zspage's class as
+///   well (a zspage's birth, its death, a migration), so with every class lock held
+///   it is exactly the number of frames on the classes' zspage lists.
+/// - `taken`: handed to a migration ([`take_lowest`](FrameSource::take_lowest),
+///   [`take_run`](FrameSource::take_run)) and not yet in a zspage.
+/// - `hot`, `returned`: free, resident or given back to the OS (the two free lists).
+/// - `discarding`: free, on its way to the returned list: its madvise runs without the
+///   frame lock ([`Discard`]).
+/// - `retiring`: left its zspage by migration and waits for the epoch, because a
+///   lock-free walker may still be looking at its number; counted under the retired
+///   lock, which nests inside the frame lock.
+///
+/// And `held + taken <= limit`: the pool's page limit counts the frames taken for a
+/// migration too.
 pub struct FrameSource {
     retired: Arc<Mutex<Retired>>,
     /// Held (shared) by walkers of the side table for a whole walk, and exclusively by
@@ -131,13 +162,13 @@ pub struct FrameSource {
     /// word. Taken before the frame lock.
     side_extent: RwLock<()>,
     arena: Region,
-    /// One word per frame; see `memmap.rs`.
-    pub side: SideTable,
+    /// One word per frame; see `frames/side.rs`.
+    side: SideTable,
     nframes: usize,
     limit: usize,
     state: Mutex<FrameState>,
-    /// Frames in zspages (`held` in the module comment). Written only under the frame
-    /// lock; read anywhere (Relaxed: a count).
+    /// Frames in zspages (`held` in the equation). Written only under the frame lock;
+    /// read anywhere (Relaxed: a count).
     held: AtomicUsize,
 }
 
@@ -163,11 +194,17 @@ impl FrameSource {
         })
     }
 
+    /// The side table: one word per frame.
+    #[inline]
+    pub fn side(&self) -> &SideTable {
+        &self.side
+    }
+
     /// Address of the first byte of frame `pfn`. Computing it is safe; using it needs
     /// the frame to be committed and the caller's right to its bytes.
     #[inline]
     pub fn frame_addr(&self, pfn: u32) -> *mut u8 {
-        self.addr((pfn as u64) << crate::os::PAGE_SHIFT)
+        self.addr(location(pfn, 0))
     }
 
     /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset);
@@ -218,6 +255,20 @@ impl FrameSource {
         self.limit.saturating_sub(self.held() + st.taken)
     }
 
+    /// Checks, in debug builds, that every frame is in one place (the equation of
+    /// [`FrameSource`]); `st` is the frame lock's state, held.
+    #[inline]
+    fn debug_check(&self, st: &FrameState) {
+        #[cfg(debug_assertions)]
+        {
+            let retiring = self.retired.lock().count();
+            let placed = self.held() + st.taken + st.hot.len() + st.free.len() + st.discarding + retiring;
+            debug_assert_eq!(placed, st.top, "frames counted in no place or in two");
+            debug_assert!(self.held() + st.taken <= self.limit, "frames held past the limit");
+        }
+        let _ = st;
+    }
+
     /// Whether `n` more frames stay within the limit (frame lock held).
     fn within_limit(&self, st: &FrameState, n: usize) -> bool {
         self.held() + st.taken + n <= self.limit
@@ -240,17 +291,18 @@ impl FrameSource {
             return Err(libc::ENOMEM);
         }
         self.grow(&mut st, fresh)?;
-        for slot in out.iter_mut().take(from_hot) {
-            *slot = st.hot.pop().expect("counted above");
+        for pfn in out.iter_mut().take(from_hot) {
+            *pfn = st.hot.pop().expect("counted above");
         }
-        for slot in out.iter_mut().skip(from_hot).take(from_free) {
-            *slot = st.free.pop().expect("counted above");
+        for pfn in out.iter_mut().skip(from_hot).take(from_free) {
+            *pfn = st.free.pop().expect("counted above");
         }
-        for slot in out.iter_mut().skip(from_hot + from_free) {
-            *slot = st.top as u32;
+        for pfn in out.iter_mut().skip(from_hot + from_free) {
+            *pfn = st.top as u32;
             st.top += 1;
         }
         self.add_held(&mut st, n as isize);
+        self.debug_check(&st);
         Ok(())
     }
 
@@ -261,7 +313,9 @@ impl FrameSource {
     pub fn free(&self, frames: &[u32]) -> Discard {
         let mut st = self.state.lock();
         self.add_held(&mut st, -(frames.len() as isize));
-        Self::put_free(&mut st, frames)
+        let d = Self::put_free(&mut st, frames);
+        self.debug_check(&st);
+        d
     }
 
     /// Gives back frames taken by [`take_lowest`](Self::take_lowest) or
@@ -270,7 +324,9 @@ impl FrameSource {
         let d = {
             let mut st = self.state.lock();
             st.taken -= frames.len();
-            Self::put_free(&mut st, frames)
+            let d = Self::put_free(&mut st, frames);
+            self.debug_check(&st);
+            d
         };
         self.discard(d);
     }
@@ -293,6 +349,7 @@ impl FrameSource {
         let mut st = self.state.lock();
         st.discarding -= d.0.len();
         st.free.extend(d.0.iter().rev());
+        self.debug_check(&st);
     }
 
     /// Puts as many of `frames` as fit on the hot list; returns the rest.
@@ -327,6 +384,7 @@ impl FrameSource {
             st.taken -= 1;
             // `held` is unchanged: `to` takes `from`'s place.
             self.retired.lock().waiting += 1;
+            self.debug_check(&st);
         }
         let retired = self.retired.clone();
         epoch::pin().defer(move || {
@@ -369,6 +427,7 @@ impl FrameSource {
         st.hot.retain(|p| taken.binary_search(p).is_err());
         st.free.retain(|p| taken.binary_search(p).is_err());
         st.taken += taken.len();
+        self.debug_check(&st);
         taken
     }
 
@@ -402,6 +461,7 @@ impl FrameSource {
             }
         };
         st.taken += n;
+        self.debug_check(&st);
         Ok(run)
     }
 
@@ -472,6 +532,7 @@ impl FrameSource {
             released = before - self.arena.mapped();
             self.side.release(keep);
         }
+        self.debug_check(&st);
         (dropped, released)
     }
 
@@ -633,5 +694,18 @@ mod account_tests {
         let mut b = [0u32; 1];
         fs.alloc(&mut b).unwrap();
         assert!(balanced(&fs));
+    }
+
+    /// Debug builds check the equation as they go: a frame lost from the count is
+    /// caught at the next change, not only by the checker.
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "frames counted in no place or in two")]
+    fn a_frame_lost_from_the_count_is_caught_at_the_next_change() {
+        let fs = FrameSource::new(4096, 4096).unwrap();
+        let mut a = [0u32; 2];
+        fs.alloc(&mut a).unwrap();
+        fs.state.lock().taken += 1;
+        fs.discard(fs.free(&a));
     }
 }

@@ -1,7 +1,7 @@
 //! Size classes: a pure table computed once at pool creation.
 //!
-//! A class is a slot size. Each class keeps its objects in zspages: chains of
-//! `frames` order-0 frames holding `objs` slots laid end to end, an object allowed to
+//! A class is a size of place. Each class keeps its objects in zspages: chains of
+//! `frames` order-0 frames holding `objs` places laid end to end, an object allowed to
 //! straddle two frames. Two layouts are built from the same arithmetic:
 //!
 //! - [`Layout::Kernel`], the kernel's table exactly (mm/zsmalloc.c): 255 classes
@@ -14,13 +14,13 @@
 //!   class size is the largest class that is neither one frame nor one object, minus
 //!   `ZS_HANDLE_SIZE - 1`: 3257, 3625 and 3833 for chains of 4, 8 and 16.
 //! - [`Layout::Dense`], this library's default, has no size classes: objects of
-//!   every size share zspages, packed end to end (`packed.rs`). Its table is a list
+//!   every size share zspages, packed end to end (`layout/dense.rs`). Its table is a list
 //!   of lanes, each a lock and a set of zspages, one per thread the machine runs at
 //!   once; a thread allocates in its own lane.
 //!
 //! The lookup from a size to its class is one table load.
 
-use crate::os::PAGE_SIZE;
+use crate::frames::os::PAGE_SIZE;
 
 /// Largest object, in bytes (`ZS_MAX_ALLOC_SIZE`).
 pub const MAX_ALLOC_SIZE: usize = PAGE_SIZE;
@@ -62,14 +62,15 @@ pub struct ClassSpec {
     pub size: usize,
     /// Frames per zspage.
     pub frames: usize,
-    /// Objects per zspage.
+    /// Objects per zspage: 0 for a dense lane, whose zspages have no fixed places
+    /// (what the statistics report; the layout is [`ClassTable::layout`]).
     pub objs: usize,
-    /// Bytes at the start of each slot kept for the kernel's handle header.
+    /// Bytes of each place kept for the kernel's handle header.
     pub header: usize,
 }
 
 impl ClassSpec {
-    /// Bytes a caller may use in a slot of this class.
+    /// Bytes a caller may use in a place of this class.
     pub fn usable(&self) -> usize {
         self.size - self.header
     }
@@ -80,7 +81,7 @@ impl ClassSpec {
     }
 }
 
-/// The chain length (1..=chain) that leaves the least unused tail for slots of `size`:
+/// The chain length (1..=chain) that leaves the least unused tail for places of `size`:
 /// the first such length wins a tie, and power-of-two sizes take one frame (the rule of
 /// the kernel's calculate_zspage_chain_size()).
 pub fn chain_length(size: usize, chain: usize) -> usize {
@@ -129,7 +130,7 @@ thread_local! {
 impl ClassTable {
     /// Builds the table for `layout` with chains of at most `chain` frames.
     ///
-    /// The dense layout has no size classes (`packed.rs`): its "classes" are lanes,
+    /// The dense layout has no size classes (`layout/dense.rs`): its "classes" are lanes,
     /// each with its own lock and zspages taking objects of every size, and a thread
     /// allocates in its lane. Every lane reports the largest object as its size.
     pub fn new(layout: Layout, chain: usize) -> ClassTable {
@@ -288,7 +289,7 @@ mod tests {
                 let idx = if s + 8 <= 32 { 0 } else { (s + 8 - 32).div_ceil(16).min(254) };
                 assert_eq!(t.class_for(s), t.merged_of(idx).unwrap());
                 let c = t.classes()[t.class_for(s)];
-                assert!(c.usable() >= s, "size {s} fits its slot");
+                assert!(c.usable() >= s, "size {s} fits its place");
                 assert_eq!(c.is_huge(), s >= huge, "size {s}, chain {chain}");
             }
         }

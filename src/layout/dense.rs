@@ -1,6 +1,6 @@
 //! The dense layout's zspages: objects of every size packed end to end.
 //!
-//! The kernel's layout gives each object a slot of its class's size, and each class
+//! The kernel's layout gives each object a place of its class's size, and each class
 //! its own zspages. Three costs follow, and on real compressed-page traces they are
 //! most of the kernel layout's waste: the gap between an object and its class's size,
 //! the tail a chain of frames leaves when it does not divide by the class size, and
@@ -11,13 +11,13 @@
 //! zspage. Objects are not aligned: compressed data needs no alignment, and every
 //! byte of padding would be memory the pool holds for nothing.
 //!
-//! The descriptor keeps only the zspage's free space, as [`Extents`]: its holes
+//! The descriptor keeps only the zspage's free space, as [`FreeSpace`]: its holes
 //! (offset and length, 4 bytes each, in address order), where the unused tail
 //! starts, and counts. It keeps nothing per object. An object's size sits beside its
 //! handle slot (readers need it there), and its place is the slot's location, so a
 //! free knows both; the bytes an object list would take are 6 per object, a quarter
 //! of the layout's overhead. Compaction, migration and the checker, which do need a
-//! zspage's objects, find them in one pass over the handle table (`locate.rs`).
+//! zspage's objects, find them in one pass over the handle table (`handle/locate.rs`).
 //!
 //! A freed object becomes a hole, merged with its neighbours; a hole at the end gives
 //! its bytes back to the unused tail. malloc fills the tail or, when the tail is too
@@ -27,7 +27,7 @@
 //! what compaction takes back: it moves the objects of zspages with free space into
 //! others and releases the emptied ones.
 //!
-//! Invariants (checked by [`Extents::check`] against the objects the handle table
+//! Invariants (checked by [`FreeSpace::check`] against the objects the handle table
 //! locates in the zspage, run by `Pool::check`):
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
@@ -38,17 +38,17 @@
 /// Width of a placement bucket, in bytes of a zspage's longest free run.
 pub const BUCKET_BYTES: usize = 64;
 /// The bucket of zspages with a free run of 4096 bytes or more (any object fits).
-pub const TOP_BUCKET: usize = crate::os::PAGE_SIZE / BUCKET_BYTES;
+pub const TOP_BUCKET: usize = crate::frames::os::PAGE_SIZE / BUCKET_BYTES;
 /// The list of zspages compaction is emptying: malloc places nothing there.
 pub const DRAIN: usize = TOP_BUCKET + 1;
 /// Lists a dense lane keeps: the buckets and the drain list.
 pub const NR_LISTS: usize = DRAIN + 1;
 
-/// The placement bucket of a zspage whose longest free run is `extent` bytes: every
+/// The placement bucket of a zspage whose longest free run is `run` bytes: every
 /// zspage in bucket `b` has a run of at least `b * BUCKET_BYTES` bytes.
 #[inline]
-pub fn bucket(extent: usize) -> usize {
-    (extent / BUCKET_BYTES).min(TOP_BUCKET)
+pub fn bucket(run: usize) -> usize {
+    (run / BUCKET_BYTES).min(TOP_BUCKET)
 }
 
 /// The first bucket whose every zspage fits `len` bytes.
@@ -113,16 +113,20 @@ impl Arrivals {
     }
 }
 
+/// Bytes a zspage costs beyond its frames: its descriptor (`layout/zspage.rs` checks that
+/// this is its size).
+pub const DESCRIPTOR_BYTES: usize = 128;
+
 /// The zspage length, at most `chain` frames, that wastes the least share of its
 /// bytes if filled with objects of `len` bytes: the tail they leave plus the
 /// descriptor a zspage costs. Ties go to the longer zspage. The kernel's rule for a
-/// class (`chain_length` in `class.rs`) weighs the tail alone: here a shorter
+/// class (`chain_length` in `layout/classes.rs`) weighs the tail alone: here a shorter
 /// zspage also costs a descriptor more per byte.
 pub fn zspage_frames(len: usize, chain: usize) -> usize {
-    debug_assert!(len > 0 && len <= crate::os::PAGE_SIZE);
-    let descriptor = std::mem::size_of::<crate::zspage::ZsPage>();
+    debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
+    let descriptor = DESCRIPTOR_BYTES;
     // Waste and bytes of a zspage of `k` frames.
-    let cost = |k: usize| ((k * crate::os::PAGE_SIZE) % len + descriptor, k * crate::os::PAGE_SIZE);
+    let cost = |k: usize| ((k * crate::frames::os::PAGE_SIZE) % len + descriptor, k * crate::frames::os::PAGE_SIZE);
     (1..=chain).rev().fold(chain, |best, k| {
         let ((w, b), (bw, bb)) = (cost(k), cost(best));
         // w / b < bw / bb, without division.
@@ -274,8 +278,17 @@ const NO_OFF: u16 = u16::MAX;
 /// as offset `NO_OFF`, length 0, so a group may run past the last hole. Holes are
 /// few (neighbours merge), so finding one that fits is a step or two, and a free
 /// touches only the holes around its object.
+///
+/// ```text
+/// used + sum(hole lengths) == end <= cap      largest_hole == max(hole lengths)
+/// holes <= room                               nobj == 0  =>  end == 0
+/// ```
+///
+/// [`check`](Self::check) checks these and the rest of the module comment's
+/// invariants against the objects found in the zspage; debug builds check these after
+/// every placement and removal (a sum over a zspage's few holes).
 #[derive(Debug)]
-pub struct Extents {
+pub struct FreeSpace {
     buf: Box<[u16]>,
     /// Objects in the zspage.
     nobj: u16,
@@ -290,11 +303,11 @@ pub struct Extents {
     used: u32,
 }
 
-impl Extents {
+impl FreeSpace {
     /// An empty zspage of `frames` frames.
-    pub fn new(frames: usize) -> Extents {
+    pub fn new(frames: usize) -> FreeSpace {
         debug_assert!((1..=16).contains(&frames));
-        Extents { buf: Box::new([]), nobj: 0, nhole: 0, largest_hole: 0, frames: frames as u8, end: 0, used: 0 }
+        FreeSpace { buf: Box::new([]), nobj: 0, nhole: 0, largest_hole: 0, frames: frames as u8, end: 0, used: 0 }
     }
 
     /// Whether no object is left.
@@ -317,7 +330,7 @@ impl Extents {
     /// Bytes of the chain.
     #[inline]
     pub fn cap(&self) -> usize {
-        self.frames as usize * crate::os::PAGE_SIZE
+        self.frames as usize * crate::frames::os::PAGE_SIZE
     }
 
     /// Bytes taken by objects.
@@ -328,7 +341,7 @@ impl Extents {
 
     /// The longest run of free bytes: the largest hole or the tail.
     #[inline]
-    pub fn extent(&self) -> usize {
+    pub fn longest_run(&self) -> usize {
         (self.largest_hole as usize).max(self.cap() - self.end as usize)
     }
 
@@ -480,7 +493,7 @@ impl Extents {
     /// first hole that fits. Returns its offset, or None if nothing fits.
     #[inline]
     pub fn place(&mut self, len: usize) -> Option<usize> {
-        debug_assert!(len > 0 && len <= crate::os::PAGE_SIZE);
+        debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
         let end = self.end as usize;
         let off = if self.cap() - end >= len {
             self.end += len as u32;
@@ -503,6 +516,7 @@ impl Extents {
         };
         self.used += len as u32;
         self.nobj += 1;
+        self.debug_check();
         Some(off)
     }
 
@@ -522,6 +536,7 @@ impl Extents {
             if let Some((o, l)) = before {
                 self.tail_takes_hole(j - 1, o, l);
             }
+            self.debug_check();
             return;
         }
         let after = (j < self.holes()).then(|| self.hole(j)).filter(|&(o, _)| o == off + len);
@@ -538,6 +553,21 @@ impl Extents {
         }
         // Any hole merged here was shorter than the run it joined.
         self.largest_hole = self.largest_hole.max((stop - start) as u16);
+        self.debug_check();
+    }
+
+    /// The equations of [`FreeSpace`], in debug builds.
+    #[inline]
+    fn debug_check(&self) {
+        #[cfg(debug_assertions)]
+        {
+            let holes = (0..self.holes()).map(|j| self.hole(j).1);
+            let (sum, largest) = holes.fold((0, 0), |(s, m), l| (s + l, m.max(l)));
+            debug_assert_eq!(self.used() + sum, self.end as usize, "objects and holes do not cover 0..end");
+            debug_assert!(self.end as usize <= self.cap() && self.holes() <= self.room());
+            debug_assert_eq!(largest, self.largest_hole as usize, "the largest hole is off");
+            debug_assert!(self.nobj != 0 || self.end == 0, "an empty zspage keeps bytes in use");
+        }
     }
 
     /// Hole `j`, at `off` and `len` bytes long, is the last one and now ends where the
@@ -586,7 +616,7 @@ impl Extents {
                 j += 1;
             } else {
                 let (off, len) = objects[i];
-                if off != at || len == 0 || len > crate::os::PAGE_SIZE {
+                if off != at || len == 0 || len > crate::frames::os::PAGE_SIZE {
                     return Err(format!("object {i} at {off}+{len} where {at} was expected"));
                 }
                 used += len;
@@ -626,18 +656,18 @@ mod tests {
 
     #[test]
     fn fills_tail_then_holes() {
-        let mut x = Extents::new(1);
+        let mut x = FreeSpace::new(1);
         assert_eq!(x.place(1000), Some(0));
         assert_eq!(x.place(2000), Some(1000));
         assert_eq!(x.place(1000), Some(3000));
-        assert_eq!(x.extent(), 96);
+        assert_eq!(x.longest_run(), 96);
         assert_eq!(x.place(100), None, "neither the tail nor a hole fits");
         x.remove(1000, 2000);
-        assert_eq!((x.extent(), x.holes()), (2000, 1));
+        assert_eq!((x.longest_run(), x.holes()), (2000, 1));
         assert_eq!(x.place(90), Some(4000), "the tail first");
         assert_eq!(x.place(7), Some(1000), "then the first hole that fits");
         assert_eq!((x.len(), x.holes()), (4, 1), "the rest of the hole stays a hole");
-        assert_eq!(x.extent(), 1993);
+        assert_eq!(x.longest_run(), 1993);
         x.check(&mut [(0, 1000), (1000, 7), (3000, 1000), (4000, 90)]).unwrap();
         assert!(x.check(&mut [(0, 1000), (3000, 1000), (4000, 90)]).is_err(), "an object is missing");
         assert!(x.check(&mut [(0, 1000), (1000, 8), (3000, 1000), (4000, 90)]).is_err(), "an object overlaps a hole");
@@ -649,9 +679,20 @@ mod tests {
         );
     }
 
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "objects and holes do not cover 0..end")]
+    fn debug_builds_catch_bytes_lost_between_objects_and_holes() {
+        let mut x = FreeSpace::new(1);
+        x.place(100).unwrap();
+        x.place(100).unwrap();
+        x.used -= 1;
+        x.remove(100, 100);
+    }
+
     #[test]
     fn holes_merge_and_join_the_tail() {
-        let mut x = Extents::new(1);
+        let mut x = FreeSpace::new(1);
         for k in 0..5 {
             assert_eq!(x.place(32), Some(32 * k));
         }
@@ -660,11 +701,11 @@ mod tests {
         assert_eq!(x.holes(), 2);
         x.remove(64, 32);
         assert_eq!((x.len(), x.holes()), (2, 1), "three neighbouring frees make one hole");
-        assert_eq!(x.extent(), 4096 - 160);
+        assert_eq!(x.longest_run(), 4096 - 160);
         x.check(&mut [(0, 32), (128, 32)]).unwrap();
         x.remove(128, 32);
         assert_eq!((x.len(), x.holes()), (1, 0), "the hole before the last object joins the tail with it");
-        assert_eq!((x.used(), x.extent()), (32, 4096 - 32));
+        assert_eq!((x.used(), x.longest_run()), (32, 4096 - 32));
         x.remove(0, 32);
         assert!(x.is_empty());
         x.check(&mut []).unwrap();
@@ -672,7 +713,7 @@ mod tests {
 
     #[test]
     fn free_bytes_in_a_range() {
-        let mut x = Extents::new(2);
+        let mut x = FreeSpace::new(2);
         for _ in 0..4 {
             x.place(1600).unwrap();
         }
@@ -685,7 +726,7 @@ mod tests {
 
     #[test]
     fn entries_grow_and_shrink() {
-        let mut x = Extents::new(16);
+        let mut x = FreeSpace::new(16);
         for _ in 0..2000 {
             x.place(10).unwrap();
         }
@@ -757,12 +798,12 @@ mod tests {
     /// or nothing is live, and otherwise removes the live object `pick` chooses.
     fn replay(frames: usize, ops: &[(bool, usize, prop::sample::Index)]) -> Result<(), TestCaseError> {
         let cap = frames * 4096;
-        let mut x = Extents::new(frames);
+        let mut x = FreeSpace::new(frames);
         let mut taken = vec![false; cap];
         let mut live: Vec<(usize, usize)> = Vec::new();
         for &(alloc, size, pick) in ops {
             if alloc || live.is_empty() {
-                let fits = x.extent() >= size;
+                let fits = x.longest_run() >= size;
                 match x.place(size) {
                     Some(off) => {
                         prop_assert!(off + size <= cap);
@@ -770,7 +811,7 @@ mod tests {
                         taken[off..off + size].fill(true);
                         live.push((off, size));
                     }
-                    None => prop_assert!(!fits, "refused although the extent fits"),
+                    None => prop_assert!(!fits, "refused although the longest run fits"),
                 }
             } else {
                 let (off, len) = live.swap_remove(pick.index(live.len()));

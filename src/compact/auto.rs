@@ -5,7 +5,7 @@
 //! userspace pool has no shrinker, so it looks on a timer instead. Its effect on the
 //! pool's users is bounded twice, in the spirit of Redis's active defragmentation and
 //! Mesh, which bound their pauses and their work rate:
-//! - pause: compaction drops its class lock after every source zspage (`compact.rs`),
+//! - pause: compaction drops its class lock after every source zspage (`compact/mod.rs`),
 //!   so malloc and free of a class wait at most one zspage's worth of copies, and
 //!   readers never wait except on the one object being copied;
 //! - rate: at most `max_pages_per_sec` frames are freed per second (0: no bound), the
@@ -17,53 +17,11 @@ use parking_lot::{Condvar, Mutex};
 use std::sync::Arc;
 #[cfg(not(loom))]
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crate::compact::freeable;
-use crate::error::{Error, Result};
+use crate::pool::config::AutoCompact;
 use crate::pool::PoolCore;
 #[cfg(not(loom))]
 use crate::sync::hg;
-
-/// Settings of the automatic compactor.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct AutoCompact {
-    /// Compact a class once compaction could free this many frames in it; 0 = off.
-    pub threshold_pages: usize,
-    /// How often to look, in milliseconds; 0 = 100.
-    pub interval_ms: u32,
-    /// Most frames freed per second; 0 = no bound.
-    pub max_pages_per_sec: usize,
-}
-
-/// The wake-up period when the configuration says 0.
-pub const DEFAULT_INTERVAL_MS: u32 = 100;
-
-impl AutoCompact {
-    /// Whether the compactor runs.
-    pub fn is_on(&self) -> bool {
-        self.threshold_pages != 0
-    }
-
-    pub(crate) fn validate(&self) -> Result<()> {
-        if self.interval_ms > 3_600_000 {
-            return Err(Error::Invalid("auto-compaction interval above one hour"));
-        }
-        Ok(())
-    }
-
-    fn interval(&self) -> Duration {
-        Duration::from_millis(if self.interval_ms == 0 { DEFAULT_INTERVAL_MS } else { self.interval_ms } as u64)
-    }
-
-    /// Frames that one wake-up may free.
-    pub(crate) fn budget_per_wakeup(&self) -> usize {
-        if self.max_pages_per_sec == 0 {
-            return usize::MAX;
-        }
-        (self.max_pages_per_sec as u128 * self.interval().as_millis() / 1000).max(1) as usize
-    }
-}
 
 #[cfg(not(loom))]
 struct Shared {
@@ -112,14 +70,14 @@ impl AutoCompactor {
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) fn run_once(core: &PoolCore, cfg: &AutoCompact) -> usize {
     // One compaction per pool at a time: an explicit zs_compact running wins.
-    let Some(_running) = core.compaction.try_lock() else { return 0 };
+    let Some(_running) = core.compaction().try_lock() else { return 0 };
     let mut budget = cfg.budget_per_wakeup();
     let mut freed = 0;
-    for ci in 0..core.classes.len() {
+    for ci in 0..core.classes().len() {
         if budget == 0 {
             break;
         }
-        if freeable(core, ci) >= cfg.threshold_pages {
+        if core.freeable(ci) >= cfg.threshold_pages {
             let n = core.compact_class(ci, budget).pages_freed;
             freed += n;
             budget = budget.saturating_sub(n);
@@ -147,17 +105,8 @@ impl Drop for AutoCompactor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::{AllocFlags, Config, Pool};
-
-    #[test]
-    fn budget_per_wakeup() {
-        let c = AutoCompact { threshold_pages: 1, interval_ms: 0, max_pages_per_sec: 0 };
-        assert_eq!(c.budget_per_wakeup(), usize::MAX);
-        let c = AutoCompact { threshold_pages: 1, interval_ms: 250, max_pages_per_sec: 100 };
-        assert_eq!(c.budget_per_wakeup(), 25);
-        let c = AutoCompact { threshold_pages: 1, interval_ms: 1, max_pages_per_sec: 10 };
-        assert_eq!(c.budget_per_wakeup(), 1, "at least one frame per wake-up");
-    }
+    use crate::facade::Pool;
+    use crate::pool::config::{AllocFlags, Config};
 
     #[test]
     fn one_wakeup_stays_within_its_budget_and_threshold() {
@@ -166,7 +115,7 @@ mod tests {
         for h in hs.iter().step_by(2) {
             p.free(*h).unwrap();
         }
-        let freeable: usize = (0..p.classes.len()).map(|ci| freeable(&p, ci)).sum();
+        let freeable: usize = (0..p.classes().len()).map(|ci| p.freeable(ci)).sum();
         assert!(freeable > 10);
         // A threshold above what any class could free: nothing happens.
         let high = AutoCompact { threshold_pages: freeable + 1, interval_ms: 1, max_pages_per_sec: 0 };
@@ -174,7 +123,7 @@ mod tests {
         // A budget of 4 frames per wake-up: at least that, and at most one zspage more.
         let slow = AutoCompact { threshold_pages: 1, interval_ms: 100, max_pages_per_sec: 40 };
         let n = run_once(&p, &slow);
-        assert!((4..4 + crate::class::MAX_CHAIN).contains(&n), "freed {n}");
+        assert!((4..4 + crate::layout::classes::MAX_CHAIN).contains(&n), "freed {n}");
         p.check().unwrap();
     }
 }

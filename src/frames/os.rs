@@ -41,8 +41,9 @@ pub struct Region {
 // SAFETY: a Region is a plain address range; all access to its bytes goes through raw
 // pointers whose synchronisation is the responsibility of the layer that owns them.
 unsafe impl Send for Region {}
-// SAFETY: as above for the bytes; the Region's own state is `base` and `len`, which
-// never change, and `mapped`, an atomic that only its owner changes, under its lock.
+// SAFETY: the bytes are reached through raw pointers whose synchronisation is the
+// owning layer's; the Region's own state is `base` and `len`, which never change, and
+// `mapped`, an atomic that only its owner changes, under its lock.
 unsafe impl Sync for Region {}
 
 fn errno() -> i32 {

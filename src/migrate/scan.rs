@@ -14,7 +14,8 @@
 //! end, so a shrink that gives the table's tail back waits for it (and a walk that
 //! starts after the shrink reads the lowered top).
 
-use crate::memmap::FrameType;
+use crate::frames::side::FrameType;
+use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
 use crate::sync::epoch;
 
@@ -66,8 +67,8 @@ impl PoolCore {
     /// guard, so it must not call anything that takes it (a census, a shrink).
     pub(crate) fn scan_frames(&self, mut f: impl FnMut(u32, FrameKind)) {
         // The side table's extent stays mapped for the walk (a shrink waits for it).
-        let _extent = self.frames.walk_guard();
-        let top = self.frames.top() as u32;
+        let _extent = self.frames().walk_guard();
+        let top = self.frames().top() as u32;
         let mut guard = epoch::pin();
         for pfn in 0..top {
             if pfn % REPIN_EVERY == 0 {
@@ -82,7 +83,7 @@ impl PoolCore {
         for _ in 0..RETRIES {
             // SAFETY: `pfn` is below the top read under the walk guard, which the
             // caller (`scan_frames`) still holds, so its word stays mapped.
-            let w = unsafe { self.frames.side.get(pfn) };
+            let w = unsafe { self.frames().side().get(pfn) };
             let ty = w.frame_type();
             if ty == FrameType::Free {
                 return FrameKind::Free;
@@ -95,14 +96,15 @@ impl PoolCore {
             // one stays allocated while the guard lives. Its `class` never changes and
             // `frames` are atomics, so reading them races with nothing.
             let (class, listed) = unsafe {
-                let zs = &*w.zspage();
+                let zs = &*ZsPage::of(w);
                 (zs.class as usize, w.index() < zs.nframes as usize && zs.frame(w.index()) == pfn)
             };
             // Consistent: the descriptor lists this pfn at the word's index, and the word
             // did not change meanwhile.
-            // SAFETY: as above.
-            if listed && unsafe { self.frames.side.get(pfn) } == w {
-                let class_index = self.classes[class].spec.index;
+            // SAFETY: the same word as the first read: below the top read under the
+            // walk guard, which the caller still holds.
+            if listed && unsafe { self.frames().side().get(pfn) } == w {
+                let class_index = self.classes()[class].spec.index;
                 return match ty {
                     FrameType::Huge => FrameKind::Huge { class_index },
                     _ => FrameKind::Zspage { class_index, index: w.index() },
@@ -115,11 +117,11 @@ impl PoolCore {
     /// Counts frames by type and class.
     pub fn census(&self) -> Census {
         let mut c = Census {
-            capacity: self.frames.capacity(),
-            committed: self.frames.committed(),
-            arena_mapped_bytes: self.frames.mapped_bytes(),
-            side_table_mapped_bytes: self.frames.side.mapped_bytes(),
-            by_class: vec![0; self.table.nr_full_classes()],
+            capacity: self.frames().capacity(),
+            committed: self.frames().committed(),
+            arena_mapped_bytes: self.frames().mapped_bytes(),
+            side_table_mapped_bytes: self.frames().side().mapped_bytes(),
+            by_class: vec![0; self.class_table().nr_full_classes()],
             ..Census::default()
         };
         self.scan_frames(|_, kind| match kind {

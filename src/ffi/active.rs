@@ -1,0 +1,189 @@
+//! What the C ABI keeps between calls: the registry of live pools ([`LIVE`]), and each
+//! thread's record of the mappings and reads it has begun and not ended.
+//!
+//! Mappings and reads in progress are recorded per thread, so that `zs_unmap_object`
+//! and `zs_obj_read_end` find the matching begin, and refuse when there is none. The
+//! record names a pool by its serial, never by its address: a pool created after
+//! another's destruction may get the same address, and must not match the old pool's
+//! entries.
+//!
+//! Pools are registered by serial in [`LIVE`] from creation to destruction. A thread
+//! that exits with mappings or reads open has them ended under that registry's lock
+//! (each counted as a misuse in its pool), and `zs_destroy_pool` takes the pool out of
+//! the registry under the same lock before freeing it: a thread's exit never touches
+//! a destroyed pool, and the entries of a destroyed pool, on any thread, are dropped
+//! without being followed.
+
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::c_ulong;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::types::zs_pool;
+use crate::error::Error;
+use crate::facade::Pool;
+use crate::handle::slot::Slot;
+use crate::pool::access::MapState;
+
+/// The pools alive through the C ABI, registered from creation to destruction.
+///
+/// A thread that exits with mappings or reads open ends them under this lock, and
+/// `zs_destroy_pool` takes its pool out under it before freeing it: a pool found here
+/// stays alive while the lock is held, and one not found is gone, whatever its address
+/// holds now.
+pub(super) struct LivePools {
+    by_serial: BTreeMap<u64, *mut zs_pool>,
+    by_addr: BTreeMap<usize, u64>,
+}
+
+// SAFETY: the pointers are followed only while the lock around the registry is held
+// and the pool is registered (see `end_at_thread_exit`), never through a copy taken
+// out of it.
+unsafe impl Send for LivePools {}
+
+impl LivePools {
+    pub(super) fn insert(&mut self, serial: u64, pool: *mut zs_pool) {
+        self.by_serial.insert(serial, pool);
+        self.by_addr.insert(pool as usize, serial);
+    }
+
+    /// Unregisters the pool at `pool`, if one is registered: returns its serial.
+    pub(super) fn remove(&mut self, pool: *mut zs_pool) -> Option<u64> {
+        let serial = self.by_addr.remove(&(pool as usize))?;
+        self.by_serial.remove(&serial);
+        // Relaxed: read only as a hint to look at the registry (under this lock).
+        DESTROYED.fetch_add(1, Ordering::Relaxed);
+        Some(serial)
+    }
+}
+
+pub(super) static LIVE: Mutex<LivePools> =
+    Mutex::new(LivePools { by_serial: BTreeMap::new(), by_addr: BTreeMap::new() });
+
+/// Pools destroyed so far: a thread looks for stale entries when this has moved.
+static DESTROYED: AtomicU64 = AtomicU64::new(0);
+
+/// What a thread has begun and not yet ended. `pool` is the pool's serial.
+pub(super) enum Active {
+    Map { pool: u64, handle: c_ulong, state: MapState },
+    Read { pool: u64, handle: c_ulong, len: usize, ptr: *const u8, slot: NonNull<Slot> },
+}
+
+impl Active {
+    fn pool(&self) -> u64 {
+        match self {
+            Active::Map { pool, .. } | Active::Read { pool, .. } => *pool,
+        }
+    }
+}
+
+/// A thread's open mappings and reads.
+struct ThreadActive {
+    open: Vec<Active>,
+    /// `DESTROYED` when `open` was last cleared of destroyed pools' entries.
+    destroys_seen: u64,
+}
+
+impl ThreadActive {
+    /// Drops the entries of pools destroyed since the last look. Their pins went with
+    /// their pools; only the records (and a copied mapping's buffer) are left.
+    #[cold]
+    #[inline(never)]
+    fn forget_destroyed(&mut self) {
+        // Relaxed: a stale value only delays the clean-up to a later call; the
+        // registry itself is read under its lock.
+        let destroyed = DESTROYED.load(Ordering::Relaxed);
+        if destroyed != self.destroys_seen {
+            self.destroys_seen = destroyed;
+            let live = LIVE.lock();
+            self.open.retain(|a| live.by_serial.contains_key(&a.pool()));
+        }
+    }
+}
+
+impl Drop for ThreadActive {
+    fn drop(&mut self) {
+        if !self.open.is_empty() {
+            end_at_thread_exit(std::mem::take(&mut self.open));
+        }
+    }
+}
+
+/// Ends what an exiting thread left open, most recent first: a mapping is stored back
+/// (unless read-only) and unpinned, a read unpinned, each counted as a misuse in its
+/// pool (and, under `ZSMALLOC_ABORT_ON_MISUSE=1`, reported and aborted on). Entries
+/// of destroyed pools are dropped.
+#[cold]
+fn end_at_thread_exit(open: Vec<Active>) {
+    let live = LIVE.lock();
+    for a in open.into_iter().rev() {
+        let Some(&pool) = live.by_serial.get(&a.pool()) else { continue };
+        // SAFETY: registered, so alive, and it stays so while we hold the lock, which
+        // zs_destroy_pool takes to unregister it before freeing it.
+        let p = unsafe { &(*pool).pool };
+        match a {
+            Active::Map { handle, state, .. } => {
+                end_map_cold(p, state);
+                p.misuse("zs_map_object", handle as u64, Error::Invalid("mapping still open when its thread exited"));
+            }
+            Active::Read { handle, slot, .. } => {
+                // SAFETY: the entry was recorded by zs_obj_read_begin on this thread
+                // for this pool (its serial, looked up above) with the slot of the pin
+                // it took; taking the thread's list ended every other use of it.
+                unsafe { p.unpin_slot(slot) };
+                p.misuse("zs_obj_read_begin", handle as u64, Error::Invalid("read still open when its thread exited"));
+            }
+        }
+    }
+}
+
+/// Ends a mapping off the hot path (at thread exit), so that `zs_unmap_object` stays
+/// the one hot caller of `map_end`.
+#[cold]
+#[inline(never)]
+fn end_map_cold(p: &Pool, state: MapState) {
+    p.map_end(state)
+}
+
+thread_local! {
+    static ACTIVE: RefCell<ThreadActive> = const { RefCell::new(ThreadActive { open: Vec::new(), destroys_seen: 0 }) };
+}
+
+/// Records a mapping or read begun on this thread; false, and the entry dropped, when
+/// the thread's record is gone (a call made from a thread-local destructor that runs
+/// after ours): the caller then undoes the begin. The entry is moved into the closure
+/// and from there into the list, and nowhere else: each move of it costs the
+/// map+unmap pair a copy.
+#[inline(always)]
+pub(super) fn push_active(a: Active) -> bool {
+    ACTIVE.try_with(move |t| t.borrow_mut().open.push(a)).is_ok()
+}
+
+/// Drops this thread's entries of destroyed pools. Called where a thread ends
+/// something that matches none of its entries (a misuse, off the hot path): only a
+/// program that destroys pools while other threads hold mappings in them leaves
+/// stale entries, and they go at the latest when their thread exits.
+#[cold]
+pub(super) fn forget_destroyed_here() {
+    let _ = ACTIVE.try_with(|t| t.borrow_mut().forget_destroyed());
+}
+
+/// Removes this thread's most recent entry that `matches`.
+#[inline(always)]
+pub(super) fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
+    ACTIVE
+        .try_with(|t| {
+            let mut t = t.borrow_mut();
+            let i = t.open.iter().rposition(matches)?;
+            Some(t.open.remove(i))
+        })
+        .unwrap_or_default()
+}
+
+/// Drops this thread's entries of the pool with serial `serial`, which is being
+/// destroyed: their pins go with the pool.
+pub(super) fn forget_pool_here(serial: u64) {
+    let _ = ACTIVE.try_with(|t| t.borrow_mut().open.retain(|a| a.pool() != serial));
+}

@@ -1,0 +1,267 @@
+//! The handle table: the slots handles name, and beside them, where the layout wants
+//! it, each object's size.
+//!
+//! The table is a reserved range of slots committed as it grows. Slots are taken in
+//! batches by a class (under a small growth lock that nothing nests in) and then live
+//! in that class's free-slot list, linked through the slots themselves, so malloc and
+//! free touch only their class's lock.
+
+use crate::frames::os::PAGE_SIZE;
+use crate::handle::slot::Slot;
+use crate::sync::{hg, AtomicU16, AtomicUsize, Mutex, Ordering};
+
+/// Slots taken from the table at once by a class whose free list is empty.
+pub const SLOT_BATCH: usize = 64;
+const SLOTS_PER_PAGE: usize = PAGE_SIZE / 8;
+const SIZES_PER_PAGE: usize = PAGE_SIZE / 2;
+
+/// The handle table: `used <= capacity`, `used` is a whole number of batches, and
+/// every slot below `used` is committed (its size too, where sizes are kept).
+///
+/// A table may keep, beside each slot, its object's size (16 bits, in a second
+/// region grown with the first): the dense layout's readers learn an object's length
+/// there, as the kernel layout's learn it from the class.
+pub struct HandleTable {
+    region: Cells<Slot>,
+    sizes: Option<Cells<AtomicU16>>,
+    capacity: usize,
+    /// Slots below this index have been handed to a class (growth lock).
+    grow: Mutex<usize>,
+    /// Mirror of the high-water mark for lock-free bounds checks.
+    used: AtomicUsize,
+}
+
+impl HandleTable {
+    /// Reserves a table of `capacity` slots (at most 2^32 - 1), with sizes beside
+    /// them if `with_sizes`.
+    pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
+        let capacity = capacity.clamp(SLOT_BATCH, if cfg!(loom) { LOOM_SLOTS } else { u32::MAX as usize - 1 });
+        let region = Cells::reserve(capacity)?;
+        // Slot words are only ever accessed atomically.
+        hg::untracked(region.first(), capacity * std::mem::size_of::<Slot>());
+        Ok(HandleTable {
+            region,
+            sizes: if with_sizes { Some(Cells::reserve(capacity)?) } else { None },
+            capacity,
+            grow: Mutex::new(0),
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// The slot at `index`, if it was ever handed out.
+    #[inline]
+    pub fn get(&self, index: u32) -> Option<&Slot> {
+        // Acquire: pairs with the Release in `take_batch`, so a slot below the mark
+        // is committed.
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        if (index as usize) < used {
+            // SAFETY: below the high-water mark, so committed, zero-initialised and
+            // aligned; slots are only accessed atomically.
+            Some(unsafe { self.slot_unchecked(index) })
+        } else {
+            None
+        }
+    }
+
+    /// # Safety
+    /// `index` must be below the high-water mark.
+    #[inline]
+    pub unsafe fn slot_unchecked(&self, index: u32) -> &Slot {
+        // SAFETY: the caller guarantees the slot is committed.
+        unsafe { self.region.get(index as usize) }
+    }
+
+    /// Hands out `SLOT_BATCH` never-used slots: returns the first index.
+    pub fn take_batch(&self) -> Result<u32, i32> {
+        let mut top = self.grow.lock();
+        if *top + SLOT_BATCH > self.capacity {
+            return Err(libc::ENOMEM);
+        }
+        self.region.commit(*top, *top + SLOT_BATCH)?;
+        if let Some(sizes) = &self.sizes {
+            sizes.commit(*top, *top + SLOT_BATCH)?;
+        }
+        let first = *top as u32;
+        *top += SLOT_BATCH;
+        debug_assert!(*top <= self.capacity && *top % SLOT_BATCH == 0);
+        // Release: the commit above happens-before any `get` that sees the new mark.
+        hg::happens_before(&self.used);
+        self.used.store(*top, Ordering::Release);
+        Ok(first)
+    }
+
+    /// See `PoolCore::untrack_counters`: the high-water mark is read without the
+    /// growth lock (its edge is declared where it is written and read).
+    pub(crate) fn untrack_counters(&self) {
+        hg::untracked((&self.used as *const AtomicUsize).cast(), std::mem::size_of::<AtomicUsize>());
+    }
+
+    /// Slots handed out so far (every index below is a valid `get`).
+    pub fn used(&self) -> usize {
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        used
+    }
+
+    /// Bytes of metadata the table holds (its committed slots and sizes).
+    pub fn bytes(&self) -> usize {
+        let sizes = if self.sizes.is_some() { self.used().div_ceil(SIZES_PER_PAGE) * PAGE_SIZE } else { 0 };
+        self.used().div_ceil(SLOTS_PER_PAGE) * PAGE_SIZE + sizes
+    }
+
+    /// The size recorded beside slot `index`, or None if the table records no sizes.
+    ///
+    /// # Safety
+    /// `index` is below the high-water mark.
+    #[inline]
+    pub unsafe fn size(&self, index: u32) -> Option<usize> {
+        let sizes = self.sizes.as_ref()?;
+        // SAFETY: the caller passes an index below the high-water mark, whose size is
+        // committed with its slot (`take_batch`).
+        let cell = unsafe { sizes.get(index as usize) };
+        // Relaxed: written before the slot's LIVE word is published (Release) and
+        // read after it is pinned (Acquire), or under the lock that wrote it.
+        Some(cell.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Records the size of the object slot `index` is about to hold (1..=4096),
+    /// before the slot is published; nothing if the table records no sizes.
+    ///
+    /// # Safety
+    /// `index` is below the high-water mark.
+    #[inline]
+    pub unsafe fn set_size(&self, index: u32, size: usize) {
+        if let Some(sizes) = &self.sizes {
+            // SAFETY: `Cells::get` asks that entry `index` be committed: it is below
+            // the high-water mark (the precondition), and a size is committed with its
+            // slot (`take_batch`).
+            let cell = unsafe { sizes.get(index as usize) };
+            // Relaxed: see `size`.
+            cell.store(size as u16, Ordering::Relaxed)
+        }
+    }
+}
+
+/// Slots a table holds under loom: a model uses a few objects.
+const LOOM_SLOTS: usize = SLOT_BATCH;
+
+/// An entry of a table array that reads as its zero value in a fresh page.
+///
+/// # Safety
+/// Every bit pattern of all zeros is a valid `Self`, equal to `zero()`.
+unsafe trait Zeroed {
+    /// The value (made explicitly where entries are not raw memory: under loom).
+    #[cfg(loom)]
+    fn zero() -> Self;
+}
+
+// SAFETY: a transparent AtomicU64 (outside loom), valid for any bits.
+unsafe impl Zeroed for Slot {
+    #[cfg(loom)]
+    fn zero() -> Slot {
+        Slot(crate::sync::AtomicU64::new(0))
+    }
+}
+
+// SAFETY: an AtomicU16 is valid for any bits.
+unsafe impl Zeroed for AtomicU16 {
+    #[cfg(loom)]
+    fn zero() -> AtomicU16 {
+        AtomicU16::new(0)
+    }
+}
+
+/// An array of table entries: a reserved region whose pages are committed as the
+/// table grows (their zeros are the entries' initial value); under loom, an array of
+/// entries made up front (loom's atomics cannot live in raw memory).
+struct Cells<T> {
+    #[cfg(not(loom))]
+    region: crate::frames::os::Region,
+    #[cfg(loom)]
+    cells: Box<[T]>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Zeroed> Cells<T> {
+    fn reserve(n: usize) -> Result<Cells<T>, i32> {
+        Ok(Cells {
+            #[cfg(not(loom))]
+            region: crate::frames::os::Region::reserve(n * std::mem::size_of::<T>())?,
+            #[cfg(loom)]
+            cells: (0..n).map(|_| T::zero()).collect(),
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// The first entry's address.
+    fn first(&self) -> *const u8 {
+        #[cfg(not(loom))]
+        return self.region.base();
+        #[cfg(loom)]
+        return self.cells.as_ptr().cast();
+    }
+
+    /// Makes entries `[from, to)` usable: commits the pages they reach into (which
+    /// those below `from` did not).
+    fn commit(&self, from: usize, to: usize) -> Result<(), i32> {
+        #[cfg(not(loom))]
+        {
+            let per_page = PAGE_SIZE / std::mem::size_of::<T>();
+            let (first_page, last_page) = (from.div_ceil(per_page), to.div_ceil(per_page));
+            if last_page > first_page {
+                self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
+            }
+        }
+        #[cfg(loom)]
+        assert!(to <= self.cells.len());
+        let _ = (from, to);
+        Ok(())
+    }
+
+    /// Entry `i`.
+    ///
+    /// # Safety
+    /// Entry `i` has been committed.
+    #[inline]
+    unsafe fn get(&self, i: usize) -> &T {
+        #[cfg(not(loom))]
+        // SAFETY: entry `i` is committed (the precondition), so mapped readable and
+        // writable; the region is page-aligned and entries are laid at their size,
+        // so aligned; it holds zeros or what was written since, and any bits are a
+        // valid T (`Zeroed`).
+        return unsafe { &*(self.region.base() as *const T).add(i) };
+        #[cfg(loom)]
+        return &self.cells[i];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_grows_in_batches() {
+        let t = HandleTable::new(1000, true).unwrap();
+        assert!(t.get(0).is_none());
+        assert_eq!(t.take_batch().unwrap(), 0);
+        assert_eq!(t.take_batch().unwrap(), SLOT_BATCH as u32);
+        assert!(t.get(2 * SLOT_BATCH as u32 - 1).is_some());
+        assert!(t.get(2 * SLOT_BATCH as u32).is_none());
+        // SAFETY: below the high-water mark.
+        unsafe {
+            t.set_size(5, 4096);
+            assert_eq!(t.size(5), Some(4096));
+            assert_eq!(t.size(6), Some(0));
+        }
+        assert_eq!(t.bytes(), 2 * PAGE_SIZE, "one page of slots, one of sizes");
+        let t = HandleTable::new(1000, false).unwrap();
+        t.take_batch().unwrap();
+        // SAFETY: below the high-water mark.
+        unsafe {
+            t.set_size(5, 4096);
+            assert_eq!(t.size(5), None, "a table without sizes records none");
+        }
+        assert_eq!(t.bytes(), PAGE_SIZE);
+    }
+}

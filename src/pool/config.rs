@@ -1,0 +1,87 @@
+//! A pool's configuration: what `Pool::with_config` and `zs_create_pool_with` take,
+//! checked when the pool is built (`PoolCore::build`, `AutoCompact::validate`), and
+//! the flags of an allocation.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::layout::classes::Layout;
+
+/// A pool's configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Most frames the pool may hold; 0 means no limit but the arena's.
+    pub max_pages: usize,
+    /// Most frames per zspage, 4..=16; 0 means the layout's default.
+    pub chain_size: usize,
+    /// The class table.
+    pub layout: Layout,
+    /// Automatic compaction (off by default).
+    pub auto_compact: AutoCompact,
+}
+
+/// Allocation flags.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AllocFlags(pub u32);
+
+impl AllocFlags {
+    /// Fail with `NoMemory` rather than take a new frame (`ZS_ALLOC_NOGROW`).
+    pub const NOGROW: AllocFlags = AllocFlags(1);
+    /// Every defined flag bit.
+    pub const ALL: u32 = 1;
+}
+
+/// Settings of the automatic compactor.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutoCompact {
+    /// Compact a class once compaction could free this many frames in it; 0 = off.
+    pub threshold_pages: usize,
+    /// How often to look, in milliseconds; 0 = 100.
+    pub interval_ms: u32,
+    /// Most frames freed per second; 0 = no bound.
+    pub max_pages_per_sec: usize,
+}
+
+/// The wake-up period when the configuration says 0.
+pub const DEFAULT_INTERVAL_MS: u32 = 100;
+
+impl AutoCompact {
+    /// Whether the compactor runs.
+    pub fn is_on(&self) -> bool {
+        self.threshold_pages != 0
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.interval_ms > 3_600_000 {
+            return Err(Error::Invalid("auto-compaction interval above one hour"));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn interval(&self) -> Duration {
+        Duration::from_millis(if self.interval_ms == 0 { DEFAULT_INTERVAL_MS } else { self.interval_ms } as u64)
+    }
+
+    /// Frames that one wake-up may free.
+    pub(crate) fn budget_per_wakeup(&self) -> usize {
+        if self.max_pages_per_sec == 0 {
+            return usize::MAX;
+        }
+        (self.max_pages_per_sec as u128 * self.interval().as_millis() / 1000).max(1) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_per_wakeup() {
+        let c = AutoCompact { threshold_pages: 1, interval_ms: 0, max_pages_per_sec: 0 };
+        assert_eq!(c.budget_per_wakeup(), usize::MAX);
+        let c = AutoCompact { threshold_pages: 1, interval_ms: 250, max_pages_per_sec: 100 };
+        assert_eq!(c.budget_per_wakeup(), 25);
+        let c = AutoCompact { threshold_pages: 1, interval_ms: 1, max_pages_per_sec: 10 };
+        assert_eq!(c.budget_per_wakeup(), 1, "at least one frame per wake-up");
+    }
+}

@@ -1,0 +1,625 @@
+//! The pool: classes with their fullness lists behind per-class locks; malloc and free.
+//!
+//! # Locks, in the order they may be taken
+//!
+//! 1. `compaction` (pool): one compaction, defragmentation, adjacency pass or
+//!    release of the arena at a time.
+//! 2. the side table's extent lock (`frames/mod.rs`): taken shared by side-table walkers
+//!    (the census), holding no other lock, and exclusively by a shrink, under the
+//!    compaction lock; nothing but the frame lock is taken under it.
+//! 3. a class's `state` lock: its fullness lists, its zspages' object lists (free
+//!    space, for the dense layout) and its free-slot list; and the words of the
+//!    slots whose objects are in its zspages, but for holds. malloc and free take
+//!    only the lock of their object's class; compaction and migration one class
+//!    lock at a time. The checker takes every class lock, in ascending class order.
+//! 4. the handle table's growth lock (taken under a class lock once per
+//!    [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles; nothing is taken under
+//!    it), and the frame lock (under a class lock when a zspage is born or dies or a
+//!    frame migrates; under the extent lock in a shrink; alone otherwise).
+//! 5. the frame source's retired lock, under the frame lock or alone (in the epoch
+//!    collector's deferred functions, which may run wherever a guard is pinned and
+//!    so must take no other lock).
+//!
+//! Reads, writes and maps take no lock: they hold the object in its handle slot
+//! (`handle/slot.rs`).
+//!
+//! # The life of a handle
+//!
+//! `malloc` pops a slot from its class's free-slot list (taking a fresh batch from the
+//! handle table when empty), takes the first free object of the fullest zspage that
+//! is not full (a new zspage when there is none), records the slot in the zspage's
+//! entry for the object, and publishes `LIVE(gen, location)` in the slot. In the
+//! dense layout the "class" is the thread's lane, and the object goes in the zspage
+//! of the lowest placement bucket that fits it (`layout/dense.rs`), at the tail or in a
+//! hole; its size goes beside its slot, where lock-free readers find it, and the
+//! zspage records nothing of it but the bytes it took. The handle is the pool's tag,
+//! the slot's generation and its index. `free` pins the object, takes the class
+//! lock, and turns the slot `FREE(gen + 1)` if no one else pins it; the object goes
+//! back to its zspage's free list (dense: its bytes, at the slot's location and of
+//! the slot's size, become a hole), and a zspage left empty gives its frames back to
+//! the frame source and its descriptor to the epoch collector.
+
+pub(crate) mod access;
+pub(crate) mod check;
+pub mod config;
+pub(crate) mod stats;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use crate::error::{report_misuse, Error, Result};
+use crate::frames::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::side::{FrameType, FrameWord};
+use crate::frames::{pfn_of, Discard, FrameSource};
+use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
+use crate::handle::{Handle, HandleTable, PoolId};
+use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
+use crate::layout::lists::Lists;
+use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
+use crate::pool::config::{AllocFlags, Config};
+use crate::sync::{epoch, hg, Mutex};
+
+/// Most frames a pool's arena can address: a slot's location has 37 bits.
+pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
+
+/// The state a class lock protects.
+pub(crate) struct ClassState {
+    /// The class's zspages, on their lists.
+    pub lists: Lists,
+    /// First free handle slot of this class, plus one (0: none).
+    pub free_slot: u64,
+}
+
+/// A class of the pool: in the kernel layout a size class, in the dense layout a lane
+/// (a share of the pool that threads allocate in, taking objects of every size). Its
+/// parameters, its lock, and statistics readable without the lock.
+///
+/// Under the class lock, over the zspages on its lists:
+///
+/// ```text
+/// zspages    == number of zspages            live       == their objects
+/// requested  == the sizes of their objects   body_bytes == their bodies' meta_bytes()
+/// ```
+///
+/// The checker (`pool/check.rs`) walks them all; debug builds check the first
+/// whenever a zspage is born or dies. The handle slots of the class's free-slot list
+/// are FREE, and every slot the table has handed out is either on a class's free-slot
+/// list or holds an object (checked by the checker).
+#[repr(align(128))]
+pub(crate) struct Class {
+    pub spec: ClassSpec,
+    pub state: Mutex<ClassState>,
+    /// Live objects. Written under the lock, read anywhere.
+    pub live: AtomicUsize,
+    /// Bytes requested by live objects. As `live`.
+    pub requested: AtomicUsize,
+    /// Zspages. As `live`.
+    pub zspages: AtomicUsize,
+    /// Bytes the zspages' bodies hold outside their descriptors (entries, holes). As
+    /// `live`.
+    pub body_bytes: AtomicUsize,
+}
+
+/// Adds `d` to a statistic that only the holder of a lock writes.
+#[inline]
+pub(crate) fn bump(a: &AtomicUsize, d: isize) {
+    // Relaxed load and store: one writer at a time (the lock), readers want a value.
+    a.store(a.load(Ordering::Relaxed).wrapping_add_signed(d), Ordering::Relaxed);
+}
+
+/// Cumulative counters.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub misuse: AtomicU64,
+    pub pages_compacted: AtomicU64,
+    pub objs_moved: AtomicU64,
+    pub compact_skipped: AtomicU64,
+    pub frames_migrated: AtomicU64,
+    pub read_copied_bytes: AtomicU64,
+}
+
+/// Everything a pool is; shared (behind [`Pool`](crate::Pool)) with its automatic compactor.
+pub struct PoolCore {
+    name: String,
+    /// The tag in its handles and its serial; the tag is given back when the pool goes.
+    id: PoolId,
+    table: ClassTable,
+    frames: FrameSource,
+    handles: HandleTable,
+    classes: Box<[Class]>,
+    counters: Counters,
+    compaction: Mutex<()>,
+    /// The layout (`layout/mod.rs` answers what differs between them).
+    layout: Layout,
+}
+
+/// A zspage taken off its lists under the class lock, to be released after it: its
+/// frames are already back in the frame source (what must still go back to the OS is
+/// in `discard`), its descriptor still to be handed to the epoch collector.
+pub(crate) struct Released {
+    zs: *mut ZsPage,
+    discard: Discard,
+}
+
+impl PoolCore {
+    /// The pool's structures for `config`.
+    pub(crate) fn build(name: &str, config: &Config) -> Result<PoolCore> {
+        if system_page_size() != PAGE_SIZE {
+            return Err(Error::Invalid("this library needs 4 KiB pages"));
+        }
+        let chain = match config.chain_size {
+            0 => config.layout.default_chain(),
+            c if (MIN_CHAIN..=MAX_CHAIN).contains(&c) => c,
+            _ => return Err(Error::Invalid("chain_size must be 0 or 4..16")),
+        };
+        config.auto_compact.validate()?;
+        if config.max_pages > MAX_POOL_FRAMES {
+            return Err(Error::Invalid("max_pages above the arena's limit (2^25 frames)"));
+        }
+        // Before any memory is taken: the identity is what most often runs out.
+        let id = PoolId::new().ok_or(Error::TooManyPools)?;
+        let table = ClassTable::new(config.layout, chain);
+        // Without a limit, reserve (not commit) as many frames as the machine has memory.
+        let nframes = if config.max_pages != 0 {
+            config.max_pages
+        } else {
+            (physical_memory() / PAGE_SIZE).clamp(1 << 16, MAX_POOL_FRAMES)
+        };
+        let limit = if config.max_pages != 0 { config.max_pages } else { nframes };
+        let layout = config.layout;
+        // Slots for an average object of the smallest size the layout expects: a
+        // reservation, committed as used.
+        let smallest = layout.smallest_object(&table.classes()[0]);
+        let frames = FrameSource::new(nframes, limit).map_err(Error::from_errno)?;
+        let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), layout.sizes_beside_slots())
+            .map_err(Error::from_errno)?;
+        let classes = table
+            .classes()
+            .iter()
+            .map(|&spec| Class {
+                spec,
+                state: Mutex::new(ClassState { lists: Lists::new(), free_slot: 0 }),
+                live: AtomicUsize::new(0),
+                requested: AtomicUsize::new(0),
+                zspages: AtomicUsize::new(0),
+                body_bytes: AtomicUsize::new(0),
+            })
+            .collect();
+        Ok(PoolCore {
+            name: name.to_owned(),
+            id,
+            table,
+            frames,
+            handles,
+            classes,
+            counters: Counters::default(),
+            compaction: Mutex::new(()),
+            layout,
+        })
+    }
+
+    /// Tells helgrind (`sync::hg`) that the counters, which are read without locks
+    /// while their writers update them, are only ever accessed atomically. Called once
+    /// the core is in place (in its `Arc`).
+    pub(crate) fn untrack_counters(&self) {
+        let untracked = |a: &AtomicUsize| hg::untracked((a as *const AtomicUsize).cast(), std::mem::size_of_val(a));
+        for c in self.classes.iter() {
+            for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
+                untracked(a);
+            }
+        }
+        hg::untracked((&self.counters as *const Counters).cast(), std::mem::size_of::<Counters>());
+        self.frames.untrack_counters();
+        self.handles.untrack_counters();
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The pool's serial: a number no other pool of the process has or will have.
+    #[inline]
+    pub fn serial(&self) -> u64 {
+        self.id.serial()
+    }
+
+    /// The class table.
+    pub fn class_table(&self) -> &ClassTable {
+        &self.table
+    }
+
+    /// The layout (`layout/mod.rs` answers what differs between the two).
+    #[inline]
+    pub(crate) fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// The arena, its side table and the frame allocator.
+    #[inline]
+    pub(crate) fn frames(&self) -> &FrameSource {
+        &self.frames
+    }
+
+    /// The handle table.
+    #[inline]
+    pub(crate) fn handles(&self) -> &HandleTable {
+        &self.handles
+    }
+
+    /// The classes (the dense layout's lanes), by position in the class table.
+    #[inline]
+    pub(crate) fn classes(&self) -> &[Class] {
+        &self.classes
+    }
+
+    /// The cumulative counters.
+    #[inline]
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The pool's compaction lock: one compaction, defragmentation, adjacency pass or
+    /// release of the arena at a time (the first lock of the lock order).
+    #[inline]
+    pub(crate) fn compaction(&self) -> &Mutex<()> {
+        &self.compaction
+    }
+
+    /// Counts a misuse and reports it (see [`report_misuse`]); returns `err`. Cold: it
+    /// keeps the hot paths that may call it small enough to inline.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn misuse(&self, call: &str, h: u64, err: Error) -> Error {
+        // Relaxed: a statistic.
+        self.counters.misuse.fetch_add(1, Ordering::Relaxed);
+        report_misuse(call, h, err);
+        err
+    }
+
+    /// The slot a handle names, if this pool issued it.
+    #[inline]
+    pub(crate) fn resolve(&self, h: Handle, call: &str) -> Result<(&Slot, u32)> {
+        let bad = |why| Err(self.misuse(call, h.to_raw(), Error::Invalid(why)));
+        if h.tag() != self.id.tag() {
+            return bad("handle from another pool, or never issued");
+        }
+        let Some(idx) = h.index() else { return bad("handle never issued") };
+        match self.handles.get(idx) {
+            Some(slot) => Ok((slot, idx)),
+            None => bad("handle never issued"),
+        }
+    }
+
+    /// Allocates an object of `size` bytes (1..=4096).
+    pub fn malloc(&self, size: usize, flags: AllocFlags) -> Result<Handle> {
+        if size == 0 {
+            return Err(Error::Invalid("size 0"));
+        }
+        if size > MAX_ALLOC_SIZE {
+            return Err(Error::TooLarge);
+        }
+        if flags.0 & !AllocFlags::ALL != 0 {
+            return Err(Error::Invalid("unknown flag bits"));
+        }
+        let ci = self.table.class_for(size);
+        let class = &self.classes[ci];
+        let mut st = class.state.lock();
+        let (idx, gen) = self.take_slot(&mut st)?;
+        let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
+        let (zs, off) = match self.place(ci, &mut st, size, idx, grow) {
+            Ok(placed) => placed,
+            Err(e) => {
+                self.put_slot(&mut st, idx);
+                return Err(e);
+            }
+        };
+        // SAFETY: `take_slot` returned an index below the table's high-water mark.
+        unsafe { self.handles.set_size(idx, size) };
+        // SAFETY: `zs` is live and ours (class lock).
+        let loc = unsafe { (*zs).loc_of(off) };
+        Ok(self.publish(class, idx, gen, loc, size))
+    }
+
+    /// Publishes a placed object (the caller holds its class lock): its slot, from
+    /// `take_slot`, goes LIVE at `loc`, and the class counts it.
+    #[inline]
+    fn publish(&self, class: &Class, idx: u32, gen: u16, loc: u64, size: usize) -> Handle {
+        // SAFETY: `take_slot` returned an index below the table's high-water mark.
+        let slot = unsafe { self.handles.slot_unchecked(idx) };
+        // Release (inside `set`): the zspage state behind the location, and for the
+        // dense layout the size beside the slot, are visible to whoever pins it.
+        slot.set(Word::live(gen, loc));
+        bump(&class.live, 1);
+        bump(&class.requested, size as isize);
+        Handle::new(self.id.tag(), gen, idx)
+    }
+
+    /// Places an object of `len` bytes, whose handle slot is `idx`, in a zspage of
+    /// class `ci`: the one the layout picks ([`Layout::pick`]), else a new one if
+    /// `grow`, as long as the layout says ([`Layout::zspage_frames`]). Returns the
+    /// zspage and the offset.
+    #[inline(always)]
+    fn place(&self, ci: usize, st: &mut ClassState, len: usize, idx: u32, grow: bool) -> Result<(*mut ZsPage, usize)> {
+        let zs = match self.layout.pick(&st.lists, len) {
+            Some(zs) => zs,
+            None if !grow => return Err(Error::NoMemory),
+            None => self.open_zspage(ci, st, len)?,
+        };
+        let spec = &self.classes[ci].spec;
+        // SAFETY: `zs` is a live zspage of this class (picked from its lists, or just
+        // made), whose lock the caller holds (`st`); no other reference to its state
+        // is alive, and this one's last use is the next statement.
+        let s = unsafe { (*zs).state() };
+        let off = self.edit_body(ci, s, |b| b.place(spec, len, idx)).expect("a zspage from a list that fits");
+        // SAFETY: `relist` asks for a live zspage on one of the class's lists (`zs`,
+        // which stays on one), the lock (`st`), and no reference to its state (the
+        // one above is no longer used).
+        unsafe { st.lists.relist(zs) };
+        Ok((zs, off))
+    }
+
+    /// A new zspage in class `ci` for an object of `len` bytes that fits in none: as
+    /// `place` says. Out of line: the placement that finds room stays small.
+    #[inline(never)]
+    fn open_zspage(&self, ci: usize, st: &mut ClassState, len: usize) -> Result<*mut ZsPage> {
+        let spec = &self.classes[ci].spec;
+        let frames = self.layout.zspage_frames(&mut st.lists, spec, len, || self.frames.headroom());
+        self.new_zspage(ci, st, frames)
+    }
+
+    /// Runs `f` on a zspage's body, keeping the class's count of body bytes (the
+    /// caller holds the class lock).
+    #[inline(always)]
+    pub(crate) fn edit_body<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Body) -> R) -> R {
+        let before = s.body.meta_bytes();
+        let r = f(&mut s.body);
+        let after = s.body.meta_bytes();
+        // Most edits leave the body's allocation as it was.
+        if after != before {
+            bump(&self.classes[ci].body_bytes, after as isize - before as isize);
+        }
+        r
+    }
+
+    /// Pops a free slot of the class (refilling from the table); returns (index, gen).
+    fn take_slot(&self, st: &mut ClassState) -> Result<(u32, u16)> {
+        if st.free_slot == 0 {
+            let first = self.handles.take_batch().map_err(Error::from_errno)?;
+            let n = crate::handle::SLOT_BATCH as u32;
+            let gen = self.id.first_gen();
+            for i in first..first + n {
+                // SAFETY: `take_batch` raised the high-water mark past this batch.
+                let slot = unsafe { self.handles.slot_unchecked(i) };
+                let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
+                slot.set(Word::free(gen, next));
+            }
+            st.free_slot = first as u64 + 1;
+        }
+        let idx = (st.free_slot - 1) as u32;
+        // SAFETY: free-list members are below the high-water mark.
+        let w = unsafe { self.handles.slot_unchecked(idx) }.load();
+        debug_assert_eq!(w.state(), State::Free);
+        st.free_slot = w.loc();
+        Ok((idx, w.gen()))
+    }
+
+    /// Returns an untouched slot taken by `take_slot`.
+    fn put_slot(&self, st: &mut ClassState, idx: u32) {
+        // SAFETY: `idx` came from `take_slot`.
+        let slot = unsafe { self.handles.slot_unchecked(idx) };
+        slot.set(Word::free(slot.load().gen(), st.free_slot));
+        st.free_slot = idx as u64 + 1;
+    }
+
+    /// A new, empty zspage of `n` frames for class `ci`, on the list its empty body
+    /// calls for. A kernel-layout zspage is always its class's chain; a dense one may
+    /// be shorter (`place`).
+    pub(crate) fn new_zspage(&self, ci: usize, st: &mut ClassState, n: usize) -> Result<*mut ZsPage> {
+        let spec = &self.classes[ci].spec;
+        debug_assert!((1..=spec.frames).contains(&n));
+        let mut pfns = [0u32; MAX_CHAIN];
+        let pfns = &mut pfns[..n];
+        self.frames.alloc(pfns).map_err(Error::from_errno)?;
+        let body = self.layout.body(spec, n);
+        let (list, body_bytes) = (body.list(), body.meta_bytes());
+        let zs = Box::into_raw(ZsPage::new(ci, pfns, body));
+        let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
+        for (k, &pfn) in pfns.iter().enumerate() {
+            // Release (inside `set`): the descriptor is initialised before its frames
+            // name it.
+            // SAFETY: a frame just allocated to this zspage (held, committed), under
+            // the lock of its class.
+            unsafe { self.frames.side().set(pfn, ZsPage::word(zs, ty, k)) };
+        }
+        // SAFETY: fresh descriptor of this class, on no list; lock held.
+        unsafe { st.lists.push(zs, list) };
+        bump(&self.classes[ci].zspages, 1);
+        bump(&self.classes[ci].body_bytes, body_bytes as isize);
+        self.debug_check_zspages(ci, st);
+        Ok(zs)
+    }
+
+    /// The zspage count of [`Class`]'s equations, in debug builds (class lock held:
+    /// `st`).
+    #[inline]
+    fn debug_check_zspages(&self, ci: usize, st: &ClassState) {
+        // Relaxed: written under the lock the caller holds.
+        debug_assert_eq!(self.classes[ci].zspages.load(Ordering::Relaxed), st.lists.total(), "class {ci}: zspages");
+    }
+
+    /// Takes an empty zspage off its list, clears its frames' side-table words and
+    /// gives the frames back to the frame source (all under the class lock, so that
+    /// the checker, holding every class lock, finds the frames counted held exactly
+    /// in the zspages on the lists); [`release`](Self::release) finishes after the
+    /// class lock is dropped.
+    ///
+    /// # Safety
+    /// 1. `zs` is a live, empty zspage of class `ci`, on one of its lists;
+    /// 2. `st` is that class's state, so its lock is held;
+    /// 3. no reference to `zs`'s state is alive.
+    pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
+        let mut pfns = [0u32; MAX_CHAIN];
+        // SAFETY: `zs` is live (1), its class lock is held (2), and the state
+        // references taken here end within their statements (3): what `state` and
+        // `unlink` ask. Its frames are read atomically, and `nframes` never changes.
+        let n = unsafe {
+            debug_assert!((*zs).state().body.is_empty());
+            st.lists.unlink(zs);
+            for (k, pfn) in (*zs).frame_list().enumerate() {
+                // SAFETY: `set` asks for 1. a committed word that stays mapped: the
+                // frame is held by this zspage until `free` below; 2. the lock of the
+                // class whose zspage gives the frame up: held (2).
+                self.frames.side().set(pfn, FrameWord::FREE);
+                pfns[k] = pfn;
+            }
+            bump(&self.classes[ci].body_bytes, -((*zs).state().body.meta_bytes() as isize));
+            (*zs).nframes as usize
+        };
+        bump(&self.classes[ci].zspages, -1);
+        self.debug_check_zspages(ci, st);
+        // No object lives in these frames and no holder can reach them: frames are
+        // touched only through a held slot, and the zspage has no object left.
+        let discard = self.frames.free(&pfns[..n]);
+        Released { zs, discard }
+    }
+
+    /// Returns a retired zspage's frames to the OS (those the hot list did not keep)
+    /// and its descriptor to the epoch collector. Takes no class lock.
+    pub(crate) fn release(&self, r: Released) {
+        self.frames.discard(r.discard);
+        let guard = epoch::pin();
+        let d = DeferredFree(r.zs);
+        guard.defer(move || {
+            let d = d;
+            // SAFETY: the descriptor came from Box::into_raw and is unreachable from
+            // the side table (words cleared) and the class lists; lock-free walkers
+            // that loaded a word before it was cleared hold an epoch guard, so this
+            // runs after them, once.
+            drop(unsafe { Box::from_raw(d.0) });
+        });
+    }
+
+    /// Frees the object. Refused with `Busy` while it is mapped or being read.
+    pub fn free(&self, h: Handle) -> Result<()> {
+        const CALL: &str = "zs_free";
+        let (slot, idx) = self.resolve(h, CALL)?;
+        let loc = match slot.pin(h.gen()) {
+            Ok(loc) => loc,
+            Err(SlotError::Stale) => {
+                return Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (double free?)")))
+            }
+            Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
+        };
+        // SAFETY: our pin keeps the object's frame held by its zspage.
+        let fw = unsafe { self.frames.side().get(pfn_of(loc)) };
+        let zs = ZsPage::of(fw);
+        // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+        let ci = unsafe { (*zs).class } as usize;
+        let class = &self.classes[ci];
+        let mut st = class.state.lock();
+        if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
+            drop(st);
+            slot.unpin();
+            return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+        }
+        st.free_slot = idx as u64 + 1;
+        let off = ZsPage::offset_in_chain(fw.index(), loc);
+        // SAFETY: a slot we resolved. A size beside it is rewritten only when the slot
+        // is next taken, under a class lock after ours.
+        let beside_slot = unsafe { self.handles.size(idx) };
+        // SAFETY: the zspage held our object until `free_pinned` freed it under the
+        // class lock, which we still hold, so it is live (a zspage dies only under
+        // its class lock); no other reference to its state is alive, and this one is
+        // last used in the condition below.
+        let s = unsafe { (*zs).state() };
+        let size = self.edit_body(ci, s, |b| b.remove(&class.spec, off, idx, beside_slot));
+        bump(&class.live, -1);
+        bump(&class.requested, -(size as isize));
+        if s.body.is_empty() {
+            // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
+            // lists: `zs`, found empty just now; 2. its lock: `st`; 3. no reference to
+            // its state: `s` is no longer used.
+            let r = unsafe { self.retire(ci, &mut st, zs) };
+            drop(st);
+            self.release(r);
+        } else {
+            // SAFETY: `relist` asks for a live zspage on the class's lists (`zs`), the
+            // lock (`st`), and no reference to its state (`s` is no longer used).
+            unsafe { st.lists.relist(zs) };
+        }
+        Ok(())
+    }
+
+    /// Frames held by the pool's zspages.
+    pub fn total_pages(&self) -> usize {
+        self.frames.held()
+    }
+
+    /// Smallest size stored one object per frame.
+    pub fn huge_class_size(&self) -> usize {
+        self.table.huge_class_size()
+    }
+
+    /// Index of the (merged) class an object of `size` bytes lands in.
+    pub fn lookup_class_index(&self, size: usize) -> Result<usize> {
+        if size == 0 || size > MAX_ALLOC_SIZE {
+            return Err(Error::Invalid("size outside 1..ZS_MAX_ALLOC_SIZE"));
+        }
+        Ok(self.table.classes()[self.table.class_for(size)].index)
+    }
+
+    /// The size an object was allocated with, so that a caller storing objects of
+    /// varying length (compressed data) needs no length table of its own. The pin
+    /// keeps the object in place while its size is read: beside its slot in the dense
+    /// layout (no lock), in its zspage's entry under the class lock in the kernel's.
+    /// `Busy` while the object is mapped writable, as for any shared hold.
+    pub fn obj_size(&self, h: Handle) -> Result<usize> {
+        let pin = self.pin_shared(h, "zs_obj_size")?;
+        // Where the handle table records sizes (dense), a pin's usable bytes are the
+        // object's size; a kernel-layout pin's are its class's, and the size is in its
+        // place's entry.
+        let size = if self.layout.sizes_beside_slots() {
+            pin.usable
+        } else {
+            // SAFETY: slots live as long as the pool, and this one is pinned by us.
+            let loc = unsafe { pin.slot().as_ref() }.load().loc();
+            // SAFETY: the object is pinned, so its frame is held by its zspage and its
+            // side-table word is committed.
+            let fw = unsafe { self.frames.side().get(pfn_of(loc)) };
+            let zs = ZsPage::of(fw);
+            // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+            let ci = unsafe { (*zs).class } as usize;
+            let class = &self.classes[ci];
+            let _st = class.state.lock();
+            let off = ZsPage::offset_in_chain(fw.index(), loc);
+            // SAFETY: the zspage is alive (our pin) and we hold its class lock, which
+            // protects its body.
+            let s = unsafe { (*zs).state() };
+            s.body.size_at(&class.spec, off).expect("the kernel layout's entries record sizes")
+        };
+        self.unpin(pin);
+        Ok(size)
+    }
+}
+
+impl Drop for PoolCore {
+    fn drop(&mut self) {
+        // `&mut self`: no other call can be running. Free every descriptor; the arena,
+        // side table and handle table go with their regions.
+        for class in self.classes.iter() {
+            let st = class.state.lock();
+            for zs in st.lists.all() {
+                // SAFETY: list members are live descriptors made by Box::into_raw, each
+                // on one list once; nothing else can reach them now, and the walk has
+                // read this one's successor already.
+                drop(unsafe { Box::from_raw(zs) });
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PoolCore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).field("layout", &self.table.layout()).finish()
+    }
+}
