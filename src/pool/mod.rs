@@ -58,7 +58,7 @@ use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
 use crate::sync::{epoch, hg, Mutex};
 
-/// Most frames a pool's arena can address: a slot's location has 37 bits.
+/// Most frames a pool's arena can address: a slot's location has 40 bits of bytes.
 pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
 
 /// The state a class lock protects.
@@ -153,7 +153,7 @@ impl PoolCore {
         };
         config.auto_compact.validate()?;
         if config.max_pages > MAX_POOL_FRAMES {
-            return Err(Error::Invalid("max_pages above the arena's limit (2^25 frames)"));
+            return Err(Error::Invalid("max_pages above the arena's limit (2^28 frames)"));
         }
         // Before any memory is taken: the identity is what most often runs out.
         let id = PoolId::new().ok_or(Error::TooManyPools)?;
