@@ -141,8 +141,9 @@ pub(crate) struct Released {
 }
 
 impl PoolCore {
-    /// The pool's structures for `config`.
-    pub(crate) fn build(name: &str, config: &Config) -> Result<PoolCore> {
+    /// The pool's structures for `config`, its arena's frames below `bottom` never
+    /// handed out (0 but in tests: `Pool::testonly_starting_at`).
+    pub(crate) fn build_at(name: &str, config: &Config, bottom: usize) -> Result<PoolCore> {
         if system_page_size() != PAGE_SIZE {
             return Err(Error::Invalid("this library needs 4 KiB pages"));
         }
@@ -169,7 +170,7 @@ impl PoolCore {
         // Slots for an average object of the smallest size the layout expects: a
         // reservation, committed as used.
         let smallest = layout.smallest_object(&table.classes()[0]);
-        let frames = FrameSource::new(nframes, limit).map_err(Error::from_errno)?;
+        let frames = FrameSource::starting_at(nframes, limit, bottom).map_err(Error::from_errno)?;
         let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), layout.sizes_beside_slots())
             .map_err(Error::from_errno)?;
         let classes = table
