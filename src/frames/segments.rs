@@ -15,9 +15,11 @@
 //! the process's mappings (`vm.max_map_count`, 65,530 by default, is what limits the
 //! number of pools otherwise). A larger one is a [`Region`]: reserved without access
 //! when its first element is needed, committed as used. When the OS refuses the
-//! reservation (`RLIMIT_AS`), halves of it are tried down to the part needed now; the
-//! segment then grows in place, and where that is refused too the elements above are
-//! unavailable (`ENOMEM`) while every element already reached stays where it is.
+//! reservation and the process's address space is limited (`RLIMIT_AS`), halves of it
+//! are tried down to the part needed now; the segment then grows in place, and where
+//! that is refused too (the limit, or another mapping right after it) the elements
+//! above are unavailable (`ENOMEM`) while every element already reached stays where
+//! it is.
 //!
 //! Changes (commit, discard, release) are serialised by the owner (the frame lock,
 //! the handle table's growth lock); reads of an address take no lock.
@@ -32,6 +34,11 @@ use crate::frames::os::{Region, PAGE_SIZE};
 
 /// Segments an array can have: enough for 2^32 elements.
 const NSEG: usize = 33;
+
+/// Alignment of heap segments: what malloc gives anyway (no aligned allocation, whose
+/// split-off remainders would scatter small free blocks), enough for the elements
+/// (atomics of at most 8 bytes).
+const HEAP_ALIGN: usize = 16;
 
 /// Where a segment's elements are.
 enum Store {
@@ -169,7 +176,7 @@ impl Segments {
         let (start, end) = (self.start(k), self.end(k));
         let bytes = (end - start) * self.elem;
         if bytes <= self.heap_max {
-            let layout = Layout::from_size_align(bytes, 64).map_err(|_| libc::ENOMEM)?;
+            let layout = Layout::from_size_align(bytes, HEAP_ALIGN).map_err(|_| libc::ENOMEM)?;
             // SAFETY: the layout has a non-zero size (a segment holds an element).
             let p = NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) }).ok_or(libc::ENOMEM)?;
             // Relaxed: see `addr`.
@@ -188,7 +195,7 @@ impl Segments {
             let r = if want == whole { Region::reserve(whole) } else { Region::reserve_prefix(whole, want) };
             match r {
                 Ok(r) => break r,
-                Err(e) if want <= need => return Err(e),
+                Err(e) if want <= need || !address_space_limited() => return Err(e),
                 Err(_) => want = (want / 2).max(need),
             }
         };
@@ -275,6 +282,14 @@ impl Segments {
     pub fn regions(&self) -> usize {
         self.stores.lock().iter().filter(|s| matches!(s, Store::Mapped { .. })).count()
     }
+}
+
+/// Whether the process's address space is limited (RLIMIT_AS): only then may a
+/// smaller reservation succeed where a larger one failed.
+fn address_space_limited() -> bool {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut rl) == 0 && rl.rlim_cur != libc::RLIM_INFINITY }
 }
 
 impl Drop for Segments {

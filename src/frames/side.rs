@@ -254,7 +254,7 @@ impl Words {
     unsafe fn word(&self, i: usize) -> &AtomicUsize {
         debug_assert!(i < self.len());
         // SAFETY: the caller guarantees the word is committed (zero-initialised by the
-        // kernel or the heap) and mapped; segments are aligned to pages or 64 bytes,
+        // kernel or the heap) and mapped; segments are aligned to pages or 16 bytes,
         // so the word is aligned; it is only ever accessed atomically.
         unsafe { &*(self.segments.addr(i, i * Self::BYTES) as *const AtomicUsize) }
     }

@@ -221,7 +221,7 @@ impl<T: Zeroed> Cells<T> {
     unsafe fn get(&self, i: usize) -> &T {
         #[cfg(not(loom))]
         // SAFETY: entry `i` is committed (the precondition), so mapped readable and
-        // writable; segments are aligned to pages or 64 bytes and entries are laid at
+        // writable; segments are aligned to pages or 16 bytes and entries are laid at
         // their size, so aligned; it holds zeros or what was written since, and any
         // bits are a valid T (`Zeroed`).
         return unsafe { &*(self.segments.addr(i, i * std::mem::size_of::<T>()) as *const T) };
