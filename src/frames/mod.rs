@@ -55,7 +55,7 @@ use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 /// that a pool of a few frames grows and shrinks by whole steps.
 pub const COMMIT_STEP: usize = 1 << COMMIT_SHIFT;
 /// log2 of [`COMMIT_STEP`]: the first segment of the arena holds one step.
-const COMMIT_SHIFT: u32 = if cfg!(loom) { 2 } else { 9 };
+pub(crate) const COMMIT_SHIFT: u32 = if cfg!(loom) { 2 } else { 9 };
 
 /// The frame a location is in. A location is a byte's offset in the arena: its
 /// frame's number times the frame size, plus its offset in the frame. (These three
@@ -206,7 +206,7 @@ impl FrameSource {
         Ok(FrameSource {
             retired: Arc::default(),
             side_extent: RwLock::new(()),
-            arena: Segments::new(PAGE_SIZE, COMMIT_SHIFT, 0, nframes),
+            arena: Segments::new(PAGE_SIZE, 0, nframes),
             side: SideTable::reserve(nframes)?,
             nframes,
             bottom,

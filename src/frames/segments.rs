@@ -50,10 +50,13 @@ enum Store {
     Mapped { region: Region, first: usize },
 }
 
+/// log2 of the elements of segment 0: as many as the frames of one commit step of
+/// the arena (a constant, so that finding a segment loads nothing but its bias).
+const SHIFT: u32 = crate::frames::COMMIT_SHIFT;
+
 /// An array of `capacity` elements of `elem` bytes in doubling segments.
 pub struct Segments {
     elem: usize,
-    shift: u32,
     heap_max: usize,
     capacity: usize,
     /// Per segment, the address element 0 would have (see the module comment); null
@@ -71,14 +74,13 @@ unsafe impl Send for Segments {}
 unsafe impl Sync for Segments {}
 
 impl Segments {
-    /// An array of `capacity` elements of `elem` bytes, with `2^shift` elements in
+    /// An array of `capacity` elements of `elem` bytes, with `2^SHIFT` elements in
     /// segment 0; segments of at most `heap_max` bytes come from the heap. No storage
     /// is taken yet.
-    pub fn new(elem: usize, shift: u32, heap_max: usize, capacity: usize) -> Segments {
+    pub fn new(elem: usize, heap_max: usize, capacity: usize) -> Segments {
         debug_assert!(capacity <= 1 << 32 && elem.is_power_of_two());
         Segments {
             elem,
-            shift,
             heap_max,
             capacity,
             bias: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
@@ -89,7 +91,10 @@ impl Segments {
     /// The segment of element `i`.
     #[inline]
     pub fn segment_of(&self, i: usize) -> usize {
-        (usize::BITS - (i >> self.shift).leading_zeros()) as usize
+        debug_assert!(i < self.capacity.max(1));
+        // In 32 bits (indices are below 2^32): the result is then at most 32, which
+        // the compiler knows, so indexing `bias` needs no bounds check.
+        (u32::BITS - ((i as u32) >> SHIFT).leading_zeros()) as usize
     }
 
     /// The first element of segment `k`.
@@ -97,13 +102,13 @@ impl Segments {
         if k == 0 {
             0
         } else {
-            1 << (self.shift + k as u32 - 1)
+            1 << (SHIFT + k as u32 - 1)
         }
     }
 
     /// One past the last element of segment `k` (the array's end for the last one).
     fn end(&self, k: usize) -> usize {
-        (1usize << (self.shift + k as u32)).min(self.capacity)
+        (1usize << (SHIFT + k as u32)).min(self.capacity)
     }
 
     /// Elements the array can hold.
@@ -309,7 +314,7 @@ mod tests {
 
     #[test]
     fn segments_double_and_are_found_by_the_high_bits() {
-        let s = Segments::new(8, 9, 0, 1 << 20);
+        let s = Segments::new(8, 0, 1 << 20);
         assert_eq!((s.segment_of(0), s.segment_of(511), s.segment_of(512)), (0, 0, 1));
         assert_eq!((s.segment_of(1023), s.segment_of(1024), s.segment_of(2047)), (1, 2, 2));
         for k in 1..10 {
@@ -321,7 +326,7 @@ mod tests {
 
     #[test]
     fn elements_keep_their_values_across_segments_and_release() {
-        let s = Segments::new(8, 9, 4096, 1 << 16);
+        let s = Segments::new(8, 4096, 1 << 16);
         s.commit(0, 3000).unwrap();
         assert_eq!(s.regions(), 2, "segment 0 and 1 on the heap, 2 and 3 mapped");
         for i in 0..3000 {

@@ -211,8 +211,7 @@ impl Words {
     const BYTES: usize = std::mem::size_of::<usize>();
 
     fn reserve(n: usize) -> Result<Words, i32> {
-        let shift = crate::frames::COMMIT_STEP.trailing_zeros();
-        Ok(Words { segments: crate::frames::segments::Segments::new(Self::BYTES, shift, PAGE_BYTES, n) })
+        Ok(Words { segments: crate::frames::segments::Segments::new(Self::BYTES, PAGE_BYTES, n) })
     }
 
     /// Words the table can hold.

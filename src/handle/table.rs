@@ -147,10 +147,6 @@ impl HandleTable {
     }
 }
 
-/// log2 of the entries of a table's first segment (a page of slots).
-#[cfg(not(loom))]
-const CELLS_SHIFT: u32 = SLOTS_PER_PAGE.trailing_zeros();
-
 /// Slots a table holds under loom: a model uses a few objects.
 const LOOM_SLOTS: usize = SLOT_BATCH;
 
@@ -195,7 +191,7 @@ impl<T: Zeroed> Cells<T> {
     fn reserve(n: usize) -> Result<Cells<T>, i32> {
         Ok(Cells {
             #[cfg(not(loom))]
-            segments: crate::frames::segments::Segments::new(std::mem::size_of::<T>(), CELLS_SHIFT, PAGE_SIZE, n),
+            segments: crate::frames::segments::Segments::new(std::mem::size_of::<T>(), PAGE_SIZE, n),
             #[cfg(loom)]
             cells: (0..n).map(|_| T::zero()).collect(),
             _t: std::marker::PhantomData,
