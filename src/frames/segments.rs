@@ -213,29 +213,25 @@ impl Segments {
     /// zero when next used). Heap segments keep theirs: the owner gives back only
     /// elements it has zeroed, and a heap segment is small.
     pub fn discard(&self, lo: usize, hi: usize) {
-        let stores = self.stores.lock();
-        let _ = self.each(lo, hi, |k, a, b| {
-            if let Store::Mapped { region, first } = &stores[k] {
-                let (from, to) = self.pages(*first, a.max(*first), b.max(*first), true);
-                let to = to.min(region.mapped());
-                if to > from {
-                    region.discard(from, to - from);
-                }
-            }
-            Ok(())
-        });
+        self.each_mapped_page(lo, hi, Region::discard);
     }
 
     /// Gives back the memory and commit charge of the pages wholly inside elements
     /// `[lo, hi)` and makes them inaccessible; they stay reserved.
     pub fn decommit(&self, lo: usize, hi: usize) {
+        self.each_mapped_page(lo, hi, Region::decommit);
+    }
+
+    /// Calls `f(region, offset, len)` for the mapped pages wholly inside elements
+    /// `[lo, hi)`, one call per reserved segment.
+    fn each_mapped_page(&self, lo: usize, hi: usize, f: impl Fn(&Region, usize, usize)) {
         let stores = self.stores.lock();
         let _ = self.each(lo, hi, |k, a, b| {
             if let Store::Mapped { region, first } = &stores[k] {
                 let (from, to) = self.pages(*first, a.max(*first), b.max(*first), true);
                 let to = to.min(region.mapped());
                 if to > from {
-                    region.decommit(from, to - from);
+                    f(region, from, to - from);
                 }
             }
             Ok(())
