@@ -566,7 +566,7 @@ static void rows_structs(void)
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(chain_size, UINT_MAX)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(layout, (enum zs_layout)2)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(layout, (enum zs_layout)-1)), made == NULL);
-    ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(max_pages, (1ul << 25) + 1)), made == NULL);
+    ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(max_pages, (1ul << 28) + 1)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(max_pages, ULONG_MAX)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(auto_compact_interval_ms, 3600001)), made == NULL);
     /* At the limits: accepted. */

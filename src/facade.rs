@@ -30,7 +30,19 @@ impl Pool {
 
     /// A pool with `config`.
     pub fn with_config(name: &str, config: &Config) -> Result<Pool> {
-        let core = Arc::new(PoolCore::build(name, config)?);
+        Self::starting_at(name, config, 0)
+    }
+
+    /// TEST ONLY, not part of the API: a pool whose arena hands out no frame below
+    /// `first_frame` (at most `config.max_pages`), so that a test reaches the highest
+    /// frames of a large pool without the memory below them. `Invalid` past the arena.
+    #[doc(hidden)]
+    pub fn testonly_starting_at(name: &str, config: &Config, first_frame: usize) -> Result<Pool> {
+        Self::starting_at(name, config, first_frame)
+    }
+
+    fn starting_at(name: &str, config: &Config, first_frame: usize) -> Result<Pool> {
+        let core = Arc::new(PoolCore::build_at(name, config, first_frame)?);
         core.untrack_counters();
         #[cfg(not(loom))]
         let auto = if config.auto_compact.is_on() {

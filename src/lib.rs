@@ -13,11 +13,12 @@
 //! frames of `frames::os`).
 //!
 //! - `frames` — the bottom, which knows nothing above it: `os`, the only module that
-//!   talks to mmap, mprotect and madvise; the arena (`frames`): one reservation,
-//!   order-0 frames handed out one at a time, freed frames returned to the OS, every
-//!   frame counted in one place of an equation; `side`, the side table: one word per
-//!   frame (a type, an index, an owner's address it stores and never follows) and no
-//!   other per-frame metadata.
+//!   talks to mmap, mprotect and madvise; `segments`, arrays in segments whose sizes
+//!   double, each taken when first needed and found from an index's high bits; the
+//!   arena (`frames`): such an array of frames, order-0 frames handed out one at a
+//!   time, freed frames returned to the OS, every frame counted in one place of an
+//!   equation; `side`, the side table: one word per frame (a type, an index, an
+//!   owner's address it stores and never follows) and no other per-frame metadata.
 //! - `handle` — a handle names a slot of the handle table (`table`); the slot
 //!   (`slot`) holds the object's location, a generation, a state and a pin count:
 //!   readers share an object, a writer holds it alone. Since slots say where objects

@@ -43,4 +43,17 @@ fn freeing_everything_returns_the_memory() {
         after >> 20
     );
     assert_eq!(p.total_pages(), 0);
+    // The arena's segments, up to 128 MiB each, go too: the pool keeps no address
+    // space for frames, and grows again from nothing.
+    let mapped = p.census().arena_mapped_bytes;
+    assert!(mapped >= TOTAL, "the arena's segments cover the pool: {} MiB", mapped >> 20);
+    p.defragment();
+    p.release_address_space();
+    assert_eq!(p.census().arena_mapped_bytes, 0, "every segment of the emptied arena is unmapped");
+    let h = p.malloc(100, AllocFlags::default()).unwrap();
+    p.write(h, &common::pattern(7, 100)).unwrap();
+    let mut out = [0u8; 100];
+    p.read(h, &mut out).unwrap();
+    assert_eq!(out[..], common::pattern(7, 100)[..]);
+    p.free(h).unwrap();
 }

@@ -1,9 +1,15 @@
 //! Frames: order-0 pages of one mmap-backed arena, handed out and taken back one at a
 //! time, like the pages zsmalloc takes from the kernel's page allocator.
 //!
-//! The arena is reserved whole at pool creation and committed from the bottom in
-//! [`COMMIT_STEP`] steps as the high-water mark (`top`) rises. A frame's number (pfn)
-//! is its index in the arena. Freed frames go back to the operating system
+//! The arena is an array of frames in segments whose sizes double (`segments`): the
+//! first holds [`COMMIT_STEP`] frames, each is reserved when its first frame is
+//! needed, and the arena is committed from the bottom in `COMMIT_STEP` steps as the
+//! high-water mark (`top`) rises. So a pool takes address space in proportion to what
+//! it holds (at most about twice its high-water mark), and a small pool takes one
+//! mapping. A frame's number (pfn) is its index in the arena; its address is found
+//! from the pfn's high bits (its segment) without a lock. Frames adjacent by number
+//! are adjacent in memory except across a segment boundary, so adjacency is a
+//! comparison of addresses ([`FrameSource::adjacent`]). Freed frames go back to the operating system
 //! (`MADV_DONTNEED`), so the resident set follows the pool, and are reused before the
 //! arena grows. The most recently freed [`HOT_FRAMES`] frames are kept resident
 //! instead, like the kernel's per-CPU page lists: a pool that churns around a steady
@@ -34,18 +40,22 @@
 //! because objects straddling two adjacent frames can then be read in place.
 
 pub mod os;
+pub mod segments;
 pub mod side;
 
 use std::sync::Arc;
 
-use crate::frames::os::{Region, PAGE_SIZE};
+use crate::frames::os::PAGE_SIZE;
+use crate::frames::segments::Segments;
 use crate::frames::side::SideTable;
 use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 
 /// Frames committed at a time as the arena grows (2 MiB): few mprotect calls, and a
 /// whole page of side table per step. The loom models use steps of four frames, so
 /// that a pool of a few frames grows and shrinks by whole steps.
-pub const COMMIT_STEP: usize = if cfg!(loom) { 4 } else { 512 };
+pub const COMMIT_STEP: usize = 1 << COMMIT_SHIFT;
+/// log2 of [`COMMIT_STEP`]: the first segment of the arena holds one step.
+pub(crate) const COMMIT_SHIFT: u32 = if cfg!(loom) { 2 } else { 9 };
 
 /// The frame a location is in. A location is a byte's offset in the arena: its
 /// frame's number times the frame size, plus its offset in the frame. (These three
@@ -121,6 +131,8 @@ pub(crate) struct Discard(Vec<u32>);
 /// A consistent cut of the frame accounting, for the checker.
 #[derive(Debug)]
 pub(crate) struct FrameAccount {
+    /// The arena's first frame (see [`FrameSource::bottom`]).
+    pub bottom: usize,
     pub top: usize,
     pub held: usize,
     pub taken: usize,
@@ -134,11 +146,12 @@ pub(crate) struct FrameAccount {
 
 /// The arena, its side table, and the frame allocator.
 ///
-/// Every frame below `top` is in exactly one of six places, and a frame changes place
-/// only under the frame lock, so whoever holds it sees
+/// Every frame from `bottom` (0 but in tests) to `top` is in exactly one of six
+/// places, and a frame changes place only under the frame lock, so whoever holds it
+/// sees
 ///
 /// ```text
-/// top == held + taken + hot + returned + discarding + retiring
+/// top - bottom == held + taken + hot + returned + discarding + retiring
 /// ```
 ///
 /// - `held`: in a zspage. It changes only under the lock of that zspage's class as
@@ -161,10 +174,13 @@ pub struct FrameSource {
     /// `shrink` while it gives the table's tail back: a walker never reads an unmapped
     /// word. Taken before the frame lock.
     side_extent: RwLock<()>,
-    arena: Region,
+    /// The frames, in segments (see the module comment).
+    arena: Segments,
     /// One word per frame; see `frames/side.rs`.
     side: SideTable,
     nframes: usize,
+    /// The first frame ever handed out: 0, but for tests of a pool's highest frames.
+    bottom: usize,
     limit: usize,
     state: Mutex<FrameState>,
     /// Frames in zspages (`held` in the equation). Written only under the frame lock;
@@ -173,20 +189,33 @@ pub struct FrameSource {
 }
 
 impl FrameSource {
-    /// Reserves an arena of `nframes` frames; at most `limit` may be held at once.
+    /// An arena of `nframes` frames (none reserved yet); at most `limit` may be held
+    /// at once.
+    #[cfg(test)]
     pub fn new(nframes: usize, limit: usize) -> Result<FrameSource, i32> {
+        Self::starting_at(nframes, limit, 0)
+    }
+
+    /// An arena whose frames below `bottom` are never handed out: its first frame
+    /// is `bottom`. For tests of the highest frames of a large arena, which need no
+    /// memory below them.
+    pub fn starting_at(nframes: usize, limit: usize, bottom: usize) -> Result<FrameSource, i32> {
+        if bottom > nframes {
+            return Err(libc::EINVAL);
+        }
         Ok(FrameSource {
             retired: Arc::default(),
             side_extent: RwLock::new(()),
-            arena: Region::reserve(nframes * PAGE_SIZE)?,
+            arena: Segments::new(PAGE_SIZE, 0, nframes),
             side: SideTable::reserve(nframes)?,
             nframes,
+            bottom,
             limit: limit.min(nframes),
             state: Mutex::new(FrameState {
                 free: Vec::new(),
                 hot: Vec::new(),
-                top: 0,
-                committed: 0,
+                top: bottom,
+                committed: bottom / COMMIT_STEP * COMMIT_STEP,
                 taken: 0,
                 discarding: 0,
             }),
@@ -212,7 +241,20 @@ impl FrameSource {
     #[inline]
     pub fn addr(&self, loc: u64) -> *mut u8 {
         debug_assert!((loc as usize) < self.nframes * PAGE_SIZE);
-        self.arena.base().wrapping_add(loc as usize)
+        self.arena.addr(pfn_of(loc) as usize, loc as usize)
+    }
+
+    /// Whether frame `b` follows frame `a` in memory, so that bytes running from the
+    /// end of `a` into `b` are contiguous: numbers that follow each other do, except
+    /// across a segment boundary. Both frames are below the top.
+    #[inline]
+    pub fn adjacent(&self, a: u32, b: u32) -> bool {
+        self.frame_addr(b) == self.frame_addr(a).wrapping_add(PAGE_SIZE)
+    }
+
+    /// The arena's first frame: 0, but in tests of a large arena's highest frames.
+    pub fn bottom(&self) -> usize {
+        self.bottom
     }
 
     /// Frames currently held by zspages.
@@ -263,7 +305,7 @@ impl FrameSource {
         {
             let retiring = self.retired.lock().count();
             let placed = self.held() + st.taken + st.hot.len() + st.free.len() + st.discarding + retiring;
-            debug_assert_eq!(placed, st.top, "frames counted in no place or in two");
+            debug_assert_eq!(placed, st.top - self.bottom, "frames counted in no place or in two");
             debug_assert!(self.held() + st.taken <= self.limit, "frames held past the limit");
         }
         let _ = st;
@@ -368,7 +410,7 @@ impl FrameSource {
             while j < frames.len() && frames[j] == frames[j - 1] + 1 {
                 j += 1;
             }
-            self.arena.discard(frames[i] as usize * PAGE_SIZE, (j - i) * PAGE_SIZE);
+            self.arena.discard(frames[i] as usize, frames[j - 1] as usize + 1);
             i = j;
         }
     }
@@ -442,7 +484,8 @@ impl FrameSource {
         }
         let mut all: Vec<u32> = st.hot.iter().chain(st.free.iter()).copied().collect();
         all.sort_unstable();
-        let start = (0..all.len().saturating_sub(n - 1)).find(|&i| all[i + n - 1] == all[i] + n as u32 - 1);
+        let start = (0..all.len().saturating_sub(n - 1))
+            .find(|&i| all[i..i + n].windows(2).all(|w| w[1] == w[0] + 1 && self.adjacent(w[0], w[1])));
         let run: Vec<u32> = match start {
             Some(i) => {
                 let run = all[i..i + n].to_vec();
@@ -450,15 +493,25 @@ impl FrameSource {
                 st.free.retain(|p| !run.contains(p));
                 run
             }
-            None => {
+            None => loop {
                 if st.top + n > self.nframes {
                     return Err(libc::ENOMEM);
                 }
                 self.grow(&mut st, n)?;
                 let first = st.top as u32;
-                st.top += n;
-                (first..first + n as u32).collect()
-            }
+                match (1..n as u32).find(|&j| !self.adjacent(first + j - 1, first + j)) {
+                    None => {
+                        st.top += n;
+                        break (first..first + n as u32).collect();
+                    }
+                    Some(j) => {
+                        // A segment boundary: the frames below it are listed free
+                        // (never used, so not resident), and the run begins at it.
+                        st.free.extend((first..first + j).rev());
+                        st.top += j as usize;
+                    }
+                }
+            },
         };
         st.taken += n;
         self.debug_check(&st);
@@ -471,17 +524,19 @@ impl FrameSource {
         if st.top + fresh > st.committed {
             let new_committed = (st.top + fresh).div_ceil(COMMIT_STEP) * COMMIT_STEP;
             let new_committed = new_committed.min(self.nframes);
-            self.arena.restore_tail(new_committed * PAGE_SIZE)?;
             self.side.restore(new_committed)?;
-            let (from, len) = (st.committed * PAGE_SIZE, (new_committed - st.committed) * PAGE_SIZE);
-            self.arena.commit(from, len)?;
+            let from = st.committed;
+            self.arena.commit(from, new_committed)?;
             // helgrind leaves memory that was reserved without access unchecked when
             // it becomes accessible: the frames' bytes must be checked (`sync::hg`).
-            crate::sync::hg::tracked(self.arena.base().wrapping_add(from), len);
+            for pfn in (from..new_committed).step_by(COMMIT_STEP) {
+                let frames = (new_committed - pfn).min(COMMIT_STEP);
+                crate::sync::hg::tracked(self.frame_addr(pfn as u32), frames * PAGE_SIZE);
+            }
             if let Err(e) = self.side.commit(st.committed, new_committed) {
                 // Frames without side-table words cannot be used: the arena range goes
                 // back too, so that what is committed stays what `committed` says.
-                self.arena.decommit(from, len);
+                self.arena.decommit(from, new_committed);
                 return Err(e);
             }
             st.committed = new_committed;
@@ -521,15 +576,15 @@ impl FrameSource {
         // Frames at and above `keep` are free and referenced by nothing: no slot
         // locates into them and no side-table word names them.
         if keep < st.committed {
-            self.arena.decommit(keep * PAGE_SIZE, (st.committed - keep) * PAGE_SIZE);
+            self.arena.decommit(keep, st.committed);
             self.side.discard(keep, st.committed);
             st.committed = keep;
         }
         let mut released = 0;
         if release_address_space {
-            let before = self.arena.mapped();
-            self.arena.release_tail(keep * PAGE_SIZE);
-            released = before - self.arena.mapped();
+            let before = self.arena.mapped_bytes();
+            self.arena.release(keep);
+            released = before - self.arena.mapped_bytes();
             self.side.release(keep);
         }
         self.debug_check(&st);
@@ -547,7 +602,7 @@ impl FrameSource {
     /// Bytes of the arena's reservation currently mapped (its share of the process's
     /// virtual size).
     pub fn mapped_bytes(&self) -> usize {
-        self.arena.mapped()
+        self.arena.mapped_bytes()
     }
 
     /// Frames of the arena currently committed (readable and writable).
@@ -564,6 +619,7 @@ impl FrameSource {
         // mapped while the frame lock (held here) keeps `shrink` out.
         let free_with_word = free.iter().copied().find(|&p| unsafe { self.side.get(p) }.raw() != 0);
         FrameAccount {
+            bottom: self.bottom,
             top: st.top,
             held: self.held(),
             taken: st.taken,
@@ -664,7 +720,7 @@ mod account_tests {
     /// The equation of the module comment, as the checker computes it.
     fn balanced(fs: &FrameSource) -> bool {
         let a = fs.account();
-        a.top == a.held + a.taken + a.free.len() + a.discarding + a.retiring
+        a.top - a.bottom == a.held + a.taken + a.free.len() + a.discarding + a.retiring
     }
 
     #[test]

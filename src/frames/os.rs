@@ -140,6 +140,21 @@ impl Region {
         Ok(Region { base: NonNull::new(p.cast()).expect("mmap returned NULL"), len, mapped: AtomicUsize::new(len) })
     }
 
+    /// Reserves `len` bytes (rounded up to pages) of address space of which only the
+    /// first `mapped` are mapped now, inaccessible: the rest is taken later with
+    /// [`restore_tail`](Self::restore_tail), where no other mapping has taken it
+    /// meanwhile. For reservations the OS may refuse whole (RLIMIT_AS) but grant in
+    /// part.
+    pub fn reserve_prefix(len: usize, mapped: usize) -> Result<Region, i32> {
+        let len = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        let mapped = mapped.div_ceil(PAGE_SIZE).clamp(1, len / PAGE_SIZE) * PAGE_SIZE;
+        let base = Region::reserve(mapped)?;
+        let r = Region { base: base.base, len, mapped: AtomicUsize::new(mapped) };
+        // The mapping now belongs to `r`.
+        std::mem::forget(base);
+        Ok(r)
+    }
+
     /// The first byte of the range.
     #[inline]
     pub fn base(&self) -> *mut u8 {

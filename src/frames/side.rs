@@ -33,7 +33,9 @@
 //!
 //! # Which words may be read
 //!
-//! The table is committed with the arena and its tail may be unmapped by a shrink
+//! The table is in segments like the arena's (`frames/segments.rs`), the first ones
+//! on the heap, so a small pool's table makes no mapping. It is committed with the
+//! arena and its tail may be unmapped by a shrink
 //! (`FrameSource::shrink`), so reading a word is `unsafe`: the word must stay mapped
 //! while it is read. It does for a frame held by a zspage (a shrink gives back only
 //! frames above every held one), and for any frame below the arena's top while the
@@ -136,7 +138,7 @@ impl SideTable {
     /// pages go back to the OS and read as zero (free) until written again.
     pub fn discard(&self, from: usize, to: usize) {
         let lo = from.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE;
-        let hi = (to / WORDS_PER_PAGE * WORDS_PER_PAGE).min(self.words.mapped());
+        let hi = (to / WORDS_PER_PAGE * WORDS_PER_PAGE).min(self.words.len());
         if hi > lo {
             self.words.discard(lo, hi);
         }
@@ -197,10 +199,11 @@ impl SideTable {
     }
 }
 
-/// The table's memory: a reserved region, a word per frame.
+/// The table's memory: a word per frame, in segments of the arena's sizes; those of
+/// up to a page on the heap.
 #[cfg(not(loom))]
 struct Words {
-    region: crate::frames::os::Region,
+    segments: crate::frames::segments::Segments,
 }
 
 #[cfg(not(loom))]
@@ -208,36 +211,40 @@ impl Words {
     const BYTES: usize = std::mem::size_of::<usize>();
 
     fn reserve(n: usize) -> Result<Words, i32> {
-        let region = crate::frames::os::Region::reserve(n * Self::BYTES)?;
-        // Only ever accessed atomically.
-        hg::untracked(region.base(), n * Self::BYTES);
-        Ok(Words { region })
+        Ok(Words { segments: crate::frames::segments::Segments::new(Self::BYTES, PAGE_BYTES, n) })
     }
 
-    /// Words the reservation holds.
+    /// Words the table can hold.
     fn len(&self) -> usize {
-        self.region.size() / Self::BYTES
+        self.segments.capacity()
     }
 
-    /// Words from the start that are mapped.
+    /// Words of storage the table holds now.
     fn mapped(&self) -> usize {
-        self.region.mapped() / Self::BYTES
+        self.segments.mapped_bytes() / Self::BYTES
     }
 
     fn commit(&self, lo: usize, hi: usize) -> Result<(), i32> {
-        self.region.commit(lo * Self::BYTES, (hi - lo) * Self::BYTES)
+        self.segments.commit(lo, hi)?;
+        // Only ever accessed atomically.
+        for i in (lo..hi).step_by(WORDS_PER_PAGE) {
+            // SAFETY: committed just above.
+            hg::untracked(unsafe { self.word(i) } as *const AtomicUsize as *const u8, PAGE_BYTES);
+        }
+        Ok(())
     }
 
     fn discard(&self, lo: usize, hi: usize) {
-        self.region.discard(lo * Self::BYTES, (hi - lo) * Self::BYTES)
+        self.segments.discard(lo, hi)
     }
 
     fn release(&self, from: usize) {
-        self.region.release_tail(from * Self::BYTES)
+        self.segments.release(from)
     }
 
-    fn restore(&self, to: usize) -> Result<(), i32> {
-        self.region.restore_tail(to * Self::BYTES)
+    fn restore(&self, _to: usize) -> Result<(), i32> {
+        // `commit` maps again what it needs.
+        Ok(())
     }
 
     /// # Safety
@@ -246,10 +253,15 @@ impl Words {
     unsafe fn word(&self, i: usize) -> &AtomicUsize {
         debug_assert!(i < self.len());
         // SAFETY: the caller guarantees the word is committed (zero-initialised by the
-        // kernel) and mapped; it is aligned, and only ever accessed atomically.
-        unsafe { &*(self.region.base() as *const AtomicUsize).add(i) }
+        // kernel or the heap) and mapped; segments are aligned to pages or 16 bytes,
+        // so the word is aligned; it is only ever accessed atomically.
+        unsafe { &*(self.segments.addr(i, i * Self::BYTES) as *const AtomicUsize) }
     }
 }
+
+/// Bytes of a page of words.
+#[cfg(not(loom))]
+const PAGE_BYTES: usize = WORDS_PER_PAGE * std::mem::size_of::<usize>();
 
 /// The table's memory under loom: every word exists, but only those below
 /// `accessible` may be read; a read of another panics, as a read of an unmapped or

@@ -6,10 +6,10 @@
 //! # The word
 //!
 //! ```text
-//!  63        48 47  46 45     37 36                                   0
-//! +------------+------+---------+--------------------------------------+
-//! | generation | state|  pins   | location (LIVE, ...) / next free     |
-//! +------------+------+---------+--------------------------------------+
+//!  63        48 47  46 45   40 39                                      0
+//! +------------+------+-------+-----------------------------------------+
+//! | generation | state| pins  | location (LIVE, ...) / next free        |
+//! +------------+------+-------+-----------------------------------------+
 //! ```
 //!
 //! - generation (16 bits): bumped on every free; a handle carries the generation it
@@ -23,11 +23,15 @@
 //!     read that found no other reader;
 //!   - WRITER: a writable mapping holds the object, alone, for as long as its owner
 //!     keeps it.
-//! - pins (9 bits): how many readers share a LIVE object (shared mappings, reads in
+//! - pins (6 bits): how many readers share a LIVE object (shared mappings, reads in
 //!   progress, and a free checking that no one else does); 0 in every other state.
-//! - location (37 bits): the object's byte offset in the arena (pfn * 4096 + offset in
-//!   frame), so a pool's arena is at most 128 GiB; for a FREE slot, the index of the
-//!   next free slot of its class.
+//!   A 64th simultaneous holder is refused (`TooManyPins`, EAGAIN at the C ABI): a
+//!   read shares a pin only while another reader holds the object, so this takes 63
+//!   mappings of one object, or as many threads reading it at the same instant.
+//! - location (40 bits): the object's byte offset in the arena (its frame's number
+//!   times the frame size, plus its offset in the frame), so a pool's arena is at most
+//!   1 TiB: 2^28 frames of 4 KiB, 2^26 of 16 KiB, 2^24 of 64 KiB; for a FREE slot, the
+//!   index of the next free slot of its class.
 //!
 //! # The protocol
 //!
@@ -71,9 +75,9 @@
 use crate::sync::{backoff, hg, AtomicU64, Ordering};
 
 /// Bits of the location field.
-pub const LOC_BITS: u32 = 37;
+pub const LOC_BITS: u32 = 40;
 /// Bits of the pin count.
-pub const PIN_BITS: u32 = 9;
+pub const PIN_BITS: u32 = 6;
 const PIN_SHIFT: u32 = LOC_BITS;
 const STATE_SHIFT: u32 = PIN_SHIFT + PIN_BITS;
 const GEN_SHIFT: u32 = 48;

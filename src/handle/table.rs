@@ -1,7 +1,9 @@
 //! The handle table: the slots handles name, and beside them, where the layout wants
 //! it, each object's size.
 //!
-//! The table is a reserved range of slots committed as it grows. Slots are taken in
+//! The table is an array of slots in segments whose sizes double
+//! (`frames/segments.rs`), taken as it grows: the first ones on the heap, so a small
+//! pool's table makes no mapping. Slots are taken in
 //! batches by a class (under a small growth lock that nothing nests in) and then live
 //! in that class's free-slot list, linked through the slots themselves, so malloc and
 //! free touch only their class's lock.
@@ -37,8 +39,6 @@ impl HandleTable {
     pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
         let capacity = capacity.clamp(SLOT_BATCH, if cfg!(loom) { LOOM_SLOTS } else { u32::MAX as usize - 1 });
         let region = Cells::reserve(capacity)?;
-        // Slot words are only ever accessed atomically.
-        hg::untracked(region.first(), capacity * std::mem::size_of::<Slot>());
         Ok(HandleTable {
             region,
             sizes: if with_sizes { Some(Cells::reserve(capacity)?) } else { None },
@@ -79,6 +79,10 @@ impl HandleTable {
             return Err(libc::ENOMEM);
         }
         self.region.commit(*top, *top + SLOT_BATCH)?;
+        // Slot words are only ever accessed atomically. (A batch lies in one segment:
+        // segments hold multiples of a batch.)
+        // SAFETY: committed just above.
+        hg::untracked(unsafe { self.region.get(*top) } as *const Slot as *const u8, SLOT_BATCH * 8);
         if let Some(sizes) = &self.sizes {
             sizes.commit(*top, *top + SLOT_BATCH)?;
         }
@@ -177,7 +181,7 @@ unsafe impl Zeroed for AtomicU16 {
 /// entries made up front (loom's atomics cannot live in raw memory).
 struct Cells<T> {
     #[cfg(not(loom))]
-    region: crate::frames::os::Region,
+    segments: crate::frames::segments::Segments,
     #[cfg(loom)]
     cells: Box<[T]>,
     _t: std::marker::PhantomData<T>,
@@ -187,32 +191,18 @@ impl<T: Zeroed> Cells<T> {
     fn reserve(n: usize) -> Result<Cells<T>, i32> {
         Ok(Cells {
             #[cfg(not(loom))]
-            region: crate::frames::os::Region::reserve(n * std::mem::size_of::<T>())?,
+            segments: crate::frames::segments::Segments::new(std::mem::size_of::<T>(), PAGE_SIZE, n),
             #[cfg(loom)]
             cells: (0..n).map(|_| T::zero()).collect(),
             _t: std::marker::PhantomData,
         })
     }
 
-    /// The first entry's address.
-    fn first(&self) -> *const u8 {
-        #[cfg(not(loom))]
-        return self.region.base();
-        #[cfg(loom)]
-        return self.cells.as_ptr().cast();
-    }
-
     /// Makes entries `[from, to)` usable: commits the pages they reach into (which
     /// those below `from` did not).
     fn commit(&self, from: usize, to: usize) -> Result<(), i32> {
         #[cfg(not(loom))]
-        {
-            let per_page = PAGE_SIZE / std::mem::size_of::<T>();
-            let (first_page, last_page) = (from.div_ceil(per_page), to.div_ceil(per_page));
-            if last_page > first_page {
-                self.region.commit(first_page * PAGE_SIZE, (last_page - first_page) * PAGE_SIZE)?;
-            }
-        }
+        self.segments.commit(from, to)?;
         #[cfg(loom)]
         assert!(to <= self.cells.len());
         let _ = (from, to);
@@ -227,10 +217,10 @@ impl<T: Zeroed> Cells<T> {
     unsafe fn get(&self, i: usize) -> &T {
         #[cfg(not(loom))]
         // SAFETY: entry `i` is committed (the precondition), so mapped readable and
-        // writable; the region is page-aligned and entries are laid at their size,
-        // so aligned; it holds zeros or what was written since, and any bits are a
-        // valid T (`Zeroed`).
-        return unsafe { &*(self.region.base() as *const T).add(i) };
+        // writable; segments are aligned to pages or 16 bytes and entries are laid at
+        // their size, so aligned; it holds zeros or what was written since, and any
+        // bits are a valid T (`Zeroed`).
+        return unsafe { &*(self.segments.addr(i, i * std::mem::size_of::<T>()) as *const T) };
         #[cfg(loom)]
         return &self.cells[i];
     }

@@ -184,7 +184,8 @@ impl PoolCore {
     pub fn defragment(&self) -> MigrateStats {
         let _running = self.compaction().lock();
         let mut done = MigrateStats::default();
-        let held = self.frames().held();
+        // Frames at or above the arena's bottom plus those in use need a place below.
+        let held = self.frames().bottom() + self.frames().held();
         let top = self.frames().top();
         // Frames in use at or above `held` need a place below it. Both lists ascend,
         // so frames keep their order: a zspage whose frames were adjacent stays so
@@ -242,7 +243,7 @@ impl PoolCore {
                 for z in st.lists.all() {
                     // SAFETY: list members are live descriptors; lock held.
                     let pfns: Vec<u32> = unsafe { &*z }.frame_list().collect();
-                    if pfns.windows(2).any(|p| p[1] != p[0] + 1) {
+                    if pfns.windows(2).any(|p| !self.frames().adjacent(p[0], p[1])) {
                         split.push(pfns);
                     }
                 }

@@ -70,7 +70,7 @@ impl PoolCore {
         let _extent = self.frames().walk_guard();
         let top = self.frames().top() as u32;
         let mut guard = epoch::pin();
-        for pfn in 0..top {
+        for pfn in self.frames().bottom() as u32..top {
             if pfn % REPIN_EVERY == 0 {
                 guard.repin();
             }

@@ -319,7 +319,7 @@ impl PoolCore {
             return Span::One(here);
         }
         let next = zs.frame(k + 1);
-        if next == pfn + 1 {
+        if self.frames().adjacent(pfn, next) {
             Span::One(here)
         } else {
             Span::Two(here, PAGE_SIZE - within, self.frames().frame_addr(next))

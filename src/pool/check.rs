@@ -167,14 +167,15 @@ impl PoolCore {
             return Err(format!("free frame {pfn} has a side-table word"));
         }
         ensure!(
-            acc.held + acc.taken + acc.free.len() + acc.discarding + acc.retiring == acc.top,
-            "frames lost: {} held + {} taken + {} free + {} discarding + {} retiring != top {}",
+            acc.held + acc.taken + acc.free.len() + acc.discarding + acc.retiring == acc.top - acc.bottom,
+            "frames lost: {} held + {} taken + {} free + {} discarding + {} retiring != top {} - bottom {}",
             acc.held,
             acc.taken,
             acc.free.len(),
             acc.discarding,
             acc.retiring,
-            acc.top
+            acc.top,
+            acc.bottom
         );
         drop(guards);
         Ok(())

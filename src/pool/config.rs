@@ -1,5 +1,5 @@
 //! A pool's configuration: what `Pool::with_config` and `zs_create_pool_with` take,
-//! checked when the pool is built (`PoolCore::build`, `AutoCompact::validate`), and
+//! checked when the pool is built (`PoolCore::build_at`, `AutoCompact::validate`), and
 //! the flags of an allocation.
 
 use std::time::Duration;

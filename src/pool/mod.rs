@@ -58,7 +58,7 @@ use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
 use crate::sync::{epoch, hg, Mutex};
 
-/// Most frames a pool's arena can address: a slot's location has 37 bits.
+/// Most frames a pool's arena can address: a slot's location has 40 bits of bytes.
 pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
 
 /// The state a class lock protects.
@@ -141,8 +141,9 @@ pub(crate) struct Released {
 }
 
 impl PoolCore {
-    /// The pool's structures for `config`.
-    pub(crate) fn build(name: &str, config: &Config) -> Result<PoolCore> {
+    /// The pool's structures for `config`, its arena's frames below `bottom` never
+    /// handed out (0 but in tests: `Pool::testonly_starting_at`).
+    pub(crate) fn build_at(name: &str, config: &Config, bottom: usize) -> Result<PoolCore> {
         if system_page_size() != PAGE_SIZE {
             return Err(Error::Invalid("this library needs 4 KiB pages"));
         }
@@ -153,7 +154,7 @@ impl PoolCore {
         };
         config.auto_compact.validate()?;
         if config.max_pages > MAX_POOL_FRAMES {
-            return Err(Error::Invalid("max_pages above the arena's limit (2^25 frames)"));
+            return Err(Error::Invalid("max_pages above the arena's limit (2^28 frames)"));
         }
         // Before any memory is taken: the identity is what most often runs out.
         let id = PoolId::new().ok_or(Error::TooManyPools)?;
@@ -169,7 +170,7 @@ impl PoolCore {
         // Slots for an average object of the smallest size the layout expects: a
         // reservation, committed as used.
         let smallest = layout.smallest_object(&table.classes()[0]);
-        let frames = FrameSource::new(nframes, limit).map_err(Error::from_errno)?;
+        let frames = FrameSource::starting_at(nframes, limit, bottom).map_err(Error::from_errno)?;
         let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), layout.sizes_beside_slots())
             .map_err(Error::from_errno)?;
         let classes = table

@@ -1,0 +1,246 @@
+//! A pool takes address space as it grows: pools under an address-space limit
+//! (RLIMIT_AS), many live pools at once, and a pool of 2^28 frames used at its top.
+
+mod common;
+use common::{check, pattern};
+use std::process::Command;
+use zsmalloc::{AllocFlags, Config, Error, FrameKind, Handle, Layout, Pool};
+
+const FRAME: usize = 4096;
+
+/// Bytes of the process's virtual size.
+fn virtual_size() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().next().unwrap().parse::<u64>().unwrap() * 4096
+}
+
+/// Bytes of the process's resident set.
+fn resident_size() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    statm.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 4096
+}
+
+/// Lines of /proc/self/maps: the process's mappings.
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps").unwrap().lines().count()
+}
+
+fn verify(p: &Pool, objs: &[(Handle, u64, usize)]) {
+    let mut out = vec![0u8; FRAME];
+    for &(h, seed, s) in objs {
+        p.read(h, &mut out[..s]).unwrap();
+        assert!(out[..s] == pattern(seed, s)[..], "object {seed} intact");
+    }
+}
+
+/// Runs the ignored test `name` of this binary in a child process with `env` set, and
+/// checks that it ran and passed.
+fn run_child(name: &str, env: &[(&str, String)]) -> String {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "--nocapture", "--test-threads=1", name])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && text.contains("1 passed"), "child {name} failed:\n{text}");
+    text
+}
+
+/// What the child under RLIMIT_AS does: see `pools_work_under_an_address_space_limit`.
+#[test]
+#[ignore = "run in a child process by pools_work_under_an_address_space_limit"]
+fn child_under_rlimit_as() {
+    let limit: u64 = std::env::var("ZS_TEST_RLIMIT_AS").expect("run by the parent test").parse().unwrap();
+    let pools_n: usize = std::env::var("ZS_TEST_POOLS").unwrap().parse().unwrap();
+    // Everything the test itself needs is taken before the limit: a handle and a seed
+    // per object (its pool and size follow from the seed), objects of 1,500 bytes on
+    // average.
+    let mut objs: Vec<(Handle, u64)> = Vec::with_capacity(limit as usize / 1024);
+    let size = |seed: u64| 40 + (seed as usize * 7919) % 3000;
+    let mut out = vec![0u8; FRAME];
+    let left = limit - virtual_size();
+    let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+    // SAFETY: setrlimit reads the struct it is given.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+    let pools: Vec<Pool> = (0..pools_n)
+        .map(|i| {
+            let layout = if i % 2 == 0 { Layout::Dense } else { Layout::Kernel };
+            Pool::with_config("rlimit", &Config { layout, ..Config::default() }).expect("a pool under RLIMIT_AS")
+        })
+        .collect();
+    // Fill the pools in turn until each refuses, with objects of many sizes.
+    let mut full = vec![false; pools_n];
+    let mut i = 0u64;
+    let mut failures = 0;
+    while full.iter().any(|f| !f) {
+        i += 1;
+        let k = i as usize % pools_n;
+        if full[k] {
+            continue;
+        }
+        let s = size(i);
+        match pools[k].malloc(s, AllocFlags::default()) {
+            Ok(h) => {
+                pools[k].write(h, &pattern(i, s)).unwrap();
+                objs.push((h, i));
+            }
+            Err(Error::NoMemory) => {
+                failures += 1;
+                // A refusal may be a class's new zspage; smaller objects may still fit
+                // in other classes' zspages, so a pool is full after a few refusals.
+                if failures % 8 == 0 {
+                    full[k] = true;
+                }
+            }
+            Err(e) => panic!("malloc under RLIMIT_AS: {e:?}"),
+        }
+        assert!(objs.len() < objs.capacity(), "more objects than planned");
+    }
+    let held: usize = pools.iter().map(|p| p.total_pages()).sum::<usize>() * FRAME;
+    println!(
+        "limit {} MiB, {} MiB left by the test: {} pools hold {} MiB in {} objects",
+        limit >> 20,
+        left >> 20,
+        pools_n,
+        held >> 20,
+        objs.len()
+    );
+    // Nothing lost, every pool consistent.
+    for &(h, seed) in &objs {
+        let (k, s) = (seed as usize % pools_n, size(seed));
+        pools[k].read(h, &mut out[..s]).unwrap();
+        assert!(out[..s] == pattern(seed, s)[..], "object {seed} intact");
+    }
+    for p in &pools {
+        check(p);
+    }
+    // The pools hold most of what the limit leaves: arenas grow in doubling
+    // segments, and a segment the OS refuses is reserved in part.
+    assert!(held as u64 >= left / 2, "only {} MiB held of {} MiB left", held >> 20, left >> 20);
+    // Emptied, a pool takes objects again.
+    for (h, seed) in objs.drain(..) {
+        pools[seed as usize % pools_n].free(h).unwrap();
+    }
+    for p in &pools {
+        assert_eq!(p.total_pages(), 0);
+        let h = p.malloc(1000, AllocFlags::default()).unwrap();
+        p.free(h).unwrap();
+        check(p);
+    }
+}
+
+/// Pools are created and filled under RLIMIT_AS of 2 GiB and 512 MiB, in a child
+/// process: creation succeeds, malloc fails with ENOMEM only when the address space is
+/// spent, nothing written is lost and the checker finds nothing.
+#[test]
+fn pools_work_under_an_address_space_limit() {
+    for (limit, pools) in [(2u64 << 30, 1), (512 << 20, 4)] {
+        let text = run_child(
+            "child_under_rlimit_as",
+            &[("ZS_TEST_RLIMIT_AS", limit.to_string()), ("ZS_TEST_POOLS", pools.to_string())],
+        );
+        assert!(text.contains("pools hold"), "{text}");
+    }
+}
+
+/// How many pools `many_live_pools` makes: 20,000 by default.
+fn many_pools() -> usize {
+    std::env::var("ZS_TEST_MANY_POOLS").map(|v| v.parse().unwrap()).unwrap_or(20_000)
+}
+
+/// Thousands of live pools with a few objects each: each costs at most two mappings
+/// (under `vm.max_map_count`) and they all work at once.
+#[test]
+fn many_live_pools() {
+    let n = many_pools();
+    let (before, rss) = (mappings(), resident_size());
+    let mut pools = Vec::with_capacity(n);
+    for i in 0..n {
+        let layout = if i % 2 == 0 { Layout::Dense } else { Layout::Kernel };
+        let p = Pool::with_config("many", &Config { layout, ..Config::default() })
+            .unwrap_or_else(|e| panic!("pool {i}: {e:?}"));
+        let objs: Vec<(Handle, u64, usize)> = (0..3)
+            .map(|j| {
+                let (seed, s) = ((i * 3 + j) as u64, 50 + 700 * j);
+                let h = p.malloc(s, AllocFlags::default()).unwrap();
+                p.write(h, &pattern(seed, s)).unwrap();
+                (h, seed, s)
+            })
+            .collect();
+        pools.push((p, objs));
+    }
+    let per_pool = (mappings() as f64 - before as f64) / n as f64;
+    let rss = (resident_size() - rss) / n as u64;
+    println!("{n} pools of 3 objects: {per_pool:.2} mappings, {} KiB resident each", rss >> 10);
+    assert!(per_pool <= 2.0, "{per_pool} mappings per small pool");
+    for (p, objs) in &pools {
+        verify(p, objs);
+    }
+    check(&pools[n / 2].0);
+}
+
+/// An empty pool takes no mapping and little memory.
+#[test]
+fn an_empty_pool_costs_no_mapping() {
+    const N: usize = 2000;
+    let (before, rss) = (mappings(), resident_size());
+    let pools: Vec<Pool> = (0..N).map(|_| Pool::new("empty").unwrap()).collect();
+    let per_pool = (mappings() as f64 - before as f64) / N as f64;
+    let rss = (resident_size() - rss) / N as u64;
+    println!("{N} empty pools: {per_pool:.3} mappings, {} KiB resident each", rss >> 10);
+    assert!(per_pool < 0.05, "{per_pool} mappings per empty pool");
+    assert!(pools.iter().all(|p| p.total_pages() == 0 && p.census().arena_mapped_bytes == 0));
+}
+
+/// A pool of 2^28 frames (1 TiB) is accepted, one frame more is refused, and the
+/// highest frames are used: objects whose locations need the slot's high bits are
+/// written, read, compacted, migrated, counted by the census and freed, across the
+/// segment boundary below them.
+#[test]
+fn a_pool_of_2_to_the_28_frames_used_at_its_top() {
+    const MAX: usize = 1 << 28;
+    let too_big = Config { max_pages: MAX + 1, ..Config::default() };
+    assert!(matches!(Pool::with_config("big", &too_big), Err(Error::Invalid(_))));
+    for (layout, first) in [(Layout::Kernel, MAX - 3000), (Layout::Dense, MAX / 2 - 1000)] {
+        let cfg = Config { max_pages: MAX, layout, ..Config::default() };
+        assert!(matches!(Pool::testonly_starting_at("big", &cfg, MAX + 1), Err(Error::Invalid(_))));
+        let p = Pool::testonly_starting_at("big", &cfg, first).unwrap();
+        let mut objs: Vec<(Handle, u64, usize)> = Vec::new();
+        for i in 0..20_000u64 {
+            let s = 20 + (i as usize * 131) % 4000;
+            let h = match p.malloc(s, AllocFlags::default()) {
+                Ok(h) => h,
+                Err(Error::NoMemory) => break,
+                Err(e) => panic!("{e:?}"),
+            };
+            p.write(h, &pattern(i, s)).unwrap();
+            objs.push((h, i, s));
+        }
+        verify(&p, &objs);
+        let c = p.census();
+        assert_eq!(c.top, c.free + c.zspage + c.huge, "frames from the first to the top");
+        let kinds = p.frame_kinds();
+        assert!(kinds.iter().all(|k| *k != FrameKind::Transit));
+        check(&p);
+        // Frees that empty zspages everywhere, then every way frames move.
+        for (j, (h, _, _)) in objs.iter().enumerate() {
+            if j % 3 != 0 {
+                p.free(*h).unwrap();
+            }
+        }
+        objs = objs.into_iter().enumerate().filter(|(j, _)| j % 3 == 0).map(|(_, o)| o).collect();
+        p.compact();
+        verify(&p, &objs);
+        p.defragment();
+        p.make_adjacent();
+        verify(&p, &objs);
+        check(&p);
+        p.release_address_space();
+        verify(&p, &objs);
+        for (h, _, _) in objs {
+            p.free(h).unwrap();
+        }
+        assert_eq!(p.total_pages(), 0);
+        check(&p);
+    }
+}
