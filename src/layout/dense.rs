@@ -32,8 +32,14 @@
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
 //! - no two holes are neighbours, and the last byte before `end` is an object's;
-//! - every length is positive, an object's at most 4096; `end <= cap`;
+//! - every length is positive, an object's at most 65536 (sixteen frames, the
+//!   longest chain: a hole's at most 65535, as a zspage with a hole keeps an object);
+//!   `end <= cap`;
 //! - the object count, the byte count and the largest hole match.
+
+/// The largest object a dense zspage can hold: the longest chain's bytes. Hole offsets
+/// and lengths fit 16 bits below it.
+pub const MAX_OBJECT: usize = crate::layout::classes::MAX_CHAIN * crate::frames::os::PAGE_SIZE;
 
 /// Width of a placement bucket, in bytes of a zspage's longest free run.
 pub const BUCKET_BYTES: usize = 64;
@@ -117,17 +123,19 @@ impl Arrivals {
 /// this is its size).
 pub const DESCRIPTOR_BYTES: usize = 128;
 
-/// The zspage length, at most `chain` frames, that wastes the least share of its
-/// bytes if filled with objects of `len` bytes: the tail they leave plus the
-/// descriptor a zspage costs. Ties go to the longer zspage. The kernel's rule for a
+/// The zspage length, at most `chain` frames (and at least the frames one object
+/// takes), that wastes the least share of its bytes if filled with objects of `len`
+/// bytes: the tail they leave plus the descriptor a zspage costs. Ties go to the
+/// longer zspage. The kernel's rule for a
 /// class (`chain_length` in `layout/classes.rs`) weighs the tail alone: here a shorter
 /// zspage also costs a descriptor more per byte.
 pub fn zspage_frames(len: usize, chain: usize) -> usize {
-    debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
+    let least = len.div_ceil(crate::frames::os::PAGE_SIZE);
+    debug_assert!(len > 0 && least <= chain);
     let descriptor = DESCRIPTOR_BYTES;
     // Waste and bytes of a zspage of `k` frames.
     let cost = |k: usize| ((k * crate::frames::os::PAGE_SIZE) % len + descriptor, k * crate::frames::os::PAGE_SIZE);
-    (1..=chain).rev().fold(chain, |best, k| {
+    (least..=chain).rev().fold(chain, |best, k| {
         let ((w, b), (bw, bb)) = (cost(k), cost(best));
         // w / b < bw / bb, without division.
         if w * bb < bw * b {
@@ -493,7 +501,7 @@ impl FreeSpace {
     /// first hole that fits. Returns its offset, or None if nothing fits.
     #[inline]
     pub fn place(&mut self, len: usize) -> Option<usize> {
-        debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
+        debug_assert!(len > 0 && len <= MAX_OBJECT);
         let end = self.end as usize;
         let off = if self.cap() - end >= len {
             self.end += len as u32;
@@ -616,7 +624,7 @@ impl FreeSpace {
                 j += 1;
             } else {
                 let (off, len) = objects[i];
-                if off != at || len == 0 || len > crate::frames::os::PAGE_SIZE {
+                if off != at || len == 0 || len > MAX_OBJECT {
                     return Err(format!("object {i} at {off}+{len} where {at} was expected"));
                 }
                 used += len;

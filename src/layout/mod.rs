@@ -80,6 +80,7 @@ impl Layout {
     pub(crate) fn pick(self, lists: &Lists, len: usize) -> Option<*mut ZsPage> {
         match self {
             Layout::Kernel => (GROUP_EMPTY..GROUP_FULL).rev().map(|g| lists.head(g)).find(|z| !z.is_null()),
+            Layout::Dense if len > PAGE_SIZE => pick_large(lists, len),
             Layout::Dense => pick_fitting(lists, len),
         }
     }
@@ -101,8 +102,9 @@ impl Layout {
             Layout::Kernel => spec.frames,
             Layout::Dense => {
                 lists.arrivals.note(len);
-                // Objects of any size fit in one frame's worth.
-                lists.arrivals.zspage_frames(len, spec.frames).min(headroom()).max(1)
+                // An object takes the frames its bytes need (one, up to a page); past
+                // the page limit's headroom, the frame source refuses the zspage.
+                lists.arrivals.zspage_frames(len, spec.frames).min(headroom()).max(len.div_ceil(PAGE_SIZE))
             }
         }
     }
@@ -157,7 +159,7 @@ impl Body {
             Body::Kernel(o) => {
                 let e = o.remove(off / spec.size);
                 debug_assert_eq!({ e.link }, idx, "the place's entry names another slot");
-                e.size as usize
+                e.len()
             }
             Body::Dense(x) => {
                 let size = beside_slot.expect("a dense pool's table records sizes");
@@ -224,7 +226,7 @@ impl Body {
     /// kernel's entries); None where it does not (dense: beside the handle slot).
     pub(crate) fn size_at(&self, spec: &ClassSpec, off: usize) -> Option<usize> {
         match self {
-            Body::Kernel(o) => Some(o.entry(off / spec.size).size as usize),
+            Body::Kernel(o) => Some(o.entry(off / spec.size).len()),
             Body::Dense(_) => None,
         }
     }
@@ -236,7 +238,7 @@ impl Body {
         match self {
             Body::Kernel(o) => o
                 .allocated()
-                .map(|(obj, e)| Object { idx: e.link, off: obj * spec.size, len: spec.usable(), size: e.size as usize })
+                .map(|(obj, e)| Object { idx: e.link, off: obj * spec.size, len: spec.usable(), size: e.len() })
                 .collect(),
             Body::Dense(_) => objects_now(handles, found, |loc| chain_offset(zs, loc))
                 .into_iter()
@@ -391,6 +393,22 @@ fn pick_fitting(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
     let mask = (own_fits as usize).wrapping_neg();
     let zs = lists.head((own & mask) | (other & !mask));
     (!zs.is_null()).then_some(zs)
+}
+
+/// Zspages of the top bucket [`pick_large`] looks at before it opens a new one.
+pub const LARGE_PICK_SCAN: usize = 32;
+
+/// The dense zspage to place `len` bytes in, for an object larger than a page: the
+/// first of the top bucket's first [`LARGE_PICK_SCAN`] zspages whose run fits it (the
+/// top bucket holds every zspage with a run of a page or more, so a zspage that does
+/// not fit is passed over). The bound keeps malloc's cost fixed however many zspages
+/// keep a page free; out of line, so that placing small objects stays as it was.
+#[inline(never)]
+fn pick_large(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
+    // SAFETY: list members are live dense zspages of this lane, whose lock the caller
+    // holds (it has `&Lists` through the guard); no reference to their state is alive
+    // (`ZsPage::state`).
+    lists.list(TOP_BUCKET).take(LARGE_PICK_SCAN).find(|&zs| unsafe { run_of(zs) } >= len)
 }
 
 /// The longest free run of a dense zspage.
@@ -567,7 +585,7 @@ impl Sweep {
             }
             // Where malloc would place it: the source is on the drain list, so it is
             // never the destination.
-            Sweep::Dense { .. } => pick_fitting(lists, len),
+            Sweep::Dense { .. } => Layout::Dense.pick(lists, len),
         }
     }
 
