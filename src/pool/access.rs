@@ -358,7 +358,8 @@ impl PoolCore {
     #[inline]
     pub(crate) unsafe fn zspage_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
         if len > PAGE_SIZE {
-            // SAFETY: as this function's contract.
+            // SAFETY: `large_span` asks for `zs` alive with its frames stable while the
+            // span is used: this function's own precondition.
             return unsafe { self.large_span(zs, off, len) };
         }
         let k = off >> PAGE_SHIFT;
@@ -380,7 +381,8 @@ impl PoolCore {
     /// frame it covers follows the one before in the arena.
     ///
     /// # Safety
-    /// As `zspage_span`.
+    /// `zs` is alive and its frames are stable for as long as the span is used (a hold
+    /// on an object in those bytes, or the class lock with the objects claimed).
     #[inline(never)]
     unsafe fn large_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
         let (first, last) = (off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
