@@ -14,7 +14,8 @@
  * of misuse events, checked against zs_pool_info throughout, with zs_pool_check.
  *
  * Sessions: each layout, single-threaded, and with a second thread doing only misuse
- * (and its own objects) while the first works. Run under ASan and UBSan by the
+ * (and its own objects) while the first works; then each layout with a pool of objects
+ * up to 20000 bytes (max_object_size), with the misusing thread. Run under ASan and UBSan by the
  * Makefile: a bounded run in `make test`, `make fuzz SECONDS=N` for long runs.
  *
  *   fuzz_api [--seed S] [--seconds N | --ops N] [--session K]
@@ -36,12 +37,20 @@
 
 enum { MAXLIVE = 300, RING = 64, MAXOPEN = 24 };
 
+/* The largest object of the sessions with objects above a page, and the pool's limit in
+ * the session running (ZS_MAX_ALLOC_SIZE in the others). */
+#define BIG 20000
+static size_t LIMIT = ZS_MAX_ALLOC_SIZE;
+/* Bytes of the model's buffers: an object's usable bytes, up to its kernel class's place
+ * (20480 bytes for 20000). */
+#define ROOM 24576
+
 struct obj {
     unsigned long h;
     size_t size;
     size_t usable;
     size_t known;              /* bytes [0, known) of the object are data[0, known) */
-    unsigned char data[ZS_MAX_ALLOC_SIZE];
+    unsigned char data[ROOM];
     int ro_maps;               /* open read-only mappings by the owner */
     int rw_map;                /* an open RW or WO mapping by the owner */
     int reads;                 /* open reads by the owner */
@@ -79,7 +88,7 @@ struct actor {
     unsigned long ops;
     unsigned long refused;  /* accesses refused (EBUSY, not misuse) for a hold */
     bool misuser;           /* the second thread: misuse and its own objects only */
-    unsigned char local[MAXOPEN][ZS_MAX_ALLOC_SIZE];
+    unsigned char local[MAXOPEN][ROOM];
 };
 
 /* The session. */
@@ -129,7 +138,8 @@ static size_t usable_of(size_t size)
     memset(&ci, 0, sizeof ci);
     ci.size = sizeof ci;
     zs_class_info(POOL, zs_lookup_class_index(POOL, (unsigned int)size), &ci);
-    return ci.class_size - (ci.pages_per_zspage == 1 && ci.objs_per_zspage == 1 ? 0 : 8);
+    /* The kernel's header, in every class of more than one object a zspage. */
+    return ci.class_size - (ci.objs_per_zspage == 1 ? 0 : 8);
 }
 
 static void random_bytes(struct actor *a, unsigned char *p, size_t n)
@@ -191,7 +201,10 @@ static void do_malloc(struct actor *a)
         size = 1 + rnd(a, 16);
         break;
     case 1:
-        size = ZS_MAX_ALLOC_SIZE - rnd(a, 8);
+        size = LIMIT - rnd(a, 8);
+        break;
+    case 2:
+        size = 1 + rnd(a, LIMIT);
         break;
     default:
         size = 1 + rnd(a, 3000);
@@ -219,13 +232,13 @@ static void do_malloc(struct actor *a)
 
 static void do_bad_malloc(struct actor *a)
 {
-    static const size_t sizes[] = {0, ZS_MAX_ALLOC_SIZE + 1, 65536, (size_t)1 << 32, SIZE_MAX};
+    const size_t sizes[] = {0, LIMIT + 1, 65537, (size_t)1 << 32, SIZE_MAX};
     size_t size = sizes[rnd(a, 5)];
     unsigned int flags = rnd(a, 2) ? 0 : (unsigned int)(2u << rnd(a, 31));
-    if (size > 0 && size <= ZS_MAX_ALLOC_SIZE)
+    if (size > 0 && size <= LIMIT)
         return;
     int want = size == 0 || flags ? EINVAL : ENOSPC;
-    if (size > ZS_MAX_ALLOC_SIZE)
+    if (size > LIMIT)
         want = ENOSPC; /* the size is checked before the flags */
     errno = 0;
     unsigned long h = zs_malloc(POOL, size, flags);
@@ -630,13 +643,13 @@ struct leaver {
     bool got[3];
     int err[3];
     int n;
-    unsigned char fill[3][ZS_MAX_ALLOC_SIZE];
+    unsigned char fill[3][ROOM];
 };
 
 static void *leaver_main(void *arg)
 {
     struct leaver *l = arg;
-    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    static _Thread_local unsigned char local[ROOM];
     for (int k = 0; k < l->n; k++) {
         struct obj *o = &l->a->objs[l->obj[k]];
         errno = 0;
@@ -740,7 +753,14 @@ static void do_maintenance(struct actor *a)
 
 static struct zs_pool *make_pool(void)
 {
-    return test_pool("fuzz", LAYOUT, 0);
+    struct zs_pool_config cfg = test_config(LAYOUT, 0);
+    cfg.max_object_size = (unsigned int)LIMIT;
+    struct zs_pool *pool = zs_create_pool_with("fuzz", &cfg);
+    if (!pool) {
+        fprintf(stderr, "zs_create_pool_with(fuzz): %s\n", strerror(errno));
+        exit(2);
+    }
+    return pool;
 }
 
 /* The pool destroyed with whatever is open, and a new one made. Open entries go stale:
@@ -971,20 +991,23 @@ int main(int argc, char **argv)
         else if (strcmp(argv[i], "--session") == 0 && i + 1 < argc)
             only = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s [--seed S] [--seconds N | --ops N] [--session 0..3]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seed S] [--seconds N | --ops N] [--session 0..5]\n", argv[0]);
             return 2;
         }
     }
     TRACE = getenv("FUZZ_TRACE") && strcmp(getenv("FUZZ_TRACE"), "1") == 0;
     printf("fuzz_api: seed %llu\n", (unsigned long long)seed);
     fflush(stdout);
-    static const char *names[4] = {"dense, one thread", "kernel, one thread", "dense, a misusing second thread",
-                                   "kernel, a misusing second thread"};
-    int sessions = only >= 0 ? 1 : 4;
-    for (int s = 0; s < 4 && !atomic_load(&FAILED); s++) {
+    static const char *names[6] = {"dense, one thread", "kernel, one thread", "dense, a misusing second thread",
+                                   "kernel, a misusing second thread",
+                                   "dense, objects up to 20000 bytes, a misusing second thread",
+                                   "kernel, objects up to 20000 bytes, a misusing second thread"};
+    int sessions = only >= 0 ? 1 : 6;
+    for (int s = 0; s < 6 && !atomic_load(&FAILED); s++) {
         if (only >= 0 && s != only)
             continue;
         LAYOUT = (enum zs_layout)(s % 2);
+        LIMIT = s >= 4 ? BIG : ZS_MAX_ALLOC_SIZE;
         int threads = s < 2 ? 1 : 2;
         double t0 = now();
         unsigned long done = session(seed + (uint64_t)s, threads, ops, seconds / sessions);

@@ -80,19 +80,23 @@ static int running(long round, long rounds)
         sched_yield();                                                                                                 \
     }
 
+/* The largest object of the pool under test, and of any pool here. */
+#define BIG 32768
+static size_t limit = ZS_MAX_ALLOC_SIZE;
+
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     uint64_t rng = 0x70A7u + (uint64_t)w->id * 104729;
     uint32_t seeds = (uint32_t)w->id << 28;
-    unsigned char buf[ZS_MAX_ALLOC_SIZE], local[ZS_MAX_ALLOC_SIZE];
+    unsigned char buf[BIG], local[BIG];
     for (long round = 0; running(round, worker_rounds); round++) {
         /* Slot 0 is the hot object: offered to the contender, never freed. */
         int i = rand_below(&rng, 4) == 0 ? 0 : (int)rand_below(&rng, OWN);
         struct obj *o = &w->own[i];
         unsigned long op = rand_below(&rng, 100);
         if (o->h == 0) {
-            o->len = HEADER + rand_below(&rng, ZS_MAX_ALLOC_SIZE - HEADER + 1);
+            o->len = HEADER + rand_below(&rng, limit - HEADER + 1);
             if (rand_below(&rng, 2))
                 o->len = HEADER + rand_below(&rng, 200);
             o->h = zs_malloc(pool, o->len, 0);
@@ -115,7 +119,7 @@ static void *worker_main(void *arg)
                 w->bad++;
                 continue;
             }
-            unsigned char want[ZS_MAX_ALLOC_SIZE];
+            unsigned char want[BIG];
             fill_version(want, o->len, o->seed);
             w->bad += memcmp(p, want, o->len) != 0;
             zs_obj_read_end(pool, o->h, o->len, p);
@@ -128,7 +132,7 @@ static void *worker_main(void *arg)
                 continue;
             }
             if (mode != ZS_MM_WO) {
-                unsigned char want[ZS_MAX_ALLOC_SIZE];
+                unsigned char want[BIG];
                 fill_version(want, o->len, o->seed);
                 w->bad += memcmp(p, want, o->len) != 0;
             }
@@ -160,7 +164,7 @@ static void *contender_main(void *arg)
 {
     (void)arg;
     uint64_t rng = 0xC047E5Du;
-    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    unsigned char local[BIG];
     for (long round = 0; running(round, side_rounds * 20); round++) {
         unsigned long h = atomic_load(&hot[rand_below(&rng, WORKERS)]);
         if (h == 0) {
@@ -171,7 +175,7 @@ static void *contender_main(void *arg)
         if (rand_below(&rng, 2)) {
             unsigned char *p = zs_map_object(pool, h, ZS_MM_RO);
             if (p) {
-                size_t room = ZS_MAX_ALLOC_SIZE;
+                size_t room = limit;
                 if (!whole_version(p, room))
                     atomic_fetch_add(&torn, 1);
                 zs_unmap_object(pool, h);
@@ -183,7 +187,7 @@ static void *contender_main(void *arg)
                 memcpy(&len, p, 4);
                 zs_obj_read_end(pool, h, HEADER, p);
                 /* The length never changes: a whole read of it, in a second read. */
-                if (len >= HEADER && len <= ZS_MAX_ALLOC_SIZE) {
+                if (len >= HEADER && len <= limit) {
                     p = zs_obj_read_begin(pool, h, len, local);
                     if (p) {
                         if (!whole_version(p, len))
@@ -234,7 +238,13 @@ static void *maintenance_main(void *arg)
     (void)arg;
     for (long round = 0; running(round, side_rounds); round++) {
         zs_compact(pool);
-        if (zs_defragment(pool) < 0 || zs_make_adjacent(pool) < 0 || zs_release_arena(pool) < 0)
+        if (zs_defragment(pool) < 0 || zs_make_adjacent(pool) < 0)
+            atomic_fetch_add(&check_failures, 1);
+        /* A released arena grows back only where no other mapping has taken the range
+         * meanwhile (README, Frame migration): with objects up to 32 KiB the pool
+         * grows and shrinks by many more frames, and under load a malloc then fails
+         * with ENOMEM, which the workers count as a failure. Those runs leave it out. */
+        if (limit == ZS_MAX_ALLOC_SIZE && zs_release_arena(pool) < 0)
             atomic_fetch_add(&check_failures, 1);
     }
     return NULL;
@@ -272,11 +282,13 @@ static void *burst_main(void *arg)
     return NULL;
 }
 
-static void run(enum zs_layout layout, long ms)
+static void run(enum zs_layout layout, long ms, unsigned int max_object_size)
 {
     struct zs_pool_config cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.size = sizeof cfg;
+    cfg.max_object_size = max_object_size;
+    limit = max_object_size ? max_object_size : ZS_MAX_ALLOC_SIZE;
     cfg.max_pages = TEST_MAX_PAGES;
     cfg.layout = layout;
     cfg.auto_compact_pages = 1;
@@ -317,7 +329,7 @@ static void run(enum zs_layout layout, long ms)
         pthread_join(side[s], NULL);
 
     const char *name = layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense";
-    fprintf(stderr, "  %s: %lu checks, %lu censuses, %lu refusals\n", name, atomic_load(&checks),
+    fprintf(stderr, "  %s, objects up to %zu bytes: %lu checks, %lu censuses, %lu refusals\n", name, limit, atomic_load(&checks),
             atomic_load(&censuses), atomic_load(&refusals));
     CHECK_EQ(atomic_load(&check_failures), 0);
     CHECK_EQ(atomic_load(&torn), 0);
@@ -329,7 +341,7 @@ static void run(enum zs_layout layout, long ms)
             struct obj *o = &w[t].own[i];
             if (!o->h)
                 continue;
-            unsigned char local[ZS_MAX_ALLOC_SIZE], want[ZS_MAX_ALLOC_SIZE];
+            static unsigned char local[BIG], want[BIG];
             unsigned char *p = zs_obj_read_begin(pool, o->h, o->len, local);
             fill_version(want, o->len, o->seed);
             if (CHECK(p != NULL)) {
@@ -359,7 +371,10 @@ int main(void)
         worker_rounds = 5000;
         side_rounds = 60;
     }
-    run(ZS_LAYOUT_DENSE, ms);
-    run(ZS_LAYOUT_KERNEL, ms);
+    run(ZS_LAYOUT_DENSE, ms, 0);
+    run(ZS_LAYOUT_KERNEL, ms, 0);
+    /* Objects up to 32 KiB: compacted, migrated and made adjacent under the load. */
+    run(ZS_LAYOUT_DENSE, ms, BIG);
+    run(ZS_LAYOUT_KERNEL, ms, BIG);
     return check_summary();
 }

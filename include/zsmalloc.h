@@ -114,6 +114,10 @@ struct zs_pool_config {
    * Automatic compaction: how often the thread looks, in milliseconds; 0 = 100.
    */
   unsigned int auto_compact_interval_ms;
+  /**
+   * Largest object the pool takes, in bytes, up to 65536; 0 = `ZS_MAX_ALLOC_SIZE`.
+   */
+  unsigned int max_object_size;
 };
 
 /**
@@ -225,6 +229,10 @@ struct zs_pool_info {
    * Bytes reads and maps copied because the object was not contiguous, cumulative.
    */
   unsigned long read_copied_bytes;
+  /**
+   * Largest object the pool takes (its `max_object_size`, 4096 by default).
+   */
+  unsigned long max_object_size;
 };
 
 /**

@@ -3,7 +3,7 @@
 # second thread doing misuse while the first works.
 #
 #   make test-fuzz          a bounded run under ASan + UBSan (FUZZ_TEST_SECONDS in all,
-#                           8 by default), then a short one built without sanitizers,
+#                           12 by default: 2 for each of the six sessions), then a short one built without sanitizers,
 #                           where a destroyed pool's address can come back
 #   make fuzz SECONDS=N     a long run under ASan + UBSan (60 s by default); SEED=S
 #                           runs a given seed
@@ -13,7 +13,7 @@
 # environment prints every call.
 
 FUZZ_DIR          := $(BUILD)/fuzz
-FUZZ_TEST_SECONDS ?= 8
+FUZZ_TEST_SECONDS ?= 12
 SECONDS           ?= 60
 FUZZ_SEED_ARG      = $(if $(SEED),--seed $(SEED))
 

@@ -673,6 +673,9 @@ pool_config (void)
   cfg.auto_compact_pages = ac_pages;
   cfg.auto_compact_max_pages_per_sec = ac_rate;
   cfg.auto_compact_interval_ms = ac_interval;
+  /* A unit that does not compress is stored whole: the pool takes objects of a unit
+   * (up to 64 KiB; it refuses a larger limit, and so a larger unit, with EINVAL). */
+  cfg.max_object_size = unit;
   return cfg;
 }
 

@@ -26,6 +26,7 @@ fn new_pool(layout: u32) -> *mut zs_pool {
         auto_compact_pages: 0,
         auto_compact_max_pages_per_sec: 0,
         auto_compact_interval_ms: 0,
+        max_object_size: 0,
     };
     // SAFETY: a valid config and name.
     let p = unsafe { zs_create_pool_with(c"ffi".as_ptr(), &cfg) };
@@ -214,6 +215,7 @@ fn extension_structs_honour_size() {
             auto_compact_pages: 0,
             auto_compact_max_pages_per_sec: 0,
             auto_compact_interval_ms: 0,
+            max_object_size: 0,
         };
         let p = zs_create_pool_with(null(), &cfg);
         assert!(!p.is_null(), "fields past `size` are not read");

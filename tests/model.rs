@@ -40,8 +40,21 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// As [`op`], and allocations of up to 64 KiB besides, many of them over a page.
+fn op_large() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => op(),
+        1 => prop_oneof![4097usize..=65536, 30000usize..=65536, Just(65536)].prop_map(Op::Malloc),
+    ]
+}
+
 fn run(layout: Layout, ops: Vec<Op>) {
-    let p = Pool::with_config("model", &Config { max_pages: 1 << 14, layout, ..Config::default() }).unwrap();
+    run_with(layout, 0, ops)
+}
+
+fn run_with(layout: Layout, max_object_size: usize, ops: Vec<Op>) {
+    let cfg = Config { max_pages: 1 << 14, layout, max_object_size, ..Config::default() };
+    let p = Pool::with_config("model", &cfg).unwrap();
     let other = Pool::with_config("other", &Config { max_pages: 16, ..Config::default() }).unwrap();
     let foreign = other.malloc(10, AllocFlags::default()).unwrap();
     // The model: live handles with their size and expected contents.
@@ -185,5 +198,15 @@ proptest! {
     #[test]
     fn kernel_layout_follows_the_model(ops in prop::collection::vec(op(), 1..300)) {
         run(Layout::Kernel, ops);
+    }
+
+    #[test]
+    fn dense_layout_with_large_objects_follows_the_model(ops in prop::collection::vec(op_large(), 1..200)) {
+        run_with(Layout::Dense, 65536, ops);
+    }
+
+    #[test]
+    fn kernel_layout_with_large_objects_follows_the_model(ops in prop::collection::vec(op_large(), 1..200)) {
+        run_with(Layout::Kernel, 65536, ops);
     }
 }

@@ -67,6 +67,8 @@ struct Shared {
     failures: Mutex<Vec<String>>,
     checks: AtomicUsize,
     censuses: AtomicUsize,
+    /// The pool's largest object.
+    limit: usize,
 }
 
 impl Shared {
@@ -115,7 +117,7 @@ fn worker(s: &Shared, t: usize) -> Vec<Obj> {
     let mut rng = Rng(0x5EED_0000 + t as u64);
     let mut objs: Vec<Obj> = Vec::new();
     let mut seeds = (t as u32) << 28;
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; s.limit];
     while s.running() {
         let r = rng.next_u64();
         let op = r % 16;
@@ -123,7 +125,8 @@ fn worker(s: &Shared, t: usize) -> Vec<Obj> {
             let len = match r >> 8 & 3 {
                 0 => HEADER + (r >> 16) as usize % 56,
                 1 => HEADER + (r >> 16) as usize % 1000,
-                _ => HEADER + (r >> 16) as usize % (4096 - HEADER + 1),
+                2 => HEADER + (r >> 16) as usize % (4096 - HEADER + 1),
+                _ => HEADER + (r >> 16) as usize % (s.limit - HEADER + 1),
             };
             let h = match p.malloc(len, AllocFlags::default()) {
                 Ok(h) => h,
@@ -244,7 +247,7 @@ fn worker(s: &Shared, t: usize) -> Vec<Obj> {
 fn contender(s: &Shared) {
     let p = &s.pool;
     let mut rng = Rng(0xC0_17E5D);
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; s.limit];
     while s.running() {
         let r = rng.next_u64();
         // Half the time a worker's hot object, which its owner keeps writing.
@@ -261,7 +264,7 @@ fn contender(s: &Shared) {
                 let mut local = vec![0u8; HEADER];
                 // The header first, then the whole object, in one read each.
                 match p.read_begin(h, HEADER, &mut local).map(|r| u32::from_le_bytes(r[..4].try_into().unwrap())) {
-                    Ok(len) if (HEADER..=4096).contains(&(len as usize)) => {
+                    Ok(len) if (HEADER..=s.limit).contains(&(len as usize)) => {
                         let mut local = vec![0u8; len as usize];
                         p.read_begin(h, len as usize, &mut local).map(|r| is_whole_version(&r))
                     }
@@ -272,7 +275,7 @@ fn contender(s: &Shared) {
             _ => match p.read(h, &mut buf[..HEADER]) {
                 Ok(()) => {
                     let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
-                    if !(HEADER..=4096).contains(&len) {
+                    if !(HEADER..=s.limit).contains(&len) {
                         Ok(Err(format!("header names {len} bytes")))
                     } else {
                         // The object may have been rewritten (or freed and its slot
@@ -330,12 +333,13 @@ fn burst(s: &Shared) {
     }
 }
 
-fn torture(layout: Layout) {
+fn torture(layout: Layout, limit: usize) {
     let ms: u64 = std::env::var("ZS_TORTURE_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
     let config = Config {
         max_pages: 1 << 15,
         layout,
         auto_compact: AutoCompact { threshold_pages: 1, interval_ms: 1, max_pages_per_sec: 0 },
+        max_object_size: limit,
         ..Config::default()
     };
     let s = Arc::new(Shared {
@@ -346,6 +350,7 @@ fn torture(layout: Layout) {
         checks: AtomicUsize::new(0),
         censuses: AtomicUsize::new(0),
         busy: AtomicUsize::new(0),
+        limit: limit.max(4096),
     });
     let spawn = |f: fn(&Shared)| {
         let s = s.clone();
@@ -406,7 +411,7 @@ fn torture(layout: Layout) {
     // At rest: every object intact, the pool sound, and empty once they are freed.
     let p = &s.pool;
     p.check().unwrap();
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; s.limit];
     for o in &objs {
         p.read(o.h, &mut buf[..o.len]).unwrap();
         assert_eq!(buf[..o.len], contents(o.seed, o.len)[..], "object {:?} at rest", o.h);
@@ -420,10 +425,22 @@ fn torture(layout: Layout) {
 
 #[test]
 fn torture_dense() {
-    torture(Layout::Dense);
+    torture(Layout::Dense, 0);
 }
 
 #[test]
 fn torture_kernel() {
-    torture(Layout::Kernel);
+    torture(Layout::Kernel, 0);
+}
+
+/// A quarter of the objects between a page and 32 KiB: compacted, migrated and made
+/// adjacent under the same load.
+#[test]
+fn torture_dense_large() {
+    torture(Layout::Dense, 32768);
+}
+
+#[test]
+fn torture_kernel_large() {
+    torture(Layout::Kernel, 32768);
 }

@@ -117,7 +117,8 @@ def test_round_trip_variants():
     want = sha256_file(img)
     for params in (["compressor=zstd"], ["compressor=zstd", "level=1", "layout=kernel"],
                    ["compressor=none"], ["compressor=lz4", "level=8", "chain=4"],
-                   ["layout=kernel", "unit=4096"]):
+                   ["layout=kernel", "unit=4096"], ["unit=16384"],
+                   ["unit=32768", "compressor=zstd", "layout=kernel"], ["unit=65536", "compressor=zstd"]):
         with Server(f"size={IMAGE_SIZE}", *params) as srv:
             nbdcopy(img, srv.uri)
             assert copy_out_sha(srv) == want, f"the image differs with {params}"
@@ -171,7 +172,8 @@ print("nbdsh: partial writes ok")
 
 def test_nbdsh_partial_writes():
     # A size that is not a multiple of the unit: the last unit is cut short.
-    for params in (["size=4M"], ["size=3999999", "compressor=zstd"], ["size=2M", "compressor=none"]):
+    for params in (["size=4M"], ["size=3999999", "compressor=zstd"], ["size=2M", "compressor=none"],
+                   ["size=4M", "unit=32768"], ["size=3999999", "unit=16384", "compressor=zstd", "layout=kernel"]):
         with Server(*params) as srv:
             r = subprocess.run(["nbdsh", "-u", srv.uri, "-c", NBDSH_SCRIPT], env=TOOL_ENV,
                                capture_output=True, text=True, timeout=120)
@@ -410,8 +412,8 @@ BAD = [
     (["size=1M", "level=0"], r"lz4's level is its acceleration"),
     (["size=1M", "compressor=zstd", "level=99"], r"zstd's levels are"),
     (["size=1M", "compressor=none", "level=1"], r"takes no level"),
-    (["size=1M", "unit=8192"], r"unit=8192: the pool's largest object is 4096 bytes"),
-    (["size=1M", "unit=65536"], r"unit=65536: the pool's largest object is 4096 bytes"),
+    (["size=1M", "unit=131072"], r"the pool refuses this configuration \(unit=131072"),
+    (["size=1M", "unit=1G"], r"the pool refuses this configuration \(unit=1073741824"),
     (["size=1M", "unit=1000"], r"power of two of at least 4096"),
     (["size=1M", "mem_limit=100"], r"mem_limit=100: the limit must be 0"),
     (["size=1M", "layout=sparse"], r"layout=sparse: unknown layout"),

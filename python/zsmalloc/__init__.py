@@ -206,6 +206,7 @@ _CONFIG_FIELDS: Tuple[Tuple[str, Any, Union[int, str], Callable[[Any, str], int]
     ("auto_compact_pages", ctypes.c_ulong, 0, _ulong),
     ("auto_compact_max_pages_per_sec", ctypes.c_ulong, 0, _ulong),
     ("auto_compact_interval_ms", ctypes.c_uint, 0, _uint),
+    ("max_object_size", ctypes.c_uint, 0, _uint),
 )
 
 
@@ -230,6 +231,7 @@ class zs_pool_info(ctypes.Structure):
         ("misuse_events", ctypes.c_ulong),
         ("frames_migrated", ctypes.c_ulong),
         ("read_copied_bytes", ctypes.c_ulong),
+        ("max_object_size", ctypes.c_ulong),
     ]
 
 
@@ -503,10 +505,12 @@ class _Mapping:
 
 
 class Pool:
-    """A zsmalloc pool: objects of 1..4096 bytes, named by int handles.
+    """A zsmalloc pool: objects of 1..4096 bytes (up to max_object_size, at most
+    65536, if given), named by int handles.
 
     ``Pool(name=None, *, max_pages=0, chain_size=0, layout="dense",
-    auto_compact_pages=0, auto_compact_max_pages_per_sec=0, auto_compact_interval_ms=0)``:
+    auto_compact_pages=0, auto_compact_max_pages_per_sec=0, auto_compact_interval_ms=0,
+    max_object_size=0)``:
     the keywords mirror ``struct zs_pool_config`` (0 means the library's default;
     layout is "dense", the library's default, or "kernel", the kernel's exact class
     table; auto_compact_pages > 0 turns on compaction by a background thread).
@@ -698,6 +702,13 @@ class Pool:
         except Exception:
             pass
 
+    @property
+    def max_object_size(self) -> int:
+        """The largest object the pool takes (its max_object_size, 4096 by default)."""
+        size = self.config.get("max_object_size") or MAX_ALLOC_SIZE
+        assert isinstance(size, int)
+        return size
+
     def __repr__(self) -> str:
         state = "closed" if self._pool is None else f"total_pages={self.total_pages}"
         return f"<zsmalloc.Pool {self.name!r} layout={self.config.get('layout')!r} {state}>"
@@ -705,7 +716,8 @@ class Pool:
     # -- objects -------------------------------------------------------------------
 
     def malloc(self, size: int, nogrow: bool = False) -> int:
-        """Allocates an object of `size` bytes (1..4096) and returns its handle.
+        """Allocates an object of `size` bytes (1..max_object_size, 4096 by default)
+        and returns its handle.
 
         nogrow=True fails with MemoryError rather than take a new frame."""
         size = _size_t(size, "Pool.malloc(): size")
@@ -720,7 +732,7 @@ class Pool:
             if e == _errno.ENOMEM:
                 detail = "no frame could be had, the pool's page limit" + (", or nogrow" if nogrow else "")
             else:
-                detail = f"size {size} is outside 1..{MAX_ALLOC_SIZE}"
+                detail = f"size {size} is outside 1..{self.max_object_size}"
             raise _error("zs_malloc", e, None, detail)
         self._sizes[h] = size
         return h
@@ -799,7 +811,7 @@ class Pool:
         n = _size_t(n, "Pool.read(): n")
         # Beyond the largest object the library refuses the length before it needs
         # a buffer; none is allocated for it.
-        local = ctypes.create_string_buffer(n) if 0 < n <= MAX_ALLOC_SIZE else None
+        local = ctypes.create_string_buffer(n) if 0 < n <= self.max_object_size else None
         p = self._enter()
         try:
             ctypes.set_errno(0)
@@ -886,7 +898,7 @@ class Pool:
         finally:
             self._exit()
         if i == _UINT_MAX:
-            detail = f"size {size} is outside 1..{MAX_ALLOC_SIZE}"
+            detail = f"size {size} is outside 1..{self.max_object_size}"
             raise _error("zs_lookup_class_index", e or _errno.EINVAL, None, detail)
         return int(i)
 

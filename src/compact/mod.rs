@@ -117,7 +117,7 @@ impl PoolCore {
         let mut done = CompactStats::default();
         let mut sweep = Sweep::begin(self.layout(), &mut class.state.lock().lists, &spec);
         sweep.find_objects(self.handles());
-        let mut buf = [0u8; PAGE_SIZE];
+        let mut buf = vec![0u8; self.max_object_size().max(PAGE_SIZE)];
         // Frames released and frames taken for new zspages: the objects of the
         // zspages being emptied may need some.
         let (mut released_frames, mut taken_frames) = (0, 0);
@@ -274,7 +274,7 @@ impl PoolCore {
         src: *mut ZsPage,
         o: crate::layout::Object,
         dst: *mut ZsPage,
-        buf: &mut [u8; PAGE_SIZE],
+        buf: &mut [u8],
     ) -> u64 {
         let spec = &self.classes()[ci].spec;
         // SAFETY: by 1, both are live and ours, and distinct, so the two state

@@ -90,6 +90,8 @@ pub struct zs_pool_config {
     pub auto_compact_max_pages_per_sec: c_ulong,
     /// Automatic compaction: how often the thread looks, in milliseconds; 0 = 100.
     pub auto_compact_interval_ms: c_uint,
+    /// Largest object the pool takes, in bytes, up to 65536; 0 = `ZS_MAX_ALLOC_SIZE`.
+    pub max_object_size: c_uint,
 }
 
 /// Pool statistics for `zs_pool_info`.
@@ -118,6 +120,8 @@ pub struct zs_pool_info {
     pub frames_migrated: c_ulong,
     /// Bytes reads and maps copied because the object was not contiguous, cumulative.
     pub read_copied_bytes: c_ulong,
+    /// Largest object the pool takes (its `max_object_size`, 4096 by default).
+    pub max_object_size: c_ulong,
 }
 
 /// Per-class statistics for `zs_class_info`.
@@ -206,6 +210,7 @@ impl Default for zs_pool_config {
             auto_compact_pages: 0,
             auto_compact_max_pages_per_sec: 0,
             auto_compact_interval_ms: 0,
+            max_object_size: 0,
         }
     }
 }

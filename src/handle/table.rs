@@ -125,11 +125,12 @@ impl HandleTable {
         // committed with its slot (`take_batch`).
         let cell = unsafe { sizes.get(index as usize) };
         // Relaxed: written before the slot's LIVE word is published (Release) and
-        // read after it is pinned (Acquire), or under the lock that wrote it.
-        Some(cell.load(Ordering::Relaxed) as usize)
+        // read after it is pinned (Acquire), or under the lock that wrote it. Sizes
+        // are 1..=65536, kept less one in 16 bits: stored truncated, 0 reads 65536.
+        Some(((cell.load(Ordering::Relaxed) as usize).wrapping_sub(1) & 0xFFFF) + 1)
     }
 
-    /// Records the size of the object slot `index` is about to hold (1..=4096),
+    /// Records the size of the object slot `index` is about to hold (1..=65536),
     /// before the slot is published; nothing if the table records no sizes.
     ///
     /// # Safety
@@ -242,7 +243,8 @@ mod tests {
         unsafe {
             t.set_size(5, 4096);
             assert_eq!(t.size(5), Some(4096));
-            assert_eq!(t.size(6), Some(0));
+            t.set_size(6, 65536);
+            assert_eq!(t.size(6), Some(65536), "the largest object's size wraps in 16 bits");
         }
         assert_eq!(t.bytes(), 2 * PAGE_SIZE, "one page of slots, one of sizes");
         let t = HandleTable::new(1000, false).unwrap();

@@ -103,14 +103,56 @@ pub fn chain_length(size: usize, chain: usize) -> usize {
 pub struct ClassTable {
     layout: Layout,
     chain: usize,
+    /// The largest object.
+    limit: usize,
     /// Every class of the full table, before merging (index -> spec of its merged class).
     merged: Vec<usize>,
     /// The merged classes, in ascending size; `merged` points into this.
     classes: Vec<ClassSpec>,
-    /// Size in bytes (0..=MAX_ALLOC_SIZE) -> position in `classes` (kernel layout).
+    /// Size in bytes (0..=limit) -> position in `classes` (kernel layout).
     lookup: Box<[u16]>,
     huge_class_size: usize,
     nr_full: usize,
+}
+
+/// Spacing of the kernel layout's classes above a page: a sixteenth of a page, where
+/// the kernel spaces its classes a 256th of one apart. Compressed units of 16 and 32
+/// KiB lose on average half a step to their class; the same share of a page's
+/// worth of object would be a step of 16 times the kernel's.
+pub const LARGE_STEP: usize = PAGE_SIZE / 16;
+
+/// The kernel layout's classes above a page for objects of up to `limit` bytes, as
+/// (size, frames, objects): sizes [`LARGE_STEP`] apart from a page up, the last one at
+/// least `limit` (rounded up to the step); each on the chain length, from the frames
+/// one object needs up to `chain` (or those frames, if more), that leaves the least
+/// tail, the first of equals: the kernel's rule for a class, starting where a zspage
+/// holds an object at all.
+pub fn large_classes(chain: usize, limit: usize) -> Vec<(usize, usize, usize)> {
+    let class = |i: usize| {
+        let size = PAGE_SIZE + i * LARGE_STEP;
+        let least = size.div_ceil(PAGE_SIZE);
+        let frames = (least..=chain.max(least)).min_by_key(|&k| ((k * PAGE_SIZE) % size, k)).unwrap_or(least);
+        (size, frames, frames * PAGE_SIZE / size)
+    };
+    let mut v: Vec<_> = (1..=limit.saturating_sub(PAGE_SIZE).div_ceil(LARGE_STEP)).map(class).collect();
+    // The last class's places hold a header where a zspage holds more than one: one
+    // class more if its usable bytes fall short of the limit (it is at most half the
+    // longest chain, so the next one still fits in one).
+    if let Some(&(size, _, objs)) = v.last() {
+        if objs > 1 && size - KERNEL_HANDLE_SIZE < limit {
+            v.push(class(v.len() + 1));
+        }
+    }
+    v
+}
+
+/// The dense layout's chain for objects of up to `limit` bytes where `chain` is asked
+/// for: long enough that an object of `limit` bytes fits in the tail of a zspage whose
+/// objects so far fill less than a frame, so that the largest objects still share
+/// zspages (a 32 KiB object spans up to 9 frames), and never above [`MAX_CHAIN`]: a
+/// 64 KiB object takes a zspage of its own.
+pub fn dense_chain(chain: usize, limit: usize) -> usize {
+    chain.max((limit.div_ceil(PAGE_SIZE) + 1).min(MAX_CHAIN))
 }
 
 /// Lanes of a dense pool: as many as the machine runs threads at once, up to 16.
@@ -128,21 +170,35 @@ thread_local! {
 }
 
 impl ClassTable {
-    /// Builds the table for `layout` with chains of at most `chain` frames.
+    /// Builds the table for `layout` with chains of at most `chain` frames, for objects
+    /// of at most [`MAX_ALLOC_SIZE`] bytes.
+    pub fn new(layout: Layout, chain: usize) -> ClassTable {
+        ClassTable::with_limit(layout, chain, MAX_ALLOC_SIZE)
+    }
+
+    /// Builds the table for `layout` with chains of at most `chain` frames, for objects
+    /// of at most `limit` bytes (`MAX_ALLOC_SIZE..=MAX_CHAIN * PAGE_SIZE`).
     ///
     /// The dense layout has no size classes (`layout/dense.rs`): its "classes" are lanes,
     /// each with its own lock and zspages taking objects of every size, and a thread
-    /// allocates in its lane. Every lane reports the largest object as its size.
-    pub fn new(layout: Layout, chain: usize) -> ClassTable {
+    /// allocates in its lane. Every lane reports the largest object as its size. Its
+    /// chain is long enough for the largest object wherever a zspage's tail holds it:
+    /// [`dense_chain`].
+    ///
+    /// The kernel layout's table up to a page is the kernel's exactly; above it, while
+    /// the limit asks, come the large classes ([`large_classes`]).
+    pub fn with_limit(layout: Layout, chain: usize, limit: usize) -> ClassTable {
         assert!((MIN_CHAIN..=MAX_CHAIN).contains(&chain));
+        assert!((MAX_ALLOC_SIZE..=MAX_CHAIN * PAGE_SIZE).contains(&limit));
         if layout == Layout::Dense {
             let n = dense_lanes();
-            let classes = (0..n)
-                .map(|index| ClassSpec { index, size: MAX_ALLOC_SIZE, frames: chain, objs: 0, header: 0 })
-                .collect();
+            let chain = dense_chain(chain, limit);
+            let classes =
+                (0..n).map(|index| ClassSpec { index, size: limit, frames: chain, objs: 0, header: 0 }).collect();
             return ClassTable {
                 layout,
                 chain,
+                limit,
                 merged: (0..n).collect(),
                 classes,
                 lookup: Box::new([]),
@@ -153,14 +209,16 @@ impl ClassTable {
         // ZS_MIN_ALLOC_SIZE = 32, ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS(8), and
         // the in-object handle header.
         let (min, step, header) = (32, PAGE_SIZE >> 8, KERNEL_HANDLE_SIZE);
-        let n = (PAGE_SIZE - min).div_ceil(step) + 1;
-        let raw: Vec<(usize, usize, usize)> = (0..n)
+        let n_page = (PAGE_SIZE - min).div_ceil(step) + 1;
+        let mut raw: Vec<(usize, usize, usize)> = (0..n_page)
             .map(|i| {
                 let size = (min + i * step).min(PAGE_SIZE);
                 let frames = chain_length(size, chain);
                 (size, frames, frames * PAGE_SIZE / size)
             })
             .collect();
+        raw.extend(large_classes(chain, limit));
+        let n = raw.len();
 
         // Walk from the largest class down; a class whose (frames, objects) equal those
         // of the class just above it shares that class.
@@ -168,7 +226,7 @@ impl ClassTable {
         let mut huge_class_size = 0;
         for i in (0..n).rev() {
             let (size, frames, objs) = raw[i];
-            if huge_class_size == 0 && frames != 1 && objs != 1 {
+            if i < n_page && huge_class_size == 0 && frames != 1 && objs != 1 {
                 // The smallest object that no longer fits this class with its header.
                 huge_class_size = size + 1 - header;
             }
@@ -179,19 +237,42 @@ impl ClassTable {
         for i in 0..n {
             if rep[i] == i {
                 let (size, frames, objs) = raw[i];
-                let h = if frames == 1 && objs == 1 { 0 } else { header };
+                // One object per zspage (a page's huge class, a large class of one
+                // object): no header, as the kernel keeps a huge object's handle
+                // outside it.
+                let h = if objs == 1 { 0 } else { header };
                 pos_of[i] = classes.len();
                 classes.push(ClassSpec { index: i, size, frames, objs, header: h });
             }
         }
         let merged: Vec<usize> = rep.iter().map(|&r| pos_of[r]).collect();
-        let mut lookup = vec![0u16; MAX_ALLOC_SIZE + 1].into_boxed_slice();
+        let mut lookup = vec![0u16; limit + 1].into_boxed_slice();
+        let mut large = n_page;
         for (s, entry) in lookup.iter_mut().enumerate() {
-            let with_header = s.max(1) + header;
-            let idx = if with_header <= min { 0 } else { (with_header - min).div_ceil(step) };
-            *entry = merged[idx.min(n - 1)] as u16;
+            *entry = if s <= PAGE_SIZE {
+                let with_header = s.max(1) + header;
+                let idx = if with_header <= min { 0 } else { (with_header - min).div_ceil(step) };
+                merged[idx.min(n_page - 1)] as u16
+            } else {
+                // The first large class whose places hold `s` bytes besides their header.
+                while classes[merged[large]].usable() < s {
+                    large += 1;
+                }
+                merged[large] as u16
+            };
         }
-        ClassTable { layout, chain, merged, classes, lookup, huge_class_size, nr_full: n }
+        ClassTable { layout, chain, limit, merged, classes, lookup, huge_class_size, nr_full: n }
+    }
+
+    /// The largest object the table takes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes the size lookup takes, as the statistics count them: two per size up to
+    /// the limit (the dense layout, which has no lookup, counts as the kernel's).
+    pub fn lookup_bytes(&self) -> usize {
+        (self.limit + 1) * 2
     }
 
     /// The layout this table was built for.
@@ -215,7 +296,8 @@ impl ClassTable {
     }
 
     /// Position in [`classes`](Self::classes) of the class for an object of `size`
-    /// bytes (1..=MAX_ALLOC_SIZE): for the dense layout, the calling thread's lane.
+    /// bytes (1..=[`limit`](Self::limit)): for the dense layout, the calling thread's
+    /// lane.
     #[inline]
     pub fn class_for(&self, size: usize) -> usize {
         if self.layout == Layout::Dense {
@@ -293,6 +375,67 @@ mod tests {
                 assert_eq!(c.is_huge(), s >= huge, "size {s}, chain {chain}");
             }
         }
+    }
+
+    /// The classes above a page, restated: sizes 256 bytes apart from 4352 up to the
+    /// limit (and one more if the last one's places, less a header, fall short of it);
+    /// frames from the fewest that hold one object up to the chain, the least tail
+    /// first; merged as below a page; no header where a zspage holds one object.
+    #[test]
+    fn kernel_classes_above_a_page_match_their_rules() {
+        for chain in [4, 8, 16] {
+            for limit in [4097, 8192, 10240, 16384, 20000, 32768, 40000, 65535, 65536] {
+                let t = ClassTable::with_limit(Layout::Kernel, chain, limit);
+                let mut reference = kernel_reference(chain);
+                let mut size: usize = 4096;
+                loop {
+                    let last = reference.last().unwrap();
+                    if last.0 > 4096 && last.0 - if last.2 == 1 { 0 } else { 8 } >= limit {
+                        break;
+                    }
+                    size += 256;
+                    let least = size.div_ceil(4096);
+                    let mut frames = least;
+                    for k in least..=chain.max(least) {
+                        if (k * 4096) % size < (frames * 4096) % size {
+                            frames = k;
+                        }
+                    }
+                    reference.push((size, frames, frames * 4096 / size));
+                }
+                assert_eq!(t.nr_full_classes(), reference.len(), "chain {chain}, limit {limit}");
+                for (i, &(_, frames, objs)) in reference.iter().enumerate() {
+                    let c = t.classes()[t.merged_of(i).unwrap()];
+                    let mut j = i;
+                    while j + 1 < reference.len() && reference[j + 1].1 == frames && reference[j + 1].2 == objs {
+                        j += 1;
+                    }
+                    assert_eq!((c.index, c.size, c.frames, c.objs), (j, reference[j].0, frames, objs), "class {i}");
+                    assert_eq!(c.header, if objs == 1 { 0 } else { 8 }, "class {i}");
+                    assert!(c.frames <= MAX_CHAIN && c.objs >= 1);
+                }
+                for s in 4097..=limit {
+                    let c = t.classes()[t.class_for(s)];
+                    assert!(c.usable() >= s, "{s} bytes fit their place");
+                    let below = t.classes().iter().filter(|d| d.size > 4096 && d.size < c.size);
+                    assert!(below.clone().all(|d| d.usable() < s), "{s} bytes: the smallest class that fits");
+                }
+                // Up to a page, and the huge class size, as the kernel's.
+                let small = ClassTable::new(Layout::Kernel, chain);
+                assert_eq!(t.huge_class_size(), small.huge_class_size());
+                assert!((1..=4096).all(|s| t.classes()[t.class_for(s)] == small.classes()[small.class_for(s)]));
+            }
+        }
+    }
+
+    #[test]
+    fn dense_chain_holds_the_largest_object_past_a_frame() {
+        assert_eq!(dense_chain(16, 4096), 16);
+        assert_eq!(dense_chain(4, 4096), 4, "a page's limit keeps the chain asked for");
+        assert_eq!(dense_chain(4, 32768), 9, "a 32 KiB object spans up to 9 frames");
+        assert_eq!(dense_chain(4, 65536), 16, "the longest chain: a 64 KiB object alone");
+        let t = ClassTable::with_limit(Layout::Dense, 4, 16384);
+        assert!(t.classes().iter().all(|c| (c.frames, c.size) == (5, 16384)));
     }
 
     #[test]

@@ -32,8 +32,14 @@
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
 //! - no two holes are neighbours, and the last byte before `end` is an object's;
-//! - every length is positive, an object's at most 4096; `end <= cap`;
+//! - every length is positive, an object's at most 65536 (sixteen frames, the
+//!   longest chain: a hole's at most 65535, as a zspage with a hole keeps an object);
+//!   `end <= cap`;
 //! - the object count, the byte count and the largest hole match.
+
+/// The largest object a dense zspage can hold: the longest chain's bytes. Hole offsets
+/// and lengths fit 16 bits below it.
+pub const MAX_OBJECT: usize = crate::layout::classes::MAX_CHAIN * crate::frames::os::PAGE_SIZE;
 
 /// Width of a placement bucket, in bytes of a zspage's longest free run.
 pub const BUCKET_BYTES: usize = 64;
@@ -41,8 +47,28 @@ pub const BUCKET_BYTES: usize = 64;
 pub const TOP_BUCKET: usize = crate::frames::os::PAGE_SIZE / BUCKET_BYTES;
 /// The list of zspages compaction is emptying: malloc places nothing there.
 pub const DRAIN: usize = TOP_BUCKET + 1;
-/// Lists a dense lane keeps: the buckets and the drain list.
-pub const NR_LISTS: usize = DRAIN + 1;
+/// Width of a band, in bytes of a zspage's longest free run: in a pool of objects
+/// larger than a page, zspages with a run of two bands or more are on band lists
+/// rather than the top bucket, so that malloc finds a run that fits a large object
+/// without looking through zspages whose runs do not.
+pub const BAND_BYTES: usize = 2 * crate::frames::os::PAGE_SIZE;
+/// Band lists, after the drain list: runs of 1, 2, ... bands, the last one with
+/// every longer run.
+pub const BANDS: usize = 7;
+/// Lists a dense lane keeps: the buckets, the drain list and the bands.
+pub const NR_LISTS: usize = DRAIN + 1 + BANDS;
+
+/// The list of a zspage whose longest free run is `run` bytes in a pool of objects up
+/// to a page: its bucket. In a pool of larger objects (`bands`), a run of a band or
+/// more is on its band's list instead.
+#[inline]
+pub fn list_of(run: usize, bands: bool) -> usize {
+    if bands && run >= BAND_BYTES {
+        DRAIN + (run / BAND_BYTES).min(BANDS)
+    } else {
+        bucket(run)
+    }
+}
 
 /// The placement bucket of a zspage whose longest free run is `run` bytes: every
 /// zspage in bucket `b` has a run of at least `b * BUCKET_BYTES` bytes.
@@ -117,17 +143,19 @@ impl Arrivals {
 /// this is its size).
 pub const DESCRIPTOR_BYTES: usize = 128;
 
-/// The zspage length, at most `chain` frames, that wastes the least share of its
-/// bytes if filled with objects of `len` bytes: the tail they leave plus the
-/// descriptor a zspage costs. Ties go to the longer zspage. The kernel's rule for a
+/// The zspage length, at most `chain` frames (and at least the frames one object
+/// takes), that wastes the least share of its bytes if filled with objects of `len`
+/// bytes: the tail they leave plus the descriptor a zspage costs. Ties go to the
+/// longer zspage. The kernel's rule for a
 /// class (`chain_length` in `layout/classes.rs`) weighs the tail alone: here a shorter
 /// zspage also costs a descriptor more per byte.
 pub fn zspage_frames(len: usize, chain: usize) -> usize {
-    debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
+    let least = len.div_ceil(crate::frames::os::PAGE_SIZE);
+    debug_assert!(len > 0 && least <= chain);
     let descriptor = DESCRIPTOR_BYTES;
     // Waste and bytes of a zspage of `k` frames.
     let cost = |k: usize| ((k * crate::frames::os::PAGE_SIZE) % len + descriptor, k * crate::frames::os::PAGE_SIZE);
-    (1..=chain).rev().fold(chain, |best, k| {
+    (least..=chain).rev().fold(chain, |best, k| {
         let ((w, b), (bw, bb)) = (cost(k), cost(best));
         // w / b < bw / bb, without division.
         if w * bb < bw * b {
@@ -297,6 +325,9 @@ pub struct FreeSpace {
     largest_hole: u16,
     /// Frames of the chain.
     frames: u8,
+    /// Whether the zspage is listed by bands ([`list_of`]): a pool of objects larger
+    /// than a page.
+    bands: bool,
     /// Bytes in use from the start of the chain: the tail starts here.
     end: u32,
     /// Bytes of objects.
@@ -304,10 +335,31 @@ pub struct FreeSpace {
 }
 
 impl FreeSpace {
-    /// An empty zspage of `frames` frames.
+    /// An empty zspage of `frames` frames, listed by buckets alone.
+    #[cfg(test)]
     pub fn new(frames: usize) -> FreeSpace {
+        FreeSpace::with_bands(frames, false)
+    }
+
+    /// An empty zspage of `frames` frames, listed by bands if `bands` ([`list_of`]).
+    pub fn with_bands(frames: usize, bands: bool) -> FreeSpace {
         debug_assert!((1..=16).contains(&frames));
-        FreeSpace { buf: Box::new([]), nobj: 0, nhole: 0, largest_hole: 0, frames: frames as u8, end: 0, used: 0 }
+        FreeSpace {
+            buf: Box::new([]),
+            nobj: 0,
+            nhole: 0,
+            largest_hole: 0,
+            frames: frames as u8,
+            bands,
+            end: 0,
+            used: 0,
+        }
+    }
+
+    /// The list the zspage belongs on ([`list_of`]).
+    #[inline]
+    pub fn list(&self) -> usize {
+        list_of(self.longest_run(), self.bands)
     }
 
     /// Whether no object is left.
@@ -493,7 +545,7 @@ impl FreeSpace {
     /// first hole that fits. Returns its offset, or None if nothing fits.
     #[inline]
     pub fn place(&mut self, len: usize) -> Option<usize> {
-        debug_assert!(len > 0 && len <= crate::frames::os::PAGE_SIZE);
+        debug_assert!(len > 0 && len <= MAX_OBJECT);
         let end = self.end as usize;
         let off = if self.cap() - end >= len {
             self.end += len as u32;
@@ -616,7 +668,7 @@ impl FreeSpace {
                 j += 1;
             } else {
                 let (off, len) = objects[i];
-                if off != at || len == 0 || len > crate::frames::os::PAGE_SIZE {
+                if off != at || len == 0 || len > MAX_OBJECT {
                     return Err(format!("object {i} at {off}+{len} where {at} was expected"));
                 }
                 used += len;
@@ -750,6 +802,23 @@ mod tests {
         assert_eq!(x.meta_bytes(), 4, "no room to grow left");
         x.remove(50, 10);
         assert_eq!(x.holes(), 2);
+    }
+
+    #[test]
+    fn bands_list_long_runs_of_large_pools_only() {
+        for run in [0, 63, 64, 4095, 4096, 8191, 8192, 65535] {
+            assert_eq!(list_of(run, false), bucket(run), "without bands, the buckets");
+        }
+        assert_eq!(list_of(4096, true), TOP_BUCKET, "a run under two pages: the top bucket");
+        assert_eq!(list_of(8191, true), TOP_BUCKET);
+        assert_eq!(list_of(8192, true), DRAIN + 1);
+        assert_eq!(list_of(16383, true), DRAIN + 1);
+        assert_eq!(list_of(16384, true), DRAIN + 2);
+        assert_eq!(list_of(65535, true), DRAIN + BANDS, "the last band takes every longer run");
+        let mut x = FreeSpace::with_bands(16, true);
+        assert_eq!(x.list(), DRAIN + BANDS);
+        x.place(40000).unwrap();
+        assert_eq!(x.list(), DRAIN + (65536 - 40000) / BAND_BYTES);
     }
 
     #[test]

@@ -45,8 +45,18 @@ pub const NONE: u16 = u16::MAX;
 pub struct Entry {
     /// Allocated: the handle slot's index. Free: the next free place (or NONE).
     pub link: u32,
-    /// Allocated: the size passed to malloc. Free: 0.
+    /// Allocated: the size passed to malloc, in 16 bits (so 65536 reads 0). Free: 0.
+    /// A size of 65536 fills a 16-frame zspage's only place, which the zspage's use
+    /// count tells allocated ([`Objects::is_allocated`]).
     pub size: u16,
+}
+
+impl Entry {
+    /// The size of an allocated place's object.
+    #[inline]
+    pub fn len(&self) -> usize {
+        ((self.size as usize).wrapping_sub(1) & 0xFFFF) + 1
+    }
 }
 
 /// The objects of a kernel-layout zspage: an entry per place, and the free list.
@@ -104,7 +114,7 @@ impl Objects {
     /// bytes; returns the place, or None if the zspage is full.
     #[inline]
     pub fn place(&mut self, idx: u32, size: usize) -> Option<usize> {
-        debug_assert!(size >= 1 && size <= u16::MAX as usize);
+        debug_assert!(size >= 1 && size <= u16::MAX as usize + 1);
         let obj = self.free_head;
         if obj == NONE {
             return None;
@@ -121,7 +131,7 @@ impl Objects {
     #[inline]
     pub fn remove(&mut self, obj: usize) -> Entry {
         let e = self.entries[obj];
-        debug_assert!(e.size != 0 && self.inuse > 0, "freeing a free place");
+        debug_assert!(self.is_allocated(obj, &e) && self.inuse > 0, "freeing a free place");
         self.entries[obj] = Entry { link: self.free_head as u32, size: 0 };
         self.free_head = obj as u16;
         self.inuse -= 1;
@@ -141,15 +151,27 @@ impl Objects {
         self.entries[obj]
     }
 
+    /// Whether place `obj`, whose entry is `e`, is allocated: its size says so, but
+    /// for a 65536-byte object, in the only place of its zspage.
+    #[inline]
+    pub fn is_allocated(&self, obj: usize, e: &Entry) -> bool {
+        e.size != 0 || (obj == 0 && self.places() == 1 && self.inuse == 1)
+    }
+
     /// The allocated places, ascending, with their entries.
     pub fn allocated(&self) -> impl Iterator<Item = (usize, Entry)> + '_ {
-        self.entries.iter().copied().enumerate().filter(|(_, e)| e.size != 0)
+        self.entries.iter().copied().enumerate().filter(|(o, e)| self.is_allocated(*o, e))
     }
 
     /// The allocated places among `range`, with their entries.
     pub fn allocated_in(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = (usize, Entry)> + '_ {
         let range = range.start.min(self.places())..range.end.min(self.places());
-        self.entries[range.clone()].iter().copied().zip(range).filter(|(e, _)| e.size != 0).map(|(e, o)| (o, e))
+        self.entries[range.clone()]
+            .iter()
+            .copied()
+            .zip(range)
+            .filter(|(e, o)| self.is_allocated(*o, e))
+            .map(|(e, o)| (o, e))
     }
 
     /// Bytes of metadata the entries hold (their allocation).
@@ -178,7 +200,7 @@ impl Objects {
         if inuse + nfree != places {
             return Err(format!("inuse {inuse} + free {nfree} != {places}"));
         }
-        if let Some(obj) = (0..places).find(|&o| free[o] == (self.entries[o].size != 0)) {
+        if let Some(obj) = (0..places).find(|&o| free[o] == self.is_allocated(o, &self.entries[o])) {
             return Err(format!("object {obj}: size {} disagrees with the free list", { self.entries[obj].size }));
         }
         Ok(())

@@ -30,7 +30,7 @@ use crate::frames::pfn_of;
 use crate::handle::locate::{locate, objects_now};
 use crate::handle::HandleTable;
 use crate::layout::classes::{ClassSpec, Layout};
-use crate::layout::dense::{bucket, bucket_for, FreeSpace, DRAIN, TOP_BUCKET};
+use crate::layout::dense::{bucket, bucket_for, list_of, FreeSpace, BANDS, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::layout::kernel::{fullness_group, Objects, GROUP_EMPTY, GROUP_FULL, NR_GROUPS};
 use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, ZsPage};
@@ -54,7 +54,8 @@ impl Layout {
     pub(crate) fn body(self, spec: &ClassSpec, frames: usize) -> Body {
         match self {
             Layout::Kernel => Body::Kernel(Objects::new(spec.objs)),
-            Layout::Dense => Body::Dense(FreeSpace::new(frames)),
+            // A lane's size is the pool's largest object.
+            Layout::Dense => Body::Dense(FreeSpace::with_bands(frames, spec.size > PAGE_SIZE)),
         }
     }
 
@@ -80,7 +81,11 @@ impl Layout {
     pub(crate) fn pick(self, lists: &Lists, len: usize) -> Option<*mut ZsPage> {
         match self {
             Layout::Kernel => (GROUP_EMPTY..GROUP_FULL).rev().map(|g| lists.head(g)).find(|z| !z.is_null()),
-            Layout::Dense => pick_fitting(lists, len),
+            Layout::Dense if len > PAGE_SIZE => pick_large(lists, len),
+            // Where no bucket has room, a pool of large objects may have zspages with
+            // room on its bands (none in other pools: the branch taken only before a
+            // new zspage is opened).
+            Layout::Dense => pick_fitting(lists, len).or_else(|| first_band(lists, DRAIN + 1)),
         }
     }
 
@@ -101,8 +106,9 @@ impl Layout {
             Layout::Kernel => spec.frames,
             Layout::Dense => {
                 lists.arrivals.note(len);
-                // Objects of any size fit in one frame's worth.
-                lists.arrivals.zspage_frames(len, spec.frames).min(headroom()).max(1)
+                // An object takes the frames its bytes need (one, up to a page); past
+                // the page limit's headroom, the frame source refuses the zspage.
+                lists.arrivals.zspage_frames(len, spec.frames).min(headroom()).max(len.div_ceil(PAGE_SIZE))
             }
         }
     }
@@ -157,7 +163,7 @@ impl Body {
             Body::Kernel(o) => {
                 let e = o.remove(off / spec.size);
                 debug_assert_eq!({ e.link }, idx, "the place's entry names another slot");
-                e.size as usize
+                e.len()
             }
             Body::Dense(x) => {
                 let size = beside_slot.expect("a dense pool's table records sizes");
@@ -182,7 +188,7 @@ impl Body {
     pub(crate) fn list(&self) -> usize {
         match self {
             Body::Kernel(o) => o.group(),
-            Body::Dense(x) => bucket(x.longest_run()),
+            Body::Dense(x) => x.list(),
         }
     }
 
@@ -224,7 +230,7 @@ impl Body {
     /// kernel's entries); None where it does not (dense: beside the handle slot).
     pub(crate) fn size_at(&self, spec: &ClassSpec, off: usize) -> Option<usize> {
         match self {
-            Body::Kernel(o) => Some(o.entry(off / spec.size).size as usize),
+            Body::Kernel(o) => Some(o.entry(off / spec.size).len()),
             Body::Dense(_) => None,
         }
     }
@@ -236,7 +242,7 @@ impl Body {
         match self {
             Body::Kernel(o) => o
                 .allocated()
-                .map(|(obj, e)| Object { idx: e.link, off: obj * spec.size, len: spec.usable(), size: e.size as usize })
+                .map(|(obj, e)| Object { idx: e.link, off: obj * spec.size, len: spec.usable(), size: e.len() })
                 .collect(),
             Body::Dense(_) => objects_now(handles, found, |loc| chain_offset(zs, loc))
                 .into_iter()
@@ -316,7 +322,7 @@ impl Body {
                 if x.cap() != nframes * PAGE_SIZE {
                     return Err(format!("zspage of {} bytes", x.cap()));
                 }
-                if g != DRAIN && g != bucket(x.longest_run()) {
+                if g != DRAIN && g != x.list() {
                     return Err(format!("zspage with a run of {} bytes in bucket {g}", x.longest_run()));
                 }
                 Ok(())
@@ -393,6 +399,38 @@ fn pick_fitting(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
     (!zs.is_null()).then_some(zs)
 }
 
+/// Zspages of one list [`pick_large`] looks at for the tightest fit.
+pub const LARGE_PICK_SCAN: usize = 32;
+
+/// The dense zspage to place `len` bytes in, for an object larger than a page: the
+/// tightest fit among the first [`LARGE_PICK_SCAN`] zspages of the list whose runs
+/// are about `len` (the top bucket, or a band: some fit it, some do not), else the
+/// head of the lowest band above it (every one fits). Bands exist in the pools that
+/// take objects larger than a page; out of line, so that placing small objects stays
+/// as it was.
+#[inline(never)]
+fn pick_large(lists: &Lists, len: usize) -> Option<*mut ZsPage> {
+    let own = list_of(len, true);
+    let tightest = lists
+        .list(own)
+        .take(LARGE_PICK_SCAN)
+        // SAFETY: list members are live dense zspages of this lane, whose lock the
+        // caller holds (it has `&Lists` through the guard); no reference to their
+        // state is alive (`ZsPage::state`).
+        .map(|zs| (unsafe { run_of(zs) }, zs))
+        .filter(|&(run, _)| run >= len)
+        .min_by_key(|&(run, _)| run)
+        .map(|(_, zs)| zs);
+    tightest.or_else(|| first_band(lists, if own == TOP_BUCKET { DRAIN + 1 } else { own + 1 }))
+}
+
+/// The head of the first band list from `from` on that has one.
+fn first_band(lists: &Lists, from: usize) -> Option<*mut ZsPage> {
+    (from..NR_LISTS).map(|g| lists.head(g)).find(|zs| !zs.is_null())
+}
+
+const _: () = assert!(DRAIN + BANDS + 1 == NR_LISTS, "the bands are the lists after the drain list");
+
 /// The longest free run of a dense zspage.
 ///
 /// # Safety
@@ -455,6 +493,7 @@ impl Sweep {
             Layout::Dense => {
                 let mut all: Vec<(usize, usize, *mut ZsPage)> = lists
                     .lists(0..DRAIN)
+                    .chain(lists.lists(DRAIN + 1..NR_LISTS))
                     .map(|zs| {
                         // SAFETY: list members are live descriptors of the lane, whose lock
                         // is held (`lists` is borrowed from its guard); the state
@@ -567,7 +606,7 @@ impl Sweep {
             }
             // Where malloc would place it: the source is on the drain list, so it is
             // never the destination.
-            Sweep::Dense { .. } => pick_fitting(lists, len),
+            Sweep::Dense { .. } => Layout::Dense.pick(lists, len),
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Every access holds the object in its handle slot (`handle/slot.rs`), which keeps its
 //! location, zspage and frames fixed, then works on the bytes: in place where the
-//! bytes are contiguous in the arena (inside one frame, or straddling two frames of
-//! the chain that happen to be adjacent), through a copy otherwise. No class lock and
+//! bytes are contiguous in the arena (inside one frame, or straddling frames of the
+//! chain that happen to be adjacent: two for an object up to a page, up to seventeen
+//! for the largest), through a copy otherwise. No class lock and
 //! no epoch guard is taken; the hold is in the slot word, so it may outlive the call
 //! (a mapping, a read between `read_begin` and `read_end`).
 //!
@@ -28,7 +29,7 @@ use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
-use crate::frames::{location, pfn_of};
+use crate::frames::{location, pfn_of, FrameSource};
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
 use crate::layout::zspage::ZsPage;
@@ -79,6 +80,35 @@ pub(crate) enum Span {
     One(*mut u8),
     /// The first `.1` bytes at `.0`, the rest at `.2`.
     Two(*mut u8, usize, *mut u8),
+    /// An object larger than a page over frames of the chain of `.1`, from byte `.2`
+    /// of it, not all adjacent: a piece per frame, found in the arena `.0`.
+    Chain(*const FrameSource, *const ZsPage, usize),
+}
+
+/// Calls `f(address, position, n)` for each frame's piece of the `len` bytes at byte
+/// `off` of the chain of `zs`: `n` bytes at `address`, which are bytes
+/// `position..position + n` of the range.
+///
+/// # Safety
+/// `frames` and `zs` are alive, and the chain's frames stay put, while this runs.
+unsafe fn each_piece(
+    frames: *const FrameSource,
+    zs: *const ZsPage,
+    off: usize,
+    len: usize,
+    mut f: impl FnMut(*mut u8, usize, usize),
+) {
+    let mut done = 0;
+    while done < len {
+        let at = off + done;
+        let within = at & (PAGE_SIZE - 1);
+        let n = (PAGE_SIZE - within).min(len - done);
+        // SAFETY: both alive (the precondition); the chain covers the range, as the
+        // span that led here was made for it.
+        let addr = unsafe { (*frames).addr(location((*zs).frame(at >> PAGE_SHIFT), within)) };
+        f(addr, done, n);
+        done += n;
+    }
 }
 
 impl Span {
@@ -92,8 +122,10 @@ impl Span {
     pub(crate) unsafe fn copy_out(self, dst: &mut [u8]) {
         let n = dst.len();
         // SAFETY: the sources are readable for `n` bytes in all (1: `first` of them at
-        // `a` and the rest at `b` for two pieces), and not written meanwhile (2); the
-        // destination is `dst`, writable for `n` bytes, and overlaps neither (3).
+        // `a` and the rest at `b` for two pieces; a piece per frame of a chain, whose
+        // descriptor and frames the hold keeps, for `each_piece`), and not written
+        // meanwhile (2); the destination is `dst`, writable for `n` bytes, and
+        // overlaps none of them (3).
         unsafe {
             match self {
                 Span::One(p) => {
@@ -107,6 +139,10 @@ impl Span {
                     std::ptr::copy_nonoverlapping(a, dst.as_mut_ptr(), first);
                     std::ptr::copy_nonoverlapping(b, dst.as_mut_ptr().add(first), n - first);
                 }
+                Span::Chain(frames, zs, off) => each_piece(frames, zs, off, n, |p, at, k| {
+                    track_read(p, k);
+                    std::ptr::copy_nonoverlapping(p, dst.as_mut_ptr().add(at), k)
+                }),
             }
         }
     }
@@ -121,9 +157,10 @@ impl Span {
     /// 3. they do not overlap `src`.
     pub(crate) unsafe fn copy_in(self, src: &[u8]) {
         let n = src.len();
-        // SAFETY: the destinations are writable for `n` bytes in all (1), and no one
-        // else touches them meanwhile (2); the source is `src`, readable for `n`
-        // bytes, and overlaps neither (3).
+        // SAFETY: the destinations are writable for `n` bytes in all (1: for a chain,
+        // a piece per frame, whose descriptor and frames the hold keeps, for
+        // `each_piece`), and no one else touches them meanwhile (2); the source is
+        // `src`, readable for `n` bytes, and overlaps none of them (3).
         unsafe {
             match self {
                 Span::One(p) => {
@@ -137,6 +174,10 @@ impl Span {
                     std::ptr::copy_nonoverlapping(src.as_ptr(), a, first);
                     std::ptr::copy_nonoverlapping(src.as_ptr().add(first), b, n - first);
                 }
+                Span::Chain(frames, zs, off) => each_piece(frames, zs, off, n, |p, at, k| {
+                    track_write(p, k);
+                    std::ptr::copy_nonoverlapping(src.as_ptr().add(at), p, k)
+                }),
             }
         }
     }
@@ -155,15 +196,22 @@ pub enum MapMode {
     WriteOnly,
 }
 
-type PageBuf = Box<[u8; PAGE_SIZE]>;
+/// A copied mapping's buffer: a page, or as many bytes as the object it was last made
+/// for, if more.
+type PageBuf = Box<[u8]>;
 
 thread_local! {
     /// Buffers for mappings of objects that are not contiguous, reused per thread.
     static PAGE_BUFS: RefCell<Vec<PageBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-fn take_buf() -> PageBuf {
-    PAGE_BUFS.try_with(|b| b.borrow_mut().pop()).ok().flatten().unwrap_or_else(|| Box::new([0u8; PAGE_SIZE]))
+/// A buffer of at least `len` bytes: a page for any object up to one, as many bytes
+/// as a larger object has (a buffer too short is dropped for it).
+fn take_buf(len: usize) -> PageBuf {
+    match PAGE_BUFS.try_with(|b| b.borrow_mut().pop()).ok().flatten() {
+        Some(buf) if buf.len() >= len => buf,
+        _ => vec![0u8; len.max(PAGE_SIZE)].into_boxed_slice(),
+    }
 }
 
 fn give_buf(buf: PageBuf) {
@@ -302,15 +350,18 @@ impl PoolCore {
         unsafe { self.zspage_span(&*pin.zs, off, len) }
     }
 
-    /// Where `len` bytes at byte `off` of a zspage's chain are (`len` <= PAGE_SIZE, so
-    /// at most two frames).
+    /// Where `len` bytes at byte `off` of a zspage's chain are.
     ///
     /// # Safety
     /// `zs` is alive and its frames are stable for as long as the span is used (a hold
     /// on an object in those bytes, or the class lock with the objects claimed).
     #[inline]
     pub(crate) unsafe fn zspage_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
-        debug_assert!(len <= PAGE_SIZE);
+        if len > PAGE_SIZE {
+            // SAFETY: `large_span` asks for `zs` alive with its frames stable while the
+            // span is used: this function's own precondition.
+            return unsafe { self.large_span(zs, off, len) };
+        }
         let k = off >> PAGE_SHIFT;
         let within = off & (PAGE_SIZE - 1);
         let pfn = zs.frame(k);
@@ -323,6 +374,24 @@ impl PoolCore {
             Span::One(here)
         } else {
             Span::Two(here, PAGE_SIZE - within, self.frames().frame_addr(next))
+        }
+    }
+
+    /// [`zspage_span`](Self::zspage_span) for more than a page: in place where every
+    /// frame it covers follows the one before in the arena.
+    ///
+    /// # Safety
+    /// `zs` is alive and its frames are stable for as long as the span is used (a hold
+    /// on an object in those bytes, or the class lock with the objects claimed).
+    #[inline(never)]
+    unsafe fn large_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
+        let (first, last) = (off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
+        let pfn = zs.frame(first);
+        let here = self.frames().addr(location(pfn, off & (PAGE_SIZE - 1)));
+        if (first + 1..=last).all(|k| zs.frame(k) == pfn + (k - first) as u32) {
+            Span::One(here)
+        } else {
+            Span::Chain(self.frames(), zs, off)
         }
     }
 
@@ -430,10 +499,10 @@ impl PoolCore {
         Ok(match self.span(&pin, len) {
             Span::One(ptr) => MapState { slot, ptr, len, mode, copy: None },
             span => {
-                let mut buf = take_buf();
+                let mut buf = take_buf(len);
                 if mode != MapMode::WriteOnly {
                     // SAFETY: the span covers the usable bytes of the held object; the
-                    // buffer holds a page.
+                    // buffer holds at least as many.
                     unsafe { span.copy_out(&mut buf[..len]) };
                     self.count_copy(len);
                 }

@@ -18,6 +18,24 @@ pub struct Config {
     pub layout: Layout,
     /// Automatic compaction (off by default).
     pub auto_compact: AutoCompact,
+    /// Largest object the pool takes, up to [`MAX_OBJECT_LIMIT`]; 0 means
+    /// `ZS_MAX_ALLOC_SIZE` (4096).
+    pub max_object_size: usize,
+}
+
+/// The largest `max_object_size` a pool may be configured with: 64 KiB, sixteen
+/// frames, the longest chain (`layout/classes.rs`).
+pub const MAX_OBJECT_LIMIT: usize = 65536;
+
+impl Config {
+    /// The object limit this configuration asks for.
+    pub(crate) fn object_limit(&self) -> Result<usize> {
+        match self.max_object_size {
+            0 => Ok(crate::layout::classes::MAX_ALLOC_SIZE),
+            n if n <= MAX_OBJECT_LIMIT => Ok(n),
+            _ => Err(Error::Invalid("max_object_size above 65536")),
+        }
+    }
 }
 
 /// Allocation flags.

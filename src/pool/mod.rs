@@ -99,6 +99,11 @@ pub(crate) struct Class {
     pub body_bytes: AtomicUsize,
 }
 
+// The statistics count the classes' bytes as metadata: the band lists of pools of
+// large objects fit in what the alignment leaves, so a class is as large as before.
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<Class>() == 1280);
+
 /// Adds `d` to a statistic that only the holder of a lock writes.
 #[inline]
 pub(crate) fn bump(a: &AtomicUsize, d: isize) {
@@ -130,6 +135,8 @@ pub struct PoolCore {
     compaction: Mutex<()>,
     /// The layout (`layout/mod.rs` answers what differs between them).
     layout: Layout,
+    /// The largest object malloc takes.
+    max_object_size: usize,
 }
 
 /// A zspage taken off its lists under the class lock, to be released after it: its
@@ -153,24 +160,26 @@ impl PoolCore {
             _ => return Err(Error::Invalid("chain_size must be 0 or 4..16")),
         };
         config.auto_compact.validate()?;
+        let limit = config.object_limit()?;
         if config.max_pages > MAX_POOL_FRAMES {
             return Err(Error::Invalid("max_pages above the arena's limit (2^28 frames)"));
         }
         // Before any memory is taken: the identity is what most often runs out.
         let id = PoolId::new().ok_or(Error::TooManyPools)?;
-        let table = ClassTable::new(config.layout, chain);
+        // Classes for objects up to a page at least, as the kernel's table has them.
+        let table = ClassTable::with_limit(config.layout, chain, limit.max(MAX_ALLOC_SIZE));
         // Without a limit, reserve (not commit) as many frames as the machine has memory.
         let nframes = if config.max_pages != 0 {
             config.max_pages
         } else {
             (physical_memory() / PAGE_SIZE).clamp(1 << 16, MAX_POOL_FRAMES)
         };
-        let limit = if config.max_pages != 0 { config.max_pages } else { nframes };
+        let frame_limit = if config.max_pages != 0 { config.max_pages } else { nframes };
         let layout = config.layout;
         // Slots for an average object of the smallest size the layout expects: a
         // reservation, committed as used.
         let smallest = layout.smallest_object(&table.classes()[0]);
-        let frames = FrameSource::starting_at(nframes, limit, bottom).map_err(Error::from_errno)?;
+        let frames = FrameSource::starting_at(nframes, frame_limit, bottom).map_err(Error::from_errno)?;
         let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), layout.sizes_beside_slots())
             .map_err(Error::from_errno)?;
         let classes = table
@@ -195,6 +204,7 @@ impl PoolCore {
             counters: Counters::default(),
             compaction: Mutex::new(()),
             layout,
+            max_object_size: limit,
         })
     }
 
@@ -291,12 +301,18 @@ impl PoolCore {
         }
     }
 
-    /// Allocates an object of `size` bytes (1..=4096).
+    /// The largest object the pool takes (its configuration's `max_object_size`).
+    #[inline]
+    pub fn max_object_size(&self) -> usize {
+        self.max_object_size
+    }
+
+    /// Allocates an object of `size` bytes (1..=[`max_object_size`](Self::max_object_size)).
     pub fn malloc(&self, size: usize, flags: AllocFlags) -> Result<Handle> {
         if size == 0 {
             return Err(Error::Invalid("size 0"));
         }
-        if size > MAX_ALLOC_SIZE {
+        if size > self.max_object_size {
             return Err(Error::TooLarge);
         }
         if flags.0 & !AllocFlags::ALL != 0 {
@@ -563,8 +579,8 @@ impl PoolCore {
 
     /// Index of the (merged) class an object of `size` bytes lands in.
     pub fn lookup_class_index(&self, size: usize) -> Result<usize> {
-        if size == 0 || size > MAX_ALLOC_SIZE {
-            return Err(Error::Invalid("size outside 1..ZS_MAX_ALLOC_SIZE"));
+        if size == 0 || size > self.max_object_size {
+            return Err(Error::Invalid("size outside 1..the pool's max_object_size"));
         }
         Ok(self.table.classes()[self.table.class_for(size)].index)
     }

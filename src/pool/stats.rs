@@ -33,6 +33,8 @@ pub struct PoolInfo {
     pub frames_migrated: u64,
     /// Bytes reads and maps copied because the object was not contiguous, cumulative.
     pub read_copied_bytes: u64,
+    /// Largest object the pool takes.
+    pub max_object_size: u64,
 }
 
 impl PoolInfo {
@@ -83,9 +85,8 @@ impl PoolCore {
             descriptors += c.body_bytes.load(Ordering::Relaxed);
         }
         i.total_pages = self.total_pages() as u64;
-        let own = std::mem::size_of::<PoolCore>()
-            + std::mem::size_of_val(self.classes())
-            + (crate::layout::classes::MAX_ALLOC_SIZE + 1) * 2;
+        let own =
+            std::mem::size_of::<PoolCore>() + std::mem::size_of_val(self.classes()) + self.class_table().lookup_bytes();
         i.meta_bytes = (self.handles().bytes() + descriptors + self.frames().side_table_bytes() + own) as u64;
         let n = self.counters();
         i.pages_compacted = n.pages_compacted.load(Ordering::Relaxed);
@@ -94,6 +95,7 @@ impl PoolCore {
         i.misuse_events = n.misuse.load(Ordering::Relaxed);
         i.frames_migrated = n.frames_migrated.load(Ordering::Relaxed);
         i.read_copied_bytes = n.read_copied_bytes.load(Ordering::Relaxed);
+        i.max_object_size = self.max_object_size() as u64;
         i
     }
 
