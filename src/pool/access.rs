@@ -378,7 +378,7 @@ impl PoolCore {
     }
 
     /// [`zspage_span`](Self::zspage_span) for more than a page: in place where every
-    /// frame it covers follows the one before in the arena.
+    /// frame it covers follows the one before in memory.
     ///
     /// # Safety
     /// `zs` is alive and its frames are stable for as long as the span is used (a hold
@@ -388,7 +388,9 @@ impl PoolCore {
         let (first, last) = (off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
         let pfn = zs.frame(first);
         let here = self.frames().addr(location(pfn, off & (PAGE_SIZE - 1)));
-        if (first + 1..=last).all(|k| zs.frame(k) == pfn + (k - first) as u32) {
+        // Adjacent by address, not by number: consecutive numbers part at a segment
+        // boundary.
+        if (first + 1..=last).all(|k| self.frames().adjacent(zs.frame(k - 1), zs.frame(k))) {
             Span::One(here)
         } else {
             Span::Chain(self.frames(), zs, off)
