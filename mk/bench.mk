@@ -7,6 +7,9 @@
 #                    the sqlite trace in adversarial orders): JSON in build/bench/full,
 #                    bench/results/table.md and bench/results/chart.png
 #   make test-bench  a smoke test of the harness (a few seconds)
+#   make bench-hot   the fast paths of the C ABI against their baselines in one process
+#                    (bench/hot.c): write+read against memcpy, malloc+free pairs against
+#                    malloc, map+unmap, pairs on 1..2 x nproc threads
 #
 # bench/zsbench.c drives the zs_* ABI; bench/zs_on_malloc.c is the same ABI on malloc,
 # preloaded (LD_PRELOAD) to run the identical workload on the process's malloc, and with
@@ -96,3 +99,15 @@ bench: bench-bin bench-allocators $(VPY)
 
 test-bench: bench-bin
 	@$(BENCH_ENV) TRACE_DIR=data/workloads sh bench/smoke.sh
+
+ZSHOT       := $(BUILD)/zshot
+HOT_ROUNDS  ?= 41
+
+$(ZSHOT): bench/hot.c $(HEADER) $(LIB_SO)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -pthread -Iinclude -o $@ bench/hot.c \
+		-L$(LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(LIBDIR))
+
+.PHONY: bench-hot
+bench-hot: $(ZSHOT)
+	$(ZSHOT) --trace $(TRACE_NODE) --rounds $(HOT_ROUNDS)
