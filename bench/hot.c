@@ -10,15 +10,24 @@
  *   map         zs_map_object(ZS_MM_RO) + zs_unmap_object of 256 objects whose
  *               handles stay in cache: the calls' own cost, in ns per pair
  *   threads     the pairs with 1, 2, .. N threads (N = --threads-max, default twice the
- *               CPUs), each thread with its own live set in one shared pool (or in the
- *               one process heap for malloc): pairs per second, and the speed-up over
- *               one thread
+ *               CPUs) in one pool (or the process heap for malloc): private objects
+ *               (each thread replaces objects of its own live set) and shared ones (one
+ *               live set, so that most frees are of another thread's objects), each
+ *               without and with zs_compact running on one more thread throughout:
+ *               pairs per second, and the speed-up over one thread
  *
- * zshot --trace FILE [--rounds N] [--threads-max N] [--layout dense|kernel] [--only FIGURE]
- * (--only write+read, pairs, map or threads: that figure alone, to profile it)
+ * "malloc" is whichever malloc the process has: glibc's, or jemalloc or mimalloc
+ * preloaded (LD_PRELOAD), named in the first line; `make bench-hot` runs all three.
+ *
+ * zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--layout dense|kernel]
+ *       [--only FIGURE]
+ * (--pairs: per thread in the threads figure, 400000; --only write+read, pairs, map
+ * or threads: that figure alone, to profile it). The threads figure's medians are of
+ * (rounds + 7) / 8 runs.
  * The sizes are one per line of FILE (the node trace in `make bench-hot`).
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -33,12 +42,12 @@
 
 #define MAP_OBJECTS 256
 #define MAP_REPEAT 64
-#define PAIRS_PER_THREAD 200000
 
 static size_t *sizes;
 static size_t nsizes;
 static int layout = ZS_LAYOUT_DENSE;
 static unsigned rounds = 41;
+static size_t pairs_per_thread = 400000;
 static volatile unsigned char sink;
 static const char *only;
 
@@ -130,6 +139,8 @@ static double zs_write_read(struct zs_pool *p, const unsigned long *hs)
         size_t s = sizes[i];
         zs_obj_write(p, hs[i], src, s);
         unsigned char *r = zs_obj_read_begin(p, hs[i], s, local);
+        if (!r || r[0] != 0xA5 || r[s - 1] != 0xA5)
+            die("zs_obj_read_begin: not the bytes written");
         sink ^= r[s - 1];
         zs_obj_read_end(p, hs[i], s, r);
     }
@@ -163,7 +174,7 @@ static double zs_pairs(struct zs_pool *p, unsigned long *ring, unsigned r)
     for (size_t i = 0; i < nsizes; i++) {
         size_t j = victim(i, r, nsizes);
         zs_free(p, ring[j]);
-        ring[j] = zs_malloc(p, sizes[i], 0);
+        ring[j] = must_malloc(p, sizes[i]);
     }
     return (now() - t) * 1e9 / (double)nsizes;
 }
@@ -196,74 +207,149 @@ static double zs_map_unmap(struct zs_pool *p, const unsigned long *hs)
 
 /* ------------------------------------------------------------ threads */
 
+/* One run of the threaded pairs: `threads` threads, each replacing objects of its own
+ * live set (private) or of one live set all of them share (shared: an object is
+ * often freed by a thread other than the one that allocated it), in one pool or in
+ * the process heap; with `compactor`, one more thread calls zs_compact throughout. */
+struct pair_run {
+    struct zs_pool *pool; /* NULL: malloc */
+    unsigned threads;
+    int shared;
+    int compactor;
+    uintptr_t *ring; /* handles or pointers: threads x nsizes entries */
+    pthread_barrier_t start;
+    volatile int stop;
+};
+
 struct pair_thread {
     pthread_t thread;
-    struct zs_pool *pool; /* NULL: malloc */
+    struct pair_run *run;
     unsigned id;
-    pthread_barrier_t *start;
     double seconds;
 };
+
+static uintptr_t obj_new(struct pair_run *run, size_t s)
+{
+    if (run->pool)
+        return must_malloc(run->pool, s);
+    void *m = malloc(s);
+    if (!m)
+        die("malloc failed");
+    clobber(m);
+    return (uintptr_t)m;
+}
+
+static void obj_free(struct pair_run *run, uintptr_t o)
+{
+    if (run->pool)
+        zs_free(run->pool, o);
+    else
+        free((void *)o);
+}
 
 static void *pair_thread_main(void *arg)
 {
     struct pair_thread *t = arg;
-    size_t n = nsizes;
-    unsigned long *ring = malloc(n * sizeof *ring);
-    void **mring = malloc(n * sizeof *mring);
-    size_t off = (size_t)t->id * 977;
-    for (size_t i = 0; i < n; i++) {
-        size_t s = sizes[(i + off) % n];
-        if (t->pool)
-            ring[i] = must_malloc(t->pool, s);
-        else
-            mring[i] = malloc(s);
-    }
-    pthread_barrier_wait(t->start);
+    struct pair_run *run = t->run;
+    size_t n = nsizes, off = (size_t)t->id * 977;
+    uintptr_t *mine = run->ring + (size_t)t->id * n;
+    for (size_t i = 0; i < n; i++)
+        mine[i] = obj_new(run, sizes[(i + off) % n]);
+    /* Shared: every thread's walk covers the whole ring, and an entry is swapped
+     * atomically, so each object is freed once, by whichever thread replaces it. */
+    uintptr_t *ring = run->shared ? run->ring : mine;
+    size_t span = run->shared ? n * run->threads : n;
+    pthread_barrier_wait(&run->start);
     double t0 = now();
-    for (size_t k = 0; k < PAIRS_PER_THREAD; k++) {
-        size_t i = k % n, j = victim(i, (unsigned)(k / n), n);
-        size_t s = sizes[(i + off) % n];
-        if (t->pool) {
-            zs_free(t->pool, ring[j]);
-            ring[j] = zs_malloc(t->pool, s, 0);
-        } else {
-            free(mring[j]);
-            mring[j] = malloc(s);
-            clobber(mring[j]);
-        }
+    for (size_t k = 0; k < pairs_per_thread; k++) {
+        size_t i = k % n, j = (victim(i, (unsigned)(k / n), span) + off) % span;
+        uintptr_t o = obj_new(run, sizes[(i + off) % n]);
+        obj_free(run, __atomic_exchange_n(&ring[j], o, __ATOMIC_RELAXED));
     }
     t->seconds = now() - t0;
-    for (size_t i = 0; i < n; i++) {
-        if (t->pool)
-            zs_free(t->pool, ring[i]);
-        else
-            free(mring[i]);
-    }
-    free(ring);
-    free(mring);
     return NULL;
 }
 
-/* Pairs per second with `n` threads: all pairs over the slowest thread's time. */
-static double threaded_pairs(struct zs_pool *p, unsigned n)
+static void *compactor_main(void *arg)
 {
+    struct pair_run *run = arg;
+    pthread_barrier_wait(&run->start);
+    while (!run->stop)
+        zs_compact(run->pool);
+    return NULL;
+}
+
+/* Pairs per second: all threads' pairs over the slowest thread's time. */
+static double threaded_pairs(struct zs_pool *p, unsigned n, int shared, int compactor)
+{
+    struct pair_run run = {.pool = p, .threads = n, .shared = shared, .compactor = compactor && p};
+    run.ring = malloc((size_t)n * nsizes * sizeof *run.ring);
     struct pair_thread *ts = calloc(n, sizeof *ts);
-    pthread_barrier_t start;
-    pthread_barrier_init(&start, NULL, n);
+    pthread_t comp;
+    pthread_barrier_init(&run.start, NULL, n + (unsigned)run.compactor);
     for (unsigned i = 0; i < n; i++) {
-        ts[i] = (struct pair_thread){.pool = p, .id = i, .start = &start};
+        ts[i] = (struct pair_thread){.run = &run, .id = i};
         if (pthread_create(&ts[i].thread, NULL, pair_thread_main, &ts[i]))
             die("pthread_create failed");
     }
+    if (run.compactor && pthread_create(&comp, NULL, compactor_main, &run))
+        die("pthread_create failed");
     double slowest = 0;
     for (unsigned i = 0; i < n; i++) {
         pthread_join(ts[i].thread, NULL);
         if (ts[i].seconds > slowest)
             slowest = ts[i].seconds;
     }
-    pthread_barrier_destroy(&start);
+    if (run.compactor) {
+        run.stop = 1;
+        pthread_join(comp, NULL);
+    }
+    for (size_t i = 0; i < (size_t)n * nsizes; i++)
+        obj_free(&run, run.ring[i]);
+    if (p) {
+        struct zs_pool_info info = {.size = sizeof info};
+        if (zs_pool_info(p, &info) || info.live_objects)
+            die("objects left in the pool after every one was freed once");
+    }
+    pthread_barrier_destroy(&run.start);
     free(ts);
-    return (double)n * PAIRS_PER_THREAD / slowest;
+    free(run.ring);
+    return (double)n * pairs_per_thread / slowest;
+}
+
+/* The threads figure for one kind of run: 1..threads_max threads, zsmalloc and malloc
+ * runs alternating, each in a fresh pool (or the process heap). */
+static void threads_table(unsigned threads_max, int shared, int compactor, double *a, double *b)
+{
+    printf("\n%s objects%s: median Mpairs/s\n", shared ? "shared" : "private",
+           compactor ? ", zs_compact running throughout (zsmalloc)" : "");
+    printf("%-8s %10s %10s %10s %10s\n", "threads", "zsmalloc", "x 1 thread", "malloc", "x 1 thread");
+    unsigned trounds = (rounds + 7) / 8;
+    double zs1 = 0, m1 = 0;
+    for (unsigned n = 1; n <= threads_max; n++) {
+        for (unsigned r = 0; r < trounds; r++) {
+            struct zs_pool *tp = new_pool();
+            a[r] = threaded_pairs(tp, n, shared, compactor) / 1e6;
+            zs_destroy_pool(tp);
+            b[r] = threaded_pairs(NULL, n, shared, 0) / 1e6;
+        }
+        double za = median(a, trounds), mb = median(b, trounds);
+        if (n == 1) {
+            zs1 = za;
+            m1 = mb;
+        }
+        printf("%-8u %10.2f %9.2fx %10.2f %9.2fx\n", n, za, za / zs1, mb, mb / m1);
+    }
+}
+
+/* The library that provides malloc in this process (glibc, or one preloaded). */
+static const char *malloc_name(void)
+{
+    Dl_info info;
+    if (!dladdr(dlsym(RTLD_DEFAULT, "malloc"), &info) || !info.dli_fname)
+        return "unknown";
+    const char *slash = strrchr(info.dli_fname, '/');
+    return slash ? slash + 1 : info.dli_fname;
 }
 
 int main(int argc, char **argv)
@@ -276,6 +362,7 @@ int main(int argc, char **argv)
                                          {"threads-max", required_argument, 0, 'n'},
                                          {"layout", required_argument, 0, 'l'},
                                          {"only", required_argument, 0, 'o'},
+                                         {"pairs", required_argument, 0, 'p'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -284,6 +371,7 @@ int main(int argc, char **argv)
         case 'r': rounds = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'n': threads_max = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'o': only = optarg; break;
+        case 'p': pairs_per_thread = strtoul(optarg, NULL, 10); break;
         case 'l':
             if (!strcmp(optarg, "dense"))
                 layout = ZS_LAYOUT_DENSE;
@@ -293,13 +381,14 @@ int main(int argc, char **argv)
                 die("--layout takes dense or kernel");
             break;
         default:
-            die("usage: zshot --trace FILE [--rounds N] [--threads-max N] [--layout dense|kernel] [--only FIGURE]");
+            die("usage: zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--layout dense|kernel] "
+                "[--only FIGURE]");
         }
     }
     if (!trace)
         die("--trace FILE is needed");
-    if (rounds < 1 || threads_max < 1)
-        die("--rounds and --threads-max take a positive number");
+    if (rounds < 1 || threads_max < 1 || pairs_per_thread < 1)
+        die("--rounds, --threads-max and --pairs take a positive number");
     load_trace(trace);
     memset(src, 0xA5, sizeof src);
 
@@ -315,9 +404,12 @@ int main(int argc, char **argv)
         memset(bufs[i], 0, sizes[i]);
         mring[i] = malloc(sizes[i]);
     }
-    printf("zshot: %zu objects (node trace), layout %s, %u rounds, %ld CPUs\n", nsizes,
-           layout == ZS_LAYOUT_DENSE ? "dense" : "kernel", rounds, ncpu);
-    printf("%-34s %10s %10s %8s\n", "figure (median ns per object)", "zsmalloc", "baseline", "ratio");
+    double load[1] = {-1};
+    getloadavg(load, 1);
+    printf("zshot: %zu objects (node trace), layout %s, %u rounds, %ld CPUs, load %.2f, malloc from %s\n", nsizes,
+           layout == ZS_LAYOUT_DENSE ? "dense" : "kernel", rounds, ncpu, load[0], malloc_name());
+    if (wanted("write+read") || wanted("pairs") || wanted("map"))
+        printf("%-34s %10s %10s %8s\n", "figure (median ns per object)", "zsmalloc", "baseline", "ratio");
 
     /* One warm-up round of each, then the counted rounds. */
     for (unsigned r = 0; wanted("write+read") && r < rounds + 1; r++) {
@@ -359,25 +451,8 @@ int main(int argc, char **argv)
     }
     zs_destroy_pool(p);
 
-    if (wanted("threads"))
-        printf("\n%-34s %10s %10s %10s %10s\n", "threads (median Mpairs/s)", "zsmalloc", "x 1 thread", "malloc",
-               "x 1 thread");
-    unsigned trounds = rounds / 8 + 3;
-    double zs1 = 0, m1 = 0;
-    for (unsigned n = 1; wanted("threads") && n <= threads_max; n++) {
-        for (unsigned r = 0; r < trounds; r++) {
-            struct zs_pool *tp = new_pool();
-            a[r] = threaded_pairs(tp, n) / 1e6;
-            zs_destroy_pool(tp);
-            b[r] = threaded_pairs(NULL, n) / 1e6;
-        }
-        double za = median(a, trounds), mb = median(b, trounds);
-        if (n == 1) {
-            zs1 = za;
-            m1 = mb;
-        }
-        printf("%-34u %10.2f %9.2fx %10.2f %9.2fx\n", n, za, za / zs1, mb, mb / m1);
-    }
+    for (int mode = 0; wanted("threads") && mode < 4; mode++)
+        threads_table(threads_max, mode & 1, mode >> 1, a, b);
     free(a);
     free(b);
     free(q);
