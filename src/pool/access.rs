@@ -228,6 +228,12 @@ impl PoolCore {
     #[inline]
     fn hold(&self, h: Handle, access: Access, call: &str) -> Result<Pin> {
         let (slot, idx) = self.resolve(h, call)?;
+        // The size beside the slot is read after the claim below, whose atomic
+        // read-modify-write holds back later loads until it completes: read it once
+        // before as well (the value is not used), so that its cache miss overlaps the
+        // slot's instead of following it.
+        // SAFETY: `resolve` checked the index.
+        std::hint::black_box(unsafe { self.handles().size(idx) });
         let held = match access {
             Access::Share => slot.pin(h.gen()).map(|loc| (loc, Release::Unpin)),
             Access::Read | Access::Write => slot.claim_copy(h.gen(), access == Access::Read).map(|c| match c {
