@@ -19,11 +19,12 @@
  * "malloc" is whichever malloc the process has: glibc's, or jemalloc or mimalloc
  * preloaded (LD_PRELOAD), named in the first line; `make bench-hot` runs all three.
  *
- * zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--layout dense|kernel]
- *       [--only FIGURE]
- * (--pairs: per thread in the threads figure, 400000; --only write+read, pairs, map
- * or threads: that figure alone, to profile it). The threads figure's medians are of
- * (rounds + 7) / 8 runs.
+ * zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--mode M]
+ *       [--layout dense|kernel] [--only FIGURE]
+ * (--pairs: per thread in the threads figure, 400000; --mode: one kind of threaded
+ * run alone, 0 private, 1 shared, 2 private with the compactor, 3 shared with it;
+ * --only write+read, pairs, map or threads: that figure alone, to profile it). The
+ * threads figure's medians are of (rounds + 7) / 8 runs.
  * The sizes are one per line of FILE (the node trace in `make bench-hot`).
  */
 #define _GNU_SOURCE
@@ -50,6 +51,7 @@ static unsigned rounds = 41;
 static size_t pairs_per_thread = 400000;
 static volatile unsigned char sink;
 static const char *only;
+static int only_mode = -1;
 
 /* Whether the figure `name` is measured in this run. */
 static int wanted(const char *name)
@@ -363,6 +365,7 @@ int main(int argc, char **argv)
                                          {"layout", required_argument, 0, 'l'},
                                          {"only", required_argument, 0, 'o'},
                                          {"pairs", required_argument, 0, 'p'},
+                                         {"mode", required_argument, 0, 'm'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -372,6 +375,7 @@ int main(int argc, char **argv)
         case 'n': threads_max = (unsigned)strtoul(optarg, NULL, 10); break;
         case 'o': only = optarg; break;
         case 'p': pairs_per_thread = strtoul(optarg, NULL, 10); break;
+        case 'm': only_mode = (int)strtol(optarg, NULL, 10) & 3; break;
         case 'l':
             if (!strcmp(optarg, "dense"))
                 layout = ZS_LAYOUT_DENSE;
@@ -381,8 +385,8 @@ int main(int argc, char **argv)
                 die("--layout takes dense or kernel");
             break;
         default:
-            die("usage: zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--layout dense|kernel] "
-                "[--only FIGURE]");
+            die("usage: zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--mode M] "
+                "[--layout dense|kernel] [--only FIGURE]");
         }
     }
     if (!trace)
@@ -452,7 +456,8 @@ int main(int argc, char **argv)
     zs_destroy_pool(p);
 
     for (int mode = 0; wanted("threads") && mode < 4; mode++)
-        threads_table(threads_max, mode & 1, mode >> 1, a, b);
+        if (only_mode < 0 || mode == only_mode)
+            threads_table(threads_max, mode & 1, mode >> 1, a, b);
     free(a);
     free(b);
     free(q);
