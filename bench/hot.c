@@ -437,7 +437,7 @@ int main(int argc, char **argv)
         }
     }
     if (wanted("pairs"))
-        printf("%-34s %10.1f %10.1f %7.2fx\n", "malloc+free pairs vs glibc", median(a, rounds), median(b, rounds),
+        printf("%-34s %10.1f %10.1f %7.2fx\n", "malloc+free pairs vs malloc+free", median(a, rounds), median(b, rounds),
                median(q, rounds));
 
     for (unsigned r = 0; wanted("map") && r < rounds + 1; r++) {
