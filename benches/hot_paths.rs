@@ -222,20 +222,6 @@ fn c_abi(c: &mut Criterion) {
     // any size.
     // SAFETY: a live pool.
     let mut ring: Vec<u64> = sizes.iter().map(|&s| unsafe { zs_malloc(cp, s, 0) }).collect();
-    let mut r = 0;
-    g.bench_function("zs_malloc+zs_free, steady live set", |b| {
-        b.iter(|| {
-            r += 1;
-            for (i, &s) in sizes.iter().enumerate() {
-                let j = victim(i, r, ring.len());
-                // SAFETY: a live pool and a live handle, replaced once freed.
-                unsafe {
-                    zs_free(cp, ring[j]);
-                    ring[j] = zs_malloc(cp, s, 0);
-                }
-            }
-        })
-    });
     g.bench_function("zs_obj_write", |b| {
         b.iter(|| {
             for (&h, &s) in ring.iter().zip(&sizes) {
@@ -251,6 +237,7 @@ fn c_abi(c: &mut Criterion) {
                 // read returns the object's `s` bytes, and is ended at once.
                 unsafe {
                     let p = zs_obj_read_begin(cp, h, s, local.as_mut_ptr().cast());
+                    assert!(!p.is_null());
                     black_box(*p.cast::<u8>().add(s - 1));
                     zs_obj_read_end(cp, h, s, p);
                 }
@@ -264,8 +251,24 @@ fn c_abi(c: &mut Criterion) {
                 unsafe {
                     zs_obj_write(cp, h, src.as_ptr().cast(), s);
                     let p = zs_obj_read_begin(cp, h, s, local.as_mut_ptr().cast());
+                    assert!(!p.is_null());
                     black_box(*p.cast::<u8>().add(s - 1));
                     zs_obj_read_end(cp, h, s, p);
+                }
+            }
+        })
+    });
+    // The pairs last: they leave objects of other sizes in the ring's places.
+    let mut r = 0;
+    g.bench_function("zs_malloc+zs_free, steady live set", |b| {
+        b.iter(|| {
+            r += 1;
+            for (i, &s) in sizes.iter().enumerate() {
+                let j = victim(i, r, ring.len());
+                // SAFETY: a live pool and a live handle, replaced once freed.
+                unsafe {
+                    zs_free(cp, ring[j]);
+                    ring[j] = zs_malloc(cp, s, 0);
                 }
             }
         })
