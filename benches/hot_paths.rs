@@ -5,7 +5,8 @@
 //!
 //! `cargo bench --bench hot_paths`; each figure is per object (Throughput::Elements).
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use std::time::Duration;
 use zsmalloc::ffi::{
     zs_create_pool_with, zs_destroy_pool, zs_free, zs_malloc, zs_map_object, zs_obj_read_begin, zs_obj_read_end,
@@ -39,6 +40,51 @@ fn victim(i: usize, r: usize, n: usize) -> usize {
     (i * 7919 + r) % n
 }
 
+/// glibc malloc+free pairs on a steady live set of the trace's sizes, walked as
+/// [`victim`] walks the library's: the baseline of the steady pair.
+fn glibc_steady_pairs(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, sizes: &[usize]) {
+    let mut ring: Vec<*mut libc::c_void> = sizes
+        .iter()
+        // SAFETY: plain malloc; every pointer is freed once (replaced, or below).
+        .map(|&s| unsafe { libc::malloc(s) })
+        .collect();
+    let mut r = 0;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            r += 1;
+            for (i, &s) in sizes.iter().enumerate() {
+                let j = victim(i, r, ring.len());
+                // SAFETY: as above.
+                unsafe {
+                    libc::free(ring[j]);
+                    ring[j] = black_box(libc::malloc(s));
+                }
+            }
+        })
+    });
+    for p in ring {
+        // SAFETY: as above.
+        unsafe { libc::free(p) };
+    }
+}
+
+/// memcpy of the trace's sizes into malloc'd objects and out again: the baseline of
+/// write+read.
+fn memcpy_in_out(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, sizes: &[usize]) {
+    let src = vec![0xA5u8; 4096];
+    let mut local = vec![0u8; 4096];
+    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s]).collect();
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            for (buf, &s) in bufs.iter_mut().zip(sizes) {
+                buf.copy_from_slice(&src[..s]);
+                local[..s].copy_from_slice(black_box(&buf[..]));
+                black_box(local[s - 1]);
+            }
+        })
+    });
+}
+
 /// malloc+free pairs on a steady live set (the trace's objects), each pair replacing
 /// an object: the pattern of a compressed page store that pages churn through.
 fn malloc_free_steady(c: &mut Criterion) {
@@ -60,29 +106,7 @@ fn malloc_free_steady(c: &mut Criterion) {
             })
         });
     }
-    let mut ring: Vec<*mut libc::c_void> = sizes
-        .iter()
-        // SAFETY: plain malloc; every pointer is freed once (replaced, or below).
-        .map(|&s| unsafe { libc::malloc(s) })
-        .collect();
-    let mut r = 0;
-    g.bench_function("glibc malloc", |b| {
-        b.iter(|| {
-            r += 1;
-            for (i, &s) in sizes.iter().enumerate() {
-                let j = victim(i, r, ring.len());
-                // SAFETY: as above.
-                unsafe {
-                    libc::free(ring[j]);
-                    ring[j] = libc::malloc(s);
-                }
-            }
-        })
-    });
-    for p in ring {
-        // SAFETY: as above.
-        unsafe { libc::free(p) };
-    }
+    glibc_steady_pairs(&mut g, "glibc malloc", &sizes);
     g.finish();
 }
 
@@ -142,16 +166,7 @@ fn write_read(c: &mut Criterion) {
             })
         });
     }
-    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s]).collect();
-    g.bench_function("memcpy", |b| {
-        b.iter(|| {
-            for (buf, &s) in bufs.iter_mut().zip(&sizes) {
-                buf.copy_from_slice(&src[..s]);
-                local[..s].copy_from_slice(black_box(&buf[..]));
-                black_box(local[s - 1]);
-            }
-        })
-    });
+    memcpy_in_out(&mut g, "memcpy", &sizes);
     g.finish();
 }
 
@@ -279,39 +294,8 @@ fn c_abi(c: &mut Criterion) {
     }
     // SAFETY: no read is left open; destroyed once.
     unsafe { zs_destroy_pool(cp) };
-    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s]).collect();
-    g.bench_function("memcpy in + out (baseline)", |b| {
-        b.iter(|| {
-            for (buf, &s) in bufs.iter_mut().zip(&sizes) {
-                buf.copy_from_slice(&src[..s]);
-                local[..s].copy_from_slice(black_box(&buf[..]));
-                black_box(local[s - 1]);
-            }
-        })
-    });
-    let mut mring: Vec<*mut libc::c_void> = sizes
-        .iter()
-        // SAFETY: plain malloc; every pointer is freed once (replaced, or below).
-        .map(|&s| unsafe { libc::malloc(s) })
-        .collect();
-    let mut r = 0;
-    g.bench_function("glibc malloc+free, steady live set (baseline)", |b| {
-        b.iter(|| {
-            r += 1;
-            for (i, &s) in sizes.iter().enumerate() {
-                let j = victim(i, r, mring.len());
-                // SAFETY: as above.
-                unsafe {
-                    libc::free(mring[j]);
-                    mring[j] = black_box(libc::malloc(s));
-                }
-            }
-        })
-    });
-    for p in mring {
-        // SAFETY: as above.
-        unsafe { libc::free(p) };
-    }
+    memcpy_in_out(&mut g, "memcpy in + out (baseline)", &sizes);
+    glibc_steady_pairs(&mut g, "glibc malloc+free, steady live set (baseline)", &sizes);
     g.finish();
 }
 
