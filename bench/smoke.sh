@@ -2,9 +2,9 @@
 # Smoke test of the benchmark harness (make test-bench): small runs of every workload on
 # the library and on the malloc shim, each verified byte for byte; the verifier must
 # catch a corrupted object; a comparison whose preload did not take must be refused;
-# compare.py must merge the results.
+# compare.py must merge the results; zshot (bench/hot.c) must run every figure.
 #
-# Environment: ZSBENCH, ZS_ON_MALLOC, PYTHON; JEMALLOC (optional), TRACE_DIR.
+# Environment: ZSBENCH, ZS_ON_MALLOC, PYTHON; JEMALLOC and ZSHOT (optional), TRACE_DIR.
 set -u
 : "${ZSBENCH:?}" "${ZS_ON_MALLOC:?}"
 PYTHON=${PYTHON:-python3} JEMALLOC=${JEMALLOC:-} TRACE_DIR=${TRACE_DIR:-data/workloads}
@@ -68,6 +68,10 @@ if [ -n "$JEMALLOC" ]; then
         env LD_PRELOAD="$ZS_ON_MALLOC $JEMALLOC" "$ZSBENCH" --quiet --expect jemalloc --trace "$node" --objects 1000
 fi
 check 0 "compare.py merges the results" "$PYTHON" bench/compare.py "$out"
+if [ -n "${ZSHOT:-}" ]; then
+    WANT_TEXT="shared objects, zs_compact running" check 0 "zshot: every fast path and the threads figure, briefly" \
+        "$ZSHOT" --trace "$node" --rounds 1 --threads-max 2 --pairs 20000
+fi
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

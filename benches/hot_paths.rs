@@ -1,13 +1,17 @@
 //! The hot paths against baselines measured in the same group: glibc malloc+free for
 //! allocation, memcpy for write+read, and the per-call cost of map+unmap (Rust guard
-//! and the C ABI's per-thread mapping stack). Sizes replay the bundled node trace
-//! (10,915 objects).
+//! and the C ABI's per-thread mapping stack); and the fast paths through the C ABI,
+//! as a C program calls them. Sizes replay the bundled node trace (10,915 objects).
 //!
 //! `cargo bench --bench hot_paths`; each figure is per object (Throughput::Elements).
 
-use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, BenchmarkGroup, Criterion, Throughput};
 use std::time::Duration;
-use zsmalloc::ffi::{zs_create_pool_with, zs_destroy_pool, zs_map_object, zs_pool_config, zs_unmap_object};
+use zsmalloc::ffi::{
+    zs_create_pool_with, zs_destroy_pool, zs_free, zs_malloc, zs_map_object, zs_obj_read_begin, zs_obj_read_end,
+    zs_obj_write, zs_pool, zs_pool_config, zs_unmap_object,
+};
 use zsmalloc::{AllocFlags, Config, Handle, Layout, MapMode, Pool};
 
 fn sizes() -> Vec<usize> {
@@ -36,6 +40,51 @@ fn victim(i: usize, r: usize, n: usize) -> usize {
     (i * 7919 + r) % n
 }
 
+/// glibc malloc+free pairs on a steady live set of the trace's sizes, walked as
+/// [`victim`] walks the library's: the baseline of the steady pair.
+fn glibc_steady_pairs(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, sizes: &[usize]) {
+    let mut ring: Vec<*mut libc::c_void> = sizes
+        .iter()
+        // SAFETY: plain malloc; every pointer is freed once (replaced, or below).
+        .map(|&s| unsafe { libc::malloc(s) })
+        .collect();
+    let mut r = 0;
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            r += 1;
+            for (i, &s) in sizes.iter().enumerate() {
+                let j = victim(i, r, ring.len());
+                // SAFETY: as above.
+                unsafe {
+                    libc::free(ring[j]);
+                    ring[j] = black_box(libc::malloc(s));
+                }
+            }
+        })
+    });
+    for p in ring {
+        // SAFETY: as above.
+        unsafe { libc::free(p) };
+    }
+}
+
+/// memcpy of the trace's sizes into malloc'd objects and out again: the baseline of
+/// write+read.
+fn memcpy_in_out(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, sizes: &[usize]) {
+    let src = vec![0xA5u8; 4096];
+    let mut local = vec![0u8; 4096];
+    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s]).collect();
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            for (buf, &s) in bufs.iter_mut().zip(sizes) {
+                buf.copy_from_slice(&src[..s]);
+                local[..s].copy_from_slice(black_box(&buf[..]));
+                black_box(local[s - 1]);
+            }
+        })
+    });
+}
+
 /// malloc+free pairs on a steady live set (the trace's objects), each pair replacing
 /// an object: the pattern of a compressed page store that pages churn through.
 fn malloc_free_steady(c: &mut Criterion) {
@@ -57,29 +106,7 @@ fn malloc_free_steady(c: &mut Criterion) {
             })
         });
     }
-    let mut ring: Vec<*mut libc::c_void> = sizes
-        .iter()
-        // SAFETY: plain malloc; every pointer is freed once (replaced, or below).
-        .map(|&s| unsafe { libc::malloc(s) })
-        .collect();
-    let mut r = 0;
-    g.bench_function("glibc malloc", |b| {
-        b.iter(|| {
-            r += 1;
-            for (i, &s) in sizes.iter().enumerate() {
-                let j = victim(i, r, ring.len());
-                // SAFETY: as above.
-                unsafe {
-                    libc::free(ring[j]);
-                    ring[j] = libc::malloc(s);
-                }
-            }
-        })
-    });
-    for p in ring {
-        // SAFETY: as above.
-        unsafe { libc::free(p) };
-    }
+    glibc_steady_pairs(&mut g, "glibc malloc", &sizes);
     g.finish();
 }
 
@@ -139,16 +166,7 @@ fn write_read(c: &mut Criterion) {
             })
         });
     }
-    let mut bufs: Vec<Vec<u8>> = sizes.iter().map(|&s| vec![0u8; s]).collect();
-    g.bench_function("memcpy", |b| {
-        b.iter(|| {
-            for (buf, &s) in bufs.iter_mut().zip(&sizes) {
-                buf.copy_from_slice(&src[..s]);
-                local[..s].copy_from_slice(black_box(&buf[..]));
-                black_box(local[s - 1]);
-            }
-        })
-    });
+    memcpy_in_out(&mut g, "memcpy", &sizes);
     g.finish();
 }
 
@@ -172,9 +190,7 @@ fn map_unmap(c: &mut Criterion) {
         });
     }
     // The C ABI, with its per-thread record of mappings.
-    let cfg = zs_pool_config { size: std::mem::size_of::<zs_pool_config>(), max_pages: 1 << 18, ..Default::default() };
-    // SAFETY: a valid config; the pool is destroyed below.
-    let cp = unsafe { zs_create_pool_with(std::ptr::null(), &cfg) };
+    let cp = c_pool();
     let hs: Vec<u64> = sizes
         .iter()
         // SAFETY: a live pool.
@@ -193,6 +209,93 @@ fn map_unmap(c: &mut Criterion) {
     });
     // SAFETY: no mapping is left; destroyed once.
     unsafe { zs_destroy_pool(cp) };
+    g.finish();
+}
+
+/// A pool made through the C ABI (destroyed by the caller).
+fn c_pool() -> *mut zs_pool {
+    let cfg = zs_pool_config { size: std::mem::size_of::<zs_pool_config>(), max_pages: 1 << 18, ..Default::default() };
+    // SAFETY: a valid config.
+    let cp = unsafe { zs_create_pool_with(std::ptr::null(), &cfg) };
+    assert!(!cp.is_null());
+    cp
+}
+
+/// The fast paths through the C ABI, as a C program calls them (the boundary's errno
+/// handling and the per-thread record of reads included), each with its baseline in
+/// the same group: the steady malloc+free pair against glibc's, and writes and reads
+/// of every object of the trace against memcpy into and out of malloc'd objects.
+fn c_abi(c: &mut Criterion) {
+    let sizes = sizes();
+    let mut g = c.benchmark_group("C ABI");
+    g.throughput(Throughput::Elements(sizes.len() as u64));
+    let cp = c_pool();
+    let src = vec![0xA5u8; 4096];
+    let mut local = vec![0u8; 4096];
+    // In every call below, `cp` is a live pool, the handles are live (each freed once,
+    // when replaced or at the end), and `src` and `local` hold 4096 bytes, more than
+    // any size.
+    // SAFETY: a live pool.
+    let mut ring: Vec<u64> = sizes.iter().map(|&s| unsafe { zs_malloc(cp, s, 0) }).collect();
+    g.bench_function("zs_obj_write", |b| {
+        b.iter(|| {
+            for (&h, &s) in ring.iter().zip(&sizes) {
+                // SAFETY: a live pool and handle; `src` is readable for `s` bytes.
+                unsafe { zs_obj_write(cp, h, src.as_ptr().cast(), s) };
+            }
+        })
+    });
+    g.bench_function("zs_obj_read_begin+zs_obj_read_end", |b| {
+        b.iter(|| {
+            for (&h, &s) in ring.iter().zip(&sizes) {
+                // SAFETY: a live pool and handle; `local` is writable for `s` bytes; the
+                // read returns the object's `s` bytes, and is ended at once.
+                unsafe {
+                    let p = zs_obj_read_begin(cp, h, s, local.as_mut_ptr().cast());
+                    assert!(!p.is_null());
+                    black_box(*p.cast::<u8>().add(s - 1));
+                    zs_obj_read_end(cp, h, s, p);
+                }
+            }
+        })
+    });
+    g.bench_function("zs_obj_write+zs_obj_read_begin+zs_obj_read_end", |b| {
+        b.iter(|| {
+            for (&h, &s) in ring.iter().zip(&sizes) {
+                // SAFETY: as the two groups above.
+                unsafe {
+                    zs_obj_write(cp, h, src.as_ptr().cast(), s);
+                    let p = zs_obj_read_begin(cp, h, s, local.as_mut_ptr().cast());
+                    assert!(!p.is_null());
+                    black_box(*p.cast::<u8>().add(s - 1));
+                    zs_obj_read_end(cp, h, s, p);
+                }
+            }
+        })
+    });
+    // The pairs last: they leave objects of other sizes in the ring's places.
+    let mut r = 0;
+    g.bench_function("zs_malloc+zs_free, steady live set", |b| {
+        b.iter(|| {
+            r += 1;
+            for (i, &s) in sizes.iter().enumerate() {
+                let j = victim(i, r, ring.len());
+                // SAFETY: a live pool and a live handle, replaced once freed.
+                unsafe {
+                    zs_free(cp, ring[j]);
+                    ring[j] = zs_malloc(cp, s, 0);
+                }
+            }
+        })
+    });
+    for h in ring {
+        // SAFETY: a live pool and handle, freed once.
+        unsafe { zs_free(cp, h) };
+    }
+    // SAFETY: no read is left open; destroyed once.
+    unsafe { zs_destroy_pool(cp) };
+    memcpy_in_out(&mut g, "memcpy in + out (baseline)", &sizes);
+    glibc_steady_pairs(&mut g, "glibc malloc+free, steady live set (baseline)", &sizes);
     g.finish();
 }
 
@@ -227,6 +330,6 @@ fn compact(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2)).sample_size(20);
-    targets = malloc_free_steady, malloc_free_fill_empty, write_read, map_unmap, compact
+    targets = malloc_free_steady, malloc_free_fill_empty, write_read, map_unmap, c_abi, compact
 }
 criterion_main!(benches);

@@ -7,6 +7,12 @@
 #                    the sqlite trace in adversarial orders): JSON in build/bench/full,
 #                    bench/results/table.md and bench/results/chart.png
 #   make test-bench  a smoke test of the harness (a few seconds)
+#   make bench-hot   the fast paths of the C ABI against their baselines in one process
+#                    (bench/hot.c): write+read against memcpy, malloc+free pairs against
+#                    malloc, map+unmap, and the scaling figure: pairs on 1..2 x nproc
+#                    threads, private and shared objects, with and without a concurrent
+#                    compactor; against glibc, jemalloc and mimalloc (bench/results/hot.md;
+#                    also part of make bench)
 #
 # bench/zsbench.c drives the zs_* ABI; bench/zs_on_malloc.c is the same ABI on malloc,
 # preloaded (LD_PRELOAD) to run the identical workload on the process's malloc, and with
@@ -17,6 +23,7 @@
 BENCH_CFLAGS  ?= -std=c11 -Wall -Wextra -Werror -O2 -g
 ZSBENCH       := $(BUILD)/zsbench
 ZS_ON_MALLOC  := $(BUILD)/libzs_on_malloc.so
+ZSHOT         := $(BUILD)/zshot
 BENCH_OUT     := $(BUILD)/bench
 BENCH_RESULTS := bench/results
 TRACE_NODE    := data/workloads/node-heap-lz4.txt
@@ -27,6 +34,8 @@ SELFTEST_STEP ?= 9
 # Repetitions per configuration (the tables show medians).
 RUN_REPEAT    ?= 3
 BENCH_REPEAT  ?= 3
+# Rounds of bench-hot (its threads figure takes medians of (rounds + 7) / 8 runs).
+HOT_ROUNDS    ?= 21
 
 # The native library directory first, so that a multiarch system's other copies lose.
 BENCH_LIBDIRS := /usr/lib/$(shell uname -m)-linux-gnu /usr/lib64 /usr/lib /usr/local/lib
@@ -94,5 +103,28 @@ bench: bench-bin bench-allocators $(VPY)
 	  --speed-phases fill,read,free,churn $(BENCH_OUT)/full
 	$(VPY) bench/chart.py --out $(BENCH_RESULTS)/chart.png $(BENCH_OUT)/full
 
-test-bench: bench-bin
-	@$(BENCH_ENV) TRACE_DIR=data/workloads sh bench/smoke.sh
+test-bench: bench-bin $(ZSHOT)
+	@$(BENCH_ENV) ZSHOT=$(ZSHOT) TRACE_DIR=data/workloads sh bench/smoke.sh
+
+$(ZSHOT): bench/hot.c $(HEADER) $(LIB_SO)
+	@mkdir -p $(@D)
+	$(CC) $(BENCH_CFLAGS) -pthread -Iinclude -o $@ bench/hot.c \
+		-L$(LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(LIBDIR)) -ldl
+
+# One run with glibc's malloc as the baseline, then one with each of jemalloc and
+# mimalloc preloaded (where installed); all three in bench/results/hot.md.
+.PHONY: bench-hot
+bench-hot: $(ZSHOT)
+	@mkdir -p $(BENCH_OUT)/hot $(BENCH_RESULTS)
+	@rm -f $(BENCH_OUT)/hot/*.txt
+	@set -e; for m in glibc jemalloc:$(JEMALLOC) mimalloc:$(MIMALLOC); do \
+	  name=$${m%%:*}; lib=$${m#*:}; \
+	  case $$m in *:) echo "$$name: not installed, left out"; continue;; esac; \
+	  test "$$name" = glibc && lib=; \
+	  LD_PRELOAD=$$lib $(ZSHOT) --trace $(TRACE_NODE) --rounds $(HOT_ROUNDS) | tee $(BENCH_OUT)/hot/$$name.txt; \
+	done
+	@{ echo "# The C ABI's fast paths against their baselines (\`make bench-hot\`, bench/hot.c)"; echo; \
+	  for f in $(BENCH_OUT)/hot/*.txt; do echo '```'; cat $$f; echo '```'; echo; done; } > $(BENCH_RESULTS)/hot.md
+	@echo "written: $(BENCH_RESULTS)/hot.md"
+
+bench: bench-hot

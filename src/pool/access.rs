@@ -29,7 +29,7 @@ use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
 use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
-use crate::frames::{location, pfn_of, FrameSource};
+use crate::frames::{location, offset_in_frame, pfn_of, FrameSource};
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
 use crate::layout::zspage::ZsPage;
@@ -61,13 +61,13 @@ enum Release {
 }
 
 /// A held object: where it is, how many bytes of it a caller may use, and how the hold
-/// ends.
+/// ends. Its zspage is not looked up unless the bytes asked for leave the object's
+/// first frame ([`PoolCore::span`]): for most objects an access then touches the slot,
+/// the size beside it and the bytes, and neither the side table nor the descriptor.
 #[derive(Debug)]
 pub(crate) struct Pin {
     slot: NonNull<Slot>,
     loc: u64,
-    zs: *const ZsPage,
-    frame_index: usize,
     release: Release,
     /// Bytes a caller may use.
     pub usable: usize,
@@ -276,6 +276,12 @@ impl PoolCore {
     #[inline]
     fn hold(&self, h: Handle, access: Access, call: &str) -> Result<Pin> {
         let (slot, idx) = self.resolve(h, call)?;
+        // The size beside the slot is read after the claim below, whose atomic
+        // read-modify-write holds back later loads until it completes: read it once
+        // before as well (the value is not used), so that its cache miss overlaps the
+        // slot's instead of following it.
+        // SAFETY: `resolve` checked the index.
+        std::hint::black_box(unsafe { self.handles().size(idx) });
         let held = match access {
             Access::Share => slot.pin(h.gen()).map(|loc| (loc, Release::Unpin)),
             Access::Read | Access::Write => slot.claim_copy(h.gen(), access == Access::Read).map(|c| match c {
@@ -292,21 +298,20 @@ impl PoolCore {
             Err(SlotError::Busy) => return Err(Error::Busy),
             Err(SlotError::TooManyPins) => return Err(Error::Again),
         };
-        // SAFETY: the object is held, so its frame is held by its zspage.
-        let fw = unsafe { self.frames().side().get(pfn_of(loc)) };
-        let zs = ZsPage::of(fw);
         // SAFETY: `resolve` checked the index. The hold keeps a size beside the slot
         // fixed (the Acquire in the claim made it visible).
         let usable = match unsafe { self.handles().size(idx) } {
             // The dense layout's objects take exactly their size.
             Some(size) => size,
             None => {
+                // SAFETY: the object is held, so its frame is held by its zspage.
+                let zs = ZsPage::of(unsafe { self.frames().side().get(pfn_of(loc)) });
                 // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
                 let class = unsafe { (*zs).class } as usize;
                 self.classes()[class].spec.usable()
             }
         };
-        Ok(Pin { slot: NonNull::from(slot), loc, zs, frame_index: fw.index(), release, usable })
+        Ok(Pin { slot: NonNull::from(slot), loc, release, usable })
     }
 
     /// Pins the object a handle names, shared with other readers (`Busy` while it is
@@ -341,13 +346,25 @@ impl PoolCore {
         unsafe { slot.as_ref() }.unpin();
     }
 
-    /// Where the first `len` bytes of a held object are.
+    /// Where the first `len` bytes of a held object are: at its location when they stay
+    /// in its first frame, else wherever its zspage's chain goes on.
     #[inline]
     pub(crate) fn span(&self, pin: &Pin, len: usize) -> Span {
-        let off = ZsPage::offset_in_chain(pin.frame_index, pin.loc);
+        if offset_in_frame(pin.loc) + len <= PAGE_SIZE {
+            return Span::One(self.frames().addr(pin.loc));
+        }
+        self.span_across(pin, len)
+    }
+
+    /// [`span`](Self::span) for bytes that leave the object's first frame.
+    #[inline(never)]
+    fn span_across(&self, pin: &Pin, len: usize) -> Span {
+        // SAFETY: the object is held, so its frame is held by its zspage.
+        let fw = unsafe { self.frames().side().get(pfn_of(pin.loc)) };
+        let off = ZsPage::offset_in_chain(fw.index(), pin.loc);
         // SAFETY: held, so the descriptor is alive, its frames stay, and the object is
         // at `off`.
-        unsafe { self.zspage_span(&*pin.zs, off, len) }
+        unsafe { self.zspage_span(&*ZsPage::of(fw), off, len) }
     }
 
     /// Where `len` bytes at byte `off` of a zspage's chain are.
