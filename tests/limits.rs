@@ -304,3 +304,77 @@ fn large_objects_across_a_segment_boundary() {
         check(&p);
     }
 }
+
+/// After `release_address_space`, a pool grows back even where another mapping would
+/// like the range above its top: the segment its top is in keeps its reservation
+/// (without RLIMIT_AS), so nothing else can be mapped there.
+#[test]
+fn a_released_pool_grows_back_whatever_is_mapped_meanwhile() {
+    use zsmalloc::MapMode;
+    let cfg = Config { layout: Layout::Kernel, ..Config::default() };
+    let p = Pool::with_config("regrow", &cfg).unwrap();
+    // Objects of one frame each (the kernel layout's huge class): 1,500 frames reach
+    // the third segment of the arena, [1024, 2048).
+    let s = 4000;
+    let mut objs: Vec<(Handle, u64, usize)> = Vec::new();
+    for i in 0..1500u64 {
+        let h = p.malloc(s, AllocFlags::default()).unwrap();
+        p.write(h, &pattern(i, s)).unwrap();
+        objs.push((h, i, s));
+    }
+    for (h, _, _) in objs.drain(1100..) {
+        p.free(h).unwrap();
+    }
+    p.defragment();
+    p.release_address_space();
+    assert_eq!(p.census().top, 1100, "defragmented to the frames held");
+    // The highest frame in use: the last of the 76 frames of the third segment, which
+    // are in a run of their own (segments are placed wherever the OS puts them; the
+    // rest of the third segment is not in use). Then try to map each page above it.
+    let mut frames: Vec<usize> =
+        objs.iter().map(|&(h, _, _)| p.map(h, MapMode::ReadOnly).unwrap().as_ptr() as usize).collect();
+    frames.sort_unstable();
+    let runs: Vec<&[usize]> = frames.chunk_by(|a, b| b - a == FRAME).collect();
+    let third = runs.iter().find(|r| r.len() == 1100 - 1024).expect("a run of the third segment's frames");
+    let top = *third.last().unwrap();
+    let mut placed = Vec::new();
+    for k in 1..1024usize {
+        let at = top + k * FRAME;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping; a fresh anonymous
+        // page, unmapped below.
+        let r = unsafe {
+            libc::mmap(
+                at as *mut libc::c_void,
+                FRAME,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if r != libc::MAP_FAILED {
+            placed.push(r);
+        }
+    }
+    let mut ok = true;
+    for i in 1500..2600u64 {
+        match p.malloc(s, AllocFlags::default()) {
+            Ok(h) => {
+                p.write(h, &pattern(i, s)).unwrap();
+                objs.push((h, i, s));
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("malloc after release: {e:?}");
+                break;
+            }
+        }
+    }
+    for r in &placed {
+        // SAFETY: mapped above, one page each.
+        unsafe { libc::munmap(*r, FRAME) };
+    }
+    assert!(ok && placed.is_empty(), "{} pages mapped above the released top; the pool grew back: {ok}", placed.len());
+    verify(&p, &objs);
+    check(&p);
+}

@@ -36,9 +36,12 @@ pub unsafe extern "C" fn zs_defragment(pool: *mut zs_pool) -> c_long {
 
 /// Unmaps the arena's and the side table's address space above the frames in use
 /// (call it after zs_defragment), so the process's virtual size falls. Returns the
-/// bytes of arena address space given up, or -EINVAL for NULL. The arena maps that
-/// range again when it grows, but never over another mapping: if one has been placed
-/// there meanwhile, the pool cannot grow past it and zs_malloc fails with -ENOMEM.
+/// bytes of arena address space given up, or -EINVAL for NULL. The arena's segments
+/// above the one its top is in are given up, and that segment keeps its reservation,
+/// so the pool can always grow back. Under an address-space limit (RLIMIT_AS) that
+/// segment's tail is given up too; it is mapped again when the pool grows, but never
+/// over another mapping: if one has been placed there meanwhile, the pool cannot grow
+/// past it and zs_malloc fails with -ENOMEM.
 ///
 /// # Safety
 /// A non-null `pool` is live.

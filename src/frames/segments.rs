@@ -239,15 +239,22 @@ impl Segments {
     }
 
     /// Unmaps the address space of elements from `from` on (whole pages; heap
-    /// segments stay): segments wholly above are given up, the one `from` falls in
-    /// keeps what is below it. Nothing may refer to those elements any more.
+    /// segments stay): segments wholly above are given up. The one `from` falls in
+    /// keeps its whole reservation, so that it can always grow back (a segment in use
+    /// cannot move, and another mapping could take a released tail); only when the
+    /// process's address space is limited (RLIMIT_AS), where that space is what
+    /// runs out, is its tail given up too. Nothing may refer to those elements any
+    /// more.
     pub fn release(&self, from: usize) {
+        let limited = address_space_limited();
         let mut stores = self.stores.lock();
         for k in self.segment_of(from.min(self.capacity.max(1) - 1))..NSEG {
             let whole = match &stores[k] {
                 Store::Mapped { region, first } => {
                     if from <= *first {
                         true
+                    } else if !limited {
+                        false
                     } else {
                         region.release_tail(self.pages(*first, from, from, false).1);
                         false

@@ -24,7 +24,9 @@
 //! arena above it is decommitted (`FrameSource::shrink`): memory and commit charge go
 //! back, the address range stays reserved so the arena can always grow back. Giving
 //! the address space itself back is a separate, explicit step
-//! (`release_address_space`), because another mapping may then take the range.
+//! (`release_address_space`): it gives up the arena's segments above the one the top
+//! is in, and that segment's tail only under RLIMIT_AS, because another mapping may
+//! then take the range.
 //!
 //! # Adjacency
 //!
@@ -222,9 +224,12 @@ impl PoolCore {
     /// (after [`defragment`](Self::defragment), that is above the frames held), so the
     /// process's virtual size falls. Returns the bytes of arena address space given up.
     ///
-    /// The arena maps that range again when it grows, but never over another mapping:
-    /// if one has been placed there meanwhile (a thread stack, a malloc arena, another
-    /// pool), the pool cannot grow past it and malloc fails with `NoMemory`.
+    /// Whole segments above the one the top is in are given up; that segment keeps its
+    /// reservation, so the pool can always grow back. Only when the process's address
+    /// space is limited (RLIMIT_AS) is that segment's tail given up too: the arena
+    /// maps it again when it grows, but never over another mapping, so if one has been
+    /// placed there meanwhile (a thread stack, a malloc arena, another pool), the pool
+    /// cannot grow past it and malloc fails with `NoMemory`.
     pub fn release_address_space(&self) -> usize {
         let _running = self.compaction().lock();
         self.frames().shrink(true).1
