@@ -238,13 +238,7 @@ static void *maintenance_main(void *arg)
     (void)arg;
     for (long round = 0; running(round, side_rounds); round++) {
         zs_compact(pool);
-        if (zs_defragment(pool) < 0 || zs_make_adjacent(pool) < 0)
-            atomic_fetch_add(&check_failures, 1);
-        /* A released arena grows back only where no other mapping has taken the range
-         * meanwhile (README, Frame migration): with objects up to 32 KiB the pool
-         * grows and shrinks by many more frames, and under load a malloc then fails
-         * with ENOMEM, which the workers count as a failure. Those runs leave it out. */
-        if (limit == ZS_MAX_ALLOC_SIZE && zs_release_arena(pool) < 0)
+        if (zs_defragment(pool) < 0 || zs_make_adjacent(pool) < 0 || zs_release_arena(pool) < 0)
             atomic_fetch_add(&check_failures, 1);
     }
     return NULL;
