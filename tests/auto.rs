@@ -32,8 +32,11 @@ fn compacts_a_sparse_pool_in_the_background() {
         p.free(*h).unwrap();
     }
     // Liveness, not speed: wait (generously) until the compactor has done its work.
+    // It compacts a class while that could free a whole zspage, so it may stop with
+    // up to one zspage of free space in the class (16 frames at most), more or less
+    // of it depending on how its passes fell among the frees.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while p.info().pages_compacted == 0 || p.total_pages() > full / 2 + 8 {
+    while p.info().pages_compacted == 0 || p.total_pages() > full / 2 + 17 {
         assert!(Instant::now() < deadline, "no automatic compaction: {} of {full} frames", p.total_pages());
         std::thread::sleep(Duration::from_millis(5));
     }
