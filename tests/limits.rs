@@ -328,14 +328,17 @@ fn a_released_pool_grows_back_whatever_is_mapped_meanwhile() {
     p.defragment();
     p.release_address_space();
     assert_eq!(p.census().top, 1100, "defragmented to the frames held");
-    // The highest frame in use: the last of the 76 frames of the third segment, which
-    // are in a run of their own (segments are placed wherever the OS puts them; the
-    // rest of the third segment is not in use). Then try to map each page above it.
+    // The highest frame in use: the last of the 76 frames in use of the third segment.
+    // Segments are placed wherever the OS puts them, so those frames may follow the
+    // end of the first or second segment (512 frames each) in memory, but nothing in
+    // use follows them (the rest of their segment is not in use): they end the one
+    // run of frames whose length is not a multiple of 512. Then try to map each page
+    // above it.
     let mut frames: Vec<usize> =
         objs.iter().map(|&(h, _, _)| p.map(h, MapMode::ReadOnly).unwrap().as_ptr() as usize).collect();
     frames.sort_unstable();
     let runs: Vec<&[usize]> = frames.chunk_by(|a, b| b - a == FRAME).collect();
-    let third = runs.iter().find(|r| r.len() == 1100 - 1024).expect("a run of the third segment's frames");
+    let third = runs.iter().find(|r| r.len() % 512 == 1100 - 1024).expect("the run that ends at the top");
     let top = *third.last().unwrap();
     let mut placed = Vec::new();
     for k in 1..1024usize {
