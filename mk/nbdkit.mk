@@ -53,7 +53,7 @@ test-nbdkit: nbdkit-plugin
 
 # Every test but the concurrent one, which counts rounds done in a fixed time.
 NBD_VALGRIND_TESTS := image variants nbdsh fio mem_limit auto_compaction restart bad_parameters \
-	compressor stats concurrent_flushes extents out_of_range lz4_units
+	compressor stats concurrent_flushes extents out_of_range lz4_units zstd_default_unit
 
 test-nbdkit-valgrind: nbdkit-plugin
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }

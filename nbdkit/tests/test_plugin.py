@@ -567,6 +567,52 @@ def test_lz4_units_are_one_shot_blocks():
         assert s["compr_data_size"] == want, (level, s["compr_data_size"], want)
 
 
+def test_zstd_default_unit():
+    """zstd compresses 32 KiB units unless told otherwise; lz4 keeps zram's page."""
+    stats = os.path.join(WORK, "unit.stats")
+    for params, want in ((["compressor=zstd"], 32768), ([], UNIT), (["compressor=lz4"], UNIT),
+                         (["compressor=zstd", "unit=4096"], UNIT), (["compressor=zstd", "unit=65536"], 65536)):
+        with Server("size=1M", f"stats={stats}", *params) as srv:
+            h = srv.connect()
+            assert h.get_block_size(nbd.SIZE_PREFERRED) == want, params
+            # One byte stores the unit around it; a partial write keeps the rest of it.
+            h.pwrite(b"x", want + 3)
+            h.flush()
+            assert read_stats(stats)["orig_data_size"] == want, params
+            assert h.pread(2 * want, 0) == bytes(want + 3) + b"x" + bytes(want - 4), params
+            h.shutdown()
+
+
+def test_flush_returns_idle_memory():
+    """A flush frees what the compressor contexts and malloc hold for nothing: zstd's
+    tables at level 19 run to MiBs, and four connections writing at once use several."""
+    rng = random.Random(3)
+    words = [b"alpha ", b"beta ", b"gamma "]
+    data = b"".join(rng.choice(words) + b"%d " % rng.randrange(1000) for _ in range(130000))[:1 << 20]
+    with Server("size=64M", "compressor=zstd", "level=19", "unit=65536") as srv:
+        def writer(k):
+            c = srv.connect()
+            c.pwrite(data, k << 20)
+            c.shutdown()
+
+        threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        before = srv.rss_kib()
+        h = srv.connect()
+        h.flush()
+        after = srv.rss_kib()
+        assert before - after > 2048, (before, after)
+        # The contexts come back for the next requests.
+        h.pwrite(data, 16 << 20)
+        for k in range(4):
+            assert h.pread(len(data), k << 20) == data, k
+        assert h.pread(len(data), 16 << 20) == data
+        h.shutdown()
+
+
 def test_extents():
     with Server("size=1M") as srv:
         h = srv.connect(meta=True)
