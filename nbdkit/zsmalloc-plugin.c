@@ -49,6 +49,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lz4.h>
@@ -252,6 +253,27 @@ ctx_release_idle (void)
       pthread_mutex_unlock (&ctxs[i].lock);
     }
   }
+}
+
+/* Gives back, at most once per second, the memory that idle contexts and malloc's
+ * arenas hold (see disk_flush): rebuilding a zstd context costs a few hundred
+ * microseconds, which a client flushing after every write would pay each time. */
+static void
+release_idle_memory (void)
+{
+  static uint64_t last_s;    /* seconds of CLOCK_MONOTONIC at the last release, + 1 */
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  uint64_t now = (uint64_t) ts.tv_sec + 1;
+  uint64_t last = __atomic_load_n (&last_s, __ATOMIC_RELAXED);
+  /* Relaxed: the word only elects one flush per second to do the work; the work
+   * itself takes each context's lock, and malloc_trim malloc's. */
+  if (last == now ||
+      !__atomic_compare_exchange_n (&last_s, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+    return;
+  ctx_release_idle ();
+  malloc_trim (0);
+  nbdkit_debug ("flush: idle contexts and malloc's free memory released");
 }
 
 /* ---- encoding and decoding one unit ------------------------------------------------- */
@@ -1109,15 +1131,15 @@ disk_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
  * flushing after a fill, or after deleting or trimming, expects to see in the memory
  * used: it compacts the pool, frees idle compressor contexts, and has malloc return
  * what its arenas hold free (nbdkit's request buffers, one arena per thread, up to
- * eight per CPU). Then it records the statistics. */
+ * eight per CPU), the last two at most once per second. Then it records the
+ * statistics. */
 static int
 disk_flush (void *handle, uint32_t flags)
 {
   unsigned long freed = zs_compact (pool);
   if (freed)
     nbdkit_debug ("flush: compaction freed %lu frames", freed);
-  ctx_release_idle ();
-  malloc_trim (0);
+  release_idle_memory ();
   report_stats ("flush");
   return 0;
 }
