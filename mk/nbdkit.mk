@@ -51,7 +51,8 @@ test-nbdkit: nbdkit-plugin
 	@$(SYS_PYTHON) -c "import nbd" 2>/dev/null || { echo "test-nbdkit needs $(SYS_PYTHON) with the nbd module: apt-get install python3-libnbd"; exit 1; }
 	cd nbdkit/tests && $(SYS_PYTHON) test_plugin.py
 
-# Every test but the concurrent one, which counts rounds done in a fixed time.
+# Every test but the concurrent one, which counts rounds done in a fixed time, and the
+# one that measures the server's RSS (valgrind's malloc keeps what it frees).
 NBD_VALGRIND_TESTS := image variants nbdsh fio mem_limit auto_compaction restart bad_parameters \
 	compressor stats concurrent_flushes extents out_of_range lz4_units zstd_default_unit
 

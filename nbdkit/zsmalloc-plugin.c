@@ -145,10 +145,10 @@ unit_len (uint64_t u)
 
 /* What encoding and decoding a unit needs. A few are shared by all threads, each
  * taken for one unit at a time: nbdkit runs 16 threads per connection, and a zstd
- * context per thread (about 180 KiB with its decompression context) would cost more
- * memory than many disks' metadata. Twice as many as CPUs, so that a thread
- * preempted while holding one rarely makes another wait. Taken before any stripe
- * lock, never while holding one. */
+ * context per thread (with its decompression context, about 180 KiB for 4 KiB units
+ * and 620 KiB for 32 KiB ones) would cost more memory than many disks' metadata.
+ * Twice as many as CPUs, so that a thread preempted while holding one rarely makes
+ * another wait. Taken before any stripe lock, never while holding one. */
 struct ctx {
   pthread_mutex_t lock;
   bool ready;            /* the members below are allocated */
