@@ -1035,11 +1035,11 @@ static void write_json(uint64_t total_errors)
                     ", \"live\": %lu, \"density\": %.6f, \"rss_delta\": %lld, \"pages_compacted\": %lu"
                     ", \"objs_moved\": %lu, \"compact_skipped_mapped\": %lu, \"compact_freed\": %lu"
                     ", \"misuse_events\": %lu, \"errors\": %" PRIu64 ", \"stray_errno\": %" PRIu64
-                    ", \"ideal_frames\": %lu",
+                    ", \"ideal_frames\": %lu, \"read_copied_bytes\": %lu",
                     r->ops, r->seconds, ops_s, ns, r->frames, r->info.meta_bytes, r->footprint,
                     r->info.requested_bytes, r->info.live_objects, r->density, r->rss_delta,
                     r->info.pages_compacted, r->info.objs_moved, r->info.compact_skipped_mapped, r->compact_freed,
-                    r->info.misuse_events, r->errors, r->stray_errno, r->ideal_frames);
+                    r->info.misuse_events, r->errors, r->stray_errno, r->ideal_frames, r->info.read_copied_bytes);
         }
         fprintf(f, "}%s\n", p + 1 < B.nplan ? "," : "");
     }
