@@ -41,7 +41,12 @@ def load(paths):
 
 
 def case_key(r):
-    return (r["workload"], r["sizes"], r["objects"], r["threads"])
+    # A pool with another object limit is another case (the limit sets the dense
+    # layout's chain and the kernel layout's classes); it is named with the sizes.
+    sizes = r["sizes"]
+    if r.get("max_object_size", 4096) != 4096:
+        sizes = f"{sizes}, max object size {r['max_object_size']}"
+    return (r["workload"], sizes, r["objects"], r["threads"])
 
 
 def human(n):
@@ -82,6 +87,10 @@ class Case:
     def impl(self, label):
         runs = self.by_label.get(label)
         return runs[0].get("impl") if runs else None
+
+    def frame_size(self, label):
+        runs = self.by_label.get(label)
+        return runs[0].get("frame_size", 4096) if runs else 4096
 
     def reps(self, label):
         return len(self.by_label.get(label, []))
@@ -210,11 +219,12 @@ def kernel_table(cases):
             k = {f: case.phase("zsmalloc-kernel", ph, f) for f in ("frames", "requested", "live", "density")}
             if None in d.values() or None in k.values() or not d["live"] or not k["live"]:
                 continue
+            kbytes = k["frames"] * case.frame_size("zsmalloc-kernel")
             dw = (d["footprint"] - d["requested"]) / d["live"]
-            kw = (k["frames"] * 4096 + 8 * k["live"] - k["requested"]) / k["live"]
-            ks = (k["frames"] * 4096 + 8 * key[2] - k["requested"]) / k["live"]
+            kw = (kbytes + 8 * k["live"] - k["requested"]) / k["live"]
+            ks = (kbytes + 8 * key[2] - k["requested"]) / k["live"]
             rows.append([case_title(key) if first else "", ph, f"{d['density']:.3f}",
-                         f"{k['requested'] / (k['frames'] * 4096 + 8 * k['live']):.3f}",
+                         f"{k['requested'] / (kbytes + 8 * k['live']):.3f}",
                          f"{dw:.1f} B", f"{kw:.1f} B", f"{dw / kw:.2f}", f"{ks:.1f} B", f"{dw / ks:.2f}"])
             first = False
     return pad_table(rows, ["l", "l"] + ["r"] * 7) if len(rows) > 1 else None

@@ -2,13 +2,15 @@
 # Smoke test of the benchmark harness (make test-bench): small runs of every workload on
 # the library and on the malloc shim, each verified byte for byte; the verifier must
 # catch a corrupted object; a comparison whose preload did not take must be refused;
-# compare.py must merge the results; zshot (bench/hot.c) must run every figure.
+# compare.py must merge the results; zshot (bench/hot.c) must run every figure; a pool
+# of 32 KiB objects must take the 32 KiB unit trace, verified, at a density in range.
 #
 # Environment: ZSBENCH, ZS_ON_MALLOC, PYTHON; JEMALLOC and ZSHOT (optional), TRACE_DIR.
 set -u
 : "${ZSBENCH:?}" "${ZS_ON_MALLOC:?}"
 PYTHON=${PYTHON:-python3} JEMALLOC=${JEMALLOC:-} TRACE_DIR=${TRACE_DIR:-data/workloads}
 node=$TRACE_DIR/node-heap-lz4.txt sqlite=$TRACE_DIR/sqlite-heap-lz4.txt
+units32=$TRACE_DIR/usr-ext4-lz4-32k.txt
 out=$(mktemp -d "${TMPDIR:-/tmp}/zsbench-smoke.XXXXXX")
 trap 'rm -rf "$out"' EXIT
 passed=0 failed=0
@@ -67,6 +69,30 @@ if [ -n "$JEMALLOC" ]; then
     check 0 "jemalloc preload recognised" \
         env LD_PRELOAD="$ZS_ON_MALLOC $JEMALLOC" "$ZSBENCH" --quiet --expect jemalloc --trace "$node" --objects 1000
 fi
+
+# The density a phase's row of the table prints (its 11th column), within [lo, hi].
+density_in() { # log phase lo hi
+    awk -v ph="$2" -v lo="$3" -v hi="$4" '$1 == ph { found = 1; d = $11 }
+        END { print ph " density " (found ? d : "missing") ", wanted " lo ".." hi; exit !(found && d >= lo && d <= hi) }' "$1"
+}
+# Every object of the 32 KiB unit trace written, read, mapped, compacted, churned and
+# verified in a pool of 32 KiB objects, checked after each phase; the density after the
+# fill and after the compaction at least lo-fill and lo-compact.
+large_units() { # layout lo-fill lo-compact
+    "$ZSBENCH" --expect zsmalloc --layout "$1" --max-object-size 32768 --trace "$units32" --check \
+        --json "$out/units-$1.json" >"$out/units.log" || { cat "$out/units.log"; return 1; }
+    density_in "$out/units.log" fill "$2" 1 && density_in "$out/units.log" compact "$3" 1
+}
+check 0 "zsmalloc dense, objects up to 32 KiB: 32 KiB units verified, density in range" \
+    large_units dense 0.96 0.95
+check 0 "zsmalloc kernel layout, objects up to 32 KiB: 32 KiB units verified, density in range" \
+    large_units kernel 0.88 0.88
+check 0 "malloc shim, objects up to 32 KiB: 32 KiB units verified" \
+    shim --expect malloc --max-object-size 32768 --trace "$units32" --objects 2000
+WANT_TEXT="not a size in 1..4096" check 1 "a trace above the pool's object limit is refused" \
+    zs --trace "$units32"
+WANT_TEXT="max object size 70000" check 1 "a limit the library refuses is reported" \
+    zs --max-object-size 70000 --trace "$units32"
 check 0 "compare.py merges the results" "$PYTHON" bench/compare.py "$out"
 if [ -n "${ZSHOT:-}" ]; then
     WANT_TEXT="shared objects, zs_compact running" check 0 "zshot: every fast path and the threads figure, briefly" \

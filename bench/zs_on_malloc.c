@@ -6,8 +6,9 @@
  *   LD_PRELOAD=build/libzs_on_malloc.so build/zsbench --expect malloc ...
  *   LD_PRELOAD="build/libzs_on_malloc.so /usr/lib/x86_64-linux-gnu/libjemalloc.so.2" ...
  *
- * A handle is the object's pointer, with the requested size in its top 16 bits (user
- * addresses on x86-64 and AArch64 fit in 48 bits), so that zs_free can keep the
+ * A handle is the object's pointer, with the requested size less one in its top 16 bits
+ * (user addresses on x86-64 and AArch64 fit in 48 bits; sizes are 1..65536, the largest
+ * max_object_size the ABI allows), so that zs_free can keep the
  * requested-byte count exact without adding a single byte to any malloc'd block.
  * Reads and maps return the pointer itself (malloc's objects are always contiguous);
  * zs_obj_write is a memcpy. Objects never move: zs_compact returns 0.
@@ -31,6 +32,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,6 +46,7 @@
 #define SIZE_SHIFT 48
 #define PTR_MASK ((1UL << SIZE_SHIFT) - 1)
 #define COUNTER_SLOTS 64
+#define MAX_OBJECT_LIMIT 65536
 
 /* Live objects and requested bytes are counted per thread, each thread in its own
  * cache line (threads past COUNTER_SLOTS share), so that the accounting adds no
@@ -58,6 +61,7 @@ struct zs_pool {
     struct counter counters[COUNTER_SLOTS];
     long rss_base;      /* anonymous resident pages before the pool was created */
     unsigned chain;     /* for zs_huge_class_size */
+    unsigned max_object; /* max_object_size: zs_malloc refuses larger objects */
 };
 
 static atomic_uint next_slot;
@@ -109,7 +113,7 @@ static void *obj_ptr(unsigned long handle)
 
 static size_t obj_size(unsigned long handle)
 {
-    return handle >> SIZE_SHIFT;
+    return (handle >> SIZE_SHIFT) + 1;
 }
 
 static int bad_handle(unsigned long handle)
@@ -120,7 +124,7 @@ static int bad_handle(unsigned long handle)
 EXPORT struct zs_pool *zs_create_pool_with(const char *name, const struct zs_pool_config *config)
 {
     (void)name;
-    unsigned chain = 0;
+    unsigned chain = 0, max_object = 0;
     if (config) {
         if (config->size < sizeof(size_t) + sizeof(unsigned long) + sizeof(unsigned int)) {
             errno = EINVAL;
@@ -133,6 +137,12 @@ EXPORT struct zs_pool *zs_create_pool_with(const char *name, const struct zs_poo
             errno = EINVAL;
             return NULL;
         }
+        if (config->size >= offsetof(struct zs_pool_config, max_object_size) + sizeof config->max_object_size)
+            max_object = config->max_object_size;
+        if (max_object > MAX_OBJECT_LIMIT) {
+            errno = EINVAL;
+            return NULL;
+        }
     }
     long base = anon_rss_pages();
     struct zs_pool *pool = aligned_alloc(64, sizeof *pool);
@@ -141,6 +151,7 @@ EXPORT struct zs_pool *zs_create_pool_with(const char *name, const struct zs_poo
     memset(pool, 0, sizeof *pool);
     pool->rss_base = base;
     pool->chain = chain ? chain : 8;
+    pool->max_object = max_object ? max_object : ZS_MAX_ALLOC_SIZE;
     return pool;
 }
 
@@ -158,7 +169,7 @@ EXPORT unsigned long zs_malloc(struct zs_pool *pool, size_t size, unsigned int f
 {
     if (!pool || size == 0 || (flags & ~(unsigned)ZS_ALLOC_NOGROW))
         return err_handle(EINVAL);
-    if (size > ZS_MAX_ALLOC_SIZE)
+    if (size > pool->max_object)
         return err_handle(ENOSPC);
     void *p = malloc(size);
     if (!p)
@@ -170,7 +181,7 @@ EXPORT unsigned long zs_malloc(struct zs_pool *pool, size_t size, unsigned int f
     struct counter *c = counter(pool);
     atomic_fetch_add_explicit(&c->live, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&c->requested, (long)size, memory_order_relaxed);
-    return (unsigned long)(uintptr_t)p | ((unsigned long)size << SIZE_SHIFT);
+    return (unsigned long)(uintptr_t)p | ((unsigned long)(size - 1) << SIZE_SHIFT);
 }
 
 EXPORT void zs_free(struct zs_pool *pool, unsigned long handle)
@@ -273,7 +284,7 @@ EXPORT size_t zs_huge_class_size(struct zs_pool *pool)
 /* The kernel layout's (unmerged) class index: malloc's own classes are not visible. */
 EXPORT unsigned int zs_lookup_class_index(struct zs_pool *pool, unsigned int size)
 {
-    if (!pool || size == 0 || size > ZS_MAX_ALLOC_SIZE) {
+    if (!pool || size == 0 || size > pool->max_object) {
         errno = EINVAL;
         return (unsigned)-1;
     }
@@ -306,6 +317,7 @@ EXPORT int zs_pool_info(struct zs_pool *pool, struct zs_pool_info *info)
     out.live_objects = (unsigned long)live;
     out.requested_bytes = (unsigned long)requested;
     out.total_pages = held_frames(pool);
+    out.max_object_size = pool->max_object;
     size_t n = info->size < sizeof out ? info->size : sizeof out;
     out.size = info->size;
     memcpy(info, &out, n);

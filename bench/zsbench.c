@@ -34,9 +34,13 @@
  * generation (bumped by each churn replacement), so every read checks that the right
  * bytes came back from the right handle.
  *
+ * Objects are at most the pool's max_object_size (--max-object-size; zs_pool_info says
+ * what the pool took): the trace's sizes, the buffers and the walk of the classes all
+ * follow it, so that compressed units larger than a page run like pages.
+ *
  * Memory, after each phase:
  *   frames     zs_get_total_pages()
- *   footprint  frames x 4096 + meta_bytes from zs_pool_info()
+ *   footprint  frames x the frame size + meta_bytes from zs_pool_info()
  *   density    requested bytes (zs_pool_info) / footprint
  *   rss        growth of the process's anonymous resident set (/proc/self/statm,
  *              resident - shared) since just before the pool was created; every
@@ -63,10 +67,10 @@
 
 #include "zsmalloc.h"
 
-#define PAGE 4096
 #define MAX_PHASES 16
 #define MAX_THREADS 256
-#define PATTERN_BYTES (2 * PAGE)
+/* An object's content starts at one of this many offsets into the seeded pattern. */
+#define PATTERN_WINDOW 4096
 #define MAX_REPORTED_ERRORS 10
 
 enum phase_kind { PH_FILL, PH_READ, PH_MAP, PH_FREE, PH_COMPACT, PH_CHURN, PH_VERIFY, PH_QUIT };
@@ -105,8 +109,8 @@ struct worker {
     uint64_t errors;
     uint64_t stray_errno;
     int stray_value;
-    unsigned char buf[PAGE] __attribute__((aligned(64)));
-    unsigned char local[PAGE] __attribute__((aligned(64)));
+    unsigned char *buf;   /* max_object bytes: an object's content to write */
+    unsigned char *local; /* max_object bytes: zs_obj_read_begin's local_copy */
 };
 
 static struct {
@@ -126,6 +130,7 @@ static struct {
     unsigned sweep_step;
     unsigned sweep_count;
     unsigned sweep_max;
+    unsigned max_object_opt; /* --max-object-size; 0: the pool's default */
     const char *order;
     uint64_t churn_ops;
     int check;
@@ -139,7 +144,10 @@ static struct {
     struct obj *objs;
     uint32_t *perm;
     uint64_t nfree;
-    unsigned char pattern[PATTERN_BYTES + 64];
+    unsigned max_object;   /* the pool's max_object_size */
+    unsigned long frame_size;
+    unsigned char *pattern; /* PATTERN_WINDOW + max_object bytes */
+    unsigned *class_idx;    /* max_object entries: ideal_frames' scratch */
     struct worker *workers;
     pthread_barrier_t start, done;
     volatile enum phase_kind phase;
@@ -165,6 +173,9 @@ static struct {
     .layout = ZS_LAYOUT_DENSE,
     .chain = 0,
     .order = "as-given",
+    /* Bytes per frame, for the footprint and the zspages' size; a later change sets it
+     * from the pool (zs_pool_info) where the probe reads max_object. */
+    .frame_size = 4096,
     .report_lock = PTHREAD_MUTEX_INITIALIZER,
 };
 
@@ -238,14 +249,14 @@ static uint64_t obj_key(uint64_t index, uint32_t gen)
  * itself over the first (up to) 8 bytes so that no two objects look alike. */
 static void make_content(unsigned char *dst, uint64_t key, uint32_t size)
 {
-    memcpy(dst, B.pattern + (key & (PAGE - 1)), size);
+    memcpy(dst, B.pattern + (key & (PATTERN_WINDOW - 1)), size);
     for (uint32_t b = 0; b < size && b < 8; b++)
         dst[b] ^= (unsigned char)(key >> (8 * b));
 }
 
 static int check_content(const unsigned char *p, uint64_t key, uint32_t size)
 {
-    const unsigned char *want = B.pattern + (key & (PAGE - 1));
+    const unsigned char *want = B.pattern + (key & (PATTERN_WINDOW - 1));
     uint32_t head = size < 8 ? size : 8;
     for (uint32_t b = 0; b < head; b++)
         if (p[b] != (unsigned char)(want[b] ^ (unsigned char)(key >> (8 * b))))
@@ -415,8 +426,8 @@ static void *worker_main(void *arg)
     struct worker *w = arg;
     /* Touch the buffers, and report ready, before the pool exists: the workers' stacks
      * and buffers are not the pool's footprint. */
-    memset(w->buf, 0, sizeof w->buf);
-    memset(w->local, 0, sizeof w->local);
+    memset(w->buf, 0, B.max_object);
+    memset(w->local, 0, B.max_object);
     pthread_barrier_wait(&B.done);
     for (;;) {
         pthread_barrier_wait(&B.start);
@@ -439,15 +450,15 @@ static int cmp_uint(const void *a, const void *b)
  * zspage): there, the requested bytes end to end in whole zspages. */
 static unsigned long ideal_frames(const struct zs_pool_info *info)
 {
-    static unsigned idx[ZS_MAX_ALLOC_SIZE];
-    for (unsigned size = 1; size <= ZS_MAX_ALLOC_SIZE; size++) {
+    unsigned *idx = B.class_idx;
+    for (unsigned size = 1; size <= B.max_object; size++) {
         idx[size - 1] = zs_lookup_class_index(B.pool, size);
         if (idx[size - 1] == (unsigned)-1)
             return 0;
     }
-    qsort(idx, ZS_MAX_ALLOC_SIZE, sizeof idx[0], cmp_uint);
+    qsort(idx, B.max_object, sizeof idx[0], cmp_uint);
     unsigned long frames = 0;
-    for (unsigned k = 0; k < ZS_MAX_ALLOC_SIZE; k++) {
+    for (unsigned k = 0; k < B.max_object; k++) {
         if (k && idx[k] == idx[k - 1])
             continue;
         struct zs_class_info ci;
@@ -456,7 +467,7 @@ static unsigned long ideal_frames(const struct zs_pool_info *info)
         if (zs_class_info(B.pool, idx[k], &ci) != 0)
             return 0;
         if (ci.objs_per_zspage == 0) {
-            unsigned long zspage = ci.pages_per_zspage * (unsigned long)PAGE;
+            unsigned long zspage = ci.pages_per_zspage * B.frame_size;
             return zspage ? (info->requested_bytes + zspage - 1) / zspage * ci.pages_per_zspage : 0;
         }
         frames += (ci.objs_inuse + ci.objs_per_zspage - 1) / ci.objs_per_zspage * ci.pages_per_zspage;
@@ -471,7 +482,7 @@ static void snapshot(struct result *r)
     r->info.size = sizeof r->info;
     if (zs_pool_info(B.pool, &r->info) != 0)
         fprintf(stderr, "zsbench: zs_pool_info failed\n");
-    r->footprint = (uint64_t)r->frames * PAGE + r->info.meta_bytes;
+    r->footprint = (uint64_t)r->frames * B.frame_size + r->info.meta_bytes;
     r->density = r->footprint ? (double)r->info.requested_bytes / (double)r->footprint : 0.0;
     long rss = anon_rss_pages();
     r->rss_delta = rss < 0 ? -1 : (long long)(rss - B.rss_base_pages) * B.page_size;
@@ -582,6 +593,12 @@ static void load_trace(void)
     unsigned long lineno = 0;
     while (fgets(line, sizeof line, f)) {
         lineno++;
+        /* A line longer than the buffer (a long comment): only its start counts. */
+        if (!strchr(line, '\n')) {
+            int ch;
+            while ((ch = getc(f)) != EOF && ch != '\n')
+                ;
+        }
         char *s = line;
         while (*s == ' ' || *s == '\t')
             s++;
@@ -589,8 +606,9 @@ static void load_trace(void)
             continue;
         char *end;
         long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > ZS_MAX_ALLOC_SIZE)
-            die("%s:%lu: not a size in 1..%d", B.trace_path, lineno, ZS_MAX_ALLOC_SIZE);
+        if (end == s || v < 1 || v > (long)B.max_object)
+            die("%s:%lu: not a size in 1..%u (the pool's max_object_size; --max-object-size sets it)",
+                B.trace_path, lineno, B.max_object);
         if (n == cap)
             B.sizes = realloc(B.sizes, (cap *= 2) * sizeof *B.sizes);
         B.sizes[n++] = (uint32_t)v;
@@ -606,6 +624,32 @@ static void load_trace(void)
     snprintf(B.sizes_desc, sizeof B.sizes_desc, "%.*s", (int)len, b);
 }
 
+static struct zs_pool_config pool_config(void)
+{
+    return (struct zs_pool_config){.size = sizeof(struct zs_pool_config),
+                                   .chain_size = B.chain,
+                                   .layout = (enum zs_layout)B.layout,
+                                   .max_object_size = B.max_object_opt};
+}
+
+/* The pool's limits, asked of a pool made as the measured one will be (and destroyed
+ * before it): the sizes and buffers are set up before that pool exists, so that none
+ * of them counts in its resident set. */
+static void probe_pool(void)
+{
+    struct zs_pool_config cfg = pool_config();
+    struct zs_pool *p = zs_create_pool_with("zsbench-probe", &cfg);
+    if (!p)
+        die("zs_create_pool_with (max object size %u): %s", B.max_object_opt, strerror(errno));
+    struct zs_pool_info info = {.size = sizeof info};
+    if (zs_pool_info(p, &info) != 0)
+        die("zs_pool_info: %s", strerror(errno));
+    zs_destroy_pool(p);
+    if (info.max_object_size < 1 || info.max_object_size > UINT32_MAX / 2)
+        die("the pool reports a max_object_size of %lu", info.max_object_size);
+    B.max_object = (unsigned)info.max_object_size;
+}
+
 /* The sweep's upper end: the kernel layout's huge class size for the chain in use,
  * asked of a kernel-layout pool, so that every implementation sweeps the same sizes. */
 static unsigned kernel_huge_class_size(void)
@@ -616,7 +660,7 @@ static unsigned kernel_huge_class_size(void)
         die("zs_create_pool_with (kernel layout probe): %s", strerror(errno));
     size_t huge = zs_huge_class_size(p);
     zs_destroy_pool(p);
-    return huge ? (unsigned)huge : PAGE;
+    return huge ? (unsigned)huge : (unsigned)B.frame_size;
 }
 
 static void make_sweep(void)
@@ -626,8 +670,8 @@ static void make_sweep(void)
     if (!B.sweep_count)
         B.sweep_count = 256;
     unsigned max = B.sweep_max ? B.sweep_max : kernel_huge_class_size();
-    if (max > ZS_MAX_ALLOC_SIZE)
-        max = ZS_MAX_ALLOC_SIZE;
+    if (max > B.max_object)
+        max = B.max_object;
     uint64_t n = 0;
     B.sizes = malloc(((max - 32) / B.sweep_step + 2) * sizeof *B.sizes);
     for (unsigned s = 32; s <= max; s += B.sweep_step)
@@ -650,8 +694,8 @@ static void make_kernel_selftest(void)
     if (!B.sweep_count)
         B.sweep_count = 182;
     unsigned max = B.sweep_max ? B.sweep_max : kernel_huge_class_size() - 1;
-    if (max > ZS_MAX_ALLOC_SIZE)
-        max = ZS_MAX_ALLOC_SIZE;
+    if (max > B.max_object)
+        max = B.max_object;
     if (max < 32)
         die("empty kernel-selftest range");
     uint64_t n = 0, nsizes = (max - 32) / B.sweep_step + 1;
@@ -763,7 +807,8 @@ static void usage(FILE *f)
             "  --workload trace|sweep|churn|kernel-selftest  size sequence and default phases (trace with\n"
             "                       --trace, else sweep)\n"
             "  --order as-given|ascending|descending|sawtooth|by-size  arrival order of the sizes (default as-given)\n"
-            "  --trace FILE         one object size per line (1..4096)\n"
+            "  --trace FILE         one object size per line (1..the pool's max object size)\n"
+            "  --max-object-size N  the pool's max_object_size (default 0: the library's, 4096)\n"
             "  --objects N          objects (trace: cycled/truncated to N; default: trace length)\n"
             "  --threads N          worker threads (default 1)\n"
             "  --free-fraction F    fraction freed in the free phase (default 0.5)\n"
@@ -804,7 +849,7 @@ static void parse_args(int argc, char **argv)
 {
     enum { O_TRACE = 256, O_OBJECTS, O_THREADS, O_FREE, O_SEED, O_LAYOUT, O_CHAIN, O_JSON, O_EXPECT,
            O_LABEL, O_WORKLOAD, O_STEP, O_COUNT, O_MAX, O_CHURN, O_PHASES, O_CHECK, O_CORRUPT, O_QUIET,
-           O_HELP, O_ORDER };
+           O_HELP, O_ORDER, O_MAX_OBJECT };
     static const struct option opts[] = {
         {"trace", required_argument, 0, O_TRACE},       {"objects", required_argument, 0, O_OBJECTS},
         {"threads", required_argument, 0, O_THREADS},   {"free-fraction", required_argument, 0, O_FREE},
@@ -816,7 +861,8 @@ static void parse_args(int argc, char **argv)
         {"churn-ops", required_argument, 0, O_CHURN},   {"phases", required_argument, 0, O_PHASES},
         {"check", no_argument, 0, O_CHECK},             {"inject-corruption", no_argument, 0, O_CORRUPT},
         {"quiet", no_argument, 0, O_QUIET},             {"help", no_argument, 0, O_HELP},
-        {"order", required_argument, 0, O_ORDER},       {0, 0, 0, 0},
+        {"order", required_argument, 0, O_ORDER},       {"max-object-size", required_argument, 0, O_MAX_OBJECT},
+        {0, 0, 0, 0},
     };
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -855,6 +901,13 @@ static void parse_args(int argc, char **argv)
             break;
         }
         case O_MAX: B.sweep_max = (unsigned)parse_count(optarg, "--sweep-max"); break;
+        case O_MAX_OBJECT: {
+            unsigned long long v = parse_count(optarg, "--max-object-size");
+            if (v > UINT32_MAX)
+                die("bad --max-object-size: %s", optarg);
+            B.max_object_opt = (unsigned)v;
+            break;
+        }
         case O_CHURN: B.churn_ops = parse_count(optarg, "--churn-ops"); break;
         case O_PHASES: B.phases_opt = optarg; break;
         case O_CHECK: B.check = 1; break;
@@ -903,10 +956,10 @@ static void fmt_ns(char *out, size_t n, const struct result *r)
 static void print_table(void)
 {
     printf("zsbench: %s (zs_* from %s, malloc from %s)\n", B.label, B.zs_lib, B.malloc_lib);
-    printf("workload %s, sizes %s, %" PRIu64 " objects, %u thread%s, layout %s, chain %u, seed %" PRIu64
+    printf("workload %s, sizes %s, %" PRIu64 " objects, %u thread%s, layout %s, chain %u, max object size %u, seed %" PRIu64
            ", free fraction %.2f\n",
            B.workload, B.sizes_desc, B.objects, B.threads, B.threads == 1 ? "" : "s",
-           B.layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense", B.chain, B.seed, B.free_fraction);
+           B.layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense", B.chain, B.max_object, B.seed, B.free_fraction);
     printf("%-8s %9s %8s %8s %9s %9s %9s %9s %9s %9s %8s %9s %9s %9s %6s\n", "phase", "ops", "Mops/s", "ns/op",
            "live", "req MiB", "frames", "ideal", "meta KiB", "foot MiB", "density", "RSS MiB", "compacted", "moved",
            "errors");
@@ -966,6 +1019,7 @@ static void write_json(uint64_t total_errors)
     json_str(f, B.sizes_desc);
     fprintf(f, ",\n  \"objects\": %" PRIu64 ",\n  \"threads\": %u,\n  \"layout\": \"%s\",\n  \"chain\": %u,\n",
             B.objects, B.threads, B.layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense", B.chain);
+    fprintf(f, "  \"max_object_size\": %u,\n  \"frame_size\": %lu,\n", B.max_object, B.frame_size);
     fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"free_fraction\": %.6g,\n  \"churn_ops\": %" PRIu64 ",\n", B.seed,
             B.free_fraction, B.churn_ops);
     fprintf(f, "  \"errors\": %" PRIu64 ",\n  \"phases\": [\n", total_errors);
@@ -981,11 +1035,11 @@ static void write_json(uint64_t total_errors)
                     ", \"live\": %lu, \"density\": %.6f, \"rss_delta\": %lld, \"pages_compacted\": %lu"
                     ", \"objs_moved\": %lu, \"compact_skipped_mapped\": %lu, \"compact_freed\": %lu"
                     ", \"misuse_events\": %lu, \"errors\": %" PRIu64 ", \"stray_errno\": %" PRIu64
-                    ", \"ideal_frames\": %lu",
+                    ", \"ideal_frames\": %lu, \"read_copied_bytes\": %lu",
                     r->ops, r->seconds, ops_s, ns, r->frames, r->info.meta_bytes, r->footprint,
                     r->info.requested_bytes, r->info.live_objects, r->density, r->rss_delta,
                     r->info.pages_compacted, r->info.objs_moved, r->info.compact_skipped_mapped, r->compact_freed,
-                    r->info.misuse_events, r->errors, r->stray_errno, r->ideal_frames);
+                    r->info.misuse_events, r->errors, r->stray_errno, r->ideal_frames, r->info.read_copied_bytes);
         }
         fprintf(f, "}%s\n", p + 1 < B.nplan ? "," : "");
     }
@@ -1015,6 +1069,12 @@ int main(int argc, char **argv)
             snprintf(label, sizeof label, "%s", B.impl);
         B.label = label;
     }
+
+    probe_pool();
+    B.pattern = malloc(PATTERN_WINDOW + B.max_object);
+    B.class_idx = malloc(B.max_object * sizeof *B.class_idx);
+    if (!B.pattern || !B.class_idx)
+        die("out of memory");
 
     /* The size sequence, the object table, the free permutation. */
     if (!strcmp(B.workload, "kernel-selftest"))
@@ -1053,7 +1113,7 @@ int main(int argc, char **argv)
         B.perm[j] = t;
     }
     B.nfree = (uint64_t)(B.free_fraction * (double)B.objects + 0.5);
-    for (unsigned b = 0; b < sizeof B.pattern; b++)
+    for (unsigned b = 0; b < PATTERN_WINDOW + B.max_object; b++)
         B.pattern[b] = (unsigned char)next_rand(&rng);
     int churn_workload = !strcmp(B.workload, "churn");
     if (!B.churn_ops)
@@ -1072,6 +1132,10 @@ int main(int argc, char **argv)
     for (unsigned t = 0; t < B.threads; t++) {
         B.workers[t].id = t;
         B.workers[t].rng = mix64(B.seed + 0x1000 * (t + 1));
+        B.workers[t].buf = aligned_alloc(64, (B.max_object + 63) / 64 * 64);
+        B.workers[t].local = aligned_alloc(64, (B.max_object + 63) / 64 * 64);
+        if (!B.workers[t].buf || !B.workers[t].local)
+            die("out of memory");
         if (pthread_create(&B.workers[t].thread, NULL, worker_main, &B.workers[t]) != 0)
             die("pthread_create failed");
     }
@@ -1079,7 +1143,7 @@ int main(int argc, char **argv)
     B.page_size = sysconf(_SC_PAGESIZE);
 
     B.rss_base_pages = anon_rss_pages();
-    struct zs_pool_config cfg = {.size = sizeof cfg, .chain_size = B.chain, .layout = (enum zs_layout)B.layout};
+    struct zs_pool_config cfg = pool_config();
     B.pool = zs_create_pool_with("zsbench", &cfg);
     if (!B.pool)
         die("zs_create_pool_with: %s", strerror(errno));

@@ -1,7 +1,9 @@
 # The benchmark harness.
 #
 #   make run         the main job: zsmalloc (dense and kernel layouts) against glibc malloc,
-#                    jemalloc and mimalloc on the bundled compressed-page traces; one table
+#                    jemalloc and mimalloc on the bundled compressed-page traces, and on the
+#                    traces of compressed 16 and 32 KiB units in pools of that object limit
+#                    (--max-object-size); one table
 #   make bench       the full comparison (traces at 10k/100k/1M objects, size sweep, churn,
 #                    1 and 2 threads; the kernel's own test workload at chains 4, 8 and 16;
 #                    the sqlite trace in adversarial orders): JSON in build/bench/full,
@@ -28,6 +30,9 @@ BENCH_OUT     := $(BUILD)/bench
 BENCH_RESULTS := bench/results
 TRACE_NODE    := data/workloads/node-heap-lz4.txt
 TRACE_SQLITE  := data/workloads/sqlite-heap-lz4.txt
+# Compressed units larger than a page, each run in a pool whose max_object_size is the
+# unit: UNIT_TRACES lists unit:trace pairs.
+UNIT_TRACES   := 16384:data/workloads/usr-ext4-lz4-16k.txt 32768:data/workloads/usr-ext4-lz4-32k.txt
 # The kernel's own test workload in make bench: its second step (9 bytes apart,
 # 65-77k objects); step 1 is 590-690k objects, 1.2 GiB a run.
 SELFTEST_STEP ?= 9
@@ -74,6 +79,9 @@ run: bench-bin bench-allocators
 	@$(SUITE) $(BENCH_OUT)/run sqlite $(RUN_REPEAT) --trace $(TRACE_SQLITE)
 	@$(SUITE) $(BENCH_OUT)/run node-100k $(RUN_REPEAT) --trace $(TRACE_NODE) --objects 100k
 	@$(SUITE) $(BENCH_OUT)/run sqlite-100k $(RUN_REPEAT) --trace $(TRACE_SQLITE) --objects 100k
+	@set -e; for u in $(UNIT_TRACES); do \
+	  $(SUITE) $(BENCH_OUT)/run units-$${u%%:*} $(RUN_REPEAT) --trace $${u#*:} --max-object-size $${u%%:*}; \
+	done
 	@echo
 	@$(PYTHON) bench/compare.py --machine $(BENCH_OUT)/run
 
@@ -97,6 +105,12 @@ bench: bench-bin bench-allocators $(VPY)
 	done
 	@set -e; for o in ascending descending sawtooth by-size; do \
 	  $(SUITE) $(BENCH_OUT)/full sqlite-100k-$$o $(BENCH_REPEAT) --trace $(TRACE_SQLITE) --objects 100k --order $$o; \
+	done
+	@set -e; for u in $(UNIT_TRACES); do \
+	  for n in 10k 100k; do \
+	    $(SUITE) $(BENCH_OUT)/full units-$${u%%:*}-$$n $(BENCH_REPEAT) --trace $${u#*:} --objects $$n \
+	      --max-object-size $${u%%:*}; \
+	  done; \
 	done
 	@mkdir -p $(BENCH_RESULTS)
 	$(PYTHON) bench/compare.py --machine --out $(BENCH_RESULTS)/table.md \
