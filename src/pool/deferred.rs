@@ -221,29 +221,32 @@ mod tests {
         let hs = filled(&p, 40);
         let before = p.info();
         let ci = ci_of(&p, hs[0]);
-        let held = p.classes()[ci].state.lock();
-        // Frees from another thread while this one holds the lane's lock: each returns
-        // without the lock (on a lock it waited for, the receive times out).
-        let (tx, rx) = mpsc::channel();
         std::thread::scope(|s| {
-            s.spawn(|| {
-                for &h in &hs[..10] {
-                    tx.send(p.free(h)).unwrap();
+            // Held inside the scope, so that a failed assertion drops it and the
+            // freeing thread is not left waiting for it.
+            let held = p.classes()[ci].state.lock();
+            // Frees from another thread while this one holds the lane's lock: each
+            // returns without the lock (on a lock it waited for, the receive times out).
+            let (tx, rx) = mpsc::channel();
+            let (pool, freed) = (&p, &hs[..10]);
+            s.spawn(move || {
+                for &h in freed {
+                    tx.send(pool.free(h)).unwrap();
                 }
             });
             for _ in 0..10 {
                 assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(())), "a free waited for the lane lock");
             }
+            // The handles are stale at once: a second free, a map, a read are refused.
+            assert!(matches!(p.free(hs[0]), Err(Error::Invalid(_))), "a second free of a deferred free");
+            assert!(matches!(p.map(hs[1], MapMode::ReadOnly).map(|_| ()), Err(Error::Invalid(_))));
+            assert!(matches!(p.obj_size(hs[2]), Err(Error::Invalid(_))));
+            // A mapped object is refused with Busy and stays whole, lock or no lock.
+            let m = p.map(hs[10], MapMode::ReadOnly).unwrap();
+            assert_eq!(p.free(hs[10]), Err(Error::Busy));
+            drop(held);
+            drop(m);
         });
-        // The handles are stale at once: a second free, a map, a read are refused.
-        assert!(matches!(p.free(hs[0]), Err(Error::Invalid(_))), "a second free of a deferred free");
-        assert!(matches!(p.map(hs[1], MapMode::ReadOnly).map(|_| ()), Err(Error::Invalid(_))));
-        assert!(matches!(p.obj_size(hs[2]), Err(Error::Invalid(_))));
-        // A mapped object is refused with Busy and stays whole, lock or no lock.
-        let m = p.map(hs[10], MapMode::ReadOnly).unwrap();
-        assert_eq!(p.free(hs[10]), Err(Error::Busy));
-        drop(held);
-        drop(m);
         // Statistics apply the pending frees first: exact.
         let after = p.info();
         assert_eq!(after.live_objects, before.live_objects - 10);
