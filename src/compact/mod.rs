@@ -115,7 +115,12 @@ impl PoolCore {
         let class = &self.classes()[ci];
         let spec = class.spec;
         let mut done = CompactStats::default();
-        let mut sweep = Sweep::begin(self.layout(), &mut class.state.lock().lists, &spec);
+        let mut sweep = {
+            let mut st = class.state.lock();
+            // Pending frees first: their zspages may empty, or need no moving.
+            self.drain(ci, &mut st);
+            Sweep::begin(self.layout(), &mut st.lists, &spec)
+        };
         sweep.find_objects(self.handles());
         let mut buf = vec![0u8; self.max_object_size().max(PAGE_SIZE)];
         // Frames released and frames taken for new zspages: the objects of the
@@ -123,6 +128,7 @@ impl PoolCore {
         let (mut released_frames, mut taken_frames) = (0, 0);
         loop {
             let mut st = class.state.lock();
+            self.drain(ci, &mut st);
             let give_up = released_frames >= budget.saturating_add(taken_frames);
             // Relaxed: written under the lock we hold.
             let live = class.live.load(Ordering::Relaxed);

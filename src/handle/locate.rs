@@ -23,7 +23,6 @@
 use std::collections::HashMap;
 
 use crate::frames::pfn_of;
-use crate::handle::slot::State;
 use crate::handle::HandleTable;
 
 /// An object found in the handle table, as the holder of its lane lock sees it now.
@@ -62,7 +61,8 @@ pub(crate) fn locate(
     for idx in 0..handles.used() as u32 {
         // SAFETY: below the high-water mark.
         let w = unsafe { handles.slot_unchecked(idx) }.load();
-        if w.state() == State::Free {
+        // A PENDING slot's object is still in its zspage.
+        if w.is_vacant() {
             continue;
         }
         let pfn = pfn_of(w.loc()) as usize;
@@ -83,7 +83,7 @@ pub(crate) fn objects_now(handles: &HandleTable, cands: &[u32], offset: impl Fn(
         .filter_map(|&idx| {
             // SAFETY: candidates come from a pass below the high-water mark.
             let word = unsafe { handles.slot_unchecked(idx) }.load();
-            if word.state() == State::Free {
+            if word.is_vacant() {
                 return None;
             }
             let off = offset(word.loc())?;

@@ -16,7 +16,9 @@
 //!   was issued with, so a stale handle is refused until the slot has been reused 2^16
 //!   times.
 //! - state (2 bits, all four values used):
-//!   - FREE: in a class's free-slot list (or never used);
+//!   - FREE: in a class's free-slot list (or never used); with a pin count of one,
+//!     PENDING: freed, its object still in its zspage until the class lock's next
+//!     holder takes it out;
 //!   - LIVE: holds an object, which `pins` readers share (0 or more);
 //!   - COPYING: one party copies the object's bytes, alone, for a bounded time (one
 //!     object copy of at most 4 KiB): compaction or migration moving it, a write, or a
@@ -24,7 +26,8 @@
 //!   - WRITER: a writable mapping holds the object, alone, for as long as its owner
 //!     keeps it.
 //! - pins (6 bits): how many readers share a LIVE object (shared mappings, reads in
-//!   progress, and a free checking that no one else does); 0 in every other state.
+//!   progress, and a free checking that no one else does); 1 in a PENDING word, 0 in
+//!   every other state.
 //!   A 64th simultaneous holder is refused (`TooManyPins`, EAGAIN at the C ABI): a
 //!   read shares a pin only while another reader holds the object, so this takes 63
 //!   mappings of one object, or as many threads reading it at the same instant.
@@ -63,6 +66,10 @@
 //!   certain before it takes the class lock), then CASes `LIVE(g, 1, loc)` ->
 //!   `FREE(g+1, next)`, AcqRel; with any other pin it is refused (EBUSY), the freer
 //!   unpins, and nothing changes.
+//! - `defer_pinned`: as `free`, without the class lock, to `PENDING(g+1, loc)`: a FREE
+//!   word (pins refuse it as stale) with a pin count of one, which keeps the
+//!   location for the class lock's next holder, who applies the free
+//!   (`pool/deferred.rs`) and links the slot `FREE(g+1, next)`.
 //! - `begin_move` / `end_move`: compaction's and migration's copy claim, under the
 //!   class lock: CAS `LIVE(g, 0, loc)` -> `COPYING(g, loc)`, Acquire (the last
 //!   holder's writes are visible to the copy); then a Release store of
@@ -119,6 +126,25 @@ impl Word {
     pub fn free(gen: u16, next: u64) -> Word {
         debug_assert!(next <= LOC_MASK);
         Word(((gen as u64) << GEN_SHIFT) | next)
+    }
+
+    /// A PENDING word: a FREE word (so every handle of the slot is stale) that still
+    /// locates its object, whose free the holder of its class lock has yet to apply
+    /// (`pool/deferred.rs`). Told from a FREE word by a pin count of one, which a FREE
+    /// word never has.
+    pub fn pending(gen: u16, loc: u64) -> Word {
+        debug_assert!(loc <= LOC_MASK);
+        Word(((gen as u64) << GEN_SHIFT) | PIN_ONE | loc)
+    }
+
+    /// Whether this is a PENDING word: its object is still in its zspage.
+    pub fn is_pending(self) -> bool {
+        self.state() == State::Free && self.pins() != 0
+    }
+
+    /// Whether the slot holds no object: FREE and not PENDING.
+    pub fn is_vacant(self) -> bool {
+        self.state() == State::Free && self.pins() == 0
     }
 
     /// This word in state `state` (its other fields unchanged).
@@ -306,6 +332,22 @@ impl Slot {
     /// Freeing through one's own pin is what makes the object's class and zspage
     /// certain before the class lock is taken: while pinned it cannot move or die.
     pub fn free_pinned(&self, gen: u16, next: u64) -> Result<(), SlotError> {
+        self.leave_pinned(gen, |_| Word::free(gen.wrapping_add(1), next))
+    }
+
+    /// Frees the object of generation `gen` as [`free_pinned`](Self::free_pinned)
+    /// does, without the class lock: the slot goes PENDING (see [`Word::pending`]),
+    /// keeping the object's location for whoever next holds the class lock, which
+    /// takes the object out of its zspage and links the slot. On `Busy` the caller
+    /// still holds its pin.
+    pub fn defer_pinned(&self, gen: u16) -> Result<(), SlotError> {
+        self.leave_pinned(gen, |w| Word::pending(gen.wrapping_add(1), w.loc()))
+    }
+
+    /// Replaces the caller's sole pin on the LIVE word of generation `gen` with
+    /// `new(word)`; `Busy` if someone else pins it too.
+    #[inline(always)]
+    fn leave_pinned(&self, gen: u16, new: impl Fn(Word) -> Word) -> Result<(), SlotError> {
         let mut w = Word(self.0.load(Ordering::Relaxed));
         loop {
             // Our pin keeps the word LIVE with our generation.
@@ -313,7 +355,7 @@ impl Slot {
             if w.pins() != 1 {
                 return Err(SlotError::Busy);
             }
-            let new = Word::free(gen.wrapping_add(1), next);
+            let new = new(w);
             // AcqRel: Acquire for the last other unpinner's writes; Release so that the
             // free-list link and the generation are published together.
             hg::happens_before(&self.0);

@@ -94,7 +94,9 @@ impl PoolCore {
         let ci = unsafe { (*ZsPage::of(w)).class } as usize;
         let class = &self.classes()[ci];
         let spec = class.spec;
-        let _st = class.state.lock();
+        let mut st = class.state.lock();
+        // A pending free would keep the frame's object from moving.
+        self.drain(ci, &mut st);
         // Under the lock the frame cannot change if it is still this class's: re-read.
         // SAFETY: `pfn` is still below the top, and the compaction lock still keeps a
         // shrink out (2, 3).
@@ -112,7 +114,7 @@ impl PoolCore {
             unsafe { &*ZsPage::of(w) }
         };
         let k = w.index();
-        // SAFETY: `state` asks for the class lock (`_st`) and no other reference to the
+        // SAFETY: `state` asks for the class lock (`st`) and no other reference to the
         // zspage's state: none is taken while this one is used, in this function.
         let s = unsafe { zs.state() };
         let frame_lo = k * PAGE_SIZE;
@@ -162,7 +164,7 @@ impl PoolCore {
         // SAFETY: `set` asks for 1. words that stay mapped: both frames are below the
         // top (2, and `to` was handed out), and the compaction lock keeps a shrink out
         // (3); 2. the lock of the class whose zspage takes one frame and gives up the
-        // other: held (`_st`).
+        // other: held (`st`).
         unsafe {
             self.frames().side().set(to, ZsPage::word(zs, w.frame_type(), k));
             self.frames().side().set(pfn, FrameWord::FREE);

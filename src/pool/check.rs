@@ -22,7 +22,7 @@ use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use crate::frames::side::FrameType;
-use crate::handle::slot::{State, Word};
+use crate::handle::slot::Word;
 use crate::layout::dense::{NR_LISTS, TOP_BUCKET};
 use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
@@ -38,6 +38,10 @@ macro_rules! ensure {
 impl PoolCore {
     /// Checks every invariant; `Err` names the first that does not hold.
     pub fn check(&self) -> Result<(), String> {
+        // Frees pending for a lock when the check begins are applied; those left while
+        // it holds the locks are objects still in their zspages, whose slots are
+        // PENDING (`pool/deferred.rs`).
+        self.drain_all();
         let guards: Vec<_> = self.classes().iter().map(|c| c.state.lock()).collect();
         let acc = self.frames().account();
         let mut frames_in_zspages: HashSet<u32> = HashSet::new();
@@ -107,8 +111,9 @@ impl PoolCore {
                         ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
                         // SAFETY: below the high-water mark.
                         let w = unsafe { self.handles().slot_unchecked(idx) }.load();
-                        // Held by a reader, a writer or a mapping: still the object's.
-                        ensure!(w.state() != State::Free, "slot {idx} of a live object is free");
+                        // Held by a reader, a writer or a mapping, or PENDING: still the
+                        // object's.
+                        ensure!(!w.is_vacant(), "slot {idx} of a live object is free");
                         let loc = z.loc_of(off);
                         ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
                         requested += size;
@@ -140,7 +145,7 @@ impl PoolCore {
                 ensure!(slot_owner.insert(idx), "slot {idx} is both free and used, or free twice");
                 // SAFETY: below the high-water mark.
                 let w: Word = unsafe { self.handles().slot_unchecked(idx) }.load();
-                ensure!(w.state() == State::Free, "free-listed slot {idx} is {:?}", w.state());
+                ensure!(w.is_vacant(), "free-listed slot {idx} is {w:?}");
                 free_slots += 1;
                 next = w.loc();
             }

@@ -37,11 +37,14 @@
 //! lock, and turns the slot `FREE(gen + 1)` if no one else pins it; the object goes
 //! back to its zspage's free list (dense: its bytes, at the slot's location and of
 //! the slot's size, become a hole), and a zspage left empty gives its frames back to
-//! the frame source and its descriptor to the epoch collector.
+//! the frame source and its descriptor to the epoch collector. A dense-layout free
+//! that finds its lane lock held does not wait: it turns the slot PENDING and leaves
+//! the rest to the lock's next holder (`pool/deferred.rs`).
 
 pub(crate) mod access;
 pub(crate) mod check;
 pub mod config;
+pub(crate) mod deferred;
 pub(crate) mod stats;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -56,6 +59,7 @@ use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_
 use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
+use crate::pool::deferred::{Deferral, Deferred};
 use crate::sync::{epoch, hg, Mutex};
 
 /// Most frames a pool's arena can address: a slot's location has 40 bits of bytes.
@@ -131,6 +135,10 @@ pub struct PoolCore {
     frames: FrameSource,
     handles: HandleTable,
     classes: Box<[Class]>,
+    /// Per class, the frees waiting for its lock (`pool/deferred.rs`): the dense
+    /// layout's lanes, where threads of every size meet; none for the kernel layout's
+    /// classes (empty).
+    deferred: Box<[Deferred]>,
     counters: Counters,
     compaction: Mutex<()>,
     /// The layout (`layout/mod.rs` answers what differs between them).
@@ -193,7 +201,9 @@ impl PoolCore {
                 zspages: AtomicUsize::new(0),
                 body_bytes: AtomicUsize::new(0),
             })
-            .collect();
+            .collect::<Box<[Class]>>();
+        let lanes = if layout == Layout::Dense { classes.len() } else { 0 };
+        let deferred = (0..lanes).map(|_| Deferred::new()).collect();
         Ok(PoolCore {
             name: name.to_owned(),
             id,
@@ -201,6 +211,7 @@ impl PoolCore {
             frames,
             handles,
             classes,
+            deferred,
             counters: Counters::default(),
             compaction: Mutex::new(()),
             layout,
@@ -217,6 +228,11 @@ impl PoolCore {
             for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
                 untracked(a);
             }
+        }
+        for d in self.deferred.iter() {
+            // Only ever accessed atomically; what they hand over is ordered through
+            // the slot words, which tell helgrind of it.
+            hg::untracked((d as *const Deferred).cast(), std::mem::size_of_val(d));
         }
         hg::untracked((&self.counters as *const Counters).cast(), std::mem::size_of::<Counters>());
         self.frames.untrack_counters();
@@ -261,6 +277,17 @@ impl PoolCore {
     #[inline]
     pub(crate) fn classes(&self) -> &[Class] {
         &self.classes
+    }
+
+    /// The frees waiting for the lock of class `ci`, where the layout defers them.
+    #[inline(always)]
+    pub(crate) fn deferred(&self, ci: usize) -> Option<&Deferred> {
+        self.deferred.get(ci)
+    }
+
+    /// Bytes of the deferred frees' entries (metadata the statistics count).
+    pub(crate) fn deferred_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.deferred)
     }
 
     /// The cumulative counters.
@@ -321,6 +348,7 @@ impl PoolCore {
         let ci = self.table.class_for(size);
         let class = &self.classes[ci];
         let mut st = class.state.lock();
+        self.drain(ci, &mut st);
         let (idx, gen) = self.take_slot(&mut st)?;
         let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
         let (zs, off) = match self.place(ci, &mut st, size, idx, grow) {
@@ -533,21 +561,75 @@ impl PoolCore {
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
         let class = &self.classes[ci];
-        let mut st = class.state.lock();
+        // A lock held by someone else is not waited for: the free is left for its
+        // holder (`pool/deferred.rs`), unless every entry for that is taken.
+        let mut st = match class.state.try_lock() {
+            Some(st) => st,
+            None if self.deferred.is_empty() => class.state.lock(),
+            None => match self.free_without_lock(ci, slot, idx, h.gen()) {
+                Deferral::Done => return Ok(()),
+                Deferral::Busy => {
+                    slot.unpin();
+                    return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+                }
+                Deferral::Full => {
+                    let mut st = class.state.lock();
+                    self.drain(ci, &mut st);
+                    let r = self.apply_pending(ci, &mut st, idx);
+                    drop(st);
+                    if let Some(r) = r {
+                        self.release(r);
+                    }
+                    return Ok(());
+                }
+            },
+        };
+        self.drain(ci, &mut st);
         if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
             drop(st);
             slot.unpin();
             return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
         }
         st.free_slot = idx as u64 + 1;
-        let off = ZsPage::offset_in_chain(fw.index(), loc);
-        // SAFETY: a slot we resolved. A size beside it is rewritten only when the slot
-        // is next taken, under a class lock after ours.
+        // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
+        // object at `loc` whose slot `idx` was just freed: the zspage held our pinned
+        // object until `free_pinned` freed it under the class lock, which we still
+        // hold, and a zspage dies only under its class lock; 2. the lock: `st`; 3. no
+        // reference to its state: none is alive here.
+        let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
+        drop(st);
+        if let Some(r) = r {
+            self.release(r);
+        }
+        Ok(())
+    }
+
+    /// Takes the object at `loc`, in frame `k` of zspage `zs`, out of the zspage,
+    /// once its slot `idx` is freed: gives its bytes back to the body and takes it out
+    /// of the class's counts; retires the zspage if that left it empty, and returns
+    /// it for [`release`](Self::release) after the class lock is dropped.
+    ///
+    /// # Safety
+    /// 1. `zs` is a live zspage of class `ci` holding the object at `loc`, whose slot
+    ///    `idx` has been freed (FREE) under the class lock;
+    /// 2. `st` is that class's state, so its lock is held;
+    /// 3. no reference to `zs`'s state is alive.
+    pub(crate) unsafe fn remove_freed(
+        &self,
+        ci: usize,
+        st: &mut ClassState,
+        zs: *mut ZsPage,
+        k: usize,
+        loc: u64,
+        idx: u32,
+    ) -> Option<Released> {
+        let class = &self.classes[ci];
+        let off = ZsPage::offset_in_chain(k, loc);
+        // SAFETY: `idx` names a slot of this pool (1). A size beside it is rewritten
+        // only when the slot is next taken, under a class lock after ours.
         let beside_slot = unsafe { self.handles.size(idx) };
-        // SAFETY: the zspage held our object until `free_pinned` freed it under the
-        // class lock, which we still hold, so it is live (a zspage dies only under
-        // its class lock); no other reference to its state is alive, and this one is
-        // last used in the condition below.
+        // SAFETY: `zs` is live and its class lock held (1, 2); no other reference to
+        // its state is alive (3), and this one is last used in the condition below.
         let s = unsafe { (*zs).state() };
         let size = self.edit_body(ci, s, |b| b.remove(&class.spec, off, idx, beside_slot));
         bump(&class.live, -1);
@@ -556,15 +638,13 @@ impl PoolCore {
             // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
             // lists: `zs`, found empty just now; 2. its lock: `st`; 3. no reference to
             // its state: `s` is no longer used.
-            let r = unsafe { self.retire(ci, &mut st, zs) };
-            drop(st);
-            self.release(r);
+            Some(unsafe { self.retire(ci, st, zs) })
         } else {
             // SAFETY: `relist` asks for a live zspage on the class's lists (`zs`), the
             // lock (`st`), and no reference to its state (`s` is no longer used).
             unsafe { st.lists.relist(zs) };
+            None
         }
-        Ok(())
     }
 
     /// Frames held by the pool's zspages.

@@ -75,6 +75,8 @@ pub struct ClassInfo {
 impl PoolCore {
     /// Pool totals.
     pub fn info(&self) -> PoolInfo {
+        // Frees pending for a lock are applied first, so the counts include none.
+        self.drain_all();
         let mut i = PoolInfo::default();
         let mut descriptors = 0usize;
         for c in self.classes().iter() {
@@ -85,8 +87,10 @@ impl PoolCore {
             descriptors += c.body_bytes.load(Ordering::Relaxed);
         }
         i.total_pages = self.total_pages() as u64;
-        let own =
-            std::mem::size_of::<PoolCore>() + std::mem::size_of_val(self.classes()) + self.class_table().lookup_bytes();
+        let own = std::mem::size_of::<PoolCore>()
+            + std::mem::size_of_val(self.classes())
+            + self.class_table().lookup_bytes()
+            + self.deferred_bytes();
         i.meta_bytes = (self.handles().bytes() + descriptors + self.frames().side_table_bytes() + own) as u64;
         let n = self.counters();
         i.pages_compacted = n.pages_compacted.load(Ordering::Relaxed);
@@ -103,7 +107,8 @@ impl PoolCore {
     pub fn class_info(&self, index: usize) -> Result<ClassInfo> {
         let pos = self.class_table().by_index(index).ok_or(Error::Invalid("no class has that index"))?;
         let c = &self.classes()[pos];
-        let st = c.state.lock();
+        let mut st = c.state.lock();
+        self.drain(pos, &mut st);
         let mut zspages = [0u64; NR_GROUPS];
         let (mut frames, mut allocated) = (0, 0);
         for zs in st.lists.all() {

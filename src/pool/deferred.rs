@@ -1,0 +1,351 @@
+//! Frees that do not wait for a class lock.
+//!
+//! A free that finds its object's class lock held (by the allocating thread's malloc,
+//! another free, a compaction sweep) does not wait for it. It turns the slot PENDING
+//! through its own pin (`Slot::defer_pinned`): from then on every handle of the slot is
+//! stale, so the free has taken effect for every caller, as `zs_free` promises; the
+//! object's bytes stay in its zspage. It then names the slot in one of the class's
+//! [`DEFERRED`] entries and returns. Whoever next holds the class lock (a malloc, a
+//! free, compaction, migration, the statistics, the checker) applies the frees named
+//! there first ([`PoolCore::drain`]), so their bytes are reused by the very next
+//! malloc of the class. With every entry taken, the free waits for the lock as before
+//! and applies its own: pending frees are bounded by [`DEFERRED`] a class.
+//!
+//! # The entries
+//!
+//! `entries[i]` holds a slot index plus one, or 0; bit `i` of `ready` says that entry
+//! `i` was filled. A freer fills an empty entry with a compare-and-swap (Release: the
+//! PENDING word it stored is visible with the index), then sets its bit (Release).
+//! The lock holder takes the bits with a swap (Acquire) and empties each entry they
+//! name with a swap (Acquire); only it empties entries. An entry is filled only when
+//! empty and its bit set only after it is filled, so a bit taken names a filled entry;
+//! a filled entry whose bit is not yet set waits for the next holder.
+//!
+//! What a PENDING object is to the rest of the pool: still an object of its zspage, in
+//! the class's counts (`live`, `requested`) and in its body, so the zspage cannot die
+//! under it; not LIVE, so no one can pin, claim or move it (compaction and migration
+//! pass over it as over a held object); found by passes over the handle table, and
+//! by the checker, as an object whose slot has already let go of it.
+
+use crate::frames::pfn_of;
+use crate::handle::slot::{Slot, SlotError, Word};
+use crate::layout::zspage::ZsPage;
+use crate::pool::{ClassState, PoolCore, Released};
+use crate::sync::{AtomicU32, Ordering};
+
+/// Most frees pending in one class at once: as many as fill a cache line with the
+/// bits.
+pub(crate) const DEFERRED: usize = 15;
+
+/// The frees of one class waiting for its lock: see the module comment. A cache line
+/// of its own: the lanes' freers do not share lines.
+#[repr(align(64))]
+pub(crate) struct Deferred {
+    /// Bit `i`: `entries[i]` was filled since the lock holder last looked.
+    ready: AtomicU32,
+    /// A slot index plus one, or 0.
+    entries: [AtomicU32; DEFERRED],
+}
+
+/// What [`PoolCore::free_without_lock`] did.
+pub(crate) enum Deferral {
+    /// The free took effect; the lock's next holder applies it.
+    Done,
+    /// Someone else holds the object: nothing changed, the caller's pin is still held.
+    Busy,
+    /// Every entry is taken: the slot is PENDING, and the caller applies the free
+    /// itself under the lock.
+    Full,
+}
+
+impl Deferred {
+    pub(crate) fn new() -> Deferred {
+        Deferred { ready: AtomicU32::new(0), entries: std::array::from_fn(|_| AtomicU32::new(0)) }
+    }
+
+    /// Whether a free may be waiting (a guess, without the lock: a free that is
+    /// missed waits for the next holder).
+    #[inline(always)]
+    pub(crate) fn any(&self) -> bool {
+        // Relaxed: a hint; `take` swaps with Acquire.
+        self.ready.load(Ordering::Relaxed) != 0
+    }
+
+    /// Names slot `idx` in an empty entry; false if there is none. Starts at an
+    /// entry picked by the index, so that concurrent freers try different ones.
+    fn push(&self, idx: u32) -> bool {
+        let first = idx as usize % DEFERRED;
+        for k in 0..DEFERRED {
+            let i = (first + k) % DEFERRED;
+            let e = &self.entries[i];
+            // Relaxed load: only a guess for the CAS. Release on the CAS: the slot's
+            // PENDING word, stored before, is visible to whoever takes the index.
+            if e.load(Ordering::Relaxed) == 0
+                && e.compare_exchange(0, idx + 1, Ordering::Release, Ordering::Relaxed).is_ok()
+            {
+                // Release: pairs with `take`'s Acquire, so a holder that sees the bit
+                // sees the entry filled.
+                self.ready.fetch_or(1 << i, Ordering::Release);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes the slots the entries name (the caller holds the class lock: entries are
+    /// emptied by one party at a time), calling `f` on each.
+    fn take(&self, mut f: impl FnMut(u32)) {
+        // Acquire: pairs with the freers' Release on their bits, and through it on
+        // their entries.
+        let mut bits = self.ready.swap(0, Ordering::Acquire);
+        while bits != 0 {
+            let i = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            // Acquire: pairs with the freer's CAS, so the slot's PENDING word is seen.
+            let v = self.entries[i].swap(0, Ordering::Acquire);
+            debug_assert_ne!(v, 0, "a bit names a filled entry");
+            if v != 0 {
+                f(v - 1);
+            }
+        }
+    }
+}
+
+impl PoolCore {
+    /// Frees the object in slot `slot` (index `idx`) of class `ci`, which the caller
+    /// has pinned once with generation `gen`, while the class lock is held by someone
+    /// else: see the module comment. The layout must defer frees (`deferred(ci)`).
+    pub(crate) fn free_without_lock(&self, ci: usize, slot: &Slot, idx: u32, gen: u16) -> Deferral {
+        let deferred = self.deferred(ci).expect("called only where the layout defers frees");
+        if slot.defer_pinned(gen) == Err(SlotError::Busy) {
+            return Deferral::Busy;
+        }
+        if deferred.push(idx) {
+            Deferral::Done
+        } else {
+            Deferral::Full
+        }
+    }
+
+    /// Applies the frees pending in class `ci`, whose lock the caller holds (`st`).
+    #[inline(always)]
+    pub(crate) fn drain(&self, ci: usize, st: &mut ClassState) {
+        if self.deferred(ci).is_some_and(Deferred::any) {
+            self.drain_now(ci, st);
+        }
+    }
+
+    #[inline(never)]
+    fn drain_now(&self, ci: usize, st: &mut ClassState) {
+        let Some(deferred) = self.deferred(ci) else { return };
+        deferred.take(|idx| {
+            if let Some(r) = self.apply_pending(ci, st, idx) {
+                // Under the class lock, which `release` allows (it takes the frame
+                // lock, which may be taken under a class lock, and the epoch's).
+                self.release(r);
+            }
+        });
+    }
+
+    /// Applies the frees pending in every class, so that what is read next (the
+    /// statistics, the checker) counts none of them.
+    pub(crate) fn drain_all(&self) {
+        for (ci, c) in self.classes().iter().enumerate() {
+            if self.deferred(ci).is_some_and(Deferred::any) {
+                self.drain(ci, &mut c.state.lock());
+            }
+        }
+    }
+
+    /// Applies the free of the object in PENDING slot `idx` of class `ci`, whose lock
+    /// the caller holds (`st`): the slot goes on the class's free-slot list, and the
+    /// object out of its zspage. Returns the zspage if that left it empty.
+    pub(crate) fn apply_pending(&self, ci: usize, st: &mut ClassState, idx: u32) -> Option<Released> {
+        // SAFETY: a PENDING slot was resolved by its freer, so is below the high-water
+        // mark.
+        let slot = unsafe { self.handles().slot_unchecked(idx) };
+        let w = slot.load();
+        debug_assert!(w.is_pending(), "slot {idx} named pending is {w:?}");
+        let loc = w.loc();
+        // SAFETY: `get` asks for a committed word that stays mapped: the PENDING
+        // object is still in its zspage, which holds the frame (a zspage dies only
+        // when empty, under the class lock we hold).
+        let fw = unsafe { self.frames().side().get(pfn_of(loc)) };
+        let zs = ZsPage::of(fw);
+        // SAFETY: as above, the zspage is alive; `class` never changes.
+        debug_assert_eq!(unsafe { (*zs).class } as usize, ci);
+        // Only the holder of the class lock changes a PENDING word.
+        slot.set(Word::free(w.gen(), st.free_slot));
+        st.free_slot = idx as u64 + 1;
+        // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
+        // object at `loc` whose slot `idx` has just been freed: the PENDING object was
+        // still in it (above); 2. the lock: `st`; 3. no reference to its state: none
+        // is taken here.
+        unsafe { self.remove_freed(ci, st, zs, fw.index(), loc, idx) }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::Error;
+    use crate::{AllocFlags, Config, Handle, Layout, MapMode, Pool};
+
+    fn dense() -> Pool {
+        Pool::with_config("deferred", &Config { layout: Layout::Dense, max_pages: 256, ..Config::default() }).unwrap()
+    }
+
+    fn ci_of(p: &Pool, h: Handle) -> usize {
+        let loc = p.resolve(h, "test").unwrap().0.load().loc();
+        // SAFETY: the frame of a live object, held by its zspage: its word stays
+        // mapped, and its descriptor alive.
+        unsafe { (*ZsPage::of(p.frames().side().get(pfn_of(loc)))).class as usize }
+    }
+
+    fn filled(p: &Pool, n: usize) -> Vec<Handle> {
+        (0..n)
+            .map(|k| {
+                let h = p.malloc(100 + k % 300, AllocFlags::default()).unwrap();
+                p.write(h, &vec![k as u8; 100 + k % 300]).unwrap();
+                h
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_free_does_not_wait_for_a_held_lane_lock_and_takes_effect_at_once() {
+        let p = dense();
+        let hs = filled(&p, 40);
+        let before = p.info();
+        let ci = ci_of(&p, hs[0]);
+        std::thread::scope(|s| {
+            // Held inside the scope, so that a failed assertion drops it and the
+            // freeing thread is not left waiting for it.
+            let held = p.classes()[ci].state.lock();
+            // Frees from another thread while this one holds the lane's lock: each
+            // returns without the lock (on a lock it waited for, the receive times out).
+            let (tx, rx) = mpsc::channel();
+            let (pool, freed) = (&p, &hs[..10]);
+            s.spawn(move || {
+                for &h in freed {
+                    tx.send(pool.free(h)).unwrap();
+                }
+            });
+            for _ in 0..10 {
+                assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(())), "a free waited for the lane lock");
+            }
+            // The handles are stale at once: a second free, a map, a read are refused.
+            assert!(matches!(p.free(hs[0]), Err(Error::Invalid(_))), "a second free of a deferred free");
+            assert!(matches!(p.map(hs[1], MapMode::ReadOnly).map(|_| ()), Err(Error::Invalid(_))));
+            assert!(matches!(p.obj_size(hs[2]), Err(Error::Invalid(_))));
+            // A mapped object is refused with Busy and stays whole, lock or no lock.
+            let m = p.map(hs[10], MapMode::ReadOnly).unwrap();
+            assert_eq!(p.free(hs[10]), Err(Error::Busy));
+            drop(held);
+            drop(m);
+        });
+        // Statistics apply the pending frees first: exact.
+        let after = p.info();
+        assert_eq!(after.live_objects, before.live_objects - 10);
+        let freed: usize = (0..10).map(|k| 100 + k % 300).sum();
+        assert_eq!(after.requested_bytes, before.requested_bytes - freed as u64);
+        p.check().unwrap();
+        let mut out = vec![0u8; 400];
+        for (k, &h) in hs.iter().enumerate().skip(10) {
+            assert_eq!(&*p.read_begin(h, 100 + k % 300, &mut out).unwrap(), &vec![k as u8; 100 + k % 300][..]);
+        }
+    }
+
+    #[test]
+    fn with_every_entry_taken_a_free_waits_and_applies_itself() {
+        let p = dense();
+        let hs = filled(&p, DEFERRED + 5);
+        let ci = ci_of(&p, hs[0]);
+        let held = p.classes()[ci].state.lock();
+        for &h in &hs[..DEFERRED] {
+            assert_eq!(p.free(h), Ok(()));
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| tx.send(p.free(hs[DEFERRED])).unwrap());
+            assert!(rx.recv_timeout(Duration::from_millis(200)).is_err(), "no entry left: the free waits");
+            drop(held);
+            assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+        });
+        assert!(!p.deferred(ci).unwrap().any(), "the waiting free applied the others first");
+        assert_eq!(p.info().live_objects, 4);
+        p.check().unwrap();
+        for &h in &hs[DEFERRED + 1..] {
+            p.free(h).unwrap();
+        }
+        assert_eq!(p.total_pages(), 0, "the zspages emptied by pending frees died");
+    }
+
+    #[test]
+    fn the_next_malloc_of_the_lane_applies_pending_frees_and_reuses_their_bytes() {
+        let p = dense();
+        let mut hs = filled(&p, 30);
+        let ci = ci_of(&p, hs[0]);
+        let pages = p.total_pages();
+        for _ in 0..100 {
+            // Frees on the thread that holds the lock cannot take it: they are left.
+            let held = p.classes()[ci].state.lock();
+            for h in hs.drain(..10) {
+                p.free(h).unwrap();
+            }
+            drop(held);
+            assert!(p.deferred(ci).unwrap().any());
+            // This thread's lane is the objects' lane: its next malloc applies them.
+            hs.extend(filled(&p, 1));
+            assert_eq!(ci_of(&p, hs[hs.len() - 1]), ci);
+            assert!(!p.deferred(ci).unwrap().any(), "the lane's malloc applied the pending frees");
+            hs.extend(filled(&p, 9));
+        }
+        assert_eq!(p.info().live_objects, 30);
+        assert!(p.total_pages() <= pages + 1, "pending frees' bytes were reused: {} frames", p.total_pages());
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn the_checker_counts_a_pending_object_as_its_zspages_and_finds_corruption_still() {
+        let p = dense();
+        let hs = filled(&p, 20);
+        let ci = ci_of(&p, hs[0]);
+        let d = p.deferred(ci).unwrap();
+        // A free left pending after the checker's own drain: taken out of the entries
+        // here (as if pushed while the checker holds the locks), applied later.
+        let mut st = p.classes()[ci].state.lock();
+        assert_eq!(p.free(hs[3]), Ok(()));
+        let mut taken = Vec::new();
+        d.take(|idx| taken.push(idx));
+        drop(st);
+        assert_eq!(taken.len(), 1);
+        assert_eq!(p.check(), Ok(()), "a PENDING slot is its object's");
+        assert_eq!(p.info().live_objects, 20, "not yet applied");
+        // A pending slot that does not locate its object is corruption.
+        let slot = p.resolve(hs[3], "test").unwrap().0;
+        let w = slot.load();
+        slot.set(Word::pending(w.gen(), w.loc() + 1));
+        assert!(p.check().is_err(), "a pending slot pointing elsewhere");
+        slot.set(w);
+        st = p.classes()[ci].state.lock();
+        let r = p.apply_pending(ci, &mut st, taken[0]);
+        drop(st);
+        assert!(r.is_none());
+        assert_eq!(p.info().live_objects, 19);
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn the_kernel_layout_waits_for_its_class_lock() {
+        let p = Pool::with_config("kernel", &Config { layout: Layout::Kernel, max_pages: 64, ..Config::default() })
+            .unwrap();
+        let h = p.malloc(100, AllocFlags::default()).unwrap();
+        assert!(p.deferred(ci_of(&p, h)).is_none());
+        p.free(h).unwrap();
+        p.check().unwrap();
+    }
+}
