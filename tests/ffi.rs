@@ -1,6 +1,8 @@
 //! The C ABI from Rust: every misuse row of the contract, the error conventions, and
 //! the `size` convention of the extension structs.
 
+mod common;
+
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 use zsmalloc::ffi::*;
@@ -27,6 +29,7 @@ fn new_pool(layout: u32) -> *mut zs_pool {
         auto_compact_max_pages_per_sec: 0,
         auto_compact_interval_ms: 0,
         max_object_size: 0,
+        frame_size: common::frame_size() as u32,
     };
     // SAFETY: a valid config and name.
     let p = unsafe { zs_create_pool_with(c"ffi".as_ptr(), &cfg) };
@@ -216,6 +219,7 @@ fn extension_structs_honour_size() {
             auto_compact_max_pages_per_sec: 0,
             auto_compact_interval_ms: 0,
             max_object_size: 0,
+            frame_size: 0,
         };
         let p = zs_create_pool_with(null(), &cfg);
         assert!(!p.is_null(), "fields past `size` are not read");
