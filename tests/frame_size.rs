@@ -10,7 +10,7 @@ fn page() -> usize {
 }
 
 fn with_frame(frame_size: usize, layout: Layout) -> Result<Pool, Error> {
-    Pool::with_config("frame", &Config { frame_size, layout, max_pages: 1 << 12, ..Config::default() })
+    Pool::with_config("frame", &Config { frame_size, layout, max_pages: 1 << 12, ..common::config() })
 }
 
 #[test]
@@ -65,7 +65,7 @@ fn objects_up_to_the_frame_and_the_limit_above_it() {
             assert_eq!(p.total_pages(), 0);
             // A limit above the frame, up to 64 KiB at every frame size.
             let cfg =
-                Config { frame_size: frame, layout, max_object_size: 65536, max_pages: 1 << 12, ..Config::default() };
+                Config { frame_size: frame, layout, max_object_size: 65536, max_pages: 1 << 12, ..common::config() };
             let p = Pool::with_config("large", &cfg).unwrap();
             let h = p.malloc(65536, AllocFlags::default()).unwrap();
             p.write(h, &common::pattern(9, 65536)).unwrap();
