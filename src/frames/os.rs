@@ -303,7 +303,8 @@ pub fn system_page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p <= 0 {
-        4096
+        // Not expected: POSIX has no failure for it. The smallest frame, then.
+        crate::frames::MIN_FRAME_SIZE
     } else {
         p as usize
     }
