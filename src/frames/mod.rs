@@ -72,6 +72,16 @@ pub(crate) const COMMIT_SHIFT: u32 = if cfg!(loom) { 2 } else { 9 };
 /// shrinks by whole steps.
 pub const COMMIT_BYTES: usize = 2 << 20;
 
+/// Frames committed at a time in an arena of frames of `1 << shift` bytes:
+/// [`COMMIT_BYTES`] of them (loom: [`COMMIT_STEP`]).
+fn commit_step(shift: u32) -> usize {
+    if cfg!(loom) {
+        COMMIT_STEP
+    } else {
+        (COMMIT_BYTES >> shift).max(1)
+    }
+}
+
 /// The frame a location is in, in a pool of frames of `1 << shift` bytes. A location
 /// is a byte's offset in the arena: its frame's number times the frame size, plus its
 /// offset in the frame. (These three are where the rest of the library turns
@@ -198,8 +208,6 @@ pub struct FrameSource {
     nframes: usize,
     /// log2 of the frame size.
     shift: u32,
-    /// Frames committed at a time: [`COMMIT_BYTES`] of them.
-    commit_step: usize,
     /// The first frame ever handed out: 0, but for tests of a pool's highest frames.
     bottom: usize,
     limit: usize,
@@ -224,7 +232,7 @@ impl FrameSource {
         if bottom > nframes {
             return Err(libc::EINVAL);
         }
-        let commit_step = if cfg!(loom) { COMMIT_STEP } else { (COMMIT_BYTES >> shift).max(1) };
+        let commit_step = commit_step(shift);
         Ok(FrameSource {
             retired: Arc::default(),
             side_extent: RwLock::new(()),
@@ -232,7 +240,6 @@ impl FrameSource {
             side: SideTable::reserve(nframes)?,
             nframes,
             shift,
-            commit_step,
             bottom,
             limit: limit.min(nframes),
             state: Mutex::new(FrameState {
@@ -582,7 +589,7 @@ impl FrameSource {
     /// reservation's tail again first if a shrink released it).
     fn grow(&self, st: &mut FrameState, fresh: usize) -> Result<(), i32> {
         if st.top + fresh > st.committed {
-            let step = self.commit_step;
+            let step = commit_step(self.shift);
             let new_committed = (st.top + fresh).div_ceil(step) * step;
             let new_committed = new_committed.min(self.nframes);
             self.side.restore(new_committed)?;
@@ -633,7 +640,8 @@ impl FrameSource {
         st.hot.retain(|&p| (p as usize) < new_top);
         st.free.retain(|&p| (p as usize) < new_top);
         st.top = new_top;
-        let keep = new_top.div_ceil(self.commit_step) * self.commit_step;
+        let step = commit_step(self.shift);
+        let keep = new_top.div_ceil(step) * step;
         // Frames at and above `keep` are free and referenced by nothing: no slot
         // locates into them and no side-table word names them.
         if keep < st.committed {
