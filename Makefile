@@ -22,6 +22,7 @@ LIB_A   := $(LIBDIR)/libzsmalloc.a
 HEADER  := include/zsmalloc.h
 
 TEST_TARGETS := test-rust test-loom test-debug
+TEST_TARGETS += test-frames
 
 .PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames
 
@@ -81,8 +82,6 @@ test-frames:
 		echo "== the Rust suite with frames of $$f bytes"; \
 		ZS_TEST_FRAME_SIZE=$$f $(CARGO) test --release $(addprefix --test ,$(FRAME_TESTS)); \
 	done
-
-TEST_TARGETS += test-frames
 
 lint: fmt-check clippy header-check symbols-check
 
