@@ -22,8 +22,9 @@ LIB_A   := $(LIBDIR)/libzsmalloc.a
 HEADER  := include/zsmalloc.h
 
 TEST_TARGETS := test-rust test-loom test-debug
+TEST_TARGETS += test-frames
 
-.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean
+.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames
 
 all: build
 
@@ -67,6 +68,20 @@ test-loom:
 # lists and holes of zspages, the list counts), not only through the checker.
 test-debug:
 	$(CARGO) test --lib --test model --test compact --test dense
+
+# The Rust suite again with frames of 16 and 64 KiB (ZS_TEST_FRAME_SIZE, which every
+# test's pool constructor reads: tests/common/mod.rs), the torture tests included.
+# Left out: the unit tests and tests/limits.rs, which build their own arenas of 4 KiB
+# frames, and tests/frame_size.rs and tests/kernel_table.rs, which cover every frame
+# size in one run. The C and Python suites read the variable too; make test runs them
+# at the system's page (README, "Tests").
+FRAME_SIZES := 16384 65536
+FRAME_TESTS := arrival auto compact dense ffi large migrate model pool rss threads torture
+test-frames:
+	set -e; for f in $(FRAME_SIZES); do \
+		echo "== the Rust suite with frames of $$f bytes"; \
+		ZS_TEST_FRAME_SIZE=$$f $(CARGO) test --release $(addprefix --test ,$(FRAME_TESTS)); \
+	done
 
 lint: fmt-check clippy header-check symbols-check
 

@@ -16,6 +16,10 @@
 //! traces of compressed 16 and 32 KiB units of an ext4 image of real files (those of
 //! units no larger than N), at 10k and 100k objects: the same figures, with the
 //! same goals of 0.97 and 0.95.
+//!
+//! `--frame-size N` (16384, 65536) builds both layouts' pools with frames of N bytes:
+//! their default limit is then the frame, so the unit traces that fit it are measured,
+//! to set beside the same traces in 4 KiB frames with `--max-object-size N`.
 
 use zsmalloc::{AllocFlags, Config, Handle, Layout, Pool};
 
@@ -33,14 +37,15 @@ fn measure(p: &Pool, layout: Layout) -> Figures {
     let live = i.live_objects as f64;
     let footprint = match layout {
         Layout::Dense => i.footprint() as f64,
-        Layout::Kernel => (i.total_pages * 4096 + 8 * i.live_objects) as f64,
+        Layout::Kernel => (i.total_pages * i.frame_size + 8 * i.live_objects) as f64,
     };
     let req = i.requested_bytes as f64;
     Figures { density: req / footprint, waste: (footprint - req) / live }
 }
 
-fn run(sizes: &[usize], n: usize, layout: Layout, max_object_size: usize) -> [Figures; 2] {
-    let p = Pool::with_config("density", &Config { layout, max_object_size, ..Config::default() }).unwrap();
+fn run(sizes: &[usize], n: usize, layout: Layout, max_object_size: usize, frame_size: usize) -> [Figures; 2] {
+    let cfg = Config { layout, max_object_size, frame_size, ..Config::default() };
+    let p = Pool::with_config("density", &cfg).unwrap();
     let hs: Vec<Handle> = (0..n).map(|i| p.malloc(sizes[i % sizes.len()], AllocFlags::default()).unwrap()).collect();
     let fill = measure(&p, layout);
     let mut rng = Rng(0x5EED);
@@ -56,10 +61,13 @@ fn run(sizes: &[usize], n: usize, layout: Layout, max_object_size: usize) -> [Fi
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let markdown = args.iter().any(|a| a == "--markdown");
-    let limit: usize = match args.iter().position(|a| a == "--max-object-size") {
-        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).expect("--max-object-size N"),
+    let number = |flag: &str| match args.iter().position(|a| a == flag) {
+        Some(i) => args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} N")),
         None => 0,
     };
+    let (max_object_size, frame_size): (usize, usize) = (number("--max-object-size"), number("--frame-size"));
+    // The pools' limit: the one asked for, else the frame's.
+    let limit = if max_object_size != 0 { max_object_size } else { frame_size };
     let (traces, counts): (Vec<&str>, &[usize]) = if limit > 4096 {
         let units = [("usr-ext4-lz4-16k.txt", 16384), ("usr-ext4-lz4-32k.txt", 32768)];
         (units.iter().filter(|u| u.1 <= limit).map(|u| u.0).collect(), &[10_000, 100_000])
@@ -80,8 +88,8 @@ fn main() {
         let sizes = common::trace(name);
         let short = if limit > 4096 { name.trim_end_matches(".txt") } else { name.split('-').next().unwrap() };
         for &n in counts {
-            let dense = run(&sizes, n, Layout::Dense, limit);
-            let kernel = run(&sizes, n, Layout::Kernel, limit);
+            let dense = run(&sizes, n, Layout::Dense, max_object_size, frame_size);
+            let kernel = run(&sizes, n, Layout::Kernel, max_object_size, frame_size);
             for (k, phase) in ["fill", "half + compact"].iter().enumerate() {
                 let (d, kk) = (&dense[k], &kernel[k]);
                 if markdown {

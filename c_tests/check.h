@@ -137,10 +137,19 @@ static inline int object_ok(struct zs_pool *pool, unsigned long h, size_t len, u
 #define SIZED(var) (memset(&(var), 0, sizeof(var)), (var).size = sizeof(var))
 
 /* The configuration of the pools the tests work in. */
+/* The frame size the tests run with: ZS_TEST_FRAME_SIZE in bytes (make test runs the
+ * suites at several), 0 (the system's page) where it is unset. */
+static inline unsigned int test_frame_size(void)
+{
+    const char *v = getenv("ZS_TEST_FRAME_SIZE");
+    return v ? (unsigned int)strtoul(v, NULL, 10) : 0;
+}
+
 static inline struct zs_pool_config test_config(enum zs_layout layout, unsigned int chain_size)
 {
     struct zs_pool_config cfg;
     SIZED(cfg);
+    cfg.frame_size = test_frame_size();
     cfg.max_pages = TEST_MAX_PAGES;
     cfg.chain_size = chain_size;
     cfg.layout = layout;

@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -1587,8 +1588,51 @@ static void test_obj_size(enum zs_layout layout)
     check_emptied_and_destroy(other, 0);
 }
 
+/* The frame size: refused outside its rules with EINVAL, reported by zs_pool_info,
+ * the default object limit and the unit of zs_get_total_pages. */
+static void test_frame_size_rules(void)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    const unsigned int bad[] = {2048, 12288, 131072, 3000, 4097, 1, (unsigned int)page / 2};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        struct zs_pool_config cfg = test_config(ZS_LAYOUT_DENSE, 0);
+        cfg.frame_size = bad[i];
+        errno = 0;
+        struct zs_pool *p = zs_create_pool_with("bad-frame", &cfg);
+        if (!CHECK(p == NULL))
+            zs_destroy_pool(p);
+        CHECK_EQ(errno, EINVAL);
+    }
+    const unsigned int good[] = {4096, 16384, 65536};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        if (good[i] % page)
+            continue;
+        for (int layout = 0; layout < 2; layout++) {
+            struct zs_pool_config cfg = test_config((enum zs_layout)layout, 0);
+            cfg.frame_size = good[i];
+            struct zs_pool *p = zs_create_pool_with("frame", &cfg);
+            if (!CHECK(p != NULL))
+                continue;
+            struct zs_pool_info info = pool_info(p);
+            CHECK_EQ(info.frame_size, good[i]);
+            CHECK_EQ(info.max_object_size, good[i]);
+            unsigned long h = zs_malloc(p, good[i], 0);
+            CHECK(!ZS_IS_ERR(h));
+            unsigned long over = zs_malloc(p, good[i] + 1, 0);
+            CHECK(ZS_IS_ERR(over) && ZS_ERR(over) == ENOSPC);
+            /* Frames of the pool's size: a frame's object takes at least one. */
+            CHECK(zs_get_total_pages(p) >= 1);
+            CHECK_EQ(zs_get_total_pages(p), pool_info(p).total_pages);
+            zs_free(p, h);
+            CHECK_EQ(zs_get_total_pages(p), 0);
+            zs_destroy_pool(p);
+        }
+    }
+}
+
 int main(void)
 {
+    test_frame_size_rules();
     test_create_destroy();
     test_config_size_convention();
     test_malloc_free();

@@ -881,6 +881,23 @@ static void rows_destroyed_open(void)
                 match[j] = k;
         found += match[j] >= 0;
     }
+    /* Whether one of the first K takes a destroyed pool's block depends on what the
+     * heap went through before (a pool's creation allocates blocks of its own size
+     * class first): more pools are made, up to 64, until one does, and it takes b[0]'s
+     * place. */
+    struct zs_pool *extra[64];
+    int nextra = 0;
+    while (addresses_reused() && found == 0 && nextra < 64) {
+        struct zs_pool *e = test_pool("hostile-b", layout_of_p(), 0);
+        extra[nextra++] = e;
+        for (int k = 0; k < K; k++)
+            if ((uintptr_t)e == a[k].at) {
+                extra[nextra - 1] = b[0];
+                b[0] = e;
+                match[0] = k;
+                found = 1;
+            }
+    }
     if (addresses_reused())
         CHECK(found > 0);
 
@@ -921,6 +938,8 @@ static void rows_destroyed_open(void)
     X = NULL;
     for (int j = 0; j < K; j++)
         zs_destroy_pool(b[j]);
+    for (int i = 0; i < nextra; i++)
+        zs_destroy_pool(extra[i]);
 }
 
 /* Thousands of pools created and destroyed while older ones live, of both layouts:

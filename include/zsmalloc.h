@@ -22,7 +22,10 @@
 #define ZS_ERR(h) ((int)-(long)(h))
 
 /**
- * Largest object, in bytes.
+ * Largest object, in bytes, of a pool of 4 KiB frames and the default
+ * `max_object_size`, kept for source compatibility: a pool's own limit is its frame
+ * size by default (as the kernel's `ZS_MAX_ALLOC_SIZE` is `PAGE_SIZE`) or its
+ * `max_object_size`, and `zs_pool_info` reports it.
  */
 #define ZS_MAX_ALLOC_SIZE 4096
 
@@ -115,9 +118,14 @@ struct zs_pool_config {
    */
   unsigned int auto_compact_interval_ms;
   /**
-   * Largest object the pool takes, in bytes, up to 65536; 0 = `ZS_MAX_ALLOC_SIZE`.
+   * Largest object the pool takes, in bytes, up to 65536; 0 = the frame size.
    */
   unsigned int max_object_size;
+  /**
+   * Bytes of a frame: 0 = the system's page size; otherwise a power of two from
+   * 4096 to 65536 and a multiple of the page size (`EINVAL` else).
+   */
+  unsigned int frame_size;
 };
 
 /**
@@ -230,9 +238,14 @@ struct zs_pool_info {
    */
   unsigned long read_copied_bytes;
   /**
-   * Largest object the pool takes (its `max_object_size`, 4096 by default).
+   * Largest object the pool takes (its `max_object_size`, the frame size by
+   * default).
    */
   unsigned long max_object_size;
+  /**
+   * Bytes of a frame (the unit of `total_pages` and `zs_get_total_pages`).
+   */
+  unsigned long frame_size;
 };
 
 /**

@@ -1,8 +1,10 @@
 //! # zsmalloc in userspace
 //!
 //! The Linux kernel's allocator for compressed pages, as a library with a C ABI.
-//! Objects of 1..4096 bytes are packed densely into zspages, chains of order-0 frames,
-//! and reached through opaque handles so that they can be moved.
+//! Objects of 1 byte up to a frame (the pool's unit, as the page is the kernel's: the
+//! system's page or a larger power of two up to 64 KiB, chosen per pool) are packed
+//! densely into zspages, chains of order-0 frames, and reached through opaque handles
+//! so that they can be moved.
 //!
 //! ## The layers, bottom to top
 //!

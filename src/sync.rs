@@ -222,7 +222,9 @@ mod bytes {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
-    use crate::frames::os::PAGE_SIZE;
+    /// Bytes a cell stands for: the smallest frame, so that a cell never spans two
+    /// frames whatever a model's frame size.
+    const CELL_BYTES: usize = 4096;
 
     /// A frame's stand-in: it holds nothing, loom only watches who touches it.
     struct Frame(loom::cell::UnsafeCell<()>);
@@ -242,8 +244,8 @@ mod bytes {
         if len == 0 {
             return;
         }
-        let first = addr as usize / PAGE_SIZE;
-        let last = (addr as usize + len - 1) / PAGE_SIZE;
+        let first = addr as usize / CELL_BYTES;
+        let last = (addr as usize + len - 1) / CELL_BYTES;
         for page in first..=last {
             let cell = CELLS
                 .lock()

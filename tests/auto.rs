@@ -16,7 +16,7 @@ fn compacts_a_sparse_pool_in_the_background() {
     let cfg = Config {
         max_pages: 1 << 16,
         auto_compact: AutoCompact { threshold_pages: 4, interval_ms: 5, max_pages_per_sec: 0 },
-        ..Config::default()
+        ..common::config()
     };
     let p = Pool::with_config("auto", &cfg).unwrap();
     assert!(p.auto_compacting());

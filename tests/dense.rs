@@ -6,17 +6,30 @@ mod common;
 use common::{check, pattern, pool, trace, Rng};
 use zsmalloc::{AllocFlags, Config, Error, Handle, Layout, MapMode, Pool};
 
-const CHAIN: usize = 16;
-const ZSPAGE: usize = CHAIN * 4096;
+/// A dense zspage's bytes at every frame size: 16 frames of 4 KiB, 4 of 16 KiB, one of
+/// 64 KiB. Tests whose figures are frames under a page limit pin 4 KiB frames
+/// (`page_limited`); the others run at the suite's frame (`ZS_TEST_FRAME_SIZE`).
+const ZSPAGE: usize = 65536;
+
+/// Frames of a whole dense zspage at the suite's frame size.
+fn chain() -> usize {
+    ZSPAGE / common::frame()
+}
+
+/// A pool of 4 KiB frames and `max_pages`: for the tests that count frames against
+/// a page limit.
+fn page_limited(name: &str, max_pages: usize) -> Pool {
+    Pool::with_config(name, &Config { max_pages, frame_size: 4096, ..Config::default() }).unwrap()
+}
 
 #[test]
 fn objects_of_every_size_share_a_zspage_end_to_end() {
     let p = pool(Layout::Dense);
-    assert_eq!(p.class_table().chain(), CHAIN, "the dense layout's default chain");
+    assert_eq!(p.class_table().chain(), chain(), "the dense layout's default chain");
     // 655 objects of 100 bytes and one of 36 fill 16 frames to the byte.
     let mut hs: Vec<Handle> = (0..655).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
     hs.push(p.malloc(36, AllocFlags::default()).unwrap());
-    assert_eq!(p.total_pages(), CHAIN);
+    assert_eq!(p.total_pages(), chain());
     assert_eq!(p.malloc(1, AllocFlags::NOGROW), Err(Error::NoMemory), "not one byte is left");
     check(&p);
     // Mixed sizes: the bytes of 40 objects of 1..4096 bytes need this many frames.
@@ -26,7 +39,7 @@ fn objects_of_every_size_share_a_zspage_end_to_end() {
     for &s in &sizes {
         q.malloc(s, AllocFlags::default()).unwrap();
     }
-    assert_eq!(q.total_pages(), total.div_ceil(ZSPAGE) * CHAIN);
+    assert_eq!(q.total_pages(), total.div_ceil(ZSPAGE) * chain());
     assert_eq!(q.info().requested_bytes as usize, total);
     check(&q);
     for h in hs {
@@ -64,7 +77,7 @@ fn freed_objects_leave_holes_that_malloc_fills() {
     // nothing more.
     let small: Vec<Handle> = [1000usize, 3000, 96].iter().map(|&s| p.malloc(s, AllocFlags::NOGROW).unwrap()).collect();
     assert_eq!(p.malloc(1, AllocFlags::NOGROW), Err(Error::NoMemory));
-    assert_eq!(p.total_pages(), CHAIN);
+    assert_eq!(p.total_pages(), chain());
     check(&p);
     // Freeing neighbours merges their holes: 1000 + 3000 make room for 4000.
     p.free(small[0]).unwrap();
@@ -86,7 +99,7 @@ fn freed_objects_leave_holes_that_malloc_fills() {
 
 #[test]
 fn a_zspage_is_shorter_where_the_page_limit_leaves_fewer_frames() {
-    let p = Pool::with_config("limit", &Config { max_pages: 20, ..Config::default() }).unwrap();
+    let p = page_limited("limit", 20);
     let first: Vec<Handle> = (0..16).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
     assert_eq!(p.total_pages(), 16);
     let rest: Vec<Handle> = (0..4).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
@@ -94,7 +107,7 @@ fn a_zspage_is_shorter_where_the_page_limit_leaves_fewer_frames() {
     assert_eq!(p.malloc(1, AllocFlags::default()), Err(Error::NoMemory));
     let lane = p.lookup_class_index(1).unwrap();
     let c = p.class_info(lane).unwrap();
-    assert_eq!((c.pages_used, c.zspages.iter().sum::<u64>(), c.pages_per_zspage), (20, 2, CHAIN));
+    assert_eq!((c.pages_used, c.zspages.iter().sum::<u64>(), c.pages_per_zspage), (20, 2, 16));
     check(&p);
     for h in first.into_iter().chain(rest) {
         p.free(h).unwrap();
@@ -127,8 +140,9 @@ fn each_thread_allocates_in_its_lane() {
         assert!(seen.windows(2).any(|w| w[0] != w[1]), "threads spread over the lanes: {seen:?}");
     }
     let c = p.class_info(seen[0]).unwrap();
-    assert_eq!((c.class_size, c.objs_per_zspage, c.pages_per_zspage), (4096, 0, CHAIN));
-    assert_eq!(p.huge_class_size(), 4096);
+    let frame = common::frame();
+    assert_eq!((c.class_size, c.objs_per_zspage, c.pages_per_zspage), (frame, 0, chain()));
+    assert_eq!(p.huge_class_size(), frame);
 }
 
 /// After the fill and after freeing a seeded half and compacting, on the bundled
@@ -147,9 +161,11 @@ fn denser_than_the_kernel_layout_on_the_traces() {
                 (0..n).map(|i| p.malloc(sizes[i % sizes.len()], AllocFlags::default()).unwrap()).collect();
             let count = |p: &Pool| {
                 let i = p.info();
-                let foot =
-                    if layout == Layout::Dense { i.footprint() } else { i.total_pages * 4096 + 8 * i.live_objects }
-                        as f64;
+                let foot = if layout == Layout::Dense {
+                    i.footprint()
+                } else {
+                    i.total_pages * i.frame_size + 8 * i.live_objects
+                } as f64;
                 (i.requested_bytes as f64 / foot, (foot - i.requested_bytes as f64) / i.live_objects as f64)
             };
             (density[l][0], waste[l][0]) = count(&p);
@@ -205,7 +221,7 @@ fn denser_than_the_kernel_layout_on_the_traces() {
 #[test]
 fn compaction_that_cannot_grow_stops_and_loses_nothing() {
     // A pool at its page limit: emptying a zspage may need a new one first.
-    let p = Pool::with_config("full", &Config { max_pages: 64, ..Config::default() }).unwrap();
+    let p = page_limited("full", 64);
     let mut hs = Vec::new();
     let mut i = 0u64;
     while let Ok(h) = p.malloc(300 + (i as usize * 131) % 3000, AllocFlags::default()) {
@@ -243,7 +259,7 @@ fn compaction_that_cannot_grow_stops_and_loses_nothing() {
 /// every later compaction returned 0).
 #[test]
 fn compaction_at_the_page_limit_uses_holes_and_never_grows() {
-    let p = Pool::with_config("limit", &Config { max_pages: 33, ..Config::default() }).unwrap();
+    let p = page_limited("limit", 33);
     // Sizes that fall every other object, so that the zspages are whole chains (a
     // run of rising sizes would choose their length), 21 objects each.
     let size = |i: usize| if i % 2 == 0 { 3000 } else { 2990 };
@@ -280,15 +296,15 @@ fn compaction_leaves_zspages_with_pinned_objects_whole() {
             p.free(h).unwrap();
         }
     }
-    assert_eq!(p.total_pages(), 32);
+    assert_eq!(p.total_pages(), 2 * chain());
     let maps = [p.map(hs[0], MapMode::ReadOnly).unwrap(), p.map(hs[16], MapMode::ReadOnly).unwrap()];
     let r = p.compact();
     assert_eq!((r.pages_freed, r.objs_moved, r.skipped_pinned), (0, 0, 2));
-    assert_eq!(p.total_pages(), 32, "nothing taken");
+    assert_eq!(p.total_pages(), 2 * chain(), "nothing taken");
     check(&p);
     drop(maps);
     let r = p.compact();
-    assert_eq!((r.pages_freed, p.total_pages()), (16, 16), "unmapped, the two zspages become one");
+    assert_eq!((r.pages_freed, p.total_pages()), (chain(), chain()), "unmapped, the two zspages become one");
     check(&p);
 }
 
@@ -296,7 +312,7 @@ fn compaction_leaves_zspages_with_pinned_objects_whole() {
 /// run out of handles before frames, and the refusal is a clean `NoMemory`.
 #[test]
 fn tiny_objects_run_out_of_handles_first() {
-    let p = Pool::with_config("tiny", &Config { max_pages: 4, ..Config::default() }).unwrap();
+    let p = page_limited("tiny", 4);
     let mut hs = Vec::new();
     let err = loop {
         match p.malloc(1, AllocFlags::default()) {

@@ -1,6 +1,8 @@
 //! The C ABI from Rust: every misuse row of the contract, the error conventions, and
 //! the `size` convention of the extension structs.
 
+mod common;
+
 use std::ffi::c_void;
 use std::ptr::{null, null_mut};
 use zsmalloc::ffi::*;
@@ -18,6 +20,11 @@ fn is_err(h: u64) -> bool {
 }
 
 fn new_pool(layout: u32) -> *mut zs_pool {
+    pool_of_frames(layout, common::frame_size())
+}
+
+/// A pool of frames of `frame_size` bytes (0: the system's page).
+fn pool_of_frames(layout: u32, frame_size: usize) -> *mut zs_pool {
     let cfg = zs_pool_config {
         size: std::mem::size_of::<zs_pool_config>(),
         max_pages: 1 << 16,
@@ -27,6 +34,7 @@ fn new_pool(layout: u32) -> *mut zs_pool {
         auto_compact_max_pages_per_sec: 0,
         auto_compact_interval_ms: 0,
         max_object_size: 0,
+        frame_size: frame_size as u32,
     };
     // SAFETY: a valid config and name.
     let p = unsafe { zs_create_pool_with(c"ffi".as_ptr(), &cfg) };
@@ -88,7 +96,8 @@ fn malloc_errors_are_error_handles_and_errno() {
     let p = new_pool(0);
     // SAFETY: live pool.
     unsafe {
-        for (size, flags, e) in [(0, 0, libc::EINVAL), (4097, 0, libc::ENOSPC), (10, 0x80, libc::EINVAL)] {
+        for (size, flags, e) in [(0, 0, libc::EINVAL), (common::frame() + 1, 0, libc::ENOSPC), (10, 0x80, libc::EINVAL)]
+        {
             clear_errno();
             let h = zs_malloc(p, size, flags);
             assert!(is_err(h));
@@ -181,8 +190,10 @@ fn every_misuse_row() {
 
 #[test]
 fn null_local_copy_is_refused_only_when_a_copy_is_needed() {
-    let p = new_pool(1); // kernel layout: the 48-byte class has 3 frames per zspage
-                         // SAFETY: live pool.
+    // The kernel layout at 4 KiB frames, whatever the suite's: the 48-byte class has 3
+    // frames per zspage.
+    let p = pool_of_frames(1, 4096);
+    // SAFETY: live pool.
     unsafe {
         let a = zs_malloc(p, 4096, 0);
         let _b = zs_malloc(p, 4096, 0);
@@ -216,6 +227,7 @@ fn extension_structs_honour_size() {
             auto_compact_max_pages_per_sec: 0,
             auto_compact_interval_ms: 0,
             max_object_size: 0,
+            frame_size: 0,
         };
         let p = zs_create_pool_with(null(), &cfg);
         assert!(!p.is_null(), "fields past `size` are not read");

@@ -6,7 +6,7 @@ use common::{check, pattern, Rng};
 use zsmalloc::{AllocFlags, Config, Error, Handle, Layout, MapMode, Pool};
 
 fn pool(layout: Layout, limit: usize) -> Pool {
-    let cfg = Config { max_pages: 1 << 18, layout, max_object_size: limit, ..Config::default() };
+    let cfg = Config { max_pages: 1 << 18, layout, max_object_size: limit, ..common::config() };
     Pool::with_config("large", &cfg).unwrap()
 }
 
@@ -40,13 +40,14 @@ fn verify_all_ways(p: &Pool, h: Handle, want: &[u8]) {
 #[test]
 fn the_limit_is_configured_and_enforced() {
     for layout in LAYOUTS {
-        let cfg = |limit| Config { max_pages: 1 << 12, layout, max_object_size: limit, ..Config::default() };
+        let cfg = |limit| Config { max_pages: 1 << 12, layout, max_object_size: limit, ..common::config() };
         assert!(matches!(Pool::with_config("x", &cfg(65537)), Err(Error::Invalid(_))));
         assert!(matches!(Pool::with_config("x", &cfg(usize::MAX)), Err(Error::Invalid(_))));
         let p = Pool::with_config("x", &cfg(0)).unwrap();
-        assert_eq!(p.max_object_size(), 4096, "0 is the kernel's limit");
-        assert_eq!(p.info().max_object_size, 4096);
-        assert_eq!(p.malloc(4097, AllocFlags::default()), Err(Error::TooLarge));
+        let frame = common::frame();
+        assert_eq!(p.max_object_size(), frame, "0 is the kernel's limit: the frame");
+        assert_eq!(p.info().max_object_size, frame as u64);
+        assert_eq!(p.malloc(frame + 1, AllocFlags::default()), Err(Error::TooLarge));
         let p = Pool::with_config("x", &cfg(20000)).unwrap();
         assert_eq!(p.info().max_object_size, 20000);
         assert_eq!(p.malloc(20001, AllocFlags::default()), Err(Error::TooLarge));
@@ -131,7 +132,10 @@ fn every_size_through_every_call() {
 fn objects_over_frames_that_are_not_adjacent() {
     for layout in LAYOUTS {
         for frames in 1..=15usize {
-            let p = pool(layout, 65536);
+            // 4 KiB frames, whatever the suite's: the figures below are their chains.
+            let cfg =
+                Config { max_pages: 1 << 18, layout, max_object_size: 65536, frame_size: 4096, ..Config::default() };
+            let p = Pool::with_config("large", &cfg).unwrap();
             // A zspage of one 64 KiB object and a one-frame object past it; freeing
             // the first leaves a run of free frames with a used one after it. In the
             // kernel layout, the 4096-byte class takes one of the run, the lead
@@ -225,7 +229,7 @@ fn compaction_moves_large_objects_under_readers() {
 fn dense_density_on_compressed_units() {
     for (trace, unit) in [("usr-ext4-lz4-16k.txt", 16384), ("usr-ext4-lz4-32k.txt", 32768)] {
         let sizes = common::trace(trace);
-        let p = Pool::with_config("density", &Config { max_object_size: unit, ..Config::default() }).unwrap();
+        let p = Pool::with_config("density", &Config { max_object_size: unit, ..common::config() }).unwrap();
         let density = |p: &Pool| {
             let i = p.info();
             i.requested_bytes as f64 / i.footprint() as f64

@@ -5,7 +5,15 @@ use common::{check, pattern};
 use zsmalloc::{AllocFlags, Config, FrameKind, Handle, Layout, MapMode, Pool};
 
 fn pool(layout: Layout) -> Pool {
-    Pool::with_config("migrate", &Config { max_pages: 1 << 16, layout, ..Config::default() }).unwrap()
+    Pool::with_config("migrate", &Config { max_pages: 1 << 16, layout, ..common::config() }).unwrap()
+}
+
+/// A pool of 4 KiB frames, whatever the suite's: for the tests whose figures are the
+/// 48-byte class's chain of 4 KiB frames, and the one that needs the arena to pass
+/// its first segment (512 frames) with a few MiB of objects.
+fn pool_4k(layout: Layout) -> Pool {
+    let cfg = Config { max_pages: 1 << 16, layout, frame_size: 4096, ..Config::default() };
+    Pool::with_config("migrate", &cfg).unwrap()
 }
 
 fn verify(p: &Pool, objs: &[(Handle, u64, usize)]) {
@@ -76,7 +84,7 @@ fn split_zspage(p: &Pool) -> Vec<(Handle, u64, usize)> {
 
 #[test]
 fn adjacency_turns_copies_into_direct_reads() {
-    let p = pool(Layout::Kernel);
+    let p = pool_4k(Layout::Kernel);
     let objs = split_zspage(&p);
     let straddler = objs[85].0;
     let mut local = [0u8; 40];
@@ -98,7 +106,7 @@ fn adjacency_turns_copies_into_direct_reads() {
 
 #[test]
 fn a_frame_with_a_pinned_object_does_not_move() {
-    let p = pool(Layout::Kernel);
+    let p = pool_4k(Layout::Kernel);
     let objs = split_zspage(&p);
     let m = p.map(objs[0].0, MapMode::ReadOnly).unwrap(); // pins an object of frame 0
     let addr = m.as_ptr();
@@ -186,7 +194,7 @@ fn defragmentation_keeps_frames_in_order() {
 
 #[test]
 fn releasing_the_address_space_shrinks_the_virtual_size() {
-    let p = pool(Layout::Dense);
+    let p = pool_4k(Layout::Dense);
     let objs = fill(&p, 8000, |i| 300 + (i * 131) % 3000);
     for (h, i, _) in &objs {
         if i % 50 != 0 {

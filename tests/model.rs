@@ -53,9 +53,9 @@ fn run(layout: Layout, ops: Vec<Op>) {
 }
 
 fn run_with(layout: Layout, max_object_size: usize, ops: Vec<Op>) {
-    let cfg = Config { max_pages: 1 << 14, layout, max_object_size, ..Config::default() };
+    let cfg = Config { max_pages: 1 << 14, layout, max_object_size, ..common::config() };
     let p = Pool::with_config("model", &cfg).unwrap();
-    let other = Pool::with_config("other", &Config { max_pages: 16, ..Config::default() }).unwrap();
+    let other = Pool::with_config("other", &Config { max_pages: 16, ..common::config() }).unwrap();
     let foreign = other.malloc(10, AllocFlags::default()).unwrap();
     // The model: live handles with their size and expected contents.
     let mut live: Vec<(Handle, usize, Vec<u8>)> = Vec::new();

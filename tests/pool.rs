@@ -53,9 +53,16 @@ fn every_size_round_trips_through_both_generations() {
     }
 }
 
+/// A kernel-layout pool of 4 KiB frames, whatever the suite's: `make_split_zspage`
+/// counts on the 48-byte class's chain of three 4 KiB frames.
+fn kernel_4k() -> Pool {
+    let cfg = Config { max_pages: 1 << 18, layout: Layout::Kernel, frame_size: 4096, ..Config::default() };
+    Pool::with_config("split", &cfg).unwrap()
+}
+
 #[test]
 fn read_only_mappings_are_not_writable_and_share_the_object() {
-    let p = pool(Layout::Kernel);
+    let p = kernel_4k();
     let (straddler, _) = make_split_zspage(&p);
     let data = pattern(1, 40);
     p.write(straddler, &data).unwrap();
@@ -130,7 +137,7 @@ fn make_split_zspage(p: &Pool) -> (Handle, Handle) {
 
 #[test]
 fn reads_are_in_place_where_contiguous_and_copied_where_not() {
-    let p = pool(Layout::Kernel);
+    let p = kernel_4k();
     let (split, adjacent) = make_split_zspage(&p);
     for (h, copied) in [(split, true), (adjacent, false)] {
         let data = pattern(h.to_raw(), 40);
@@ -152,10 +159,19 @@ fn reads_are_in_place_where_contiguous_and_copied_where_not() {
 
 #[test]
 fn kernel_layout_tables_through_the_pool() {
-    for (chain, huge) in [(4, 3257), (8, 3625), (16, 3833)] {
+    // The kernel's huge class sizes for chains of 4, 8 and 16 at each page size
+    // (tools/kernel_density.py --table --page N --chain C).
+    let frame = common::frame();
+    let huges = match frame {
+        4096 => [3257, 3625, 3833],
+        16384 => [13081, 14553, 15385],
+        65536 => [52249, 58137, 61465],
+        f => panic!("no figures for frames of {f} bytes"),
+    };
+    for (chain, huge) in [4, 8, 16].into_iter().zip(huges) {
         let p = Pool::with_config(
             "k",
-            &Config { max_pages: 4096, chain_size: chain, layout: Layout::Kernel, ..Config::default() },
+            &Config { max_pages: 4096, chain_size: chain, layout: Layout::Kernel, ..common::config() },
         )
         .unwrap();
         assert_eq!(p.huge_class_size(), huge);
@@ -163,7 +179,7 @@ fn kernel_layout_tables_through_the_pool() {
         let h = p.malloc(huge, AllocFlags::default()).unwrap();
         assert_eq!(p.total_pages(), 1);
         let c = p.class_info(p.lookup_class_index(huge).unwrap()).unwrap();
-        assert_eq!((c.pages_per_zspage, c.objs_per_zspage, c.class_size), (1, 1, 4096));
+        assert_eq!((c.pages_per_zspage, c.objs_per_zspage, c.class_size), (1, 1, frame));
         p.free(h).unwrap();
         // One below: a multi-object class.
         let c = p.class_info(p.lookup_class_index(huge - 1).unwrap()).unwrap();
@@ -190,7 +206,7 @@ fn lookup_and_class_info_agree_with_malloc() {
             assert_eq!(c.pages_used, c.pages_per_zspage as u64 * c.zspages.iter().sum::<u64>());
             p.free(h).unwrap();
         }
-        assert!(p.lookup_class_index(0).is_err() && p.lookup_class_index(4097).is_err());
+        assert!(p.lookup_class_index(0).is_err() && p.lookup_class_index(common::frame() + 1).is_err());
         assert!(p.class_info(100_000).is_err());
         // A full-table index merged into a larger class names no class.
         let merged = (0..255).find(|&i| p.class_info(i).is_err());
@@ -216,7 +232,8 @@ fn info_counts_objects_bytes_and_frames() {
 
 #[test]
 fn page_limit_and_nogrow() {
-    let p = Pool::with_config("limit", &Config { max_pages: 8, ..Config::default() }).unwrap();
+    // 4 KiB frames, whatever the suite's: the figures are frames under the limit.
+    let p = Pool::with_config("limit", &Config { max_pages: 8, frame_size: 4096, ..Config::default() }).unwrap();
     let hs: Vec<_> = (0..8).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
     assert_eq!(p.total_pages(), 8);
     let before = p.info();
@@ -244,9 +261,9 @@ fn page_limit_and_nogrow() {
 fn bad_arguments() {
     let p = pool(Layout::Dense);
     assert!(matches!(p.malloc(0, AllocFlags::default()), Err(Error::Invalid(_))));
-    assert_eq!(p.malloc(4097, AllocFlags::default()), Err(Error::TooLarge));
+    assert_eq!(p.malloc(common::frame() + 1, AllocFlags::default()), Err(Error::TooLarge));
     assert!(matches!(p.malloc(10, AllocFlags(2)), Err(Error::Invalid(_))));
-    for bad in [Config { chain_size: 3, ..Config::default() }, Config { chain_size: 17, ..Config::default() }] {
+    for bad in [Config { chain_size: 3, ..common::config() }, Config { chain_size: 17, ..common::config() }] {
         assert!(matches!(Pool::with_config("x", &bad), Err(Error::Invalid(_))));
     }
     assert_eq!(p.info().misuse_events, 0, "plain errors are not misuse");

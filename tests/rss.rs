@@ -6,13 +6,16 @@ use zsmalloc::{AllocFlags, Pool};
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
+    // SAFETY: sysconf has no preconditions.
+    pages * unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64
 }
 
 #[test]
 fn freeing_everything_returns_the_memory() {
     const TOTAL: usize = 256 << 20;
-    let p = Pool::new("rss").unwrap();
+    // At the suites' frame size (`ZS_TEST_FRAME_SIZE`): every frame size gives its
+    // memory back.
+    let p = Pool::with_config("rss", &common::config()).unwrap();
     let sizes = common::trace("sqlite-heap-lz4.txt");
     let start = resident_bytes();
     let mut hs = Vec::new();

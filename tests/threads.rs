@@ -9,7 +9,7 @@ use zsmalloc::{AllocFlags, Config, Handle, MapMode, Pool};
 
 #[test]
 fn four_threads_mixed_operations() {
-    let p = Arc::new(Pool::with_config("threads", &Config { max_pages: 1 << 18, ..Config::default() }).unwrap());
+    let p = Arc::new(Pool::with_config("threads", &Config { max_pages: 1 << 18, ..common::config() }).unwrap());
     // A shared exchange: threads free each other's objects.
     let exchange: Arc<Mutex<Vec<(Handle, u64, usize)>>> = Arc::default();
     let threads: Vec<_> = (0..4u64)

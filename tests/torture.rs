@@ -340,7 +340,7 @@ fn torture(layout: Layout, limit: usize) {
         layout,
         auto_compact: AutoCompact { threshold_pages: 1, interval_ms: 1, max_pages_per_sec: 0 },
         max_object_size: limit,
-        ..Config::default()
+        ..common::config()
     };
     let s = Arc::new(Shared {
         pool: Pool::with_config("torture", &config).unwrap(),

@@ -35,6 +35,9 @@ def make_pool():
     pools = []
 
     def make(*args, **kwargs):
+        # At the suites' frame size (ZS_TEST_FRAME_SIZE; make test runs the suites at
+        # several), unless the test asks for one.
+        kwargs.setdefault("frame_size", int(os.environ.get("ZS_TEST_FRAME_SIZE", "0")))
         p = zsmalloc.Pool(*args, **kwargs)
         pools.append(p)
         return p

@@ -207,6 +207,7 @@ _CONFIG_FIELDS: Tuple[Tuple[str, Any, Union[int, str], Callable[[Any, str], int]
     ("auto_compact_max_pages_per_sec", ctypes.c_ulong, 0, _ulong),
     ("auto_compact_interval_ms", ctypes.c_uint, 0, _uint),
     ("max_object_size", ctypes.c_uint, 0, _uint),
+    ("frame_size", ctypes.c_uint, 0, _uint),
 )
 
 
@@ -232,6 +233,7 @@ class zs_pool_info(ctypes.Structure):
         ("frames_migrated", ctypes.c_ulong),
         ("read_copied_bytes", ctypes.c_ulong),
         ("max_object_size", ctypes.c_ulong),
+        ("frame_size", ctypes.c_ulong),
     ]
 
 
@@ -505,15 +507,18 @@ class _Mapping:
 
 
 class Pool:
-    """A zsmalloc pool: objects of 1..4096 bytes (up to max_object_size, at most
-    65536, if given), named by int handles.
+    """A zsmalloc pool: objects of 1 byte up to a frame (4096 bytes where the system's
+    pages are 4 KiB; up to max_object_size, at most 65536, if given), named by int
+    handles.
 
     ``Pool(name=None, *, max_pages=0, chain_size=0, layout="dense",
     auto_compact_pages=0, auto_compact_max_pages_per_sec=0, auto_compact_interval_ms=0,
-    max_object_size=0)``:
+    max_object_size=0, frame_size=0)``:
     the keywords mirror ``struct zs_pool_config`` (0 means the library's default;
     layout is "dense", the library's default, or "kernel", the kernel's exact class
-    table; auto_compact_pages > 0 turns on compaction by a background thread).
+    table; auto_compact_pages > 0 turns on compaction by a background thread;
+    frame_size is the system's page size by default, else a power of two from 4096
+    to 65536 and a multiple of the page size).
     An unknown keyword or a value of the wrong type raises TypeError, a value outside
     its C type or a configuration the library refuses ValueError.
     """
@@ -563,6 +568,9 @@ class Pool:
             detail = f"configuration refused: {args}" if e == _errno.EINVAL else None
             raise _error("zs_create_pool_with", e, None, detail)
         self._pool = p
+        info = self.info()
+        self._max_object_size: int = info["max_object_size"]
+        self.frame_size: int = info["frame_size"]
 
     # -- lifetime ----------------------------------------------------------------
     #
@@ -704,10 +712,9 @@ class Pool:
 
     @property
     def max_object_size(self) -> int:
-        """The largest object the pool takes (its max_object_size, 4096 by default)."""
-        size = self.config.get("max_object_size") or MAX_ALLOC_SIZE
-        assert isinstance(size, int)
-        return size
+        """The largest object the pool takes (its max_object_size, its frame size by
+        default)."""
+        return self._max_object_size
 
     def __repr__(self) -> str:
         state = "closed" if self._pool is None else f"total_pages={self.total_pages}"

@@ -60,7 +60,6 @@ pub(crate) mod auto;
 
 use std::sync::atomic::Ordering;
 
-use crate::frames::os::PAGE_SIZE;
 use crate::layout::zspage::ZsPage;
 use crate::layout::Sweep;
 use crate::pool::{ClassState, PoolCore, Released};
@@ -119,10 +118,10 @@ impl PoolCore {
             let mut st = class.state.lock();
             // Pending frees first: their zspages may empty, or need no moving.
             self.drain(ci, &mut st);
-            Sweep::begin(self.layout(), &mut st.lists, &spec)
+            Sweep::begin(self.layout(), &mut st.lists, &spec, self.frames().shift())
         };
-        sweep.find_objects(self.handles());
-        let mut buf = vec![0u8; self.max_object_size().max(PAGE_SIZE)];
+        sweep.find_objects(self.handles(), self.frames().shift());
+        let mut buf = vec![0u8; self.max_object_size().max(self.frames().frame_size())];
         // Frames released and frames taken for new zspages: the objects of the
         // zspages being emptied may need some.
         let (mut released_frames, mut taken_frames) = (0, 0);
@@ -138,7 +137,7 @@ impl PoolCore {
                 // its lists), whose lock we hold (`st`); no other reference to its
                 // state is alive, and this one ends with the block.
                 let (z, body) = unsafe { (&*src, &(*src).state().body) };
-                sweep.objects(z, body, &spec, self.handles())
+                sweep.objects(z, body, &spec, self.handles(), self.frames().shift())
             };
             if sweep.whole_sources() {
                 // A zspage with a held object (mapped, being read or written) cannot
@@ -185,7 +184,7 @@ impl PoolCore {
                 // its zspages, and the claim needs none: it locates the object listed.
                 // SAFETY: `src` is a live descriptor (not retired while we hold the
                 // class lock); its frames are read atomically.
-                debug_assert_eq!(claimed.loc(), unsafe { (*src).loc_of(o.off) });
+                debug_assert_eq!(claimed.loc(), unsafe { (*src).loc_of(o.off, self.frames().shift()) });
                 // SAFETY: `dst` is a live descriptor (as `src`); `nframes` never changes.
                 taken_frames += if fresh { usize::from(unsafe { (*dst).nframes }) } else { 0 };
                 // SAFETY: `move_object` asks for 1. the class lock (`st`) and two
@@ -302,6 +301,6 @@ impl PoolCore {
             st.lists.relist(dst);
             st.lists.relist(src);
         }
-        zs_dst.loc_of(to)
+        zs_dst.loc_of(to, self.frames().shift())
     }
 }

@@ -84,6 +84,7 @@ pub unsafe extern "C" fn zs_pool_info(pool: *mut zs_pool, info: *mut zs_pool_inf
                 frames_migrated: i.frames_migrated as c_ulong,
                 read_copied_bytes: i.read_copied_bytes as c_ulong,
                 max_object_size: i.max_object_size as c_ulong,
+                frame_size: i.frame_size as c_ulong,
             };
             // SAFETY: a non-null `info` is writable for the `size` it declares
             // (# Safety); `write_out` refuses NULL.

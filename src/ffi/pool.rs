@@ -48,6 +48,7 @@ pub unsafe extern "C" fn zs_create_pool_with(name: *const c_char, config: *const
                 cfg.max_pages = c.max_pages as usize;
                 cfg.chain_size = c.chain_size as usize;
                 cfg.max_object_size = c.max_object_size as usize;
+                cfg.frame_size = c.frame_size as usize;
                 cfg.auto_compact = AutoCompact {
                     threshold_pages: c.auto_compact_pages as usize,
                     interval_ms: c.auto_compact_interval_ms,

@@ -8,7 +8,10 @@ use std::ffi::{c_uint, c_ulong};
 use crate::facade::Pool;
 use crate::pool::config::AllocFlags;
 
-/// Largest object, in bytes.
+/// Largest object, in bytes, of a pool of 4 KiB frames and the default
+/// `max_object_size`, kept for source compatibility: a pool's own limit is its frame
+/// size by default (as the kernel's `ZS_MAX_ALLOC_SIZE` is `PAGE_SIZE`) or its
+/// `max_object_size`, and `zs_pool_info` reports it.
 pub const ZS_MAX_ALLOC_SIZE: usize = 4096;
 /// `zs_malloc` flag: fail with `-ENOMEM` rather than take a new frame.
 pub const ZS_ALLOC_NOGROW: c_uint = 1;
@@ -17,7 +20,7 @@ pub const ZS_NR_FULLNESS_GROUPS: usize = 12;
 
 // The header is generated from these files alone, so its constants are literals;
 // these tie them to the definitions they restate.
-const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::layout::classes::MAX_ALLOC_SIZE);
+const _: () = assert!(ZS_MAX_ALLOC_SIZE == crate::frames::MIN_FRAME_SIZE);
 const _: () = assert!(ZS_NR_FULLNESS_GROUPS == crate::layout::kernel::NR_GROUPS);
 const _: () = assert!(ZS_ALLOC_NOGROW == AllocFlags::NOGROW.0);
 const _: () = assert!(ZS_MAX_CLASSES >= 255, "the kernel layout's full table has 255 classes");
@@ -90,8 +93,11 @@ pub struct zs_pool_config {
     pub auto_compact_max_pages_per_sec: c_ulong,
     /// Automatic compaction: how often the thread looks, in milliseconds; 0 = 100.
     pub auto_compact_interval_ms: c_uint,
-    /// Largest object the pool takes, in bytes, up to 65536; 0 = `ZS_MAX_ALLOC_SIZE`.
+    /// Largest object the pool takes, in bytes, up to 65536; 0 = the frame size.
     pub max_object_size: c_uint,
+    /// Bytes of a frame: 0 = the system's page size; otherwise a power of two from
+    /// 4096 to 65536 and a multiple of the page size (`EINVAL` else).
+    pub frame_size: c_uint,
 }
 
 /// Pool statistics for `zs_pool_info`.
@@ -120,8 +126,11 @@ pub struct zs_pool_info {
     pub frames_migrated: c_ulong,
     /// Bytes reads and maps copied because the object was not contiguous, cumulative.
     pub read_copied_bytes: c_ulong,
-    /// Largest object the pool takes (its `max_object_size`, 4096 by default).
+    /// Largest object the pool takes (its `max_object_size`, the frame size by
+    /// default).
     pub max_object_size: c_ulong,
+    /// Bytes of a frame (the unit of `total_pages` and `zs_get_total_pages`).
+    pub frame_size: c_ulong,
 }
 
 /// Per-class statistics for `zs_class_info`.
@@ -211,6 +220,7 @@ impl Default for zs_pool_config {
             auto_compact_max_pages_per_sec: 0,
             auto_compact_interval_ms: 0,
             max_object_size: 0,
+            frame_size: 0,
         }
     }
 }

@@ -1,10 +1,14 @@
 //! Frames: order-0 pages of one mmap-backed arena, handed out and taken back one at a
 //! time, like the pages zsmalloc takes from the kernel's page allocator.
 //!
+//! A frame is the pool's unit (`frame_size` of its configuration: the system's page
+//! or a larger power of two, up to 64 KiB), as the kernel's zsmalloc takes
+//! `PAGE_SIZE` pages; it is a whole number of the system's pages, and aligned to them.
+//!
 //! The arena is an array of frames in segments whose sizes double (`segments`): the
 //! first holds [`COMMIT_STEP`] frames, each is reserved when its first frame is
-//! needed, and the arena is committed from the bottom in `COMMIT_STEP` steps as the
-//! high-water mark (`top`) rises. So a pool takes address space in proportion to what
+//! needed, and the arena is committed from the bottom in steps of [`COMMIT_BYTES`]
+//! (a whole number of frames) as the high-water mark (`top`) rises. So a pool takes address space in proportion to what
 //! it holds (at most about twice its high-water mark), and a small pool takes one
 //! mapping. A frame's number (pfn) is its index in the arena; its address is found
 //! from the pfn's high bits (its segment) without a lock. Frames adjacent by number
@@ -45,49 +49,72 @@ pub mod side;
 
 use std::sync::Arc;
 
-use crate::frames::os::PAGE_SIZE;
 use crate::frames::segments::Segments;
 use crate::frames::side::SideTable;
 use crate::sync::{epoch, AtomicUsize, Mutex, Ordering, RwLock, RwLockReadGuard};
 
-/// Frames committed at a time as the arena grows (2 MiB): few mprotect calls, and a
-/// whole page of side table per step. The loom models use steps of four frames, so
-/// that a pool of a few frames grows and shrinks by whole steps.
+/// The smallest frame a pool may have (the kernel's smallest `PAGE_SIZE`).
+pub const MIN_FRAME_SIZE: usize = 4096;
+/// The largest frame a pool may have (the kernel's largest `PAGE_SIZE`).
+pub const MAX_FRAME_SIZE: usize = 65536;
+
+/// Frames in the arena's first segment (512): at 4 KiB frames, one commit step. A
+/// frame count rather than bytes, so that finding a frame's segment is a shift by a
+/// constant; at larger frames the first segment is more address space (32 MiB at
+/// 64 KiB), which costs nothing until committed.
 pub const COMMIT_STEP: usize = 1 << COMMIT_SHIFT;
-/// log2 of [`COMMIT_STEP`]: the first segment of the arena holds one step.
+/// log2 of [`COMMIT_STEP`]: the first segment of the arena holds that many frames.
 pub(crate) const COMMIT_SHIFT: u32 = if cfg!(loom) { 2 } else { 9 };
+/// Bytes committed at a time as the arena grows (2 MiB, whatever the frame size):
+/// few mprotect calls, and a whole page of side table per step at 4 KiB frames. A
+/// byte count, so that a small pool of 64 KiB frames does not commit 32 MiB at once.
+/// The loom models use steps of four frames, so that a pool of a few frames grows and
+/// shrinks by whole steps.
+pub const COMMIT_BYTES: usize = 2 << 20;
 
-/// The frame a location is in. A location is a byte's offset in the arena: its
-/// frame's number times the frame size, plus its offset in the frame. (These three
-/// are where the rest of the library turns locations into frames and back.)
-#[inline]
-pub fn pfn_of(loc: u64) -> u32 {
-    (loc >> crate::frames::os::PAGE_SHIFT) as u32
+/// Frames committed at a time in an arena of frames of `1 << shift` bytes:
+/// [`COMMIT_BYTES`] of them (loom: [`COMMIT_STEP`]).
+fn commit_step(shift: u32) -> usize {
+    if cfg!(loom) {
+        COMMIT_STEP
+    } else {
+        (COMMIT_BYTES >> shift).max(1)
+    }
 }
 
-/// A location's offset in its frame.
+/// The frame a location is in, in a pool of frames of `1 << shift` bytes. A location
+/// is a byte's offset in the arena: its frame's number times the frame size, plus its
+/// offset in the frame. (These three are where the rest of the library turns
+/// locations into frames and back.)
 #[inline]
-pub fn offset_in_frame(loc: u64) -> usize {
-    loc as usize & (PAGE_SIZE - 1)
+pub fn pfn_of(loc: u64, shift: u32) -> u32 {
+    (loc >> shift) as u32
 }
 
-/// The location of byte `offset` of frame `pfn`.
+/// A location's offset in its frame of `1 << shift` bytes.
 #[inline]
-pub fn location(pfn: u32, offset: usize) -> u64 {
-    debug_assert!(offset < PAGE_SIZE);
-    ((pfn as u64) << crate::frames::os::PAGE_SHIFT) | offset as u64
+pub fn offset_in_frame(loc: u64, shift: u32) -> usize {
+    loc as usize & ((1 << shift) - 1)
 }
 
-/// Freed frames kept resident for reuse (1 MiB). Measured on the node trace, a
-/// malloc+free cycle that empties and refills the pool spent about half its time in
-/// madvise and the page-table work behind it without this cache.
-pub const HOT_FRAMES: usize = 256;
+/// The location of byte `offset` of frame `pfn`, of `1 << shift` bytes.
+#[inline]
+pub fn location(pfn: u32, offset: usize, shift: u32) -> u64 {
+    debug_assert!(offset < 1 << shift);
+    ((pfn as u64) << shift) | offset as u64
+}
+
+/// Bytes of freed frames kept resident for reuse (1 MiB: 256 frames of 4 KiB, 16 of
+/// 64 KiB). Measured on the node trace, a malloc+free cycle that empties and refills
+/// the pool spent about half its time in madvise and the page-table work behind it
+/// without this cache.
+pub const HOT_BYTES: usize = 1 << 20;
 
 /// What the frame lock protects (see [`FrameSource`] for the equation it keeps).
 struct FrameState {
     /// Freed frames whose memory went back to the OS, popped from the end.
     free: Vec<u32>,
-    /// Freed frames still resident (at most HOT_FRAMES), popped from the end first.
+    /// Freed frames still resident (at most `HOT_BYTES`), popped from the end first.
     hot: Vec<u32>,
     /// Frames below this pfn have been handed out at least once.
     top: usize,
@@ -179,6 +206,8 @@ pub struct FrameSource {
     /// One word per frame; see `frames/side.rs`.
     side: SideTable,
     nframes: usize,
+    /// log2 of the frame size.
+    shift: u32,
     /// The first frame ever handed out: 0, but for tests of a pool's highest frames.
     bottom: usize,
     limit: usize,
@@ -189,38 +218,75 @@ pub struct FrameSource {
 }
 
 impl FrameSource {
-    /// An arena of `nframes` frames (none reserved yet); at most `limit` may be held
-    /// at once.
+    /// An arena of `nframes` frames of 4 KiB (none reserved yet); at most `limit` may
+    /// be held at once.
     #[cfg(test)]
     pub fn new(nframes: usize, limit: usize) -> Result<FrameSource, i32> {
-        Self::starting_at(nframes, limit, 0)
+        Self::starting_at(nframes, limit, 0, 12)
     }
 
-    /// An arena whose frames below `bottom` are never handed out: its first frame
-    /// is `bottom`. For tests of the highest frames of a large arena, which need no
-    /// memory below them.
-    pub fn starting_at(nframes: usize, limit: usize, bottom: usize) -> Result<FrameSource, i32> {
+    /// An arena of frames of `1 << shift` bytes whose frames below `bottom` are never
+    /// handed out: its first frame is `bottom` (0 but in tests of the highest frames
+    /// of a large arena, which need no memory below them).
+    pub fn starting_at(nframes: usize, limit: usize, bottom: usize, shift: u32) -> Result<FrameSource, i32> {
         if bottom > nframes {
             return Err(libc::EINVAL);
         }
+        let commit_step = commit_step(shift);
         Ok(FrameSource {
             retired: Arc::default(),
             side_extent: RwLock::new(()),
-            arena: Segments::new(PAGE_SIZE, 0, nframes),
+            arena: Segments::new(1 << shift, 0, nframes),
             side: SideTable::reserve(nframes)?,
             nframes,
+            shift,
             bottom,
             limit: limit.min(nframes),
             state: Mutex::new(FrameState {
                 free: Vec::new(),
                 hot: Vec::new(),
                 top: bottom,
-                committed: bottom / COMMIT_STEP * COMMIT_STEP,
+                committed: bottom / commit_step * commit_step,
                 taken: 0,
                 discarding: 0,
             }),
             held: AtomicUsize::new(0),
         })
+    }
+
+    /// log2 of the frame size.
+    #[inline]
+    pub fn shift(&self) -> u32 {
+        self.shift
+    }
+
+    /// The frame size in bytes.
+    #[inline]
+    pub fn frame_size(&self) -> usize {
+        1 << self.shift
+    }
+
+    /// The frame location `loc` is in ([`pfn_of`] with this arena's frame).
+    #[inline]
+    pub fn pfn_of(&self, loc: u64) -> u32 {
+        pfn_of(loc, self.shift)
+    }
+
+    /// Location `loc`'s offset in its frame.
+    #[inline]
+    pub fn offset_in_frame(&self, loc: u64) -> usize {
+        offset_in_frame(loc, self.shift)
+    }
+
+    /// The location of byte `offset` of frame `pfn`.
+    #[inline]
+    pub fn location(&self, pfn: u32, offset: usize) -> u64 {
+        location(pfn, offset, self.shift)
+    }
+
+    /// Freed frames kept resident: [`HOT_BYTES`] of them.
+    pub fn hot_frames(&self) -> usize {
+        HOT_BYTES >> self.shift
     }
 
     /// The side table: one word per frame.
@@ -233,15 +299,15 @@ impl FrameSource {
     /// the frame to be committed and the caller's right to its bytes.
     #[inline]
     pub fn frame_addr(&self, pfn: u32) -> *mut u8 {
-        self.addr(location(pfn, 0))
+        self.addr(self.location(pfn, 0))
     }
 
-    /// Address of byte `loc` of the arena (a location is pfn * PAGE_SIZE + offset);
+    /// Address of byte `loc` of the arena (a location is pfn * frame size + offset);
     /// see [`frame_addr`](Self::frame_addr).
     #[inline]
     pub fn addr(&self, loc: u64) -> *mut u8 {
-        debug_assert!((loc as usize) < self.nframes * PAGE_SIZE);
-        self.arena.addr(pfn_of(loc) as usize, loc as usize)
+        debug_assert!((loc as usize) < self.nframes << self.shift);
+        self.arena.addr(self.pfn_of(loc) as usize, loc as usize)
     }
 
     /// Whether frame `b` follows frame `a` in memory, so that bytes running from the
@@ -249,7 +315,7 @@ impl FrameSource {
     /// across a segment boundary. Both frames are below the top.
     #[inline]
     pub fn adjacent(&self, a: u32, b: u32) -> bool {
-        self.frame_addr(b) == self.frame_addr(a).wrapping_add(PAGE_SIZE)
+        self.frame_addr(b) == self.frame_addr(a).wrapping_add(self.frame_size())
     }
 
     /// The arena's first frame: 0, but in tests of a large arena's highest frames.
@@ -355,7 +421,7 @@ impl FrameSource {
     pub fn free(&self, frames: &[u32]) -> Discard {
         let mut st = self.state.lock();
         self.add_held(&mut st, -(frames.len() as isize));
-        let d = Self::put_free(&mut st, frames);
+        let d = self.put_free(&mut st, frames);
         self.debug_check(&st);
         d
     }
@@ -366,7 +432,7 @@ impl FrameSource {
         let d = {
             let mut st = self.state.lock();
             st.taken -= frames.len();
-            let d = Self::put_free(&mut st, frames);
+            let d = self.put_free(&mut st, frames);
             self.debug_check(&st);
             d
         };
@@ -375,8 +441,8 @@ impl FrameSource {
 
     /// Puts free frames on the hot list as far as it has room; counts the rest as
     /// discarding and returns them.
-    fn put_free(st: &mut FrameState, frames: &[u32]) -> Discard {
-        let cold = Self::keep_hot(st, frames);
+    fn put_free(&self, st: &mut FrameState, frames: &[u32]) -> Discard {
+        let cold = self.keep_hot(st, frames);
         st.discarding += cold.len();
         Discard(cold.to_vec())
     }
@@ -395,8 +461,9 @@ impl FrameSource {
     }
 
     /// Puts as many of `frames` as fit on the hot list; returns the rest.
-    fn keep_hot<'a>(st: &mut FrameState, frames: &'a [u32]) -> &'a [u32] {
-        let keep = (HOT_FRAMES - st.hot.len().min(HOT_FRAMES)).min(frames.len());
+    fn keep_hot<'a>(&self, st: &mut FrameState, frames: &'a [u32]) -> &'a [u32] {
+        let hot = self.hot_frames();
+        let keep = (hot - st.hot.len().min(hot)).min(frames.len());
         // Reversed, so that the next allocation pops them back in ascending order.
         st.hot.extend(frames[..keep].iter().rev());
         &frames[keep..]
@@ -448,7 +515,7 @@ impl FrameSource {
         if ready.is_empty() {
             return;
         }
-        let cold = Self::keep_hot(st, &ready).to_vec();
+        let cold = self.keep_hot(st, &ready).to_vec();
         self.discard_runs(&cold);
         st.free.extend(cold);
     }
@@ -522,16 +589,17 @@ impl FrameSource {
     /// reservation's tail again first if a shrink released it).
     fn grow(&self, st: &mut FrameState, fresh: usize) -> Result<(), i32> {
         if st.top + fresh > st.committed {
-            let new_committed = (st.top + fresh).div_ceil(COMMIT_STEP) * COMMIT_STEP;
+            let step = commit_step(self.shift);
+            let new_committed = (st.top + fresh).div_ceil(step) * step;
             let new_committed = new_committed.min(self.nframes);
             self.side.restore(new_committed)?;
             let from = st.committed;
             self.arena.commit(from, new_committed)?;
             // helgrind leaves memory that was reserved without access unchecked when
             // it becomes accessible: the frames' bytes must be checked (`sync::hg`).
-            for pfn in (from..new_committed).step_by(COMMIT_STEP) {
-                let frames = (new_committed - pfn).min(COMMIT_STEP);
-                crate::sync::hg::tracked(self.frame_addr(pfn as u32), frames * PAGE_SIZE);
+            for pfn in (from..new_committed).step_by(step) {
+                let frames = (new_committed - pfn).min(step);
+                crate::sync::hg::tracked(self.frame_addr(pfn as u32), frames << self.shift);
             }
             if let Err(e) = self.side.commit(st.committed, new_committed) {
                 // Frames without side-table words cannot be used: the arena range goes
@@ -572,7 +640,8 @@ impl FrameSource {
         st.hot.retain(|&p| (p as usize) < new_top);
         st.free.retain(|&p| (p as usize) < new_top);
         st.top = new_top;
-        let keep = new_top.div_ceil(COMMIT_STEP) * COMMIT_STEP;
+        let step = commit_step(self.shift);
+        let keep = new_top.div_ceil(step) * step;
         // Frames at and above `keep` are free and referenced by nothing: no slot
         // locates into them and no side-table word names them.
         if keep < st.committed {
@@ -666,8 +735,8 @@ mod hot_tests {
 
     #[test]
     fn frames_past_the_hot_cache_go_back_to_the_os() {
-        let n = HOT_FRAMES + 8;
         let fs = FrameSource::new(4096, 4096).unwrap();
+        let n = fs.hot_frames() + 8;
         let mut a = vec![0u32; n];
         fs.alloc(&mut a).unwrap();
         for &p in &a {
@@ -678,7 +747,7 @@ mod hot_tests {
         assert_eq!(fs.account().discarding, 8, "past the hot cache, frames wait for their madvise");
         fs.discard(d);
         assert_eq!(fs.free_count(), n);
-        // The first HOT_FRAMES stayed resident; the rest were discarded (read zero).
+        // The first hot_frames() stayed resident; the rest were discarded (read zero).
         // SAFETY: committed frames; nothing else uses them.
         unsafe {
             assert_eq!(fs.frame_addr(a[0]).read(), 0xAB);
@@ -686,13 +755,13 @@ mod hot_tests {
         }
         let mut b = vec![0u32; n];
         fs.alloc(&mut b).unwrap();
-        assert_eq!(b[..HOT_FRAMES], a[..HOT_FRAMES], "resident frames are reused first, ascending");
+        assert_eq!(b[..fs.hot_frames()], a[..fs.hot_frames()], "resident frames are reused first, ascending");
     }
 
     #[test]
     fn take_lowest_keeps_resident_frames_apart_from_returned_ones() {
-        let n = HOT_FRAMES + 64;
         let fs = FrameSource::new(4096, 4096).unwrap();
+        let n = fs.hot_frames() + 64;
         let mut a = vec![0u32; n];
         fs.alloc(&mut a).unwrap();
         // The highest frames are freed first: they stay resident (hot), and the lowest
@@ -705,7 +774,7 @@ mod hot_tests {
         let taken = fs.take_lowest(10, n);
         assert_eq!(taken, (0..10).collect::<Vec<u32>>());
         let st = fs.state.lock();
-        assert_eq!(st.hot.len(), HOT_FRAMES, "the resident frames are still resident");
+        assert_eq!(st.hot.len(), fs.hot_frames(), "the resident frames are still resident");
         for &p in &st.free {
             // SAFETY: committed frames; nothing uses them.
             assert_eq!(unsafe { fs.frame_addr(p).read() }, 0, "frame {p} on the returned list is resident");
@@ -726,11 +795,11 @@ mod account_tests {
     #[test]
     fn every_frame_is_counted_in_one_place_at_every_step() {
         let fs = FrameSource::new(4096, 4096).unwrap();
-        let mut a = vec![0u32; HOT_FRAMES + 4];
+        let mut a = vec![0u32; fs.hot_frames() + 4];
         fs.alloc(&mut a).unwrap();
         assert!(balanced(&fs));
         // Past the hot list, freed frames are discarding until their madvise is done.
-        let d = fs.free(&a[..HOT_FRAMES + 2]);
+        let d = fs.free(&a[..fs.hot_frames() + 2]);
         assert_eq!(fs.account().discarding, 2);
         assert!(balanced(&fs));
         fs.discard(d);
@@ -740,7 +809,7 @@ mod account_tests {
         assert_eq!((fs.account().taken, fs.held()), (2, 2));
         assert!(balanced(&fs));
         // A migration into one of them retires the frame it replaces.
-        fs.migrated(a[HOT_FRAMES + 2], taken[0]);
+        fs.migrated(a[fs.hot_frames() + 2], taken[0]);
         let acc = fs.account();
         assert_eq!((acc.taken, acc.held), (1, 2));
         assert!(balanced(&fs));

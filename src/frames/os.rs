@@ -22,11 +22,22 @@ use std::ffi::{c_uint, c_ulong};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
-/// The frame size. zsmalloc's unit is the base page; this library assumes 4 KiB pages
-/// (checked at pool creation against `sysconf(_SC_PAGESIZE)`).
-pub const PAGE_SIZE: usize = 4096;
-/// log2 of [`PAGE_SIZE`].
-pub const PAGE_SHIFT: u32 = 12;
+/// The system's page size (`sysconf(_SC_PAGESIZE)`, read once): the unit in which
+/// regions are reserved, committed and discarded. A pool's frame is a multiple of it
+/// (its size is the pool's, `pool/config.rs`), so a frame is aligned to the page, not
+/// to its own size: nothing relies on more.
+pub fn page_size() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    // Relaxed: every thread computes the same value; the cache only saves the call.
+    match PAGE.load(Ordering::Relaxed) {
+        0 => {
+            let p = system_page_size();
+            PAGE.store(p, Ordering::Relaxed);
+            p
+        }
+        p => p,
+    }
+}
 
 /// A reserved range of address space.
 pub struct Region {
@@ -118,7 +129,7 @@ pub extern "C" fn zs_testonly_os_failures() -> c_ulong {
 impl Region {
     /// Reserves `len` bytes (rounded up to pages) of inaccessible address space.
     pub fn reserve(len: usize) -> Result<Region, i32> {
-        let len = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
+        let len = len.div_ceil(page_size()).max(1) * page_size();
         if injected(FAIL_MMAP) {
             return Err(libc::ENOMEM);
         }
@@ -146,8 +157,8 @@ impl Region {
     /// meanwhile. For reservations the OS may refuse whole (RLIMIT_AS) but grant in
     /// part.
     pub fn reserve_prefix(len: usize, mapped: usize) -> Result<Region, i32> {
-        let len = len.div_ceil(PAGE_SIZE).max(1) * PAGE_SIZE;
-        let mapped = mapped.div_ceil(PAGE_SIZE).clamp(1, len / PAGE_SIZE) * PAGE_SIZE;
+        let len = len.div_ceil(page_size()).max(1) * page_size();
+        let mapped = mapped.div_ceil(page_size()).clamp(1, len / page_size()) * page_size();
         let base = Region::reserve(mapped)?;
         let r = Region { base: base.base, len, mapped: AtomicUsize::new(mapped) };
         // The mapping now belongs to `r`.
@@ -169,7 +180,7 @@ impl Region {
 
     /// Makes `[off, off + len)` readable and writable. Page-aligned arguments.
     pub fn commit(&self, off: usize, len: usize) -> Result<(), i32> {
-        assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        assert!(off % page_size() == 0 && len % page_size() == 0 && off + len <= self.len);
         if injected(FAIL_MPROTECT) {
             return Err(libc::ENOMEM);
         }
@@ -185,7 +196,7 @@ impl Region {
     /// Gives the pages of `[off, off + len)` back to the operating system. The range
     /// stays committed; its next use reads zeros.
     pub fn discard(&self, off: usize, len: usize) {
-        debug_assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        debug_assert!(off % page_size() == 0 && len % page_size() == 0 && off + len <= self.len);
         if injected(FAIL_MADVISE) {
             return;
         }
@@ -203,7 +214,7 @@ impl Region {
     /// inaccessible again; the range stays reserved, so `commit` can take it back.
     /// Page-aligned arguments.
     pub fn decommit(&self, off: usize, len: usize) {
-        assert!(off % PAGE_SIZE == 0 && len % PAGE_SIZE == 0 && off + len <= self.len);
+        assert!(off % page_size() == 0 && len % page_size() == 0 && off + len <= self.len);
         self.discard(off, len);
         if injected(FAIL_MPROTECT) {
             return;
@@ -224,7 +235,7 @@ impl Region {
     /// use that range any more; the caller serialises this with `restore_tail`.
     pub fn release_tail(&self, from: usize) {
         let mapped = self.mapped();
-        assert!(from % PAGE_SIZE == 0);
+        assert!(from % page_size() == 0);
         if from >= mapped {
             return;
         }
@@ -241,7 +252,7 @@ impl Region {
     /// reservation). `Err(ENOMEM)` if something else now occupies that address range.
     pub fn restore_tail(&self, to: usize) -> Result<(), i32> {
         let mapped = self.mapped();
-        let to = to.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let to = to.div_ceil(page_size()) * page_size();
         if to <= mapped {
             return Ok(());
         }
@@ -292,7 +303,8 @@ pub fn system_page_size() -> usize {
     // SAFETY: sysconf has no preconditions.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p <= 0 {
-        PAGE_SIZE
+        // Not expected: POSIX has no failure for it. The smallest frame, then.
+        crate::frames::MIN_FRAME_SIZE
     } else {
         p as usize
     }
@@ -314,54 +326,54 @@ mod tests {
 
     #[test]
     fn commit_discard_roundtrip() {
-        let r = Region::reserve(4 * PAGE_SIZE).unwrap();
-        r.commit(0, 2 * PAGE_SIZE).unwrap();
+        let r = Region::reserve(4 * page_size()).unwrap();
+        r.commit(0, 2 * page_size()).unwrap();
         // SAFETY: the first two pages are committed read-write.
         unsafe {
             r.base().write(7);
-            r.base().add(PAGE_SIZE + 1).write(9);
+            r.base().add(page_size() + 1).write(9);
             assert_eq!(r.base().read(), 7);
         }
-        r.discard(0, PAGE_SIZE);
+        r.discard(0, page_size());
         // SAFETY: still committed; discarded pages read as zero.
         unsafe {
             assert_eq!(r.base().read(), 0);
-            assert_eq!(r.base().add(PAGE_SIZE + 1).read(), 9);
+            assert_eq!(r.base().add(page_size() + 1).read(), 9);
         }
     }
 
     #[test]
     fn tail_release_and_restore() {
-        let r = Region::reserve(8 * PAGE_SIZE).unwrap();
-        r.release_tail(2 * PAGE_SIZE);
-        assert_eq!(r.mapped(), 2 * PAGE_SIZE);
-        r.restore_tail(6 * PAGE_SIZE).unwrap();
-        r.commit(5 * PAGE_SIZE, PAGE_SIZE).unwrap();
+        let r = Region::reserve(8 * page_size()).unwrap();
+        r.release_tail(2 * page_size());
+        assert_eq!(r.mapped(), 2 * page_size());
+        r.restore_tail(6 * page_size()).unwrap();
+        r.commit(5 * page_size(), page_size()).unwrap();
         // SAFETY: page 5 is mapped again and committed.
-        unsafe { r.base().add(5 * PAGE_SIZE).write(1) };
+        unsafe { r.base().add(5 * page_size()).write(1) };
         // Someone else maps the address right after the region's mapped part: the
         // region cannot grow over it, and leaves it alone.
-        r.release_tail(6 * PAGE_SIZE);
+        r.release_tail(6 * page_size());
         // SAFETY: a fixed mapping in the released tail, made only for this test.
         let other = unsafe {
             libc::mmap(
-                r.base().add(6 * PAGE_SIZE).cast(),
-                PAGE_SIZE,
+                r.base().add(6 * page_size()).cast(),
+                page_size(),
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
                 -1,
                 0,
             )
         };
-        assert_eq!(other, r.base().wrapping_add(6 * PAGE_SIZE).cast());
-        assert_eq!(r.restore_tail(8 * PAGE_SIZE), Err(libc::ENOMEM));
+        assert_eq!(other, r.base().wrapping_add(6 * page_size()).cast());
+        assert_eq!(r.restore_tail(8 * page_size()), Err(libc::ENOMEM));
         // SAFETY: our test mapping.
         unsafe { (other as *mut u8).write(7) };
         drop(r);
         // SAFETY: the other mapping survived the region's drop.
         unsafe {
             assert_eq!((other as *mut u8).read(), 7);
-            libc::munmap(other, PAGE_SIZE);
+            libc::munmap(other, page_size());
         }
     }
 }

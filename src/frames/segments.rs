@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use parking_lot::Mutex;
 
-use crate::frames::os::{Region, PAGE_SIZE};
+use crate::frames::os::{page_size, Region};
 
 /// Segments an array can have: enough for 2^32 elements.
 const NSEG: usize = 33;
@@ -145,10 +145,11 @@ impl Segments {
     /// holds element `first`: the pages they cover entirely (`inner`) or touch.
     fn pages(&self, first: usize, a: usize, b: usize, inner: bool) -> (usize, usize) {
         let (lo, hi) = ((a - first) * self.elem, (b - first) * self.elem);
+        let page = page_size();
         if inner {
-            (lo.div_ceil(PAGE_SIZE) * PAGE_SIZE, hi / PAGE_SIZE * PAGE_SIZE)
+            (lo.div_ceil(page) * page, hi / page * page)
         } else {
-            (lo / PAGE_SIZE * PAGE_SIZE, hi.div_ceil(PAGE_SIZE) * PAGE_SIZE)
+            (lo / page * page, hi.div_ceil(page) * page)
         }
     }
 
@@ -191,7 +192,7 @@ impl Segments {
         // The reservation begins at the page holding `a` (a segment begins at the
         // array's start or at an element whose offset is a multiple of a page, unless
         // it is the first to be needed, mid-segment).
-        let per_page = (PAGE_SIZE / self.elem).max(1);
+        let per_page = (page_size() / self.elem).max(1);
         let first = (a / per_page * per_page).max(start);
         let whole = (end - first) * self.elem;
         let need = (b - first) * self.elem;

@@ -115,8 +115,14 @@ pub struct SideTable {
 /// Words per page of side table: the side table commits, discards and releases in
 /// these steps. The loom models use pages of four words, to match their commit step
 /// of four frames (`frames/mod.rs`).
-pub const WORDS_PER_PAGE: usize =
-    if cfg!(loom) { 4 } else { crate::frames::os::PAGE_SIZE / std::mem::size_of::<usize>() };
+#[inline]
+pub fn words_per_page() -> usize {
+    if cfg!(loom) {
+        4
+    } else {
+        crate::frames::os::page_size() / std::mem::size_of::<usize>()
+    }
+}
 
 impl SideTable {
     /// Reserves a table for `frames` frames.
@@ -126,8 +132,8 @@ impl SideTable {
 
     /// Makes the words of frames `[from, to)` usable (rounded out to whole pages).
     pub fn commit(&self, from: usize, to: usize) -> Result<(), i32> {
-        let lo = from / WORDS_PER_PAGE * WORDS_PER_PAGE;
-        let hi = (to.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE).min(self.words.len());
+        let lo = from / words_per_page() * words_per_page();
+        let hi = (to.div_ceil(words_per_page()) * words_per_page()).min(self.words.len());
         if hi > lo {
             self.words.commit(lo, hi)?;
         }
@@ -137,8 +143,8 @@ impl SideTable {
     /// Discards the words of frames from `from` to `to` (whole pages only): their
     /// pages go back to the OS and read as zero (free) until written again.
     pub fn discard(&self, from: usize, to: usize) {
-        let lo = from.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE;
-        let hi = (to / WORDS_PER_PAGE * WORDS_PER_PAGE).min(self.words.len());
+        let lo = from.div_ceil(words_per_page()) * words_per_page();
+        let hi = (to / words_per_page() * words_per_page()).min(self.words.len());
         if hi > lo {
             self.words.discard(lo, hi);
         }
@@ -148,7 +154,7 @@ impl SideTable {
     /// `from` stay). No one may read them any more: the caller holds the side table's
     /// extent lock exclusively (`FrameSource::shrink`).
     pub fn release(&self, from: usize) {
-        self.words.release(from.div_ceil(WORDS_PER_PAGE) * WORDS_PER_PAGE);
+        self.words.release(from.div_ceil(words_per_page()) * words_per_page());
     }
 
     /// Maps the words of frames below `to` again after a [`release`](Self::release)
@@ -211,7 +217,7 @@ impl Words {
     const BYTES: usize = std::mem::size_of::<usize>();
 
     fn reserve(n: usize) -> Result<Words, i32> {
-        Ok(Words { segments: crate::frames::segments::Segments::new(Self::BYTES, PAGE_BYTES, n) })
+        Ok(Words { segments: crate::frames::segments::Segments::new(Self::BYTES, page_bytes(), n) })
     }
 
     /// Words the table can hold.
@@ -227,9 +233,9 @@ impl Words {
     fn commit(&self, lo: usize, hi: usize) -> Result<(), i32> {
         self.segments.commit(lo, hi)?;
         // Only ever accessed atomically.
-        for i in (lo..hi).step_by(WORDS_PER_PAGE) {
+        for i in (lo..hi).step_by(words_per_page()) {
             // SAFETY: committed just above.
-            hg::untracked(unsafe { self.word(i) } as *const AtomicUsize as *const u8, PAGE_BYTES);
+            hg::untracked(unsafe { self.word(i) } as *const AtomicUsize as *const u8, page_bytes());
         }
         Ok(())
     }
@@ -261,7 +267,9 @@ impl Words {
 
 /// Bytes of a page of words.
 #[cfg(not(loom))]
-const PAGE_BYTES: usize = WORDS_PER_PAGE * std::mem::size_of::<usize>();
+fn page_bytes() -> usize {
+    words_per_page() * std::mem::size_of::<usize>()
+}
 
 /// The table's memory under loom: every word exists, but only those below
 /// `accessible` may be read; a read of another panics, as a read of an unmapped or

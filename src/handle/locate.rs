@@ -39,10 +39,11 @@ pub(crate) struct Located {
 /// The slots of the objects that start in the given frames, by owner: `frames` pairs
 /// each pfn wanted with a key of the caller's (a zspage), and the result maps each key
 /// to its slots, in slot order. See the module comment for what a pass without the
-/// lane lock may miss.
+/// lane lock may miss. Frames of `1 << shift` bytes.
 pub(crate) fn locate(
     handles: &HandleTable,
     frames: impl IntoIterator<Item = (u32, usize)>,
+    shift: u32,
 ) -> HashMap<usize, Vec<u32>> {
     let mut owner: HashMap<u32, usize> = HashMap::new();
     let mut bits: Vec<u64> = Vec::new();
@@ -65,7 +66,7 @@ pub(crate) fn locate(
         if w.is_vacant() {
             continue;
         }
-        let pfn = pfn_of(w.loc()) as usize;
+        let pfn = pfn_of(w.loc(), shift) as usize;
         if bits.get(pfn / 64).is_some_and(|&b| b >> (pfn % 64) & 1 == 1) {
             found.entry(owner[&(pfn as u32)]).or_default().push(idx);
         }

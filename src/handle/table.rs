@@ -8,14 +8,12 @@
 //! in that class's free-slot list, linked through the slots themselves, so malloc and
 //! free touch only their class's lock.
 
-use crate::frames::os::PAGE_SIZE;
+use crate::frames::os::page_size;
 use crate::handle::slot::Slot;
 use crate::sync::{hg, AtomicU16, AtomicUsize, Mutex, Ordering};
 
 /// Slots taken from the table at once by a class whose free list is empty.
 pub const SLOT_BATCH: usize = 64;
-const SLOTS_PER_PAGE: usize = PAGE_SIZE / 8;
-const SIZES_PER_PAGE: usize = PAGE_SIZE / 2;
 
 /// The handle table: `used <= capacity`, `used` is a whole number of batches, and
 /// every slot below `used` is committed (its size too, where sizes are kept).
@@ -110,8 +108,10 @@ impl HandleTable {
 
     /// Bytes of metadata the table holds (its committed slots and sizes).
     pub fn bytes(&self) -> usize {
-        let sizes = if self.sizes.is_some() { self.used().div_ceil(SIZES_PER_PAGE) * PAGE_SIZE } else { 0 };
-        self.used().div_ceil(SLOTS_PER_PAGE) * PAGE_SIZE + sizes
+        // Whole pages of the system, as they are committed: 8 bytes a slot, 2 a size.
+        let pages = |bytes: usize| bytes.div_ceil(page_size()) * page_size();
+        let sizes = if self.sizes.is_some() { pages(self.used() * 2) } else { 0 };
+        pages(self.used() * 8) + sizes
     }
 
     /// The size recorded beside slot `index`, or None if the table records no sizes.
@@ -192,7 +192,7 @@ impl<T: Zeroed> Cells<T> {
     fn reserve(n: usize) -> Result<Cells<T>, i32> {
         Ok(Cells {
             #[cfg(not(loom))]
-            segments: crate::frames::segments::Segments::new(std::mem::size_of::<T>(), PAGE_SIZE, n),
+            segments: crate::frames::segments::Segments::new(std::mem::size_of::<T>(), page_size(), n),
             #[cfg(loom)]
             cells: (0..n).map(|_| T::zero()).collect(),
             _t: std::marker::PhantomData,
@@ -246,7 +246,7 @@ mod tests {
             t.set_size(6, 65536);
             assert_eq!(t.size(6), Some(65536), "the largest object's size wraps in 16 bits");
         }
-        assert_eq!(t.bytes(), 2 * PAGE_SIZE, "one page of slots, one of sizes");
+        assert_eq!(t.bytes(), 2 * page_size(), "one page of slots, one of sizes");
         let t = HandleTable::new(1000, false).unwrap();
         t.take_batch().unwrap();
         // SAFETY: below the high-water mark.
@@ -254,6 +254,6 @@ mod tests {
             t.set_size(5, 4096);
             assert_eq!(t.size(5), None, "a table without sizes records none");
         }
-        assert_eq!(t.bytes(), PAGE_SIZE);
+        assert_eq!(t.bytes(), page_size());
     }
 }

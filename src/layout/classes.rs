@@ -4,15 +4,17 @@
 //! `frames` order-0 frames holding `objs` places laid end to end, an object allowed to
 //! straddle two frames. Two layouts are built from the same arithmetic:
 //!
-//! - [`Layout::Kernel`], the kernel's table exactly (mm/zsmalloc.c): 255 classes
-//!   16 bytes apart from 32 (`ZS_MIN_ALLOC_SIZE` 32, `CLASS_BITS` 8 so the step is
-//!   PAGE_SIZE >> 8), an 8-byte handle header in every non-huge object
-//!   (`ZS_HANDLE_SIZE`, added to the size before the class lookup), chains of up to
+//! - [`Layout::Kernel`], the kernel's table exactly (mm/zsmalloc.c), with the pool's
+//!   frame where the kernel has `PAGE_SIZE`: 255 classes 16 bytes apart from 32 at
+//!   4 KiB frames (`ZS_MIN_ALLOC_SIZE` 32, `CLASS_BITS` 8 so the step is a 256th of
+//!   the frame; 257 classes 64 and 256 bytes apart at 16 and 64 KiB), an 8-byte
+//!   handle header in every non-huge object (`ZS_HANDLE_SIZE`, added to the size before the class lookup), chains of up to
 //!   `CONFIG_ZSMALLOC_CHAIN_SIZE` frames (default 8, range 4..16) chosen as the length
 //!   with the least tail waste, and merging of neighbouring classes whose frames and
 //!   objects per zspage are equal (the smaller sizes use the larger class). The huge
 //!   class size is the largest class that is neither one frame nor one object, minus
-//!   `ZS_HANDLE_SIZE - 1`: 3257, 3625 and 3833 for chains of 4, 8 and 16.
+//!   `ZS_HANDLE_SIZE - 1`: 3257, 3625 and 3833 for chains of 4, 8 and 16 at 4 KiB.
+//!   `tools/kernel_density.py --page-size` computes the same tables at any page size.
 //! - [`Layout::Dense`], this library's default, has no size classes: objects of
 //!   every size share zspages, packed end to end (`layout/dense.rs`). Its table is a list
 //!   of lanes, each a lock and a set of zspages, one per thread the machine runs at
@@ -20,10 +22,7 @@
 //!
 //! The lookup from a size to its class is one table load.
 
-use crate::frames::os::PAGE_SIZE;
-
-/// Largest object, in bytes (`ZS_MAX_ALLOC_SIZE`).
-pub const MAX_ALLOC_SIZE: usize = PAGE_SIZE;
+use crate::frames::MIN_FRAME_SIZE;
 /// Most frames a zspage may have (the kernel's chain size limit is 16).
 pub const MAX_CHAIN: usize = 16;
 /// Fewest frames the chain limit may be set to (kernel: `CONFIG_ZSMALLOC_CHAIN_SIZE` >= 4).
@@ -81,16 +80,16 @@ impl ClassSpec {
     }
 }
 
-/// The chain length (1..=chain) that leaves the least unused tail for places of `size`:
-/// the first such length wins a tie, and power-of-two sizes take one frame (the rule of
-/// the kernel's calculate_zspage_chain_size()).
-pub fn chain_length(size: usize, chain: usize) -> usize {
+/// The chain length (1..=chain) of frames of `frame` bytes that leaves the least unused
+/// tail for places of `size`: the first such length wins a tie, and power-of-two sizes
+/// take one frame (the rule of the kernel's calculate_zspage_chain_size()).
+pub fn chain_length(size: usize, chain: usize, frame: usize) -> usize {
     if size.is_power_of_two() {
         return 1;
     }
     let mut best = (usize::MAX, 1);
     for k in 1..=chain {
-        let waste = (k * PAGE_SIZE) % size;
+        let waste = (k * frame) % size;
         if waste < best.0 {
             best = (waste, k);
         }
@@ -103,6 +102,8 @@ pub fn chain_length(size: usize, chain: usize) -> usize {
 pub struct ClassTable {
     layout: Layout,
     chain: usize,
+    /// The frame size the table is built for.
+    frame: usize,
     /// The largest object.
     limit: usize,
     /// Every class of the full table, before merging (index -> spec of its merged class).
@@ -115,26 +116,29 @@ pub struct ClassTable {
     nr_full: usize,
 }
 
-/// Spacing of the kernel layout's classes above a page: a sixteenth of a page, where
-/// the kernel spaces its classes a 256th of one apart. Compressed units of 16 and 32
-/// KiB lose on average half a step to their class; the same share of a page's
-/// worth of object would be a step of 16 times the kernel's.
-pub const LARGE_STEP: usize = PAGE_SIZE / 16;
+/// Spacing of the kernel layout's classes above a frame of `frame` bytes: a sixteenth
+/// of the frame, where the kernel spaces its classes a 256th of one apart. Compressed
+/// units of 16 and 32 KiB lose on average half a step to their class; the same share
+/// of a frame's worth of object would be a step of 16 times the kernel's.
+pub fn large_step(frame: usize) -> usize {
+    frame / 16
+}
 
-/// The kernel layout's classes above a page for objects of up to `limit` bytes, as
-/// (size, frames, objects): sizes [`LARGE_STEP`] apart from a page up, the last one at
-/// least `limit` (rounded up to the step); each on the chain length, from the frames
-/// one object needs up to `chain` (or those frames, if more), that leaves the least
-/// tail, the first of equals: the kernel's rule for a class, starting where a zspage
-/// holds an object at all.
-pub fn large_classes(chain: usize, limit: usize) -> Vec<(usize, usize, usize)> {
+/// The kernel layout's classes above a frame of `frame` bytes for objects of up to
+/// `limit` bytes, as (size, frames, objects): sizes [`large_step`] apart from a frame
+/// up, the last one at least `limit` (rounded up to the step); each on the chain
+/// length, from the frames one object needs up to `chain` (or those frames, if more),
+/// that leaves the least tail, the first of equals: the kernel's rule for a class,
+/// starting where a zspage holds an object at all.
+pub fn large_classes(chain: usize, limit: usize, frame: usize) -> Vec<(usize, usize, usize)> {
+    let step = large_step(frame);
     let class = |i: usize| {
-        let size = PAGE_SIZE + i * LARGE_STEP;
-        let least = size.div_ceil(PAGE_SIZE);
-        let frames = (least..=chain.max(least)).min_by_key(|&k| ((k * PAGE_SIZE) % size, k)).unwrap_or(least);
-        (size, frames, frames * PAGE_SIZE / size)
+        let size = frame + i * step;
+        let least = size.div_ceil(frame);
+        let frames = (least..=chain.max(least)).min_by_key(|&k| ((k * frame) % size, k)).unwrap_or(least);
+        (size, frames, frames * frame / size)
     };
-    let mut v: Vec<_> = (1..=limit.saturating_sub(PAGE_SIZE).div_ceil(LARGE_STEP)).map(class).collect();
+    let mut v: Vec<_> = (1..=limit.saturating_sub(frame).div_ceil(step)).map(class).collect();
     // The last class's places hold a header where a zspage holds more than one: one
     // class more if its usable bytes fall short of the limit (it is at most half the
     // longest chain, so the next one still fits in one).
@@ -146,13 +150,16 @@ pub fn large_classes(chain: usize, limit: usize) -> Vec<(usize, usize, usize)> {
     v
 }
 
-/// The dense layout's chain for objects of up to `limit` bytes where `chain` is asked
-/// for: long enough that an object of `limit` bytes fits in the tail of a zspage whose
-/// objects so far fill less than a frame, so that the largest objects still share
-/// zspages (a 32 KiB object spans up to 9 frames), and never above [`MAX_CHAIN`]: a
-/// 64 KiB object takes a zspage of its own.
-pub fn dense_chain(chain: usize, limit: usize) -> usize {
-    chain.max((limit.div_ceil(PAGE_SIZE) + 1).min(MAX_CHAIN))
+/// The dense layout's chain of frames of `frame` bytes for objects of up to `limit`
+/// bytes where `chain` is asked for: long enough that an object of `limit` bytes fits
+/// in the tail of a zspage whose objects so far fill less than a frame, so that the
+/// largest objects still share zspages (a 32 KiB object spans up to 9 frames of
+/// 4 KiB), and never above [`MAX_CHAIN`]: a 64 KiB object takes a zspage of its own.
+/// Nor above what a dense zspage can address (`dense::MAX_OBJECT`, 64 KiB): at larger
+/// frames the dense zspage keeps the bytes it has at 4 KiB (4 frames of 16 KiB, one
+/// of 64 KiB), whatever chain is asked for.
+pub fn dense_chain(chain: usize, limit: usize, frame: usize) -> usize {
+    chain.max((limit.div_ceil(frame) + 1).min(MAX_CHAIN)).min(crate::layout::dense::MAX_OBJECT / frame)
 }
 
 /// Lanes of a dense pool: as many as the machine runs threads at once, up to 16.
@@ -170,14 +177,14 @@ thread_local! {
 }
 
 impl ClassTable {
-    /// Builds the table for `layout` with chains of at most `chain` frames, for objects
-    /// of at most [`MAX_ALLOC_SIZE`] bytes.
+    /// Builds the table for `layout` with chains of at most `chain` frames of 4 KiB,
+    /// for objects of up to a frame.
     pub fn new(layout: Layout, chain: usize) -> ClassTable {
-        ClassTable::with_limit(layout, chain, MAX_ALLOC_SIZE)
+        ClassTable::with_limit(layout, chain, MIN_FRAME_SIZE, MIN_FRAME_SIZE)
     }
 
-    /// Builds the table for `layout` with chains of at most `chain` frames, for objects
-    /// of at most `limit` bytes (`MAX_ALLOC_SIZE..=MAX_CHAIN * PAGE_SIZE`).
+    /// Builds the table for `layout` with chains of at most `chain` frames of `frame`
+    /// bytes, for objects of at most `limit` bytes (`frame..=MAX_CHAIN * frame`).
     ///
     /// The dense layout has no size classes (`layout/dense.rs`): its "classes" are lanes,
     /// each with its own lock and zspages taking objects of every size, and a thread
@@ -187,37 +194,41 @@ impl ClassTable {
     ///
     /// The kernel layout's table up to a page is the kernel's exactly; above it, while
     /// the limit asks, come the large classes ([`large_classes`]).
-    pub fn with_limit(layout: Layout, chain: usize, limit: usize) -> ClassTable {
+    pub fn with_limit(layout: Layout, chain: usize, limit: usize, frame: usize) -> ClassTable {
         assert!((MIN_CHAIN..=MAX_CHAIN).contains(&chain));
-        assert!((MAX_ALLOC_SIZE..=MAX_CHAIN * PAGE_SIZE).contains(&limit));
+        assert!(frame.is_power_of_two() && frame >= MIN_FRAME_SIZE);
+        assert!((frame..=MAX_CHAIN * frame).contains(&limit));
         if layout == Layout::Dense {
             let n = dense_lanes();
-            let chain = dense_chain(chain, limit);
+            let chain = dense_chain(chain, limit, frame);
             let classes =
                 (0..n).map(|index| ClassSpec { index, size: limit, frames: chain, objs: 0, header: 0 }).collect();
             return ClassTable {
                 layout,
                 chain,
+                frame,
                 limit,
                 merged: (0..n).collect(),
                 classes,
                 lookup: Box::new([]),
-                huge_class_size: MAX_ALLOC_SIZE,
+                huge_class_size: frame,
                 nr_full: n,
             };
         }
         // ZS_MIN_ALLOC_SIZE = 32, ZS_SIZE_CLASS_DELTA = PAGE_SIZE >> CLASS_BITS(8), and
-        // the in-object handle header.
-        let (min, step, header) = (32, PAGE_SIZE >> 8, KERNEL_HANDLE_SIZE);
-        let n_page = (PAGE_SIZE - min).div_ceil(step) + 1;
+        // the in-object handle header. The kernel's minimum is the larger of 32 and
+        // what its object index bits leave (a zspage's bytes >> OBJ_INDEX_BITS); with
+        // 64-bit longs that is below 32 at every page size up to 64 KiB, so 32 here.
+        let (min, step, header) = (32, frame >> 8, KERNEL_HANDLE_SIZE);
+        let n_page = (frame - min).div_ceil(step) + 1;
         let mut raw: Vec<(usize, usize, usize)> = (0..n_page)
             .map(|i| {
-                let size = (min + i * step).min(PAGE_SIZE);
-                let frames = chain_length(size, chain);
-                (size, frames, frames * PAGE_SIZE / size)
+                let size = (min + i * step).min(frame);
+                let frames = chain_length(size, chain, frame);
+                (size, frames, frames * frame / size)
             })
             .collect();
-        raw.extend(large_classes(chain, limit));
+        raw.extend(large_classes(chain, limit, frame));
         let n = raw.len();
 
         // Walk from the largest class down; a class whose (frames, objects) equal those
@@ -249,7 +260,7 @@ impl ClassTable {
         let mut lookup = vec![0u16; limit + 1].into_boxed_slice();
         let mut large = n_page;
         for (s, entry) in lookup.iter_mut().enumerate() {
-            *entry = if s <= PAGE_SIZE {
+            *entry = if s <= frame {
                 let with_header = s.max(1) + header;
                 let idx = if with_header <= min { 0 } else { (with_header - min).div_ceil(step) };
                 merged[idx.min(n_page - 1)] as u16
@@ -261,7 +272,12 @@ impl ClassTable {
                 merged[large] as u16
             };
         }
-        ClassTable { layout, chain, limit, merged, classes, lookup, huge_class_size, nr_full: n }
+        ClassTable { layout, chain, frame, limit, merged, classes, lookup, huge_class_size, nr_full: n }
+    }
+
+    /// The frame size the table is built for.
+    pub fn frame_size(&self) -> usize {
+        self.frame
     }
 
     /// The largest object the table takes.
@@ -331,20 +347,56 @@ impl ClassTable {
 mod tests {
     use super::*;
 
-    /// The kernel's rules, restated independently of the table builder: for every
-    /// class index, the size, the chain, the objects, which class it merges into.
-    fn kernel_reference(chain: usize) -> Vec<(usize, usize, usize)> {
-        (0..255)
+    /// The kernel's rules, restated independently of the table builder, with pages of
+    /// `page` bytes: for every class index, the size, the chain, the objects.
+    fn kernel_reference_at(chain: usize, page: usize) -> Vec<(usize, usize, usize)> {
+        let delta = page / 256;
+        (0..(page - 32).div_ceil(delta) + 1)
             .map(|i| {
-                let size = (32 + 16 * i).min(4096);
+                let size = (32 + delta * i).min(page);
                 let frames = if size & (size - 1) == 0 {
                     1
                 } else {
-                    (1..=chain).min_by_key(|k| ((k * 4096) % size, *k)).unwrap()
+                    (1..=chain).min_by_key(|k| ((k * page) % size, *k)).unwrap()
                 };
-                (size, frames, frames * 4096 / size)
+                (size, frames, frames * page / size)
             })
             .collect()
+    }
+
+    fn kernel_reference(chain: usize) -> Vec<(usize, usize, usize)> {
+        kernel_reference_at(chain, 4096)
+    }
+
+    /// At 16 and 64 KiB frames the table is the kernel's at those page sizes: 257
+    /// classes, merged as at 4 KiB, the huge class size where the kernel puts it.
+    #[test]
+    fn kernel_table_at_larger_frames_follows_the_page_size() {
+        for frame in [16384, 65536] {
+            for chain in [4, 8, 16] {
+                let t = ClassTable::with_limit(Layout::Kernel, chain, frame, frame);
+                let reference = kernel_reference_at(chain, frame);
+                assert_eq!((t.nr_full_classes(), reference.len()), (257, 257), "frame {frame}");
+                let mut huge = 0;
+                for (i, &(size, frames, objs)) in reference.iter().enumerate().rev() {
+                    if huge == 0 && frames != 1 && objs != 1 {
+                        huge = size + 1 - 8;
+                    }
+                    let c = t.classes()[t.merged_of(i).unwrap()];
+                    let mut j = i;
+                    while j + 1 < reference.len() && reference[j + 1].1 == frames && reference[j + 1].2 == objs {
+                        j += 1;
+                    }
+                    assert_eq!((c.index, c.size, c.frames, c.objs), (j, reference[j].0, frames, objs), "class {i}");
+                }
+                assert_eq!(t.huge_class_size(), huge, "frame {frame}, chain {chain}");
+                for s in (1..=frame).step_by(7).chain([frame]) {
+                    let c = t.classes()[t.class_for(s)];
+                    assert!(c.usable() >= s, "size {s} fits its place");
+                    assert_eq!(c.is_huge(), s >= huge, "size {s}, frame {frame}, chain {chain}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -385,7 +437,7 @@ mod tests {
     fn kernel_classes_above_a_page_match_their_rules() {
         for chain in [4, 8, 16] {
             for limit in [4097, 8192, 10240, 16384, 20000, 32768, 40000, 65535, 65536] {
-                let t = ClassTable::with_limit(Layout::Kernel, chain, limit);
+                let t = ClassTable::with_limit(Layout::Kernel, chain, limit, 4096);
                 let mut reference = kernel_reference(chain);
                 let mut size: usize = 4096;
                 loop {
@@ -430,11 +482,15 @@ mod tests {
 
     #[test]
     fn dense_chain_holds_the_largest_object_past_a_frame() {
-        assert_eq!(dense_chain(16, 4096), 16);
-        assert_eq!(dense_chain(4, 4096), 4, "a page's limit keeps the chain asked for");
-        assert_eq!(dense_chain(4, 32768), 9, "a 32 KiB object spans up to 9 frames");
-        assert_eq!(dense_chain(4, 65536), 16, "the longest chain: a 64 KiB object alone");
-        let t = ClassTable::with_limit(Layout::Dense, 4, 16384);
+        assert_eq!(dense_chain(16, 4096, 4096), 16);
+        assert_eq!(dense_chain(4, 4096, 4096), 4, "a page's limit keeps the chain asked for");
+        assert_eq!(dense_chain(4, 32768, 4096), 9, "a 32 KiB object spans up to 9 frames");
+        assert_eq!(dense_chain(4, 65536, 4096), 16, "the longest chain: a 64 KiB object alone");
+        // Larger frames: the zspage keeps at most 64 KiB, the dense layout's reach.
+        assert_eq!(dense_chain(16, 16384, 16384), 4);
+        assert_eq!(dense_chain(4, 65536, 16384), 4);
+        assert_eq!(dense_chain(8, 65536, 65536), 1);
+        let t = ClassTable::with_limit(Layout::Dense, 4, 16384, 4096);
         assert!(t.classes().iter().all(|c| (c.frames, c.size) == (5, 16384)));
     }
 
@@ -456,11 +512,11 @@ mod tests {
             let t = ClassTable::new(Layout::Dense, chain);
             assert!(!t.classes().is_empty() && t.classes().len() <= 16);
             for (i, c) in t.classes().iter().enumerate() {
-                assert_eq!((c.index, c.size, c.frames, c.objs, c.header), (i, MAX_ALLOC_SIZE, chain, 0, 0));
+                assert_eq!((c.index, c.size, c.frames, c.objs, c.header), (i, 4096, chain, 0, 0));
                 assert_eq!(t.by_index(i), Some(i));
                 assert!(!c.is_huge());
             }
-            assert_eq!(t.huge_class_size(), MAX_ALLOC_SIZE);
+            assert_eq!(t.huge_class_size(), 4096);
             let mine = t.class_for(1);
             assert!((1..=4096).all(|s| t.class_for(s) == mine), "one thread, one lane, every size");
         }

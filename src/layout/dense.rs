@@ -32,26 +32,36 @@
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
 //! - no two holes are neighbours, and the last byte before `end` is an object's;
-//! - every length is positive, an object's at most 65536 (sixteen frames, the
-//!   longest chain: a hole's at most 65535, as a zspage with a hole keeps an object);
+//! - every length is positive, an object's at most 65536 (a zspage's most bytes:
+//!   sixteen frames of 4 KiB, four of 16 KiB, one of 64 KiB; a hole's at most 65535,
+//!   as a zspage with a hole keeps an object);
 //!   `end <= cap`;
 //! - the object count, the byte count and the largest hole match.
 
-/// The largest object a dense zspage can hold: the longest chain's bytes. Hole offsets
-/// and lengths fit 16 bits below it.
-pub const MAX_OBJECT: usize = crate::layout::classes::MAX_CHAIN * crate::frames::os::PAGE_SIZE;
+/// The largest object a dense zspage can hold, and its most bytes: the longest chain
+/// of the smallest frames (`layout/classes.rs`, `dense_chain`, keeps larger frames'
+/// zspages within it). Hole offsets and lengths fit 16 bits below it.
+pub const MAX_OBJECT: usize = crate::layout::classes::MAX_CHAIN * UNIT;
+
+/// What a zspage's bytes are counted in ([`FreeSpace`]): the smallest frame, of which
+/// every frame is a whole number.
+const UNIT: usize = crate::frames::MIN_FRAME_SIZE;
 
 /// Width of a placement bucket, in bytes of a zspage's longest free run.
 pub const BUCKET_BYTES: usize = 64;
-/// The bucket of zspages with a free run of 4096 bytes or more (any object fits).
-pub const TOP_BUCKET: usize = crate::frames::os::PAGE_SIZE / BUCKET_BYTES;
+/// Runs the buckets tell apart: a pool whose objects are all up to this size is listed
+/// by buckets alone, whatever its frame size.
+pub const BUCKETED_RUN: usize = 4096;
+/// The bucket of zspages with a free run of 4096 bytes or more (any object fits in a
+/// pool of objects up to that size).
+pub const TOP_BUCKET: usize = BUCKETED_RUN / BUCKET_BYTES;
 /// The list of zspages compaction is emptying: malloc places nothing there.
 pub const DRAIN: usize = TOP_BUCKET + 1;
 /// Width of a band, in bytes of a zspage's longest free run: in a pool of objects
 /// larger than a page, zspages with a run of two bands or more are on band lists
 /// rather than the top bucket, so that malloc finds a run that fits a large object
 /// without looking through zspages whose runs do not.
-pub const BAND_BYTES: usize = 2 * crate::frames::os::PAGE_SIZE;
+pub const BAND_BYTES: usize = 2 * BUCKETED_RUN;
 /// Band lists, after the drain list: runs of 1, 2, ... bands, the last one with
 /// every longer run.
 pub const BANDS: usize = 7;
@@ -130,9 +140,9 @@ impl Arrivals {
     /// Frames, at most `chain`, for a new zspage opened by an object of `len` bytes
     /// (noted already): the whole chain, unless sizes are rising (then see
     /// [`zspage_frames`]).
-    pub fn zspage_frames(&self, len: usize, chain: usize) -> usize {
+    pub fn zspage_frames(&self, len: usize, chain: usize, frame: usize) -> usize {
         if self.ascending() {
-            zspage_frames(len, chain)
+            zspage_frames(len, chain, frame)
         } else {
             chain
         }
@@ -149,12 +159,12 @@ pub const DESCRIPTOR_BYTES: usize = 128;
 /// longer zspage. The kernel's rule for a
 /// class (`chain_length` in `layout/classes.rs`) weighs the tail alone: here a shorter
 /// zspage also costs a descriptor more per byte.
-pub fn zspage_frames(len: usize, chain: usize) -> usize {
-    let least = len.div_ceil(crate::frames::os::PAGE_SIZE);
+pub fn zspage_frames(len: usize, chain: usize, frame: usize) -> usize {
+    let least = len.div_ceil(frame);
     debug_assert!(len > 0 && least <= chain);
     let descriptor = DESCRIPTOR_BYTES;
     // Waste and bytes of a zspage of `k` frames.
-    let cost = |k: usize| ((k * crate::frames::os::PAGE_SIZE) % len + descriptor, k * crate::frames::os::PAGE_SIZE);
+    let cost = |k: usize| ((k * frame) % len + descriptor, k * frame);
     (least..=chain).rev().fold(chain, |best, k| {
         let ((w, b), (bw, bb)) = (cost(k), cost(best));
         // w / b < bw / bb, without division.
@@ -323,8 +333,8 @@ pub struct FreeSpace {
     nhole: u16,
     /// The largest hole's length (0: none).
     largest_hole: u16,
-    /// Frames of the chain.
-    frames: u8,
+    /// Bytes of the chain, in units of the smallest frame (at most 16).
+    units: u8,
     /// Whether the zspage is listed by bands ([`list_of`]): a pool of objects larger
     /// than a page.
     bands: bool,
@@ -335,21 +345,22 @@ pub struct FreeSpace {
 }
 
 impl FreeSpace {
-    /// An empty zspage of `frames` frames, listed by buckets alone.
+    /// An empty zspage of `frames` frames of 4 KiB, listed by buckets alone.
     #[cfg(test)]
     pub fn new(frames: usize) -> FreeSpace {
-        FreeSpace::with_bands(frames, false)
+        FreeSpace::with_bands(frames * UNIT, false)
     }
 
-    /// An empty zspage of `frames` frames, listed by bands if `bands` ([`list_of`]).
-    pub fn with_bands(frames: usize, bands: bool) -> FreeSpace {
-        debug_assert!((1..=16).contains(&frames));
+    /// An empty zspage of `cap` bytes (whole frames, at most [`MAX_OBJECT`]), listed
+    /// by bands if `bands` ([`list_of`]).
+    pub fn with_bands(cap: usize, bands: bool) -> FreeSpace {
+        debug_assert!(cap % UNIT == 0 && (UNIT..=MAX_OBJECT).contains(&cap));
         FreeSpace {
             buf: Box::new([]),
             nobj: 0,
             nhole: 0,
             largest_hole: 0,
-            frames: frames as u8,
+            units: (cap / UNIT) as u8,
             bands,
             end: 0,
             used: 0,
@@ -382,7 +393,7 @@ impl FreeSpace {
     /// Bytes of the chain.
     #[inline]
     pub fn cap(&self) -> usize {
-        self.frames as usize * crate::frames::os::PAGE_SIZE
+        self.units as usize * UNIT
     }
 
     /// Bytes taken by objects.
@@ -815,7 +826,7 @@ mod tests {
         assert_eq!(list_of(16383, true), DRAIN + 1);
         assert_eq!(list_of(16384, true), DRAIN + 2);
         assert_eq!(list_of(65535, true), DRAIN + BANDS, "the last band takes every longer run");
-        let mut x = FreeSpace::with_bands(16, true);
+        let mut x = FreeSpace::with_bands(65536, true);
         assert_eq!(x.list(), DRAIN + BANDS);
         x.place(40000).unwrap();
         assert_eq!(x.list(), DRAIN + (65536 - 40000) / BAND_BYTES);
@@ -825,18 +836,18 @@ mod tests {
     fn zspage_length_fits_the_size_that_opens_it() {
         // 3000 bytes: 4 objects in 3 frames leave 288 bytes, the least of chains 1..4
         // (1096, 2192, 288 and 1384 bytes left).
-        assert_eq!(zspage_frames(3000, 4), 3);
+        assert_eq!(zspage_frames(3000, 4, 4096), 3);
         // Sizes that divide a frame waste nothing at any length: the whole chain, for
         // the fewest descriptors.
-        assert_eq!(zspage_frames(4096, 16), 16);
-        assert_eq!(zspage_frames(1024, 8), 8);
-        assert_eq!(zspage_frames(32, 16), 16);
+        assert_eq!(zspage_frames(4096, 16, 4096), 16);
+        assert_eq!(zspage_frames(1024, 8, 4096), 8);
+        assert_eq!(zspage_frames(32, 16, 4096), 16);
         // A tail shorter by a descriptor's bytes is not worth a zspage of a quarter of
         // the length: 100 bytes leave 96 in 1 frame, 36 in 16.
-        assert_eq!(zspage_frames(100, 16), 16);
+        assert_eq!(zspage_frames(100, 16, 4096), 16);
         for chain in [4, 8, 16] {
             for len in (1..=4096).step_by(7) {
-                let k = zspage_frames(len, chain);
+                let k = zspage_frames(len, chain, 4096);
                 assert!((1..=chain).contains(&k), "{len} bytes, chain {chain}: {k} frames");
                 let waste = |k: usize| ((k * 4096) % len + 128) as f64 / (k * 4096) as f64;
                 assert!((1..=chain).all(|j| waste(k) <= waste(j)), "{len} bytes, chain {chain}: {k} frames");
@@ -851,15 +862,15 @@ mod tests {
             a.note(len * 100);
         }
         assert!(!a.ascending());
-        assert_eq!(a.zspage_frames(3000, 4), 4, "not yet a run: the whole chain");
+        assert_eq!(a.zspage_frames(3000, 4, 4096), 4, "not yet a run: the whole chain");
         a.note(3000);
         assert!(a.ascending());
-        assert_eq!(a.zspage_frames(3000, 4), 3);
+        assert_eq!(a.zspage_frames(3000, 4, 4096), 3);
         a.note(3000);
         assert!(a.ascending(), "equal sizes do not end the run");
         a.note(2999);
         assert!(!a.ascending(), "a smaller size ends it");
-        assert_eq!(a.zspage_frames(3000, 4), 4);
+        assert_eq!(a.zspage_frames(3000, 4, 4096), 4);
     }
 
     /// Replays `ops` on an empty chain of `frames` frames against a byte map, checking

@@ -25,12 +25,11 @@ pub mod zspage;
 
 use std::collections::{HashMap, HashSet};
 
-use crate::frames::os::PAGE_SIZE;
 use crate::frames::pfn_of;
 use crate::handle::locate::{locate, objects_now};
 use crate::handle::HandleTable;
 use crate::layout::classes::{ClassSpec, Layout};
-use crate::layout::dense::{bucket, bucket_for, list_of, FreeSpace, BANDS, DRAIN, NR_LISTS, TOP_BUCKET};
+use crate::layout::dense::{bucket, bucket_for, list_of, FreeSpace, BANDS, BUCKETED_RUN, DRAIN, NR_LISTS, TOP_BUCKET};
 use crate::layout::kernel::{fullness_group, Objects, GROUP_EMPTY, GROUP_FULL, NR_GROUPS};
 use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, ZsPage};
@@ -50,12 +49,13 @@ pub(crate) struct Object {
 }
 
 impl Layout {
-    /// The contents of a new, empty zspage of class `spec` over `frames` frames.
-    pub(crate) fn body(self, spec: &ClassSpec, frames: usize) -> Body {
+    /// The contents of a new, empty zspage of class `spec` over `frames` frames of
+    /// `1 << shift` bytes.
+    pub(crate) fn body(self, spec: &ClassSpec, frames: usize, shift: u32) -> Body {
         match self {
             Layout::Kernel => Body::Kernel(Objects::new(spec.objs)),
             // A lane's size is the pool's largest object.
-            Layout::Dense => Body::Dense(FreeSpace::with_bands(frames, spec.size > PAGE_SIZE)),
+            Layout::Dense => Body::Dense(FreeSpace::with_bands(frames << shift, spec.size > BUCKETED_RUN)),
         }
     }
 
@@ -81,7 +81,7 @@ impl Layout {
     pub(crate) fn pick(self, lists: &Lists, len: usize) -> Option<*mut ZsPage> {
         match self {
             Layout::Kernel => (GROUP_EMPTY..GROUP_FULL).rev().map(|g| lists.head(g)).find(|z| !z.is_null()),
-            Layout::Dense if len > PAGE_SIZE => pick_large(lists, len),
+            Layout::Dense if len > BUCKETED_RUN => pick_large(lists, len),
             // Where no bucket has room, a pool of large objects may have zspages with
             // room on its bands (none in other pools: the branch taken only before a
             // new zspage is opened).
@@ -94,21 +94,24 @@ impl Layout {
     /// arriving call for ([`Arrivals`](crate::layout::dense::Arrivals), which notes this
     /// opening first: malloc's openings tell how sizes arrive, where compaction's,
     /// always the whole chain, follow the objects' places), and no longer than
-    /// `headroom` (the frames the page limit leaves) allows.
+    /// `headroom` (the frames the page limit leaves) allows. Frames of `1 << shift`
+    /// bytes.
     pub(crate) fn zspage_frames(
         self,
         lists: &mut Lists,
         spec: &ClassSpec,
         len: usize,
+        shift: u32,
         headroom: impl FnOnce() -> usize,
     ) -> usize {
         match self {
             Layout::Kernel => spec.frames,
             Layout::Dense => {
                 lists.arrivals.note(len);
-                // An object takes the frames its bytes need (one, up to a page); past
+                // An object takes the frames its bytes need (one, up to a frame); past
                 // the page limit's headroom, the frame source refuses the zspage.
-                lists.arrivals.zspage_frames(len, spec.frames).min(headroom()).max(len.div_ceil(PAGE_SIZE))
+                let frame = 1 << shift;
+                lists.arrivals.zspage_frames(len, spec.frames, frame).min(headroom()).max(len.div_ceil(frame))
             }
         }
     }
@@ -116,12 +119,12 @@ impl Layout {
     /// Frames compaction could free in a class of `spec` with `zspages` zspages,
     /// `live` objects and `requested` bytes of them: whole zspages' worth of free
     /// places (the kernel's zs_can_compact()), or of free bytes (dense, where an
-    /// object takes exactly its size).
-    pub(crate) fn freeable(self, spec: &ClassSpec, zspages: usize, live: usize, requested: usize) -> usize {
+    /// object takes exactly its size). Frames of `1 << shift` bytes.
+    pub(crate) fn freeable(self, spec: &ClassSpec, zspages: usize, live: usize, requested: usize, shift: u32) -> usize {
         match self {
             Layout::Kernel => (zspages * spec.objs).saturating_sub(live) / spec.objs * spec.frames,
             Layout::Dense => {
-                let cap = spec.frames * PAGE_SIZE;
+                let cap = spec.frames << shift;
                 (zspages * cap).saturating_sub(requested) / cap * spec.frames
             }
         }
@@ -130,15 +133,16 @@ impl Layout {
     /// The slots of the objects in the frames `frames()` names, by key, for the
     /// layouts whose zspages do not list their objects: one pass over the handle table
     /// (dense, see `handle/locate.rs`); nothing for the kernel layout, whose entries list
-    /// them (`frames` is not called).
+    /// them (`frames` is not called). Frames of `1 << shift` bytes.
     pub(crate) fn locate(
         self,
         handles: &HandleTable,
+        shift: u32,
         frames: impl FnOnce() -> Vec<(u32, usize)>,
     ) -> HashMap<usize, Vec<u32>> {
         match self {
             Layout::Kernel => HashMap::new(),
-            Layout::Dense => locate(handles, frames()),
+            Layout::Dense => locate(handles, frames(), shift),
         }
     }
 }
@@ -237,21 +241,29 @@ impl Body {
 
     /// The objects of zspage `zs`, whose body this is, as the holder of its class
     /// lock sees them: from the entries (kernel), or from `found`, the slots a pass
-    /// over the handle table found in its frames, as they are now (dense).
-    pub(crate) fn objects(&self, zs: &ZsPage, spec: &ClassSpec, handles: &HandleTable, found: &[u32]) -> Vec<Object> {
+    /// over the handle table found in its frames, as they are now (dense). Frames of
+    /// `1 << shift` bytes.
+    pub(crate) fn objects(
+        &self,
+        zs: &ZsPage,
+        spec: &ClassSpec,
+        handles: &HandleTable,
+        found: &[u32],
+        shift: u32,
+    ) -> Vec<Object> {
         match self {
             Body::Kernel(o) => o
                 .allocated()
                 .map(|(obj, e)| Object { idx: e.link, off: obj * spec.size, len: spec.usable(), size: e.len() })
                 .collect(),
-            Body::Dense(_) => objects_now(handles, found, |loc| chain_offset(zs, loc))
+            Body::Dense(_) => objects_now(handles, found, |loc| chain_offset(zs, loc, shift))
                 .into_iter()
                 .map(|o| Object { idx: o.idx, off: o.off, len: o.len, size: o.len })
                 .collect(),
         }
     }
 
-    /// The objects of `zs` whose bytes overlap bytes `lo..hi` of its chain, as (handle
+    /// The objects of `zs` whose bytes overlap `bytes` of its chain, as (handle
     /// slot, chain offset): all of them, or None. The kernel layout finds them from
     /// its places (an object's place is its class size, its header included); the
     /// dense layout among `found` (see [`objects`](Self::objects)), and only if those
@@ -263,9 +275,10 @@ impl Body {
         spec: &ClassSpec,
         handles: &HandleTable,
         found: &[u32],
-        lo: usize,
-        hi: usize,
+        bytes: std::ops::Range<usize>,
+        shift: u32,
     ) -> Option<Vec<(u32, usize)>> {
+        let (lo, hi) = (bytes.start, bytes.end);
         match self {
             Body::Kernel(o) => {
                 let first = lo.saturating_sub(spec.size - 1) / spec.size;
@@ -279,7 +292,7 @@ impl Body {
             }
             Body::Dense(x) => {
                 let inside: Vec<Object> = self
-                    .objects(zs, spec, handles, found)
+                    .objects(zs, spec, handles, found, shift)
                     .into_iter()
                     .filter(|o| o.off < hi && o.off + o.len > lo)
                     .collect();
@@ -292,8 +305,16 @@ impl Body {
     /// Checks the body of a zspage of `nframes` frames in a class of `spec`, on list
     /// `g`, against its objects as [`objects`](Self::objects) listed them: the
     /// layout's own invariants (`layout/kernel.rs`, `layout/dense.rs`), that an empty zspage was
-    /// not kept, its length, and that it is on the list it calls for.
-    pub(crate) fn check(&self, spec: &ClassSpec, nframes: usize, g: usize, objects: &[Object]) -> Result<(), String> {
+    /// not kept, its length (frames of `1 << shift` bytes), and that it is on the list
+    /// it calls for.
+    pub(crate) fn check(
+        &self,
+        spec: &ClassSpec,
+        nframes: usize,
+        g: usize,
+        objects: &[Object],
+        shift: u32,
+    ) -> Result<(), String> {
         match self {
             Body::Kernel(o) => {
                 if nframes != spec.frames {
@@ -319,7 +340,7 @@ impl Body {
                 if x.is_empty() {
                     return Err("an empty zspage was kept".into());
                 }
-                if x.cap() != nframes * PAGE_SIZE {
+                if x.cap() != nframes << shift {
                     return Err(format!("zspage of {} bytes", x.cap()));
                 }
                 if g != DRAIN && g != x.list() {
@@ -332,10 +353,10 @@ impl Body {
 }
 
 /// The chain offset of arena location `loc` if it lies in one of `zs`'s frames.
-fn chain_offset(zs: &ZsPage, loc: u64) -> Option<usize> {
-    let pfn = pfn_of(loc);
+fn chain_offset(zs: &ZsPage, loc: u64, shift: u32) -> Option<usize> {
+    let pfn = pfn_of(loc, shift);
     let k = zs.frame_list().position(|p| p == pfn)?;
-    Some(ZsPage::offset_in_chain(k, loc))
+    Some(ZsPage::offset_in_chain(k, loc, shift))
 }
 
 impl Lists {
@@ -486,8 +507,8 @@ pub(crate) enum Sweep {
 
 impl Sweep {
     /// Begins a compaction of a class of `spec` whose lists are `lists` (its lock
-    /// held): the dense layout chooses its sources now.
-    pub(crate) fn begin(layout: Layout, lists: &mut Lists, spec: &ClassSpec) -> Sweep {
+    /// held), frames of `1 << shift` bytes: the dense layout chooses its sources now.
+    pub(crate) fn begin(layout: Layout, lists: &mut Lists, spec: &ClassSpec, shift: u32) -> Sweep {
         match layout {
             Layout::Kernel => Sweep::Kernel { tried: HashSet::new() },
             Layout::Dense => {
@@ -506,7 +527,7 @@ impl Sweep {
                     .collect();
                 // Fullest last, by the share of their bytes in use.
                 all.sort_unstable_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)));
-                let sources = drain_count(all.iter().map(|&(used, cap, _)| (used, cap)), spec.frames * PAGE_SIZE);
+                let sources = drain_count(all.iter().map(|&(used, cap, _)| (used, cap)), spec.frames << shift);
                 let mut frames = Vec::new();
                 for &(_, _, zs) in &all[..sources] {
                     // SAFETY: `zs` is a live descriptor on one of the lane's lists (found
@@ -527,9 +548,9 @@ impl Sweep {
     /// pass over the handle table. No object is placed in a drained zspage, so none
     /// is missed; those freed or moved meanwhile drop out under the lock
     /// ([`objects`](Self::objects)).
-    pub(crate) fn find_objects(&mut self, handles: &HandleTable) {
+    pub(crate) fn find_objects(&mut self, handles: &HandleTable, shift: u32) {
         if let Sweep::Dense { frames, found, .. } = self {
-            *found = locate(handles, std::mem::take(frames));
+            *found = locate(handles, std::mem::take(frames), shift);
         }
     }
 
@@ -582,12 +603,13 @@ impl Sweep {
         body: &Body,
         spec: &ClassSpec,
         handles: &HandleTable,
+        shift: u32,
     ) -> Vec<Object> {
         let found = match self {
             Sweep::Dense { found, .. } => found.remove(&(src as *const ZsPage as usize)).unwrap_or_default(),
             Sweep::Kernel { .. } => Vec::new(),
         };
-        body.objects(src, spec, handles, &found)
+        body.objects(src, spec, handles, &found, shift)
     }
 
     /// Whether a source with a held object (mapped, being read or written) is left
@@ -693,7 +715,7 @@ mod tests {
 
     #[test]
     fn drain_count_frees_at_least_one_zspage() {
-        let cap = 16 * PAGE_SIZE;
+        let cap = 16 * 4096;
         // Two half-used zspages fit in one: both are emptied.
         assert_eq!(drain_count([(cap / 2, cap), (cap / 2, cap)].into_iter(), cap), 2);
         // One half-used zspage alone would just move: nothing to gain.
@@ -704,7 +726,7 @@ mod tests {
         let nearly_full = cap - cap / 32;
         assert_eq!(drain_count([(cap / 4, cap), (cap / 4, cap), (nearly_full, cap)].into_iter(), cap), 2);
         // A short zspage counts its own bytes.
-        assert_eq!(drain_count([(100, PAGE_SIZE), (cap / 2, cap)].into_iter(), cap), 0);
-        assert_eq!(drain_count([(100, PAGE_SIZE), (cap / 2, cap), (cap / 2, cap)].into_iter(), cap), 3);
+        assert_eq!(drain_count([(100, 4096), (cap / 2, cap)].into_iter(), cap), 0);
+        assert_eq!(drain_count([(100, 4096), (cap / 2, cap), (cap / 2, cap)].into_iter(), cap), 3);
     }
 }

@@ -19,7 +19,6 @@ use std::cell::UnsafeCell;
 
 use crate::sync::{hg, AtomicU32, Ordering};
 
-use crate::frames::os::PAGE_SHIFT;
 use crate::frames::side::{FrameType, FrameWord};
 use crate::frames::{location, offset_in_frame};
 use crate::layout::classes::MAX_CHAIN;
@@ -105,17 +104,19 @@ impl ZsPage {
         (0..self.nframes as usize).map(|k| self.frame(k))
     }
 
-    /// Arena location of byte `off` of the chain.
+    /// Arena location of byte `off` of the chain, whose frames are of `1 << shift`
+    /// bytes.
     #[inline]
-    pub fn loc_of(&self, off: usize) -> u64 {
-        location(self.frame(off >> PAGE_SHIFT), off & ((1 << PAGE_SHIFT) - 1))
+    pub fn loc_of(&self, off: usize, shift: u32) -> u64 {
+        location(self.frame(off >> shift), off & ((1 << shift) - 1), shift)
     }
 
     /// The offset in its chain of location `loc`, which lies in frame `k` of the chain
-    /// (the side-table word of its frame says `k`): [`loc_of`](Self::loc_of)'s inverse.
+    /// (the side-table word of its frame says `k`), frames of `1 << shift` bytes:
+    /// [`loc_of`](Self::loc_of)'s inverse.
     #[inline]
-    pub fn offset_in_chain(k: usize, loc: u64) -> usize {
-        (k << PAGE_SHIFT) + offset_in_frame(loc)
+    pub fn offset_in_chain(k: usize, loc: u64, shift: u32) -> usize {
+        (k << shift) + offset_in_frame(loc, shift)
     }
 
     /// The side-table word of frame `k` of the zspage at `zs`, of type `ty`.
@@ -168,7 +169,6 @@ unsafe impl Send for DeferredFree {}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frames::os::PAGE_SIZE;
 
     #[test]
     fn descriptor_layout() {
@@ -176,10 +176,12 @@ mod tests {
         assert_eq!(std::mem::size_of::<ZsPage>(), 128, "the README counts 128 bytes a descriptor");
         let z = ZsPage::new(3, &[7, 8], Body::Kernel(Objects::new(5)));
         assert_eq!(z.frame_list().collect::<Vec<_>>(), vec![7, 8]);
-        assert_eq!(z.loc_of(4096 + 5), (8 << 12) + 5);
+        assert_eq!(z.loc_of(4096 + 5, 12), (8 << 12) + 5);
+        assert_eq!(z.loc_of(16384 + 5, 14), (8 << 14) + 5);
+        assert_eq!(ZsPage::offset_in_chain(1, (8 << 16) + 5, 16), 65536 + 5);
         let d = ZsPage::new(0, &[1, 2], Body::Dense(FreeSpace::new(2)));
         // SAFETY: this test is the only user of the descriptor.
         let Body::Dense(x) = &unsafe { d.state() }.body else { panic!("a dense body") };
-        assert_eq!(x.cap(), 2 * PAGE_SIZE);
+        assert_eq!(x.cap(), 2 * 4096);
     }
 }

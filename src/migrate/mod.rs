@@ -40,7 +40,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use crate::error::{Error, Result};
-use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
 use crate::frames::side::{FrameType, FrameWord};
 use crate::handle::locate::locate;
 use crate::handle::slot::Word;
@@ -117,22 +116,26 @@ impl PoolCore {
         // SAFETY: `state` asks for the class lock (`st`) and no other reference to the
         // zspage's state: none is taken while this one is used, in this function.
         let s = unsafe { zs.state() };
-        let frame_lo = k * PAGE_SIZE;
-        let frame_hi = frame_lo + PAGE_SIZE;
+        let (shift, frame) = (self.frames().shift(), self.frames().frame_size());
+        let frame_lo = k << shift;
+        let frame_hi = frame_lo + frame;
         // The objects overlapping the frame, as (slot index, start in the chain): from
         // what the caller found, else from a pass under the lock, which misses none.
         let key = zs as *const ZsPage as usize;
         let found = known.get(&key).map_or(&[][..], |v| v);
-        let objects = match s.body.objects_in(zs, &spec, self.handles(), found, frame_lo, frame_hi).or_else(|| {
-            let all = locate(self.handles(), zs.frame_list().map(|pfn| (pfn, key))).remove(&key).unwrap_or_default();
-            s.body.objects_in(zs, &spec, self.handles(), &all, frame_lo, frame_hi)
-        }) {
-            Some(objects) => objects,
-            None => {
-                debug_assert!(false, "a pass under the lock locates every object");
-                return Err(Error::Invalid("the frame's objects could not all be located"));
-            }
-        };
+        let objects =
+            match s.body.objects_in(zs, &spec, self.handles(), found, frame_lo..frame_hi, shift).or_else(|| {
+                let all = locate(self.handles(), zs.frame_list().map(|pfn| (pfn, key)), shift)
+                    .remove(&key)
+                    .unwrap_or_default();
+                s.body.objects_in(zs, &spec, self.handles(), &all, frame_lo..frame_hi, shift)
+            }) {
+                Some(objects) => objects,
+                None => {
+                    debug_assert!(false, "a pass under the lock locates every object");
+                    return Err(Error::Invalid("the frame's objects could not all be located"));
+                }
+            };
         let mut claimed: Vec<(u32, Word, usize)> = Vec::new();
         for (link, start) in objects {
             // SAFETY: `slot_unchecked` asks for an index below the high-water mark: the
@@ -150,14 +153,14 @@ impl PoolCore {
             }
         }
         let (from_addr, to_addr) = (self.frames().frame_addr(pfn), self.frames().frame_addr(to));
-        track_read(from_addr, PAGE_SIZE);
-        track_write(to_addr, PAGE_SIZE);
+        track_read(from_addr, frame);
+        track_write(to_addr, frame);
         // SAFETY: the source is readable for a page and no one writes it: every object
         // overlapping frame `pfn` is claimed and the class lock is held; the
         // destination is writable for a page and no one else touches it: frame `to` is
         // the caller's, unused (1); both are committed frames of the arena (held and
         // taken frames are below the committed top), and distinct, so not overlapping.
-        unsafe { std::ptr::copy_nonoverlapping(from_addr, to_addr, PAGE_SIZE) };
+        unsafe { std::ptr::copy_nonoverlapping(from_addr, to_addr, frame) };
         // Relaxed: readers reach `frames[k]` only through an object overlapping frame
         // k, all of which are claimed; the Release of `end_move` below publishes it.
         zs.frames[k].store(to, SyncOrdering::Relaxed);
@@ -170,7 +173,7 @@ impl PoolCore {
             self.frames().side().set(pfn, FrameWord::FREE);
         }
         for (idx, c, start) in claimed {
-            let loc = if start >> PAGE_SHIFT == k { zs.loc_of(start) } else { c.loc() };
+            let loc = if start >> shift == k { zs.loc_of(start, shift) } else { c.loc() };
             // SAFETY: a slot listed and claimed above: below the mark.
             unsafe { self.handles().slot_unchecked(idx) }.end_move(c, loc);
         }
@@ -288,7 +291,7 @@ impl PoolCore {
     /// handle table (for [`move_frame`](Self::move_frame)); empty for the kernel
     /// layout. The caller holds the compaction lock, and the pfns were below the top.
     fn locate_in_frames(&self, pfns: &[u32]) -> HashMap<usize, Vec<u32>> {
-        self.layout().locate(self.handles(), || {
+        self.layout().locate(self.handles(), self.frames().shift(), || {
             let mut frames: Vec<(u32, usize)> = Vec::new();
             let mut seen: HashSet<usize> = HashSet::new();
             let guard = epoch::pin();
@@ -339,7 +342,7 @@ mod tests {
     }
 
     fn pfn_of(p: &Pool, h: Handle) -> u32 {
-        crate::frames::pfn_of(p.resolve(h, "test").unwrap().0.load().loc())
+        p.frames().pfn_of(p.resolve(h, "test").unwrap().0.load().loc())
     }
 
     /// A list of a zspage's objects that misses some, or names objects elsewhere,

@@ -28,8 +28,7 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 
 use crate::error::{Error, Result};
-use crate::frames::os::{PAGE_SHIFT, PAGE_SIZE};
-use crate::frames::{location, offset_in_frame, pfn_of, FrameSource};
+use crate::frames::FrameSource;
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
 use crate::layout::zspage::ZsPage;
@@ -101,11 +100,13 @@ unsafe fn each_piece(
     let mut done = 0;
     while done < len {
         let at = off + done;
-        let within = at & (PAGE_SIZE - 1);
-        let n = (PAGE_SIZE - within).min(len - done);
+        // SAFETY: `frames` is alive (the precondition).
+        let (shift, frame) = unsafe { ((*frames).shift(), (*frames).frame_size()) };
+        let within = at & (frame - 1);
+        let n = (frame - within).min(len - done);
         // SAFETY: both alive (the precondition); the chain covers the range, as the
         // span that led here was made for it.
-        let addr = unsafe { (*frames).addr(location((*zs).frame(at >> PAGE_SHIFT), within)) };
+        let addr = unsafe { (*frames).addr((*frames).location((*zs).frame(at >> shift), within)) };
         f(addr, done, n);
         done += n;
     }
@@ -238,12 +239,12 @@ thread_local! {
     static PAGE_BUFS: RefCell<Vec<PageBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A buffer of at least `len` bytes: a page for any object up to one, as many bytes
+/// A buffer of at least `len` bytes: 4 KiB for any object up to that, as many bytes
 /// as a larger object has (a buffer too short is dropped for it).
 fn take_buf(len: usize) -> PageBuf {
     match PAGE_BUFS.try_with(|b| b.borrow_mut().pop()).ok().flatten() {
         Some(buf) if buf.len() >= len => buf,
-        _ => vec![0u8; len.max(PAGE_SIZE)].into_boxed_slice(),
+        _ => vec![0u8; len.max(crate::frames::MIN_FRAME_SIZE)].into_boxed_slice(),
     }
 }
 
@@ -341,7 +342,7 @@ impl PoolCore {
             Some(size) => size,
             None => {
                 // SAFETY: the object is held, so its frame is held by its zspage.
-                let zs = ZsPage::of(unsafe { self.frames().side().get(pfn_of(loc)) });
+                let zs = ZsPage::of(unsafe { self.frames().side().get(self.frames().pfn_of(loc)) });
                 // SAFETY: the hold keeps the object, its zspage and its descriptor alive.
                 let class = unsafe { (*zs).class } as usize;
                 self.classes()[class].spec.usable()
@@ -386,7 +387,7 @@ impl PoolCore {
     /// in its first frame, else wherever its zspage's chain goes on.
     #[inline]
     pub(crate) fn span(&self, pin: &Pin, len: usize) -> Span {
-        if offset_in_frame(pin.loc) + len <= PAGE_SIZE {
+        if self.frames().offset_in_frame(pin.loc) + len <= self.frames().frame_size() {
             return Span::One(self.frames().addr(pin.loc));
         }
         self.span_across(pin, len)
@@ -396,8 +397,8 @@ impl PoolCore {
     #[inline(never)]
     fn span_across(&self, pin: &Pin, len: usize) -> Span {
         // SAFETY: the object is held, so its frame is held by its zspage.
-        let fw = unsafe { self.frames().side().get(pfn_of(pin.loc)) };
-        let off = ZsPage::offset_in_chain(fw.index(), pin.loc);
+        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(pin.loc)) };
+        let off = ZsPage::offset_in_chain(fw.index(), pin.loc, self.frames().shift());
         // SAFETY: held, so the descriptor is alive, its frames stay, and the object is
         // at `off`.
         unsafe { self.zspage_span(&*ZsPage::of(fw), off, len) }
@@ -410,27 +411,28 @@ impl PoolCore {
     /// on an object in those bytes, or the class lock with the objects claimed).
     #[inline]
     pub(crate) unsafe fn zspage_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
-        if len > PAGE_SIZE {
+        let (shift, frame) = (self.frames().shift(), self.frames().frame_size());
+        if len > frame {
             // SAFETY: `large_span` asks for `zs` alive with its frames stable while the
             // span is used: this function's own precondition.
             return unsafe { self.large_span(zs, off, len) };
         }
-        let k = off >> PAGE_SHIFT;
-        let within = off & (PAGE_SIZE - 1);
+        let k = off >> shift;
+        let within = off & (frame - 1);
         let pfn = zs.frame(k);
-        let here = self.frames().addr(location(pfn, within));
-        if within + len <= PAGE_SIZE {
+        let here = self.frames().addr(self.frames().location(pfn, within));
+        if within + len <= frame {
             return Span::One(here);
         }
         let next = zs.frame(k + 1);
         if self.frames().adjacent(pfn, next) {
             Span::One(here)
         } else {
-            Span::Two(here, PAGE_SIZE - within, self.frames().frame_addr(next))
+            Span::Two(here, frame - within, self.frames().frame_addr(next))
         }
     }
 
-    /// [`zspage_span`](Self::zspage_span) for more than a page: in place where every
+    /// [`zspage_span`](Self::zspage_span) for more than a frame: in place where every
     /// frame it covers follows the one before in memory.
     ///
     /// # Safety
@@ -438,9 +440,10 @@ impl PoolCore {
     /// on an object in those bytes, or the class lock with the objects claimed).
     #[inline(never)]
     unsafe fn large_span(&self, zs: &ZsPage, off: usize, len: usize) -> Span {
-        let (first, last) = (off >> PAGE_SHIFT, (off + len - 1) >> PAGE_SHIFT);
+        let shift = self.frames().shift();
+        let (first, last) = (off >> shift, (off + len - 1) >> shift);
         let pfn = zs.frame(first);
-        let here = self.frames().addr(location(pfn, off & (PAGE_SIZE - 1)));
+        let here = self.frames().addr(self.frames().location(pfn, off & ((1 << shift) - 1)));
         // Adjacent by address, not by number: consecutive numbers part at a segment
         // boundary.
         if (first + 1..=last).all(|k| self.frames().adjacent(zs.frame(k - 1), zs.frame(k))) {

@@ -48,10 +48,11 @@ impl PoolCore {
         let mut live_objects = 0usize;
         let mut free_slots = 0usize;
         let used_slots = self.handles().used();
+        let shift = self.frames().shift();
         let mut slot_owner: HashSet<u32> = HashSet::new();
         // Zspages that keep no object list (dense) have as objects the slots that
         // locate into their frames (every lock is held, so the pass is exact).
-        let located = self.layout().locate(self.handles(), || {
+        let located = self.layout().locate(self.handles(), self.frames().shift(), || {
             let mut frames: Vec<(u32, usize)> = Vec::new();
             for st in &guards {
                 // Bounded: the walk below checks that the lists end.
@@ -86,8 +87,10 @@ impl PoolCore {
                     ensure!(s.group as usize == g, "class {ci}: zspage on list {g} says group {}", s.group);
                     // The objects, and the body's own invariants against them.
                     let found = located.get(&(zs as usize)).map_or(&[][..], |v| v);
-                    let objects = s.body.objects(z, spec, self.handles(), found);
-                    s.body.check(spec, z.nframes as usize, g, &objects).map_err(|e| format!("class {ci}: {e}"))?;
+                    let objects = s.body.objects(z, spec, self.handles(), found, shift);
+                    s.body
+                        .check(spec, z.nframes as usize, g, &objects, shift)
+                        .map_err(|e| format!("class {ci}: {e}"))?;
                     body_bytes += s.body.meta_bytes();
                     // Frames and their side-table words.
                     let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
@@ -114,7 +117,7 @@ impl PoolCore {
                         // Held by a reader, a writer or a mapping, or PENDING: still the
                         // object's.
                         ensure!(!w.is_vacant(), "slot {idx} of a live object is free");
-                        let loc = z.loc_of(off);
+                        let loc = z.loc_of(off, shift);
                         ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
                         requested += size;
                     }

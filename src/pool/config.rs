@@ -18,20 +18,41 @@ pub struct Config {
     pub layout: Layout,
     /// Automatic compaction (off by default).
     pub auto_compact: AutoCompact,
-    /// Largest object the pool takes, up to [`MAX_OBJECT_LIMIT`]; 0 means
-    /// `ZS_MAX_ALLOC_SIZE` (4096).
+    /// Largest object the pool takes, up to [`MAX_OBJECT_LIMIT`]; 0 means the frame
+    /// size (the kernel's `ZS_MAX_ALLOC_SIZE` is its `PAGE_SIZE`).
     pub max_object_size: usize,
+    /// Bytes of a frame, the pool's unit as the page is the kernel's: 0 means the
+    /// system's page size; otherwise a power of two from 4096 to 65536 and a multiple
+    /// of the system's page size.
+    pub frame_size: usize,
 }
 
-/// The largest `max_object_size` a pool may be configured with: 64 KiB, sixteen
-/// frames, the longest chain (`layout/classes.rs`).
+/// The largest `max_object_size` a pool may be configured with, at every frame size:
+/// 64 KiB, sixteen frames of 4 KiB, the longest chain (`layout/classes.rs`), and the
+/// most a dense zspage addresses (`layout/dense.rs`).
 pub const MAX_OBJECT_LIMIT: usize = 65536;
 
 impl Config {
-    /// The object limit this configuration asks for.
-    pub(crate) fn object_limit(&self) -> Result<usize> {
+    /// The frame size this configuration asks for, checked against the system's page.
+    pub(crate) fn frame(&self) -> Result<usize> {
+        let page = crate::frames::os::page_size();
+        let frame = if self.frame_size == 0 { page } else { self.frame_size };
+        let allowed = crate::frames::MIN_FRAME_SIZE..=crate::frames::MAX_FRAME_SIZE;
+        if !frame.is_power_of_two() || !allowed.contains(&frame) || frame % page != 0 {
+            return Err(Error::Invalid(if self.frame_size == 0 {
+                "the system's page size is not a frame size this library supports (4096..65536)"
+            } else {
+                "frame_size must be 0 or a power of two from 4096 to 65536, a multiple of the page size"
+            }));
+        }
+        Ok(frame)
+    }
+
+    /// The object limit this configuration asks for in a pool of frames of `frame`
+    /// bytes.
+    pub(crate) fn object_limit(&self, frame: usize) -> Result<usize> {
         match self.max_object_size {
-            0 => Ok(crate::layout::classes::MAX_ALLOC_SIZE),
+            0 => Ok(frame),
             n if n <= MAX_OBJECT_LIMIT => Ok(n),
             _ => Err(Error::Invalid("max_object_size above 65536")),
         }

@@ -27,7 +27,6 @@
 //! pass over it as over a held object); found by passes over the handle table, and
 //! by the checker, as an object whose slot has already let go of it.
 
-use crate::frames::pfn_of;
 use crate::handle::slot::{Slot, SlotError, Word};
 use crate::layout::zspage::ZsPage;
 use crate::pool::{ClassState, PoolCore, Released};
@@ -170,7 +169,7 @@ impl PoolCore {
         // SAFETY: `get` asks for a committed word that stays mapped: the PENDING
         // object is still in its zspage, which holds the frame (a zspage dies only
         // when empty, under the class lock we hold).
-        let fw = unsafe { self.frames().side().get(pfn_of(loc)) };
+        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(loc)) };
         let zs = ZsPage::of(fw);
         // SAFETY: as above, the zspage is alive; `class` never changes.
         debug_assert_eq!(unsafe { (*zs).class } as usize, ci);
@@ -202,7 +201,7 @@ mod tests {
         let loc = p.resolve(h, "test").unwrap().0.load().loc();
         // SAFETY: the frame of a live object, held by its zspage: its word stays
         // mapped, and its descriptor alive.
-        unsafe { (*ZsPage::of(p.frames().side().get(pfn_of(loc)))).class as usize }
+        unsafe { (*ZsPage::of(p.frames().side().get(p.frames().pfn_of(loc)))).class as usize }
     }
 
     fn filled(p: &Pool, n: usize) -> Vec<Handle> {

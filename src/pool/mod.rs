@@ -50,20 +50,23 @@ pub(crate) mod stats;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{report_misuse, Error, Result};
-use crate::frames::os::{physical_memory, system_page_size, PAGE_SHIFT, PAGE_SIZE};
+use crate::frames::os::physical_memory;
 use crate::frames::side::{FrameType, FrameWord};
-use crate::frames::{pfn_of, Discard, FrameSource};
+use crate::frames::{Discard, FrameSource};
 use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::handle::{Handle, HandleTable, PoolId};
-use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_ALLOC_SIZE, MAX_CHAIN, MIN_CHAIN};
+use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_CHAIN, MIN_CHAIN};
 use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
 use crate::pool::deferred::{Deferral, Deferred};
 use crate::sync::{epoch, hg, Mutex};
 
-/// Most frames a pool's arena can address: a slot's location has 40 bits of bytes.
-pub const MAX_POOL_FRAMES: usize = ((MAX_LOC as usize) + 1) >> PAGE_SHIFT;
+/// Most frames a pool of frames of `1 << shift` bytes can address: a slot's location
+/// has 40 bits of bytes, so 2^28 frames of 4 KiB, 2^26 of 16 KiB, 2^24 of 64 KiB.
+pub fn max_pool_frames(shift: u32) -> usize {
+    ((MAX_LOC as usize) + 1) >> shift
+}
 
 /// The state a class lock protects.
 pub(crate) struct ClassState {
@@ -159,36 +162,36 @@ impl PoolCore {
     /// The pool's structures for `config`, its arena's frames below `bottom` never
     /// handed out (0 but in tests: `Pool::testonly_starting_at`).
     pub(crate) fn build_at(name: &str, config: &Config, bottom: usize) -> Result<PoolCore> {
-        if system_page_size() != PAGE_SIZE {
-            return Err(Error::Invalid("this library needs 4 KiB pages"));
-        }
+        let frame = config.frame()?;
+        let shift = frame.trailing_zeros();
         let chain = match config.chain_size {
             0 => config.layout.default_chain(),
             c if (MIN_CHAIN..=MAX_CHAIN).contains(&c) => c,
             _ => return Err(Error::Invalid("chain_size must be 0 or 4..16")),
         };
         config.auto_compact.validate()?;
-        let limit = config.object_limit()?;
-        if config.max_pages > MAX_POOL_FRAMES {
-            return Err(Error::Invalid("max_pages above the arena's limit (2^28 frames)"));
+        let limit = config.object_limit(frame)?;
+        let max_frames = max_pool_frames(shift);
+        if config.max_pages > max_frames {
+            return Err(Error::Invalid("max_pages above the arena's limit (2^40 bytes of frames)"));
         }
         // Before any memory is taken: the identity is what most often runs out.
         let id = PoolId::new().ok_or(Error::TooManyPools)?;
-        // Classes for objects up to a page at least, as the kernel's table has them.
-        let table = ClassTable::with_limit(config.layout, chain, limit.max(MAX_ALLOC_SIZE));
+        // Classes for objects up to a frame at least, as the kernel's table has them.
+        let table = ClassTable::with_limit(config.layout, chain, limit.max(frame), frame);
         // Without a limit, reserve (not commit) as many frames as the machine has memory.
         let nframes = if config.max_pages != 0 {
             config.max_pages
         } else {
-            (physical_memory() / PAGE_SIZE).clamp(1 << 16, MAX_POOL_FRAMES)
+            (physical_memory() >> shift).clamp(1 << 16, max_frames)
         };
         let frame_limit = if config.max_pages != 0 { config.max_pages } else { nframes };
         let layout = config.layout;
         // Slots for an average object of the smallest size the layout expects: a
         // reservation, committed as used.
         let smallest = layout.smallest_object(&table.classes()[0]);
-        let frames = FrameSource::starting_at(nframes, frame_limit, bottom).map_err(Error::from_errno)?;
-        let handles = HandleTable::new(nframes.saturating_mul(PAGE_SIZE / smallest), layout.sizes_beside_slots())
+        let frames = FrameSource::starting_at(nframes, frame_limit, bottom, shift).map_err(Error::from_errno)?;
+        let handles = HandleTable::new(nframes.saturating_mul(frame / smallest), layout.sizes_beside_slots())
             .map_err(Error::from_errno)?;
         let classes = table
             .classes()
@@ -361,7 +364,7 @@ impl PoolCore {
         // SAFETY: `take_slot` returned an index below the table's high-water mark.
         unsafe { self.handles.set_size(idx, size) };
         // SAFETY: `zs` is live and ours (class lock).
-        let loc = unsafe { (*zs).loc_of(off) };
+        let loc = unsafe { (*zs).loc_of(off, self.frames.shift()) };
         Ok(self.publish(class, idx, gen, loc, size))
     }
 
@@ -408,7 +411,8 @@ impl PoolCore {
     #[inline(never)]
     fn open_zspage(&self, ci: usize, st: &mut ClassState, len: usize) -> Result<*mut ZsPage> {
         let spec = &self.classes[ci].spec;
-        let frames = self.layout.zspage_frames(&mut st.lists, spec, len, || self.frames.headroom());
+        let frames =
+            self.layout.zspage_frames(&mut st.lists, spec, len, self.frames.shift(), || self.frames.headroom());
         self.new_zspage(ci, st, frames)
     }
 
@@ -465,7 +469,7 @@ impl PoolCore {
         let mut pfns = [0u32; MAX_CHAIN];
         let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
-        let body = self.layout.body(spec, n);
+        let body = self.layout.body(spec, n, self.frames.shift());
         let (list, body_bytes) = (body.list(), body.meta_bytes());
         let zs = Box::into_raw(ZsPage::new(ci, pfns, body));
         let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
@@ -556,7 +560,7 @@ impl PoolCore {
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
         // SAFETY: our pin keeps the object's frame held by its zspage.
-        let fw = unsafe { self.frames.side().get(pfn_of(loc)) };
+        let fw = unsafe { self.frames.side().get(self.frames.pfn_of(loc)) };
         let zs = ZsPage::of(fw);
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
@@ -624,7 +628,7 @@ impl PoolCore {
         idx: u32,
     ) -> Option<Released> {
         let class = &self.classes[ci];
-        let off = ZsPage::offset_in_chain(k, loc);
+        let off = ZsPage::offset_in_chain(k, loc, self.frames.shift());
         // SAFETY: `idx` names a slot of this pool (1). A size beside it is rewritten
         // only when the slot is next taken, under a class lock after ours.
         let beside_slot = unsafe { self.handles.size(idx) };
@@ -682,13 +686,13 @@ impl PoolCore {
             let loc = unsafe { pin.slot().as_ref() }.load().loc();
             // SAFETY: the object is pinned, so its frame is held by its zspage and its
             // side-table word is committed.
-            let fw = unsafe { self.frames.side().get(pfn_of(loc)) };
+            let fw = unsafe { self.frames.side().get(self.frames.pfn_of(loc)) };
             let zs = ZsPage::of(fw);
             // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
             let ci = unsafe { (*zs).class } as usize;
             let class = &self.classes[ci];
             let _st = class.state.lock();
-            let off = ZsPage::offset_in_chain(fw.index(), loc);
+            let off = ZsPage::offset_in_chain(fw.index(), loc, self.frames.shift());
             // SAFETY: the zspage is alive (our pin) and we hold its class lock, which
             // protects its body.
             let s = unsafe { (*zs).state() };

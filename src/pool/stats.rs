@@ -35,12 +35,14 @@ pub struct PoolInfo {
     pub read_copied_bytes: u64,
     /// Largest object the pool takes.
     pub max_object_size: u64,
+    /// Bytes of a frame, the unit of `total_pages`.
+    pub frame_size: u64,
 }
 
 impl PoolInfo {
     /// Frames plus metadata, in bytes: the footprint density is measured against.
     pub fn footprint(&self) -> u64 {
-        self.total_pages * crate::frames::os::PAGE_SIZE as u64 + self.meta_bytes
+        self.total_pages * self.frame_size + self.meta_bytes
     }
 }
 
@@ -100,6 +102,7 @@ impl PoolCore {
         i.frames_migrated = n.frames_migrated.load(Ordering::Relaxed);
         i.read_copied_bytes = n.read_copied_bytes.load(Ordering::Relaxed);
         i.max_object_size = self.max_object_size() as u64;
+        i.frame_size = self.frames().frame_size() as u64;
         i
     }
 
@@ -122,7 +125,7 @@ impl PoolCore {
         let (live, requested) = (c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
         drop(st);
         let nzspages = zspages.iter().sum::<u64>() as usize;
-        let freeable = self.layout().freeable(&c.spec, nzspages, live, requested);
+        let freeable = self.layout().freeable(&c.spec, nzspages, live, requested, self.frames().shift());
         Ok(ClassInfo {
             index,
             class_size: c.spec.size,
@@ -143,7 +146,7 @@ impl PoolCore {
         // Relaxed: an estimate; the compaction itself rechecks under the lock.
         let (zspages, live, requested) =
             (c.zspages.load(Ordering::Relaxed), c.live.load(Ordering::Relaxed), c.requested.load(Ordering::Relaxed));
-        self.layout().freeable(&c.spec, zspages, live, requested)
+        self.layout().freeable(&c.spec, zspages, live, requested, self.frames().shift())
     }
 
     /// Indices of every class, ascending.

@@ -18,7 +18,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 
 /// A pool with a bounded arena (tests create many pools).
 pub fn pool(layout: Layout) -> Pool {
-    Pool::with_config("test", &Config { max_pages: 1 << 18, layout, ..Config::default() }).unwrap()
+    Pool::with_config("test", &Config { max_pages: 1 << 18, layout, ..config() }).unwrap()
 }
 
 /// Asserts the pool's invariants.
@@ -160,4 +160,28 @@ pub fn fill(layout: Layout, chain: usize, sizes: &[usize]) -> Filled {
         kernel_count: req / kernel_foot,
         waste: (foot - req) / live,
     }
+}
+
+/// The frame size the suites run with: `ZS_TEST_FRAME_SIZE` in bytes (`make test`
+/// runs the suites at 4, 16 and 64 KiB), or 0, the system's page, where it is unset.
+pub fn frame_size() -> usize {
+    match std::env::var("ZS_TEST_FRAME_SIZE") {
+        Ok(v) => v.parse().expect("ZS_TEST_FRAME_SIZE is a number of bytes"),
+        Err(_) => 0,
+    }
+}
+
+/// The frame size the suites' pools have, in bytes: [`frame_size`], or the system's
+/// page where that is 0.
+pub fn frame() -> usize {
+    match frame_size() {
+        0 => Pool::new("page").unwrap().info().frame_size as usize,
+        f => f,
+    }
+}
+
+/// The default configuration with the suites' frame size: what every test's pool is
+/// built from.
+pub fn config() -> Config {
+    Config { frame_size: frame_size(), ..Config::default() }
 }
