@@ -41,11 +41,14 @@ def load(paths):
 
 
 def case_key(r):
-    # A pool with another object limit is another case (the limit sets the dense
-    # layout's chain and the kernel layout's classes); it is named with the sizes.
+    # A pool with another object limit or frame size is another case (they set the
+    # dense layout's chain and the kernel layout's classes); it is named with the sizes.
+    # The frame size asked for, not the one reported: the malloc shim counts 4096.
     sizes = r["sizes"]
     if r.get("max_object_size", 4096) != 4096:
         sizes = f"{sizes}, max object size {r['max_object_size']}"
+    if r.get("frame_size_opt", 0):
+        sizes = f"{sizes}, frames of {r['frame_size_opt']} bytes"
     return (r["workload"], sizes, r["objects"], r["threads"])
 
 

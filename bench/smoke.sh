@@ -3,7 +3,8 @@
 # the library and on the malloc shim, each verified byte for byte; the verifier must
 # catch a corrupted object; a comparison whose preload did not take must be refused;
 # compare.py must merge the results; zshot (bench/hot.c) must run every figure; a pool
-# of 32 KiB objects must take the 32 KiB unit trace, verified, at a density in range.
+# of 32 KiB objects must take the 32 KiB unit trace, verified, at a density in range,
+# in 4 KiB frames and in 64 KiB ones.
 #
 # Environment: ZSBENCH, ZS_ON_MALLOC, PYTHON; JEMALLOC and ZSHOT (optional), TRACE_DIR.
 set -u
@@ -77,16 +78,23 @@ density_in() { # log phase lo hi
 }
 # Every object of the 32 KiB unit trace written, read, mapped, compacted, churned and
 # verified in a pool of 32 KiB objects, checked after each phase; the density after the
-# fill and after the compaction at least lo-fill and lo-compact.
-large_units() { # layout lo-fill lo-compact
-    "$ZSBENCH" --expect zsmalloc --layout "$1" --max-object-size 32768 --trace "$units32" --check \
-        --json "$out/units-$1.json" >"$out/units.log" || { cat "$out/units.log"; return 1; }
-    density_in "$out/units.log" fill "$2" 1 && density_in "$out/units.log" compact "$3" 1
+# fill and after the compaction at least lo-fill and lo-compact; more zsbench options
+# after those (a run with them is another case, with its own result file).
+large_units() { # layout lo-fill lo-compact [option value]
+    lay=$1 lo_fill=$2 lo_compact=$3
+    shift 3
+    "$ZSBENCH" --expect zsmalloc --layout "$lay" --max-object-size 32768 --trace "$units32" --check "$@" \
+        --json "$out/units-$lay${2:+-$2}.json" >"$out/units.log" || { cat "$out/units.log"; return 1; }
+    density_in "$out/units.log" fill "$lo_fill" 1 && density_in "$out/units.log" compact "$lo_compact" 1
 }
 check 0 "zsmalloc dense, objects up to 32 KiB: 32 KiB units verified, density in range" \
     large_units dense 0.96 0.95
 check 0 "zsmalloc kernel layout, objects up to 32 KiB: 32 KiB units verified, density in range" \
     large_units kernel 0.88 0.88
+check 0 "zsmalloc dense, 64 KiB frames: 32 KiB units verified, density in range" \
+    large_units dense 0.96 0.95 --frame-size 65536
+WANT_TEXT="frame size 12288" check 1 "a frame size the library refuses is reported" \
+    zs --frame-size 12288 --trace "$node"
 check 0 "malloc shim, objects up to 32 KiB: 32 KiB units verified" \
     shim --expect malloc --max-object-size 32768 --trace "$units32" --objects 2000
 WANT_TEXT="not a size in 1..4096" check 1 "a trace above the pool's object limit is refused" \

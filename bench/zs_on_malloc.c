@@ -318,6 +318,7 @@ EXPORT int zs_pool_info(struct zs_pool *pool, struct zs_pool_info *info)
     out.requested_bytes = (unsigned long)requested;
     out.total_pages = held_frames(pool);
     out.max_object_size = pool->max_object;
+    out.frame_size = 4096; /* held_frames counts the resident set in 4096-byte units */
     size_t n = info->size < sizeof out ? info->size : sizeof out;
     out.size = info->size;
     memcpy(info, &out, n);

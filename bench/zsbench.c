@@ -131,6 +131,7 @@ static struct {
     unsigned sweep_count;
     unsigned sweep_max;
     unsigned max_object_opt; /* --max-object-size; 0: the pool's default */
+    unsigned frame_size_opt; /* --frame-size; 0: the system page */
     const char *order;
     uint64_t churn_ops;
     int check;
@@ -173,8 +174,8 @@ static struct {
     .layout = ZS_LAYOUT_DENSE,
     .chain = 0,
     .order = "as-given",
-    /* Bytes per frame, for the footprint and the zspages' size; a later change sets it
-     * from the pool (zs_pool_info) where the probe reads max_object. */
+    /* Bytes per frame, for the footprint and the zspages' size: the probe reads the
+     * pool's (zs_pool_info); a library that does not say counts 4096-byte frames. */
     .frame_size = 4096,
     .report_lock = PTHREAD_MUTEX_INITIALIZER,
 };
@@ -629,7 +630,8 @@ static struct zs_pool_config pool_config(void)
     return (struct zs_pool_config){.size = sizeof(struct zs_pool_config),
                                    .chain_size = B.chain,
                                    .layout = (enum zs_layout)B.layout,
-                                   .max_object_size = B.max_object_opt};
+                                   .max_object_size = B.max_object_opt,
+                                   .frame_size = B.frame_size_opt};
 }
 
 /* The pool's limits, asked of a pool made as the measured one will be (and destroyed
@@ -640,7 +642,8 @@ static void probe_pool(void)
     struct zs_pool_config cfg = pool_config();
     struct zs_pool *p = zs_create_pool_with("zsbench-probe", &cfg);
     if (!p)
-        die("zs_create_pool_with (max object size %u): %s", B.max_object_opt, strerror(errno));
+        die("zs_create_pool_with (max object size %u, frame size %u): %s", B.max_object_opt, B.frame_size_opt,
+            strerror(errno));
     struct zs_pool_info info = {.size = sizeof info};
     if (zs_pool_info(p, &info) != 0)
         die("zs_pool_info: %s", strerror(errno));
@@ -648,13 +651,16 @@ static void probe_pool(void)
     if (info.max_object_size < 1 || info.max_object_size > UINT32_MAX / 2)
         die("the pool reports a max_object_size of %lu", info.max_object_size);
     B.max_object = (unsigned)info.max_object_size;
+    if (info.frame_size)
+        B.frame_size = info.frame_size;
 }
 
 /* The sweep's upper end: the kernel layout's huge class size for the chain in use,
  * asked of a kernel-layout pool, so that every implementation sweeps the same sizes. */
 static unsigned kernel_huge_class_size(void)
 {
-    struct zs_pool_config cfg = {.size = sizeof cfg, .chain_size = B.chain, .layout = ZS_LAYOUT_KERNEL};
+    struct zs_pool_config cfg = {
+        .size = sizeof cfg, .chain_size = B.chain, .layout = ZS_LAYOUT_KERNEL, .frame_size = B.frame_size_opt};
     struct zs_pool *p = zs_create_pool_with("zsbench-probe", &cfg);
     if (!p)
         die("zs_create_pool_with (kernel layout probe): %s", strerror(errno));
@@ -808,7 +814,8 @@ static void usage(FILE *f)
             "                       --trace, else sweep)\n"
             "  --order as-given|ascending|descending|sawtooth|by-size  arrival order of the sizes (default as-given)\n"
             "  --trace FILE         one object size per line (1..the pool's max object size)\n"
-            "  --max-object-size N  the pool's max_object_size (default 0: the library's, 4096)\n"
+            "  --max-object-size N  the pool's max_object_size (default 0: the library's, the frame size)\n"
+            "  --frame-size N       the pool's frame_size (default 0: the system page)\n"
             "  --objects N          objects (trace: cycled/truncated to N; default: trace length)\n"
             "  --threads N          worker threads (default 1)\n"
             "  --free-fraction F    fraction freed in the free phase (default 0.5)\n"
@@ -849,7 +856,7 @@ static void parse_args(int argc, char **argv)
 {
     enum { O_TRACE = 256, O_OBJECTS, O_THREADS, O_FREE, O_SEED, O_LAYOUT, O_CHAIN, O_JSON, O_EXPECT,
            O_LABEL, O_WORKLOAD, O_STEP, O_COUNT, O_MAX, O_CHURN, O_PHASES, O_CHECK, O_CORRUPT, O_QUIET,
-           O_HELP, O_ORDER, O_MAX_OBJECT };
+           O_HELP, O_ORDER, O_MAX_OBJECT, O_FRAME };
     static const struct option opts[] = {
         {"trace", required_argument, 0, O_TRACE},       {"objects", required_argument, 0, O_OBJECTS},
         {"threads", required_argument, 0, O_THREADS},   {"free-fraction", required_argument, 0, O_FREE},
@@ -862,6 +869,7 @@ static void parse_args(int argc, char **argv)
         {"check", no_argument, 0, O_CHECK},             {"inject-corruption", no_argument, 0, O_CORRUPT},
         {"quiet", no_argument, 0, O_QUIET},             {"help", no_argument, 0, O_HELP},
         {"order", required_argument, 0, O_ORDER},       {"max-object-size", required_argument, 0, O_MAX_OBJECT},
+        {"frame-size", required_argument, 0, O_FRAME},
         {0, 0, 0, 0},
     };
     int c;
@@ -906,6 +914,13 @@ static void parse_args(int argc, char **argv)
             if (v > UINT32_MAX)
                 die("bad --max-object-size: %s", optarg);
             B.max_object_opt = (unsigned)v;
+            break;
+        }
+        case O_FRAME: {
+            unsigned long long v = parse_count(optarg, "--frame-size");
+            if (v > UINT32_MAX)
+                die("bad --frame-size: %s", optarg);
+            B.frame_size_opt = (unsigned)v;
             break;
         }
         case O_CHURN: B.churn_ops = parse_count(optarg, "--churn-ops"); break;
@@ -1019,7 +1034,8 @@ static void write_json(uint64_t total_errors)
     json_str(f, B.sizes_desc);
     fprintf(f, ",\n  \"objects\": %" PRIu64 ",\n  \"threads\": %u,\n  \"layout\": \"%s\",\n  \"chain\": %u,\n",
             B.objects, B.threads, B.layout == ZS_LAYOUT_KERNEL ? "kernel" : "dense", B.chain);
-    fprintf(f, "  \"max_object_size\": %u,\n  \"frame_size\": %lu,\n", B.max_object, B.frame_size);
+    fprintf(f, "  \"max_object_size\": %u,\n  \"frame_size\": %lu,\n  \"frame_size_opt\": %u,\n", B.max_object,
+            B.frame_size, B.frame_size_opt);
     fprintf(f, "  \"seed\": %" PRIu64 ",\n  \"free_fraction\": %.6g,\n  \"churn_ops\": %" PRIu64 ",\n", B.seed,
             B.free_fraction, B.churn_ops);
     fprintf(f, "  \"errors\": %" PRIu64 ",\n  \"phases\": [\n", total_errors);
