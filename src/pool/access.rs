@@ -112,9 +112,9 @@ unsafe fn each_piece(
     }
 }
 
-/// The MMU's smallest page, whatever the frame size: the granule in which the arena's
-/// memory is mapped or not.
-const MMU_PAGE: usize = 4096;
+/// The boundaries where mapped memory may end: every page size this library runs on is
+/// a multiple of the smallest, so a 4 KiB boundary is found whatever the system's page.
+const MAP_GRAIN: usize = crate::frames::MIN_FRAME_SIZE;
 /// How far from a page's end a copy out of the arena stops its long part.
 const COPY_TAIL: usize = 128;
 
@@ -133,7 +133,7 @@ const COPY_TAIL: usize = 128;
 /// `src` is readable and `dst` writable for `n` bytes, and they do not overlap.
 #[inline]
 unsafe fn copy_from_arena(src: *const u8, dst: *mut u8, n: usize) {
-    let to_page_end = (src as usize).wrapping_add(n).wrapping_neg() & (MMU_PAGE - 1);
+    let to_page_end = (src as usize).wrapping_add(n).wrapping_neg() & (MAP_GRAIN - 1);
     let long = if n > COPY_TAIL && to_page_end < COPY_TAIL { n - COPY_TAIL } else { n };
     // SAFETY: both ranges are parts of the `n` bytes the caller vouches for: readable
     // at `src`, writable at `dst`, not overlapping.
