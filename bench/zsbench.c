@@ -852,6 +852,15 @@ static unsigned long long parse_count(const char *s, const char *what)
     return (unsigned long long)v;
 }
 
+/* A count that is an unsigned int of the C ABI (a config field); the library judges it. */
+static unsigned parse_uint(const char *s, const char *what)
+{
+    unsigned long long v = parse_count(s, what);
+    if (v > UINT32_MAX)
+        die("bad %s: %s", what, s);
+    return (unsigned)v;
+}
+
 static void parse_args(int argc, char **argv)
 {
     enum { O_TRACE = 256, O_OBJECTS, O_THREADS, O_FREE, O_SEED, O_LAYOUT, O_CHAIN, O_JSON, O_EXPECT,
@@ -909,20 +918,8 @@ static void parse_args(int argc, char **argv)
             break;
         }
         case O_MAX: B.sweep_max = (unsigned)parse_count(optarg, "--sweep-max"); break;
-        case O_MAX_OBJECT: {
-            unsigned long long v = parse_count(optarg, "--max-object-size");
-            if (v > UINT32_MAX)
-                die("bad --max-object-size: %s", optarg);
-            B.max_object_opt = (unsigned)v;
-            break;
-        }
-        case O_FRAME: {
-            unsigned long long v = parse_count(optarg, "--frame-size");
-            if (v > UINT32_MAX)
-                die("bad --frame-size: %s", optarg);
-            B.frame_size_opt = (unsigned)v;
-            break;
-        }
+        case O_MAX_OBJECT: B.max_object_opt = parse_uint(optarg, "--max-object-size"); break;
+        case O_FRAME: B.frame_size_opt = parse_uint(optarg, "--frame-size"); break;
         case O_CHURN: B.churn_ops = parse_count(optarg, "--churn-ops"); break;
         case O_PHASES: B.phases_opt = optarg; break;
         case O_CHECK: B.check = 1; break;
