@@ -13,7 +13,7 @@ import time
 import pytest
 
 import zsmalloc
-from zsutil import LIB, ROOT
+from zsutil import LIB, ROOT, dense_chain
 
 
 # -- creation and configuration --------------------------------------------------------
@@ -60,25 +60,29 @@ def test_chain_size_refused_by_the_library(chain):
 def test_chain_size_bounds_zspages(make_pool, layout, chain):
     p = make_pool(chain_size=chain, layout=layout)
     frames = set()
-    for s in range(1, zsmalloc.MAX_ALLOC_SIZE + 1, 7):
+    for s in range(1, p.max_object_size + 1, 7):
         c = p.class_info(p.lookup_class_index(s))
         assert 1 <= c["pages_per_zspage"] <= chain
         frames.add(c["pages_per_zspage"])
-    assert max(frames) > 1
+    if layout == "dense":
+        assert max(frames) == dense_chain(p, chain)
+    else:
+        assert max(frames) > 1
 
 
 @pytest.mark.parametrize("chain,huge", [(4, 3257), (8, 3625), (16, 3833)])
 def test_kernel_layout_huge_class_size(make_pool, chain, huge):
-    # The kernel's figures for 4 KiB pages (mm/zsmalloc.c, CONFIG_ZSMALLOC_CHAIN_SIZE).
-    assert make_pool(layout="kernel", chain_size=chain).huge_class_size == huge
+    # The kernel's figures for 4 KiB pages (mm/zsmalloc.c, CONFIG_ZSMALLOC_CHAIN_SIZE),
+    # so 4 KiB frames whatever the suite's frame size.
+    assert make_pool(layout="kernel", chain_size=chain, frame_size=4096).huge_class_size == huge
 
 
 def test_huge_class_size(make_pool):
     pool = make_pool(layout="kernel")
-    huge = pool.huge_class_size
-    assert 0 < huge <= zsmalloc.MAX_ALLOC_SIZE
-    for s in (huge, huge + 1, zsmalloc.MAX_ALLOC_SIZE):
-        if s <= zsmalloc.MAX_ALLOC_SIZE:
+    huge, top = pool.huge_class_size, pool.max_object_size
+    assert 0 < huge <= top
+    for s in (huge, huge + 1, top):
+        if s <= top:
             c = pool.class_info(pool.lookup_class_index(s))
             assert (c["pages_per_zspage"], c["objs_per_zspage"]) == (1, 1), s
     c = pool.class_info(pool.lookup_class_index(huge - 1))
@@ -90,13 +94,15 @@ def test_dense_huge_class_size(make_pool, chain):
     # The dense layout has no huge class: only a whole page is "huge", and page-sized
     # objects share zspages of the chain's length like any other.
     pool = make_pool(chain_size=chain)
-    assert pool.huge_class_size == zsmalloc.MAX_ALLOC_SIZE
-    c = pool.class_info(pool.lookup_class_index(zsmalloc.MAX_ALLOC_SIZE))
-    assert (c["class_size"], c["pages_per_zspage"], c["objs_per_zspage"]) == (4096, chain or 16, 0)
+    frame = pool.frame_size
+    assert pool.huge_class_size == pool.max_object_size == frame
+    c = pool.class_info(pool.lookup_class_index(frame))
+    assert (c["class_size"], c["pages_per_zspage"], c["objs_per_zspage"]) == (frame, dense_chain(pool, chain), 0)
 
 
 def test_layouts_differ(make_pool):
-    dense, kernel = make_pool(layout="dense"), make_pool(layout="kernel")
+    # The figures (655 objects in 16 frames) are those of 4 KiB frames.
+    dense, kernel = make_pool(layout="dense", frame_size=4096), make_pool(layout="kernel", frame_size=4096)
     # The kernel layout keeps an 8-byte header in every non-huge object and starts at 32.
     small_k = kernel.class_info(kernel.lookup_class_index(1))["class_size"]
     assert small_k == 32
@@ -213,7 +219,7 @@ def test_bad_sizes(pool):
     with pytest.raises(ValueError, match=r"zs_malloc\(\): EINVAL"):
         pool.malloc(0)
     with pytest.raises(ValueError, match=r"zs_malloc\(\): ENOSPC"):
-        pool.malloc(zsmalloc.MAX_ALLOC_SIZE + 1)
+        pool.malloc(pool.max_object_size + 1)
     with pytest.raises(ValueError, match=r"ENOSPC"):
         pool.malloc(2**63)
     with pytest.raises(ValueError):
@@ -253,11 +259,11 @@ def test_raw_unknown_flags(pool):
 
 def test_lookup_class_index(pool):
     last = -1
-    for s in range(1, zsmalloc.MAX_ALLOC_SIZE + 1):
+    for s in range(1, pool.max_object_size + 1):
         i = pool.lookup_class_index(s)
         assert i >= last, "class indices grow with the size"
         last = i
-    for bad in (0, zsmalloc.MAX_ALLOC_SIZE + 1, 2**32 - 1):
+    for bad in (0, pool.max_object_size + 1, 2**32 - 1):
         with pytest.raises(ValueError, match="zs_lookup_class_index"):
             pool.lookup_class_index(bad)
     for bad in (-1, 2**32):

@@ -96,7 +96,9 @@ def _dense_compact(pool, data):
     return freed
 
 
-def test_dense_compact_frees_frames_and_keeps_objects(dense_pool, rng):
+def test_dense_compact_frees_frames_and_keeps_objects(make_pool, rng):
+    # The fragmentation and _dense_compact's ideal are built from 4 KiB frames.
+    dense_pool = make_pool("test-dense", frame_size=4096)
     data = fragment(dense_pool, rng)
     dense_pool.check()
     _dense_compact(dense_pool, data)
@@ -104,8 +106,9 @@ def test_dense_compact_frees_frames_and_keeps_objects(dense_pool, rng):
 
 @pytest.mark.parametrize("chain", [0, 4])
 def test_dense_compact_mixed_sizes(make_pool, rng, chain):
-    # Objects of every size in one lane; a random half freed.
-    pool = make_pool("mixed", chain_size=chain)
+    # Objects of every size in one lane; a random half freed. _dense_compact's ideal
+    # counts 4 KiB frames, and 1500 objects fragment a lane of them.
+    pool = make_pool("mixed", chain_size=chain, frame_size=4096)
     data = {}
     for _ in range(1500):
         size = rng.choice([rng.randint(1, 64), rng.randint(65, 1024), rng.randint(1025, zsmalloc.MAX_ALLOC_SIZE)])
@@ -124,9 +127,11 @@ def test_compact_empty_pool(pool):
     pool.check()
 
 
-def test_compact_skips_mapped_objects(pool, rng):
+def test_compact_skips_mapped_objects(make_pool, layout, rng):
     import contextlib
 
+    # 600 objects of 500 bytes leave something to compact in 4 KiB frames.
+    pool = make_pool("test-" + layout, layout=layout, frame_size=4096)
     data = fragment(pool, rng, size=500, count=600, keep=0.1)
     survivors = list(data)
     before = pool.info()

@@ -322,8 +322,9 @@ def test_copied_mappings_store_only_what_a_block_left(make_pool):
 def copied_object(make_pool):
     """A new dense pool and an object of it whose mapping is a copy. With a page limit of
     17, a zspage of 16 frames and one of 1 frame are made; freed, their frames come
-    back as 16, 0, 1, ..., so the next zspage's first two frames are not adjacent."""
-    p = make_pool("straddle", max_pages=17)
+    back as 16, 0, 1, ..., so the next zspage's first two frames are not adjacent.
+    The construction counts 4 KiB frames."""
+    p = make_pool("straddle", max_pages=17, frame_size=4096)
     first = [p.malloc(4096) for _ in range(17)]
     for g in first:
         p.free(g)

@@ -378,7 +378,8 @@ def test_null_local_copy_when_one_is_needed(make_pool):
     # Objects straddling two frames that are not adjacent in memory must be copied to
     # read them. Free frames come back in ascending order, so after freeing every other
     # one-frame zspage, a new multi-frame zspage is built from non-adjacent frames.
-    p = make_pool("straddle", layout="kernel")
+    # The construction counts 4 KiB frames.
+    p = make_pool("straddle", layout="kernel", frame_size=4096)
     singles = [p.malloc(4096) for _ in range(40)]
     for h in singles[::2]:
         p.free(h)
@@ -393,7 +394,8 @@ def test_dense_null_local_copy_when_one_is_needed(make_pool):
     # a full zspage of 16 frames (0..15) is followed by one of 1 frame (16). Freed in
     # that order, the frames pop back as 16, 0, 1, ..., so the next zspage's first two
     # frames are not adjacent and the object straddling them must be copied.
-    p = make_pool("straddle", max_pages=17)
+    # The construction counts 4 KiB frames.
+    p = make_pool("straddle", max_pages=17, frame_size=4096)
     first = [p.malloc(4096) for _ in range(16)]
     short = p.malloc(4096)
     c = p.class_info(p.lookup_class_index(4096))

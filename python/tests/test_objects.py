@@ -12,7 +12,7 @@ import threading
 import pytest
 
 import zsmalloc
-from zsutil import FRAME, class_indices, fullness_group, lanes
+from zsutil import FRAME, class_indices, dense_chain, fullness_group, lanes
 
 MAX = zsmalloc.MAX_ALLOC_SIZE
 DENSE_CHAIN = 16  # frames of a dense zspage by default
@@ -109,7 +109,8 @@ def _limit_kept(p, big, small):
 
 def test_max_pages_limit(make_pool):
     limit = 40
-    p = make_pool("limited", layout="kernel", max_pages=limit)
+    # The frame counts under the limit are those of 4 KiB frames.
+    p = make_pool("limited", layout="kernel", max_pages=limit, frame_size=4096)
     # One-frame objects (the huge class): exactly `limit` fit.
     big = _fill_to_the_limit(p, limit)
     for h in big[:10]:
@@ -126,7 +127,8 @@ def test_max_pages_limit(make_pool):
 
 def test_dense_max_pages_limit(make_pool):
     limit = 40
-    p = make_pool("limited", max_pages=limit)
+    # The frame counts under the limit are those of 4 KiB frames.
+    p = make_pool("limited", max_pages=limit, frame_size=4096)
     # Page-sized objects are packed end to end: two zspages of 16 frames, then one of
     # the 8 frames the limit leaves (a dense zspage shortens under the limit).
     big = _fill_to_the_limit(p, limit)
@@ -175,8 +177,9 @@ def test_nogrow(make_pool):
     assert len(set(hs)) == len(hs)
 
 
-def test_dense_nogrow(dense_pool):
-    pool = dense_pool
+def test_dense_nogrow(make_pool):
+    # The free runs and zspage counts are those of 4 KiB frames.
+    pool = make_pool("test-dense", frame_size=4096)
     size = 256  # a multiple of 64: nogrow needs a free run of the size rounded up to 64
     with pytest.raises(MemoryError, match="nogrow"):
         pool.malloc(size, nogrow=True)
@@ -215,7 +218,7 @@ def test_class_table(make_pool):
     indices = class_indices(pool)
     assert len(indices) > 10
     sizes = {}
-    for s in range(1, MAX + 1):
+    for s in range(1, pool.max_object_size + 1):
         sizes.setdefault(pool.lookup_class_index(s), []).append(s)
     prev = 0
     for i in indices:
@@ -224,7 +227,7 @@ def test_class_table(make_pool):
         prev = c["class_size"]
         assert c["class_size"] >= max(sizes[i]), "every size fits its class"
         ppz, opz = c["pages_per_zspage"], c["objs_per_zspage"]
-        assert opz == ppz * 4096 // c["class_size"]
+        assert opz == ppz * pool.frame_size // c["class_size"]
         assert c["zspages"] == [0] * zsmalloc.NR_FULLNESS_GROUPS
         assert (c["objs_allocated"], c["objs_inuse"], c["pages_used"], c["pages_freeable"]) == (0, 0, 0, 0)
     # Indices that name no (merged) class are refused.
@@ -238,7 +241,8 @@ def test_dense_lanes(make_pool, chain):
     # No size classes: the "classes" are lanes, one per CPU up to 16, each taking
     # objects of every size; a thread allocates in its own lane.
     pool = make_pool("lanes", chain_size=chain)
-    frames = chain or DENSE_CHAIN
+    frame, top = pool.frame_size, pool.max_object_size
+    frames = dense_chain(pool, chain)
     ids = lanes(pool)
     assert 1 <= len(ids) <= min(16, os.cpu_count() or 1)
     assert ids == list(range(len(ids)))
@@ -247,13 +251,13 @@ def test_dense_lanes(make_pool, chain):
     assert class_indices(pool) == [mine], "one thread: the same lane for every size"
     for i in ids:
         c = pool.class_info(i)
-        assert (c["class_size"], c["pages_per_zspage"], c["objs_per_zspage"]) == (FRAME, frames, 0)
+        assert (c["class_size"], c["pages_per_zspage"], c["objs_per_zspage"]) == (frame, frames, 0)
         assert c["zspages"] == [0] * zsmalloc.NR_FULLNESS_GROUPS
         assert (c["objs_allocated"], c["objs_inuse"], c["pages_used"], c["pages_freeable"]) == (0, 0, 0, 0)
     for bad in (len(ids), len(ids) + 1, 16, 2**32 - 1):
         with pytest.raises(ValueError, match="zs_class_info"):
             pool.class_info(bad)
-    assert pool.huge_class_size == MAX
+    assert pool.huge_class_size == top
 
     # Threads, one after another: each sees one lane for every size and its objects are
     # counted there.
@@ -261,7 +265,7 @@ def test_dense_lanes(make_pool, chain):
 
     def worker(k):
         lane = pool.lookup_class_index(1 + k)
-        assert all(pool.lookup_class_index(s) == lane for s in (1, 64, 1000, 3000, MAX))
+        assert all(pool.lookup_class_index(s) == lane for s in (1, 64, 1000, 3000, top))
         h = pool.malloc(100 + k)
         assert pool.lookup_class_index(100 + k) == lane
         placed.append((lane, h))
@@ -327,8 +331,9 @@ def test_info_and_class_info_agree_with_the_objects(make_pool, rng):
     assert pages == info["total_pages"] == pool.total_pages
 
 
-def test_dense_info_and_class_info_agree_with_the_objects(dense_pool, rng):
-    pool = dense_pool
+def test_dense_info_and_class_info_agree_with_the_objects(make_pool, rng):
+    # The zspage counts are those of 4 KiB frames.
+    pool = make_pool("test-dense", frame_size=4096)
     live = _mixed_objects_two_thirds_kept(pool, rng)
     info = pool.info()
     assert info["live_objects"] == len(live)
@@ -380,9 +385,10 @@ def test_fullness_groups(make_pool):
     assert sum(c["zspages"]) == 1 and c["objs_inuse"] == objs - objs // 2
 
 
-def test_dense_fullness_groups(dense_pool):
-    # A dense zspage's group is the share of its bytes that objects take.
-    pool = dense_pool
+def test_dense_fullness_groups(make_pool):
+    # A dense zspage's group is the share of its bytes that objects take; the counts
+    # are those of 4 KiB frames.
+    pool = make_pool("test-dense", frame_size=4096)
     size = 1000
     cap = DENSE_CHAIN * FRAME
     per = cap // size  # objects end to end; the tail left is too short for another
@@ -431,9 +437,10 @@ def test_meta_bytes_follow_the_pool(pool):
 
 def test_huge_objects_take_one_frame_each(make_pool):
     pool = make_pool("huge", layout="kernel")
-    hs = [pool.malloc(MAX) for _ in range(10)]
+    top = pool.max_object_size
+    hs = [pool.malloc(top) for _ in range(10)]
     assert pool.total_pages == 10
-    c = pool.class_info(pool.lookup_class_index(MAX))
+    c = pool.class_info(pool.lookup_class_index(top))
     assert c["zspages"][-1] == 10 and c["pages_used"] == 10
     for h in hs:
         pool.free(h)
@@ -441,23 +448,25 @@ def test_huge_objects_take_one_frame_each(make_pool):
 
 
 def test_dense_page_sized_objects_are_packed(dense_pool, rng):
-    # No huge class: page-sized objects share zspages like any other, 16 to a zspage.
+    # No huge class: frame-sized objects share zspages like any other, 16 to a zspage
+    # of 4 KiB frames (a zspage keeps at most 64 KiB).
     pool = dense_pool
-    assert pool.huge_class_size == MAX
-    lane = pool.lookup_class_index(MAX)
+    size, chain = pool.frame_size, dense_chain(pool)
+    assert pool.huge_class_size == size
+    lane = pool.lookup_class_index(size)
     data = {}
-    for k in range(1, DENSE_CHAIN + 2):
-        h = pool.malloc(MAX)
-        data[h] = rng.randbytes(MAX)
+    for k in range(1, chain + 2):
+        h = pool.malloc(size)
+        data[h] = rng.randbytes(size)
         pool.write(h, data[h])
         c = pool.class_info(lane)
-        if k <= DENSE_CHAIN:
-            assert pool.total_pages == c["pages_used"] == DENSE_CHAIN, k
+        if k <= chain:
+            assert pool.total_pages == c["pages_used"] == chain, k
             assert sum(c["zspages"]) == 1
-            assert c["zspages"][fullness_group(k * MAX, DENSE_CHAIN * FRAME)] == 1, k
-    assert pool.total_pages == 2 * DENSE_CHAIN
+            assert c["zspages"][fullness_group(k * size, chain * size)] == 1, k
+    assert pool.total_pages == 2 * chain
     for h, d in data.items():
-        assert pool.read(h, MAX) == d
+        assert pool.read(h, size) == d
     for h in data:
         pool.free(h)
     assert pool.total_pages == 0

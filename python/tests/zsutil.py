@@ -39,11 +39,17 @@ def payload(rng, n):
 
 
 def class_indices(pool):
-    """Every (merged) class index, from the sizes 1..4096."""
-    return sorted({pool.lookup_class_index(s) for s in range(1, zsmalloc.MAX_ALLOC_SIZE + 1)})
+    """Every (merged) class index, from the sizes 1..max_object_size."""
+    return sorted({pool.lookup_class_index(s) for s in range(1, pool.max_object_size + 1)})
 
 
 FRAME = 4096  # bytes per frame (PAGE_SIZE)
+
+
+def dense_chain(pool, chain=0):
+    """Frames of a dense zspage of `pool` asked for `chain` (0: the default, 16): a
+    dense zspage keeps at most 64 KiB, whatever the frame size."""
+    return min(chain or 16, 65536 // pool.frame_size)
 KERNEL_HEADER = 8  # the kernel layout's in-object handle header (ZS_HANDLE_SIZE)
 
 
