@@ -23,6 +23,7 @@ HEADER  := include/zsmalloc.h
 
 TEST_TARGETS := test-rust test-loom test-debug
 TEST_TARGETS += test-frames
+TEST_TARGETS += test-python-frames
 
 .PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames
 

@@ -6,6 +6,9 @@
 #   make test-python            installs that wheel into a fresh virtual environment
 #                               (build/py-installed) and runs pytest on python/tests
 #                               there, from a temporary folder outside the checkout
+#   make test-python-frames     the same tests again in the venv test-python made, with
+#                               frames of 16 and 64 KiB (ZS_TEST_FRAME_SIZE; tests
+#                               whose figures are those of 4 KiB frames pin them)
 #   make test-examples-python   runs examples/python/compressed_cache.py
 #
 # The build and test requirements are kept as wheels in build/wheelhouse, fetched once
@@ -25,8 +28,11 @@ PY_WHEEL_DIR   := $(BUILD)/wheel
 PY_WHEELHOUSE  := $(BUILD)/wheelhouse
 PY_TEST_VENV   := $(BUILD)/py-installed
 PYTEST_ARGS    ?= -q
+# pytest on the installed package; the recipes run it from a temporary folder.
+PY_PYTEST       = env -u ZSMALLOC_LIB ZS_TEST_INSTALLED=1 $(abspath $(PY_TEST_VENV))/bin/python -m pytest \
+	-p no:cacheprovider $(PYTEST_ARGS) $(abspath $(PY_TESTS))
 
-.PHONY: wheel test-python test-examples-python
+.PHONY: wheel test-python test-python-frames test-examples-python
 
 # cargo builds the wheel's library in target/python (setup.py says why).
 wheel: $(PY_WHEELHOUSE)/.done
@@ -53,9 +59,14 @@ test-python: wheel
 	$(PYTHON) -m venv $(PY_TEST_VENV)
 	$(PY_TEST_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-index \
 		--find-links $(PY_WHEEL_DIR) --find-links $(PY_WHEELHOUSE) zsmalloc -r $(PY_REQS)
-	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp" && \
-	env -u ZSMALLOC_LIB ZS_TEST_INSTALLED=1 $(abspath $(PY_TEST_VENV))/bin/python -m pytest \
-		-p no:cacheprovider $(PYTEST_ARGS) $(abspath $(PY_TESTS))
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp" && $(PY_PYTEST)
+
+test-python-frames: test-python
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; cd "$$tmp" && set -e && \
+	for f in $(FRAME_SIZES); do \
+		echo "== the Python suite with frames of $$f bytes"; \
+		ZS_TEST_FRAME_SIZE=$$f $(PY_PYTEST); \
+	done
 
 test-examples-python: build $(VPY)
 	$(PY_LIB_ENV) $(VPY) $(PY_EXAMPLE)
