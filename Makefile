@@ -74,8 +74,8 @@ test-debug:
 # test's pool constructor reads: tests/common/mod.rs), the torture tests included.
 # Left out: the unit tests and tests/limits.rs, which build their own arenas of 4 KiB
 # frames, and tests/frame_size.rs and tests/kernel_table.rs, which cover every frame
-# size in one run. The C and Python suites read the variable too; make test runs them
-# at the system's page (README, "Tests").
+# size in one run. The C and Python suites read the variable too, and run at these
+# sizes in test-c-frames and test-python-frames.
 FRAME_SIZES := 16384 65536
 FRAME_TESTS := arrival auto compact dense ffi large migrate model pool rss threads torture
 test-frames:

@@ -156,15 +156,24 @@ static inline struct zs_pool_config test_config(enum zs_layout layout, unsigned 
     return cfg;
 }
 
-static inline struct zs_pool *test_pool(const char *name, enum zs_layout layout, unsigned int chain_size)
+/* A test pool with frames of frame_size bytes whatever ZS_TEST_FRAME_SIZE says (0: the
+ * system's page), for the tests whose figures are one frame size's by construction. */
+static inline struct zs_pool *test_pool_framed(const char *name, enum zs_layout layout, unsigned int chain_size,
+                                               unsigned int frame_size)
 {
     struct zs_pool_config cfg = test_config(layout, chain_size);
+    cfg.frame_size = frame_size;
     struct zs_pool *pool = zs_create_pool_with(name, &cfg);
     if (!pool) {
         fprintf(stderr, "zs_create_pool_with(%s): %s\n", name, strerror(errno));
         exit(2);
     }
     return pool;
+}
+
+static inline struct zs_pool *test_pool(const char *name, enum zs_layout layout, unsigned int chain_size)
+{
+    return test_pool_framed(name, layout, chain_size, test_frame_size());
 }
 
 static inline struct zs_pool_info pool_info(struct zs_pool *pool)
@@ -229,14 +238,14 @@ static inline int pool_is_dense(struct zs_pool *pool)
  * zs_defragment, which moves frames in use from the top of the arena into free frames
  * below but leaves a frame holding a mapped object where it is.
  *
- *  - 4096-byte fillers first, enough to use up every free frame and the lane's free
+ *  - Fillers of a frame each first, enough to use up every free frame and the lane's free
  *    runs and then to fill more zspages than the objects will take; then the objects,
  *    which therefore get fresh frames at the top of the arena; then the fillers are
  *    freed, and their zspages with them. Every frame of the objects' zspages is then
  *    at or above the count of frames held: all of them are defragmentation's to move,
  *    into the fillers' frames below.
  *  - Every `stride`-th object is mapped during zs_defragment. Between two mapped
- *    objects lie at least 8192 bytes, so at least one whole frame, which moves down
+ *    objects lie at least two frames' bytes, so at least one whole frame, which moves down
  *    while the frames of the mapped objects stay above: objects straddling such a
  *    boundary have their two parts in distant frames, whatever order defragmentation
  *    moves frames in.
@@ -252,13 +261,14 @@ static inline void alloc_on_scattered_frames_dense(struct zs_pool *pool, unsigne
     memset(&census, 0, sizeof census);
     census.size = sizeof census;
     CHECK_EQ(zs_frame_census(pool, &census), 0);
-    size_t nfill = ci.pages_used + census.free_frames + (n * obj_size + ZS_MAX_ALLOC_SIZE - 1) / ZS_MAX_ALLOC_SIZE +
+    size_t frame = pool_info(pool).frame_size;
+    size_t nfill = ci.pages_used + census.free_frames + (n * obj_size + frame - 1) / frame +
                    3 * (size_t)ci.pages_per_zspage;
     unsigned long *fill = malloc(nfill * sizeof *fill);
     if (!CHECK(fill != NULL))
         exit(2);
     for (size_t i = 0; i < nfill; i++) {
-        fill[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        fill[i] = zs_malloc(pool, frame, 0);
         CHECK(!ZS_IS_ERR(fill[i]));
     }
     for (size_t i = 0; i < n; i++) {
@@ -269,7 +279,7 @@ static inline void alloc_on_scattered_frames_dense(struct zs_pool *pool, unsigne
         zs_free(pool, fill[i]);
     free(fill);
 
-    size_t stride = (2 * 4096 + obj_size - 1) / obj_size + 1;
+    size_t stride = (2 * frame + obj_size - 1) / obj_size + 1;
     for (size_t i = stride / 2; i < n; i += stride)
         CHECK(zs_map_object(pool, out[i], ZS_MM_RO) != NULL);
     CHECK(zs_defragment(pool) >= 0);
@@ -284,7 +294,7 @@ static inline void alloc_on_scattered_frames_dense(struct zs_pool *pool, unsigne
  *
  * The kernel's layout (obj_size must be of a class of several frames per zspage):
  * frames freed by a pool are reused before the arena grows, so the helper takes
- * 2 * spread one-frame objects (size ZS_MAX_ALLOC_SIZE, stored one per frame), frees
+ * 2 * spread one-frame objects (of the frame's size, stored one per frame), frees
  * every other one, and then allocates. The one-frame objects that remain are returned
  * in keep[0..spread) for the caller to free.
  *
@@ -301,10 +311,11 @@ static inline void alloc_on_scattered_frames(struct zs_pool *pool, unsigned long
         return;
     }
     unsigned long all[64];
+    size_t frame = pool_info(pool).frame_size;
     if (spread * 2 > sizeof all / sizeof all[0])
         spread = sizeof all / sizeof all[0] / 2;
     for (size_t i = 0; i < 2 * spread; i++) {
-        all[i] = zs_malloc(pool, ZS_MAX_ALLOC_SIZE, 0);
+        all[i] = zs_malloc(pool, frame, 0);
         CHECK(!ZS_IS_ERR(all[i]));
     }
     for (size_t i = 0; i < spread; i++) {

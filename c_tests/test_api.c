@@ -177,8 +177,9 @@ static void test_config_size_convention(void)
 {
     size_t dense_huge, kernel_huge;
     {
-        struct zs_pool *d = test_pool("api-d", ZS_LAYOUT_DENSE, 0);
-        struct zs_pool *k = test_pool("api-k", ZS_LAYOUT_KERNEL, 0);
+        /* Compared with pools whose configs are too short to name a frame size. */
+        struct zs_pool *d = test_pool_framed("api-d", ZS_LAYOUT_DENSE, 0, 0);
+        struct zs_pool *k = test_pool_framed("api-k", ZS_LAYOUT_KERNEL, 0, 0);
         dense_huge = zs_huge_class_size(d);
         kernel_huge = zs_huge_class_size(k);
         CHECK(dense_huge != kernel_huge);
@@ -264,13 +265,14 @@ static void test_malloc_free(void)
     CHECK_EQ(ZS_MAX_ALLOC_SIZE, 4096);
 
     struct zs_pool *pool = test_pool("api-malloc", ZS_LAYOUT_DENSE, 0);
+    size_t max = pool_info(pool).max_object_size;
     struct {
         size_t size;
         unsigned int flags;
         int err;
     } bad[] = {
         {0, 0, EINVAL},
-        {ZS_MAX_ALLOC_SIZE + 1, 0, ENOSPC},
+        {max + 1, 0, ENOSPC},
         {100000, 0, ENOSPC},
         {SIZE_MAX, 0, ENOSPC},
         {100, 2, EINVAL},
@@ -291,7 +293,7 @@ static void test_malloc_free(void)
     unsigned long h[N];
     unsigned long requested = 0;
     for (int i = 0; i < N; i++) {
-        size_t size = (size_t)(i * 37 % ZS_MAX_ALLOC_SIZE) + 1;
+        size_t size = (size_t)i * 37 % max + 1;
         h[i] = zs_malloc(pool, size, 0);
         CHECK(h[i] != 0 && !ZS_IS_ERR(h[i]));
         requested += size;
@@ -319,7 +321,7 @@ static void test_malloc_free(void)
 
     for (int i = 0; i < N; i += 2) {
         zs_free(pool, h[i]);
-        requested -= (size_t)(i * 37 % ZS_MAX_ALLOC_SIZE) + 1;
+        requested -= (size_t)i * 37 % max + 1;
     }
     info = pool_info(pool);
     CHECK_EQ(info.live_objects, N / 2);
@@ -455,7 +457,7 @@ static void test_roundtrip_all_sizes(enum zs_layout layout)
              * "allocated" are the live ones. A zspage may be shorter than the chain:
              * these sizes arrive in ascending order, for which a lane opens zspages
              * of the length that wastes least (see "The dense layout"). */
-            CHECK_EQ(ci.class_size, ZS_MAX_ALLOC_SIZE);
+            CHECK_EQ(ci.class_size, info.max_object_size);
             CHECK_EQ(ci.objs_per_zspage, 0);
             CHECK_EQ(ci.objs_allocated, ci.objs_inuse);
             CHECK(ci.pages_used <= zspages * ci.pages_per_zspage);
@@ -478,7 +480,8 @@ static void test_roundtrip_all_sizes(enum zs_layout layout)
 
 static void test_split_objects(enum zs_layout layout)
 {
-    struct zs_pool *pool = test_pool("api-split", layout, 0);
+    /* Pinned to 4 KiB frames: at 64 KiB its objects do not span frames enough to straddle. */
+    struct zs_pool *pool = test_pool_framed("api-split", layout, 0, 4096);
     enum { N = 48, SPREAD = 12 };
     /* The kernel's layout (chain 8): a class of three frames per zspage. The dense
      * layout: end to end, 21 to a zspage of 16 frames, so every frame boundary of a
@@ -591,7 +594,7 @@ static void check_lookup_refusals(struct zs_pool *pool)
     CHECK_EQ(zs_lookup_class_index(pool, 0), UINT_MAX);
     CHECK_EQ(errno, EINVAL);
     errno = 0;
-    CHECK_EQ(zs_lookup_class_index(pool, ZS_MAX_ALLOC_SIZE + 1), UINT_MAX);
+    CHECK_EQ(zs_lookup_class_index(pool, (unsigned int)pool_info(pool).max_object_size + 1), UINT_MAX);
     CHECK_EQ(errno, EINVAL);
 }
 
@@ -750,7 +753,8 @@ static void test_limits_dense(void)
      * tail). A run of at least the size rounded up to 64 bytes (the placement buckets'
      * width) is always found; with no run of the size itself, -ENOMEM. */
     enum { SZ = 200, ROUNDED = 256 };
-    pool = test_pool("api-nogrow-d", ZS_LAYOUT_DENSE, 0);
+    /* Pinned to 4 KiB frames: the runs and counts below are a 4 KiB zspage's. */
+    pool = test_pool_framed("api-nogrow-d", ZS_LAYOUT_DENSE, 0, 4096);
     check_malloc_enomem(pool, SZ, ZS_ALLOC_NOGROW);
     CHECK_EQ(zs_get_total_pages(pool), 0);
     static unsigned long obj[1024];
@@ -834,8 +838,9 @@ static void test_limits_dense(void)
 static void check_huge_boundary(struct zs_pool *pool, const char *what)
 {
     size_t huge = zs_huge_class_size(pool);
+    size_t max = pool_info(pool).max_object_size;
     struct zs_class_info ci;
-    if (!CHECK(huge > 1 && huge <= ZS_MAX_ALLOC_SIZE)) {
+    if (!CHECK(huge > 1 && huge <= max)) {
         fprintf(stderr, "  %s\n", what);
         return;
     }
@@ -846,7 +851,7 @@ static void check_huge_boundary(struct zs_pool *pool, const char *what)
     if (!CHECK(ci.objs_per_zspage > 1))
         fprintf(stderr, "  %s: size %zu is already one object per frame\n", what, huge - 1);
     /* Every size from there up is stored one per frame. */
-    for (size_t s = huge; s <= ZS_MAX_ALLOC_SIZE; s += 7) {
+    for (size_t s = huge; s <= max; s += 7) {
         class_info_of(pool, zs_lookup_class_index(pool, (unsigned int)s), &ci);
         if (ci.objs_per_zspage != 1) {
             CHECK(!"a size above the huge class size shares a frame");
@@ -868,7 +873,8 @@ static void test_huge_class_size(void)
         size_t expect;
     } kernel[] = {{0, 3625}, {4, 3257}, {8, 3625}, {16, 3833}};
     for (size_t i = 0; i < sizeof kernel / sizeof kernel[0]; i++) {
-        struct zs_pool *p = test_pool("api-huge-k", ZS_LAYOUT_KERNEL, kernel[i].chain);
+        /* Pinned to 4 KiB frames: the kernel's class table at 4 KiB pages. */
+        struct zs_pool *p = test_pool_framed("api-huge-k", ZS_LAYOUT_KERNEL, kernel[i].chain, 4096);
         CHECK_EQ(zs_huge_class_size(p), kernel[i].expect);
         check_huge_boundary(p, "kernel layout");
         zs_destroy_pool(p);
@@ -880,7 +886,8 @@ static void test_huge_class_size(void)
         unsigned int chain, frames;
     } dense[] = {{0, 16}, {4, 4}, {8, 8}, {16, 16}};
     for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++) {
-        struct zs_pool *p = test_pool("api-huge-d", ZS_LAYOUT_DENSE, dense[i].chain);
+        /* Pinned to 4 KiB frames: `chain` full 4096-byte pages to a zspage. */
+        struct zs_pool *p = test_pool_framed("api-huge-d", ZS_LAYOUT_DENSE, dense[i].chain, 4096);
         unsigned long chain = dense[i].frames;
         CHECK_EQ(zs_huge_class_size(p), ZS_MAX_ALLOC_SIZE);
         struct zs_class_info ci = my_lane(p);
@@ -1068,11 +1075,13 @@ static void check_dense_lanes(struct zs_pool *pool)
 
 static void test_class_table(void)
 {
-    struct zs_pool *dense = test_pool("api-classes-d", ZS_LAYOUT_DENSE, 0);
+    /* Pinned to 4 KiB frames: a lane's zspage of sixteen 4 KiB frames and its fullness. */
+    struct zs_pool *dense = test_pool_framed("api-classes-d", ZS_LAYOUT_DENSE, 0, 4096);
     check_dense_lanes(dense);
     zs_destroy_pool(dense);
 
-    struct zs_pool *kernel = test_pool("api-classes-k", ZS_LAYOUT_KERNEL, 8);
+    /* Pinned to 4 KiB frames: the kernel's class table at 4 KiB pages. */
+    struct zs_pool *kernel = test_pool_framed("api-classes-k", ZS_LAYOUT_KERNEL, 8, 4096);
     check_class_table(kernel);
     /* The kernel's table (mm/zsmalloc.c, chain 8): 255 classes 16 bytes apart from 32,
      * an 8-byte handle in the object; 4096 is class 254; 3624 + 8 = 3632 bytes is the
@@ -1126,8 +1135,8 @@ static void test_stats(void)
     CHECK_EQ(info.live_objects, 64);
     CHECK_EQ(info.requested_bytes, 64 * 1000 + 63 * 64 / 2);
     CHECK_EQ(info.total_pages, zs_get_total_pages(pool));
-    /* 64 objects of about 1 KiB need at least 16 frames. */
-    CHECK(info.total_pages >= 16);
+    /* 64 objects of about 1 KiB need at least that many bytes of frames. */
+    CHECK(info.total_pages * info.frame_size >= info.requested_bytes);
 
     /* The size convention: a caller compiled with fewer fields gets only those. */
     struct zs_pool_info part;
@@ -1172,8 +1181,8 @@ static void test_stats(void)
     ci.size = offsetof(struct zs_class_info, zspages);
     CHECK_EQ(zs_class_info(pool, idx, &ci), 0);
     /* The declared fields were written (0x5A5A5A5A otherwise): a dense lane's. */
-    CHECK_EQ(ci.class_size, ZS_MAX_ALLOC_SIZE);
-    CHECK_EQ(ci.pages_per_zspage, 16);
+    CHECK_EQ(ci.class_size, info.max_object_size);
+    CHECK_EQ(ci.pages_per_zspage * info.frame_size, 65536); /* the default chain: 64 KiB */
     CHECK_EQ(ci.objs_per_zspage, 0);
     CHECK(memcmp((unsigned char *)&ci + ci.size, sentinel, sizeof ci - ci.size) == 0);
     struct {

@@ -93,7 +93,8 @@ static unsigned long stats_compacted(struct zs_pool *pool)
 
 static void test_fill_free_compact(enum zs_layout layout)
 {
-    struct zs_pool *pool = test_pool("compact-half", layout, 0);
+    /* Pinned to 4 KiB frames: its ideal is the kernel's class table at 4 KiB pages. */
+    struct zs_pool *pool = test_pool_framed("compact-half", layout, 0, 4096);
     const int n = under_valgrind() ? 3000 : 8000;
     struct obj *o = calloc((size_t)n, sizeof *o);
     uint64_t rng = 4242 + (uint64_t)layout;
@@ -189,7 +190,8 @@ static void test_fill_free_compact(enum zs_layout layout)
 
 static void test_pinned_not_moved(enum zs_layout layout)
 {
-    struct zs_pool *pool = test_pool("compact-pinned", layout, 0);
+    /* Pinned to 4 KiB frames: the zspages it fills and pins are 4 KiB frames' worth. */
+    struct zs_pool *pool = test_pool_framed("compact-pinned", layout, 0, 4096);
     const size_t size = 700;
     struct zs_class_info ci;
     CHECK_EQ(class_info_of(pool, zs_lookup_class_index(pool, size), &ci), 0);

@@ -982,8 +982,9 @@ int main(void)
     ELDER = test_pool("hostile-elder", ZS_LAYOUT_DENSE, 0);
     ELDER_H = new_object(ELDER, 100, 1);
     for (int layout = 0; layout <= 1; layout++) {
-        P = test_pool("hostile-p", (enum zs_layout)layout, 0);
-        Q = test_pool("hostile-q", (enum zs_layout)!layout, 0);
+        /* Pinned to 4 KiB frames: the rows' sizes and class indices are 4 KiB geometry. */
+        P = test_pool_framed("hostile-p", (enum zs_layout)layout, 0, 4096);
+        Q = test_pool_framed("hostile-q", (enum zs_layout)!layout, 0, 4096);
         sentinels_make(&SP, 100);
         sentinels_make(&SQ, 200);
         unsigned long rows0 = ROWS;

@@ -118,7 +118,8 @@ static void test_census_dense(void)
  * zs_make_adjacent joins their zspages' frames. */
 static void test_adjacency(enum zs_layout layout)
 {
-    struct zs_pool *pool = test_pool("adjacent", layout, 0);
+    /* Pinned to 4 KiB frames: 256 objects of 40 bytes span several frames only at 4 KiB. */
+    struct zs_pool *pool = test_pool_framed("adjacent", layout, 0, 4096);
     enum { N = 256 };
     unsigned long h[N], keep[4];
     alloc_on_scattered_frames(pool, h, N, 40, keep, 4);
@@ -159,7 +160,8 @@ static void test_adjacency(enum zs_layout layout)
 
 static void test_defragment(void)
 {
-    struct zs_pool *pool = test_pool("defrag", ZS_LAYOUT_DENSE, 0);
+    /* Pinned to 4 KiB frames: the holes it frees and moves are whole 4 KiB frames. */
+    struct zs_pool *pool = test_pool_framed("defrag", ZS_LAYOUT_DENSE, 0, 4096);
     enum { N = 8000 };
     static unsigned long h[N];
     for (int i = 0; i < N; i++) {

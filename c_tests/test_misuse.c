@@ -454,7 +454,7 @@ static void row_too_long(struct zs_pool *pool, int dense)
          * (a lane reports class_size 4096, which is no slot). */
         size_t slot = dense ? size : slot_of(pool, size);
         if (dense)
-            CHECK_EQ(slot_of(pool, size), ZS_MAX_ALLOC_SIZE);
+            CHECK_EQ(slot_of(pool, size), pool_info(pool).max_object_size);
         CHECK(slot >= size);
         size_t over = slot + 1;
         memset(buf, 0xEE, sizeof buf);
@@ -493,8 +493,14 @@ static void row_too_long(struct zs_pool *pool, int dense)
 
 /* ---- row: NULL local_copy when one is needed; NULL handle_mem with mem_len > 0 ---- */
 
-static void row_null_buffers(struct zs_pool *pool)
+static void row_null_buffers(enum zs_layout layout)
 {
+    /* Pinned to 4 KiB frames: 24 objects of 3000 bytes straddle 4 KiB frames. */
+    struct zs_pool *pool = test_pool_framed("misuse-null", layout, 0, 4096);
+    /* Bystanders of its own, which MISUSE checks; the shared pool's are put back after. */
+    unsigned long shared_by_h[NB];
+    memcpy(shared_by_h, by_h, sizeof by_h);
+    bystanders_make(pool);
     enum { N = 24, SPREAD = 8 };
     const size_t size = 3000;
     unsigned long h[N], keep[SPREAD];
@@ -546,6 +552,12 @@ static void row_null_buffers(struct zs_pool *pool)
     }
     for (int i = 0; i < SPREAD; i++)
         zs_free(pool, keep[i]);
+    CHECK(bystanders_ok(pool));
+    for (int i = 0; i < NB; i++)
+        zs_free(pool, by_h[i]);
+    memcpy(by_h, shared_by_h, sizeof by_h);
+    CHECK_EQ(zs_pool_check(pool), 0);
+    zs_destroy_pool(pool);
 }
 
 /* ---- ZSMALLOC_ABORT_ON_MISUSE=1 ------------------------------------------------ */
@@ -740,7 +752,7 @@ int main(int argc, char **argv)
         row_busy(pool);
         row_unmatched_end(pool);
         row_too_long(pool, layout == ZS_LAYOUT_DENSE);
-        row_null_buffers(pool);
+        row_null_buffers((enum zs_layout)layout);
         CHECK(bystanders_ok(pool));
         struct zs_pool_info info = pool_info(pool);
         CHECK_EQ(info.live_objects, NB);

@@ -24,6 +24,9 @@
 #   make test-c-native    test_hostile built without sanitizers and run natively: its
 #                         address-reuse rows need freed memory to come back, which
 #                         ASan's quarantine and valgrind's free queue prevent
+#   make test-c-frames    every C test built without sanitizers and run natively with
+#                         frames of 16 and 64 KiB (ZS_TEST_FRAME_SIZE, $(FRAME_SIZES));
+#                         the runs above are at the system's page
 
 CXX ?= g++
 VALGRIND ?= valgrind
@@ -65,8 +68,10 @@ CT_VALGRIND_FLAGS := --tool=memcheck --error-exitcode=1 --leak-check=full \
 	--child-silent-after-fork=yes --trace-children=no --fair-sched=yes
 
 TEST_TARGETS += test-c-asan test-c-valgrind header-compile test-c-native test-c-helgrind
+TEST_TARGETS += test-c-frames
 
 .PHONY: test-c-asan test-c-valgrind header-compile test-c-native test-c-helgrind test-torture-long
+.PHONY: test-c-frames
 
 test-c-asan: build
 	@mkdir -p $(CT_DIR)/asan
@@ -124,6 +129,22 @@ test-c-native: build
 	for t in $(CT_NATIVE_TESTS); do \
 		echo "== $$t (native)"; \
 		$(CT_DIR)/native/$$t || { echo "$$t: FAILED"; fail=1; }; \
+	done; \
+	exit $$fail
+
+test-c-frames: build
+	@mkdir -p $(CT_DIR)/frames
+	@$(CT_LIST); set -e; \
+	for t in $$tests; do \
+		echo "$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/frames/$$t c_tests/$$t.c $(CT_LDLIBS)"; \
+		$(CC) $(CT_CFLAGS) -O2 -g -o $(CT_DIR)/frames/$$t c_tests/$$t.c $(CT_LDLIBS); \
+	done; \
+	fail=0; \
+	for f in $(FRAME_SIZES); do \
+		for t in $$tests; do \
+			echo "== $$t (native, frames of $$f bytes)"; \
+			ZS_TEST_FRAME_SIZE=$$f $(CT_DIR)/frames/$$t || { echo "$$t at $$f: FAILED"; fail=1; }; \
+		done; \
 	done; \
 	exit $$fail
 
