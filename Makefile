@@ -71,13 +71,14 @@ test-debug:
 	$(CARGO) test --lib --test model --test compact --test dense
 
 # The Rust suite again with frames of 16 and 64 KiB (ZS_TEST_FRAME_SIZE, which every
-# test's pool constructor reads: tests/common/mod.rs), the torture tests included.
-# Left out: the unit tests and tests/limits.rs, which build their own arenas of 4 KiB
-# frames, and tests/frame_size.rs and tests/kernel_table.rs, which cover every frame
-# size in one run. The C and Python suites read the variable too, and run at these
-# sizes in test-c-frames and test-python-frames.
+# test's pool constructor reads: tests/common/mod.rs), the torture tests and the limits
+# (RLIMIT_AS, 20,000 live pools, the pool of 1 TiB of frames used at its top) included.
+# Left out: the unit tests, which build their own arenas of 4 KiB frames, and
+# tests/frame_size.rs and tests/kernel_table.rs, which cover every frame size in one
+# run. The C and Python suites read the variable too, and run at these sizes in
+# test-c-frames and test-python-frames.
 FRAME_SIZES := 16384 65536
-FRAME_TESTS := arrival auto compact dense ffi large migrate model pool rss threads torture
+FRAME_TESTS := arrival auto compact dense ffi large limits migrate model pool rss threads torture
 test-frames:
 	set -e; for f in $(FRAME_SIZES); do \
 		echo "== the Rust suite with frames of $$f bytes"; \
