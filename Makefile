@@ -22,10 +22,10 @@ LIB_A   := $(LIBDIR)/libzsmalloc.a
 HEADER  := include/zsmalloc.h
 
 TEST_TARGETS := test-rust test-loom test-debug
-TEST_TARGETS += test-frames
+TEST_TARGETS += test-frames test-loom-frames
 TEST_TARGETS += test-python-frames
 
-.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames
+.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames test-loom-frames
 
 all: build
 
@@ -61,8 +61,20 @@ test-rust:
 
 # The loom models (tests/loom.rs): the slot protocol, and whole pools built on loom's
 # stand-ins (src/sync.rs), every interleaving up to three preemptions.
+LOOM_TEST := RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test --release --test loom --target-dir target/loom
 test-loom:
-	RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 $(CARGO) test --release --test loom --target-dir target/loom
+	$(LOOM_TEST)
+
+# The loom models again with frames of 16 and 64 KiB (ZS_TEST_FRAME_SIZE, which the
+# models' pools read), every model at every size: the pools' figures are frames and
+# objects of a frame, and the watch on the arena's bytes (a loom cell per 4 KiB) is
+# checked to see a whole frame's bytes. The same build as test-loom: about a second
+# more for both sizes.
+test-loom-frames:
+	set -e; for f in $(FRAME_SIZES); do \
+		echo "== the loom models with frames of $$f bytes"; \
+		ZS_TEST_FRAME_SIZE=$$f $(LOOM_TEST); \
+	done
 
 # The unit tests and the model-based tests in a debug build, where the allocator also
 # checks its cheap invariants as it goes (debug_assert!: the frame equation, the free

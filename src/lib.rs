@@ -128,9 +128,24 @@ pub use pool::stats::{ClassInfo, PoolInfo};
 pub use pool::PoolCore;
 
 /// What the loom models (`tests/loom.rs`) use beyond the API: the handle slot, whose
-/// protocol they check directly. Not an API; only built under `--cfg loom`.
+/// protocol they check directly, and the watch on the arena's bytes, which they check
+/// sees whole frames at every frame size. Not an API; only built under `--cfg loom`.
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::handle::slot::{Claim, Slot, SlotError, State, Word};
+
+    /// Reports a read of `len` bytes at `addr` to the model, as the library reports
+    /// each of its reads of the arena. Nothing is read: the address only names the
+    /// bytes.
+    pub fn track_read(addr: *const u8, len: usize) {
+        crate::sync::track_read(addr, len)
+    }
+
+    /// Reports a write of `len` bytes at `addr` to the model, as the library reports
+    /// each of its writes to the arena. Nothing is written: the address only names the
+    /// bytes.
+    pub fn track_write(addr: *const u8, len: usize) {
+        crate::sync::track_write(addr, len)
+    }
 }

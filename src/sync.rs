@@ -17,8 +17,8 @@
 //!   guard is held any more, which is never earlier than crossbeam-epoch would run
 //!   it;
 //! - [`track_read`] and [`track_write`] report accesses to the arena's bytes to a loom
-//!   cell per frame, so a model learns of any two unordered accesses to one frame,
-//!   one of them a write (the arena itself is plain memory loom cannot see).
+//!   cell per 4 KiB, so a model learns of any two unordered accesses to the same
+//!   4 KiB, one of them a write (the arena itself is plain memory loom cannot see).
 //!
 //! Built with `--cfg zs_valgrind` (only for `make test-c-helgrind`), the same places
 //! tell valgrind's race detector, helgrind, what it cannot see for itself ([`hg`]):
@@ -214,30 +214,36 @@ mod loom_epoch {
     }
 }
 
-/// Per-frame loom cells that stand for the arena's bytes (see the module comment).
-/// Frame granularity: a model must not have two threads write different objects of
-/// one frame at once, or it will be told of a race that is not one.
+/// Loom cells that stand for the arena's bytes, one per 4 KiB (see the module
+/// comment). An access reports every cell its byte range touches, so two accesses
+/// that share a byte share a cell, whatever the frame size: a real race is never
+/// missed. The converse does not hold: a model must not have two threads write
+/// different objects of one 4 KiB at once, or it will be told of a race that is not
+/// one. At 4 KiB frames a cell is a frame; a frame of 16 or 64 KiB is 4 or 16 cells,
+/// which sees no more false races than a cell per frame would, and fewer.
 #[cfg(loom)]
 mod bytes {
     use std::collections::HashMap;
     use std::sync::{Arc, Mutex};
 
     /// Bytes a cell stands for: the smallest frame, so that a cell never spans two
-    /// frames whatever a model's frame size.
+    /// frames whatever a model's frame size (frames are multiples of 4 KiB, aligned to
+    /// the system's page).
     const CELL_BYTES: usize = 4096;
 
-    /// A frame's stand-in: it holds nothing, loom only watches who touches it.
-    struct Frame(loom::cell::UnsafeCell<()>);
+    /// The stand-in for 4 KiB of the arena: it holds nothing, loom only watches who
+    /// touches it.
+    struct Cell(loom::cell::UnsafeCell<()>);
 
     // SAFETY: the cell holds no data; every access to it goes through loom's checked
     // `with`/`with_mut`, which is what sharing it between threads is for.
-    unsafe impl Sync for Frame {}
+    unsafe impl Sync for Cell {}
     // SAFETY: the cell holds no data that could be sent; loom checks every access.
-    unsafe impl Send for Frame {}
+    unsafe impl Send for Cell {}
 
     loom::lazy_static! {
         // A std mutex, for the reason given in `loom_epoch`.
-        static ref CELLS: Mutex<HashMap<usize, Arc<Frame>>> = Mutex::new(HashMap::new());
+        static ref CELLS: Mutex<HashMap<usize, Arc<Cell>>> = Mutex::new(HashMap::new());
     }
 
     pub(super) fn track(addr: *const u8, len: usize, write: bool) {
@@ -246,12 +252,12 @@ mod bytes {
         }
         let first = addr as usize / CELL_BYTES;
         let last = (addr as usize + len - 1) / CELL_BYTES;
-        for page in first..=last {
+        for n in first..=last {
             let cell = CELLS
                 .lock()
                 .unwrap()
-                .entry(page)
-                .or_insert_with(|| Arc::new(Frame(loom::cell::UnsafeCell::new(()))))
+                .entry(n)
+                .or_insert_with(|| Arc::new(Cell(loom::cell::UnsafeCell::new(()))))
                 .clone();
             if write {
                 cell.0.with_mut(|_| ());

@@ -11,16 +11,22 @@
 //! - Whole pools, built by the library itself on loom's stand-ins (`src/sync.rs`): the
 //!   side table is an array of loom atomics that panics on a read of a word a shrink
 //!   has given back, the locks are loom's, the epoch collector runs deferred frees
-//!   once no guard is held, and every access to a frame's bytes is reported to a loom
-//!   cell of that frame. The models call the library's functions: a census against a
-//!   release of the arena, a defragmentation against readers, a writer and a census,
-//!   a free against a migration.
+//!   once no guard is held, and every access to the arena's bytes is reported to the
+//!   loom cells of its byte range, a cell per 4 KiB (the smallest frame: a frame of 16
+//!   or 64 KiB is 4 or 16 cells, and a copy of a whole frame reports them all). The
+//!   models call the library's functions: a census against a release of the arena, a
+//!   defragmentation against readers, a writer and a census, a free against a
+//!   migration.
+//!
+//! The pools take their frame size from `ZS_TEST_FRAME_SIZE`, as every integration
+//! test's do (`make test-loom-frames` runs the models at 16 and 64 KiB), and state
+//! their figures in the pool's terms: frames, objects of a frame, the huge class.
 #![cfg(loom)]
 
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use zsmalloc::__loom::{Claim, Slot, SlotError, State, Word};
+use zsmalloc::__loom::{track_read, track_write, Claim, Slot, SlotError, State, Word};
 use zsmalloc::{AllocFlags, Config, Error, FrameKind, Handle, Layout, Pool};
 
 struct Model {
@@ -376,20 +382,37 @@ fn model_pools(f: impl Fn() + Sync + Send + 'static) {
     model_with_spins(f)
 }
 
-/// Contents of version `v` of a one-frame object.
-fn page(v: u8) -> Vec<u8> {
-    (0..4096u32).map(|i| (i as u8).wrapping_mul(31) ^ v).collect()
+/// The frame size the models' pools have: `ZS_TEST_FRAME_SIZE` in bytes, or 0 (the
+/// system's page) where it is unset. (The models do not include `tests/common`, whose
+/// helpers build pools outside loom's model; this is its `frame_size`.)
+fn frame_size() -> usize {
+    match std::env::var("ZS_TEST_FRAME_SIZE") {
+        Ok(v) => v.parse().expect("ZS_TEST_FRAME_SIZE is a number of bytes"),
+        Err(_) => 0,
+    }
 }
 
-/// A dense pool whose arena grew to 8 frames (two zspages of 4 frames, one 4096-byte
-/// object per frame) and whose upper zspage has died: its frames are free, so a
-/// release of the arena lowers the top to 4 and gives back the side table's words
-/// from 4 on. Returns the pool and the live objects.
+/// The default configuration with the models' frame size: what every model's pool is
+/// built from.
+fn config() -> Config {
+    Config { frame_size: frame_size(), ..Config::default() }
+}
+
+/// Contents of version `v` of a one-frame object of `pool`.
+fn frame_bytes(pool: &Pool, v: u8) -> Vec<u8> {
+    (0..pool.info().frame_size as u32).map(|i| (i as u8).wrapping_mul(31) ^ v).collect()
+}
+
+/// A dense pool whose arena grew to 8 frames (one object of a frame per frame: two
+/// zspages of 4 frames at 4 KiB frames, eight zspages of one at 64 KiB, the most a
+/// dense zspage holds being 64 KiB) and whose upper half has died: frames 4 to 7 are
+/// free, so a release of the arena lowers the top to 4 and gives back the side table's
+/// words from 4 on. Returns the pool and the live objects.
 fn pool_with_a_free_upper_half() -> (Pool, Vec<Handle>) {
     let p =
-        Pool::with_config("loom", &Config { max_pages: 16, chain_size: 4, layout: Layout::Dense, ..Config::default() })
-            .unwrap();
-    let hs: Vec<Handle> = (0..8).map(|_| p.malloc(4096, AllocFlags::default()).unwrap()).collect();
+        Pool::with_config("loom", &Config { max_pages: 16, chain_size: 4, layout: Layout::Dense, ..config() }).unwrap();
+    let frame = p.info().frame_size as usize;
+    let hs: Vec<Handle> = (0..8).map(|_| p.malloc(frame, AllocFlags::default()).unwrap()).collect();
     for h in &hs[4..] {
         p.free(*h).unwrap();
     }
@@ -422,11 +445,11 @@ fn a_census_racing_the_release_of_the_arena_reads_no_word_given_back() {
 /// A kernel-layout pool with one live one-frame object (the huge class) in frame 1
 /// and frame 0 free, so a defragmentation moves it to frame 0.
 fn pool_with_a_movable_frame() -> (Pool, Handle) {
-    let p = Pool::with_config("loom", &Config { max_pages: 8, layout: Layout::Kernel, ..Config::default() }).unwrap();
+    let p = Pool::with_config("loom", &Config { max_pages: 8, layout: Layout::Kernel, ..config() }).unwrap();
     let size = p.huge_class_size();
     let a = p.malloc(size, AllocFlags::default()).unwrap();
     let b = p.malloc(size, AllocFlags::default()).unwrap();
-    p.write(b, &page(1)[..size]).unwrap();
+    p.write(b, &frame_bytes(&p, 1)[..size]).unwrap();
     p.free(a).unwrap();
     (p, b)
 }
@@ -462,7 +485,7 @@ fn a_defragmentation_racing_a_reader_of_the_frame_it_moves() {
             |p, h| {
                 let mut out = vec![0u8; p.huge_class_size()];
                 p.read(h, &mut out).unwrap();
-                assert!(out == page(1)[..out.len()]);
+                assert!(out == frame_bytes(p, 1)[..out.len()]);
             },
         );
         assert_eq!(moved.frames_moved + moved.frames_busy, 1);
@@ -474,11 +497,13 @@ fn a_defragmentation_racing_a_writer_of_the_frame_it_moves() {
     // As above with a write: it lands before the copy (and moves with the frame) or
     // after it (in the new frame); it is never lost.
     model_pools(|| {
-        let (p, h, _) =
-            race_on_a_movable_frame(|p, _| p.defragment(), |p, h| p.write(h, &page(2)[..p.huge_class_size()]).unwrap());
+        let (p, h, _) = race_on_a_movable_frame(
+            |p, _| p.defragment(),
+            |p, h| p.write(h, &frame_bytes(p, 2)[..p.huge_class_size()]).unwrap(),
+        );
         let mut out = vec![0u8; p.huge_class_size()];
         p.read(h, &mut out).unwrap();
-        assert!(out == page(2)[..out.len()], "the write survived the move");
+        assert!(out == frame_bytes(&p, 2)[..out.len()], "the write survived the move");
     });
 }
 
@@ -540,8 +565,7 @@ fn the_checker_passes_while_a_defragmentation_takes_and_moves_frames() {
 /// pool and what `this` returned.
 fn race_a_free_of_the_first<R>(this: impl FnOnce(&Pool, Handle) -> R) -> (Arc<Pool>, R) {
     let p =
-        Pool::with_config("loom", &Config { max_pages: 8, chain_size: 4, layout: Layout::Dense, ..Config::default() })
-            .unwrap();
+        Pool::with_config("loom", &Config { max_pages: 8, chain_size: 4, layout: Layout::Dense, ..config() }).unwrap();
     let hs: Vec<Handle> = (0..2).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
     let p = Arc::new(p);
     let t = {
@@ -603,4 +627,71 @@ fn the_checker_passes_while_a_free_is_left_pending() {
         assert_eq!(p.info().live_objects, 1);
         p.check().unwrap();
     });
+}
+
+// ---------------------------------------------------------------------------------
+// The watch on the arena's bytes (`src/sync.rs`) at the models' frame size: a cell
+// per 4 KiB, so a frame of 16 or 64 KiB is several cells, and an access reports every
+// cell of its byte range. These check the watch itself, with addresses that name
+// bytes and are never dereferenced (the watch only turns them into cells).
+
+/// The first byte of a frame, as the watch sees it: an address aligned to every frame
+/// size, named and not dereferenced.
+const A_FRAME: usize = 1 << 30;
+
+/// The models' frame size in bytes, from a pool built with it (inside a model: a pool
+/// is made of loom's primitives).
+fn model_frame() -> usize {
+    Pool::with_config("loom", &Config { max_pages: 4, ..config() }).unwrap().info().frame_size as usize
+}
+
+/// Runs `a` on a new thread and `b` on this one, with nothing ordering them.
+fn unordered(a: fn(usize), b: fn(usize)) {
+    loom::model(move || {
+        let frame = model_frame();
+        let t = thread::spawn(move || a(frame));
+        b(frame);
+        t.join().unwrap();
+    });
+}
+
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn the_watch_sees_a_copy_of_a_whole_frame_race_a_read_of_its_last_bytes() {
+    // A migration's copy writes the whole frame; an unordered read of its last 8 bytes
+    // (in the frame's last 4 KiB: cell 15 of a 64 KiB frame) is a race loom must see.
+    unordered(
+        |frame| track_write(A_FRAME as *const u8, frame),
+        |frame| track_read((A_FRAME + frame - 8) as *const u8, 8),
+    );
+}
+
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn the_watch_sees_a_write_of_a_frames_last_byte_race_a_read_of_the_frame() {
+    unordered(
+        |frame| track_write((A_FRAME + frame - 1) as *const u8, 1),
+        |frame| track_read(A_FRAME as *const u8, frame),
+    );
+}
+
+#[test]
+#[should_panic(expected = "Causality violation")]
+fn the_watch_sees_a_race_across_two_frames() {
+    // An object straddling two frames, written, against a read of the next frame's
+    // first bytes.
+    unordered(
+        |frame| track_write((A_FRAME + frame - 100) as *const u8, 200),
+        |frame| track_read((A_FRAME + frame) as *const u8, 1),
+    );
+}
+
+#[test]
+fn the_watch_sees_no_race_between_writes_to_different_frames() {
+    // Two frames side by side, written whole by two threads at once: no race, at every
+    // frame size (no cell spans two frames).
+    unordered(
+        |frame| track_write(A_FRAME as *const u8, frame),
+        |frame| track_write((A_FRAME + frame) as *const u8, frame),
+    );
 }
