@@ -22,10 +22,10 @@ LIB_A   := $(LIBDIR)/libzsmalloc.a
 HEADER  := include/zsmalloc.h
 
 TEST_TARGETS := test-rust test-loom test-debug
-TEST_TARGETS += test-frames test-loom-frames
+TEST_TARGETS += test-frames test-loom-frames test-debug-frames
 TEST_TARGETS += test-python-frames
 
-.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames test-loom-frames
+.PHONY: all build test lint fmt-check clippy header-check symbols-check test-rust test-loom test-debug venv clean test-frames test-loom-frames test-debug-frames
 
 all: build
 
@@ -81,6 +81,21 @@ test-loom-frames:
 # lists and holes of zspages, the list counts), not only through the checker.
 test-debug:
 	$(CARGO) test --lib --test model --test compact --test dense
+
+# test-debug again with frames of 16 and 64 KiB: the model-based tests, and the unit
+# tests that build whole pools or arenas (the deferred frees, a migration's list of
+# objects, a compactor's wake-up, the arena's frame accounting), which read
+# ZS_TEST_FRAME_SIZE too (Config::for_tests, FrameSource::new). The other unit tests
+# are of structures whose figures are 4 KiB by construction (class tables, zspage
+# descriptors, the free space of a dense zspage, the side table, segments) and run
+# once, in test-debug. About 40 s a size, the proptest cases as at 4 KiB.
+DEBUG_FRAME_UNITS := compact::auto migrate:: pool::deferred frames::tests frames::hot_tests frames::account_tests
+test-debug-frames:
+	set -e; for f in $(FRAME_SIZES); do \
+		echo "== the debug build with frames of $$f bytes"; \
+		ZS_TEST_FRAME_SIZE=$$f $(CARGO) test --test model --test compact --test dense; \
+		ZS_TEST_FRAME_SIZE=$$f $(CARGO) test --lib -- $(DEBUG_FRAME_UNITS); \
+	done
 
 # The Rust suite again with frames of 16 and 64 KiB (ZS_TEST_FRAME_SIZE, which every
 # test's pool constructor reads: tests/common/mod.rs), the torture tests and the limits

@@ -383,12 +383,12 @@ fn model_pools(f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// The frame size the models' pools have: `ZS_TEST_FRAME_SIZE` in bytes, or 0 (the
-/// system's page) where it is unset. (The models do not include `tests/common`, whose
+/// system's page) where it is unset or empty. (The models do not include `tests/common`, whose
 /// helpers build pools outside loom's model; this is its `frame_size`.)
 fn frame_size() -> usize {
     match std::env::var("ZS_TEST_FRAME_SIZE") {
-        Ok(v) => v.parse().expect("ZS_TEST_FRAME_SIZE is a number of bytes"),
-        Err(_) => 0,
+        Ok(v) if !v.is_empty() => v.parse().expect("ZS_TEST_FRAME_SIZE is a number of bytes"),
+        _ => 0,
     }
 }
 

@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn one_wakeup_stays_within_its_budget_and_threshold() {
-        let p = Pool::with_config("auto", &Config { max_pages: 1 << 14, ..Config::default() }).unwrap();
+        let p = Pool::with_config("auto", &Config { max_pages: 1 << 14, ..Config::for_tests() }).unwrap();
         let hs: Vec<_> = (0..20_000).map(|_| p.malloc(100, AllocFlags::default()).unwrap()).collect();
         for h in hs.iter().step_by(2) {
             p.free(*h).unwrap();

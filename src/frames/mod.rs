@@ -218,11 +218,15 @@ pub struct FrameSource {
 }
 
 impl FrameSource {
-    /// An arena of `nframes` frames of 4 KiB (none reserved yet); at most `limit` may
-    /// be held at once.
+    /// An arena of `nframes` frames of the unit tests' size (none reserved yet: 4 KiB,
+    /// or `ZS_TEST_FRAME_SIZE`); at most `limit` may be held at once.
     #[cfg(test)]
     pub fn new(nframes: usize, limit: usize) -> Result<FrameSource, i32> {
-        Self::starting_at(nframes, limit, 0, 12)
+        let shift = match crate::pool::config::test_frame_size() {
+            0 => MIN_FRAME_SIZE.trailing_zeros(),
+            f => f.trailing_zeros(),
+        };
+        Self::starting_at(nframes, limit, 0, shift)
     }
 
     /// An arena of frames of `1 << shift` bytes whose frames below `bottom` are never

@@ -349,9 +349,10 @@ mod tests {
     /// is found out under the lock, and the frame still moves with all its objects.
     #[test]
     fn a_wrong_list_of_objects_is_found_out_under_the_lock() {
-        let p = Pool::with_config("migrate", &Config { layout: Layout::Dense, max_pages: 512, ..Config::default() })
+        let p = Pool::with_config("migrate", &Config { layout: Layout::Dense, max_pages: 512, ..Config::for_tests() })
             .unwrap();
-        // About four zspages of objects, many straddling two frames.
+        // About four zspages of objects, many straddling two frames (where a zspage has
+        // more than one: below 64 KiB frames).
         let objs: Vec<(Handle, Vec<u8>)> = (0..200)
             .map(|k| {
                 let data = pattern(k, 900 + k * 7 % 700);

@@ -110,6 +110,26 @@ impl AutoCompact {
     }
 }
 
+/// The frame size the unit tests' pools and arenas have: `ZS_TEST_FRAME_SIZE` in bytes,
+/// as the integration tests read it (`make test-debug-frames` runs the unit tests that
+/// build pools or arenas at 16 and 64 KiB), or 0 where it is unset or empty.
+#[cfg(test)]
+pub(crate) fn test_frame_size() -> usize {
+    match std::env::var("ZS_TEST_FRAME_SIZE") {
+        Ok(v) if !v.is_empty() => v.parse().expect("ZS_TEST_FRAME_SIZE is a number of bytes"),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+impl Config {
+    /// The default configuration with the unit tests' frame size ([`test_frame_size`];
+    /// 0, the system's page, where it is unset).
+    pub(crate) fn for_tests() -> Config {
+        Config { frame_size: test_frame_size(), ..Config::default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

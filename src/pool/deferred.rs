@@ -194,7 +194,7 @@ mod tests {
     use crate::{AllocFlags, Config, Handle, Layout, MapMode, Pool};
 
     fn dense() -> Pool {
-        Pool::with_config("deferred", &Config { layout: Layout::Dense, max_pages: 256, ..Config::default() }).unwrap()
+        Pool::with_config("deferred", &Config { layout: Layout::Dense, max_pages: 256, ..Config::for_tests() }).unwrap()
     }
 
     fn ci_of(p: &Pool, h: Handle) -> usize {
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_kernel_layout_waits_for_its_class_lock() {
-        let p = Pool::with_config("kernel", &Config { layout: Layout::Kernel, max_pages: 64, ..Config::default() })
+        let p = Pool::with_config("kernel", &Config { layout: Layout::Kernel, max_pages: 64, ..Config::for_tests() })
             .unwrap();
         let h = p.malloc(100, AllocFlags::default()).unwrap();
         assert!(p.deferred(ci_of(&p, h)).is_none());
