@@ -383,8 +383,7 @@ fn model_pools(f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// The frame size the models' pools have: `ZS_TEST_FRAME_SIZE` in bytes, or 0 (the
-/// system's page) where it is unset or empty. (The models do not include `tests/common`, whose
-/// helpers build pools outside loom's model; this is its `frame_size`.)
+/// system's page) where it is unset or empty, as `tests/common`'s `frame_size` reads it.
 fn frame_size() -> usize {
     match std::env::var("ZS_TEST_FRAME_SIZE") {
         Ok(v) if !v.is_empty() => v.parse().expect("ZS_TEST_FRAME_SIZE is a number of bytes"),
