@@ -264,11 +264,29 @@ ctx_release_idle (void)
   }
 }
 
+/* Frames the pool could free by compaction now, over its classes (whole zspages'
+ * worth of free places in each). */
+static unsigned long
+pool_freeable (void)
+{
+  unsigned long freeable = 0;
+  struct zs_class_info info;
+  for (unsigned int i = 0;; i++) {
+    memset (&info, 0, sizeof info);
+    info.size = sizeof info;
+    if (zs_class_info (pool, i, &info) != 0)
+      break;
+    freeable += info.pages_freeable;
+  }
+  return freeable;
+}
+
 /* Gives back, at most once per second, the memory that idle contexts and malloc's
  * arenas hold (see disk_flush): rebuilding a zstd context costs a few hundred
- * microseconds, which a client flushing after every write would pay each time. */
+ * microseconds, which a client flushing after every write would pay each time.
+ * `compacted` says whether the flush's compaction freed anything. */
 static void
-release_idle_memory (void)
+release_idle_memory (bool compacted)
 {
   static uint64_t last_s;    /* seconds of CLOCK_MONOTONIC at the last release, + 1 */
   struct timespec ts;
@@ -280,6 +298,18 @@ release_idle_memory (void)
   if (last == now ||
       !__atomic_compare_exchange_n (&last_s, &last, now, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
     return;
+  /* zs_compact returns at once, having done nothing, while another compaction runs:
+   * the pool's background one, which is likely at work after the trims that a flush
+   * often follows, and compacts only the classes over its threshold. Where the pool
+   * still has frames to free, zs_defragment waits for that compaction to end (and
+   * then brings the arena's top down into the free frames below), and compacting
+   * again covers every class. */
+  if (!compacted && pool_freeable () > 0) {
+    long moved = zs_defragment (pool);
+    unsigned long freed = zs_compact (pool);
+    nbdkit_debug ("flush: after the running compaction, %ld frames moved down, %lu freed",
+                  moved, freed);
+  }
   ctx_release_idle ();
   malloc_trim (0);
   nbdkit_debug ("flush: idle contexts and malloc's free memory released");
@@ -1148,7 +1178,7 @@ disk_flush (void *handle, uint32_t flags)
   unsigned long freed = zs_compact (pool);
   if (freed)
     nbdkit_debug ("flush: compaction freed %lu frames", freed);
-  release_idle_memory ();
+  release_idle_memory (freed > 0);
   report_stats ("flush");
   return 0;
 }
