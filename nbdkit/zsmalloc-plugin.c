@@ -80,7 +80,7 @@
 
 /* lz4's default acceleration (level=). zram passes lz4 its default, 1; here a copy
  * into the disk is bound by lz4's compression (most of the server's CPU), and on the
- * benchmark's image of real files (docs/nbdkit.md) acceleration 4 takes 7 to 12% less
+ * benchmark's image of real files (docs/nbdkit.md) acceleration 4 takes 5 to 12% less
  * of the server's CPU per copy-in than 1, for 10% more bytes stored (318 against 291
  * MiB of objects): the disk still takes under 60% of the memory of an uncompressed
  * one. At 8 it would take 64% (358 against 561 MiB of RSS) for 0.1 s less CPU.
