@@ -1170,8 +1170,9 @@ disk_trim (void *handle, uint32_t count, uint64_t offset, uint32_t flags)
  * flushing after a fill, or after deleting or trimming, expects to see in the memory
  * used: it compacts the pool, frees idle compressor contexts, and has malloc return
  * what its arenas hold free (nbdkit's request buffers, one arena per thread, up to
- * eight per CPU), the last two at most once per second. Then it records the
- * statistics. */
+ * eight per CPU), the last two at most once per second, as is waiting for the pool's
+ * background compaction where that kept the flush's own from running (see
+ * release_idle_memory). Then it records the statistics. */
 static int
 disk_flush (void *handle, uint32_t flags)
 {
