@@ -16,10 +16,15 @@
 //! +-------------------------------------------------+----------+------+
 //! ```
 //!
-//! - `type` (2 bits): [`FrameType::Free`] (the whole word is 0), [`FrameType::Zspage`]
-//!   (a frame of a multi-object zspage), [`FrameType::Huge`] (the single frame of a
-//!   zspage holding one object), and one value reserved for frames in transit.
-//! - `frame idx` (4 bits): the frame's position in its owner's chain, 0..15.
+//! - `type` (2 bits): 0 for a free frame (the whole word is 0); 1, frame 0..15 of a
+//!   multi-object zspage ([`FrameType::Zspage`]); 3, frame 16..31 of one (the index's
+//!   fifth bit); 2, the single frame of a zspage holding one object
+//!   ([`FrameType::Huge`], whose index is always 0).
+//! - `frame idx` (4 bits): the frame's position in its owner's chain, modulo 16: a
+//!   dense zspage of objects above 61440 bytes has 17 frames (`layout/dense.rs`), and
+//!   its last one is written with type 3. A fifth bit of its own would need owners
+//!   128-byte aligned; a huge frame's index is always 0, so the type's fourth value,
+//!   otherwise unused, carries it at no cost to any word.
 //! - the owner's address: what the layer above keeps for the frame (a zspage
 //!   descriptor), 64-byte aligned, so its low six bits are zero and carry the two
 //!   fields above. The table stores it and gives it back; it never follows it.
@@ -57,14 +62,16 @@ pub enum FrameType {
     Zspage = 1,
     /// The only frame of a zspage holding a single object.
     Huge = 2,
-    /// Reserved for frames being migrated.
-    Transit = 3,
 }
 
 const TYPE_MASK: usize = 0b11;
+/// The type bits of a zspage frame whose index is 16 or more.
+const HIGH_ZSPAGE: usize = 0b11;
 const INDEX_SHIFT: u32 = 2;
 const INDEX_MASK: usize = 0b1111 << INDEX_SHIFT;
 const PTR_MASK: usize = !(TYPE_MASK | INDEX_MASK);
+/// Frames a word can number: the index's four bits and the fifth the type carries.
+pub const MAX_INDEX: usize = 32;
 
 /// A decoded side-table word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,23 +84,30 @@ impl FrameWord {
     /// The word of frame `index` of the owner at address `owner` (64-byte aligned).
     pub fn new(ty: FrameType, index: usize, owner: usize) -> FrameWord {
         debug_assert!(owner & !PTR_MASK == 0, "owner not 64-byte aligned");
-        debug_assert!(index < 16);
-        FrameWord(owner | (index << INDEX_SHIFT) | ty as usize)
+        debug_assert!(index < MAX_INDEX && (ty != FrameType::Huge || index == 0));
+        debug_assert!(ty != FrameType::Free && owner != 0);
+        // Index 16 and above: type 1 becomes 3, the fifth bit (a huge frame's index
+        // is 0, so its type stays 2).
+        let ty = ty as usize | (index >> 4 << 1);
+        FrameWord(owner | ((index & 0b1111) << INDEX_SHIFT) | ty)
     }
 
     /// The frame's type.
+    #[inline]
     pub fn frame_type(self) -> FrameType {
         match self.0 & TYPE_MASK {
             0 => FrameType::Free,
-            1 => FrameType::Zspage,
             2 => FrameType::Huge,
-            _ => FrameType::Transit,
+            _ => FrameType::Zspage,
         }
     }
 
     /// The frame's position in its owner's chain.
+    #[inline]
     pub fn index(self) -> usize {
-        (self.0 & INDEX_MASK) >> INDEX_SHIFT
+        // The fifth bit: both type bits set.
+        let high = usize::from(self.0 & TYPE_MASK == HIGH_ZSPAGE);
+        (high << 4) | ((self.0 & INDEX_MASK) >> INDEX_SHIFT)
     }
 
     /// The address of the frame's owner, as stored (0 for a free frame).
@@ -344,12 +358,19 @@ mod tests {
     #[test]
     fn word_roundtrip() {
         let owner = 0x7f12_3456_7840usize;
-        for (ty, idx) in [(FrameType::Zspage, 0), (FrameType::Zspage, 15), (FrameType::Huge, 0)] {
+        let mut raws = std::collections::HashSet::new();
+        let cases = (0..MAX_INDEX).map(|k| (FrameType::Zspage, k)).chain([(FrameType::Huge, 0)]);
+        for (ty, idx) in cases {
             let w = FrameWord::new(ty, idx, owner);
             assert_eq!(w.frame_type(), ty);
             assert_eq!(w.index(), idx);
             assert_eq!(w.owner(), owner);
+            assert_ne!(w, FrameWord::FREE);
+            assert!(raws.insert(w.raw()), "two frames share the word {:#x}", w.raw());
         }
+        // The 17th frame of a chain (index 16) is told from frame 0 and from a huge
+        // frame by its type bits alone.
+        assert_eq!(FrameWord::new(FrameType::Zspage, 16, owner).raw() & TYPE_MASK, HIGH_ZSPAGE);
         assert_eq!(FrameWord::FREE.frame_type(), FrameType::Free);
         assert_eq!(FrameWord::FREE.owner(), 0);
     }
