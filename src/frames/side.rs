@@ -10,24 +10,29 @@
 //! # The word's encoding
 //!
 //! ```text
-//!  63                                              6 5        2 1    0
-//! +-------------------------------------------------+----------+------+
-//! |  address of the frame's owner (bits 63..6)      | frame idx | type |
-//! +-------------------------------------------------+----------+------+
+//!  63                                              6 5          1   0
+//! +-------------------------------------------------+------------+------+
+//! |  address of the frame's owner (bits 63..6)      | frame idx  | huge |
+//! +-------------------------------------------------+------------+------+
 //! ```
 //!
-//! - `type` (2 bits): 0 for a free frame (the whole word is 0); 1, frame 0..15 of a
-//!   multi-object zspage ([`FrameType::Zspage`]); 3, frame 16..31 of one (the index's
-//!   fifth bit); 2, the single frame of a zspage holding one object
-//!   ([`FrameType::Huge`], whose index is always 0).
-//! - `frame idx` (4 bits): the frame's position in its owner's chain, modulo 16: a
-//!   dense zspage of objects above 61440 bytes has 17 frames (`layout/dense.rs`), and
-//!   its last one is written with type 3. A fifth bit of its own would need owners
-//!   128-byte aligned; a huge frame's index is always 0, so the type's fourth value,
-//!   otherwise unused, carries it at no cost to any word.
+//! - a free frame's word is 0 ([`FrameType::Free`]); every other word names an owner,
+//!   so is not 0.
+//! - `huge` (1 bit): set for the single frame of a zspage holding one object
+//!   ([`FrameType::Huge`], whose index is 0), clear for a frame of a multi-object
+//!   zspage ([`FrameType::Zspage`]).
+//! - `frame idx` (5 bits): the frame's position in its owner's chain, 0..31: up to
+//!   16 frames in the kernel's layout, 17 in a dense zspage of objects above 61440
+//!   bytes (`layout/classes.rs`, `MAX_FRAMES`). (The word once had 2 bits of type,
+//!   the fourth value reserved for frames in transit and never written, and 4 of
+//!   index; a free frame is told by its zero word, so one bit of type is enough, and
+//!   the index is read with a shift and a mask, as before.)
 //! - the owner's address: what the layer above keeps for the frame (a zspage
 //!   descriptor), 64-byte aligned, so its low six bits are zero and carry the two
 //!   fields above. The table stores it and gives it back; it never follows it.
+//!   Descriptors 128-byte aligned would have given a seventh bit, at the price of an
+//!   aligned allocation for each, whose split-off remainders scatter small free
+//!   blocks through the heap.
 //!
 //! A frame's order is always 0: a scanner walking frames by number steps by one and
 //! never infers the extent of a run from a word.
@@ -64,13 +69,12 @@ pub enum FrameType {
     Huge = 2,
 }
 
-const TYPE_MASK: usize = 0b11;
-/// The type bits of a zspage frame whose index is 16 or more.
-const HIGH_ZSPAGE: usize = 0b11;
-const INDEX_SHIFT: u32 = 2;
-const INDEX_MASK: usize = 0b1111 << INDEX_SHIFT;
-const PTR_MASK: usize = !(TYPE_MASK | INDEX_MASK);
-/// Frames a word can number: the index's four bits and the fifth the type carries.
+/// The bit of a huge frame.
+const HUGE: usize = 0b1;
+const INDEX_SHIFT: u32 = 1;
+const INDEX_MASK: usize = 0b11111 << INDEX_SHIFT;
+const PTR_MASK: usize = !(HUGE | INDEX_MASK);
+/// Frames a word can number.
 pub const MAX_INDEX: usize = 32;
 
 /// A decoded side-table word.
@@ -81,33 +85,31 @@ impl FrameWord {
     /// The word of a free frame.
     pub const FREE: FrameWord = FrameWord(0);
 
-    /// The word of frame `index` of the owner at address `owner` (64-byte aligned).
+    /// The word of frame `index` of the owner at address `owner` (64-byte aligned,
+    /// not null), of type `ty` (not free).
     pub fn new(ty: FrameType, index: usize, owner: usize) -> FrameWord {
         debug_assert!(owner & !PTR_MASK == 0, "owner not 64-byte aligned");
         debug_assert!(index < MAX_INDEX && (ty != FrameType::Huge || index == 0));
         debug_assert!(ty != FrameType::Free && owner != 0);
-        // Index 16 and above: type 1 becomes 3, the fifth bit (a huge frame's index
-        // is 0, so its type stays 2).
-        let ty = ty as usize | (index >> 4 << 1);
-        FrameWord(owner | ((index & 0b1111) << INDEX_SHIFT) | ty)
+        FrameWord(owner | (index << INDEX_SHIFT) | usize::from(ty == FrameType::Huge))
     }
 
     /// The frame's type.
     #[inline]
     pub fn frame_type(self) -> FrameType {
-        match self.0 & TYPE_MASK {
-            0 => FrameType::Free,
-            2 => FrameType::Huge,
-            _ => FrameType::Zspage,
+        if self.0 == 0 {
+            FrameType::Free
+        } else if self.0 & HUGE != 0 {
+            FrameType::Huge
+        } else {
+            FrameType::Zspage
         }
     }
 
     /// The frame's position in its owner's chain.
     #[inline]
     pub fn index(self) -> usize {
-        // The fifth bit: both type bits set.
-        let high = usize::from(self.0 & TYPE_MASK == HIGH_ZSPAGE);
-        (high << 4) | ((self.0 & INDEX_MASK) >> INDEX_SHIFT)
+        (self.0 & INDEX_MASK) >> INDEX_SHIFT
     }
 
     /// The address of the frame's owner, as stored (0 for a free frame).
@@ -369,8 +371,9 @@ mod tests {
             assert!(raws.insert(w.raw()), "two frames share the word {:#x}", w.raw());
         }
         // The 17th frame of a chain (index 16) is told from frame 0 and from a huge
-        // frame by its type bits alone.
-        assert_eq!(FrameWord::new(FrameType::Zspage, 16, owner).raw() & TYPE_MASK, HIGH_ZSPAGE);
+        // frame by its low bits alone.
+        assert_eq!(FrameWord::new(FrameType::Zspage, 16, owner).raw() & !PTR_MASK, 16 << INDEX_SHIFT);
+        assert_eq!(FrameWord::new(FrameType::Huge, 0, owner).raw() & !PTR_MASK, HUGE);
         assert_eq!(FrameWord::FREE.frame_type(), FrameType::Free);
         assert_eq!(FrameWord::FREE.owner(), 0);
     }
