@@ -55,6 +55,10 @@ pub const MAX_OBJECT: usize = crate::layout::classes::MAX_CHAIN * UNIT;
 /// counts in grains of 2 bytes (see the module comment).
 pub const MAX_BYTES: usize = MAX_OBJECT + UNIT;
 
+/// Grains in a block of [`FreeSpace`]'s length: a zspage of bytes has an even number
+/// of blocks, one of 17 frames 17 blocks of 2048 grains of 2 bytes.
+const GRAIN_BLOCK: usize = 2048;
+const _: () = assert!(MAX_BYTES / 2 == 17 * GRAIN_BLOCK && UNIT % (2 * GRAIN_BLOCK) == 0);
 /// What a zspage's bytes are counted in ([`FreeSpace`]): the smallest frame, of which
 /// every frame is a whole number.
 const UNIT: usize = crate::frames::MIN_FRAME_SIZE;
@@ -346,9 +350,12 @@ pub struct FreeSpace {
     nhole: u16,
     /// The largest hole's length, in grains (0: none).
     largest_hole: u16,
-    /// Bytes of the chain, in units of the smallest frame (at most 17; above 16, the
-    /// zspage counts in grains of 2 bytes).
-    units: u8,
+    /// The chain's grains in blocks of 2048: its bytes / 2048 (even: whole frames of
+    /// at least 4 KiB, at most 32), or 17 for a chain of 17 frames of 4 KiB, which
+    /// counts in grains of 2 bytes. So the grain's shift is its lowest bit, and the
+    /// chain's grains `blocks << 11` either way: the hot paths pay an and and a shift
+    /// or two for grains.
+    blocks: u8,
     /// Whether the zspage is listed by bands ([`list_of`]): a pool of objects larger
     /// than a page.
     bands: bool,
@@ -374,7 +381,7 @@ impl FreeSpace {
             nobj: 0,
             nhole: 0,
             largest_hole: 0,
-            units: (cap / UNIT) as u8,
+            blocks: if cap > MAX_OBJECT { 17 } else { (cap / GRAIN_BLOCK) as u8 },
             bands,
             end: 0,
             used: 0,
@@ -407,7 +414,7 @@ impl FreeSpace {
     /// Bytes of the chain.
     #[inline]
     pub fn cap(&self) -> usize {
-        self.units as usize * UNIT
+        self.cap_grains() << self.grain()
     }
 
     /// Bytes taken by objects (with their rounding up to a grain).
@@ -427,20 +434,21 @@ impl FreeSpace {
     /// than [`MAX_OBJECT`] bytes, else 0 (see the module comment).
     #[inline]
     fn grain(&self) -> u32 {
-        u32::from(self.units as usize > MAX_OBJECT / UNIT)
+        u32::from(self.blocks & 1)
     }
 
     /// The chain's grains.
     #[inline]
     fn cap_grains(&self) -> usize {
-        self.cap() >> self.grain()
+        (self.blocks as usize) * GRAIN_BLOCK
     }
 
     /// Grains an object of `len` bytes takes.
     #[inline]
     fn grains(&self, len: usize) -> usize {
+        // A grain of 1 << g bytes, g being 0 or 1, is g + 1 bytes.
         let g = self.grain();
-        (len + (1 << g) - 1) >> g
+        (len + g as usize) >> g
     }
 
     /// Bytes an object of `len` bytes takes in this zspage: its size rounded up to a
