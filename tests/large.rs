@@ -259,15 +259,21 @@ fn objects_straddle_every_count_of_frames_up_to_17() {
     }
 }
 
-/// Large objects stay intact through compaction under readers on other threads.
+/// Large objects stay intact through compaction under readers on other threads, at
+/// limits of 32 KiB and 64 KiB (at 4 KiB frames, dense chains of 9 and 17 frames).
 #[test]
 fn compaction_moves_large_objects_under_readers() {
-    for layout in LAYOUTS {
-        let p = pool(layout, 32768);
+    for (layout, limit) in LAYOUTS.into_iter().flat_map(|l| [(l, 32768), (l, 65536)]) {
+        let p = pool(layout, limit);
         let mut rng = Rng(11);
         let objs: Vec<(Handle, usize)> = (0..3000)
             .map(|i| {
-                let s = 1 + (rng.next_u64() % 32768) as usize;
+                // At 64 KiB, one in ten above 61440: sizes that can straddle 17 frames.
+                let s = if limit == 65536 && i % 10 == 0 {
+                    61441 + (rng.next_u64() % 4096) as usize
+                } else {
+                    1 + (rng.next_u64() % limit as u64) as usize
+                };
                 let h = p.malloc(s, AllocFlags::default()).unwrap();
                 p.write(h, &pattern(i, s)).unwrap();
                 (h, s)
@@ -295,10 +301,21 @@ fn compaction_moves_large_objects_under_readers() {
             }
             let r = p.compact();
             assert!(r.pages_freed > 0, "{layout:?}: compaction frees frames");
+            // Migration under the same readers: the arena's top down, then every
+            // zspage's frames adjacent.
+            p.defragment();
+            p.make_adjacent();
         });
         check(&p);
         for &(i, h, s) in &kept {
             verify_all_ways(&p, h, &pattern(i as u64, s));
+        }
+        if layout == Layout::Dense && limit == 65536 && common::frame() == 4096 {
+            // Every zspage's frames are adjacent now: each object is mapped in place,
+            // and covers at most the chain's 17 frames (those above 61440 bytes at
+            // least 16; which reach 17 depends on where they landed).
+            let most = kept.iter().map(|&(_, h, s)| span_in_place(&p, h, s).expect("in place")).max().unwrap();
+            assert!((16..=17).contains(&most), "the most frames an object covers: {most}");
         }
     }
 }
