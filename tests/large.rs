@@ -3,7 +3,7 @@
 
 mod common;
 use common::{check, pattern, Rng};
-use zsmalloc::{AllocFlags, Config, Error, Handle, Layout, MapMode, Pool};
+use zsmalloc::{AllocFlags, Config, Error, FrameKind, Handle, Layout, MapMode, Pool};
 
 fn pool(layout: Layout, limit: usize) -> Pool {
     let cfg = Config { max_pages: 1 << 18, layout, max_object_size: limit, ..common::config() };
@@ -178,15 +178,102 @@ fn objects_over_frames_that_are_not_adjacent() {
     }
 }
 
-/// Large objects stay intact through compaction under readers on other threads.
+/// Frames of 4 KiB that `len` bytes at `addr` cover: an object mapped in place lies at
+/// its address in the arena, whose frames are 4 KiB aligned.
+fn frames_covered(addr: usize, len: usize) -> usize {
+    (addr + len - 1) / 4096 - addr / 4096 + 1
+}
+
+/// The frames an object covers, read from a mapping in place (None if copied).
+fn span_in_place(p: &Pool, h: Handle, len: usize) -> Option<usize> {
+    let m = p.map(h, MapMode::ReadOnly).unwrap();
+    (!m.is_copy()).then(|| frames_covered(m.as_ptr() as usize, len))
+}
+
+/// The size that, after 101 bytes at the start of a zspage, straddles `n` frames of
+/// 4 KiB: from byte 102 (101 rounded up to the 17-frame chain's grain of 2 bytes) to
+/// a byte of frame `n - 1`.
+fn straddling(n: usize) -> usize {
+    ((n - 1) * 4096 + 1).min(65536)
+}
+
+/// A dense pool of objects up to 64 KiB in 4 KiB frames has chains of 17 frames, and
+/// an object of every span from 2 to 17 frames is made in one right after an object
+/// of 101 bytes, in frames that a segment boundary parts just before the object's
+/// last frame (the 17th of the chain for a 64 KiB object): written, read and mapped
+/// through copies, its frames migrated (a 17th frame among them) until adjacent, then
+/// read and mapped in place, where its address shows the frames it covers; then
+/// compacted and defragmented, checked after every step.
+#[test]
+fn objects_straddle_every_count_of_frames_up_to_17() {
+    const BOUNDARY: usize = 1 << 27;
+    let cfg = Config {
+        max_pages: 1 << 28,
+        layout: Layout::Dense,
+        max_object_size: 65536,
+        frame_size: 4096,
+        ..Config::default()
+    };
+    for n in 2..=17usize {
+        let p = Pool::testonly_starting_at("span", &cfg, BOUNDARY - (n - 1)).unwrap();
+        assert_eq!(p.class_info(0).unwrap().pages_per_zspage, 17, "limits above 61440 take chains of 17");
+        let lead = p.malloc(101, AllocFlags::default()).unwrap();
+        let len = straddling(n);
+        let h = p.malloc(len, AllocFlags::default()).unwrap();
+        p.write(lead, &pattern(1, 101)).unwrap();
+        p.write(h, &pattern(n as u64, len)).unwrap();
+        check(&p);
+        let copied = p.info().read_copied_bytes;
+        verify_all_ways(&p, h, &pattern(n as u64, len));
+        assert!(p.info().read_copied_bytes >= copied + 2 * len as u64, "{n} frames: copied, as two are apart");
+        let mut m = p.map(h, MapMode::ReadWrite).unwrap();
+        assert!(m.is_copy());
+        m.as_mut_slice().unwrap()[len - 1] ^= 0x5a;
+        drop(m);
+        let mut want = pattern(n as u64, len);
+        want[len - 1] ^= 0x5a;
+        verify_all_ways(&p, h, &want);
+        let kinds = p.frame_kinds();
+        let last = kinds.iter().filter(|k| matches!(k, FrameKind::Zspage { index: 16, .. })).count();
+        assert_eq!(last, 1, "the zspage's 17th frame, index 16, in the census");
+        check(&p);
+        let moved = p.make_adjacent();
+        assert!(moved.frames_moved > 0, "{n} frames: the zspage's frames were apart");
+        check(&p);
+        assert_eq!(span_in_place(&p, h, len), Some(n), "{len} bytes after 101 straddle {n} frames");
+        let copied = p.info().read_copied_bytes;
+        verify_all_ways(&p, h, &want);
+        verify_all_ways(&p, lead, &pattern(1, 101));
+        assert_eq!(p.info().read_copied_bytes, copied, "no copies once adjacent");
+        p.compact();
+        check(&p);
+        p.defragment();
+        check(&p);
+        verify_all_ways(&p, h, &want);
+        p.free(lead).unwrap();
+        check(&p);
+        verify_all_ways(&p, h, &want);
+        p.free(h).unwrap();
+        assert_eq!(p.total_pages(), 0);
+        check(&p);
+    }
+}
+
+/// Large objects stay intact through compaction under readers on other threads, at
+/// limits of 32 KiB and 64 KiB (at 4 KiB frames, dense chains of 9 and 17 frames).
 #[test]
 fn compaction_moves_large_objects_under_readers() {
-    for layout in LAYOUTS {
-        let p = pool(layout, 32768);
+    for (layout, limit) in LAYOUTS.into_iter().flat_map(|l| [(l, 32768), (l, 65536)]) {
+        let p = pool(layout, limit);
         let mut rng = Rng(11);
         let objs: Vec<(Handle, usize)> = (0..3000)
             .map(|i| {
-                let s = 1 + (rng.next_u64() % 32768) as usize;
+                // At 64 KiB, one in ten above 61440: sizes that can straddle 17 frames.
+                let s = if limit == 65536 && i % 10 == 0 {
+                    61441 + (rng.next_u64() % 4096) as usize
+                } else {
+                    1 + (rng.next_u64() % limit as u64) as usize
+                };
                 let h = p.malloc(s, AllocFlags::default()).unwrap();
                 p.write(h, &pattern(i, s)).unwrap();
                 (h, s)
@@ -214,10 +301,21 @@ fn compaction_moves_large_objects_under_readers() {
             }
             let r = p.compact();
             assert!(r.pages_freed > 0, "{layout:?}: compaction frees frames");
+            // Migration under the same readers: the arena's top down, then every
+            // zspage's frames adjacent.
+            p.defragment();
+            p.make_adjacent();
         });
         check(&p);
         for &(i, h, s) in &kept {
             verify_all_ways(&p, h, &pattern(i as u64, s));
+        }
+        if layout == Layout::Dense && limit == 65536 && common::frame() == 4096 {
+            // Every zspage's frames are adjacent now: each object is mapped in place,
+            // and covers at most the chain's 17 frames (those above 61440 bytes at
+            // least 16; which reach 17 depends on where they landed).
+            let most = kept.iter().map(|&(_, h, s)| span_in_place(&p, h, s).expect("in place")).max().unwrap();
+            assert!((16..=17).contains(&most), "the most frames an object covers: {most}");
         }
     }
 }

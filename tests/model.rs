@@ -40,11 +40,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-/// As [`op`], and allocations of up to 64 KiB besides, many of them over a page.
+/// As [`op`], and allocations of up to 64 KiB besides, many of them over a page, and
+/// some above 61440 bytes (at 4 KiB frames, in the dense layout, up to 17 frames).
 fn op_large() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => op(),
-        1 => prop_oneof![4097usize..=65536, 30000usize..=65536, Just(65536)].prop_map(Op::Malloc),
+        1 => prop_oneof![4097usize..=65536, 30000usize..=65536, 61441usize..=65536, Just(65536)].prop_map(Op::Malloc),
     ]
 }
 

@@ -10,19 +10,29 @@
 //! # The word's encoding
 //!
 //! ```text
-//!  63                                              6 5        2 1    0
-//! +-------------------------------------------------+----------+------+
-//! |  address of the frame's owner (bits 63..6)      | frame idx | type |
-//! +-------------------------------------------------+----------+------+
+//!  63                                              6 5          1   0
+//! +-------------------------------------------------+------------+------+
+//! |  address of the frame's owner (bits 63..6)      | frame idx  | huge |
+//! +-------------------------------------------------+------------+------+
 //! ```
 //!
-//! - `type` (2 bits): [`FrameType::Free`] (the whole word is 0), [`FrameType::Zspage`]
-//!   (a frame of a multi-object zspage), [`FrameType::Huge`] (the single frame of a
-//!   zspage holding one object), and one value reserved for frames in transit.
-//! - `frame idx` (4 bits): the frame's position in its owner's chain, 0..15.
+//! - a free frame's word is 0 ([`FrameType::Free`]); every other word names an owner,
+//!   so is not 0.
+//! - `huge` (1 bit): set for the single frame of a zspage holding one object
+//!   ([`FrameType::Huge`], whose index is 0), clear for a frame of a multi-object
+//!   zspage ([`FrameType::Zspage`]).
+//! - `frame idx` (5 bits): the frame's position in its owner's chain, 0..31: up to
+//!   16 frames in the kernel's layout, 17 in a dense zspage of objects above 61440
+//!   bytes (`layout/classes.rs`, `MAX_FRAMES`). (The word once had 2 bits of type,
+//!   the fourth value reserved for frames in transit and never written, and 4 of
+//!   index; a free frame is told by its zero word, so one bit of type is enough, and
+//!   the index is read with a shift and a mask, as before.)
 //! - the owner's address: what the layer above keeps for the frame (a zspage
 //!   descriptor), 64-byte aligned, so its low six bits are zero and carry the two
 //!   fields above. The table stores it and gives it back; it never follows it.
+//!   Descriptors 128-byte aligned would have given a seventh bit, at the price of an
+//!   aligned allocation for each, whose split-off remainders scatter small free
+//!   blocks through the heap.
 //!
 //! A frame's order is always 0: a scanner walking frames by number steps by one and
 //! never infers the extent of a run from a word.
@@ -57,14 +67,15 @@ pub enum FrameType {
     Zspage = 1,
     /// The only frame of a zspage holding a single object.
     Huge = 2,
-    /// Reserved for frames being migrated.
-    Transit = 3,
 }
 
-const TYPE_MASK: usize = 0b11;
-const INDEX_SHIFT: u32 = 2;
-const INDEX_MASK: usize = 0b1111 << INDEX_SHIFT;
-const PTR_MASK: usize = !(TYPE_MASK | INDEX_MASK);
+/// The bit of a huge frame.
+const HUGE: usize = 0b1;
+const INDEX_SHIFT: u32 = 1;
+const INDEX_MASK: usize = 0b11111 << INDEX_SHIFT;
+const PTR_MASK: usize = !(HUGE | INDEX_MASK);
+/// Frames a word can number.
+pub const MAX_INDEX: usize = 32;
 
 /// A decoded side-table word.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,24 +85,29 @@ impl FrameWord {
     /// The word of a free frame.
     pub const FREE: FrameWord = FrameWord(0);
 
-    /// The word of frame `index` of the owner at address `owner` (64-byte aligned).
+    /// The word of frame `index` of the owner at address `owner` (64-byte aligned,
+    /// not null), of type `ty` (not free).
     pub fn new(ty: FrameType, index: usize, owner: usize) -> FrameWord {
         debug_assert!(owner & !PTR_MASK == 0, "owner not 64-byte aligned");
-        debug_assert!(index < 16);
-        FrameWord(owner | (index << INDEX_SHIFT) | ty as usize)
+        debug_assert!(index < MAX_INDEX && (ty != FrameType::Huge || index == 0));
+        debug_assert!(ty != FrameType::Free && owner != 0);
+        FrameWord(owner | (index << INDEX_SHIFT) | usize::from(ty == FrameType::Huge))
     }
 
     /// The frame's type.
+    #[inline]
     pub fn frame_type(self) -> FrameType {
-        match self.0 & TYPE_MASK {
-            0 => FrameType::Free,
-            1 => FrameType::Zspage,
-            2 => FrameType::Huge,
-            _ => FrameType::Transit,
+        if self.0 == 0 {
+            FrameType::Free
+        } else if self.0 & HUGE != 0 {
+            FrameType::Huge
+        } else {
+            FrameType::Zspage
         }
     }
 
     /// The frame's position in its owner's chain.
+    #[inline]
     pub fn index(self) -> usize {
         (self.0 & INDEX_MASK) >> INDEX_SHIFT
     }
@@ -344,12 +360,20 @@ mod tests {
     #[test]
     fn word_roundtrip() {
         let owner = 0x7f12_3456_7840usize;
-        for (ty, idx) in [(FrameType::Zspage, 0), (FrameType::Zspage, 15), (FrameType::Huge, 0)] {
+        let mut raws = std::collections::HashSet::new();
+        let cases = (0..MAX_INDEX).map(|k| (FrameType::Zspage, k)).chain([(FrameType::Huge, 0)]);
+        for (ty, idx) in cases {
             let w = FrameWord::new(ty, idx, owner);
             assert_eq!(w.frame_type(), ty);
             assert_eq!(w.index(), idx);
             assert_eq!(w.owner(), owner);
+            assert_ne!(w, FrameWord::FREE);
+            assert!(raws.insert(w.raw()), "two frames share the word {:#x}", w.raw());
         }
+        // The 17th frame of a chain (index 16) is told from frame 0 and from a huge
+        // frame by its low bits alone.
+        assert_eq!(FrameWord::new(FrameType::Zspage, 16, owner).raw() & !PTR_MASK, 16 << INDEX_SHIFT);
+        assert_eq!(FrameWord::new(FrameType::Huge, 0, owner).raw() & !PTR_MASK, HUGE);
         assert_eq!(FrameWord::FREE.frame_type(), FrameType::Free);
         assert_eq!(FrameWord::FREE.owner(), 0);
     }

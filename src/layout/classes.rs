@@ -23,8 +23,15 @@
 //! The lookup from a size to its class is one table load.
 
 use crate::frames::MIN_FRAME_SIZE;
-/// Most frames a zspage may have (the kernel's chain size limit is 16).
+/// Most frames a zspage may have (the kernel's chain size limit is 16), but for the
+/// dense layout's one frame more ([`MAX_FRAMES`]).
 pub const MAX_CHAIN: usize = 16;
+/// Frames a zspage descriptor has room for: the longest chain, and a 17th for a dense
+/// zspage of a pool whose objects exceed 61440 bytes at 4 KiB frames ([`dense_chain`]),
+/// where an object of up to 64 KiB starting anywhere in the first frame still fits. The
+/// descriptor holds it in the padding before its state: it stays 128 bytes
+/// (`layout/zspage.rs`).
+pub const MAX_FRAMES: usize = MAX_CHAIN + 1;
 /// Fewest frames the chain limit may be set to (kernel: `CONFIG_ZSMALLOC_CHAIN_SIZE` >= 4).
 pub const MIN_CHAIN: usize = 4;
 /// The kernel's handle header, `ZS_HANDLE_SIZE` (sizeof(unsigned long)).
@@ -154,12 +161,12 @@ pub fn large_classes(chain: usize, limit: usize, frame: usize) -> Vec<(usize, us
 /// bytes where `chain` is asked for: long enough that an object of `limit` bytes fits
 /// in the tail of a zspage whose objects so far fill less than a frame, so that the
 /// largest objects still share zspages (a 32 KiB object spans up to 9 frames of
-/// 4 KiB), and never above [`MAX_CHAIN`]: a 64 KiB object takes a zspage of its own.
-/// Nor above what a dense zspage can address (`dense::MAX_OBJECT`, 64 KiB): at larger
-/// frames the dense zspage keeps the bytes it has at 4 KiB (4 frames of 16 KiB, one
-/// of 64 KiB), whatever chain is asked for.
+/// 4 KiB, a 64 KiB one up to 17), and never above what a dense zspage can address
+/// (`dense::MAX_BYTES`, 64 KiB and a smallest frame): 17 frames of 4 KiB for limits
+/// above 61440 ([`MAX_FRAMES`]); at larger frames the dense zspage keeps the bytes it
+/// has at 4 KiB (4 frames of 16 KiB, one of 64 KiB), whatever chain is asked for.
 pub fn dense_chain(chain: usize, limit: usize, frame: usize) -> usize {
-    chain.max((limit.div_ceil(frame) + 1).min(MAX_CHAIN)).min(crate::layout::dense::MAX_OBJECT / frame)
+    chain.max(limit.div_ceil(frame) + 1).min(crate::layout::dense::MAX_BYTES / frame)
 }
 
 /// Lanes of a dense pool: as many as the machine runs threads at once, up to 16.
@@ -485,7 +492,10 @@ mod tests {
         assert_eq!(dense_chain(16, 4096, 4096), 16);
         assert_eq!(dense_chain(4, 4096, 4096), 4, "a page's limit keeps the chain asked for");
         assert_eq!(dense_chain(4, 32768, 4096), 9, "a 32 KiB object spans up to 9 frames");
-        assert_eq!(dense_chain(4, 65536, 4096), 16, "the longest chain: a 64 KiB object alone");
+        assert_eq!(dense_chain(4, 61440, 4096), 16, "a 60 KiB object spans up to 16 frames");
+        assert_eq!(dense_chain(4, 61441, 4096), 17, "past 60 KiB, an object may span 17");
+        assert_eq!(dense_chain(16, 65536, 4096), 17, "the longest chain: a 64 KiB object past a frame's start");
+        assert_eq!(MAX_FRAMES, 17);
         // Larger frames: the zspage keeps at most 64 KiB, the dense layout's reach.
         assert_eq!(dense_chain(16, 16384, 16384), 4);
         assert_eq!(dense_chain(4, 65536, 16384), 4);

@@ -32,17 +32,33 @@
 //! - objects and holes cover `0..end` exactly, in address order, with no gap or
 //!   overlap;
 //! - no two holes are neighbours, and the last byte before `end` is an object's;
-//! - every length is positive, an object's at most 65536 (a zspage's most bytes:
-//!   sixteen frames of 4 KiB, four of 16 KiB, one of 64 KiB; a hole's at most 65535,
-//!   as a zspage with a hole keeps an object);
+//! - every length is positive, an object's at most 65536 (the largest object);
 //!   `end <= cap`;
 //! - the object count, the byte count and the largest hole match.
+//!
+//! A zspage counts its bytes in 16 bits (hole offsets and lengths, the object count):
+//! up to sixteen frames of 4 KiB, four of 16 KiB, one of 64 KiB, in bytes. A chain of
+//! 17 frames of 4 KiB (pools of objects above 61440 bytes, where a 64 KiB object
+//! starting anywhere in the first frame still fits: `layout/classes.rs`,
+//! `dense_chain`) has 69632 bytes, past 16 bits: it counts in grains of 2 bytes, an
+//! object taking its size rounded up to a grain (at most a byte more). Every field
+//! and hole entry is then in grains, and the functions below take and give bytes.
+//! Such a zspage is the only one with more than 65536 bytes, so the grain follows
+//! from its length, and every other zspage counts as before.
 
-/// The largest object a dense zspage can hold, and its most bytes: the longest chain
-/// of the smallest frames (`layout/classes.rs`, `dense_chain`, keeps larger frames'
-/// zspages within it). Hole offsets and lengths fit 16 bits below it.
+/// The largest object a dense zspage can hold. Hole offsets and lengths fit 16 bits in
+/// a zspage of this many bytes.
 pub const MAX_OBJECT: usize = crate::layout::classes::MAX_CHAIN * UNIT;
 
+/// A dense zspage's most bytes: an object of [`MAX_OBJECT`] bytes starting anywhere in
+/// the first unit still ends within them. A zspage of more than [`MAX_OBJECT`] bytes
+/// counts in grains of 2 bytes (see the module comment).
+pub const MAX_BYTES: usize = MAX_OBJECT + UNIT;
+
+/// Grains in a block of [`FreeSpace`]'s length: a zspage of bytes has an even number
+/// of blocks, one of 17 frames 17 blocks of 2048 grains of 2 bytes.
+const GRAIN_BLOCK: usize = 2048;
+const _: () = assert!(MAX_BYTES / 2 == 17 * GRAIN_BLOCK && UNIT % (2 * GRAIN_BLOCK) == 0);
 /// What a zspage's bytes are counted in ([`FreeSpace`]): the smallest frame, of which
 /// every frame is a whole number.
 const UNIT: usize = crate::frames::MIN_FRAME_SIZE;
@@ -319,6 +335,7 @@ const NO_OFF: u16 = u16::MAX;
 ///
 /// ```text
 /// used + sum(hole lengths) == end <= cap      largest_hole == max(hole lengths)
+/// (all in grains: bytes, or pairs of bytes in a zspage of more than 64 KiB)
 /// holes <= room                               nobj == 0  =>  end == 0
 /// ```
 ///
@@ -331,16 +348,20 @@ pub struct FreeSpace {
     /// Objects in the zspage.
     nobj: u16,
     nhole: u16,
-    /// The largest hole's length (0: none).
+    /// The largest hole's length, in grains (0: none).
     largest_hole: u16,
-    /// Bytes of the chain, in units of the smallest frame (at most 16).
-    units: u8,
+    /// The chain's grains in blocks of 2048: its bytes / 2048 (even: whole frames of
+    /// at least 4 KiB, at most 32), or 17 for a chain of 17 frames of 4 KiB, which
+    /// counts in grains of 2 bytes. So the grain's shift is its lowest bit, and the
+    /// chain's grains `blocks << 11` either way: the hot paths pay an and and a shift
+    /// or two for grains.
+    blocks: u8,
     /// Whether the zspage is listed by bands ([`list_of`]): a pool of objects larger
     /// than a page.
     bands: bool,
-    /// Bytes in use from the start of the chain: the tail starts here.
+    /// Grains in use from the start of the chain: the tail starts here.
     end: u32,
-    /// Bytes of objects.
+    /// Grains of objects.
     used: u32,
 }
 
@@ -351,16 +372,16 @@ impl FreeSpace {
         FreeSpace::with_bands(frames * UNIT, false)
     }
 
-    /// An empty zspage of `cap` bytes (whole frames, at most [`MAX_OBJECT`]), listed
+    /// An empty zspage of `cap` bytes (whole frames, at most [`MAX_BYTES`]), listed
     /// by bands if `bands` ([`list_of`]).
     pub fn with_bands(cap: usize, bands: bool) -> FreeSpace {
-        debug_assert!(cap % UNIT == 0 && (UNIT..=MAX_OBJECT).contains(&cap));
+        debug_assert!(cap % UNIT == 0 && (UNIT..=MAX_BYTES).contains(&cap));
         FreeSpace {
             buf: Box::new([]),
             nobj: 0,
             nhole: 0,
             largest_hole: 0,
-            units: (cap / UNIT) as u8,
+            blocks: if cap > MAX_OBJECT { 17 } else { (cap / GRAIN_BLOCK) as u8 },
             bands,
             end: 0,
             used: 0,
@@ -393,19 +414,48 @@ impl FreeSpace {
     /// Bytes of the chain.
     #[inline]
     pub fn cap(&self) -> usize {
-        self.units as usize * UNIT
+        self.cap_grains() << self.grain()
     }
 
-    /// Bytes taken by objects.
+    /// Bytes taken by objects (with their rounding up to a grain).
     #[inline]
     pub fn used(&self) -> usize {
-        self.used as usize
+        (self.used as usize) << self.grain()
     }
 
-    /// The longest run of free bytes: the largest hole or the tail.
+    /// The longest run of free bytes: the largest hole or the tail. An object fits
+    /// in it if its size is at most this (a run is whole grains).
     #[inline]
     pub fn longest_run(&self) -> usize {
-        (self.largest_hole as usize).max(self.cap() - self.end as usize)
+        (self.largest_hole as usize).max(self.cap_grains() - self.end as usize) << self.grain()
+    }
+
+    /// The grain the zspage counts in, as a shift: 1 (2 bytes) for a chain of more
+    /// than [`MAX_OBJECT`] bytes, else 0 (see the module comment).
+    #[inline]
+    fn grain(&self) -> u32 {
+        u32::from(self.blocks & 1)
+    }
+
+    /// The chain's grains.
+    #[inline]
+    fn cap_grains(&self) -> usize {
+        (self.blocks as usize) * GRAIN_BLOCK
+    }
+
+    /// Grains an object of `len` bytes takes.
+    #[inline]
+    fn grains(&self, len: usize) -> usize {
+        // A grain of 1 << g bytes, g being 0 or 1, is g + 1 bytes.
+        let g = self.grain();
+        (len + g as usize) >> g
+    }
+
+    /// Bytes an object of `len` bytes takes in this zspage: its size rounded up to a
+    /// grain.
+    #[inline]
+    pub fn extent(&self, len: usize) -> usize {
+        self.grains(len) << self.grain()
     }
 
     /// Bytes of metadata the entries hold (their allocation).
@@ -557,8 +607,9 @@ impl FreeSpace {
     #[inline]
     pub fn place(&mut self, len: usize) -> Option<usize> {
         debug_assert!(len > 0 && len <= MAX_OBJECT);
+        let len = self.grains(len);
         let end = self.end as usize;
-        let off = if self.cap() - end >= len {
+        let off = if self.cap_grains() - end >= len {
             self.end += len as u32;
             end
         } else {
@@ -580,13 +631,15 @@ impl FreeSpace {
         self.used += len as u32;
         self.nobj += 1;
         self.debug_check();
-        Some(off)
+        Some(off << self.grain())
     }
 
     /// Frees the object of `len` bytes at byte `off`: its bytes become a hole, merged
     /// with neighbouring holes, or join the tail.
     #[inline(always)]
     pub fn remove(&mut self, off: usize, len: usize) {
+        debug_assert!(off & ((1 << self.grain()) - 1) == 0, "an object off its grain");
+        let (off, len) = (off >> self.grain(), self.grains(len));
         debug_assert!(self.nobj > 0 && off + len <= self.end as usize);
         self.nobj -= 1;
         self.used -= len as u32;
@@ -626,8 +679,8 @@ impl FreeSpace {
         {
             let holes = (0..self.holes()).map(|j| self.hole(j).1);
             let (sum, largest) = holes.fold((0, 0), |(s, m), l| (s + l, m.max(l)));
-            debug_assert_eq!(self.used() + sum, self.end as usize, "objects and holes do not cover 0..end");
-            debug_assert!(self.end as usize <= self.cap() && self.holes() <= self.room());
+            debug_assert_eq!(self.used as usize + sum, self.end as usize, "objects and holes do not cover 0..end");
+            debug_assert!(self.end as usize <= self.cap_grains() && self.holes() <= self.room());
             debug_assert_eq!(largest, self.largest_hole as usize, "the largest hole is off");
             debug_assert!(self.nobj != 0 || self.end == 0, "an empty zspage keeps bytes in use");
         }
@@ -645,22 +698,33 @@ impl FreeSpace {
         self.end = off as u32;
     }
 
-    /// Free bytes (holes and tail) among bytes `lo..hi` of the chain.
+    /// Free bytes (holes and tail) among bytes `lo..hi` of the chain (an object's
+    /// rounding up to a grain is the object's, not free).
     pub fn free_in(&self, lo: usize, hi: usize) -> usize {
-        let overlap = |o: usize, l: usize| (o + l).min(hi).saturating_sub(o.max(lo));
-        let first = self.hole_position(lo).saturating_sub(1);
-        let holes: usize =
-            (first..self.holes()).map(|j| self.hole(j)).take_while(|&(o, _)| o < hi).map(|(o, l)| overlap(o, l)).sum();
-        holes + overlap(self.end as usize, self.cap() - self.end as usize)
+        let g = self.grain();
+        let overlap = |o: usize, l: usize| ((o + l) << g).min(hi).saturating_sub((o << g).max(lo));
+        let first = self.hole_position(lo >> g).saturating_sub(1);
+        let holes: usize = (first..self.holes())
+            .map(|j| self.hole(j))
+            .take_while(|&(o, _)| o << g < hi)
+            .map(|(o, l)| overlap(o, l))
+            .sum();
+        holes + overlap(self.end as usize, self.cap_grains() - self.end as usize)
     }
 
     /// Checks the invariants of the module comment, with the zspage's objects as
-    /// (offset, length) in `objects` (sorted here).
+    /// (offset, length) in bytes in `objects` (sorted here).
     pub fn check(&self, objects: &mut [(usize, usize)]) -> Result<(), String> {
         objects.sort_unstable();
         if objects.len() != self.len() {
             return Err(format!("{} objects counted, {} located", self.len(), objects.len()));
         }
+        let g = self.grain();
+        if let Some(&(off, len)) = objects.iter().find(|&&(off, len)| off & ((1 << g) - 1) != 0 || len > MAX_OBJECT) {
+            return Err(format!("object at {off}+{len} off its grain of {} bytes, or too long", 1 << g));
+        }
+        // In grains from here.
+        let objects: Vec<(usize, usize)> = objects.iter().map(|&(off, len)| (off >> g, self.grains(len))).collect();
         let (mut at, mut used, mut largest) = (0usize, 0usize, 0usize);
         let (mut i, mut j) = (0, 0);
         let mut last_was_hole = false;
@@ -679,7 +743,7 @@ impl FreeSpace {
                 j += 1;
             } else {
                 let (off, len) = objects[i];
-                if off != at || len == 0 || len > MAX_OBJECT {
+                if off != at || len == 0 {
                     return Err(format!("object {i} at {off}+{len} where {at} was expected"));
                 }
                 used += len;
@@ -691,8 +755,13 @@ impl FreeSpace {
         if last_was_hole {
             return Err("the last entry is a hole".into());
         }
-        if at != self.end as usize || at > self.cap() {
-            return Err(format!("entries end at {at}, end is {}, cap {}", self.end, self.cap()));
+        if at != self.end as usize || at > self.cap_grains() {
+            return Err(format!(
+                "entries end at {at}, end is {}, cap {} (grains of {} bytes)",
+                self.end,
+                self.cap_grains(),
+                1 << g
+            ));
         }
         if used != self.used as usize || largest != self.largest_hole as usize {
             return Err(format!(
@@ -816,6 +885,38 @@ mod tests {
     }
 
     #[test]
+    fn seventeen_frames_count_in_grains_of_two_bytes() {
+        let mut x = FreeSpace::with_bands(MAX_BYTES, true);
+        assert_eq!((x.cap(), x.longest_run(), x.grain()), (17 * 4096, 17 * 4096, 1));
+        assert_eq!(x.place(101), Some(0));
+        assert_eq!(x.used(), 102, "101 bytes take 102");
+        assert_eq!(x.place(MAX_OBJECT), Some(102), "64 KiB after 101 bytes: into the 17th frame");
+        assert_eq!(x.longest_run(), MAX_BYTES - 102 - MAX_OBJECT);
+        assert_eq!(x.place(4096 - 101), None);
+        assert_eq!(x.place(4096 - 103), Some(102 + MAX_OBJECT), "an odd size fills the last grain");
+        assert_eq!(x.longest_run(), 0);
+        x.check(&mut [(0, 101), (102, MAX_OBJECT), (102 + MAX_OBJECT, 4096 - 103)]).unwrap();
+        assert!(x.check(&mut [(0, 101), (101, MAX_OBJECT), (102 + MAX_OBJECT, 4096 - 103)]).is_err(), "off its grain");
+        assert_eq!(x.free_in(16 * 4096, 17 * 4096), 0, "an odd object's last byte is its own");
+        // Holes past 64 KiB and of 64 KiB or more: beyond 16 bits in bytes.
+        x.remove(0, 101);
+        x.remove(102, MAX_OBJECT);
+        assert_eq!((x.holes(), x.longest_run()), (1, 102 + MAX_OBJECT), "a hole of more than 64 KiB");
+        assert_eq!(x.free_in(60000, 60100), 100);
+        assert_eq!(x.place(MAX_OBJECT), Some(0));
+        assert_eq!(x.place(101), Some(MAX_OBJECT), "what is left of the hole");
+        x.remove(102 + MAX_OBJECT, 4096 - 103);
+        x.remove(0, MAX_OBJECT);
+        assert_eq!((x.holes(), x.len()), (1, 1));
+        x.check(&mut [(MAX_OBJECT, 101)]).unwrap();
+        x.remove(MAX_OBJECT, 101);
+        assert!(x.is_empty() && x.holes() == 0 && x.longest_run() == MAX_BYTES);
+        // Sixteen frames or fewer count in bytes, as before.
+        let mut y = FreeSpace::with_bands(MAX_OBJECT, true);
+        assert_eq!((y.place(101), y.place(1), y.used()), (Some(0), Some(101), 102));
+    }
+
+    #[test]
     fn bands_list_long_runs_of_large_pools_only() {
         for run in [0, 63, 64, 4095, 4096, 8191, 8192, 65535] {
             assert_eq!(list_of(run, false), bucket(run), "without bands, the buckets");
@@ -879,6 +980,8 @@ mod tests {
     fn replay(frames: usize, ops: &[(bool, usize, prop::sample::Index)]) -> Result<(), TestCaseError> {
         let cap = frames * 4096;
         let mut x = FreeSpace::new(frames);
+        // Bytes an object takes: its size, rounded up to 2 in a chain of 17 frames.
+        let grain = if cap > MAX_OBJECT { 2 } else { 1 };
         let mut taken = vec![false; cap];
         let mut live: Vec<(usize, usize)> = Vec::new();
         for &(alloc, size, pick) in ops {
@@ -886,7 +989,8 @@ mod tests {
                 let fits = x.longest_run() >= size;
                 match x.place(size) {
                     Some(off) => {
-                        prop_assert!(off + size <= cap);
+                        let size = size.next_multiple_of(grain);
+                        prop_assert!(off + size <= cap && off % grain == 0);
                         prop_assert!(taken[off..off + size].iter().all(|&t| !t), "placed over a live object");
                         taken[off..off + size].fill(true);
                         live.push((off, size));
@@ -924,6 +1028,22 @@ mod tests {
             ),
         ) {
             replay(frames, &ops)?;
+        }
+
+        /// A chain of 17 frames (a pool of objects above 61440 bytes), counted in grains
+        /// of 2 bytes, with objects of odd and even sizes up to 64 KiB.
+        #[test]
+        fn matches_a_byte_map_of_seventeen_frames(
+            ops in proptest::collection::vec(
+                (
+                    any::<bool>(),
+                    prop_oneof![1usize..600, 4096usize..=MAX_OBJECT, 61000usize..=MAX_OBJECT],
+                    any::<prop::sample::Index>(),
+                ),
+                1..200,
+            ),
+        ) {
+            replay(17, &ops)?;
         }
 
         /// A frame filled with small objects, then churned: dozens of holes, over

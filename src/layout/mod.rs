@@ -294,9 +294,10 @@ impl Body {
                 let inside: Vec<Object> = self
                     .objects(zs, spec, handles, found, shift)
                     .into_iter()
-                    .filter(|o| o.off < hi && o.off + o.len > lo)
+                    .filter(|o| o.off < hi && o.off + x.extent(o.len) > lo)
                     .collect();
-                let taken: usize = inside.iter().map(|o| (o.off + o.len).min(hi) - o.off.max(lo)).sum();
+                // An object takes its size rounded up to the zspage's grain.
+                let taken: usize = inside.iter().map(|o| (o.off + x.extent(o.len)).min(hi) - o.off.max(lo)).sum();
                 (taken + x.free_in(lo, hi) == hi - lo).then(|| inside.iter().map(|o| (o.idx, o.off)).collect())
             }
         }

@@ -21,7 +21,7 @@ use crate::sync::{hg, AtomicU32, Ordering};
 
 use crate::frames::side::{FrameType, FrameWord};
 use crate::frames::{location, offset_in_frame};
-use crate::layout::classes::MAX_CHAIN;
+use crate::layout::classes::MAX_FRAMES;
 use crate::layout::dense::FreeSpace;
 use crate::layout::kernel::Objects;
 
@@ -63,8 +63,10 @@ pub struct ZsPage {
     pub class: u16,
     /// Frames in the chain.
     pub nframes: u8,
-    /// The chain's pfns.
-    pub frames: [AtomicU32; MAX_CHAIN],
+    /// The chain's pfns: up to 16, and a 17th in a dense pool of objects above 61440
+    /// bytes (`layout/classes.rs`, `MAX_FRAMES`), in what would be padding before the
+    /// 8-byte aligned state, so that the descriptor keeps its 128 bytes.
+    pub frames: [AtomicU32; MAX_FRAMES],
     state: UnsafeCell<ZsPageState>,
 }
 
@@ -174,6 +176,16 @@ mod tests {
     fn descriptor_layout() {
         assert_eq!(std::mem::align_of::<ZsPage>(), 64);
         assert_eq!(std::mem::size_of::<ZsPage>(), 128, "the README counts 128 bytes a descriptor");
+        assert_eq!(std::mem::offset_of!(ZsPage, frames) + 4 * MAX_FRAMES, std::mem::offset_of!(ZsPage, state));
+        let pfns: Vec<u32> = (100..117).collect();
+        let z = ZsPage::new(0, &pfns, Body::Dense(FreeSpace::with_bands(17 * 4096, true)));
+        assert_eq!(z.frame_list().collect::<Vec<_>>(), pfns, "17 frames");
+        assert_eq!(z.loc_of(16 * 4096 + 9, 12), (116 << 12) + 9);
+        let w = ZsPage::word(&*z, FrameType::Zspage, 16);
+        assert_eq!(
+            (w.index(), w.frame_type(), ZsPage::of(w) as *const ZsPage),
+            (16, FrameType::Zspage, &*z as *const _)
+        );
         let z = ZsPage::new(3, &[7, 8], Body::Kernel(Objects::new(5)));
         assert_eq!(z.frame_list().collect::<Vec<_>>(), vec![7, 8]);
         assert_eq!(z.loc_of(4096 + 5, 12), (8 << 12) + 5);

@@ -88,9 +88,6 @@ impl PoolCore {
             if ty == FrameType::Free {
                 return FrameKind::Free;
             }
-            if ty == FrameType::Transit {
-                continue;
-            }
             // SAFETY: the word was non-free when read under `_guard`; descriptors are
             // handed to the epoch collector only after their words are cleared, so this
             // one stays allocated while the guard lives. Its `class` never changes and

@@ -55,7 +55,7 @@ use crate::frames::side::{FrameType, FrameWord};
 use crate::frames::{Discard, FrameSource};
 use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::handle::{Handle, HandleTable, PoolId};
-use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_CHAIN, MIN_CHAIN};
+use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_CHAIN, MAX_FRAMES, MIN_CHAIN};
 use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
@@ -466,7 +466,7 @@ impl PoolCore {
     pub(crate) fn new_zspage(&self, ci: usize, st: &mut ClassState, n: usize) -> Result<*mut ZsPage> {
         let spec = &self.classes[ci].spec;
         debug_assert!((1..=spec.frames).contains(&n));
-        let mut pfns = [0u32; MAX_CHAIN];
+        let mut pfns = [0u32; MAX_FRAMES];
         let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
         let body = self.layout.body(spec, n, self.frames.shift());
@@ -507,7 +507,7 @@ impl PoolCore {
     /// 2. `st` is that class's state, so its lock is held;
     /// 3. no reference to `zs`'s state is alive.
     pub(crate) unsafe fn retire(&self, ci: usize, st: &mut ClassState, zs: *mut ZsPage) -> Released {
-        let mut pfns = [0u32; MAX_CHAIN];
+        let mut pfns = [0u32; MAX_FRAMES];
         // SAFETY: `zs` is live (1), its class lock is held (2), and the state
         // references taken here end within their statements (3): what `state` and
         // `unlink` ask. Its frames are read atomically, and `nframes` never changes.
