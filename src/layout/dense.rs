@@ -78,6 +78,10 @@ pub const DRAIN: usize = TOP_BUCKET + 1;
 /// rather than the top bucket, so that malloc finds a run that fits a large object
 /// without looking through zspages whose runs do not.
 pub const BAND_BYTES: usize = 2 * BUCKETED_RUN;
+
+/// The most objects a zspage holds: what [`FreeSpace`]'s count keeps in 16 bits.
+const MAX_OBJECTS: u16 = u16::MAX;
+
 /// Band lists, after the drain list: runs of 1, 2, ... bands, the last one with
 /// every longer run.
 pub const BANDS: usize = 7;
@@ -427,6 +431,12 @@ impl FreeSpace {
     /// in it if its size is at most this (a run is whole grains).
     #[inline]
     pub fn longest_run(&self) -> usize {
+        if self.nobj == MAX_OBJECTS {
+            // Full by count: a 64 KiB zspage of one-byte objects would hold 65536, one
+            // more than the count's 16 bits. So the last byte stays free and the
+            // zspage is listed as full, where no placement looks for room.
+            return 0;
+        }
         (self.largest_hole as usize).max(self.cap_grains() - self.end as usize) << self.grain()
     }
 
@@ -607,6 +617,9 @@ impl FreeSpace {
     #[inline]
     pub fn place(&mut self, len: usize) -> Option<usize> {
         debug_assert!(len > 0 && len <= MAX_OBJECT);
+        if self.nobj == MAX_OBJECTS {
+            return None;
+        }
         let len = self.grains(len);
         let end = self.end as usize;
         let off = if self.cap_grains() - end >= len {
