@@ -290,6 +290,8 @@ impl MapState {
 
     /// The slot the mapping holds and its mode, to let the object go with
     /// [`PoolCore::abandon_map`] if the mapping is abandoned before the caller sees it.
+    // Its callers are left out of loom builds.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn hold(&self) -> (NonNull<Slot>, MapMode) {
         (self.slot, self.mode)
     }
@@ -603,6 +605,8 @@ impl PoolCore {
     ///    `map_begin` returned;
     /// 2. that mapping was not ended, and is not ended by anyone else afterwards.
     #[cold]
+    // Its callers are left out of loom builds.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) unsafe fn abandon_map(&self, slot: NonNull<Slot>, mode: MapMode) {
         // SAFETY: by 1, the slot is of this pool, and slots live as long as it.
         let slot = unsafe { slot.as_ref() };
