@@ -3,7 +3,7 @@
 
 mod common;
 use common::{check, pattern, pool, trace, Rng};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zsmalloc::{AllocFlags, Handle, Layout, MapMode, Pool};
@@ -130,12 +130,17 @@ fn stress_compaction_beside_every_operation() {
     for layout in [Layout::Dense, Layout::Kernel] {
         let p = Arc::new(pool(layout));
         let stop = Arc::new(AtomicBool::new(false));
+        // What the migrator and the compactor have moved so far: the workers go on past
+        // their 1.5 s (up to a minute) until both have moved something, so that a
+        // loaded machine, which may not run them at first, cannot fail the test.
+        let (migrated_yet, compacted_yet) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let migrator = {
-            let (p, stop) = (p.clone(), stop.clone());
+            let (p, stop, yet) = (p.clone(), stop.clone(), migrated_yet.clone());
             std::thread::spawn(move || {
                 let mut moved = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     moved += p.defragment().frames_moved + p.make_adjacent().frames_moved;
+                    yet.store(moved, Ordering::Relaxed);
                     let c = p.census();
                     assert_eq!(c.top, c.free + c.zspage + c.huge + c.transit);
                     // Migration and compaction exclude each other; leave the compactor
@@ -146,24 +151,33 @@ fn stress_compaction_beside_every_operation() {
             })
         };
         let compactor = {
-            let (p, stop) = (p.clone(), stop.clone());
+            let (p, stop, yet) = (p.clone(), stop.clone(), compacted_yet.clone());
             std::thread::spawn(move || {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     n += p.compact().objs_moved;
+                    yet.store(n, Ordering::Relaxed);
                 }
                 n
             })
         };
         let workers: Vec<_> = (0..3u64)
             .map(|t| {
-                let p = p.clone();
+                let (p, migrated_yet, compacted_yet) = (p.clone(), migrated_yet.clone(), compacted_yet.clone());
                 std::thread::spawn(move || {
                     let mut rng = Rng(0xC0FFEE + t);
                     let mut live: Vec<(Handle, u64, usize)> = Vec::new();
-                    let deadline = Instant::now() + Duration::from_millis(1500);
+                    let start = Instant::now();
+                    let (deadline, cap) = (start + Duration::from_millis(1500), start + Duration::from_secs(60));
                     let mut seed = t << 40;
-                    while Instant::now() < deadline {
+                    let busy = || {
+                        let now = Instant::now();
+                        now < deadline
+                            || (now < cap
+                                && (migrated_yet.load(Ordering::Relaxed) == 0
+                                    || compacted_yet.load(Ordering::Relaxed) == 0))
+                    };
+                    while busy() {
                         match rng.next_u64() % 6 {
                             0 | 1 => {
                                 let s = 1 + (rng.next_u64() % 4096) as usize;
