@@ -16,9 +16,10 @@
 //!   was issued with, so a stale handle is refused until the slot has been reused 2^16
 //!   times.
 //! - state (2 bits, all four values used):
-//!   - FREE: in a class's free-slot list (or never used); with a pin count of one,
-//!     PENDING: freed, its object still in its zspage until the class lock's next
-//!     holder takes it out;
+//!   - FREE: in a class's free-slot list (or never used); with a pin count of one
+//!     or two, PENDING: freed, its object still in its zspage until the class lock's
+//!     next holder takes it out (two: its freer has yet to name it where that holder
+//!     looks, or to apply it itself: it is "in flight");
 //!   - LIVE: holds an object, which `pins` readers share (0 or more);
 //!   - COPYING: one party copies the object's bytes, alone, for a bounded time (one
 //!     object copy of at most 4 KiB): compaction or migration moving it, a write, or a
@@ -26,8 +27,8 @@
 //!   - WRITER: a writable mapping holds the object, alone, for as long as its owner
 //!     keeps it.
 //! - pins (6 bits): how many readers share a LIVE object (shared mappings, reads in
-//!   progress, and a free checking that no one else does); 1 in a PENDING word, 0 in
-//!   every other state.
+//!   progress, and a free checking that no one else does); 1 or 2 in a PENDING word,
+//!   0 in every other state.
 //!   A 64th simultaneous holder is refused (`TooManyPins`, EAGAIN at the C ABI): a
 //!   read shares a pin only while another reader holds the object, so this takes 63
 //!   mappings of one object, or as many threads reading it at the same instant.
@@ -66,10 +67,13 @@
 //!   certain before it takes the class lock), then CASes `LIVE(g, 1, loc)` ->
 //!   `FREE(g+1, next)`, AcqRel; with any other pin it is refused (EBUSY), the freer
 //!   unpins, and nothing changes.
-//! - `defer_pinned`: as `free`, without the class lock, to `PENDING(g+1, loc)`: a FREE
-//!   word (pins refuse it as stale) with a pin count of one, which keeps the
-//!   location for the class lock's next holder, who applies the free
-//!   (`pool/deferred.rs`) and links the slot `FREE(g+1, next)`.
+//! - `defer_pinned`: as `free`, without the class lock, to `PENDING(g+1, loc)` in
+//!   flight: a FREE word (pins refuse it as stale) with a pin count of two, which
+//!   keeps the location for the class lock's next holder, who applies the free
+//!   (`pool/deferred.rs`) and links the slot `FREE(g+1, next)`. Once the freer has
+//!   named the slot for that holder, `settle` CASes the word from in flight to a pin
+//!   count of one, Release, unless the holder applied it first: the checker takes a
+//!   settled PENDING slot that nothing names for a lost free.
 //! - `begin_move` / `end_move`: compaction's and migration's copy claim, under the
 //!   class lock: CAS `LIVE(g, 0, loc)` -> `COPYING(g, loc)`, Acquire (the last
 //!   holder's writes are visible to the copy); then a Release store of
@@ -137,9 +141,20 @@ impl Word {
         Word(((gen as u64) << GEN_SHIFT) | PIN_ONE | loc)
     }
 
+    /// A PENDING word whose freer has yet to name it for the class lock's next holder
+    /// or to apply it itself (`pool/deferred.rs`): a pin count of two.
+    pub fn pending_in_flight(gen: u16, loc: u64) -> Word {
+        Word(Word::pending(gen, loc).0 + PIN_ONE)
+    }
+
     /// Whether this is a PENDING word: its object is still in its zspage.
     pub fn is_pending(self) -> bool {
         self.state() == State::Free && self.pins() != 0
+    }
+
+    /// Whether this is a PENDING word in flight (see [`Word::pending_in_flight`]).
+    pub fn is_in_flight(self) -> bool {
+        self.state() == State::Free && self.pins() == 2
     }
 
     /// Whether the slot holds no object: FREE and not PENDING.
@@ -336,18 +351,39 @@ impl Slot {
     }
 
     /// Frees the object of generation `gen` as [`free_pinned`](Self::free_pinned)
-    /// does, without the class lock: the slot goes PENDING (see [`Word::pending`]),
-    /// keeping the object's location for whoever next holds the class lock, which
-    /// takes the object out of its zspage and links the slot. On `Busy` the caller
-    /// still holds its pin.
-    pub fn defer_pinned(&self, gen: u16) -> Result<(), SlotError> {
-        self.leave_pinned(gen, |w| Word::pending(gen.wrapping_add(1), w.loc()))
+    /// does, without the class lock: the slot goes PENDING in flight (see
+    /// [`Word::pending_in_flight`]), keeping the object's location for whoever next
+    /// holds the class lock, which takes the object out of its zspage and links the
+    /// slot. Returns the word stored, for [`settle`](Self::settle). On `Busy` the
+    /// caller still holds its pin.
+    pub fn defer_pinned(&self, gen: u16) -> Result<Word, SlotError> {
+        let mut stored = Word(0);
+        self.leave_pinned(gen, |w| {
+            stored = Word::pending_in_flight(gen.wrapping_add(1), w.loc());
+            stored
+        })?;
+        Ok(stored)
+    }
+
+    /// Ends the flight of the PENDING word `in_flight` that
+    /// [`defer_pinned`](Self::defer_pinned) stored, once its freer has named the slot
+    /// for the class lock's next holder: the word becomes settled PENDING (a pin count
+    /// of one). If that holder applied the free first, the word has moved on and is
+    /// left as it is.
+    pub fn settle(&self, in_flight: Word) {
+        debug_assert!(in_flight.is_in_flight());
+        // Release: the checker, which loads the word with Acquire, sees the settled
+        // word only with the name the freer wrote before (the entry and its bit).
+        // Relaxed on failure: nothing is read.
+        hg::happens_before(&self.0);
+        let settled = Word(in_flight.0 - PIN_ONE);
+        let _ = self.0.compare_exchange(in_flight.0, settled.0, Ordering::Release, Ordering::Relaxed);
     }
 
     /// Replaces the caller's sole pin on the LIVE word of generation `gen` with
     /// `new(word)`; `Busy` if someone else pins it too.
     #[inline(always)]
-    fn leave_pinned(&self, gen: u16, new: impl Fn(Word) -> Word) -> Result<(), SlotError> {
+    fn leave_pinned(&self, gen: u16, mut new: impl FnMut(Word) -> Word) -> Result<(), SlotError> {
         let mut w = Word(self.0.load(Ordering::Relaxed));
         loop {
             // Our pin keeps the word LIVE with our generation.
@@ -367,6 +403,23 @@ impl Slot {
                 Err(now) => w = Word(now),
             }
         }
+    }
+
+    /// Links the PENDING slot of generation `gen` to `next`, `FREE(gen, next)`: the
+    /// free deferred by [`defer_pinned`](Self::defer_pinned) is applied. Caller holds
+    /// the class lock.
+    ///
+    /// A swap, not a store: its freer may [`settle`](Self::settle) the word at the same
+    /// moment (which changes only its pins), and the two must be ordered as a whole (a
+    /// settle after this fails; one before is overwritten). A plain store would do on
+    /// the machine, but loom lets a store fall between the read and the write of a
+    /// concurrent CAS (its issue 254), and so would bring the settled PENDING word back
+    /// after it.
+    pub fn free_pending(&self, gen: u16, next: u64) {
+        // Release: publishes the link to the next holder of the lock, as `set` does.
+        hg::happens_before(&self.0);
+        let old = Word(self.0.swap(Word::free(gen, next).0, Ordering::Release));
+        debug_assert!(old.is_pending() && old.gen() == gen, "freeing a slot that is {old:?}");
     }
 
     /// Claims the object for moving if no one holds it. Caller holds the class lock.

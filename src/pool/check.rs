@@ -72,6 +72,10 @@ impl PoolCore {
             let mut live = 0usize;
             let mut zspages = 0usize;
             let mut body_bytes = 0usize;
+            // The PENDING objects of the class, and whether each is in flight.
+            let mut pending: Vec<(u32, bool)> = Vec::new();
+            // The slots of the class's objects.
+            let mut of_class: HashSet<u32> = HashSet::new();
             for g in 0..NR_LISTS {
                 let mut n = 0usize;
                 let mut prev: *mut ZsPage = std::ptr::null_mut();
@@ -115,8 +119,12 @@ impl PoolCore {
                         // SAFETY: below the high-water mark.
                         let w = unsafe { self.handles().slot_unchecked(idx) }.load();
                         // Held by a reader, a writer or a mapping, or PENDING: still the
-                        // object's.
+                        // object's (if its free is not lost: see below).
                         ensure!(!w.is_vacant(), "slot {idx} of a live object is free");
+                        if w.is_pending() {
+                            pending.push((idx, w.is_in_flight()));
+                        }
+                        of_class.insert(idx);
                         let loc = z.loc_of(off, shift);
                         ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
                         requested += size;
@@ -128,6 +136,7 @@ impl PoolCore {
                 }
                 ensure!(n == st.lists.count(g), "class {ci}: group {g} counts {} but holds {n}", st.lists.count(g));
             }
+            self.check_pending(ci, &of_class, &pending)?;
             // Relaxed: written under the lock we hold.
             ensure!(class.live.load(Ordering::Relaxed) == live, "class {ci}: live count is off");
             ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
@@ -186,6 +195,51 @@ impl PoolCore {
             acc.bottom
         );
         drop(guards);
+        Ok(())
+    }
+
+    /// Checks that no free of class `ci` is lost: that each PENDING object of the
+    /// class will be applied. `of_class` holds the slots of the class's objects,
+    /// `pending` those that were PENDING, and whether in flight, when the walk loaded
+    /// them. The caller holds every class lock, so no holder takes or applies a name
+    /// meanwhile; freers go on.
+    ///
+    /// A word the walk saw settled PENDING was settled by its freer after it named the
+    /// slot in an entry and set the entry's bit (`Slot::settle`, Release; the walk
+    /// loaded the word with Acquire, before the entries are read here): so the name and
+    /// the bit are seen, and stay until the lock's next holder takes them. Without them
+    /// the free is lost: no holder will ever apply it, and the object stays in its
+    /// zspage for good. A word in flight is its freer's, which is between turning it
+    /// PENDING and naming it (it will settle it, or apply the free itself under the
+    /// lock once it has it): it needs no name yet.
+    fn check_pending(&self, ci: usize, of_class: &HashSet<u32>, pending: &[(u32, bool)]) -> Result<(), String> {
+        let Some(deferred) = self.deferred(ci) else {
+            ensure!(pending.is_empty(), "class {ci} defers no free, yet slot {} is PENDING", pending[0].0);
+            return Ok(());
+        };
+        let names = deferred.names();
+        let mut named = HashSet::new();
+        for &(idx, _) in &names {
+            ensure!(named.insert(idx), "class {ci}: slot {idx} named twice for a deferred free");
+            ensure!(
+                of_class.contains(&idx),
+                "class {ci}: slot {idx} named for a deferred free is no object of the class"
+            );
+            // Named by a freer that turned it PENDING before (possibly after the walk
+            // loaded it), and not applied since: only the lock's holder applies a
+            // named free, emptying the entry first. Whether a bit is missing is asked
+            // below of the words the walk saw settled: an entry filled whose bit is not
+            // seen may be a freer's between the two.
+            // SAFETY: below the high-water mark: the slot of an object the walk found.
+            let w = unsafe { self.handles().slot_unchecked(idx) }.load();
+            ensure!(w.is_pending(), "class {ci}: slot {idx} named for a deferred free is {w:?}");
+        }
+        for &(idx, in_flight) in pending {
+            ensure!(
+                in_flight || names.iter().any(|&(n, bit)| n == idx && bit),
+                "slot {idx} of class {ci} is PENDING and named nowhere: a lost free"
+            );
+        }
         Ok(())
     }
 }

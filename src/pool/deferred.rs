@@ -21,20 +21,39 @@
 //! empty and its bit set only after it is filled, so a bit taken names a filled entry;
 //! a filled entry whose bit is not yet set waits for the next holder.
 //!
+//! # Frees in flight, and lost frees
+//!
+//! `defer_pinned` leaves the slot PENDING *in flight*: its freer has yet to name it.
+//! Once the entry is filled and its bit set, the freer settles the word (`settle`, a
+//! CAS, Release), unless the holder applied the free first; a freer that found every
+//! entry taken keeps the word in flight until it applies the free itself under the
+//! lock. So whoever holds the locks (the checker holds them all) can tell a free that
+//! is on its way from one that is lost: a settled PENDING slot that no entry with its
+//! bit set names will never be applied (its object would stay in its zspage for good,
+//! and the pool's counts never drop), and the checker reports it; one in flight is its
+//! freer's, a few instructions from being named, or waiting for the very lock the
+//! checker holds. The settle's CAS compares the whole word, generation and all: it
+//! can succeed on a later free of the slot only after the generation has come round
+//! (2^16 frees of the slot meanwhile), the same bound as a stale handle's.
+//!
 //! What a PENDING object is to the rest of the pool: still an object of its zspage, in
 //! the class's counts (`live`, `requested`) and in its body, so the zspage cannot die
 //! under it; not LIVE, so no one can pin, claim or move it (compaction and migration
 //! pass over it as over a held object); found by passes over the handle table, and
 //! by the checker, as an object whose slot has already let go of it.
 
-use crate::handle::slot::{Slot, SlotError, Word};
+use crate::handle::slot::Slot;
 use crate::layout::zspage::ZsPage;
 use crate::pool::{ClassState, PoolCore, Released};
 use crate::sync::{AtomicU32, Ordering};
 
 /// Most frees pending in one class at once: as many as fill a cache line with the
 /// bits.
+#[cfg(not(loom))]
 pub(crate) const DEFERRED: usize = 15;
+/// In the loom models, one: two frees find every entry taken.
+#[cfg(loom)]
+pub(crate) const DEFERRED: usize = 1;
 
 /// The frees of one class waiting for its lock: see the module comment. A cache line
 /// of its own: the lanes' freers do not share lines.
@@ -91,6 +110,24 @@ impl Deferred {
         false
     }
 
+    /// What the entries name, for the checker, which holds the class lock: for each
+    /// filled entry, the slot it names and whether its bit is set. The bits are read
+    /// first: a bit seen set names an entry that stays filled until the lock's holder
+    /// takes it, while an entry seen empty may be filled, and its bit set, just after.
+    pub(crate) fn names(&self) -> Vec<(u32, bool)> {
+        // Acquire: pairs with the freers' Release on their bits, as in `take`.
+        let bits = self.ready.load(Ordering::Acquire);
+        let mut names = Vec::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            // Acquire: pairs with the freer's CAS, as in `take`.
+            let v = e.load(Ordering::Acquire);
+            if v != 0 {
+                names.push((v - 1, bits >> i & 1 == 1));
+            }
+        }
+        names
+    }
+
     /// Takes the slots the entries name (the caller holds the class lock: entries are
     /// emptied by one party at a time), calling `f` on each.
     fn take(&self, mut f: impl FnMut(u32)) {
@@ -116,12 +153,16 @@ impl PoolCore {
     /// else: see the module comment. The layout must defer frees (`deferred(ci)`).
     pub(crate) fn free_without_lock(&self, ci: usize, slot: &Slot, idx: u32, gen: u16) -> Deferral {
         let deferred = self.deferred(ci).expect("called only where the layout defers frees");
-        if slot.defer_pinned(gen) == Err(SlotError::Busy) {
-            return Deferral::Busy;
-        }
+        let in_flight = match slot.defer_pinned(gen) {
+            Ok(w) => w,
+            Err(_) => return Deferral::Busy,
+        };
         if deferred.push(idx) {
+            // Named, bit and all: only now may the checker see the word settled.
+            slot.settle(in_flight);
             Deferral::Done
         } else {
+            // In flight until the caller applies it under the lock.
             Deferral::Full
         }
     }
@@ -173,8 +214,9 @@ impl PoolCore {
         let zs = ZsPage::of(fw);
         // SAFETY: as above, the zspage is alive; `class` never changes.
         debug_assert_eq!(unsafe { (*zs).class } as usize, ci);
-        // Only the holder of the class lock changes a PENDING word.
-        slot.set(Word::free(w.gen(), st.free_slot));
+        // Only the holder of the class lock frees a PENDING word; its freer may settle
+        // it meanwhile (`Slot::free_pending`).
+        slot.free_pending(w.gen(), st.free_slot);
         st.free_slot = idx as u64 + 1;
         // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
         // object at `loc` whose slot `idx` has just been freed: the PENDING object was
@@ -191,6 +233,8 @@ mod tests {
 
     use super::*;
     use crate::error::Error;
+    use crate::handle::slot::Word;
+    use crate::sync::Ordering;
     use crate::{AllocFlags, Config, Handle, Layout, MapMode, Pool};
 
     fn dense() -> Pool {
@@ -308,33 +352,104 @@ mod tests {
         p.check().unwrap();
     }
 
+    /// Leaves the free of `h` PENDING and named, past the checker's drain: freed on
+    /// this thread while it holds the lane lock, so the free cannot take it. Returns
+    /// the lane and the slot's index.
+    fn pending_named(p: &Pool, h: Handle) -> (usize, u32) {
+        let ci = ci_of(p, h);
+        let held = p.classes()[ci].state.lock();
+        assert_eq!(p.free(h), Ok(()));
+        drop(held);
+        (ci, p.resolve(h, "test").unwrap().1)
+    }
+
     #[test]
     fn the_checker_counts_a_pending_object_as_its_zspages_and_finds_corruption_still() {
         let p = dense();
         let hs = filled(&p, 20);
-        let ci = ci_of(&p, hs[0]);
+        let (ci, idx) = pending_named(&p, hs[3]);
+        // Taken out of the entries, as a holder does before it applies the free.
         let d = p.deferred(ci).unwrap();
-        // A free left pending after the checker's own drain: taken out of the entries
-        // here (as if pushed while the checker holds the locks), applied later.
         let mut st = p.classes()[ci].state.lock();
-        assert_eq!(p.free(hs[3]), Ok(()));
         let mut taken = Vec::new();
-        d.take(|idx| taken.push(idx));
+        d.take(|i| taken.push(i));
+        assert_eq!(taken, [idx]);
         drop(st);
-        assert_eq!(taken.len(), 1);
-        assert_eq!(p.check(), Ok(()), "a PENDING slot is its object's");
-        assert_eq!(p.info().live_objects, 20, "not yet applied");
-        // A pending slot that does not locate its object is corruption.
+        // A pending slot that does not locate its object is corruption (in flight,
+        // so that it needs no name).
         let slot = p.resolve(hs[3], "test").unwrap().0;
         let w = slot.load();
-        slot.set(Word::pending(w.gen(), w.loc() + 1));
+        assert!(w.is_pending() && !w.is_in_flight(), "settled once named: {w:?}");
+        slot.set(Word::pending_in_flight(w.gen(), w.loc() + 1));
         assert!(p.check().is_err(), "a pending slot pointing elsewhere");
         slot.set(w);
         st = p.classes()[ci].state.lock();
-        let r = p.apply_pending(ci, &mut st, taken[0]);
+        let r = p.apply_pending(ci, &mut st, idx);
         drop(st);
         assert!(r.is_none());
         assert_eq!(p.info().live_objects, 19);
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn the_checker_names_a_pending_slot_that_no_entry_names_a_lost_free() {
+        let p = dense();
+        let hs = filled(&p, 20);
+        let (ci, idx) = pending_named(&p, hs[5]);
+        // The name taken and dropped: no holder will ever apply the free.
+        let d = p.deferred(ci).unwrap();
+        let st = p.classes()[ci].state.lock();
+        d.take(|_| {});
+        drop(st);
+        let e = p.check().unwrap_err();
+        assert!(e.contains(&format!("slot {idx} ")) && e.contains("lost free"), "{e}");
+        assert_eq!(p.info().live_objects, 20, "the lost free stays");
+        // Named again, it is applied by the checker's own drain, and nothing is lost.
+        assert!(d.push(idx));
+        p.check().unwrap();
+        assert_eq!(p.info().live_objects, 19);
+    }
+
+    #[test]
+    fn the_checker_names_a_named_slot_whose_bit_was_lost() {
+        let p = dense();
+        let hs = filled(&p, 20);
+        let (ci, idx) = pending_named(&p, hs[7]);
+        // The bit taken as a swap of another party's would take it, the entry left
+        // filled: no holder looks at it.
+        let d = p.deferred(ci).unwrap();
+        let st = p.classes()[ci].state.lock();
+        assert_ne!(d.ready.swap(0, Ordering::AcqRel), 0);
+        drop(st);
+        let e = p.check().unwrap_err();
+        assert!(e.contains(&format!("slot {idx} ")) && e.contains("lost free"), "{e}");
+        let i = d.entries.iter().position(|e| e.load(Ordering::Relaxed) == idx + 1).unwrap();
+        d.ready.fetch_or(1 << i, Ordering::Release);
+        p.check().unwrap();
+        assert_eq!(p.info().live_objects, 19);
+    }
+
+    #[test]
+    fn the_checker_lets_a_free_in_flight_be() {
+        let p = dense();
+        let hs = filled(&p, 20);
+        let ci = ci_of(&p, hs[2]);
+        // A freer between turning the slot PENDING and naming it: its word is in
+        // flight, and the checker waits for nothing from it.
+        let (slot, idx) = p.resolve(hs[2], "test").unwrap();
+        slot.pin(hs[2].gen()).unwrap();
+        let w = slot.defer_pinned(hs[2].gen()).unwrap();
+        assert!(w.is_in_flight() && slot.load() == w);
+        p.check().unwrap();
+        // Named and settled, it passes too, and the checker's drain applies it.
+        assert!(p.deferred(ci).unwrap().push(idx));
+        slot.settle(w);
+        assert!(slot.load().is_pending() && !slot.load().is_in_flight());
+        p.check().unwrap();
+        assert_eq!(p.info().live_objects, 19);
+        // Settling after the free was applied leaves the word alone.
+        slot.settle(w);
+        assert!(slot.load().is_vacant());
         p.check().unwrap();
     }
 
