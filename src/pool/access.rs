@@ -309,7 +309,12 @@ impl Pin {
 
 impl PoolCore {
     /// Holds the object a handle names, as `access` asks.
-    #[inline]
+    // Always: called with a constant `access` from each access path, so that inlined
+    // each keeps its own claim only and returns the hold in registers. Out of line
+    // (four callers), a map+unmap pair of the C ABI took 379 instructions, inlined 345
+    // (callgrind, zshot --only map); write+read 1,312 against 1,241 with its memcpy
+    // baseline.
+    #[inline(always)]
     fn hold(&self, h: Handle, access: Access, call: &str) -> Result<Pin> {
         let (slot, idx) = self.resolve(h, call)?;
         // The size beside the slot is read after the claim below, whose atomic
