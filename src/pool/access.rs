@@ -473,29 +473,46 @@ impl PoolCore {
     /// refused as the misuse it is even when the object is held by others (where
     /// readers hold it, a look under a shared pin tells its usable bytes), so that the
     /// error does not depend on timing.
+    // Always, as `hold`: each caller passes a constant `access`; the refusals are out
+    // of line. Out of line itself, with the three claims in one body chosen at run
+    // time, write+read took 1,241 instructions an object with its memcpy baseline,
+    // inlined 1,137 (callgrind, zshot --only write+read).
+    #[inline(always)]
     fn hold_len(&self, h: Handle, len: usize, access: Access, call: &str) -> Result<Pin> {
         let pin = match self.hold(h, access, call) {
-            Err(Error::Busy) if access != Access::Share => {
-                if let Ok(pin) = self.hold(h, Access::Share, call) {
-                    let usable = pin.usable;
-                    self.unpin(pin);
-                    if len > usable {
-                        return Err(self.misuse(
-                            call,
-                            h.to_raw(),
-                            Error::Invalid("length larger than the object's slot"),
-                        ));
-                    }
-                }
-                return Err(Error::Busy);
-            }
-            r => r?,
+            Ok(pin) => pin,
+            Err(Error::Busy) if access != Access::Share => return Err(self.busy_len(h, len, call)),
+            Err(e) => return Err(e),
         };
         if len > pin.usable {
-            self.unpin(pin);
-            return Err(self.misuse(call, h.to_raw(), Error::Invalid("length larger than the object's slot")));
+            return Err(self.too_long(pin, h, call));
         }
         Ok(pin)
+    }
+
+    /// The refusal of [`hold_len`](Self::hold_len) for an object others hold: the
+    /// misuse of a length larger than its usable bytes (looked at under a shared pin,
+    /// where readers hold it) before `Busy`.
+    #[cold]
+    #[inline(never)]
+    fn busy_len(&self, h: Handle, len: usize, call: &str) -> Error {
+        if let Ok(pin) = self.hold(h, Access::Share, call) {
+            let usable = pin.usable;
+            self.unpin(pin);
+            if len > usable {
+                return self.misuse(call, h.to_raw(), Error::Invalid("length larger than the object's slot"));
+            }
+        }
+        Error::Busy
+    }
+
+    /// The refusal of [`hold_len`](Self::hold_len) for a length larger than the
+    /// object's usable bytes: lets the hold go and counts the misuse.
+    #[cold]
+    #[inline(never)]
+    fn too_long(&self, pin: Pin, h: Handle, call: &str) -> Error {
+        self.unpin(pin);
+        self.misuse(call, h.to_raw(), Error::Invalid("length larger than the object's slot"))
     }
 
     /// Copies `data` into the start of the object. `Busy` while the object is read
