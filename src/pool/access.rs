@@ -27,7 +27,7 @@
 use std::cell::RefCell;
 use std::ptr::NonNull;
 
-use crate::error::{Error, Result};
+use crate::error::{keeping_errno, Error, Result};
 use crate::frames::FrameSource;
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
@@ -580,17 +580,27 @@ impl PoolCore {
         let (slot, len) = (pin.slot, pin.usable);
         Ok(match self.span(&pin, len) {
             Span::One(ptr) => MapState { slot, ptr, len, mode, copy: None },
-            span => {
-                let mut buf = take_buf(len);
-                if mode != MapMode::WriteOnly {
-                    // SAFETY: the span covers the usable bytes of the held object; the
-                    // buffer holds at least as many.
-                    unsafe { span.copy_out(&mut buf[..len]) };
-                    self.count_copy(len);
-                }
-                let ptr = buf.as_mut_ptr();
-                MapState { slot, ptr, len, mode, copy: Some(Box::new(CopyBack { buf, pin })) }
+            span => self.map_copied(pin, span, mode),
+        })
+    }
+
+    /// [`map_begin`](Self::map_begin) for an object that is not contiguous: its bytes
+    /// in a buffer of this thread's. errno is kept across the buffer's allocation (see
+    /// [`keeping_errno`]).
+    #[cold]
+    #[inline(never)]
+    fn map_copied(&self, pin: Pin, span: Span, mode: MapMode) -> MapState {
+        let (slot, len) = (pin.slot, pin.usable);
+        keeping_errno(|| {
+            let mut buf = take_buf(len);
+            if mode != MapMode::WriteOnly {
+                // SAFETY: the span covers the usable bytes of the held object; the
+                // buffer holds at least as many.
+                unsafe { span.copy_out(&mut buf[..len]) };
+                self.count_copy(len);
             }
+            let ptr = buf.as_mut_ptr();
+            MapState { slot, ptr, len, mode, copy: Some(Box::new(CopyBack { buf, pin })) }
         })
     }
 
@@ -607,16 +617,25 @@ impl PoolCore {
             None if m.mode == MapMode::ReadOnly => unsafe { self.unpin_slot(m.slot) },
             // SAFETY: slots live as long as the pool; this mapping's claim holds it.
             None => unsafe { m.slot.as_ref() }.end_writer(),
-            Some(c) => {
-                let CopyBack { buf, pin } = *c;
-                if m.mode != MapMode::ReadOnly {
-                    // SAFETY: still held alone; the span covers the usable bytes.
-                    unsafe { self.span(&pin, m.len).copy_in(&buf[..m.len]) };
-                }
-                give_buf(buf);
-                self.unpin(pin);
-            }
+            Some(c) => self.unmap_copied(c, m.mode, m.len),
         }
+    }
+
+    /// [`map_end`](Self::map_end) for a copied mapping: stores the buffer back (unless
+    /// read-only) and lets the object go. errno is kept across the buffer's release
+    /// (see [`keeping_errno`]).
+    #[cold]
+    #[inline(never)]
+    fn unmap_copied(&self, c: Box<CopyBack>, mode: MapMode, len: usize) {
+        keeping_errno(|| {
+            let CopyBack { buf, pin } = *c;
+            if mode != MapMode::ReadOnly {
+                // SAFETY: still held alone; the span covers the usable bytes.
+                unsafe { self.span(&pin, len).copy_in(&buf[..len]) };
+            }
+            give_buf(buf);
+            self.unpin(pin);
+        })
     }
 
     /// Lets the object of a mapping go without storing anything back, for a mapping
