@@ -324,8 +324,11 @@ impl PoolCore {
         // with nothing (a malloc may be writing the cell), and helgrind cannot know
         // that its value is thrown away.
         // SAFETY: `resolve` checked the index.
+        let size = unsafe { self.handles().size_cell(idx) };
         #[cfg(not(zs_valgrind))]
-        std::hint::black_box(unsafe { self.handles().size(idx) });
+        if let Some(size) = size {
+            std::hint::black_box(size.get());
+        }
         let held = match access {
             Access::Share => slot.pin(h.gen()).map(|loc| (loc, Release::Unpin)),
             Access::Read | Access::Write => slot.claim_copy(h.gen(), access == Access::Read).map(|c| match c {
@@ -342,11 +345,11 @@ impl PoolCore {
             Err(SlotError::Busy) => return Err(Error::Busy),
             Err(SlotError::TooManyPins) => return Err(Error::Again),
         };
-        // SAFETY: `resolve` checked the index. The hold keeps a size beside the slot
-        // fixed (the Acquire in the claim made it visible).
-        let usable = match unsafe { self.handles().size(idx) } {
+        // The hold keeps a size beside the slot fixed (the Acquire in the claim made it
+        // visible).
+        let usable = match size {
             // The dense layout's objects take exactly their size.
-            Some(size) => size,
+            Some(size) => size.get(),
             None => {
                 // SAFETY: the object is held, so its frame is held by its zspage.
                 let zs = ZsPage::of(unsafe { self.frames().side().get(self.frames().pfn_of(loc)) });
@@ -431,11 +434,13 @@ impl PoolCore {
         if within + len <= frame {
             return Span::One(here);
         }
-        let next = zs.frame(k + 1);
-        if self.frames().adjacent(pfn, next) {
+        // Adjacent by address (`FrameSource::adjacent`), with the address of the first
+        // frame's end known from `here`: one look-up of a segment fewer.
+        let (first, next) = (frame - within, self.frames().frame_addr(zs.frame(k + 1)));
+        if next == here.wrapping_add(first) {
             Span::One(here)
         } else {
-            Span::Two(here, frame - within, self.frames().frame_addr(next))
+            Span::Two(here, first, next)
         }
     }
 
