@@ -207,8 +207,61 @@ fn map_unmap(c: &mut Criterion) {
             }
         })
     });
+    // Writable mappings: the writer's claim and its end instead of a pin.
+    g.bench_function("zsmalloc dense (C ABI, ZS_MM_RW)", |b| {
+        b.iter(|| {
+            for &h in &hs {
+                // SAFETY: live pool and handles.
+                unsafe {
+                    black_box(zs_map_object(cp, h, zsmalloc::ffi::MapModeArg(0)));
+                    zs_unmap_object(cp, h);
+                }
+            }
+        })
+    });
     // SAFETY: no mapping is left; destroyed once.
     unsafe { zs_destroy_pool(cp) };
+    g.finish();
+    map_copied(c);
+}
+
+/// A mapping that must be copied (an object over two frames that are not adjacent),
+/// through the C ABI: the buffer taken and given back, errno kept across them.
+fn map_copied(c: &mut Criterion) {
+    let mut g = c.benchmark_group("map+unmap of an object that must be copied (C ABI)");
+    let cfg = zs_pool_config {
+        size: std::mem::size_of::<zs_pool_config>(),
+        max_pages: 1 << 16,
+        layout: zsmalloc::ffi::LayoutArg(1),
+        frame_size: 4096,
+        ..Default::default()
+    };
+    // SAFETY: a valid config; the pool is live for the calls below and destroyed once.
+    unsafe {
+        let cp = zs_create_pool_with(std::ptr::null(), &cfg);
+        assert!(!cp.is_null());
+        // As in tests/ffi.rs: the kernel layout's 48-byte class has 3 frames a zspage;
+        // with pfn 0 freed first, its first zspage takes pfn 0 and two fresh frames,
+        // and object 85 lies over pfn 0 and a frame that is not next to it.
+        let a = zs_malloc(cp, 4096, 0);
+        let _b = zs_malloc(cp, 4096, 0);
+        zs_free(cp, a);
+        let hs: Vec<u64> = (0..256).map(|_| zs_malloc(cp, 40, 0)).collect();
+        let h = hs[85];
+        let mut local = [0u8; 40];
+        let r = zs_obj_read_begin(cp, h, 40, local.as_mut_ptr().cast());
+        assert_eq!(r, local.as_mut_ptr().cast(), "the object must be copied");
+        zs_obj_read_end(cp, h, 40, r);
+        for (name, mode) in [("ZS_MM_RO", 1), ("ZS_MM_RW", 0)] {
+            g.bench_function(name, |b| {
+                b.iter(|| {
+                    black_box(zs_map_object(cp, h, zsmalloc::ffi::MapModeArg(mode)));
+                    zs_unmap_object(cp, h);
+                })
+            });
+        }
+        zs_destroy_pool(cp);
+    }
     g.finish();
 }
 

@@ -75,3 +75,24 @@ pub fn report_misuse(call: &str, handle: u64, err: Error) {
         std::process::abort();
     }
 }
+
+/// Runs `f` and gives the calling thread's errno back the value it had before.
+///
+/// The C ABI's access calls (`zs_map_object`, `zs_unmap_object`, `zs_obj_read_begin`,
+/// `zs_obj_read_end`, `zs_obj_write`) leave errno alone on success without saving and
+/// restoring it around the whole call (`ffi_boundary!`): their fast paths make no
+/// system call and allocate nothing. The few places on their success paths that may
+/// (an allocation, a thread-local's first use, which registers its destructor) run
+/// inside this instead.
+#[inline]
+pub(crate) fn keeping_errno<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: no precondition; the address is this thread's errno, valid while the
+    // thread lives, and read and written on this thread only.
+    let errno = unsafe { libc::__errno_location() };
+    // SAFETY: as above.
+    let saved = unsafe { *errno };
+    let r = f();
+    // SAFETY: as above.
+    unsafe { *errno = saved };
+    r
+}

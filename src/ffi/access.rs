@@ -28,7 +28,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
     local_copy: *mut c_void,
 ) -> *mut c_void {
     ffi_boundary!(
-        pool,
+        lean: pool,
         handle,
         |p| {
             // SAFETY: a non-null `local_copy` is writable for `mem_len` bytes (# Safety),
@@ -52,7 +52,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, mem_len: usize, handle_mem: *mut c_void) {
     ffi_boundary!(
-        pool,
+        lean: pool,
         handle,
         |p| {
             if handle_mem.is_null() && mem_len > 0 {
@@ -95,7 +95,7 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
 #[no_mangle]
 pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handle_mem: *const c_void, mem_len: usize) {
     ffi_boundary!(
-        pool,
+        lean: pool,
         handle,
         |p| {
             let data: &[u8] = if mem_len == 0 {
@@ -126,7 +126,7 @@ pub unsafe extern "C" fn zs_obj_write(pool: *mut zs_pool, handle: c_ulong, handl
 #[no_mangle]
 pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: MapModeArg) -> *mut c_void {
     ffi_boundary!(
-        pool,
+        lean: pool,
         handle,
         |p| {
             let mode = match mm.0 {
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
 #[no_mangle]
 pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
     ffi_boundary!(
-        pool,
+        lean: pool,
         handle,
         |p| {
             let serial = p.serial();

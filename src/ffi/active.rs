@@ -18,11 +18,12 @@ use parking_lot::Mutex;
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::c_ulong;
+use std::mem::ManuallyDrop;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::types::zs_pool;
-use crate::error::Error;
+use crate::error::{keeping_errno, Error};
 use crate::facade::Pool;
 use crate::handle::slot::Slot;
 use crate::pool::access::MapState;
@@ -80,8 +81,13 @@ impl Active {
 }
 
 /// A thread's open mappings and reads.
+///
+/// It has no destructor (its list is `ManuallyDrop`): a thread-local without one is
+/// reached with no state to check, and its first use registers nothing, so neither
+/// allocates nor touches errno. Ending what a thread left open is [`ExitGuard`]'s,
+/// registered when the list first allocates.
 struct ThreadActive {
-    open: Vec<Active>,
+    open: ManuallyDrop<Vec<Active>>,
     /// `DESTROYED` when `open` was last cleared of destroyed pools' entries.
     destroys_seen: u64,
 }
@@ -101,12 +107,35 @@ impl ThreadActive {
             self.open.retain(|a| live.by_serial.contains_key(&a.pool()));
         }
     }
+
+    /// Pushes `a` where the list is full: grows it, first registering this thread's
+    /// [`ExitGuard`] when the list has never allocated. False, and `a` dropped, when
+    /// the guard is gone (a call made from a thread-local destructor that runs after
+    /// it). errno is kept: the C ABI's access calls leave it alone on success without
+    /// saving it (`ffi_boundary!`), and the allocation, or the registration, may set it.
+    #[cold]
+    #[inline(never)]
+    fn push_growing(&mut self, a: Active) -> bool {
+        keeping_errno(|| {
+            if self.open.capacity() == 0 && EXIT.try_with(|_| ()).is_err() {
+                return false;
+            }
+            self.open.push(a);
+            true
+        })
+    }
 }
 
-impl Drop for ThreadActive {
+/// Ends what its thread left open when the thread exits (the list's own destructor,
+/// which [`ThreadActive`] leaves out), and frees the list.
+struct ExitGuard;
+
+impl Drop for ExitGuard {
     fn drop(&mut self) {
-        if !self.open.is_empty() {
-            end_at_thread_exit(std::mem::take(&mut self.open));
+        // The list has no destructor, so it is still there, whatever ran before.
+        let open = ACTIVE.with(|t| std::mem::take(&mut *t.borrow_mut().open));
+        if !open.is_empty() {
+            end_at_thread_exit(open);
         }
     }
 }
@@ -148,33 +177,42 @@ fn end_map_cold(p: &Pool, state: MapState) {
 }
 
 thread_local! {
-    static ACTIVE: RefCell<ThreadActive> = const { RefCell::new(ThreadActive { open: Vec::new(), destroys_seen: 0 }) };
+    static ACTIVE: RefCell<ThreadActive> =
+        const { RefCell::new(ThreadActive { open: ManuallyDrop::new(Vec::new()), destroys_seen: 0 }) };
+    static EXIT: ExitGuard = const { ExitGuard };
 }
 
-/// Runs `f` on this thread's record; None when the record is gone (a call made from a
-/// thread-local destructor that runs after ours).
+/// Runs `f` on this thread's record.
 ///
-/// Only the record's address comes out of `LocalKey::try_with`, whose small closure is
-/// inlined; `f` runs here, in the caller's frame. With `f` inside `try_with`, the
-/// compiler kept `try_with` out of line and the entry went through memory into it, and
-/// reading it back, wider than it was written, stalled: a third of a map+unmap pair's
-/// time in the C ABI.
+/// Only the record's address comes out of `LocalKey::with`, whose small closure is
+/// inlined; `f` runs here, in the caller's frame. With `f` inside the thread-local's
+/// access, the compiler kept that access out of line and the entry went through memory
+/// into it, and reading it back, wider than it was written, stalled: a third of a
+/// map+unmap pair's time in the C ABI.
 #[inline(always)]
-fn with_active<R>(f: impl FnOnce(&mut ThreadActive) -> R) -> Option<R> {
-    let t: *const RefCell<ThreadActive> = ACTIVE.try_with(|t| t as *const _).ok()?;
-    // SAFETY: `try_with` succeeded, so the record is alive, and it stays alive until
-    // this thread's thread-local destructors run, which cannot happen during this call
-    // on this thread. The address is used for this call only.
+fn with_active<R>(f: impl FnOnce(&mut ThreadActive) -> R) -> R {
+    // The record has no destructor, so it is there for the thread's whole life, in
+    // thread-local destructors too: `with` does not fail.
+    let t: *const RefCell<ThreadActive> = ACTIVE.with(|t| t as *const _);
+    // SAFETY: the record lives as long as its thread (no destructor ends it), and
+    // this call runs on that thread. The address is used for this call only.
     let t = unsafe { &*t };
-    Some(f(&mut t.borrow_mut()))
+    f(&mut t.borrow_mut())
 }
 
 /// Records a mapping or read begun on this thread; false, and the entry dropped, when
-/// the thread's record is gone (a call made from a thread-local destructor that runs
-/// after ours): the caller then undoes the begin.
+/// the thread's end of what it left open has already run (a call made from a
+/// thread-local destructor that runs after it): the caller then undoes the begin.
+/// Leaves errno alone.
 #[inline(always)]
 pub(super) fn push_active(a: Active) -> bool {
-    with_active(move |t| t.open.push(a)).is_some()
+    with_active(move |t| {
+        if t.open.len() == t.open.capacity() {
+            return t.push_growing(a);
+        }
+        t.open.push(a);
+        true
+    })
 }
 
 /// Drops this thread's entries of destroyed pools. Called where a thread ends
@@ -183,7 +221,7 @@ pub(super) fn push_active(a: Active) -> bool {
 /// stale entries, and they go at the latest when their thread exits.
 #[cold]
 pub(super) fn forget_destroyed_here() {
-    let _ = ACTIVE.try_with(|t| t.borrow_mut().forget_destroyed());
+    with_active(|t| t.forget_destroyed())
 }
 
 /// Removes this thread's most recent entry that `matches`.
@@ -198,11 +236,10 @@ pub(super) fn take_active(matches: impl Fn(&Active) -> bool) -> Option<Active> {
             Some(t.open.remove(i))
         }
     })
-    .flatten()
 }
 
 /// Drops this thread's entries of the pool with serial `serial`, which is being
 /// destroyed: their pins go with the pool.
 pub(super) fn forget_pool_here(serial: u64) {
-    let _ = ACTIVE.try_with(|t| t.borrow_mut().open.retain(|a| a.pool() != serial));
+    with_active(|t| t.open.retain(|a| a.pool() != serial))
 }

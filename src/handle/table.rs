@@ -120,14 +120,21 @@ impl HandleTable {
     /// `index` is below the high-water mark.
     #[inline]
     pub unsafe fn size(&self, index: u32) -> Option<usize> {
+        // SAFETY: the caller passes an index below the high-water mark.
+        unsafe { self.size_cell(index) }.map(SizeCell::get)
+    }
+
+    /// The cell of the size recorded beside slot `index`, or None if the table
+    /// records no sizes: for a reader that reads it more than once.
+    ///
+    /// # Safety
+    /// `index` is below the high-water mark.
+    #[inline]
+    pub unsafe fn size_cell(&self, index: u32) -> Option<SizeCell<'_>> {
         let sizes = self.sizes.as_ref()?;
         // SAFETY: the caller passes an index below the high-water mark, whose size is
         // committed with its slot (`take_batch`).
-        let cell = unsafe { sizes.get(index as usize) };
-        // Relaxed: written before the slot's LIVE word is published (Release) and
-        // read after it is pinned (Acquire), or under the lock that wrote it. Sizes
-        // are 1..=65536, kept less one in 16 bits: stored truncated, 0 reads 65536.
-        Some(((cell.load(Ordering::Relaxed) as usize).wrapping_sub(1) & 0xFFFF) + 1)
+        Some(SizeCell(unsafe { sizes.get(index as usize) }))
     }
 
     /// Records the size of the object slot `index` is about to hold (1..=65536),
@@ -145,6 +152,21 @@ impl HandleTable {
             // Relaxed: see `size`.
             cell.store(size as u16, Ordering::Relaxed)
         }
+    }
+}
+
+/// The size recorded beside one slot ([`HandleTable::size_cell`]).
+#[derive(Clone, Copy)]
+pub struct SizeCell<'a>(&'a AtomicU16);
+
+impl SizeCell<'_> {
+    /// The size (1..=65536).
+    #[inline]
+    pub fn get(self) -> usize {
+        // Relaxed: written before the slot's LIVE word is published (Release) and
+        // read after it is pinned (Acquire), or under the lock that wrote it. Sizes
+        // are 1..=65536, kept less one in 16 bits: stored truncated, 0 reads 65536.
+        ((self.0.load(Ordering::Relaxed) as usize).wrapping_sub(1) & 0xFFFF) + 1
     }
 }
 
