@@ -622,6 +622,23 @@ def test_lz4_units_are_one_shot_blocks():
         assert s["compr_data_size"] == want, (level, s["compr_data_size"], want)
 
 
+def test_lz4_pool_faults_its_frames_in_ahead():
+    """With lz4, the pool faults in its frames a commit step (2 MiB) at a time as it
+    grows (the pool's prefault): the first unit stored makes the step resident, which
+    the same unit stored uncompressed (compressor=none, the pool's default) does not."""
+    data = random.Random(5).randbytes(2 * UNIT)
+    rss = {}
+    for comp in ("lz4", "none"):
+        with Server("size=64M", f"compressor={comp}", "auto_compact_pages=0") as srv:
+            h = srv.connect()
+            h.pwrite(data, 0)
+            h.flush()
+            assert h.pread(len(data), 0) == data, comp
+            h.shutdown()
+            rss[comp] = srv.rss_kib()
+    assert rss["lz4"] - rss["none"] > 1024, rss
+
+
 def test_zstd_default_unit():
     """zstd compresses 32 KiB units unless told otherwise; lz4 keeps zram's page."""
     stats = os.path.join(WORK, "unit.stats")
