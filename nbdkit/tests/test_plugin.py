@@ -565,7 +565,7 @@ def test_concurrent_flushes_keep_the_stats_file_whole():
 
 
 # lz4's acceleration where level= is not given.
-LZ4_DEFAULT_ACCELERATION = 4
+LZ4_DEFAULT_ACCELERATION = 6
 
 
 def lz4_block_sizes(path, limit, acceleration):
@@ -598,7 +598,7 @@ def test_lz4_units_are_one_shot_blocks():
     """Each unit is stored as lz4's one-shot block of it (LZ4_compress_fast with the
     level as acceleration, below the raw threshold), or raw: the pool's bytes are
     those sizes to the byte. A stream reset and LZ4_compress_fast_continue give other
-    sizes on real files. Without level=, the acceleration is 4 (README), and the
+    sizes on real files. Without level=, the acceleration is 6 (README), and the
     sizes differ from those of zram's 1."""
     img = image()
     stats = os.path.join(WORK, "lz4.stats")
