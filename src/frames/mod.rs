@@ -34,8 +34,10 @@
 //!
 //! The frame lock is taken only while a zspage is born or dies (and by migration,
 //! shrinking and the checker), never on the malloc/free fast path. Under it, the arena
-//! and the side table may be committed (mprotect) and frames discarded (madvise), and
-//! the retired lock is taken; nothing else. The side table's extent lock is taken
+//! and the side table may be committed (mprotect), a step of the arena faulted in
+//! (madvise, with the pool's prefault: a 2 MiB step's pages allocated and zeroed,
+//! about a millisecond, which the writes would otherwise pay page by page) and frames
+//! discarded (madvise), and the retired lock is taken; nothing else. The side table's extent lock is taken
 //! before it: shared by walkers of the side table, exclusively by a shrink that gives
 //! the table's tail back.
 //!
