@@ -9,13 +9,21 @@ without the whole of `make bench-nbd`:
     cd nbdkit/tests && /usr/bin/python3 ../../bench/nbd_fill.py \\
         memory:allocator=zstd plugin:compressor=zstd plugin:compressor=zstd,chain=8
 
-A store is `memory:PARAMS` (nbdkit's memory plugin) or `plugin:PARAMS` (this plugin),
-PARAMS comma-separated. The image is made once in --workdir and kept there."""
+A store is `memory:PARAMS` (nbdkit's memory plugin), `plugin:PARAMS` (this plugin) or
+`PATH.so:PARAMS` (another build of this plugin, to compare two builds in turn), PARAMS
+comma-separated. The image is made once in --workdir and kept there. Besides the least
+server CPU of the rounds it prints their median; --faults counts the page faults the
+server traps during each copy-in (`perf stat -e page-faults`, which leaves out the pages
+a madvise faults in) and prints their median."""
 
 import argparse
 import os
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "nbdkit", "tests"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -30,6 +38,7 @@ def main():
     ap.add_argument("--image-mib", type=int, default=736)
     ap.add_argument("--data-mib", type=int, default=500)
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "nbd-fill"))
+    ap.add_argument("--faults", action="store_true", help="count the server's trapped page faults (perf)")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     image = os.path.join(args.workdir, f"image-{args.image_mib}-{args.data_mib}.ext4")
@@ -42,20 +51,30 @@ def main():
     for _ in range(args.reps):
         for store in args.stores:
             kind, _, given = store.partition(":")
-            if kind not in ("memory", "plugin"):
-                ap.error(f"{store}: a store is memory:PARAMS or plugin:PARAMS")
+            if kind not in ("memory", "plugin") and not kind.endswith(".so"):
+                ap.error(f"{store}: a store is memory:PARAMS, plugin:PARAMS or PATH.so:PARAMS")
             params = [p for p in given.split(",") if p]
-            if kind == "plugin":
+            if kind != "memory":
                 params.append(f"stats={stats}")
-            with Server(f"size={size}", *params, plugin=PLUGIN if kind == "plugin" else "memory") as srv:
+            plugin = {"memory": "memory", "plugin": PLUGIN}.get(kind, os.path.abspath(kind))
+            with Server(f"size={size}", *params, plugin=plugin) as srv:
+                perf = None
+                if args.faults:
+                    perf = subprocess.Popen(["perf", "stat", "-x,", "-e", "page-faults", "-p", str(srv.proc.pid)],
+                                            stderr=subprocess.PIPE, text=True)
+                    time.sleep(0.3)  # perf attaches
                 with Step(srv) as st:
                     nbdcopy(image, srv.uri)
+                if perf:
+                    perf.send_signal(signal.SIGINT)
+                    out = perf.communicate()[1].strip().splitlines()
+                    res[store].setdefault("faults", []).append(int(out[-1].split(",")[0]))
                 res[store]["in"].append(st)
                 h = srv.connect()
                 h.flush()
                 h.shutdown()
                 res[store]["rss"] = srv.rss_kib() / 1024
-                if kind == "plugin":
+                if kind != "memory":
                     res[store]["mm"] = read_stats(stats)
                 with Step(srv) as st:
                     nbdcopy(srv.uri, "null:")
@@ -64,7 +83,10 @@ def main():
     for store, r in res.items():
         line = (f"{store}: RSS {r['rss']:.1f} MiB, copy in {min(s.wall for s in r['in']):.2f} s "
                 f"(server CPU {min(s.cpu for s in r['in']):.2f} s), out {min(s.wall for s in r['out']):.2f} s "
-                f"(server CPU {min(s.cpu for s in r['out']):.2f} s)")
+                f"(server CPU {min(s.cpu for s in r['out']):.2f} s); median server CPU in "
+                f"{statistics.median(s.cpu for s in r['in']):.2f} s, out {statistics.median(s.cpu for s in r['out']):.2f} s")
+        if "faults" in r:
+            line += f"; trapped page faults in {statistics.median(r['faults']):.0f}"
         if "mm" in r:
             m = r["mm"]
             line += (f"; objects {m['compr_data_size'] / MiB:.1f} MiB in {m['mem_used_total'] / MiB:.1f} MiB of "

@@ -570,6 +570,8 @@ static void rows_structs(void)
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(max_pages, (1ul << 28) + 1)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(max_pages, ULONG_MAX)), made == NULL);
     ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(auto_compact_interval_ms, 3600001)), made == NULL);
+    ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(prefault, 2)), made == NULL);
+    ROW(EINVAL, 0, 0, made = zs_create_pool_with("bad", CFG(prefault, UINT_MAX)), made == NULL);
     /* At the limits: accepted. */
     ROW(0, 0, 0, made = zs_create_pool_with(NULL, CFG(chain_size, 16)), made != NULL);
     ROW(0, 0, 0, zs_destroy_pool(made), 1);

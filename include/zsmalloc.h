@@ -126,6 +126,13 @@ struct zs_pool_config {
    * 4096 to 65536 and a multiple of the page size (`EINVAL` else).
    */
   unsigned int frame_size;
+  /**
+   * 1: fault in the arena's frames a commit step (2 MiB) at a time as the pool
+   * grows, rather than a page at a time on first write (less CPU for a pool that
+   * fills fast, up to a step of resident memory ahead of use); 0: on first write
+   * (the default); other values `EINVAL`.
+   */
+  unsigned int prefault;
 };
 
 /**

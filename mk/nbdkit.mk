@@ -8,6 +8,9 @@
 #                        under valgrind's memcheck (some minutes; not in `make test`)
 #   make bench-nbd       the plugin against nbdkit's memory plugin on an ext4 image of
 #                        real files; writes bench/results/nbdkit.md (some minutes)
+#   make lz4-accel       lz4's instructions (cachegrind) and bytes stored at each
+#                        acceleration of LZ4_ACCELS, over every eighth unit of the image
+#                        bench/nbd_fill.py makes (run it first; NBD_IMAGE to choose)
 #   make install         also installs the plugin into NBDKIT_PLUGINDIR, relinked with an
 #                        rpath to INSTALL_LIBDIR so that it finds the installed library
 #
@@ -36,7 +39,7 @@ NBD_NEED := the nbdkit plugin needs nbdkit-plugin.h, lz4.h and zstd.h: apt-get i
 
 TEST_TARGETS += test-nbdkit
 
-.PHONY: nbdkit-plugin test-nbdkit test-nbdkit-valgrind bench-nbd install-nbdkit-plugin uninstall-nbdkit-plugin
+.PHONY: nbdkit-plugin test-nbdkit test-nbdkit-valgrind bench-nbd lz4-accel install-nbdkit-plugin uninstall-nbdkit-plugin
 
 # Built every time (one file): its inputs come from `build`, which always runs.
 nbdkit-plugin: build
@@ -67,6 +70,18 @@ test-nbdkit-valgrind: nbdkit-plugin
 
 bench-nbd: nbdkit-plugin
 	cd nbdkit/tests && $(SYS_PYTHON) ../../bench/nbd_bench.py --out $(abspath bench/results/nbdkit.md)
+
+# Acceleration 0 is the loop without compression: subtract its count from the others'.
+NBD_IMAGE  ?= /tmp/nbd-fill/image-736-500.ext4
+LZ4_ACCELS ?= 0 1 4 5 6 8
+lz4-accel:
+	@test -f $(NBD_IMAGE) || { echo "$(NBD_IMAGE): run bench/nbd_fill.py first (see docs/nbdkit.md)"; exit 1; }
+	@mkdir -p $(BUILD)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -o $(BUILD)/lz4_accel bench/lz4_accel.c -llz4
+	@for a in $(LZ4_ACCELS); do \
+		$(VALGRIND) --tool=cachegrind --cache-sim=no --cachegrind-out-file=/dev/null \
+			$(BUILD)/lz4_accel $(NBD_IMAGE) $$a 8 2>&1 | grep -E '^acceleration|I +refs'; \
+	done
 
 # Part of `make install` where the headers are there; skipped with a note otherwise, so
 # that the library installs on a machine without nbdkit.

@@ -35,6 +35,7 @@ fn pool_of_frames(layout: u32, frame_size: usize) -> *mut zs_pool {
         auto_compact_interval_ms: 0,
         max_object_size: 0,
         frame_size: frame_size as u32,
+        prefault: 0,
     };
     // SAFETY: a valid config and name.
     let p = unsafe { zs_create_pool_with(c"ffi".as_ptr(), &cfg) };
@@ -228,6 +229,7 @@ fn extension_structs_honour_size() {
             auto_compact_interval_ms: 0,
             max_object_size: 0,
             frame_size: 0,
+            prefault: 1, // not read either
         };
         let p = zs_create_pool_with(null(), &cfg);
         assert!(!p.is_null(), "fields past `size` are not read");
@@ -270,6 +272,49 @@ fn extension_structs_honour_size() {
 
 /// With ZSMALLOC_ABORT_ON_MISUSE=1 a misuse prints one line and aborts: run this test
 /// binary again as a child that misuses.
+#[test]
+fn prefault_is_0_or_1_and_leaves_objects_as_they_are() {
+    let cfg = |prefault| zs_pool_config {
+        size: std::mem::size_of::<zs_pool_config>(),
+        max_pages: 1 << 12,
+        frame_size: common::frame_size() as u32,
+        prefault,
+        ..Default::default()
+    };
+    // SAFETY: valid configs and names; live pools; buffers of the lengths given.
+    unsafe {
+        clear_errno();
+        assert!(zs_create_pool_with(null(), &cfg(2)).is_null(), "prefault 2 is refused");
+        assert_eq!(errno(), libc::EINVAL);
+        for prefault in [0, 1] {
+            let p = zs_create_pool_with(null(), &cfg(prefault));
+            assert!(!p.is_null(), "prefault {prefault}");
+            // Enough objects for zspages of every frame of a few commit steps.
+            let handles: Vec<u64> = (0..3000u32)
+                .map(|i| {
+                    let len = 100 + (i as usize * 37) % 1500;
+                    let h = zs_malloc(p, len, 0);
+                    assert!(!is_err(h));
+                    let data: Vec<u8> = (0..len).map(|k| (i as usize + k) as u8).collect();
+                    zs_obj_write(p, h, data.as_ptr().cast(), len);
+                    h
+                })
+                .collect();
+            for (i, &h) in handles.iter().enumerate() {
+                let len = 100 + (i * 37) % 1500;
+                let mut local = vec![0u8; len];
+                let m = zs_obj_read_begin(p, h, len, local.as_mut_ptr().cast()) as *const u8;
+                assert!(!m.is_null());
+                let got = std::slice::from_raw_parts(m, len);
+                assert!(got.iter().enumerate().all(|(k, &b)| b == (i + k) as u8), "object {i}");
+                zs_obj_read_end(p, h, len, m as *mut c_void);
+            }
+            assert_eq!(zs_pool_check(p), 0);
+            zs_destroy_pool(p);
+        }
+    }
+}
+
 #[test]
 fn abort_on_misuse() {
     if std::env::var_os("ZS_ABORT_CHILD").is_some() {

@@ -50,6 +50,21 @@ def test_config_keywords_are_checked(make_pool):
         zsmalloc.Pool("a\0b")
 
 
+def test_prefault_is_0_or_1(make_pool):
+    with pytest.raises(ValueError, match=r"zs_create_pool_with\(\): EINVAL.*prefault=2"):
+        zsmalloc.Pool(prefault=2)
+    p = make_pool(prefault=1)
+    assert p.config["prefault"] == 1
+    data = [bytes((i + k) % 251 for k in range(50 + i % 900)) for i in range(2000)]
+    handles = []
+    for d in data:
+        h = p.malloc(len(d))
+        p.write(h, d)
+        handles.append(h)
+    assert [p.read(h, len(d)) for h, d in zip(handles, data)] == data
+    p.check()
+
+
 @pytest.mark.parametrize("chain", [3, 17, 1000])
 def test_chain_size_refused_by_the_library(chain):
     with pytest.raises(ValueError, match=r"zs_create_pool_with\(\): EINVAL.*chain_size=" + str(chain)):

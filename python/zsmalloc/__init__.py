@@ -208,6 +208,7 @@ _CONFIG_FIELDS: Tuple[Tuple[str, Any, Union[int, str], Callable[[Any, str], int]
     ("auto_compact_interval_ms", ctypes.c_uint, 0, _uint),
     ("max_object_size", ctypes.c_uint, 0, _uint),
     ("frame_size", ctypes.c_uint, 0, _uint),
+    ("prefault", ctypes.c_uint, 0, _uint),
 )
 
 
@@ -513,12 +514,13 @@ class Pool:
 
     ``Pool(name=None, *, max_pages=0, chain_size=0, layout="dense",
     auto_compact_pages=0, auto_compact_max_pages_per_sec=0, auto_compact_interval_ms=0,
-    max_object_size=0, frame_size=0)``:
+    max_object_size=0, frame_size=0, prefault=0)``:
     the keywords mirror ``struct zs_pool_config`` (0 means the library's default;
     layout is "dense", the library's default, or "kernel", the kernel's exact class
     table; auto_compact_pages > 0 turns on compaction by a background thread;
     frame_size is the system's page size by default, else a power of two from 4096
-    to 65536 and a multiple of the page size).
+    to 65536 and a multiple of the page size; prefault=1 faults the pool's frames
+    in 2 MiB at a time as it grows, 0 on their first write).
     An unknown keyword or a value of the wrong type raises TypeError, a value outside
     its C type or a configuration the library refuses ValueError.
     """

@@ -49,6 +49,11 @@ pub unsafe extern "C" fn zs_create_pool_with(name: *const c_char, config: *const
                 cfg.chain_size = c.chain_size as usize;
                 cfg.max_object_size = c.max_object_size as usize;
                 cfg.frame_size = c.frame_size as usize;
+                cfg.prefault = match c.prefault {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(Errno::INVAL),
+                };
                 cfg.auto_compact = AutoCompact {
                     threshold_pages: c.auto_compact_pages as usize,
                     interval_ms: c.auto_compact_interval_ms,

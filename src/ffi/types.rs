@@ -98,6 +98,11 @@ pub struct zs_pool_config {
     /// Bytes of a frame: 0 = the system's page size; otherwise a power of two from
     /// 4096 to 65536 and a multiple of the page size (`EINVAL` else).
     pub frame_size: c_uint,
+    /// 1: fault in the arena's frames a commit step (2 MiB) at a time as the pool
+    /// grows, rather than a page at a time on first write (less CPU for a pool that
+    /// fills fast, up to a step of resident memory ahead of use); 0: on first write
+    /// (the default); other values `EINVAL`.
+    pub prefault: c_uint,
 }
 
 /// Pool statistics for `zs_pool_info`.
@@ -221,6 +226,7 @@ impl Default for zs_pool_config {
             auto_compact_interval_ms: 0,
             max_object_size: 0,
             frame_size: 0,
+            prefault: 0,
         }
     }
 }

@@ -34,8 +34,10 @@
 //!
 //! The frame lock is taken only while a zspage is born or dies (and by migration,
 //! shrinking and the checker), never on the malloc/free fast path. Under it, the arena
-//! and the side table may be committed (mprotect) and frames discarded (madvise), and
-//! the retired lock is taken; nothing else. The side table's extent lock is taken
+//! and the side table may be committed (mprotect), a step of the arena faulted in
+//! (madvise, with the pool's prefault: a 2 MiB step's pages allocated and zeroed,
+//! about a millisecond, which the writes would otherwise pay page by page) and frames
+//! discarded (madvise), and the retired lock is taken; nothing else. The side table's extent lock is taken
 //! before it: shared by walkers of the side table, exclusively by a shrink that gives
 //! the table's tail back.
 //!
@@ -215,6 +217,8 @@ pub struct FrameSource {
     /// Frames in zspages (`held` in the equation). Written only under the frame lock;
     /// read anywhere (Relaxed: a count).
     held: AtomicUsize,
+    /// Whether each commit step is faulted in as it is committed (`Config::prefault`).
+    prefault: bool,
 }
 
 impl FrameSource {
@@ -226,13 +230,20 @@ impl FrameSource {
             0 => MIN_FRAME_SIZE.trailing_zeros(),
             f => f.trailing_zeros(),
         };
-        Self::starting_at(nframes, limit, 0, shift)
+        Self::starting_at(nframes, limit, 0, shift, false)
     }
 
     /// An arena of frames of `1 << shift` bytes whose frames below `bottom` are never
     /// handed out: its first frame is `bottom` (0 but in tests of the highest frames
-    /// of a large arena, which need no memory below them).
-    pub fn starting_at(nframes: usize, limit: usize, bottom: usize, shift: u32) -> Result<FrameSource, i32> {
+    /// of a large arena, which need no memory below them). With `prefault`, each step
+    /// of the arena is faulted in when it is committed (see `grow`).
+    pub fn starting_at(
+        nframes: usize,
+        limit: usize,
+        bottom: usize,
+        shift: u32,
+        prefault: bool,
+    ) -> Result<FrameSource, i32> {
         if bottom > nframes {
             return Err(libc::EINVAL);
         }
@@ -255,6 +266,7 @@ impl FrameSource {
                 discarding: 0,
             }),
             held: AtomicUsize::new(0),
+            prefault,
         })
     }
 
@@ -590,7 +602,13 @@ impl FrameSource {
     }
 
     /// Commits enough of the arena for `fresh` more frames above the top (mapping the
-    /// reservation's tail again first if a shrink released it).
+    /// reservation's tail again first if a shrink released it). With `prefault`, the
+    /// newly committed frames are faulted in at once: a pool that fills fast (a RAM
+    /// disk being copied in) would otherwise take a trap on the first write of each
+    /// of their pages, in the copy of an object into its slot; the kernel still
+    /// allocates and zeroes every page, so what is saved is the trap. It costs
+    /// resident memory for the frames committed and not yet handed out (at most a
+    /// step, 2 MiB) and for those handed out and not yet written.
     fn grow(&self, st: &mut FrameState, fresh: usize) -> Result<(), i32> {
         if st.top + fresh > st.committed {
             let step = commit_step(self.shift);
@@ -612,6 +630,9 @@ impl FrameSource {
                 return Err(e);
             }
             st.committed = new_committed;
+            if self.prefault {
+                self.arena.populate(from, new_committed);
+            }
         }
         Ok(())
     }
@@ -730,6 +751,47 @@ mod tests {
         fs.alloc(&mut c).unwrap();
         assert_eq!(c, [0, 1, 4], "freed frames come back ascending, then the arena grows");
         assert_eq!(fs.free_count(), 0);
+    }
+
+    /// Pages resident among the `n` frames from frame 0 (`mincore`).
+    fn resident_frames(fs: &FrameSource, n: usize) -> usize {
+        let page = os::page_size();
+        let len = n << fs.shift();
+        let mut vec = vec![0u8; len / page];
+        // SAFETY: frames 0..n are one committed range of the arena's first segment (n
+        // is at most a commit step, which the first segment holds); `vec` has a byte
+        // per page of it.
+        let r = unsafe { libc::mincore(fs.frame_addr(0).cast(), len, vec.as_mut_ptr()) };
+        assert_eq!(r, 0, "mincore: {}", std::io::Error::last_os_error());
+        (vec.iter().filter(|&&b| b & 1 != 0).count() * page) >> fs.shift()
+    }
+
+    #[test]
+    fn prefault_makes_a_committed_step_resident_at_once() {
+        let shift = match crate::pool::config::test_frame_size() {
+            0 => MIN_FRAME_SIZE.trailing_zeros(),
+            f => f.trailing_zeros(),
+        };
+        let step = commit_step(shift);
+        for prefault in [false, true] {
+            let fs = FrameSource::starting_at(4 * step, 4 * step, 0, shift, prefault).unwrap();
+            let mut a = [0u32; 1];
+            fs.alloc(&mut a).unwrap();
+            assert_eq!(fs.committed(), step, "one step committed for the first frame");
+            let resident = resident_frames(&fs, step);
+            if prefault {
+                assert_eq!(resident, step, "the whole step is faulted in when committed");
+            } else {
+                assert_eq!(resident, 0, "nothing is resident before it is written");
+            }
+            // Either way the frame reads as zeros and takes writes.
+            // SAFETY: frame a[0] is held and committed.
+            unsafe {
+                assert_eq!(fs.frame_addr(a[0]).read(), 0);
+                fs.frame_addr(a[0]).write(7);
+            }
+            fs.discard(fs.free(&a));
+        }
     }
 }
 

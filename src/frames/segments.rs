@@ -219,6 +219,13 @@ impl Segments {
         self.each_mapped_page(lo, hi, Region::discard);
     }
 
+    /// Faults in the pages wholly inside elements `[lo, hi)` (see
+    /// [`Region::populate`]), which must be committed. Heap segments are left as
+    /// they are: they were allocated zeroed and whole.
+    pub fn populate(&self, lo: usize, hi: usize) {
+        self.each_mapped_page(lo, hi, Region::populate);
+    }
+
     /// Gives back the memory and commit charge of the pages wholly inside elements
     /// `[lo, hi)` and makes them inaccessible; they stay reserved.
     pub fn decommit(&self, lo: usize, hi: usize) {

@@ -25,6 +25,10 @@ pub struct Config {
     /// system's page size; otherwise a power of two from 4096 to 65536 and a multiple
     /// of the system's page size.
     pub frame_size: usize,
+    /// Whether the arena's frames are faulted in a commit step (2 MiB) at a time as
+    /// the pool grows, rather than a page at a time on their first write: less CPU
+    /// for a pool that fills fast, for up to a step of resident memory not yet used.
+    pub prefault: bool,
 }
 
 /// The largest `max_object_size` a pool may be configured with, at every frame size:

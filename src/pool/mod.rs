@@ -190,7 +190,8 @@ impl PoolCore {
         // Slots for an average object of the smallest size the layout expects: a
         // reservation, committed as used.
         let smallest = layout.smallest_object(&table.classes()[0]);
-        let frames = FrameSource::starting_at(nframes, frame_limit, bottom, shift).map_err(Error::from_errno)?;
+        let frames = FrameSource::starting_at(nframes, frame_limit, bottom, shift, config.prefault)
+            .map_err(Error::from_errno)?;
         let handles = HandleTable::new(nframes.saturating_mul(frame / smallest), layout.sizes_beside_slots())
             .map_err(Error::from_errno)?;
         let classes = table
