@@ -12,6 +12,9 @@
  *          object's size is the compressed length (zs_obj_size)
  *   RAW    the unit as it was, in an object of exactly one unit: it did not
  *          compress below the raw threshold (zram's huge pages)
+ *   SPLIT  the unit compressed, in two pool objects of about half its compressed
+ *          length each (units over 4 KiB, see SPLIT_MIN): the value is the first
+ *          object's handle, whose last 8 bytes are the second's handle
  *
  * Concurrency. nbdkit calls in parallel from every connection's threads; there is no
  * global lock. Units map onto NSTRIPES stripes (unit index modulo NSTRIPES), and each
@@ -90,7 +93,15 @@
 enum compressor { COMP_LZ4, COMP_ZSTD, COMP_NONE };
 static const char *const compressor_names[] = { "lz4", "zstd", "none" };
 
-enum kind { K_EMPTY = 0, K_ZERO, K_FILL, K_COMP, K_RAW };
+enum kind { K_EMPTY = 0, K_ZERO, K_FILL, K_COMP, K_RAW, K_SPLIT };
+
+/* Compressed units over 4 KiB of at least this length are stored in two halves
+ * (split=, on by default for such units). A zspage of the pool's dense layout holds
+ * objects end to end and none across its end: objects of up to 32 KiB leave about 1%
+ * of the frames' bytes in tails that no object arriving later is small enough to
+ * fill, halves of up to 16 KiB 0.45% (docs/nbdkit.md, "The zstd RSS after the
+ * fill"). Below this length a second handle and its 8 bytes gain nothing. */
+#define SPLIT_MIN 1024u
 
 /* ---- configuration ------------------------------------------------------------------ */
 
@@ -102,6 +113,7 @@ static uint32_t unit;                  /* 0 until set: the compressor's default 
 static uint64_t mem_limit;             /* bytes; 0: no limit */
 static enum zs_layout layout = ZS_LAYOUT_DENSE;
 static unsigned int chain;             /* 0: the layout's default */
+static int split = -1;                 /* split=: -1 until set, then 0 or 1 */
 /* The pool's automatic compaction (see README): on by default, so that trimmed and
  * rewritten space goes back to the system without the client having to flush. */
 static unsigned long ac_pages = 256;   /* 1 MiB that compaction could free in a class */
@@ -452,6 +464,40 @@ store_object (const void *data, size_t len, int *err)
   return h;
 }
 
+/* A compressed unit of `n` bytes (at least SPLIT_MIN) in `buf` as two objects: the
+ * second half first, then the first half followed by the second's handle, written
+ * over the second half's first 8 bytes in `buf`. The first's handle, or 0 with *err
+ * set as store_object does. */
+static unsigned long
+store_split (unsigned char *buf, size_t n, int *err)
+{
+  size_t first = n - n / 2;
+  unsigned long second = store_object (buf + first, n - first, err);
+  if (!second)
+    return 0;
+  /* The handle goes over the second half's first bytes, already stored. */
+  uint64_t link = second;
+  memcpy (buf + first, &link, 8);
+  unsigned long h = store_object (buf, first + 8, err);
+  if (!h)
+    zs_free (pool, second);
+  return h;
+}
+
+/* Copies an object of `n` bytes into `dst`. 0, or -1 (debug message given). */
+static int
+copy_object (struct ctx *c, unsigned long h, size_t n, unsigned char *dst)
+{
+  const void *p = n ? zs_obj_read_begin (pool, h, n, c->lbuf) : NULL;
+  if (!p) {
+    nbdkit_debug ("reading a split unit: %m");
+    return -1;
+  }
+  memcpy (dst, p, n);
+  zs_obj_read_end (pool, h, n, (void *) p);
+  return 0;
+}
+
 /* Encodes one whole unit: a same-filled word, or a new object. 0, or an errno. */
 static int
 encode (struct ctx *c, const unsigned char *src, struct entry *e)
@@ -466,7 +512,10 @@ encode (struct ctx *c, const unsigned char *src, struct entry *e)
   if (n < 0)
     return EIO;
   int err = 0;
-  if (n > 0) {
+  if (n > 0 && split && (size_t) n >= SPLIT_MIN) {
+    e->kind = K_SPLIT;
+    e->value = store_split (c->cbuf, (size_t) n, &err);
+  } else if (n > 0) {
     e->kind = K_COMP;
     e->value = store_object (c->cbuf, (size_t) n, &err);
   } else {
@@ -517,6 +566,26 @@ decode_range (struct ctx *c, struct entry e, unsigned char *dst, uint32_t off, u
       memcpy (dst, c->ubuf + off, len);
     return 0;
   }
+  case K_SPLIT: {
+    /* Both halves into cbuf: the first with the link after it, which the second
+     * then covers. */
+    size_t na = zs_obj_size (pool, e.value);
+    if (na <= 8 || na > raw_at || copy_object (c, e.value, na, c->cbuf) < 0)
+      return EIO;
+    uint64_t link;
+    memcpy (&link, c->cbuf + na - 8, 8);
+    size_t nb = zs_obj_size (pool, (unsigned long) link);
+    if (nb == 0 || na - 8 + nb >= raw_at || copy_object (c, (unsigned long) link, nb, c->cbuf + na - 8) < 0)
+      return EIO;
+    bool whole = off == 0 && len == unit;
+    if (decompress_unit (c, c->cbuf, na - 8 + nb, whole ? dst : c->ubuf) < 0) {
+      nbdkit_debug ("a stored unit did not decompress to %" PRIu32 " bytes", unit);
+      return EIO;
+    }
+    if (!whole)
+      memcpy (dst, c->ubuf + off, len);
+    return 0;
+  }
   }
   return EIO;
 }
@@ -524,7 +593,21 @@ decode_range (struct ctx *c, struct entry e, unsigned char *dst, uint32_t off, u
 static void
 release (struct entry e)
 {
-  if (e.kind == K_COMP || e.kind == K_RAW) {
+  if (e.kind == K_SPLIT) {
+    /* The second object's handle, from the first's last 8 bytes (a read-only
+     * mapping needs no buffer of ours). */
+    size_t n = zs_obj_size (pool, e.value);
+    const unsigned char *p = n > 8 ? zs_map_object (pool, e.value, ZS_MM_RO) : NULL;
+    if (p) {
+      uint64_t link;
+      memcpy (&link, p + n - 8, 8);
+      zs_unmap_object (pool, e.value);
+      release ((struct entry) { .kind = K_COMP, .value = (unsigned long) link });
+    }
+    else
+      nbdkit_debug ("reading a split unit's link: %m");
+  }
+  if (e.kind == K_COMP || e.kind == K_RAW || e.kind == K_SPLIT) {
     errno = 0;
     zs_free (pool, e.value);
     if (errno != 0)
@@ -688,6 +771,10 @@ disk_config (const char *key, const char *value)
       return -1;
     }
   }
+  else if (strcmp (key, "split") == 0) {
+    if ((split = nbdkit_parse_bool (value)) == -1)
+      return -1;
+  }
   else if (strcmp (key, "chain") == 0) {
     if (nbdkit_parse_unsigned (key, value, &chain) == -1)
       return -1;
@@ -720,6 +807,8 @@ disk_config_complete (void)
   }
   if (unit == 0)
     unit = compressor == COMP_ZSTD ? ZSTD_UNIT : MIN_UNIT;
+  if (split == -1)
+    split = unit > MIN_UNIT;
   switch (compressor) {
   case COMP_LZ4:
     if (!level_set)
@@ -1230,6 +1319,7 @@ static struct nbdkit_plugin plugin = {
     "compressor=lz4|zstd|none   Compressor (default lz4).\n"
     "level=<N>                  zstd level (default 3), or lz4 acceleration (default 6).\n"
     "unit=<SIZE>                Compression unit (default 4096; 32768 with zstd).\n"
+    "split=true|false           Store compressed units in two halves (default: with units over 4 KiB).\n"
     "mem_limit=<SIZE>           Most memory the pool may hold; then writes fail with ENOSPC.\n"
     "layout=dense|kernel        The pool's layout (default dense).\n"
     "chain=<N>                  Most frames per zspage, 4..16 (default: the layout's).\n"

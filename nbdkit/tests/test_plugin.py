@@ -459,6 +459,7 @@ BAD = [
     (["size=1M", "layout=sparse"], r"layout=sparse: unknown layout"),
     (["size=1M", "chain=3"], r"the pool refuses this configuration.*chain=3"),
     (["size=1M", "chain=x"], r"chain"),
+    (["size=1M", "compressor=zstd", "split=maybe"], r"could not decipher boolean \(maybe\)"),
     (["size=1M", "auto_compact_interval_ms=7200000"], r"the pool refuses this configuration"),
 ]
 
@@ -653,6 +654,94 @@ def test_zstd_default_unit():
             assert read_stats(stats)["orig_data_size"] == want, params
             assert h.pread(2 * want, 0) == bytes(want + 3) + b"x" + bytes(want - 4), params
             h.shutdown()
+
+
+def test_zstd_units_split_in_two():
+    """Compressed units over 4 KiB of 1024 bytes or more are stored as two objects,
+    the first ending with the second's handle (8 bytes more than one object): the
+    pool's bytes are the same units' with split=false plus 8 for each such unit, not
+    for a unit compressing below 1024 bytes nor for one stored raw. Rewrites, partial
+    writes and trims of split units read back as written and free both halves."""
+    U = 32768
+    rng = random.Random(11)
+    # Each unit: 6 KiB of random bytes and zeros, compressing to about 6 KiB.
+    units = [rng.randbytes(6144) + bytes(U - 6144) for _ in range(24)]
+    small = rng.randbytes(64) + bytes(U - 64)  # compresses below 1024 bytes
+    raw = rng.randbytes(U)                     # does not compress: stored raw
+    data = b"".join(units) + small + raw
+    stats = os.path.join(WORK, "split.stats")
+    got = {}
+    for split in ("true", "false"):
+        with Server("size=2M", "compressor=zstd", f"split={split}", f"stats={stats}") as srv:
+            h = srv.connect()
+            h.pwrite(data, 0)
+            h.flush()
+            got[split] = read_stats(stats)
+            assert h.pread(len(data), 0) == data, split
+            h.shutdown()
+    assert got["true"]["huge_pages"] == got["false"]["huge_pages"] == 1, got
+    assert got["true"]["compr_data_size"] - got["false"]["compr_data_size"] == 8 * len(units), got
+    # The default splits units of 32 KiB, and not those of lz4's 4 KiB page.
+    for params, extra in ((["compressor=zstd"], 8 * len(units)), (["compressor=zstd", "unit=4096"], 0)):
+        sizes = []
+        for more in ([], ["split=false"]):
+            with Server("size=2M", *params, *more, f"stats={stats}") as srv:
+                h = srv.connect()
+                h.pwrite(data, 0)
+                h.flush()
+                sizes.append(read_stats(stats)["compr_data_size"])
+                h.shutdown()
+        assert sizes[0] - sizes[1] == extra, (params, sizes)
+    with Server("size=2M", "compressor=zstd", f"stats={stats}", "auto_compact_pages=0") as srv:
+        h = srv.connect()
+        h.pwrite(data, 0)
+        want = bytearray(data)
+        # Whole-unit rewrites (the old halves freed), partial writes (merged with the
+        # unit decoded from its halves), and a zeroed range across units.
+        for i in range(0, len(units), 3):
+            new = rng.randbytes(3000) + bytes(U - 3000)
+            h.pwrite(new, i * U)
+            want[i * U:(i + 1) * U] = new
+        for off in (5, U + 100, 7 * U - 10, 20 * U + 6000):
+            patch = rng.randbytes(50)
+            h.pwrite(patch, off)
+            want[off:off + 50] = patch
+        h.zero(3 * U, 4 * U + 500)
+        want[4 * U + 500:7 * U + 500] = bytes(3 * U)
+        back = h.pread(len(want), 0)
+        h.flush()
+        assert back == bytes(want), [i for i in range(0, len(want), U) if back[i:i + U] != want[i:i + U]]
+        h.flush()
+        assert read_stats(stats)["compr_data_size"] > 0
+        # Trimming every unit leaves no object: both halves of every unit were freed.
+        h.trim(len(data), 0)
+        h.flush()
+        s = read_stats(stats)
+        assert s["compr_data_size"] == 0 and s["orig_data_size"] == 0, s
+        h.shutdown()
+    # At mem_limit a unit whose second half or first half finds no room fails with
+    # ENOSPC and leaves nothing behind: what was stored reads back, and trimming it
+    # all leaves no object.
+    with Server("size=8M", "compressor=zstd", "mem_limit=256K", f"stats={stats}") as srv:
+        h = srv.connect()
+        stored = 0
+        for i in range(8 << 20 >> 15):
+            try:
+                h.pwrite(units[i % len(units)], i * U)
+            except nbd.Error as e:
+                assert e.errnum == errno.ENOSPC, e
+                break
+            stored += 1
+        else:
+            raise AssertionError("the limit was never reached")
+        assert stored >= 16, stored
+        for i in range(stored):
+            assert h.pread(U, i * U) == units[i % len(units)], i
+        h.trim(8 << 20, 0)
+        h.flush()
+        s = read_stats(stats)
+        assert s["compr_data_size"] == 0 and s["mem_used_max"] <= 256 << 10, s
+        h.shutdown()
 
 
 def test_flush_returns_idle_memory():
