@@ -71,6 +71,7 @@ fn pool_with_a_copied_object(n: usize) -> (*mut zs_pool, Vec<u64>) {
         auto_compact_interval_ms: 0,
         max_object_size: 0,
         frame_size: 4096,
+        prefault: 0,
     };
     // SAFETY: a valid config and name; the pool is live for the calls below.
     unsafe {

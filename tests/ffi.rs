@@ -270,8 +270,6 @@ fn extension_structs_honour_size() {
     }
 }
 
-/// With ZSMALLOC_ABORT_ON_MISUSE=1 a misuse prints one line and aborts: run this test
-/// binary again as a child that misuses.
 #[test]
 fn prefault_is_0_or_1_and_leaves_objects_as_they_are() {
     let cfg = |prefault| zs_pool_config {
@@ -315,6 +313,33 @@ fn prefault_is_0_or_1_and_leaves_objects_as_they_are() {
     }
 }
 
+/// A caller compiled with the header before `prefault` passes `size` 56 (the struct
+/// then ended with `frame_size` and 4 bytes of padding it may leave uninitialised):
+/// nothing from byte 52 on is read, so garbage there is not taken for a prefault value.
+#[test]
+fn a_config_of_the_previous_size_is_not_read_past_it() {
+    assert_eq!(std::mem::offset_of!(zs_pool_config, prefault), 56, "prefault starts past the old struct");
+    let mut cfg =
+        zs_pool_config { size: 56, max_pages: 1 << 12, frame_size: common::frame_size() as u32, ..Default::default() };
+    // SAFETY: the bytes written lie inside `cfg` (its padding after `frame_size` and
+    // its `prefault` field); a valid config and name; the pool is destroyed once.
+    unsafe {
+        let bytes = (&mut cfg as *mut zs_pool_config).cast::<u8>();
+        std::ptr::write_bytes(bytes.add(52), 0xA5, std::mem::size_of::<zs_pool_config>() - 52);
+        assert_ne!(cfg.prefault, 0);
+        let p = zs_create_pool_with(null(), &cfg);
+        assert!(!p.is_null(), "the bytes past the declared size were read");
+        zs_destroy_pool(p);
+        // The same bytes within a declared size of the whole struct are refused.
+        cfg.size = std::mem::size_of::<zs_pool_config>();
+        clear_errno();
+        assert!(zs_create_pool_with(null(), &cfg).is_null());
+        assert_eq!(errno(), libc::EINVAL);
+    }
+}
+
+/// With ZSMALLOC_ABORT_ON_MISUSE=1 a misuse prints one line and aborts: run this test
+/// binary again as a child that misuses.
 #[test]
 fn abort_on_misuse() {
     if std::env::var_os("ZS_ABORT_CHILD").is_some() {

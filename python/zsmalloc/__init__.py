@@ -208,7 +208,7 @@ _CONFIG_FIELDS: Tuple[Tuple[str, Any, Union[int, str], Callable[[Any, str], int]
     ("auto_compact_interval_ms", ctypes.c_uint, 0, _uint),
     ("max_object_size", ctypes.c_uint, 0, _uint),
     ("frame_size", ctypes.c_uint, 0, _uint),
-    ("prefault", ctypes.c_uint, 0, _uint),
+    ("prefault", ctypes.c_ulong, 0, _ulong),
 )
 
 

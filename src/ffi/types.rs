@@ -101,8 +101,11 @@ pub struct zs_pool_config {
     /// 1: fault in the arena's frames a commit step (2 MiB) at a time as the pool
     /// grows, rather than a page at a time on first write (less CPU for a pool that
     /// fills fast, up to a step of resident memory ahead of use); 0: on first write
-    /// (the default); other values `EINVAL`.
-    pub prefault: c_uint,
+    /// (the default); other values `EINVAL`. Eight bytes wide, so that it starts past
+    /// the struct as the previous header declared it (`frame_size` and 4 bytes of
+    /// padding, 56 bytes): a caller compiled with that header, which may leave its
+    /// padding uninitialised, passes `size` 56 and this field is not read.
+    pub prefault: c_ulong,
 }
 
 /// Pool statistics for `zs_pool_info`.
