@@ -14,7 +14,8 @@ A store is `memory:PARAMS` (nbdkit's memory plugin), `plugin:PARAMS` (this plugi
 comma-separated. The image is made once in --workdir and kept there. Besides the least
 server CPU of the rounds it prints their median; --faults counts the page faults the
 server traps during each copy-in (`perf stat -e page-faults`, which leaves out the pages
-a madvise faults in) and prints their median."""
+a madvise faults in) and prints their median. --smaps writes the server's /proc/PID/smaps after the fill and flush
+(the last round's) to WORKDIR/smaps-N.txt and prints its resident set by kind of mapping."""
 
 import argparse
 import os
@@ -31,6 +32,24 @@ from nbd_bench import MiB, Step  # noqa: E402
 from nbdutil import PLUGIN, Server, make_ext4_image, nbdcopy, read_stats  # noqa: E402
 
 
+def smaps_summary(text):
+    """Resident KiB of a smaps dump by kind of mapping: each file by name, [heap],
+    [stack], and anonymous mappings by size: 'anon 8 MiB+' (nbdkit's thread stacks
+    and malloc's arenas are 8 and 64 MiB reservations), 'anon <8 MiB'."""
+    kinds = {}
+    name, size = None, 0
+    for line in text.splitlines():
+        head = line.split()
+        if head and "-" in head[0] and not head[0].endswith(":"):
+            lo, hi = (int(x, 16) for x in head[0].split("-"))
+            size = hi - lo
+            name = head[5] if len(head) > 5 else ("anon 8 MiB+" if size >= 8 << 20 else "anon <8 MiB")
+            name = os.path.basename(name) if name.startswith("/") else name
+        elif head and head[0] == "Rss:":
+            kinds[name] = kinds.get(name, 0) + int(head[1])
+    return sorted(((k, v) for k, v in kinds.items() if v), key=lambda kv: -kv[1])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("stores", nargs="+", help="memory:PARAMS or plugin:PARAMS")
@@ -39,6 +58,7 @@ def main():
     ap.add_argument("--data-mib", type=int, default=500)
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "nbd-fill"))
     ap.add_argument("--faults", action="store_true", help="count the server's trapped page faults (perf)")
+    ap.add_argument("--smaps", action="store_true", help="dump the server's smaps after the fill and flush")
     args = ap.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
     image = os.path.join(args.workdir, f"image-{args.image_mib}-{args.data_mib}.ext4")
@@ -76,6 +96,12 @@ def main():
                 res[store]["rss"] = srv.rss_kib() / 1024
                 if kind != "memory":
                     res[store]["mm"] = read_stats(stats)
+                if args.smaps:
+                    dump = os.path.join(args.workdir, f"smaps-{args.stores.index(store)}.txt")
+                    with open(f"/proc/{srv.proc.pid}/smaps") as f, open(dump, "w") as out:
+                        text = f.read()
+                        out.write(text)
+                    res[store]["smaps"] = (dump, smaps_summary(text))
                 with Step(srv) as st:
                     nbdcopy(srv.uri, "null:")
                 res[store]["out"].append(st)
@@ -92,6 +118,9 @@ def main():
             line += (f"; objects {m['compr_data_size'] / MiB:.1f} MiB in {m['mem_used_total'] / MiB:.1f} MiB of "
                      f"frames, pool metadata {m['pool_meta_bytes'] / MiB:.2f} MiB")
         print(line)
+        if "smaps" in r:
+            dump, summary = r["smaps"]
+            print(f"  smaps ({dump}): " + ", ".join(f"{k} {v / 1024:.2f}" for k, v in summary) + " MiB")
     return 0
 
 
