@@ -656,12 +656,32 @@ def test_zstd_default_unit():
             h.shutdown()
 
 
+def test_zstd_split_fills_zspage_tails():
+    """A split unit's second object is the last 1/16 of its compressed bytes, not half
+    of them: the small pieces fill the tails that the large ones leave at the ends of
+    the pool's zspages. Units compressing to 8 to 12 KiB, stored in halves of 4 to 6
+    KiB, left 2.8% of the frames' bytes unused; split 15:1, 0.74%."""
+    U = 32768
+    rng = random.Random(5)
+    data = b"".join(rng.randbytes(k) + bytes(U - k) for k in (rng.randrange(8000, 12000) for _ in range(1536)))
+    stats = os.path.join(WORK, "tails.stats")
+    with Server(f"size={len(data)}", "compressor=zstd", f"stats={stats}") as srv:
+        h = srv.connect()
+        h.pwrite(data, 0)
+        h.flush()
+        s = read_stats(stats)
+        assert h.pread(len(data), 0) == data
+        h.shutdown()
+    unused = 1 - s["compr_data_size"] / s["mem_used_total"]
+    assert unused < 0.015, s
+
+
 def test_zstd_units_split_in_two():
     """Compressed units over 4 KiB of 1024 bytes or more are stored as two objects,
     the first ending with the second's handle (8 bytes more than one object): the
     pool's bytes are the same units' with split=false plus 8 for each such unit, not
     for a unit compressing below 1024 bytes nor for one stored raw. Rewrites, partial
-    writes and trims of split units read back as written and free both halves."""
+    writes and trims of split units read back as written and free both objects."""
     U = 32768
     rng = random.Random(11)
     # Each unit: 6 KiB of random bytes and zeros, compressing to about 6 KiB.
@@ -696,8 +716,8 @@ def test_zstd_units_split_in_two():
         h = srv.connect()
         h.pwrite(data, 0)
         want = bytearray(data)
-        # Whole-unit rewrites (the old halves freed), partial writes (merged with the
-        # unit decoded from its halves), and a zeroed range across units.
+        # Whole-unit rewrites (the old objects freed), partial writes (merged with the
+        # unit decoded from its two objects), and a zeroed range across units.
         for i in range(0, len(units), 3):
             new = rng.randbytes(3000) + bytes(U - 3000)
             h.pwrite(new, i * U)
@@ -713,13 +733,13 @@ def test_zstd_units_split_in_two():
         assert back == bytes(want), [i for i in range(0, len(want), U) if back[i:i + U] != want[i:i + U]]
         h.flush()
         assert read_stats(stats)["compr_data_size"] > 0
-        # Trimming every unit leaves no object: both halves of every unit were freed.
+        # Trimming every unit leaves no object: both objects of every unit were freed.
         h.trim(len(data), 0)
         h.flush()
         s = read_stats(stats)
         assert s["compr_data_size"] == 0 and s["orig_data_size"] == 0, s
         h.shutdown()
-    # At mem_limit a unit whose second half or first half finds no room fails with
+    # At mem_limit a unit whose second or first object finds no room fails with
     # ENOSPC and leaves nothing behind: what was stored reads back, and trimming it
     # all leaves no object.
     with Server("size=8M", "compressor=zstd", "mem_limit=256K", f"stats={stats}") as srv:
