@@ -6,11 +6,12 @@
  * image's order, from a pool of the unit as its largest object, by THREADS threads
  * taking every THREADS-th unit (the plugin's pool has a lane per CPU). With `split`,
  * a compressed unit of 1024 bytes or more takes two objects as the plugin's split=
- * does: half its bytes, and the other half with the 8-byte link.
+ * does: the last 1/TAIL of its bytes, then the rest with the 8-byte link (TAIL 16,
+ * the plugin's SPLIT_TAIL, unless given; 2 splits in halves).
  *
  *   cc -O2 -Iinclude -o build/nbd_packing bench/nbd_packing.c -Ltarget/release -lzsmalloc \
  *      -lzstd -pthread -Wl,-rpath,$PWD/target/release
- *   build/nbd_packing IMAGE [UNIT [LEVEL [THREADS [split|whole [LIMIT]]]]]
+ *   build/nbd_packing IMAGE [UNIT [LEVEL [THREADS [split|whole [LIMIT [TAIL]]]]]]
  *
  * (the image: nbd_fill.py's, /tmp/nbd-fill/image-736-500.ext4; LIMIT: the pool's
  * max_object_size, the unit by default, larger for 17-frame zspages) */
@@ -27,6 +28,7 @@
 #include <zstd.h>
 
 #define SPLIT_MIN 1024 /* the plugin's */
+#define SPLIT_TAIL 16  /* the plugin's */
 
 static size_t *sizes; /* two a unit: the objects, in the order allocated; 0: none */
 static size_t nsizes;
@@ -54,7 +56,7 @@ int
 main (int argc, char **argv)
 {
   if (argc < 2) {
-    fprintf (stderr, "usage: %s IMAGE [UNIT [LEVEL [THREADS [split|whole [LIMIT]]]]]\n", argv[0]);
+    fprintf (stderr, "usage: %s IMAGE [UNIT [LEVEL [THREADS [split|whole [LIMIT [TAIL]]]]]]\n", argv[0]);
     return 2;
   }
   size_t unit = argc > 2 ? strtoul (argv[2], NULL, 0) : 32768;
@@ -62,7 +64,8 @@ main (int argc, char **argv)
   nthreads = argc > 4 ? (unsigned) atoi (argv[4]) : 2;
   int split = argc > 5 ? strcmp (argv[5], "split") == 0 : 1;
   size_t limit = argc > 6 ? strtoul (argv[6], NULL, 0) : unit;
-  if (unit < 4096 || nthreads < 1 || nthreads > 64 || limit < unit) {
+  size_t tail = argc > 7 ? strtoul (argv[7], NULL, 0) : SPLIT_TAIL;
+  if (unit < 4096 || nthreads < 1 || nthreads > 64 || limit < unit || tail < 2 || tail > 128) {
     fprintf (stderr, "bad arguments\n");
     return 2;
   }
@@ -95,10 +98,10 @@ main (int argc, char **argv)
     size_t n = ZSTD_compress2 (cctx, dst, unit - 1, src, unit);
     if (ZSTD_isError (n))
       n = unit;
-    /* As the plugin stores them: the second half first, then the first with the link. */
-    int halves = split && n < unit && n >= SPLIT_MIN;
-    sizes[nsizes++] = halves ? n / 2 : n;
-    sizes[nsizes++] = halves ? n - n / 2 + 8 : 0;
+    /* As the plugin stores them: the second part first, then the first with the link. */
+    int two = split && n < unit && n >= SPLIT_MIN;
+    sizes[nsizes++] = two ? n / tail : n;
+    sizes[nsizes++] = two ? n - n / tail + 8 : 0;
   }
   struct zs_pool_config cfg;
   memset (&cfg, 0, sizeof cfg);
