@@ -240,6 +240,8 @@ impl PoolCore {
             for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
                 untracked(a);
             }
+            // A hint, only ever accessed atomically, that orders nothing.
+            hg::untracked((&c.frees_in_a_row as *const AtomicBool).cast(), std::mem::size_of::<AtomicBool>());
         }
         for d in self.deferred.iter() {
             // Only ever accessed atomically; what they hand over is ordered through
