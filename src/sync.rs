@@ -60,6 +60,21 @@ pub(crate) fn backoff(spins: &mut u32) {
     }
 }
 
+/// Asks the processor to bring the cache line at `addr` in, without waiting for it:
+/// for a line to be read a little later whose address is known now, so that its miss
+/// overlaps others. A hint, not an access: `addr` need not be valid, and nothing is
+/// read (so nothing here for loom or helgrind to see).
+#[inline(always)]
+pub(crate) fn prefetch(_addr: *const u8) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    // SAFETY: a prefetch changes no memory and faults on no address (SSE, part of
+    // every x86_64).
+    #[allow(unused_unsafe)]
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(_addr.cast())
+    };
+}
+
 /// Reports a read of `len` bytes of the arena at `addr` to the loom model (nothing
 /// outside loom).
 #[inline(always)]

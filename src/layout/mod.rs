@@ -158,6 +158,15 @@ impl Body {
         }
     }
 
+    /// Starts bringing in what a [`remove`](Self::remove) reads first: the dense
+    /// layout's hole offsets and lengths.
+    #[inline(always)]
+    pub(crate) fn prefetch(&self) {
+        if let Body::Dense(x) = self {
+            x.prefetch();
+        }
+    }
+
     /// Removes the object at chain offset `off`, whose handle slot is `idx`; returns
     /// its size. `beside_slot` is the size the handle table records beside the slot
     /// (Some for the dense layout, whose body needs it; the kernel's entries have it).

@@ -134,6 +134,13 @@ impl ZsPage {
         w.owner() as *mut ZsPage
     }
 
+    /// Starts bringing in the line of `zs`'s state, for a read under the class lock a
+    /// little later. A hint: `zs` need not be live.
+    #[inline(always)]
+    pub fn prefetch_state(zs: *const ZsPage) {
+        crate::sync::prefetch(zs.cast::<u8>().wrapping_add(std::mem::offset_of!(ZsPage, state)));
+    }
+
     /// The lock-protected state.
     ///
     /// The library holds a reference this returns only within one statement, or a

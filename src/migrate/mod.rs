@@ -236,6 +236,9 @@ impl PoolCore {
     /// placed there meanwhile (a thread stack, a malloc arena, another pool), the pool
     /// cannot grow past it and malloc fails with `NoMemory`.
     pub fn release_address_space(&self) -> usize {
+        // The frees pending in the lanes first: the zspages they empty give their
+        // frames back, which may lower the top.
+        self.drain_all();
         let _running = self.compaction().lock();
         self.frames().shrink(true).1
     }

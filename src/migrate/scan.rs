@@ -111,8 +111,10 @@ impl PoolCore {
         FrameKind::Transit
     }
 
-    /// Counts frames by type and class.
+    /// Counts frames by type and class, once the frees pending in the lanes are
+    /// applied (a zspage they empty holds no frame).
     pub fn census(&self) -> Census {
+        self.drain_all();
         let mut c = Census {
             capacity: self.frames().capacity(),
             committed: self.frames().committed(),

@@ -1,15 +1,23 @@
-//! Frees that do not wait for a class lock.
+//! Frees that do not take a class lock.
 //!
-//! A free that finds its object's class lock held (by the allocating thread's malloc,
-//! another free, a compaction sweep) does not wait for it. It turns the slot PENDING
-//! through its own pin (`Slot::defer_pinned`): from then on every handle of the slot is
-//! stale, so the free has taken effect for every caller, as `zs_free` promises; the
-//! object's bytes stay in its zspage. It then names the slot in one of the class's
+//! A free in a layout that defers (the dense one) does not take its object's class
+//! lock if another holds it (the allocating thread's malloc, another free, a
+//! compaction sweep), nor if it follows other frees in its lane with no malloc
+//! between (`Class::frees_in_a_row`: a workload emptying the pool). It turns the slot
+//! PENDING through its own pin (`Slot::defer_pinned`): from then on every handle of
+//! the slot is stale, so the free has taken effect for every caller, as `zs_free`
+//! promises; the object's bytes stay in its zspage. It then names the slot in one of the class's
 //! [`DEFERRED`] entries and returns. Whoever next holds the class lock (a malloc, a
 //! free, compaction, migration, the statistics, the checker) applies the frees named
 //! there first ([`PoolCore::drain`]), so their bytes are reused by the very next
-//! malloc of the class. With every entry taken, the free waits for the lock as before
-//! and applies its own: pending frees are bounded by [`DEFERRED`] a class.
+//! malloc of the class. With every entry taken, the free takes the lock and applies
+//! them all and its own: pending frees are bounded by [`DEFERRED`] a class. A thread
+//! that frees many objects in a row thus applies them [`DEFERRED`] + 1 at a time, and
+//! the holder applies them in stages (the sizes beside their slots and their
+//! zspages' states asked for first, then those states' holes, then each free), so
+//! that the cache misses of one free, which follow each other, overlap those of the
+//! others. What reads the pool's frames ([`PoolCore::total_pages`]) applies pending
+//! frees first, as the statistics do.
 //!
 //! # The entries
 //!
@@ -178,13 +186,41 @@ impl PoolCore {
     #[inline(never)]
     fn drain_now(&self, ci: usize, st: &mut ClassState) {
         let Some(deferred) = self.deferred(ci) else { return };
+        let mut pending = [0u32; DEFERRED];
+        let mut n = 0;
         deferred.take(|idx| {
+            pending[n] = idx;
+            n += 1;
+        });
+        let pending = &pending[..n];
+        // Each free misses the cache on the size beside its slot, its zspage's state
+        // and that state's holes, one after the other: asked for in stages over all
+        // the pending frees first, their misses overlap.
+        for &idx in pending {
+            let zs = self.pending_zspage(idx);
+            // SAFETY: a PENDING slot was resolved by its freer, so is below the
+            // high-water mark.
+            if let Some(cell) = unsafe { self.handles().size_cell(idx) } {
+                cell.prefetch();
+            }
+            ZsPage::prefetch_state(zs);
+        }
+        for &idx in pending {
+            let zs = self.pending_zspage(idx);
+            // SAFETY: `state` asks for 1. the lock of `zs`'s class: a slot named in
+            // this lane's entries is of this lane (its freer found the lane through
+            // the zspage), whose lock we hold (`st`); 2. no other reference to its
+            // state: this one ends with the statement. The zspage is alive: its
+            // pending object is still in it, and none of them is applied yet.
+            unsafe { (*zs).state() }.body.prefetch();
+        }
+        for &idx in pending {
             if let Some(r) = self.apply_pending(ci, st, idx) {
                 // Under the class lock, which `release` allows (it takes the frame
                 // lock, which may be taken under a class lock, and the epoch's).
                 self.release(r);
             }
-        });
+        }
     }
 
     /// Applies the frees pending in every class, so that what is read next (the
@@ -195,6 +231,20 @@ impl PoolCore {
                 self.drain(ci, &mut c.state.lock());
             }
         }
+    }
+
+    /// The zspage holding the object of PENDING slot `idx`, named in the entries of a
+    /// lane whose lock the caller holds (so the object is still in it).
+    #[inline(always)]
+    fn pending_zspage(&self, idx: u32) -> *mut ZsPage {
+        // SAFETY: a PENDING slot was resolved by its freer, so is below the
+        // high-water mark.
+        let slot = unsafe { self.handles().slot_unchecked(idx) };
+        // SAFETY: `get` asks for a committed word that stays mapped: the PENDING
+        // object is still in its zspage, which holds the frame (a zspage dies only
+        // when empty, under the class lock the caller holds).
+        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(slot.load().loc())) };
+        ZsPage::of(fw)
     }
 
     /// Applies the free of the object in PENDING slot `idx` of class `ci`, whose lock
@@ -256,6 +306,42 @@ mod tests {
                 h
             })
             .collect()
+    }
+
+    #[test]
+    fn frees_in_a_row_are_left_pending_and_applied_together() {
+        let p = dense();
+        let hs = filled(&p, 60);
+        let ci = ci_of(&p, hs[0]);
+        let live = |p: &Pool| p.classes()[ci].live.load(Ordering::Relaxed);
+        let before = live(&p);
+        // The first free after a malloc is applied at once (the next malloc would
+        // apply it anyway).
+        p.free(hs[0]).unwrap();
+        assert!(!p.resolve(hs[0], "test").unwrap().0.load().is_pending(), "a free after a malloc left pending");
+        assert_eq!(live(&p), before - 1);
+        let before = before - 1;
+        let hs = &hs[1..];
+        // Those after it, with no lock held anywhere, are left pending, their handles
+        // stale at once.
+        for &h in &hs[..DEFERRED] {
+            p.free(h).unwrap();
+        }
+        for &h in &hs[..DEFERRED] {
+            assert!(p.resolve(h, "test").unwrap().0.load().is_pending(), "a free applied at once");
+            assert!(matches!(p.free(h), Err(Error::Invalid(_))), "a second free of a pending free");
+        }
+        assert_eq!(live(&p), before, "pending frees are still counted live");
+        // The next free finds every entry taken: it applies all of them, and its own.
+        p.free(hs[DEFERRED]).unwrap();
+        assert!(!p.deferred(ci).unwrap().any());
+        assert_eq!(live(&p), before - DEFERRED - 1);
+        // The frames count applies what is pending: with everything freed, none.
+        for &h in &hs[DEFERRED + 1..] {
+            p.free(h).unwrap();
+        }
+        assert_eq!(p.total_pages(), 0, "a zspage kept by pending frees was counted");
+        p.check().unwrap();
     }
 
     #[test]

@@ -47,7 +47,7 @@ pub mod config;
 pub(crate) mod deferred;
 pub(crate) mod stats;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{report_misuse, Error, Result};
 use crate::frames::os::physical_memory;
@@ -104,6 +104,13 @@ pub(crate) struct Class {
     /// Bytes the zspages' bodies hold outside their descriptors (entries, holes). As
     /// `live`.
     pub body_bytes: AtomicUsize,
+    /// Whether the lane's last operation under its lock was a free, not a malloc: a
+    /// hint that the next free is one of a run (a workload emptying the pool), whose
+    /// frees are best left pending and applied together (`pool/deferred.rs`). A free
+    /// right after a malloc (churn) is applied at once: the next malloc would apply it
+    /// anyway. Written under the lock, read without it; no decision but that rests on
+    /// it.
+    pub frees_in_a_row: AtomicBool,
 }
 
 // The statistics count the classes' bytes as metadata: the band lists of pools of
@@ -204,6 +211,7 @@ impl PoolCore {
                 requested: AtomicUsize::new(0),
                 zspages: AtomicUsize::new(0),
                 body_bytes: AtomicUsize::new(0),
+                frees_in_a_row: AtomicBool::new(false),
             })
             .collect::<Box<[Class]>>();
         let lanes = if layout == Layout::Dense { classes.len() } else { 0 };
@@ -232,6 +240,8 @@ impl PoolCore {
             for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
                 untracked(a);
             }
+            // A hint, only ever accessed atomically, that orders nothing.
+            hg::untracked((&c.frees_in_a_row as *const AtomicBool).cast(), std::mem::size_of::<AtomicBool>());
         }
         for d in self.deferred.iter() {
             // Only ever accessed atomically; what they hand over is ordered through
@@ -352,6 +362,8 @@ impl PoolCore {
         let ci = self.table.class_for(size);
         let class = &self.classes[ci];
         let mut st = class.state.lock();
+        // Relaxed: a hint (`Class::frees_in_a_row`).
+        class.frees_in_a_row.store(false, Ordering::Relaxed);
         self.drain(ci, &mut st);
         let (idx, gen) = self.take_slot(&mut st)?;
         let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
@@ -566,9 +578,15 @@ impl PoolCore {
         // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
         let ci = unsafe { (*zs).class } as usize;
         let class = &self.classes[ci];
-        // A lock held by someone else is not waited for: the free is left for its
-        // holder (`pool/deferred.rs`), unless every entry for that is taken.
-        let mut st = match class.state.try_lock() {
+        // Where the layout defers frees (the dense one), a free is left for the
+        // lane lock's next holder (`pool/deferred.rs`) if that lock is held, or if
+        // the free is one of a run (`Class::frees_in_a_row`), unless every entry for
+        // that is taken: then it applies the lane's pending frees together, their
+        // misses overlapped, and its own.
+        // Relaxed: a hint.
+        let in_a_row = class.frees_in_a_row.load(Ordering::Relaxed);
+        let held = if in_a_row { None } else { class.state.try_lock() };
+        let mut st = match held {
             Some(st) => st,
             None if self.deferred.is_empty() => class.state.lock(),
             None => match self.free_without_lock(ci, slot, idx, h.gen()) {
@@ -589,6 +607,10 @@ impl PoolCore {
                 }
             },
         };
+        if !in_a_row {
+            // Relaxed: a hint (see above).
+            class.frees_in_a_row.store(true, Ordering::Relaxed);
+        }
         self.drain(ci, &mut st);
         if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
             drop(st);
@@ -652,8 +674,10 @@ impl PoolCore {
         }
     }
 
-    /// Frames held by the pool's zspages.
+    /// Frames held by the pool's zspages, once the frees pending in its lanes are
+    /// applied (so that a zspage they empty is not counted).
     pub fn total_pages(&self) -> usize {
+        self.drain_all();
         self.frames.held()
     }
 
