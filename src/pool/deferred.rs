@@ -224,13 +224,16 @@ impl PoolCore {
     }
 
     /// Applies the frees pending in every class, so that what is read next (the
-    /// statistics, the checker) counts none of them.
-    pub(crate) fn drain_all(&self) {
+    /// statistics, the checker) counts none of them. Whether any class had some.
+    pub(crate) fn drain_all(&self) -> bool {
+        let mut any = false;
         for (ci, c) in self.classes().iter().enumerate() {
             if self.deferred(ci).is_some_and(Deferred::any) {
                 self.drain(ci, &mut c.state.lock());
+                any = true;
             }
         }
+        any
     }
 
     /// The zspage holding the object of PENDING slot `idx`, named in the entries of a
@@ -341,6 +344,63 @@ mod tests {
             p.free(h).unwrap();
         }
         assert_eq!(p.total_pages(), 0, "a zspage kept by pending frees was counted");
+        p.check().unwrap();
+    }
+
+    #[test]
+    fn a_malloc_at_the_page_limit_applies_the_frees_pending_in_other_lanes() {
+        let p = Pool::with_config("limit", &Config { layout: Layout::Dense, max_pages: 32, ..Config::for_tests() })
+            .unwrap();
+        let mine = p.table.class_for(1);
+        // A thread of another lane fills the pool to its page limit (no other lane,
+        // on one CPU: nothing to show).
+        let theirs = (0..64).find_map(|_| {
+            let (pool, mine) = (&p, mine);
+            std::thread::scope(|s| {
+                s.spawn(move || {
+                    let ci = pool.table.class_for(1);
+                    (ci != mine).then(|| {
+                        let hs: Vec<Handle> =
+                            std::iter::from_fn(|| pool.malloc(3000, AllocFlags::default()).ok()).collect();
+                        (ci, hs)
+                    })
+                })
+                .join()
+                .unwrap()
+            })
+        });
+        let Some((ci, hs)) = theirs else { return };
+        assert_eq!(p.frames().held(), 32, "filled to the limit");
+        // All its objects freed, the last of each zspage left pending in its lane
+        // (another thread frees them while this one holds that lane's lock).
+        let zspage = |h: Handle| {
+            let loc = p.resolve(h, "test").unwrap().0.load().loc();
+            // SAFETY: the frame of a live object: its word stays mapped.
+            ZsPage::of(unsafe { p.frames().side().get(p.frames().pfn_of(loc)) })
+        };
+        let mut last = std::collections::HashMap::new();
+        for &h in &hs {
+            last.insert(zspage(h), h);
+        }
+        let lasts: Vec<Handle> = last.into_values().collect();
+        assert!(lasts.len() <= DEFERRED);
+        for h in hs.iter().filter(|h| !lasts.contains(h)) {
+            p.free(*h).unwrap();
+        }
+        assert_eq!(p.total_pages(), 32, "each zspage keeps an object");
+        std::thread::scope(|s| {
+            let held = p.classes()[ci].state.lock();
+            let (pool, lasts) = (&p, &lasts);
+            s.spawn(move || lasts.iter().for_each(|&h| pool.free(h).unwrap())).join().unwrap();
+            drop(held);
+        });
+        assert!(p.deferred(ci).unwrap().any());
+        assert_eq!(p.frames().held(), 32, "the pending frees keep their zspages");
+        // A malloc of this thread's lane finds no frame left under the limit until
+        // those frees are applied: it applies them and succeeds.
+        let h = p.malloc(3000, AllocFlags::default()).expect("a malloc refused for frees left pending");
+        assert!(!p.deferred(ci).unwrap().any());
+        p.free(h).unwrap();
         p.check().unwrap();
     }
 

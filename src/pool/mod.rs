@@ -361,17 +361,28 @@ impl PoolCore {
         }
         let ci = self.table.class_for(size);
         let class = &self.classes[ci];
-        let mut st = class.state.lock();
-        // Relaxed: a hint (`Class::frees_in_a_row`).
-        class.frees_in_a_row.store(false, Ordering::Relaxed);
-        self.drain(ci, &mut st);
-        let (idx, gen) = self.take_slot(&mut st)?;
         let grow = flags.0 & AllocFlags::NOGROW.0 == 0;
-        let (zs, off) = match self.place(ci, &mut st, size, idx, grow) {
-            Ok(placed) => placed,
-            Err(e) => {
-                self.put_slot(&mut st, idx);
-                return Err(e);
+        let mut drained = false;
+        let (_st, idx, gen, zs, off) = loop {
+            let mut st = class.state.lock();
+            // Relaxed: a hint (`Class::frees_in_a_row`).
+            class.frees_in_a_row.store(false, Ordering::Relaxed);
+            self.drain(ci, &mut st);
+            let (idx, gen) = self.take_slot(&mut st)?;
+            match self.place(ci, &mut st, size, idx, grow) {
+                Ok((zs, off)) => break (st, idx, gen, zs, off),
+                Err(e) => {
+                    self.put_slot(&mut st, idx);
+                    drop(st);
+                    // Frees left pending in other lanes may keep zspages that they
+                    // empty, and so frames, from the page limit: once, they are
+                    // applied and the malloc tried again (`pool/deferred.rs`).
+                    if e == Error::NoMemory && grow && !drained && self.drain_all() {
+                        drained = true;
+                        continue;
+                    }
+                    return Err(e);
+                }
             }
         };
         // SAFETY: `take_slot` returned an index below the table's high-water mark.
