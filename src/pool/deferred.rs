@@ -349,7 +349,9 @@ mod tests {
 
     #[test]
     fn a_malloc_at_the_page_limit_applies_the_frees_pending_in_other_lanes() {
-        let p = Pool::with_config("limit", &Config { layout: Layout::Dense, max_pages: 32, ..Config::for_tests() })
+        // Two zspages' worth of frames, whatever the frame size.
+        let limit = 2 * dense().classes()[0].spec.frames;
+        let p = Pool::with_config("limit", &Config { layout: Layout::Dense, max_pages: limit, ..Config::for_tests() })
             .unwrap();
         let mine = p.table.class_for(1);
         // A thread of another lane fills the pool to its page limit (no other lane,
@@ -370,7 +372,7 @@ mod tests {
             })
         });
         let Some((ci, hs)) = theirs else { return };
-        assert_eq!(p.frames().held(), 32, "filled to the limit");
+        assert_eq!(p.frames().held(), limit, "filled to the limit");
         // All its objects freed, the last of each zspage left pending in its lane
         // (another thread frees them while this one holds that lane's lock).
         let zspage = |h: Handle| {
@@ -387,7 +389,7 @@ mod tests {
         for h in hs.iter().filter(|h| !lasts.contains(h)) {
             p.free(*h).unwrap();
         }
-        assert_eq!(p.total_pages(), 32, "each zspage keeps an object");
+        assert_eq!(p.total_pages(), limit, "each zspage keeps an object");
         std::thread::scope(|s| {
             let held = p.classes()[ci].state.lock();
             let (pool, lasts) = (&p, &lasts);
@@ -395,7 +397,7 @@ mod tests {
             drop(held);
         });
         assert!(p.deferred(ci).unwrap().any());
-        assert_eq!(p.frames().held(), 32, "the pending frees keep their zspages");
+        assert_eq!(p.frames().held(), limit, "the pending frees keep their zspages");
         // A malloc of this thread's lane finds no frame left under the limit until
         // those frees are applied: it applies them and succeeds.
         let h = p.malloc(3000, AllocFlags::default()).expect("a malloc refused for frees left pending");
