@@ -50,7 +50,8 @@
 //! pass over it as over a held object); found by passes over the handle table, and
 //! by the checker, as an object whose slot has already let go of it.
 
-use crate::handle::slot::Slot;
+use crate::frames::side::FrameWord;
+use crate::handle::slot::{Slot, Word};
 use crate::layout::zspage::ZsPage;
 use crate::pool::{ClassState, PoolCore, Released};
 use crate::sync::{AtomicU32, Ordering};
@@ -196,17 +197,17 @@ impl PoolCore {
         // Each free misses the cache on the size beside its slot, its zspage's state
         // and that state's holes, one after the other: asked for in stages over all
         // the pending frees first, their misses overlap.
-        for &idx in pending {
-            let zs = self.pending_zspage(idx);
+        let mut zspages = [std::ptr::null_mut::<ZsPage>(); DEFERRED];
+        for (zs, &idx) in zspages.iter_mut().zip(pending) {
+            *zs = ZsPage::of(self.pending_object(idx).2);
             // SAFETY: a PENDING slot was resolved by its freer, so is below the
             // high-water mark.
             if let Some(cell) = unsafe { self.handles().size_cell(idx) } {
                 cell.prefetch();
             }
-            ZsPage::prefetch_state(zs);
+            ZsPage::prefetch_state(*zs);
         }
-        for &idx in pending {
-            let zs = self.pending_zspage(idx);
+        for &zs in &zspages[..n] {
             // SAFETY: `state` asks for 1. the lock of `zs`'s class: a slot named in
             // this lane's entries is of this lane (its freer found the lane through
             // the zspage), whose lock we hold (`st`); 2. no other reference to its
@@ -236,34 +237,29 @@ impl PoolCore {
         any
     }
 
-    /// The zspage holding the object of PENDING slot `idx`, named in the entries of a
-    /// lane whose lock the caller holds (so the object is still in it).
+    /// The slot `idx`, its PENDING word and the side-table word of the frame that
+    /// holds its object, named in the entries of a lane whose lock the caller holds
+    /// (so the object is still in its zspage).
     #[inline(always)]
-    fn pending_zspage(&self, idx: u32) -> *mut ZsPage {
+    fn pending_object(&self, idx: u32) -> (&Slot, Word, FrameWord) {
         // SAFETY: a PENDING slot was resolved by its freer, so is below the
         // high-water mark.
         let slot = unsafe { self.handles().slot_unchecked(idx) };
+        let w = slot.load();
+        debug_assert!(w.is_pending(), "slot {idx} named pending is {w:?}");
         // SAFETY: `get` asks for a committed word that stays mapped: the PENDING
         // object is still in its zspage, which holds the frame (a zspage dies only
         // when empty, under the class lock the caller holds).
-        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(slot.load().loc())) };
-        ZsPage::of(fw)
+        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(w.loc())) };
+        (slot, w, fw)
     }
 
     /// Applies the free of the object in PENDING slot `idx` of class `ci`, whose lock
     /// the caller holds (`st`): the slot goes on the class's free-slot list, and the
     /// object out of its zspage. Returns the zspage if that left it empty.
     pub(crate) fn apply_pending(&self, ci: usize, st: &mut ClassState, idx: u32) -> Option<Released> {
-        // SAFETY: a PENDING slot was resolved by its freer, so is below the high-water
-        // mark.
-        let slot = unsafe { self.handles().slot_unchecked(idx) };
-        let w = slot.load();
-        debug_assert!(w.is_pending(), "slot {idx} named pending is {w:?}");
+        let (slot, w, fw) = self.pending_object(idx);
         let loc = w.loc();
-        // SAFETY: `get` asks for a committed word that stays mapped: the PENDING
-        // object is still in its zspage, which holds the frame (a zspage dies only
-        // when empty, under the class lock we hold).
-        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(loc)) };
         let zs = ZsPage::of(fw);
         // SAFETY: as above, the zspage is alive; `class` never changes.
         debug_assert_eq!(unsafe { (*zs).class } as usize, ci);
