@@ -32,21 +32,21 @@
 //! lists) is checked against those edges.
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use loom::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 #[cfg(loom)]
 pub(crate) use loom::thread::yield_now;
 
 #[cfg(all(not(loom), zs_valgrind))]
-pub(crate) use self::annotated_locks::{Mutex, RwLock, RwLockReadGuard};
+pub(crate) use self::annotated_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 #[cfg(all(not(loom), not(zs_valgrind)))]
-pub(crate) use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::thread::yield_now;
 
 #[cfg(loom)]
-pub(crate) use self::loom_locks::{Mutex, RwLock, RwLockReadGuard};
+pub(crate) use self::loom_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// Busy-wait politely: a few spins, then give the core away. Used only where the
 /// other party holds the state for a bounded, short time (one object copy).

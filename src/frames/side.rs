@@ -202,6 +202,16 @@ impl SideTable {
         word
     }
 
+    /// Starts bringing frame `pfn`'s word in, for a [`get`](Self::get) a little
+    /// later: a hint, which reads nothing (so needs no precondition).
+    #[inline(always)]
+    pub fn prefetch(&self, pfn: u32) {
+        #[cfg(not(loom))]
+        crate::sync::prefetch(self.words.segments.addr(pfn as usize, pfn as usize * Words::BYTES));
+        #[cfg(loom)]
+        let _ = pfn;
+    }
+
     /// Sets the word of frame `pfn`.
     ///
     /// # Safety

@@ -1,5 +1,5 @@
 //! The handle table: the slots handles name, and beside them, where the layout wants
-//! it, each object's size.
+//! it, each object's size and, per batch of slots, the class that took it.
 //!
 //! The table is an array of slots in segments whose sizes double
 //! (`frames/segments.rs`), taken as it grows: the first ones on the heap, so a small
@@ -7,10 +7,18 @@
 //! batches by a class (under a small growth lock that nothing nests in) and then live
 //! in that class's free-slot list, linked through the slots themselves, so malloc and
 //! free touch only their class's lock.
+//!
+//! A slot never leaves the class that took its batch: malloc takes slots from its
+//! class's list, an object stays in its class (compaction and migration move it
+//! between that class's zspages), and its free links the slot back into the list of
+//! the object's class. So the class of a slot's batch is the class of every object
+//! the slot ever holds, and where the table keeps it ([`HandleTable::owner`]) a free
+//! learns its object's class from the handle alone, without the side table and the
+//! zspage descriptor (`pool/deferred.rs`). The checker holds every class to it.
 
 use crate::frames::os::page_size;
 use crate::handle::slot::Slot;
-use crate::sync::{hg, AtomicU16, AtomicUsize, Mutex, Ordering};
+use crate::sync::{hg, AtomicU16, AtomicU8, AtomicUsize, Mutex, Ordering};
 
 /// Slots taken from the table at once by a class whose free list is empty.
 pub const SLOT_BATCH: usize = 64;
@@ -20,10 +28,14 @@ pub const SLOT_BATCH: usize = 64;
 ///
 /// A table may keep, beside each slot, its object's size (16 bits, in a second
 /// region grown with the first): the dense layout's readers learn an object's length
-/// there, as the kernel layout's learn it from the class.
+/// there, as the kernel layout's learn it from the class. It may also keep the class
+/// of each batch (a byte per [`SLOT_BATCH`] slots, a third region): the dense
+/// layout's frees find their lane there.
 pub struct HandleTable {
     region: Cells<Slot>,
     sizes: Option<Cells<AtomicU16>>,
+    /// Per batch, the class that took it (below 256: the dense layout's lanes).
+    owners: Option<Cells<AtomicU8>>,
     capacity: usize,
     /// Slots below this index have been handed to a class (growth lock).
     grow: Mutex<usize>,
@@ -33,13 +45,14 @@ pub struct HandleTable {
 
 impl HandleTable {
     /// Reserves a table of `capacity` slots (at most 2^32 - 1), with sizes beside
-    /// them if `with_sizes`.
-    pub fn new(capacity: usize, with_sizes: bool) -> Result<HandleTable, i32> {
+    /// them if `with_sizes` and the class of each batch if `with_owners`.
+    pub fn new(capacity: usize, with_sizes: bool, with_owners: bool) -> Result<HandleTable, i32> {
         let capacity = capacity.clamp(SLOT_BATCH, if cfg!(loom) { LOOM_SLOTS } else { u32::MAX as usize - 1 });
         let region = Cells::reserve(capacity)?;
         Ok(HandleTable {
             region,
             sizes: if with_sizes { Some(Cells::reserve(capacity)?) } else { None },
+            owners: if with_owners { Some(Cells::reserve(capacity.div_ceil(SLOT_BATCH))?) } else { None },
             capacity,
             grow: Mutex::new(0),
             used: AtomicUsize::new(0),
@@ -70,8 +83,9 @@ impl HandleTable {
         unsafe { self.region.get(index as usize) }
     }
 
-    /// Hands out `SLOT_BATCH` never-used slots: returns the first index.
-    pub fn take_batch(&self) -> Result<u32, i32> {
+    /// Hands out `SLOT_BATCH` never-used slots to class `owner` (below 256 where the
+    /// table keeps owners): returns the first index.
+    pub fn take_batch(&self, owner: usize) -> Result<u32, i32> {
         let mut top = self.grow.lock();
         if *top + SLOT_BATCH > self.capacity {
             return Err(libc::ENOMEM);
@@ -83,6 +97,15 @@ impl HandleTable {
         hg::untracked(unsafe { self.region.get(*top) } as *const Slot as *const u8, SLOT_BATCH * 8);
         if let Some(sizes) = &self.sizes {
             sizes.commit(*top, *top + SLOT_BATCH)?;
+        }
+        if let Some(owners) = &self.owners {
+            let batch = *top / SLOT_BATCH;
+            owners.commit(batch, batch + 1)?;
+            // SAFETY: committed just above.
+            let cell = unsafe { owners.get(batch) };
+            // Relaxed: published with the batch by the Release store of `used` below;
+            // never written again.
+            cell.store(u8::try_from(owner).expect("a class that keeps owners is below 256"), Ordering::Relaxed);
         }
         let first = *top as u32;
         *top += SLOT_BATCH;
@@ -106,12 +129,54 @@ impl HandleTable {
         used
     }
 
-    /// Bytes of metadata the table holds (its committed slots and sizes).
+    /// Bytes of metadata the table holds (its committed slots, sizes and owners).
     pub fn bytes(&self) -> usize {
         // Whole pages of the system, as they are committed: 8 bytes a slot, 2 a size.
         let pages = |bytes: usize| bytes.div_ceil(page_size()) * page_size();
-        let sizes = if self.sizes.is_some() { pages(self.used() * 2) } else { 0 };
-        pages(self.used() * 8) + sizes
+        let used = self.used();
+        let sizes = if self.sizes.is_some() { pages(used * 2) } else { 0 };
+        let owners = match &self.owners {
+            // A byte a batch, in segments whose sizes double from one commit step's
+            // elements: those of at most a page come from the heap, taken whole (the
+            // first `2 * page` bytes), the others are committed in pages.
+            Some(_) => match used / SLOT_BATCH {
+                0 => 0,
+                n if n <= 2 * page_size() => n.next_power_of_two().max(1 << crate::frames::COMMIT_SHIFT),
+                n => 2 * page_size() + pages(n - 2 * page_size()),
+            },
+            None => 0,
+        };
+        pages(used * 8) + sizes + owners
+    }
+
+    /// The class that took slot `index`'s batch, or None if the table keeps no
+    /// owners.
+    ///
+    /// # Safety
+    /// `index` is below the high-water mark.
+    #[inline(always)]
+    pub unsafe fn owner(&self, index: u32) -> Option<usize> {
+        let owners = self.owners.as_ref()?;
+        // SAFETY: the caller passes an index below the high-water mark, whose batch's
+        // owner is committed with it (`take_batch`).
+        let cell = unsafe { owners.get(index as usize / SLOT_BATCH) };
+        // Relaxed: written before the high-water mark that the caller's index is below
+        // was published (Release), which the caller loaded (Acquire) or learned of
+        // under a lock; never written again.
+        Some(cell.load(Ordering::Relaxed) as usize)
+    }
+
+    /// Sets the owner of slot `index`'s batch: for the checker's tests, to break the
+    /// invariant on purpose.
+    ///
+    /// # Safety
+    /// `index` is below the high-water mark.
+    #[cfg(test)]
+    pub(crate) unsafe fn testonly_set_owner(&self, index: u32, owner: u8) {
+        if let Some(owners) = &self.owners {
+            // SAFETY: as in `owner`.
+            unsafe { owners.get(index as usize / SLOT_BATCH) }.store(owner, Ordering::Relaxed);
+        }
     }
 
     /// The size recorded beside slot `index`, or None if the table records no sizes.
@@ -205,6 +270,14 @@ unsafe impl Zeroed for AtomicU16 {
     }
 }
 
+// SAFETY: an AtomicU8 is valid for any bits.
+unsafe impl Zeroed for AtomicU8 {
+    #[cfg(loom)]
+    fn zero() -> AtomicU8 {
+        AtomicU8::new(0)
+    }
+}
+
 /// An array of table entries: a reserved region whose pages are committed as the
 /// table grows (their zeros are the entries' initial value); under loom, an array of
 /// entries made up front (loom's atomics cannot live in raw memory).
@@ -261,10 +334,10 @@ mod tests {
 
     #[test]
     fn table_grows_in_batches() {
-        let t = HandleTable::new(1000, true).unwrap();
+        let t = HandleTable::new(1000, true, true).unwrap();
         assert!(t.get(0).is_none());
-        assert_eq!(t.take_batch().unwrap(), 0);
-        assert_eq!(t.take_batch().unwrap(), SLOT_BATCH as u32);
+        assert_eq!(t.take_batch(3).unwrap(), 0);
+        assert_eq!(t.take_batch(5).unwrap(), SLOT_BATCH as u32);
         assert!(t.get(2 * SLOT_BATCH as u32 - 1).is_some());
         assert!(t.get(2 * SLOT_BATCH as u32).is_none());
         // SAFETY: below the high-water mark.
@@ -273,14 +346,20 @@ mod tests {
             assert_eq!(t.size(5), Some(4096));
             t.set_size(6, 65536);
             assert_eq!(t.size(6), Some(65536), "the largest object's size wraps in 16 bits");
+            assert_eq!(t.owner(0), Some(3));
+            assert_eq!(t.owner(SLOT_BATCH as u32 - 1), Some(3), "a batch has one owner");
+            assert_eq!(t.owner(SLOT_BATCH as u32), Some(5));
+            assert_eq!(t.owner(2 * SLOT_BATCH as u32 - 1), Some(5));
         }
-        assert_eq!(t.bytes(), 2 * page_size(), "one page of slots, one of sizes");
-        let t = HandleTable::new(1000, false).unwrap();
-        t.take_batch().unwrap();
+        let owners = 1 << crate::frames::COMMIT_SHIFT;
+        assert_eq!(t.bytes(), 2 * page_size() + owners, "one page of slots, one of sizes, a heap segment of owners");
+        let t = HandleTable::new(1000, false, false).unwrap();
+        t.take_batch(0).unwrap();
         // SAFETY: below the high-water mark.
         unsafe {
             t.set_size(5, 4096);
             assert_eq!(t.size(5), None, "a table without sizes records none");
+            assert_eq!(t.owner(5), None, "a table without owners records none");
         }
         assert_eq!(t.bytes(), page_size());
     }

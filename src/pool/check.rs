@@ -125,6 +125,7 @@ impl PoolCore {
                             pending.push((idx, w.is_in_flight()));
                         }
                         of_class.insert(idx);
+                        self.check_owner(ci, idx)?;
                         let loc = z.loc_of(off, shift);
                         ensure!(w.loc() == loc, "slot {idx} locates {:#x}, object is at {loc:#x}", w.loc());
                         requested += size;
@@ -158,6 +159,7 @@ impl PoolCore {
                 // SAFETY: below the high-water mark.
                 let w: Word = unsafe { self.handles().slot_unchecked(idx) }.load();
                 ensure!(w.is_vacant(), "free-listed slot {idx} is {w:?}");
+                self.check_owner(ci, idx)?;
                 free_slots += 1;
                 next = w.loc();
             }
@@ -195,6 +197,17 @@ impl PoolCore {
             acc.bottom
         );
         drop(guards);
+        Ok(())
+    }
+
+    /// Checks that slot `idx`, holding an object of class `ci` or on its free-slot
+    /// list, is of a batch that class took, where the table keeps owners: frees find
+    /// their lane by it (`handle/table.rs`).
+    fn check_owner(&self, ci: usize, idx: u32) -> Result<(), String> {
+        // SAFETY: the callers checked `idx` below the high-water mark.
+        if let Some(owner) = unsafe { self.handles().owner(idx) } {
+            ensure!(owner == ci, "slot {idx} of class {ci} is of a batch of class {owner}");
+        }
         Ok(())
     }
 

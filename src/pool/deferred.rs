@@ -7,7 +7,10 @@
 //! PENDING through its own pin (`Slot::defer_pinned`): from then on every handle of
 //! the slot is stale, so the free has taken effect for every caller, as `zs_free`
 //! promises; the object's bytes stay in its zspage. It then names the slot in one of the class's
-//! [`DEFERRED`] entries and returns. Whoever next holds the class lock (a malloc, a
+//! [`DEFERRED`] entries and returns. It learns the class from the handle table, as
+//! the owner of the slot's batch (`HandleTable::owner`: a slot's objects are all of
+//! the class that took its batch), so such a free reads the slot and nothing else of
+//! the object's: not its frame's side-table word, not its zspage's descriptor. Whoever next holds the class lock (a malloc, a
 //! free, compaction, migration, the statistics, the checker) applies the frees named
 //! there first ([`PoolCore::drain`]), so their bytes are reused by the very next
 //! malloc of the class. With every entry taken, the free takes the lock and applies
@@ -194,9 +197,17 @@ impl PoolCore {
             n += 1;
         });
         let pending = &pending[..n];
-        // Each free misses the cache on the size beside its slot, its zspage's state
-        // and that state's holes, one after the other: asked for in stages over all
-        // the pending frees first, their misses overlap.
+        // Each free misses the cache on its frame's side-table word, then on the size
+        // beside its slot and its zspage's state, then on that state's holes, one
+        // after the other (its freer read none of them: it found the lane through the
+        // handle table): asked for in stages over all the pending frees first, their
+        // misses overlap.
+        for &idx in pending {
+            // SAFETY: a PENDING slot was resolved by its freer, so is below the
+            // high-water mark.
+            let w = unsafe { self.handles().slot_unchecked(idx) }.load();
+            self.frames().side().prefetch(self.frames().pfn_of(w.loc()));
+        }
         let mut zspages = [std::ptr::null_mut::<ZsPage>(); DEFERRED];
         for (zs, &idx) in zspages.iter_mut().zip(pending) {
             *zs = ZsPage::of(self.pending_object(idx).2);
@@ -209,8 +220,9 @@ impl PoolCore {
         }
         for &zs in &zspages[..n] {
             // SAFETY: `state` asks for 1. the lock of `zs`'s class: a slot named in
-            // this lane's entries is of this lane (its freer found the lane through
-            // the zspage), whose lock we hold (`st`); 2. no other reference to its
+            // this lane's entries holds an object of this lane (its freer found the
+            // lane as the owner of the slot's batch, the class of every object the
+            // slot holds: `handle/table.rs`), whose lock we hold (`st`); 2. no other reference to its
             // state: this one ends with the statement. The zspage is alive: its
             // pending object is still in it, and none of them is applied yet.
             unsafe { (*zs).state() }.body.prefetch();
@@ -341,6 +353,44 @@ mod tests {
         }
         assert_eq!(p.total_pages(), 0, "a zspage kept by pending frees was counted");
         p.check().unwrap();
+    }
+
+    #[test]
+    fn a_free_finds_its_lane_as_the_owner_of_its_slots_batch_which_the_checker_holds() {
+        let p = dense();
+        let hs = filled(&p, 3 * crate::handle::SLOT_BATCH);
+        let ci = ci_of(&p, hs[0]);
+        for &h in &hs {
+            let idx = p.resolve(h, "test").unwrap().1;
+            // SAFETY: a slot handed out, below the high-water mark.
+            assert_eq!(unsafe { p.handles().owner(idx) }, Some(ci_of(&p, h)));
+        }
+        // Frees in a row are named in the lane of the slot's batch.
+        p.free(hs[0]).unwrap();
+        p.free(hs[1]).unwrap();
+        assert!(p.resolve(hs[1], "test").unwrap().0.load().is_pending());
+        let idx = p.resolve(hs[1], "test").unwrap().1;
+        assert!(p.deferred(ci).unwrap().names().contains(&(idx, true)));
+        p.check().unwrap();
+        // A batch said to be another class's: the checker finds the object, and the
+        // free slots of the batch, out of place.
+        let other = (ci + 1) as u8;
+        let idx = p.resolve(hs[2], "test").unwrap().1;
+        // SAFETY: below the high-water mark.
+        unsafe { p.handles().testonly_set_owner(idx, other) };
+        let e = p.check().unwrap_err();
+        assert!(e.contains("is of a batch of class"), "{e}");
+        // SAFETY: as above.
+        unsafe { p.handles().testonly_set_owner(idx, ci as u8) };
+        p.check().unwrap();
+        // The kernel layout keeps no owners: its frees wait for their class lock.
+        let k = Pool::with_config("kernel", &Config { layout: Layout::Kernel, max_pages: 256, ..Config::for_tests() })
+            .unwrap();
+        let h = k.malloc(100, AllocFlags::default()).unwrap();
+        // SAFETY: as above.
+        assert_eq!(unsafe { k.handles().owner(k.resolve(h, "test").unwrap().1) }, None);
+        k.free(h).unwrap();
+        k.check().unwrap();
     }
 
     #[test]

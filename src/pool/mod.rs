@@ -60,7 +60,7 @@ use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
 use crate::pool::deferred::{Deferral, Deferred};
-use crate::sync::{epoch, hg, Mutex};
+use crate::sync::{epoch, hg, Mutex, MutexGuard};
 
 /// Most frames a pool of frames of `1 << shift` bytes can address: a slot's location
 /// has 40 bits of bytes, so 2^28 frames of 4 KiB, 2^26 of 16 KiB, 2^24 of 64 KiB.
@@ -199,7 +199,10 @@ impl PoolCore {
         let smallest = layout.smallest_object(&table.classes()[0]);
         let frames = FrameSource::starting_at(nframes, frame_limit, bottom, shift, config.prefault)
             .map_err(Error::from_errno)?;
-        let handles = HandleTable::new(nframes.saturating_mul(frame / smallest), layout.sizes_beside_slots())
+        // The dense layout's lanes defer frees, which find their lane through the
+        // handle table (`pool/deferred.rs`).
+        let defers = layout == Layout::Dense;
+        let handles = HandleTable::new(nframes.saturating_mul(frame / smallest), layout.sizes_beside_slots(), defers)
             .map_err(Error::from_errno)?;
         let classes = table
             .classes()
@@ -214,7 +217,7 @@ impl PoolCore {
                 frees_in_a_row: AtomicBool::new(false),
             })
             .collect::<Box<[Class]>>();
-        let lanes = if layout == Layout::Dense { classes.len() } else { 0 };
+        let lanes = if defers { classes.len() } else { 0 };
         let deferred = (0..lanes).map(|_| Deferred::new()).collect();
         Ok(PoolCore {
             name: name.to_owned(),
@@ -368,7 +371,7 @@ impl PoolCore {
             // Relaxed: a hint (`Class::frees_in_a_row`).
             class.frees_in_a_row.store(false, Ordering::Relaxed);
             self.drain(ci, &mut st);
-            let (idx, gen) = self.take_slot(&mut st)?;
+            let (idx, gen) = self.take_slot(ci, &mut st)?;
             match self.place(ci, &mut st, size, idx, grow) {
                 Ok((zs, off)) => break (st, idx, gen, zs, off),
                 Err(e) => {
@@ -454,10 +457,10 @@ impl PoolCore {
         r
     }
 
-    /// Pops a free slot of the class (refilling from the table); returns (index, gen).
-    fn take_slot(&self, st: &mut ClassState) -> Result<(u32, u16)> {
+    /// Pops a free slot of class `ci` (refilling from the table); returns (index, gen).
+    fn take_slot(&self, ci: usize, st: &mut ClassState) -> Result<(u32, u16)> {
         if st.free_slot == 0 {
-            let first = self.handles.take_batch().map_err(Error::from_errno)?;
+            let first = self.handles.take_batch(ci).map_err(Error::from_errno)?;
             let n = crate::handle::SLOT_BATCH as u32;
             let gen = self.id.first_gen();
             for i in first..first + n {
@@ -583,23 +586,32 @@ impl PoolCore {
             }
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
-        // SAFETY: our pin keeps the object's frame held by its zspage.
-        let fw = unsafe { self.frames.side().get(self.frames.pfn_of(loc)) };
-        let zs = ZsPage::of(fw);
-        // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
-        let ci = unsafe { (*zs).class } as usize;
+        let pfn = self.frames.pfn_of(loc);
+        // SAFETY: `resolve` found `idx` below the high-water mark.
+        let Some(ci) = (unsafe { self.handles.owner(idx) }) else {
+            // The kernel layout: its class from the zspage, and its lock waited for.
+            // SAFETY: our pin keeps the object's frame held by its zspage.
+            let fw = unsafe { self.frames.side().get(pfn) };
+            // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+            let ci = unsafe { (*ZsPage::of(fw)).class } as usize;
+            let st = self.classes[ci].state.lock();
+            return self.free_locked(h, slot, idx, ci, st, fw, loc);
+        };
+        // The dense layout: the lane is the one that took the slot's batch
+        // (`HandleTable::owner`), known before the side table and the descriptor are
+        // read. A free is left for the lane lock's next holder (`pool/deferred.rs`) if
+        // that lock is held, or if the free is one of a run
+        // (`Class::frees_in_a_row`), unless every entry for that is taken: then it
+        // applies the lane's pending frees together, their misses overlapped, and its
+        // own. A free so left reads neither the side table nor the descriptor.
         let class = &self.classes[ci];
-        // Where the layout defers frees (the dense one), a free is left for the
-        // lane lock's next holder (`pool/deferred.rs`) if that lock is held, or if
-        // the free is one of a run (`Class::frees_in_a_row`), unless every entry for
-        // that is taken: then it applies the lane's pending frees together, their
-        // misses overlapped, and its own.
+        // Read under the lock below, or by the holder that applies the free.
+        self.frames.side().prefetch(pfn);
         // Relaxed: a hint.
         let in_a_row = class.frees_in_a_row.load(Ordering::Relaxed);
         let held = if in_a_row { None } else { class.state.try_lock() };
-        let mut st = match held {
+        let st = match held {
             Some(st) => st,
-            None if self.deferred.is_empty() => class.state.lock(),
             None => match self.free_without_lock(ci, slot, idx, h.gen()) {
                 Deferral::Done => return Ok(()),
                 Deferral::Busy => {
@@ -622,11 +634,35 @@ impl PoolCore {
             // Relaxed: a hint (see above).
             class.frees_in_a_row.store(true, Ordering::Relaxed);
         }
+        // SAFETY: our pin keeps the object's frame held by its zspage.
+        let fw = unsafe { self.frames.side().get(pfn) };
+        self.free_locked(h, slot, idx, ci, st, fw, loc)
+    }
+
+    /// The rest of [`free`](Self::free), under the lock (`st`) of the object's class
+    /// `ci`: the caller's pin on `slot` (index `idx`) keeps the object at `loc`, in
+    /// the frame whose side-table word is `fw`.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn free_locked(
+        &self,
+        h: Handle,
+        slot: &Slot,
+        idx: u32,
+        ci: usize,
+        mut st: MutexGuard<'_, ClassState>,
+        fw: FrameWord,
+        loc: u64,
+    ) -> Result<()> {
+        let zs = ZsPage::of(fw);
+        // SAFETY: our pin keeps the zspage alive; `class` never changes. A slot's
+        // objects are all of the class that took its batch (`handle/table.rs`).
+        debug_assert_eq!(unsafe { (*zs).class } as usize, ci, "slot {idx}: object of another class");
         self.drain(ci, &mut st);
         if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
             drop(st);
             slot.unpin();
-            return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+            return Err(self.misuse("zs_free", h.to_raw(), Error::Busy));
         }
         st.free_slot = idx as u64 + 1;
         // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
