@@ -58,7 +58,7 @@ test-nbdkit: nbdkit-plugin
 # one that measures the server's RSS (valgrind's malloc keeps what it frees).
 NBD_VALGRIND_TESTS := image variants nbdsh fio mem_limit auto_compaction restart bad_parameters \
 	compressor stats concurrent_flushes extents out_of_range lz4_units zstd_default_unit \
-	zstd_units_split_in_two
+	zstd_units_split_in_two zstd_frames_without_magic
 
 test-nbdkit-valgrind: nbdkit-plugin
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }

@@ -57,6 +57,8 @@
 #include <unistd.h>
 
 #include <lz4.h>
+/* ZSTD_c_format and ZSTD_d_format, to store frames without zstd's magic number. */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -224,9 +226,14 @@ ctx_prepare (struct ctx *c)
     c->dctx = ZSTD_createDCtx ();
     if (!c->cctx || !c->dctx)
       goto fail;
-    /* The unit's length is known to the reader: the frame need not carry it. */
+    /* The unit's length is known to the reader: the frame need not carry it. Nor
+     * its magic number: every frame of the disk is read by this process, by a
+     * context set up here, so the 4 bytes of each unit tell nothing (a frame's
+     * header is then 2 bytes: its descriptor and the window's). */
     if (ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_compressionLevel, level)) ||
-        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_contentSizeFlag, 0)))
+        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_contentSizeFlag, 0)) ||
+        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_format, ZSTD_f_zstd1_magicless)) ||
+        ZSTD_isError (ZSTD_DCtx_setParameter (c->dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless)))
       goto fail;
   }
   c->ready = true;

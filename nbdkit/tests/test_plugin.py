@@ -656,6 +656,63 @@ def test_zstd_default_unit():
             h.shutdown()
 
 
+def zstd_frame_sizes(path, unit, limit, level=3, magicless=True):
+    """{unit index: the size of the zstd frame of the unit (level `level`, no content
+    size, without the magic number if `magicless`), 0 when it does not fit in `limit`
+    bytes} for the units of the file at `path` that are not one 8-byte word repeated."""
+    import ctypes
+    import ctypes.util
+
+    zstd = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+    zstd.ZSTD_createCCtx.restype = ctypes.c_void_p
+    zstd.ZSTD_freeCCtx.argtypes = [ctypes.c_void_p]
+    zstd.ZSTD_CCtx_setParameter.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    zstd.ZSTD_CCtx_setParameter.restype = ctypes.c_size_t
+    zstd.ZSTD_compress2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                                    ctypes.c_size_t]
+    zstd.ZSTD_compress2.restype = ctypes.c_size_t
+    zstd.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    # zstd.h: ZSTD_c_compressionLevel 100, ZSTD_c_contentSizeFlag 200; ZSTD_c_format is
+    # ZSTD_c_experimentalParam2 (10), ZSTD_f_zstd1_magicless 1.
+    cctx = zstd.ZSTD_createCCtx()
+    for param, value in ((100, level), (200, 0), (10, 1 if magicless else 0)):
+        assert not zstd.ZSTD_isError(zstd.ZSTD_CCtx_setParameter(cctx, param, value)), param
+    dst = ctypes.create_string_buffer(unit)
+    sizes = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    for u in range(len(data) // unit):
+        block = data[u * unit:(u + 1) * unit]
+        if block != block[:8] * (unit // 8):
+            n = zstd.ZSTD_compress2(cctx, dst, limit, block, unit)
+            sizes[u] = 0 if zstd.ZSTD_isError(n) else n
+    zstd.ZSTD_freeCCtx(cctx)
+    return sizes
+
+
+def test_zstd_frames_without_magic_number():
+    """zstd units are stored as frames without zstd's magic number (4 bytes a unit),
+    nor content size: the pool's bytes are those frames' sizes to the byte, raw units
+    a whole unit and split ones 8 bytes more; the image reads back."""
+    U = 32768
+    img = image()
+    sizes = zstd_frame_sizes(img, U, U - 1)
+    with_magic = zstd_frame_sizes(img, U, U - 1, magicless=False)
+    assert all(with_magic[u] == n + 4 for u, n in sizes.items() if n), "a frame's magic is 4 bytes"
+    stored = sum(n if n else U for n in sizes.values())
+    nsplit = sum(1 for n in sizes.values() if n >= 1024)
+    stats = os.path.join(WORK, "magic.stats")
+    for params, want in ((["split=false"], stored), ([], stored + 8 * nsplit)):
+        with Server(f"size={IMAGE_SIZE}", "compressor=zstd", *params, f"stats={stats}",
+                    "auto_compact_pages=0") as srv:
+            nbdcopy(img, srv.uri)
+            flush(srv)
+            s = read_stats(stats)
+            assert copy_out_sha(srv) == sha256_file(img), params
+        assert s["huge_pages"] == sum(1 for n in sizes.values() if not n), (params, s)
+        assert s["compr_data_size"] == want, (params, s["compr_data_size"], want, len(sizes))
+
+
 def test_zstd_split_fills_zspage_tails():
     """A split unit's second object is the last 1/16 of its compressed bytes, not half
     of them: the small pieces fill the tails that the large ones leave at the ends of
