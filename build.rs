@@ -22,6 +22,18 @@ fn main() {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libzsmalloc.so.{}", v("CARGO_PKG_VERSION_MAJOR"));
     }
 
+    // The code that runs first in the shared library's text (link/hot-text.ld, made by
+    // tools/hot_text.py; docs/nbdkit.md, "The library's code"): the kernel maps 64 KiB
+    // of a file around each fault on it, and with the functions that run spread over
+    // the text, all of it was resident, the standard library's backtrace printing
+    // (half of it, run only by a panic) too. The script only adds an output section
+    // before .text (INSERT), which GNU ld and lld read alike.
+    let script = dir.join("link").join("hot-text.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    if target_os == "linux" && script.exists() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+    }
+
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     config.after_includes = Some(format!(
         r#"

@@ -860,6 +860,34 @@ def test_flush_returns_idle_memory():
         assert 1 <= released <= 2 + seconds + 1, (released, seconds)
 
 
+def test_library_code_runs_from_a_part_of_its_text():
+    """The library's functions that run lie together at the start of its text
+    (link/hot-text.ld): after the image is copied in and out, trimmed and flushed,
+    and the pool compacted, under 60% of the text is resident, where the kernel's
+    mapping of 64 KiB around each fault made all of it resident when the functions
+    that run were spread over it (the standard library's backtrace printing, run only
+    by a panic, took half of it)."""
+    img = image()
+    with Server(f"size={IMAGE_SIZE}", "compressor=zstd", "auto_compact_interval_ms=100") as srv:
+        nbdcopy(img, srv.uri)
+        h = srv.connect()
+        h.trim(IMAGE_SIZE // 2, 0)
+        h.flush()
+        h.shutdown()
+        copy_out_sha(srv)
+        text = None
+        with open(f"/proc/{srv.proc.pid}/smaps") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines):
+            fields = line.split()
+            if len(fields) >= 6 and fields[1].startswith("r-x") and "libzsmalloc" in fields[5]:
+                kib = {k.rstrip(":"): int(v) for k, v, *_ in (x.split() for x in lines[i + 1:i + 8])}
+                text = (kib["Size"], kib["Rss"])
+    assert text is not None, "no executable mapping of libzsmalloc in the server"
+    size, rss = text
+    assert rss < 0.6 * size, text
+
+
 def test_extents():
     with Server("size=1M") as srv:
         h = srv.connect(meta=True)
