@@ -18,7 +18,7 @@
  *          second's handle
  *
  * Concurrency. nbdkit calls in parallel from every connection's threads; there is no
- * global lock. Units map onto NSTRIPES stripes (unit index modulo NSTRIPES), and each
+ * global lock. Units map onto nstripes stripes (unit index modulo nstripes), and each
  * stripe has two locks:
  *   - `swap`, a reader-writer lock: readers hold it shared while they read an entry
  *     and the object it names; a writer holds it exclusively only to swap an entry.
@@ -68,10 +68,15 @@
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 /* Stripes of locks. Units are spread over them in turn, so a request over several
- * units and requests on neighbouring units take different locks; 1024 keeps two
- * clients' threads (nbdkit runs 16 per connection) apart with high probability at
- * 128 KiB of locks. */
-#define NSTRIPES 1024
+ * units and requests on neighbouring units take different locks. A thread holds a
+ * stripe's lock while it holds a compressor context (but for a whole-unit write's
+ * short exchange), so no more threads than contexts (twice the CPUs) hold them at
+ * once: STRIPES_PER_CTX stripes a context keep two of them apart with high
+ * probability (4 contexts on 256 stripes: 2%), at 128 bytes a stripe, and nbdkit's
+ * threads (16 per connection) wait for a context before they can meet on a stripe.
+ * At most MAX_STRIPES (128 KiB), from 16 CPUs on. */
+#define STRIPES_PER_CTX 64
+#define MAX_STRIPES 1024
 
 /* Smallest unit: a page, zram's unit, and lz4's default. */
 #define MIN_UNIT 4096u
@@ -154,11 +159,12 @@ struct stripe {
 } __attribute__ ((aligned (64)));
 
 static struct stripe *stripes;
+static size_t nstripes;                /* a power of two */
 
 static struct stripe *
 stripe_of (uint64_t u)
 {
-  return &stripes[u % NSTRIPES];
+  return &stripes[u & (nstripes - 1)];
 }
 
 /* Bytes of unit `u` inside the disk (the last unit may be cut short). */
@@ -950,7 +956,11 @@ disk_get_ready (void)
   values = t;
   kinds = (unsigned char *) (values + nunits);
 
-  stripes = calloc (NSTRIPES, sizeof *stripes);
+  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
+  nctxs = cpus > 0 && cpus < 64 ? 2 * (unsigned int) cpus : 128;
+  for (nstripes = 1; nstripes < MAX_STRIPES && nstripes < (size_t) STRIPES_PER_CTX * nctxs;)
+    nstripes *= 2;
+  stripes = calloc (nstripes, sizeof *stripes);
   if (!stripes) {
     nbdkit_error ("calloc: %m");
     return -1;
@@ -960,14 +970,12 @@ disk_get_ready (void)
   /* A writer's swap is short; without this, a steady stream of readers of one stripe
    * could keep it waiting. */
   pthread_rwlockattr_setkind_np (&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  for (size_t i = 0; i < NSTRIPES; i++) {
+  for (size_t i = 0; i < nstripes; i++) {
     pthread_mutex_init (&stripes[i].write, NULL);
     pthread_rwlock_init (&stripes[i].swap, &attr);
   }
   pthread_rwlockattr_destroy (&attr);
 
-  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
-  nctxs = cpus > 0 && cpus < 64 ? 2 * (unsigned int) cpus : 128;
   ctxs = calloc (nctxs, sizeof *ctxs);
   if (!ctxs) {
     nbdkit_error ("calloc: %m");
@@ -975,6 +983,7 @@ disk_get_ready (void)
   }
   for (unsigned int i = 0; i < nctxs; i++)
     pthread_mutex_init (&ctxs[i].lock, NULL);
+  nbdkit_debug ("%u compressor contexts, %zu stripes of locks", nctxs, nstripes);
   return 0;
 }
 
@@ -1005,7 +1014,7 @@ mm_stat (void)
   struct mm_stat m;
   memset (&m, 0, sizeof m);
   uint64_t stored = 0;
-  for (size_t i = 0; i < NSTRIPES; i++) {
+  for (size_t i = 0; i < nstripes; i++) {
     stored += __atomic_load_n (&stripes[i].stored, __ATOMIC_RELAXED);
     m.same_pages += __atomic_load_n (&stripes[i].same, __ATOMIC_RELAXED);
     m.huge_pages += __atomic_load_n (&stripes[i].huge, __ATOMIC_RELAXED);
@@ -1088,7 +1097,7 @@ disk_unload (void)
   if (values)
     munmap (values, table_bytes);
   if (stripes) {
-    for (size_t i = 0; i < NSTRIPES; i++) {
+    for (size_t i = 0; i < nstripes; i++) {
       pthread_mutex_destroy (&stripes[i].write);
       pthread_rwlock_destroy (&stripes[i].swap);
     }

@@ -531,6 +531,13 @@ def test_stats_and_debug_output():
         assert srv.stop() == 0
         assert re.search(r"mm_stat \(flush\): orig_data_size=\d+ compr_data_size=\d+", srv.stderr())
         assert "mm_stat (unload)" in srv.stderr()
+        # Locks for the threads that can hold them at once: those holding one of the
+        # compressor contexts (twice the CPUs), 64 stripes a context, at most 1024.
+        ctxs = 2 * os.cpu_count() if os.cpu_count() < 64 else 128
+        stripes = 1
+        while stripes < min(1024, 64 * ctxs):
+            stripes *= 2
+        assert f"{ctxs} compressor contexts, {stripes} stripes of locks" in srv.stderr(), srv.stderr()
 
 
 def test_concurrent_flushes_keep_the_stats_file_whole():
