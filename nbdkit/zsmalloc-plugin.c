@@ -41,6 +41,7 @@
 #define NBDKIT_API_VERSION 2
 #define _GNU_SOURCE
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -98,6 +99,11 @@
  * edge of the 65% it is held to. level=1 gives zram's choice back. */
 #define LZ4_ACCELERATION 6
 
+/* liblz4's name to dlopen: the plugin opens it for lz4 disks only (load_lz4). */
+#ifndef LZ4_SONAME
+#define LZ4_SONAME "liblz4.so.1"
+#endif
+
 enum compressor { COMP_LZ4, COMP_ZSTD, COMP_NONE };
 static const char *const compressor_names[] = { "lz4", "zstd", "none" };
 
@@ -138,6 +144,41 @@ static char *stats_path;
 NBDKIT_DLL_PUBLIC int zsmalloc_debug_fail_compress;
 
 /* ---- state ---------------------------------------------------------------------------- */
+
+/* liblz4's functions, from load_lz4. A disk of another compressor does not load the
+ * library: its pages (80 KiB resident, its text mapped around its constructor's
+ * call) would be held for nothing. Their types are lz4.h's. */
+static struct {
+  __typeof__ (LZ4_sizeofState) *sizeofState;
+  __typeof__ (LZ4_compress_fast_extState) *compress_fast_extState;
+  __typeof__ (LZ4_decompress_safe) *decompress_safe;
+  __typeof__ (LZ4_versionString) *versionString;
+} lz4;
+
+/* Opens liblz4 and finds its functions; -1 (reported) if it cannot. */
+static int
+load_lz4 (void)
+{
+  if (lz4.versionString)
+    return 0;
+  void *h = dlopen (LZ4_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    nbdkit_error ("compressor=lz4: %s", dlerror ());
+    return -1;
+  }
+  if (!(lz4.sizeofState = (__typeof__ (lz4.sizeofState)) dlsym (h, "LZ4_sizeofState")) ||
+      !(lz4.compress_fast_extState =
+            (__typeof__ (lz4.compress_fast_extState)) dlsym (h, "LZ4_compress_fast_extState")) ||
+      !(lz4.decompress_safe = (__typeof__ (lz4.decompress_safe)) dlsym (h, "LZ4_decompress_safe")) ||
+      !(lz4.versionString = (__typeof__ (lz4.versionString)) dlsym (h, "LZ4_versionString"))) {
+    nbdkit_error ("compressor=lz4: %s: %s", LZ4_SONAME, dlerror ());
+    memset (&lz4, 0, sizeof lz4);
+    dlclose (h);
+    return -1;
+  }
+  /* Kept open: the functions are called until the plugin is unloaded. */
+  return 0;
+}
 
 static struct zs_pool *pool;
 static long page_size;
@@ -204,8 +245,7 @@ ctx_free (struct ctx *c)
 {
   free (c->ubuf);
   c->ubuf = NULL;
-  if (c->lz4)
-    LZ4_freeStream (c->lz4);
+  free (c->lz4);
   c->lz4 = NULL;
   ZSTD_freeCCtx (c->cctx);
   ZSTD_freeDCtx (c->dctx);
@@ -225,7 +265,7 @@ ctx_prepare (struct ctx *c)
     goto fail;
   c->cbuf = c->ubuf + unit;
   c->lbuf = c->cbuf + unit;
-  if (compressor == COMP_LZ4 && !(c->lz4 = malloc ((size_t) LZ4_sizeofState ())))
+  if (compressor == COMP_LZ4 && !(c->lz4 = malloc ((size_t) lz4.sizeofState ())))
     goto fail;
   if (compressor == COMP_ZSTD) {
     c->cctx = ZSTD_createCCtx ();
@@ -406,7 +446,7 @@ compress_unit (struct ctx *c, const unsigned char *src)
      * LZ4_compress_fast_continue skips the clearing but takes the streaming path,
      * 32-bit positions and a check of every candidate against the prefix: a quarter
      * to a half slower on 4 KiB units of real files. */
-    int n = LZ4_compress_fast_extState (c->lz4, (const char *) src, (char *) c->cbuf, (int) unit,
+    int n = lz4.compress_fast_extState (c->lz4, (const char *) src, (char *) c->cbuf, (int) unit,
                                         (int) raw_at - 1, level);
     /* lz4 fails only by running out of room: then the unit is stored raw. */
     return n > 0 ? n : 0;
@@ -430,7 +470,7 @@ decompress_unit (struct ctx *c, const void *src, size_t n, unsigned char *dst)
 {
   switch (compressor) {
   case COMP_LZ4:
-    return LZ4_decompress_safe (src, (char *) dst, (int) n, (int) unit) == (int) unit ? 0 : -1;
+    return lz4.decompress_safe (src, (char *) dst, (int) n, (int) unit) == (int) unit ? 0 : -1;
   case COMP_ZSTD:
     return ZSTD_decompressDCtx (c->dctx, dst, unit, src, n) == unit ? 0 : -1;
   case COMP_NONE:
@@ -829,6 +869,8 @@ disk_config_complete (void)
     split = unit > MIN_UNIT;
   switch (compressor) {
   case COMP_LZ4:
+    if (load_lz4 () == -1)
+      return -1;
     if (!level_set)
       level = LZ4_ACCELERATION;
     /* zram passes its level to lz4 as the acceleration. */
@@ -1117,7 +1159,8 @@ disk_dump_plugin (void)
 {
   printf ("zsmalloc_version=%s\n", ZSMALLOC_VERSION_STRING);
   printf ("zsmalloc_compressors=lz4,zstd,none\n");
-  printf ("zsmalloc_lz4_version=%s\n", LZ4_versionString ());
+  if (load_lz4 () == 0)
+    printf ("zsmalloc_lz4_version=%s\n", lz4.versionString ());
   printf ("zsmalloc_zstd_version=%s\n", ZSTD_versionString ());
 }
 

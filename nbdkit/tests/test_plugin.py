@@ -720,6 +720,22 @@ def test_zstd_frames_without_magic_number():
         assert s["compr_data_size"] == want, (params, s["compr_data_size"], want, len(sizes))
 
 
+def test_only_the_disks_compressor_is_loaded():
+    """liblz4 is opened for lz4 disks only: a zstd disk does not map it (its pages
+    would be resident for nothing), an lz4 disk, the default, stores and reads with
+    it."""
+    data = random.Random(7).randbytes(UNIT // 2) * 4
+    for params, lz4_mapped in ((["compressor=zstd"], False), ([], True), (["compressor=lz4"], True)):
+        with Server("size=1M", *params) as srv:
+            h = srv.connect()
+            h.pwrite(data, 0)
+            assert h.pread(len(data), 0) == data, params
+            h.shutdown()
+            with open(f"/proc/{srv.proc.pid}/maps") as f:
+                maps = f.read()
+        assert ("liblz4" in maps) == lz4_mapped, params
+
+
 def test_zstd_split_fills_zspage_tails():
     """A split unit's second object is the last 1/16 of its compressed bytes, not half
     of them: the small pieces fill the tails that the large ones leave at the ends of
