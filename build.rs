@@ -26,8 +26,8 @@ fn main() {
     // tools/hot_text.py; docs/nbdkit.md, "The library's code"): the kernel maps 64 KiB
     // of a file around each fault on it, and with the functions that run spread over
     // the text, all of it was resident, the standard library's backtrace printing
-    // (half of it, run only by a panic) too. The script only adds an output section
-    // before .text (INSERT), which GNU ld and lld read alike.
+    // (half of it, run only by a panic) too. The script adds to the linker's own
+    // layout (INSERT), which GNU ld and lld read alike.
     let script = dir.join("link").join("hot-text.ld");
     println!("cargo:rerun-if-changed={}", script.display());
     if target_os == "linux" && script.exists() {

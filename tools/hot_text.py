@@ -37,6 +37,9 @@ HEADER = """\
 SECTIONS
 {
   .text : {
+    /* The C runtime's code of the library (frame_dummy and the like), in one .text
+     * section, run when the library is loaded and unloaded. */
+    *crtbeginS.o(.text .text.*)
 """
 FOOTER = """\
     /* The library's own functions that did not run in the profiles. */
