@@ -75,7 +75,7 @@
  * once: STRIPES_PER_CTX stripes a context keep two of them apart with high
  * probability (4 contexts on 256 stripes: 2%), at 128 bytes a stripe, and nbdkit's
  * threads (16 per connection) wait for a context before they can meet on a stripe.
- * At most MAX_STRIPES (128 KiB), from 16 CPUs on. */
+ * At most MAX_STRIPES (128 KiB), from 8 CPUs on. */
 #define STRIPES_PER_CTX 64
 #define MAX_STRIPES 1024
 
