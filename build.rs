@@ -38,8 +38,10 @@ fn main() {
     // libgcc_s.so.1 loaded beside the library: only a panic unwinds, and the loaded
     // library's constructor and relocations kept 80 to 100 KiB of it resident in every
     // process. Not bundled into the static library, whose users link their own. Where
-    // the compiler has no libgcc_eh.a (clang alone, musl), libgcc_s stays.
-    if target_os == "linux" && v("CARGO_CFG_TARGET_ENV") == "gnu" {
+    // the compiler has no libgcc_eh.a (clang alone, musl), or when cross-compiling
+    // (the host's compiler would name the host's), libgcc_s stays.
+    println!("cargo:rerun-if-env-changed=CC");
+    if target_os == "linux" && v("CARGO_CFG_TARGET_ENV") == "gnu" && v("HOST") == v("TARGET") {
         let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
         if let Ok(out) = std::process::Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() {
             let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
