@@ -22,6 +22,36 @@ fn main() {
         println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libzsmalloc.so.{}", v("CARGO_PKG_VERSION_MAJOR"));
     }
 
+    // The code that runs first in the shared library's text (link/hot-text.ld, made by
+    // tools/hot_text.py; docs/nbdkit.md, "The library's code"): the kernel maps 64 KiB
+    // of a file around each fault on it, and with the functions that run spread over
+    // the text, all of it was resident, the standard library's backtrace printing
+    // (half of it, run only by a panic) too. The script adds to the linker's own
+    // layout (INSERT), which GNU ld and lld read alike.
+    let script = dir.join("link").join("hot-text.ld");
+    println!("cargo:rerun-if-changed={}", script.display());
+    if target_os == "linux" && script.exists() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-T,{}", script.display());
+    }
+
+    // The unwinder linked in (libgcc_eh.a, as -static-libgcc does for C), not
+    // libgcc_s.so.1 loaded beside the library: only a panic unwinds, and the loaded
+    // library's constructor and relocations kept 80 to 100 KiB of it resident in every
+    // process. Not bundled into the static library, whose users link their own. Where
+    // the compiler has no libgcc_eh.a (clang alone, musl), or when cross-compiling
+    // (the host's compiler would name the host's), libgcc_s stays.
+    println!("cargo:rerun-if-env-changed=CC");
+    if target_os == "linux" && v("CARGO_CFG_TARGET_ENV") == "gnu" && v("HOST") == v("TARGET") {
+        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+        if let Ok(out) = std::process::Command::new(cc).arg("-print-file-name=libgcc_eh.a").output() {
+            let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+            if let (true, true, Some(libdir)) = (path.is_absolute(), path.exists(), path.parent()) {
+                println!("cargo:rustc-link-search=native={}", libdir.display());
+                println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+            }
+        }
+    }
+
     let mut config = cbindgen::Config::from_file(dir.join("cbindgen.toml")).expect("cbindgen.toml");
     config.after_includes = Some(format!(
         r#"

@@ -8,6 +8,8 @@
 #                        under valgrind's memcheck (some minutes; not in `make test`)
 #   make bench-nbd       the plugin against nbdkit's memory plugin on an ext4 image of
 #                        real files; writes bench/results/nbdkit.md (some minutes)
+#   make hot-text      regenerates link/hot-text.ld, the order of the shared library's
+#                        text (build.rs), from callgrind profiles of the plugin's tests
 #   make lz4-accel       lz4's instructions (cachegrind) and bytes stored at each
 #                        acceleration of LZ4_ACCELS, over every eighth unit of the image
 #                        bench/nbd_fill.py makes (run it first; NBD_IMAGE to choose)
@@ -25,7 +27,9 @@ SYS_PYTHON ?= /usr/bin/python3
 NBD_SRC    := nbdkit/zsmalloc-plugin.c
 NBD_PLUGIN := $(BUILD)/nbdkit-zsmalloc-plugin.so
 NBD_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -fPIC -shared -Iinclude
-NBD_LIBS   := -L$(LIBDIR) -lzsmalloc -llz4 -lzstd -pthread
+# liblz4 is opened by the plugin for lz4 disks only (dlopen; -ldl where glibc is older
+# than 2.34), so a zstd disk does not map it.
+NBD_LIBS   := -L$(LIBDIR) -lzsmalloc -lzstd -pthread -Wl,--push-state,--as-needed -ldl -Wl,--pop-state
 
 # nbdkit's own plugin directory, where `nbdkit zsmalloc` looks. A system prefix installs
 # there; any other prefix (a user's, a staging one) keeps the plugin under its own
@@ -39,7 +43,7 @@ NBD_NEED := the nbdkit plugin needs nbdkit-plugin.h, lz4.h and zstd.h: apt-get i
 
 TEST_TARGETS += test-nbdkit
 
-.PHONY: nbdkit-plugin test-nbdkit test-nbdkit-valgrind bench-nbd lz4-accel install-nbdkit-plugin uninstall-nbdkit-plugin
+.PHONY: nbdkit-plugin test-nbdkit test-nbdkit-valgrind bench-nbd hot-text lz4-accel install-nbdkit-plugin uninstall-nbdkit-plugin
 
 # Built every time (one file): its inputs come from `build`, which always runs.
 nbdkit-plugin: build
@@ -58,7 +62,7 @@ test-nbdkit: nbdkit-plugin
 # one that measures the server's RSS (valgrind's malloc keeps what it frees).
 NBD_VALGRIND_TESTS := image variants nbdsh fio mem_limit auto_compaction restart bad_parameters \
 	compressor stats concurrent_flushes extents out_of_range lz4_units zstd_default_unit \
-	zstd_units_split_in_two
+	zstd_units_split_in_two zstd_frames_without_magic only_the_disks_compressor
 
 test-nbdkit-valgrind: nbdkit-plugin
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
@@ -71,6 +75,22 @@ test-nbdkit-valgrind: nbdkit-plugin
 
 bench-nbd: nbdkit-plugin
 	cd nbdkit/tests && $(SYS_PYTHON) ../../bench/nbd_bench.py --out $(abspath bench/results/nbdkit.md)
+
+# The functions of the library that run, gathered at the start of its text: the kernel
+# maps 64 KiB of a file around each fault, so functions spread over the text made all
+# of it resident (docs/nbdkit.md, "The library's code"). Run after changes that add or
+# rename functions that run; the profiled library names their symbols. The tests
+# that count time or RSS are left out (callgrind runs a server some 50 times slower).
+HOT_TEXT_TESTS := image variants nbdsh mem_limit restart auto_compaction stats concurrent_flushes \
+	extents out_of_range lz4_units zstd_default_unit zstd_units_split_in_two zstd_frames_without_magic
+hot-text: nbdkit-plugin
+	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
+	@set -e; prof=$$(mktemp -d); trap 'rm -rf "$$prof"' EXIT; \
+	cp $(LIB_SO) $$prof/libzsmalloc.so; \
+	printf '#!/bin/sh\nexec $(VALGRIND) --tool=callgrind --demangle=no --compress-strings=no --callgrind-out-file=%s/cg.%%p.out $(NBDKIT) "$$@"\n' "$$prof" >$$prof/nbdkit; \
+	chmod +x $$prof/nbdkit; \
+	(cd nbdkit/tests && NBDKIT=$$prof/nbdkit $(SYS_PYTHON) test_plugin.py $(HOT_TEXT_TESTS)); \
+	$(SYS_PYTHON) tools/hot_text.py link/hot-text.ld $$prof/libzsmalloc.so $$prof/cg.*.out
 
 # Acceleration 0 is the loop without compression: subtract its count from the others'.
 NBD_IMAGE  ?= /tmp/nbd-fill/image-736-500.ext4

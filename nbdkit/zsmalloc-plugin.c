@@ -18,7 +18,7 @@
  *          second's handle
  *
  * Concurrency. nbdkit calls in parallel from every connection's threads; there is no
- * global lock. Units map onto NSTRIPES stripes (unit index modulo NSTRIPES), and each
+ * global lock. Units map onto nstripes stripes (unit index modulo nstripes), and each
  * stripe has two locks:
  *   - `swap`, a reader-writer lock: readers hold it shared while they read an entry
  *     and the object it names; a writer holds it exclusively only to swap an entry.
@@ -41,6 +41,7 @@
 #define NBDKIT_API_VERSION 2
 #define _GNU_SOURCE
 
+#include <dlfcn.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -57,6 +58,8 @@
 #include <unistd.h>
 
 #include <lz4.h>
+/* ZSTD_c_format and ZSTD_d_format, to store frames without zstd's magic number. */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
 #include <zstd_errors.h>
 
@@ -66,10 +69,15 @@
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
 
 /* Stripes of locks. Units are spread over them in turn, so a request over several
- * units and requests on neighbouring units take different locks; 1024 keeps two
- * clients' threads (nbdkit runs 16 per connection) apart with high probability at
- * 128 KiB of locks. */
-#define NSTRIPES 1024
+ * units and requests on neighbouring units take different locks. A thread holds a
+ * stripe's lock while it holds a compressor context (but for a whole-unit write's
+ * short exchange), so no more threads than contexts (twice the CPUs) hold them at
+ * once: STRIPES_PER_CTX stripes a context keep two of them apart with high
+ * probability (4 contexts on 256 stripes: 2%), at 128 bytes a stripe, and nbdkit's
+ * threads (16 per connection) wait for a context before they can meet on a stripe.
+ * At most MAX_STRIPES (128 KiB), from 8 CPUs on. */
+#define STRIPES_PER_CTX 64
+#define MAX_STRIPES 1024
 
 /* Smallest unit: a page, zram's unit, and lz4's default. */
 #define MIN_UNIT 4096u
@@ -90,6 +98,11 @@
  * an uncompressed one. At 8 it would take 64% (358 against 561 MiB of RSS), at the
  * edge of the 65% it is held to. level=1 gives zram's choice back. */
 #define LZ4_ACCELERATION 6
+
+/* liblz4's name to dlopen: the plugin opens it for lz4 disks only (load_lz4). */
+#ifndef LZ4_SONAME
+#define LZ4_SONAME "liblz4.so.1"
+#endif
 
 enum compressor { COMP_LZ4, COMP_ZSTD, COMP_NONE };
 static const char *const compressor_names[] = { "lz4", "zstd", "none" };
@@ -132,6 +145,41 @@ NBDKIT_DLL_PUBLIC int zsmalloc_debug_fail_compress;
 
 /* ---- state ---------------------------------------------------------------------------- */
 
+/* liblz4's functions, from load_lz4. A disk of another compressor does not load the
+ * library: its pages (80 KiB resident, its text mapped around its constructor's
+ * call) would be held for nothing. Their types are lz4.h's. */
+static struct {
+  __typeof__ (LZ4_sizeofState) *sizeofState;
+  __typeof__ (LZ4_compress_fast_extState) *compress_fast_extState;
+  __typeof__ (LZ4_decompress_safe) *decompress_safe;
+  __typeof__ (LZ4_versionString) *versionString;
+} lz4;
+
+/* Opens liblz4 and finds its functions; -1 (reported) if it cannot. */
+static int
+load_lz4 (void)
+{
+  if (lz4.versionString)
+    return 0;
+  void *h = dlopen (LZ4_SONAME, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    nbdkit_error ("compressor=lz4: %s", dlerror ());
+    return -1;
+  }
+  if (!(lz4.sizeofState = (__typeof__ (lz4.sizeofState)) dlsym (h, "LZ4_sizeofState")) ||
+      !(lz4.compress_fast_extState =
+            (__typeof__ (lz4.compress_fast_extState)) dlsym (h, "LZ4_compress_fast_extState")) ||
+      !(lz4.decompress_safe = (__typeof__ (lz4.decompress_safe)) dlsym (h, "LZ4_decompress_safe")) ||
+      !(lz4.versionString = (__typeof__ (lz4.versionString)) dlsym (h, "LZ4_versionString"))) {
+    nbdkit_error ("compressor=lz4: %s: %s", LZ4_SONAME, dlerror ());
+    memset (&lz4, 0, sizeof lz4);
+    dlclose (h);
+    return -1;
+  }
+  /* Kept open: the functions are called until the plugin is unloaded. */
+  return 0;
+}
+
 static struct zs_pool *pool;
 static long page_size;
 static uint64_t nunits;
@@ -152,11 +200,12 @@ struct stripe {
 } __attribute__ ((aligned (64)));
 
 static struct stripe *stripes;
+static size_t nstripes;                /* a power of two */
 
 static struct stripe *
 stripe_of (uint64_t u)
 {
-  return &stripes[u % NSTRIPES];
+  return &stripes[u & (nstripes - 1)];
 }
 
 /* Bytes of unit `u` inside the disk (the last unit may be cut short). */
@@ -196,8 +245,7 @@ ctx_free (struct ctx *c)
 {
   free (c->ubuf);
   c->ubuf = NULL;
-  if (c->lz4)
-    LZ4_freeStream (c->lz4);
+  free (c->lz4);
   c->lz4 = NULL;
   ZSTD_freeCCtx (c->cctx);
   ZSTD_freeDCtx (c->dctx);
@@ -217,16 +265,21 @@ ctx_prepare (struct ctx *c)
     goto fail;
   c->cbuf = c->ubuf + unit;
   c->lbuf = c->cbuf + unit;
-  if (compressor == COMP_LZ4 && !(c->lz4 = malloc ((size_t) LZ4_sizeofState ())))
+  if (compressor == COMP_LZ4 && !(c->lz4 = malloc ((size_t) lz4.sizeofState ())))
     goto fail;
   if (compressor == COMP_ZSTD) {
     c->cctx = ZSTD_createCCtx ();
     c->dctx = ZSTD_createDCtx ();
     if (!c->cctx || !c->dctx)
       goto fail;
-    /* The unit's length is known to the reader: the frame need not carry it. */
+    /* The unit's length is known to the reader: the frame need not carry it. Nor
+     * its magic number: every frame of the disk is read by this process, by a
+     * context set up here, so the 4 bytes of each unit tell nothing (a frame's
+     * header is then 2 bytes: its descriptor and the window's). */
     if (ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_compressionLevel, level)) ||
-        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_contentSizeFlag, 0)))
+        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_contentSizeFlag, 0)) ||
+        ZSTD_isError (ZSTD_CCtx_setParameter (c->cctx, ZSTD_c_format, ZSTD_f_zstd1_magicless)) ||
+        ZSTD_isError (ZSTD_DCtx_setParameter (c->dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless)))
       goto fail;
   }
   c->ready = true;
@@ -393,7 +446,7 @@ compress_unit (struct ctx *c, const unsigned char *src)
      * LZ4_compress_fast_continue skips the clearing but takes the streaming path,
      * 32-bit positions and a check of every candidate against the prefix: a quarter
      * to a half slower on 4 KiB units of real files. */
-    int n = LZ4_compress_fast_extState (c->lz4, (const char *) src, (char *) c->cbuf, (int) unit,
+    int n = lz4.compress_fast_extState (c->lz4, (const char *) src, (char *) c->cbuf, (int) unit,
                                         (int) raw_at - 1, level);
     /* lz4 fails only by running out of room: then the unit is stored raw. */
     return n > 0 ? n : 0;
@@ -417,7 +470,7 @@ decompress_unit (struct ctx *c, const void *src, size_t n, unsigned char *dst)
 {
   switch (compressor) {
   case COMP_LZ4:
-    return LZ4_decompress_safe (src, (char *) dst, (int) n, (int) unit) == (int) unit ? 0 : -1;
+    return lz4.decompress_safe (src, (char *) dst, (int) n, (int) unit) == (int) unit ? 0 : -1;
   case COMP_ZSTD:
     return ZSTD_decompressDCtx (c->dctx, dst, unit, src, n) == unit ? 0 : -1;
   case COMP_NONE:
@@ -816,6 +869,8 @@ disk_config_complete (void)
     split = unit > MIN_UNIT;
   switch (compressor) {
   case COMP_LZ4:
+    if (load_lz4 () == -1)
+      return -1;
     if (!level_set)
       level = LZ4_ACCELERATION;
     /* zram passes its level to lz4 as the acceleration. */
@@ -943,7 +998,11 @@ disk_get_ready (void)
   values = t;
   kinds = (unsigned char *) (values + nunits);
 
-  stripes = calloc (NSTRIPES, sizeof *stripes);
+  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
+  nctxs = cpus > 0 && cpus < 64 ? 2 * (unsigned int) cpus : 128;
+  for (nstripes = 1; nstripes < MAX_STRIPES && nstripes < (size_t) STRIPES_PER_CTX * nctxs;)
+    nstripes *= 2;
+  stripes = calloc (nstripes, sizeof *stripes);
   if (!stripes) {
     nbdkit_error ("calloc: %m");
     return -1;
@@ -953,14 +1012,12 @@ disk_get_ready (void)
   /* A writer's swap is short; without this, a steady stream of readers of one stripe
    * could keep it waiting. */
   pthread_rwlockattr_setkind_np (&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-  for (size_t i = 0; i < NSTRIPES; i++) {
+  for (size_t i = 0; i < nstripes; i++) {
     pthread_mutex_init (&stripes[i].write, NULL);
     pthread_rwlock_init (&stripes[i].swap, &attr);
   }
   pthread_rwlockattr_destroy (&attr);
 
-  long cpus = sysconf (_SC_NPROCESSORS_ONLN);
-  nctxs = cpus > 0 && cpus < 64 ? 2 * (unsigned int) cpus : 128;
   ctxs = calloc (nctxs, sizeof *ctxs);
   if (!ctxs) {
     nbdkit_error ("calloc: %m");
@@ -968,6 +1025,7 @@ disk_get_ready (void)
   }
   for (unsigned int i = 0; i < nctxs; i++)
     pthread_mutex_init (&ctxs[i].lock, NULL);
+  nbdkit_debug ("%u compressor contexts, %zu stripes of locks", nctxs, nstripes);
   return 0;
 }
 
@@ -998,7 +1056,7 @@ mm_stat (void)
   struct mm_stat m;
   memset (&m, 0, sizeof m);
   uint64_t stored = 0;
-  for (size_t i = 0; i < NSTRIPES; i++) {
+  for (size_t i = 0; i < nstripes; i++) {
     stored += __atomic_load_n (&stripes[i].stored, __ATOMIC_RELAXED);
     m.same_pages += __atomic_load_n (&stripes[i].same, __ATOMIC_RELAXED);
     m.huge_pages += __atomic_load_n (&stripes[i].huge, __ATOMIC_RELAXED);
@@ -1081,7 +1139,7 @@ disk_unload (void)
   if (values)
     munmap (values, table_bytes);
   if (stripes) {
-    for (size_t i = 0; i < NSTRIPES; i++) {
+    for (size_t i = 0; i < nstripes; i++) {
       pthread_mutex_destroy (&stripes[i].write);
       pthread_rwlock_destroy (&stripes[i].swap);
     }
@@ -1101,7 +1159,8 @@ disk_dump_plugin (void)
 {
   printf ("zsmalloc_version=%s\n", ZSMALLOC_VERSION_STRING);
   printf ("zsmalloc_compressors=lz4,zstd,none\n");
-  printf ("zsmalloc_lz4_version=%s\n", LZ4_versionString ());
+  if (load_lz4 () == 0)
+    printf ("zsmalloc_lz4_version=%s\n", lz4.versionString ());
   printf ("zsmalloc_zstd_version=%s\n", ZSTD_versionString ());
 }
 

@@ -531,6 +531,13 @@ def test_stats_and_debug_output():
         assert srv.stop() == 0
         assert re.search(r"mm_stat \(flush\): orig_data_size=\d+ compr_data_size=\d+", srv.stderr())
         assert "mm_stat (unload)" in srv.stderr()
+        # Locks for the threads that can hold them at once: those holding one of the
+        # compressor contexts (twice the CPUs), 64 stripes a context, at most 1024.
+        ctxs = 2 * os.cpu_count() if os.cpu_count() < 64 else 128
+        stripes = 1
+        while stripes < min(1024, 64 * ctxs):
+            stripes *= 2
+        assert f"{ctxs} compressor contexts, {stripes} stripes of locks" in srv.stderr(), srv.stderr()
 
 
 def test_concurrent_flushes_keep_the_stats_file_whole():
@@ -654,6 +661,79 @@ def test_zstd_default_unit():
             assert read_stats(stats)["orig_data_size"] == want, params
             assert h.pread(2 * want, 0) == bytes(want + 3) + b"x" + bytes(want - 4), params
             h.shutdown()
+
+
+def zstd_frame_sizes(path, unit, limit, level=3, magicless=True):
+    """{unit index: the size of the zstd frame of the unit (level `level`, no content
+    size, without the magic number if `magicless`), 0 when it does not fit in `limit`
+    bytes} for the units of the file at `path` that are not one 8-byte word repeated."""
+    import ctypes
+    import ctypes.util
+
+    zstd = ctypes.CDLL(ctypes.util.find_library("zstd") or "libzstd.so.1")
+    zstd.ZSTD_createCCtx.restype = ctypes.c_void_p
+    zstd.ZSTD_freeCCtx.argtypes = [ctypes.c_void_p]
+    zstd.ZSTD_CCtx_setParameter.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+    zstd.ZSTD_CCtx_setParameter.restype = ctypes.c_size_t
+    zstd.ZSTD_compress2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p,
+                                    ctypes.c_size_t]
+    zstd.ZSTD_compress2.restype = ctypes.c_size_t
+    zstd.ZSTD_isError.argtypes = [ctypes.c_size_t]
+    # zstd.h: ZSTD_c_compressionLevel 100, ZSTD_c_contentSizeFlag 200; ZSTD_c_format is
+    # ZSTD_c_experimentalParam2 (10), ZSTD_f_zstd1_magicless 1.
+    cctx = zstd.ZSTD_createCCtx()
+    for param, value in ((100, level), (200, 0), (10, 1 if magicless else 0)):
+        assert not zstd.ZSTD_isError(zstd.ZSTD_CCtx_setParameter(cctx, param, value)), param
+    dst = ctypes.create_string_buffer(unit)
+    sizes = {}
+    with open(path, "rb") as f:
+        data = f.read()
+    for u in range(len(data) // unit):
+        block = data[u * unit:(u + 1) * unit]
+        if block != block[:8] * (unit // 8):
+            n = zstd.ZSTD_compress2(cctx, dst, limit, block, unit)
+            sizes[u] = 0 if zstd.ZSTD_isError(n) else n
+    zstd.ZSTD_freeCCtx(cctx)
+    return sizes
+
+
+def test_zstd_frames_without_magic_number():
+    """zstd units are stored as frames without zstd's magic number (4 bytes a unit),
+    nor content size: the pool's bytes are those frames' sizes to the byte, raw units
+    a whole unit and split ones 8 bytes more; the image reads back."""
+    U = 32768
+    img = image()
+    sizes = zstd_frame_sizes(img, U, U - 1)
+    with_magic = zstd_frame_sizes(img, U, U - 1, magicless=False)
+    assert all(with_magic[u] == n + 4 for u, n in sizes.items() if n), "a frame's magic is 4 bytes"
+    stored = sum(n if n else U for n in sizes.values())
+    nsplit = sum(1 for n in sizes.values() if n >= 1024)
+    stats = os.path.join(WORK, "magic.stats")
+    for params, want in ((["split=false"], stored), ([], stored + 8 * nsplit)):
+        with Server(f"size={IMAGE_SIZE}", "compressor=zstd", *params, f"stats={stats}",
+                    "auto_compact_pages=0") as srv:
+            nbdcopy(img, srv.uri)
+            flush(srv)
+            s = read_stats(stats)
+            assert copy_out_sha(srv) == sha256_file(img), params
+        assert s["huge_pages"] == sum(1 for n in sizes.values() if not n), (params, s)
+        assert s["compr_data_size"] == want, (params, s["compr_data_size"], want, len(sizes))
+
+
+def test_only_the_disks_compressor_is_loaded():
+    """liblz4 is opened for lz4 disks only: a zstd disk does not map it (its pages
+    would be resident for nothing), an lz4 disk, the default, stores and reads with
+    it."""
+    data = random.Random(7).randbytes(UNIT // 2) * 4
+    for params, lz4_mapped in ((["compressor=zstd"], False), ([], True), (["compressor=lz4"], True)):
+        with Server("size=1M", *params) as srv:
+            h = srv.connect()
+            h.pwrite(data, 0)
+            assert h.pread(len(data), 0) == data, params
+            h.shutdown()
+            with open(f"/proc/{srv.proc.pid}/maps") as f:
+                maps = f.read()
+        assert ("liblz4" in maps) == lz4_mapped, params
 
 
 def test_zstd_split_fills_zspage_tails():
@@ -801,6 +881,34 @@ def test_flush_returns_idle_memory():
         h.shutdown()
         released = srv.stderr().count("idle contexts and malloc's free memory released")
         assert 1 <= released <= 2 + seconds + 1, (released, seconds)
+
+
+def test_library_code_runs_from_a_part_of_its_text():
+    """The library's functions that run lie together at the start of its text
+    (link/hot-text.ld): after the image is copied in and out, trimmed and flushed,
+    and the pool compacted, under 60% of the text is resident, where the kernel's
+    mapping of 64 KiB around each fault made all of it resident when the functions
+    that run were spread over it (the standard library's backtrace printing, run only
+    by a panic, took half of it)."""
+    img = image()
+    with Server(f"size={IMAGE_SIZE}", "compressor=zstd", "auto_compact_interval_ms=100") as srv:
+        nbdcopy(img, srv.uri)
+        h = srv.connect()
+        h.trim(IMAGE_SIZE // 2, 0)
+        h.flush()
+        h.shutdown()
+        copy_out_sha(srv)
+        text = None
+        with open(f"/proc/{srv.proc.pid}/smaps") as f:
+            lines = f.read().splitlines()
+        for i, line in enumerate(lines):
+            fields = line.split()
+            if len(fields) >= 6 and fields[1].startswith("r-x") and "libzsmalloc" in fields[5]:
+                kib = {k.rstrip(":"): int(v) for k, v, *_ in (x.split() for x in lines[i + 1:i + 8])}
+                text = (kib["Size"], kib["Rss"])
+    assert text is not None, "no executable mapping of libzsmalloc in the server"
+    size, rss = text
+    assert rss < 0.6 * size, text
 
 
 def test_extents():
