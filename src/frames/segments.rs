@@ -35,14 +35,10 @@ use crate::frames::os::{page_size, Region};
 /// Segments an array can have: enough for 2^32 elements.
 const NSEG: usize = 33;
 
-/// Alignment of heap segments: two cache lines (the pair some processors fetch
-/// together). The handle table hands its slots to the lanes in batches of 64 (512
-/// bytes of slots, 128 of sizes); with malloc's 16-byte alignment, the first and last
-/// lines of a batch in a heap segment were shared with the neighbouring batches,
-/// often another lane's, which two threads' malloc and free then wrote both. A pool
-/// has a few heap segments per array, so what an aligned allocation leaves unused
-/// is a few blocks a pool.
-const HEAP_ALIGN: usize = 128;
+/// Alignment of heap segments: what malloc gives anyway (no aligned allocation, whose
+/// split-off remainders would scatter small free blocks), enough for the elements
+/// (atomics of at most 8 bytes).
+const HEAP_ALIGN: usize = 16;
 
 /// Where a segment's elements are.
 enum Store {
