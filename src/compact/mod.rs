@@ -49,8 +49,12 @@
 //! # Bounded pauses
 //!
 //! The class lock is dropped after each source zspage (at most one zspage's objects,
-//! copied), so malloc and free of the class wait at most that long. A source whose
-//! objects could not all move (pinned) is not taken again in the same pass.
+//! copied), so malloc and free of the class wait at most that long: it is released
+//! fairly, to a malloc or free parked on it if there is one, rather than taken back
+//! by the sweep's next source first. A source whose objects could not all move
+//! (pinned) is not taken again in the same pass. A class with nothing to empty (its
+//! counters say so: `PoolCore::sweep_due`) and no frees pending is not locked at
+//! all, so a compactor called back to back leaves malloc and free alone.
 //!
 //! Emptied zspages are retired under the lock (off the lists, side-table words
 //! cleared) and released after it: frames back to the OS, descriptors to the epoch
