@@ -20,11 +20,15 @@
  * preloaded (LD_PRELOAD), named in the first line; `make bench-hot` runs all three.
  *
  * zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--mode M]
- *       [--layout dense|kernel] [--only FIGURE]
+ *       [--layout dense|kernel] [--only FIGURE] [--latency]
  * (--pairs: per thread in the threads figure, 400000; --mode: one kind of threaded
  * run alone, 0 private, 1 shared, 2 private with the compactor, 3 shared with it;
- * --only write+read, pairs, map or threads: that figure alone, to profile it). The
- * threads figure's medians are of (rounds + 7) / 8 runs.
+ * --only write+read, pairs, map or threads: that figure alone, to profile it;
+ * --latency: the threads figure also times each zsmalloc pair, and prints per row
+ * the longest, how many took over 100 us and over 1 ms, and the compactor's calls
+ * and the calls that freed frames, summed over the row's runs; the clock read
+ * around each pair slows the pairs themselves). The threads figure's medians are of
+ * (rounds + 7) / 8 runs.
  * The sizes are one per line of FILE (the node trace in `make bench-hot`).
  */
 #define _GNU_SOURCE
@@ -52,6 +56,12 @@ static size_t pairs_per_thread = 400000;
 static volatile unsigned char sink;
 static const char *only;
 static int only_mode = -1;
+static int latency;
+/* --latency: over the runs of one row of the threads figure (zsmalloc's). */
+static struct {
+    double longest;
+    unsigned long over_100us, over_1ms, compact_calls, compact_freeing;
+} lat;
 
 /* Whether the figure `name` is measured in this run. */
 static int wanted(const char *name)
@@ -262,13 +272,30 @@ static void *pair_thread_main(void *arg)
     uintptr_t *ring = run->shared ? run->ring : mine;
     size_t span = run->shared ? n * run->threads : n;
     pthread_barrier_wait(&run->start);
-    double t0 = now();
+    double t0 = now(), longest = 0;
+    unsigned long over_100us = 0, over_1ms = 0;
+    int timed = latency && run->pool;
     for (size_t k = 0; k < pairs_per_thread; k++) {
         size_t i = k % n, j = (victim(i, (unsigned)(k / n), span) + off) % span;
+        double a = timed ? now() : 0;
         uintptr_t o = obj_new(run, sizes[(i + off) % n]);
         obj_free(run, __atomic_exchange_n(&ring[j], o, __ATOMIC_RELAXED));
+        if (timed) {
+            double d = now() - a;
+            longest = d > longest ? d : longest;
+            over_100us += d > 100e-6;
+            over_1ms += d > 1e-3;
+        }
     }
     t->seconds = now() - t0;
+    if (timed) {
+        static pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
+        pthread_mutex_lock(&m);
+        lat.longest = longest > lat.longest ? longest : lat.longest;
+        lat.over_100us += over_100us;
+        lat.over_1ms += over_1ms;
+        pthread_mutex_unlock(&m);
+    }
     return NULL;
 }
 
@@ -276,8 +303,13 @@ static void *compactor_main(void *arg)
 {
     struct pair_run *run = arg;
     pthread_barrier_wait(&run->start);
-    while (!run->stop)
-        zs_compact(run->pool);
+    unsigned long calls = 0, freeing = 0;
+    while (!run->stop) {
+        freeing += zs_compact(run->pool) != 0;
+        calls++;
+    }
+    lat.compact_calls += calls;
+    lat.compact_freeing += freeing;
     return NULL;
 }
 
@@ -329,6 +361,7 @@ static void threads_table(unsigned threads_max, int shared, int compactor, doubl
     unsigned trounds = (rounds + 7) / 8;
     double zs1 = 0, m1 = 0;
     for (unsigned n = 1; n <= threads_max; n++) {
+        memset(&lat, 0, sizeof lat);
         for (unsigned r = 0; r < trounds; r++) {
             struct zs_pool *tp = new_pool();
             a[r] = threaded_pairs(tp, n, shared, compactor) / 1e6;
@@ -341,6 +374,10 @@ static void threads_table(unsigned threads_max, int shared, int compactor, doubl
             m1 = mb;
         }
         printf("%-8u %10.2f %9.2fx %10.2f %9.2fx\n", n, za, za / zs1, mb, mb / m1);
+        if (latency)
+            printf("         zsmalloc pairs: longest %.0f us, %lu over 100 us, %lu over 1 ms; zs_compact calls %lu, "
+                   "%lu freeing frames\n",
+                   lat.longest * 1e6, lat.over_100us, lat.over_1ms, lat.compact_calls, lat.compact_freeing);
     }
 }
 
@@ -366,6 +403,7 @@ int main(int argc, char **argv)
                                          {"only", required_argument, 0, 'o'},
                                          {"pairs", required_argument, 0, 'p'},
                                          {"mode", required_argument, 0, 'm'},
+                                         {"latency", no_argument, 0, 'L'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -376,6 +414,7 @@ int main(int argc, char **argv)
         case 'o': only = optarg; break;
         case 'p': pairs_per_thread = strtoul(optarg, NULL, 10); break;
         case 'm': only_mode = (int)strtol(optarg, NULL, 10) & 3; break;
+        case 'L': latency = 1; break;
         case 'l':
             if (!strcmp(optarg, "dense"))
                 layout = ZS_LAYOUT_DENSE;
@@ -386,7 +425,7 @@ int main(int argc, char **argv)
             break;
         default:
             die("usage: zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--mode M] "
-                "[--layout dense|kernel] [--only FIGURE]");
+                "[--layout dense|kernel] [--only FIGURE] [--latency]");
         }
     }
     if (!trace)

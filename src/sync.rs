@@ -48,6 +48,25 @@ pub(crate) use std::thread::yield_now;
 #[cfg(loom)]
 pub(crate) use self::loom_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+/// Unlocks a mutex, handing it straight to a thread parked on it if there is one
+/// (parking_lot's `unlock_fair`), rather than letting this thread, or any other, take
+/// it back first. For a holder that takes the lock again at once, for long holds, in a
+/// loop (compaction, one source zspage a hold): with an unfair unlock it would take it
+/// back ahead of a waiter woken but not yet running, every time. Under loom and for
+/// helgrind, a plain unlock (which thread goes next is theirs to choose).
+#[cfg(all(not(loom), not(zs_valgrind)))]
+#[inline]
+pub(crate) fn unlock_fair<T>(guard: parking_lot::MutexGuard<'_, T>) {
+    parking_lot::MutexGuard::unlock_fair(guard);
+}
+
+/// As above: a plain unlock.
+#[cfg(any(loom, zs_valgrind))]
+#[inline]
+pub(crate) fn unlock_fair<G>(guard: G) {
+    drop(guard);
+}
+
 /// Busy-wait politely: a few spins, then give the core away. Used only where the
 /// other party holds the state for a bounded, short time (one object copy).
 #[inline]

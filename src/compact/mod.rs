@@ -49,8 +49,12 @@
 //! # Bounded pauses
 //!
 //! The class lock is dropped after each source zspage (at most one zspage's objects,
-//! copied), so malloc and free of the class wait at most that long. A source whose
-//! objects could not all move (pinned) is not taken again in the same pass.
+//! copied), so malloc and free of the class wait at most that long: it is released
+//! fairly, to a malloc or free parked on it if there is one, rather than taken back
+//! by the sweep's next source first. A source whose objects could not all move
+//! (pinned) is not taken again in the same pass. A class with nothing to empty (its
+//! counters say so: `PoolCore::sweep_due`) and no frees pending is not locked at
+//! all, so a compactor called back to back leaves malloc and free alone.
 //!
 //! Emptied zspages are retired under the lock (off the lists, side-table words
 //! cleared) and released after it: frames back to the OS, descriptors to the epoch
@@ -60,9 +64,12 @@ pub(crate) mod auto;
 
 use std::sync::atomic::Ordering;
 
+use crate::layout::classes::Layout;
 use crate::layout::zspage::ZsPage;
 use crate::layout::Sweep;
+use crate::pool::deferred::Deferred;
 use crate::pool::{ClassState, PoolCore, Released};
+use crate::sync::unlock_fair;
 
 /// What one compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,6 +106,11 @@ impl PoolCore {
     /// it has freed `budget` frames or more.
     pub(crate) fn compact_class(&self, ci: usize, budget: usize) -> CompactStats {
         let done = self.sweep(ci, budget);
+        if done == CompactStats::default() {
+            // Nothing to count: no write to the pool's counters, which a compactor
+            // called back to back would otherwise make at every call.
+            return done;
+        }
         let n = self.counters();
         // Relaxed: statistics.
         n.pages_compacted.fetch_add(done.pages_freed as u64, Ordering::Relaxed);
@@ -114,11 +126,24 @@ impl PoolCore {
         let class = &self.classes()[ci];
         let spec = class.spec;
         let mut done = CompactStats::default();
+        // A lane with nothing to empty and no frees pending is left alone, its lock
+        // untaken: a compactor called back to back would otherwise take it twice a
+        // call, and sort the lane's zspages under it, for nothing.
+        if !self.deferred(ci).is_some_and(Deferred::any) && !self.sweep_due(ci) {
+            return done;
+        }
         let mut sweep = {
+            note_lane_lock();
             let mut st = class.state.lock();
             // Pending frees first: their zspages may empty, or need no moving.
             self.drain(ci, &mut st);
-            Sweep::begin(self.layout(), &mut st.lists, &spec, self.frames().shift())
+            self.count_drainable(ci, &st);
+            if !self.sweep_due(ci) {
+                return done;
+            }
+            let sweep = Sweep::begin(self.layout(), &mut st.lists, &spec, self.frames().shift());
+            unlock_fair(st);
+            sweep
         };
         sweep.find_objects(self.handles(), self.frames().shift());
         let mut buf = vec![0u8; self.max_object_size().max(self.frames().frame_size())];
@@ -126,12 +151,16 @@ impl PoolCore {
         // zspages being emptied may need some.
         let (mut released_frames, mut taken_frames) = (0, 0);
         loop {
+            note_lane_lock();
             let mut st = class.state.lock();
             self.drain(ci, &mut st);
             let give_up = released_frames >= budget.saturating_add(taken_frames);
             // Relaxed: written under the lock we hold.
             let live = class.live.load(Ordering::Relaxed);
-            let Some(src) = sweep.next_source(&mut st.lists, &spec, live, give_up) else { break };
+            let Some(src) = sweep.next_source(&mut st.lists, &spec, live, give_up) else {
+                unlock_fair(st);
+                break;
+            };
             let objects = {
                 // SAFETY: `src` is a live zspage of this class (the sweep found it on
                 // its lists), whose lock we hold (`st`); no other reference to its
@@ -154,6 +183,7 @@ impl PoolCore {
                     // lists: `src`, as the sweep gave it; 2. the lock: `st`; 3. no
                     // reference to its state: the block above ended its one.
                     unsafe { sweep.keep(&mut st.lists, src) };
+                    unlock_fair(st);
                     continue;
                 }
             }
@@ -217,13 +247,15 @@ impl PoolCore {
                 unsafe { sweep.keep(&mut st.lists, src) };
                 None
             };
-            drop(st);
+            // To a malloc or free waiting for the lock, if any, before the next source.
+            unlock_fair(st);
             for r in released.into_iter().chain(undone) {
                 self.release(r);
             }
         }
         done.pages_freed = released_frames.saturating_sub(taken_frames);
         if done.objs_moved != 0 && sweep.trims() {
+            note_lane_lock();
             let st = class.state.lock();
             for zs in st.lists.all() {
                 // SAFETY: a list member is a live descriptor of the class, whose lock is
@@ -232,6 +264,49 @@ impl PoolCore {
             }
         }
         done
+    }
+
+    /// Whether a compaction of class `ci` finds a zspage to empty, by the counters
+    /// its lock's holders keep ([`Layout::sweep_due`]): exact under the lock, and
+    /// without it as of an instant. True where the counters cannot tell (a dense lane
+    /// not compacted before, whose drainable bytes are not counted yet, or of 4 GiB
+    /// or more, where they are counted modulo 2^32): the sweep then looks at the
+    /// zspages themselves.
+    pub(crate) fn sweep_due(&self, ci: usize) -> bool {
+        let class = &self.classes()[ci];
+        let shift = self.frames().shift();
+        // Relaxed: counters written under the class lock; a value of some instant.
+        let zspages = class.zspages.load(Ordering::Relaxed);
+        if self.layout() == Layout::Dense
+            && (!class.counts_drainable.load(Ordering::Relaxed)
+                || zspages.saturating_mul(class.spec.frames << shift) > u32::MAX as usize)
+        {
+            return true;
+        }
+        let live = class.live.load(Ordering::Relaxed);
+        let drainable = class.drainable.load(Ordering::Relaxed) as usize;
+        self.layout().sweep_due(&class.spec, zspages, live, drainable, shift)
+    }
+
+    /// Counts the drainable bytes of dense lane `ci` (its lock held: `st`) if it does
+    /// not keep them yet, and keeps them from now on (`Class::counts_drainable`).
+    fn count_drainable(&self, ci: usize, st: &ClassState) {
+        let class = &self.classes()[ci];
+        // Relaxed: written under the lock we hold.
+        if self.layout() != Layout::Dense || class.counts_drainable.load(Ordering::Relaxed) {
+            return;
+        }
+        let sum: usize = st
+            .lists
+            .all()
+            // SAFETY: a list member is a live descriptor of the class, whose lock is
+            // held (`st`); no other reference to its state is alive, and this one ends
+            // with the closure.
+            .map(|zs| unsafe { (*zs).state() }.body.drainable())
+            .sum();
+        // Relaxed: read under the lock, or as a value of some instant without it.
+        class.drainable.store(sum as u32, Ordering::Relaxed);
+        class.counts_drainable.store(true, Ordering::Relaxed);
     }
 
     /// A zspage other than `src` to take an object of `len` bytes: one the sweep
@@ -302,5 +377,80 @@ impl PoolCore {
             st.lists.relist(src);
         }
         zs_dst.loc_of(to, self.frames().shift())
+    }
+}
+
+/// Counts, in the unit tests, the class locks this thread's compactions take.
+#[inline(always)]
+fn note_lane_lock() {
+    #[cfg(test)]
+    tests::LANE_LOCKS.with(|n| n.set(n.get() + 1));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+    use crate::facade::Pool;
+    use crate::layout::classes::Layout;
+    use crate::pool::config::{AllocFlags, Config};
+
+    thread_local! {
+        /// Class locks taken by this thread's compactions.
+        pub(super) static LANE_LOCKS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn lane_locks() -> u64 {
+        LANE_LOCKS.with(Cell::get)
+    }
+
+    /// A compaction takes the lock of a class only when it has something to empty
+    /// there, or frees pending to apply: one called back to back on a pool whose
+    /// classes have nothing to give leaves their locks to malloc and free.
+    #[test]
+    fn a_class_with_nothing_to_empty_is_left_alone() {
+        for layout in [Layout::Dense, Layout::Kernel] {
+            let p = Pool::with_config("sweep", &Config { layout, max_pages: 1 << 15, ..Config::for_tests() }).unwrap();
+            let mut x = 0x9E37_79B9_7F4A_7C15u64;
+            let mut size = || {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                64 + (x % 2000) as usize
+            };
+            let hs: Vec<_> = (0..20_000).map(|_| p.malloc(size(), AllocFlags::default()).unwrap()).collect();
+            // Just filled: every class packed but for its last zspage. The first
+            // compaction of a dense lane takes its lock once, to count its drainable
+            // bytes (`Class::counts_drainable`); none after it.
+            let n = lane_locks();
+            assert_eq!(p.compact(), CompactStats::default(), "{layout:?}");
+            let lanes = if layout == Layout::Dense { p.classes().len() as u64 } else { 0 };
+            assert_eq!(lane_locks(), n + lanes, "{layout:?}: the first compaction");
+            for _ in 0..3 {
+                assert_eq!(p.compact(), CompactStats::default(), "{layout:?}");
+            }
+            assert_eq!(lane_locks(), n + lanes, "{layout:?}: a class lock taken with nothing to empty");
+            // Half freed: now there is, and the locks are taken to empty it.
+            for h in hs.iter().step_by(2) {
+                p.free(*h).unwrap();
+            }
+            let done = p.compact();
+            assert!(done.pages_freed > 0 && done.objs_moved > 0, "{layout:?}: {done:?}");
+            assert!(lane_locks() > n, "{layout:?}");
+            p.check().unwrap();
+            // And once compacted, nothing again.
+            let n = lane_locks();
+            assert_eq!(p.compact(), CompactStats::default(), "{layout:?}");
+            assert_eq!(lane_locks(), n, "{layout:?}: a class lock taken after the compaction");
+            // Frees left pending (a free after a free, in the dense layout) are
+            // applied: the lock is taken for them.
+            p.free(hs[1]).unwrap();
+            p.free(hs[3]).unwrap();
+            let n = lane_locks();
+            p.compact();
+            assert_eq!(lane_locks() > n, layout == Layout::Dense, "{layout:?}: pending frees");
+            p.check().unwrap();
+        }
     }
 }

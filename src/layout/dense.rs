@@ -421,6 +421,21 @@ impl FreeSpace {
         self.cap_grains() << self.grain()
     }
 
+    /// The free bytes if at least 1/[`DRAIN_FREE_SHARE`] of the chain is free (what
+    /// makes the zspage a source for compaction), else 0: `layout::drainable`,
+    /// counted in grains.
+    #[inline(always)]
+    pub fn drainable(&self) -> usize {
+        let free = self.cap_grains() - self.used as usize;
+        // A 16th of the chain's grains: its blocks of 2048 grains, 128 each.
+        let share = GRAIN_BLOCK / crate::layout::DRAIN_FREE_SHARE;
+        if free >= self.blocks as usize * share {
+            free << self.grain()
+        } else {
+            0
+        }
+    }
+
     /// Bytes taken by objects (with their rounding up to a grain).
     #[inline]
     pub fn used(&self) -> usize {

@@ -130,6 +130,20 @@ impl Layout {
         }
     }
 
+    /// Whether a compaction of a class of `spec` with `zspages` zspages, `live`
+    /// objects and `drainable` bytes ([`Body::drainable`], summed) finds a zspage to
+    /// empty: the kernel's while a whole zspage's worth of places is free (its
+    /// `Sweep::next_source`); the dense layout's when [`drain_count`] is not 0, which
+    /// is exactly when the free bytes of the zspages at least 1/[`DRAIN_FREE_SHARE`]
+    /// free reach a whole chain (the prefix it looks for can always be all of them,
+    /// their free bytes only adding up). Frames of `1 << shift` bytes.
+    pub(crate) fn sweep_due(self, spec: &ClassSpec, zspages: usize, live: usize, drainable: usize, shift: u32) -> bool {
+        match self {
+            Layout::Kernel => (zspages * spec.objs).saturating_sub(live) >= spec.objs,
+            Layout::Dense => drainable >= spec.frames << shift,
+        }
+    }
+
     /// The slots of the objects in the frames `frames()` names, by key, for the
     /// layouts whose zspages do not list their objects: one pass over the handle table
     /// (dense, see `handle/locate.rs`); nothing for the kernel layout, whose entries list
@@ -220,6 +234,19 @@ impl Body {
         match self {
             Body::Kernel(o) => o.places(),
             Body::Dense(x) => x.len(),
+        }
+    }
+
+    /// The free bytes of a zspage worth emptying (dense: at least
+    /// 1/[`DRAIN_FREE_SHARE`] of it free, as [`drain_count`] takes them), else 0; 0
+    /// for the kernel layout, whose compaction counts places. A lane's sum of these
+    /// (`Class::drainable`) says, without its lock, whether a compaction would find
+    /// anything to empty in it ([`Layout::sweep_due`]).
+    #[inline(always)]
+    pub(crate) fn drainable(&self) -> usize {
+        match self {
+            Body::Kernel(_) => 0,
+            Body::Dense(x) => x.drainable(),
         }
     }
 
@@ -481,6 +508,19 @@ unsafe fn run_of(zs: *mut ZsPage) -> usize {
 /// A dense zspage is worth emptying when at least 1 / this of it is free.
 pub const DRAIN_FREE_SHARE: usize = 16;
 
+/// The free bytes of a dense zspage with `used` of its `cap` bytes in use, if at least
+/// 1/[`DRAIN_FREE_SHARE`] of it is free (what makes it a source for
+/// [`drain_count`]); else 0.
+#[inline(always)]
+pub(crate) fn drainable(used: usize, cap: usize) -> usize {
+    let free = cap - used;
+    if free * DRAIN_FREE_SHARE >= cap {
+        free
+    } else {
+        0
+    }
+}
+
 /// How many of a lane's zspages, as (bytes in use, bytes) ordered by the share in
 /// use ascending, to empty: the longest prefix of zspages with at least
 /// 1/[`DRAIN_FREE_SHARE`] of their bytes free whose objects fit in the bytes of the
@@ -538,6 +578,11 @@ impl Sweep {
                 // Fullest last, by the share of their bytes in use.
                 all.sort_unstable_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)));
                 let sources = drain_count(all.iter().map(|&(used, cap, _)| (used, cap)), spec.frames << shift);
+                debug_assert_eq!(
+                    sources != 0,
+                    all.iter().map(|&(used, cap, _)| drainable(used, cap)).sum::<usize>() >= spec.frames << shift,
+                    "Layout::sweep_due is drain_count's test"
+                );
                 let mut frames = Vec::new();
                 for &(_, _, zs) in &all[..sources] {
                     // SAFETY: `zs` is a live descriptor on one of the lane's lists (found

@@ -72,6 +72,7 @@ impl PoolCore {
             let mut live = 0usize;
             let mut zspages = 0usize;
             let mut body_bytes = 0usize;
+            let mut drainable = 0usize;
             // The PENDING objects of the class, and whether each is in flight.
             let mut pending: Vec<(u32, bool)> = Vec::new();
             // The slots of the class's objects.
@@ -96,6 +97,7 @@ impl PoolCore {
                         .check(spec, z.nframes as usize, g, &objects, shift)
                         .map_err(|e| format!("class {ci}: {e}"))?;
                     body_bytes += s.body.meta_bytes();
+                    drainable += s.body.drainable();
                     // Frames and their side-table words.
                     let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
                     for (k, pfn) in z.frame_list().enumerate() {
@@ -143,6 +145,11 @@ impl PoolCore {
             ensure!(class.requested.load(Ordering::Relaxed) == requested, "class {ci}: requested bytes are off");
             ensure!(class.zspages.load(Ordering::Relaxed) == zspages, "class {ci}: zspage count is off");
             ensure!(class.body_bytes.load(Ordering::Relaxed) == body_bytes, "class {ci}: body bytes are off");
+            ensure!(
+                !class.counts_drainable.load(Ordering::Relaxed)
+                    || class.drainable.load(Ordering::Relaxed) == drainable as u32,
+                "class {ci}: drainable bytes are off"
+            );
             for g in 0..TOP_BUCKET {
                 ensure!(
                     (st.lists.nonempty() >> g & 1 == 1) != st.lists.head(g).is_null(),

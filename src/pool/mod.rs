@@ -47,7 +47,7 @@ pub mod config;
 pub(crate) mod deferred;
 pub(crate) mod stats;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crate::error::{report_misuse, Error, Result};
 use crate::frames::os::physical_memory;
@@ -85,6 +85,7 @@ pub(crate) struct ClassState {
 /// ```text
 /// zspages    == number of zspages            live       == their objects
 /// requested  == the sizes of their objects   body_bytes == their bodies' meta_bytes()
+/// drainable  == their bodies' drainable(), modulo 2^32, once counts_drainable
 /// ```
 ///
 /// The checker (`pool/check.rs`) walks them all; debug builds check the first
@@ -111,6 +112,17 @@ pub(crate) struct Class {
     /// anyway. Written under the lock, read without it; no decision but that rests on
     /// it.
     pub frees_in_a_row: AtomicBool,
+    /// The free bytes of the zspages a compaction would take as sources (dense: those
+    /// at least 1/16 free, [`Body::drainable`]): compaction finds nothing to empty in
+    /// a lane that has less than a chain's worth, and leaves it, and its lock, alone
+    /// (`compact/mod.rs`). Modulo 2^32, to fit what the alignment leaves: exact while
+    /// the lane's zspages hold less than 4 GiB, the only case where compaction reads
+    /// it ([`PoolCore::sweep_due`]). As `live`, once `counts_drainable`.
+    pub drainable: AtomicU32,
+    /// Whether `drainable` is kept: from the first compaction of the lane on (which
+    /// counts it), so that the malloc and free of a pool never compacted do not pay
+    /// for it. Written under the lock, read anywhere.
+    pub counts_drainable: AtomicBool,
 }
 
 // The statistics count the classes' bytes as metadata: the band lists of pools of
@@ -125,6 +137,13 @@ pub(crate) fn bump(a: &AtomicUsize, d: isize) {
     a.store(a.load(Ordering::Relaxed).wrapping_add_signed(d), Ordering::Relaxed);
 }
 
+/// Adds `d` to a statistic modulo 2^32 that only the holder of a lock writes.
+#[inline]
+pub(crate) fn bump32(a: &AtomicU32, d: isize) {
+    // Relaxed load and store: one writer at a time (the lock), readers want a value.
+    a.store(a.load(Ordering::Relaxed).wrapping_add(d as u32), Ordering::Relaxed);
+}
+
 /// Cumulative counters.
 #[derive(Default)]
 pub(crate) struct Counters {
@@ -134,6 +153,18 @@ pub(crate) struct Counters {
     pub compact_skipped: AtomicU64,
     pub frames_migrated: AtomicU64,
     pub read_copied_bytes: AtomicU64,
+}
+
+/// What compaction writes on every call, and statistics no hot path reads: on a
+/// cache line of their own, away from the fields malloc and free read on every call
+/// (the classes, the pool's tag, its layout and object limit), which a compactor
+/// called back to back would otherwise take from their cache at each of its calls.
+/// (A line, not two: the pool's own bytes count in the density figures, and the
+/// second line would change them.)
+#[repr(align(64))]
+struct Written {
+    counters: Counters,
+    compaction: Mutex<()>,
 }
 
 /// Everything a pool is; shared (behind [`Pool`](crate::Pool)) with its automatic compactor.
@@ -149,8 +180,8 @@ pub struct PoolCore {
     /// layout's lanes, where threads of every size meet; none for the kernel layout's
     /// classes (empty).
     deferred: Box<[Deferred]>,
-    counters: Counters,
-    compaction: Mutex<()>,
+    /// The cumulative counters and the compaction lock.
+    written: Written,
     /// The layout (`layout/mod.rs` answers what differs between them).
     layout: Layout,
     /// The largest object malloc takes.
@@ -214,6 +245,8 @@ impl PoolCore {
                 requested: AtomicUsize::new(0),
                 zspages: AtomicUsize::new(0),
                 body_bytes: AtomicUsize::new(0),
+                drainable: AtomicU32::new(0),
+                counts_drainable: AtomicBool::new(false),
                 frees_in_a_row: AtomicBool::new(false),
             })
             .collect::<Box<[Class]>>();
@@ -227,8 +260,7 @@ impl PoolCore {
             handles,
             classes,
             deferred,
-            counters: Counters::default(),
-            compaction: Mutex::new(()),
+            written: Written { counters: Counters::default(), compaction: Mutex::new(()) },
             layout,
             max_object_size: limit,
         })
@@ -243,6 +275,8 @@ impl PoolCore {
             for a in [&c.live, &c.requested, &c.zspages, &c.body_bytes] {
                 untracked(a);
             }
+            hg::untracked((&c.drainable as *const AtomicU32).cast(), std::mem::size_of::<AtomicU32>());
+            hg::untracked((&c.counts_drainable as *const AtomicBool).cast(), std::mem::size_of::<AtomicBool>());
             // A hint, only ever accessed atomically, that orders nothing.
             hg::untracked((&c.frees_in_a_row as *const AtomicBool).cast(), std::mem::size_of::<AtomicBool>());
         }
@@ -251,7 +285,7 @@ impl PoolCore {
             // the slot words, which tell helgrind of it.
             hg::untracked((d as *const Deferred).cast(), std::mem::size_of_val(d));
         }
-        hg::untracked((&self.counters as *const Counters).cast(), std::mem::size_of::<Counters>());
+        hg::untracked((&self.written.counters as *const Counters).cast(), std::mem::size_of::<Counters>());
         self.frames.untrack_counters();
         self.handles.untrack_counters();
     }
@@ -310,14 +344,14 @@ impl PoolCore {
     /// The cumulative counters.
     #[inline]
     pub(crate) fn counters(&self) -> &Counters {
-        &self.counters
+        &self.written.counters
     }
 
     /// The pool's compaction lock: one compaction, defragmentation, adjacency pass or
     /// release of the arena at a time (the first lock of the lock order).
     #[inline]
     pub(crate) fn compaction(&self) -> &Mutex<()> {
-        &self.compaction
+        &self.written.compaction
     }
 
     /// Counts a misuse and reports it (see [`report_misuse`]); returns `err`. Cold: it
@@ -326,7 +360,7 @@ impl PoolCore {
     #[inline(never)]
     pub(crate) fn misuse(&self, call: &str, h: u64, err: Error) -> Error {
         // Relaxed: a statistic.
-        self.counters.misuse.fetch_add(1, Ordering::Relaxed);
+        self.written.counters.misuse.fetch_add(1, Ordering::Relaxed);
         report_misuse(call, h, err);
         err
     }
@@ -443,18 +477,36 @@ impl PoolCore {
         self.new_zspage(ci, st, frames)
     }
 
-    /// Runs `f` on a zspage's body, keeping the class's count of body bytes (the
-    /// caller holds the class lock).
+    /// Runs `f` on a zspage's body, keeping the class's counts of body bytes and, once
+    /// it keeps them, of drainable bytes (the caller holds the class lock).
     #[inline(always)]
     pub(crate) fn edit_body<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Body) -> R) -> R {
+        let class = &self.classes[ci];
+        // Relaxed: written under the lock we hold.
+        let counts_drainable = class.counts_drainable.load(Ordering::Relaxed);
+        let drainable = if counts_drainable { s.body.drainable() } else { 0 };
         let before = s.body.meta_bytes();
         let r = f(&mut s.body);
         let after = s.body.meta_bytes();
         // Most edits leave the body's allocation as it was.
         if after != before {
-            bump(&self.classes[ci].body_bytes, after as isize - before as isize);
+            bump(&class.body_bytes, after as isize - before as isize);
+        }
+        if counts_drainable {
+            bump32(&class.drainable, s.body.drainable() as isize - drainable as isize);
         }
         r
+    }
+
+    /// Adds `d` to the drainable bytes of class `ci`, where it keeps them (the caller
+    /// holds the class lock).
+    #[inline]
+    fn bump_drainable(&self, ci: usize, d: isize) {
+        let class = &self.classes[ci];
+        // Relaxed: written under the lock we hold.
+        if class.counts_drainable.load(Ordering::Relaxed) {
+            bump32(&class.drainable, d);
+        }
     }
 
     /// Pops a free slot of class `ci` (refilling from the table); returns (index, gen).
@@ -497,7 +549,7 @@ impl PoolCore {
         let pfns = &mut pfns[..n];
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
         let body = self.layout.body(spec, n, self.frames.shift());
-        let (list, body_bytes) = (body.list(), body.meta_bytes());
+        let (list, body_bytes, drainable) = (body.list(), body.meta_bytes(), body.drainable());
         let zs = Box::into_raw(ZsPage::new(ci, pfns, body));
         let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
         for (k, &pfn) in pfns.iter().enumerate() {
@@ -511,6 +563,7 @@ impl PoolCore {
         unsafe { st.lists.push(zs, list) };
         bump(&self.classes[ci].zspages, 1);
         bump(&self.classes[ci].body_bytes, body_bytes as isize);
+        self.bump_drainable(ci, drainable as isize);
         self.debug_check_zspages(ci, st);
         Ok(zs)
     }
@@ -549,6 +602,7 @@ impl PoolCore {
                 pfns[k] = pfn;
             }
             bump(&self.classes[ci].body_bytes, -((*zs).state().body.meta_bytes() as isize));
+            self.bump_drainable(ci, -((*zs).state().body.drainable() as isize));
             (*zs).nframes as usize
         };
         bump(&self.classes[ci].zspages, -1);
