@@ -868,6 +868,15 @@ static void rows_destroyed_open(void)
         CHECK((a[k].r = zs_obj_read_begin(pool, a[k].h[1], 700, L)) != NULL);
         CHECK(worker_do(&w, W_MAP, pool, a[k].h[2], 0, ZS_MM_RO, NULL) != NULL);
     }
+    /* A heap like glibc's keeps the last few freed blocks of each small size per
+     * thread and hands them out again last in, first out; more than that it may merge
+     * into larger free blocks at the next large request, which a pool's creation
+     * makes. So blocks of the small sizes are taken out first, and given back once the
+     * new pools are made: the destroyed pools' blocks are then among those kept. */
+    enum { NDRAIN = 16 };
+    void *drain[NDRAIN * 4];
+    for (int i = 0; i < NDRAIN * 4; i++)
+        drain[i] = malloc((size_t)(16 * (i % 4) + 24));
     for (int k = 0; k < K; k++)
         zs_destroy_pool((struct zs_pool *)a[k].at);
 
@@ -885,11 +894,11 @@ static void rows_destroyed_open(void)
     }
     /* Whether one of the first K takes a destroyed pool's block depends on what the
      * heap went through before (a pool's creation allocates blocks of its own size
-     * class first): more pools are made, up to 64, until one does, and it takes b[0]'s
+     * class first): more pools are made, up to 256, until one does, and it takes b[0]'s
      * place. */
-    struct zs_pool *extra[64];
+    struct zs_pool *extra[256];
     int nextra = 0;
-    while (addresses_reused() && found == 0 && nextra < 64) {
+    while (addresses_reused() && found == 0 && nextra < 256) {
         struct zs_pool *e = test_pool("hostile-b", layout_of_p(), 0);
         extra[nextra++] = e;
         for (int k = 0; k < K; k++)
@@ -900,6 +909,8 @@ static void rows_destroyed_open(void)
                 found = 1;
             }
     }
+    for (int i = 0; i < NDRAIN * 4; i++)
+        free(drain[i]);
     if (addresses_reused())
         CHECK(found > 0);
 
