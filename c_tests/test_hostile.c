@@ -869,16 +869,20 @@ static void rows_destroyed_open(void)
         CHECK(worker_do(&w, W_MAP, pool, a[k].h[2], 0, ZS_MM_RO, NULL) != NULL);
     }
     /* A heap like glibc's keeps the last few freed blocks of each small size per
-     * thread and hands them out again last in, first out; more than that it may merge
-     * into larger free blocks at the next large request, which a pool's creation
-     * makes. So blocks of the small sizes are taken out first, and given back once the
-     * new pools are made: the destroyed pools' blocks are then among those kept. */
-    enum { NDRAIN = 16 };
+     * thread (seven) and hands them out again last in, first out; it puts more on
+     * other lists, which it merges into larger free blocks when a large block is
+     * freed or asked for, as a pool's destruction and creation do. So the small blocks
+     * are taken out of the heap's hands before the last pool is destroyed (and given
+     * back once the new pools are made): that pool's blocks are then the ones kept,
+     * its own last, and the next pool made, which takes its own block first
+     * (zs_create_pool_with), takes its place. */
+    enum { NDRAIN = 64 };
     void *drain[NDRAIN * 4];
+    for (int k = 0; k < K - 1; k++)
+        zs_destroy_pool((struct zs_pool *)a[k].at);
     for (int i = 0; i < NDRAIN * 4; i++)
         drain[i] = malloc((size_t)(16 * (i % 4) + 24));
-    for (int k = 0; k < K; k++)
-        zs_destroy_pool((struct zs_pool *)a[k].at);
+    zs_destroy_pool((struct zs_pool *)a[K - 1].at);
 
     /* New pools B[j]: where the allocator hands a destroyed pool's block out again,
      * some of them sit at an A's address. */

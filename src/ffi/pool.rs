@@ -65,9 +65,20 @@ pub unsafe extern "C" fn zs_create_pool_with(name: *const c_char, config: *const
                     _ => return Err(Errno::INVAL),
                 };
             }
+            // The pool's own block is taken before the pool's structures are made,
+            // whose aligned blocks leave small free remainders in the heap: a pool
+            // made right after another was destroyed then takes the block the heap
+            // kept last (glibc's hands the last freed block of a size out first).
+            // The hostile tests rely on it to find a new pool at a destroyed pool's
+            // address (c_tests/test_hostile.c).
+            let block: Box<std::mem::MaybeUninit<zs_pool>> = Box::new(std::mem::MaybeUninit::uninit());
             let pool = Pool::with_config(&name, &cfg)?;
             let serial = pool.serial();
-            let p = Box::into_raw(Box::new(zs_pool { pool }));
+            let p = Box::into_raw(block).cast::<zs_pool>();
+            // SAFETY: `p` is the block just taken for a `zs_pool` (a MaybeUninit has
+            // the layout of what it holds), uninitialised and ours alone; written once,
+            // it is a `Box<zs_pool>`'s, as `zs_destroy_pool` takes it back.
+            unsafe { p.write(zs_pool { pool }) };
             LIVE.lock().insert(serial, p);
             Ok(p)
         },
