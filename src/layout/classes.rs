@@ -169,9 +169,28 @@ pub fn dense_chain(chain: usize, limit: usize, frame: usize) -> usize {
     chain.max(limit.div_ceil(frame) + 1).min(crate::layout::dense::MAX_BYTES / frame)
 }
 
-/// Lanes of a dense pool: as many as the machine runs threads at once, up to 16.
+/// Lanes of a dense pool: as many as the CPUs this thread may run on (its affinity
+/// mask), up to 16.
+///
+/// Counted with `sched_getaffinity`, not `std::thread::available_parallelism`, which
+/// also reads the process's cgroup files on every call: a pool's creation makes no
+/// file-system calls, and the library's code that runs stays small (the standard
+/// library's cgroup and path parsing took 25 KiB of the text every pool's creation ran,
+/// resident in every process using the library: docs/nbdkit.md). A CPU quota of a
+/// cgroup is not counted: a lane no thread uses costs nothing but its lock.
 fn dense_lanes() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16)
+    // SAFETY: `set` is a plain bit set that sched_getaffinity fills and CPU_COUNT
+    // reads; the size passed is its own. On failure (a mask wider than `cpu_set_t`)
+    // the count of online CPUs stands in.
+    let cpus = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            libc::CPU_COUNT(&set) as i64
+        } else {
+            libc::sysconf(libc::_SC_NPROCESSORS_ONLN) as i64
+        }
+    };
+    cpus.clamp(1, 16) as usize
 }
 
 thread_local! {
