@@ -79,7 +79,9 @@ bench-nbd: nbdkit-plugin
 # The functions of the library that run, gathered at the start of its text: the kernel
 # maps 64 KiB of a file around each fault, so functions spread over the text made all
 # of it resident (docs/nbdkit.md, "The library's code"). Run after changes that add or
-# rename functions that run; the profiled library names their symbols. The tests
+# rename functions that run; the profiled library names their symbols. First come the
+# functions of a disk's life (bench/nbd_fill.py on a small image: filled, flushed,
+# compacted, copied out, with zstd and with lz4), then those of the tests. The tests
 # that count time or RSS are left out (callgrind runs a server some 50 times slower).
 HOT_TEXT_TESTS := image variants nbdsh mem_limit restart auto_compaction stats concurrent_flushes \
 	extents out_of_range lz4_units zstd_default_unit zstd_units_split_in_two zstd_frames_without_magic
@@ -89,8 +91,11 @@ hot-text: nbdkit-plugin
 	cp $(LIB_SO) $$prof/libzsmalloc.so; \
 	printf '#!/bin/sh\nexec $(VALGRIND) --tool=callgrind --demangle=no --compress-strings=no --callgrind-out-file=%s/cg.%%p.out $(NBDKIT) "$$@"\n' "$$prof" >$$prof/nbdkit; \
 	chmod +x $$prof/nbdkit; \
+	(cd nbdkit/tests && NBDKIT=$$prof/nbdkit $(SYS_PYTHON) ../../bench/nbd_fill.py --workdir $$prof/life \
+		--image-mib 96 --data-mib 40 plugin:compressor=zstd plugin:compressor=lz4 >/dev/null); \
+	mv $$prof/cg.*.out $$prof/life/; \
 	(cd nbdkit/tests && NBDKIT=$$prof/nbdkit $(SYS_PYTHON) test_plugin.py $(HOT_TEXT_TESTS)); \
-	$(SYS_PYTHON) tools/hot_text.py link/hot-text.ld $$prof/libzsmalloc.so $$prof/cg.*.out
+	$(SYS_PYTHON) tools/hot_text.py link/hot-text.ld $$prof/libzsmalloc.so $$prof/life/cg.*.out --then $$prof/cg.*.out
 
 # Acceleration 0 is the loop without compression: subtract its count from the others'.
 NBD_IMAGE  ?= /tmp/nbd-fill/image-736-500.ext4

@@ -9,7 +9,7 @@ backtrace printing (which only a panic runs) among them. The script gathers the
 functions that ran at the start of the text, so that they take as few of those
 windows as they can.
 
-    tools/hot_text.py OUT.ld LIBRARY CALLGRIND_OUT...
+    tools/hot_text.py OUT.ld LIBRARY [FIRST_CALLGRIND_OUT... --then] CALLGRIND_OUT...
 
 Each profile is a `valgrind --tool=callgrind --demangle=no --compress-strings=no`
 output file (`make hot-text` makes them from the nbdkit plugin's tests) of a program
@@ -20,7 +20,9 @@ function that ran is named. A function
 is named by its symbol without what changes from one build to the next (the hash of a
 legacy Rust symbol, the crate disambiguators and back references of a v0 one), so
 that the script goes on matching the same functions after a rebuild or with another
-compiler. The library's own functions that no profile saw come after those that ran."""
+compiler. The functions that ran in the profiles before `--then` come first, then those
+of the others; in each group by how many of its profiled programs ran them, most
+first. The library's own functions that no profile saw come after them."""
 
 import re
 import subprocess
@@ -102,19 +104,34 @@ def pattern(sym):
 
 
 def main():
-    if len(sys.argv) < 4:
+    args = sys.argv[1:]
+    if len(args) < 3:
         sys.exit(__doc__)
-    names = set()
-    for path in sys.argv[3:]:
-        names |= functions(path)
-    names = aliases(sys.argv[2], names)
-    pats = sorted({p for p in map(pattern, names) if p})
-    with open(sys.argv[1], "w") as out:
+    out_path, lib = args[0], args[1]
+    first, rest = ([], args[2:]) if "--then" not in args else (args[2:args.index("--then")],
+                                                              args[args.index("--then") + 1:])
+
+    def ran(paths):
+        """How many of the profiles `paths` ran each function (by pattern)."""
+        runs = {}
+        for path in paths:
+            for p in {p for p in map(pattern, aliases(lib, functions(path))) if p}:
+                runs[p] = runs.get(p, 0) + 1
+        return runs
+
+    # The functions of the first profiles (a disk's life: filled, flushed, read) come
+    # first, then those of the others; in each, by how many of the programs ran them,
+    # so that the functions every program runs (creating a pool, storing, reading,
+    # freeing) come before those of fewer (errors, limits), and a program touches as
+    # few of the text's windows as it can.
+    in_first, in_rest = ran(first), ran(rest)
+    pats = sorted(set(in_first) | set(in_rest), key=lambda p: (-in_first.get(p, 0), -in_rest.get(p, 0), p))
+    with open(out_path, "w") as out:
         out.write(HEADER)
         for p in pats:
             out.write(f"    *(.text.{p} .text.unlikely.{p})\n")
         out.write(FOOTER)
-    print(f"{sys.argv[1]}: {len(pats)} patterns from {len(names)} functions")
+    print(f"{out_path}: {len(pats)} patterns from {len(first) + len(rest)} profiles")
 
 
 if __name__ == "__main__":
