@@ -457,6 +457,9 @@ BAD = [
     (["size=1M", "unit=1000"], r"power of two of at least 4096"),
     (["size=1M", "mem_limit=100"], r"mem_limit=100: the limit must be 0"),
     (["size=1M", "layout=sparse"], r"layout=sparse: unknown layout"),
+    (["size=1M", "frame=1000"], r"frame=1000: the frame must be a power of two from 4096 to 65536"),
+    (["size=1M", "frame=131072"], r"frame=131072: the frame must be a power of two"),
+    (["size=1M", "frame=2M"], r"frame=2M: the frame must be a power of two"),
     (["size=1M", "chain=3"], r"the pool refuses this configuration.*chain=3"),
     (["size=1M", "chain=x"], r"chain"),
     (["size=1M", "compressor=zstd", "split=maybe"], r"could not decipher boolean \(maybe\)"),
@@ -544,7 +547,7 @@ def test_concurrent_flushes_keep_the_stats_file_whole():
     """Flushes from four connections at once: the file is always one whole report."""
     stats = os.path.join(WORK, "flushes.stats")
     fields = ["orig_data_size", "compr_data_size", "mem_used_total", "mem_limit", "mem_used_max", "same_pages",
-              "pages_compacted", "huge_pages", "pool_meta_bytes", "table_bytes"]
+              "pages_compacted", "huge_pages", "pool_meta_bytes", "table_bytes", "frame_bytes"]
     with Server("size=4M", f"stats={stats}") as srv:
         errors = []
 
@@ -661,6 +664,51 @@ def test_zstd_default_unit():
             assert read_stats(stats)["orig_data_size"] == want, params
             assert h.pread(2 * want, 0) == bytes(want + 3) + b"x" + bytes(want - 4), params
             h.shutdown()
+
+
+def test_pool_frame():
+    """Units of 8 to 32 KiB go into a pool of 16 KiB frames on a machine of smaller
+    pages (its side table, a word a frame, a quarter as large), other units into one
+    of the machine's pages; frame= chooses. The limit and the statistics count frames
+    of that size, and auto-compaction waits for 1 MiB of them."""
+    page = os.sysconf("SC_PAGESIZE")
+    large = max(16384, page)
+    stats = os.path.join(WORK, "frame.stats")
+    rng = random.Random(11)
+    # 16 MiB, compressing about 2:1 in units of any size.
+    data = b"".join(rng.randbytes(2048) + bytes(2048) for _ in range(4096))
+    meta = {}  # stats by parameters
+    for params, want in ((["compressor=zstd"], large), (["compressor=zstd", "frame=4096"], max(4096, page)),
+                         (["compressor=zstd", "unit=16384"], large), ([], page),
+                         (["compressor=zstd", "unit=65536"], page), (["frame=65536"], 65536)):
+        with Server(f"size={len(data)}", f"stats={stats}", *params, options=["-v"]) as srv:
+            h = srv.connect()
+            h.pwrite(data, 0)
+            h.flush()
+            s = read_stats(stats)
+            assert h.pread(len(data), 0) == data, params
+            h.shutdown()
+            assert srv.stop() == 0
+            assert s["frame_bytes"] == want, (params, s)
+            assert s["mem_used_total"] % want == 0 and s["mem_used_max"] % want == 0, (params, s)
+            assert f"pool frames of {want} bytes, auto-compaction at {(1 << 20) // want} frames" in srv.stderr()
+            meta[tuple(params)] = s
+    if page < 16384:
+        # The side table's 8 bytes a frame: a quarter as many frames of 16 KiB.
+        small, default = meta[("compressor=zstd", "frame=4096")], meta[("compressor=zstd",)]
+        fewer = small["mem_used_total"] // 4096 - default["mem_used_total"] // 16384
+        assert fewer > 1000 and small["pool_meta_bytes"] - default["pool_meta_bytes"] >= 8 * fewer * 0.9, meta
+    # The limit is at least a frame, and counted in frames.
+    with Server("size=1M", "compressor=zstd", f"mem_limit={large}", f"stats={stats}") as srv:
+        h = srv.connect()
+        h.pwrite(bytes(range(256)) * 4 * 8, 0)
+        h.flush()
+        assert read_stats(stats)["mem_limit"] == large
+        h.shutdown()
+    r = subprocess.run([NBDKIT, "-f", "-U", os.path.join(WORK, "never"), PLUGIN, "size=1M", "compressor=zstd",
+                        f"mem_limit={large // 2}"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode != 0 and f"at least one frame ({large} bytes)" in r.stderr, r.stderr
 
 
 def zstd_frame_sizes(path, unit, limit, level=3, magicless=True):
