@@ -633,6 +633,7 @@ impl PoolCore {
     }
 
     /// Frees the object. Refused with `Busy` while it is mapped or being read.
+    #[inline(always)]
     pub fn free(&self, h: Handle) -> Result<()> {
         const CALL: &str = "zs_free";
         let (slot, idx) = self.resolve(h, CALL)?;
