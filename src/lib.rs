@@ -67,7 +67,9 @@
 //! object cannot move or be freed, so its bytes, frames and descriptor stay put
 //! without any lock or epoch guard. `free` pins the object too (which makes its class
 //! certain), takes the class lock, and turns the slot free with a new generation
-//! unless someone else holds it (EBUSY). A zspage whose last object goes gives its
+//! unless someone else holds it (EBUSY); in the dense layout, whose slots belong to
+//! the lane that took their batch, a free that finds that lane's lock free takes it
+//! first and frees with one CAS, no pin. A zspage whose last object goes gives its
 //! frames back at once (to the OS, past a small resident cache) and its descriptor to
 //! crossbeam-epoch, because lock-free walkers of the side table may still be reading
 //! it. Handles carry the pool's tag, the slot's generation and its index, so stale,

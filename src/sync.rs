@@ -546,3 +546,85 @@ mod annotated_epoch {
         }
     }
 }
+
+/// Two words per thread for the hot paths, reached without a call: the thread's lane
+/// (`layout/classes.rs`) and the address of its record of open mappings and reads
+/// (`ffi/active.rs`), each 0 until the thread first needs it.
+///
+/// A `thread_local!` in a shared library is reached through the general-dynamic TLS
+/// model: a call to `__tls_get_addr` on every access (11 instructions behind the call,
+/// in glibc), which stable Rust offers no way to change. These words are declared in
+/// assembly in the `.tbss` section and reached through the initial-exec model: the
+/// word's offset from the thread pointer, from the GOT, plus the thread pointer (`%fs:0`
+/// holds its own address on x86-64): two loads. The library is then marked as using
+/// static TLS (`DF_STATIC_TLS`), whose 16 bytes a `dlopen` takes from glibc's surplus
+/// for such libraries (hundreds of bytes). Elsewhere (other architectures, loom, miri)
+/// the words are an ordinary `thread_local!`.
+pub(crate) mod thread_words {
+    /// Index of the thread's lane number plus one (0: not yet taken).
+    pub(crate) const LANE: usize = 0;
+    /// Index of the address of the thread's record of open mappings (0: not yet known).
+    pub(crate) const ACTIVE: usize = 1;
+
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom), not(miri)))]
+    std::arch::global_asm!(
+        ".pushsection .tbss,\"awT\",@nobits",
+        ".p2align 3",
+        ".globl zsmalloc_thread_words",
+        ".hidden zsmalloc_thread_words",
+        ".type zsmalloc_thread_words,@object",
+        ".size zsmalloc_thread_words,16",
+        "zsmalloc_thread_words:",
+        ".zero 16",
+        ".popsection",
+    );
+
+    /// The address of this thread's word `i` (`LANE` or `ACTIVE`), valid on this
+    /// thread for its whole life.
+    #[cfg(all(target_arch = "x86_64", target_os = "linux", not(loom), not(miri)))]
+    #[inline(always)]
+    fn word(i: usize) -> *mut usize {
+        let base: usize;
+        // SAFETY: reads the GOT entry the linker fills with the words' offset from the
+        // thread pointer (an initial-exec TLS relocation against the symbol declared
+        // above), and adds the thread pointer, which `%fs:0` holds on x86-64 (the TCB's
+        // self-pointer of the ABI). Writes only the output register; the flags are
+        // clobbered (`add`), which `asm!` assumes without `preserves_flags`.
+        unsafe {
+            std::arch::asm!(
+                "mov {b}, qword ptr [rip + zsmalloc_thread_words@GOTTPOFF]",
+                "add {b}, qword ptr fs:[0]",
+                b = out(reg) base,
+                options(nostack, pure, readonly),
+            )
+        };
+        (base as *mut usize).wrapping_add(i)
+    }
+
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom), not(miri))))]
+    std::thread_local! {
+        static WORDS: [std::cell::Cell<usize>; 2] = const { [std::cell::Cell::new(0), std::cell::Cell::new(0)] };
+    }
+
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux", not(loom), not(miri))))]
+    #[inline(always)]
+    fn word(i: usize) -> *mut usize {
+        // No destructor: the words last as long as the thread, so `with` does not fail.
+        WORDS.with(|w| w[i].as_ptr())
+    }
+
+    /// This thread's word `i`.
+    #[inline(always)]
+    pub(crate) fn get(i: usize) -> usize {
+        // SAFETY: `word` gives the address of this thread's word, aligned, valid for the
+        // thread's life and accessed by no other thread.
+        unsafe { *word(i) }
+    }
+
+    /// Sets this thread's word `i`.
+    #[inline(always)]
+    pub(crate) fn set(i: usize, v: usize) {
+        // SAFETY: as in `get`.
+        unsafe { *word(i) = v }
+    }
+}

@@ -27,6 +27,7 @@ use crate::error::{keeping_errno, Error};
 use crate::facade::Pool;
 use crate::handle::slot::Slot;
 use crate::pool::access::MapState;
+use crate::sync::thread_words;
 
 /// The pools alive through the C ABI, registered from creation to destruction.
 ///
@@ -193,11 +194,24 @@ thread_local! {
 fn with_active<R>(f: impl FnOnce(&mut ThreadActive) -> R) -> R {
     // The record has no destructor, so it is there for the thread's whole life, in
     // thread-local destructors too: `with` does not fail.
-    let t: *const RefCell<ThreadActive> = ACTIVE.with(|t| t as *const _);
+    let t = match thread_words::get(thread_words::ACTIVE) {
+        0 => active_here(),
+        a => a as *const RefCell<ThreadActive>,
+    };
     // SAFETY: the record lives as long as its thread (no destructor ends it), and
     // this call runs on that thread. The address is used for this call only.
     let t = unsafe { &*t };
     f(&mut t.borrow_mut())
+}
+
+/// The address of this thread's record, kept in its word of `sync::thread_words` for
+/// the next calls.
+#[cold]
+#[inline(never)]
+fn active_here() -> *const RefCell<ThreadActive> {
+    let t: *const RefCell<ThreadActive> = ACTIVE.with(|t| t as *const _);
+    thread_words::set(thread_words::ACTIVE, t as usize);
+    t
 }
 
 /// Records a mapping or read begun on this thread; false, and the entry dropped, when

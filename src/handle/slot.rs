@@ -67,6 +67,11 @@
 //!   certain before it takes the class lock), then CASes `LIVE(g, 1, loc)` ->
 //!   `FREE(g+1, next)`, AcqRel; with any other pin it is refused (EBUSY), the freer
 //!   unpins, and nothing changes.
+//! - `free_locked`: the dense layout's free that finds its lane lock free, which it
+//!   found from the slot's index alone, so it needs no pin to be sure of the class:
+//!   under the lock it CASes `LIVE(g, 0, loc)` -> `FREE(g+1, next)`, AcqRel; with a
+//!   pin or a writer it is refused (EBUSY), and a COPYING word is waited out as by
+//!   `pin`.
 //! - `defer_pinned`: as `free`, without the class lock, to `PENDING(g+1, loc)` in
 //!   flight: a FREE word (pins refuse it as stale) with a pin count of two, which
 //!   keeps the location for the class lock's next holder, who applies the free
@@ -244,6 +249,17 @@ impl Slot {
     /// module comment.
     #[inline(always)]
     fn take(&self, gen: u16, step: impl Fn(Word) -> Result<Word, SlotError>) -> Result<Word, SlotError> {
+        self.take_ordered(gen, Ordering::Acquire, step)
+    }
+
+    /// [`take`](Self::take) with `success` as the CAS's ordering on success.
+    #[inline(always)]
+    fn take_ordered(
+        &self,
+        gen: u16,
+        success: Ordering,
+        step: impl Fn(Word) -> Result<Word, SlotError>,
+    ) -> Result<Word, SlotError> {
         let mut spins = 0;
         // Relaxed: only a guess for the CAS below, whose Acquire is what counts.
         let mut w = Word(self.0.load(Ordering::Relaxed));
@@ -263,8 +279,11 @@ impl Slot {
                 State::Live => {}
             }
             let new = step(w)?;
-            // Acquire on success: see the module comment.
-            match self.0.compare_exchange_weak(w.0, new.0, Ordering::Acquire, Ordering::Relaxed) {
+            // Acquire (at least) on success: see the module comment.
+            if success != Ordering::Acquire {
+                hg::happens_before(&self.0);
+            }
+            match self.0.compare_exchange_weak(w.0, new.0, success, Ordering::Relaxed) {
                 Ok(_) => {
                     hg::happens_after(&self.0);
                     return Ok(w);
@@ -348,6 +367,26 @@ impl Slot {
     /// certain before the class lock is taken: while pinned it cannot move or die.
     pub fn free_pinned(&self, gen: u16, next: u64) -> Result<(), SlotError> {
         self.leave_pinned(gen, |_| Word::free(gen.wrapping_add(1), next))
+    }
+
+    /// Frees the object of generation `gen` if no one holds it, without a pin of the
+    /// caller's; links the slot to `next`; returns the object's location. Caller holds
+    /// the lock of the object's class, found without the object (the dense layout's
+    /// owner of the slot's batch, `HandleTable::owner`): under it the object can be
+    /// neither moved nor freed by anyone else, so the one CAS that frees it is also
+    /// the check that no one holds it (`Busy`, nothing changed) and that the handle is
+    /// current (`Stale`). Waits out a COPYING word (one object copy of a lock-free
+    /// write or read). AcqRel on success, as [`free_pinned`](Self::free_pinned).
+    #[inline(always)]
+    pub fn free_locked(&self, gen: u16, next: u64) -> Result<u64, SlotError> {
+        let w = self.take_ordered(gen, Ordering::AcqRel, |w| {
+            if w.pins() != 0 {
+                Err(SlotError::Busy)
+            } else {
+                Ok(Word::free(gen.wrapping_add(1), next))
+            }
+        })?;
+        Ok(w.loc())
     }
 
     /// Frees the object of generation `gen` as [`free_pinned`](Self::free_pinned)

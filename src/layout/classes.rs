@@ -202,6 +202,26 @@ thread_local! {
     };
 }
 
+/// This thread's lane number, kept in its word of `sync::thread_words` once taken.
+#[inline(always)]
+fn thread_lane() -> usize {
+    use crate::sync::thread_words;
+    match thread_words::get(thread_words::LANE) {
+        0 => take_thread_lane(),
+        n => n - 1,
+    }
+}
+
+/// Takes this thread's lane number (its first malloc in a dense pool).
+#[cold]
+#[inline(never)]
+fn take_thread_lane() -> usize {
+    use crate::sync::thread_words;
+    let lane = LANE.try_with(|l| *l).unwrap_or(0);
+    thread_words::set(thread_words::LANE, lane.wrapping_add(1));
+    lane
+}
+
 impl ClassTable {
     /// Builds the table for `layout` with chains of at most `chain` frames of 4 KiB,
     /// for objects of up to a frame.
@@ -343,7 +363,7 @@ impl ClassTable {
     #[inline]
     pub fn class_for(&self, size: usize) -> usize {
         if self.layout == Layout::Dense {
-            let (lane, lanes) = (LANE.try_with(|l| *l).unwrap_or(0), self.classes.len());
+            let (lane, lanes) = (thread_lane(), self.classes.len());
             // The division only for threads past the lanes' count.
             return if lane < lanes { lane } else { lane % lanes };
         }

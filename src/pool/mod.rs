@@ -34,7 +34,10 @@
 //! hole; its size goes beside its slot, where lock-free readers find it, and the
 //! zspage records nothing of it but the bytes it took. The handle is the pool's tag,
 //! the slot's generation and its index. `free` pins the object, takes the class
-//! lock, and turns the slot `FREE(gen + 1)` if no one else pins it; the object goes
+//! lock, and turns the slot `FREE(gen + 1)` if no one else pins it (a dense-layout
+//! free knows its lane from the slot's index, so when it finds the lane's lock free
+//! it takes it without a pin, and one CAS turns the slot `FREE(gen + 1)` if no one
+//! holds it: `Slot::free_locked`); the object goes
 //! back to its zspage's free list (dense: its bytes, at the slot's location and of
 //! the slot's size, become a hole), and a zspage left empty gives its frames back to
 //! the frame source and its descriptor to the epoch collector. A dense-layout free
@@ -630,9 +633,24 @@ impl PoolCore {
     }
 
     /// Frees the object. Refused with `Busy` while it is mapped or being read.
+    #[inline(always)]
     pub fn free(&self, h: Handle) -> Result<()> {
         const CALL: &str = "zs_free";
         let (slot, idx) = self.resolve(h, CALL)?;
+        // SAFETY: `resolve` found `idx` below the high-water mark.
+        if let Some(ci) = unsafe { self.handles.owner(idx) } {
+            let class = &self.classes[ci];
+            // Relaxed: a hint (`Class::frees_in_a_row`).
+            if !class.frees_in_a_row.load(Ordering::Relaxed) {
+                if let Some(st) = class.state.try_lock() {
+                    // The dense layout's free that finds its lane's lock free: the
+                    // lane is the owner of the slot's batch, so no pin is needed to
+                    // know it, and under the lock the slot's one CAS frees the object
+                    // (`Slot::free_locked`).
+                    return self.free_in_lane(h, slot, idx, ci, st);
+                }
+            }
+        }
         let loc = match slot.pin(h.gen()) {
             Ok(loc) => loc,
             Err(SlotError::Stale) => {
@@ -691,6 +709,52 @@ impl PoolCore {
         // SAFETY: our pin keeps the object's frame held by its zspage.
         let fw = unsafe { self.frames.side().get(pfn) };
         self.free_locked(h, slot, idx, ci, st, fw, loc)
+    }
+
+    /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`, the
+    /// owner of the batch of `slot` (index `idx`), taken at once and no pin held.
+    #[inline(always)]
+    fn free_in_lane(
+        &self,
+        h: Handle,
+        slot: &Slot,
+        idx: u32,
+        ci: usize,
+        mut st: MutexGuard<'_, ClassState>,
+    ) -> Result<()> {
+        let class = &self.classes[ci];
+        // Relaxed: a hint (`Class::frees_in_a_row`), written under the lock.
+        class.frees_in_a_row.store(true, Ordering::Relaxed);
+        self.drain(ci, &mut st);
+        let loc = match slot.free_locked(h.gen(), st.free_slot) {
+            Ok(loc) => loc,
+            Err(e) => {
+                drop(st);
+                let why =
+                    if e == SlotError::Stale { Error::Invalid("stale handle (double free?)") } else { Error::Busy };
+                return Err(self.misuse("zs_free", h.to_raw(), why));
+            }
+        };
+        st.free_slot = idx as u64 + 1;
+        // SAFETY: the object was in its frame until `free_locked` freed it under the
+        // lock of its lane, which we still hold: its zspage, which holds the frame,
+        // dies only under that lock.
+        let fw = unsafe { self.frames.side().get(self.frames.pfn_of(loc)) };
+        let zs = ZsPage::of(fw);
+        // SAFETY: as above; `class` never changes. A slot's objects are all of the
+        // class that took its batch (`handle/table.rs`).
+        debug_assert_eq!(unsafe { (*zs).class } as usize, ci, "slot {idx}: object of another class");
+        // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
+        // object at `loc` whose slot `idx` was just freed: the zspage held the object
+        // until `free_locked` freed it under the class lock, which we still hold, and a
+        // zspage dies only under its class lock; 2. the lock: `st`; 3. no reference to
+        // its state: none is alive here.
+        let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
+        drop(st);
+        if let Some(r) = r {
+            self.release(r);
+        }
+        Ok(())
     }
 
     /// The rest of [`free`](Self::free), under the lock (`st`) of the object's class
