@@ -557,9 +557,13 @@ mod annotated_epoch {
 /// assembly in the `.tbss` section and reached through the initial-exec model: the
 /// word's offset from the thread pointer, from the GOT, plus the thread pointer (`%fs:0`
 /// holds its own address on x86-64): two loads. The library is then marked as using
-/// static TLS (`DF_STATIC_TLS`), whose 16 bytes a `dlopen` takes from glibc's surplus
-/// for such libraries (hundreds of bytes). Elsewhere (other architectures, loom, miri)
-/// the words are an ordinary `thread_local!`.
+/// static TLS (`DF_STATIC_TLS`): its whole TLS block (304 bytes as built for x86-64,
+/// the standard library's and its dependencies' thread-locals with these 16) is placed
+/// beside the threads' own, and a `dlopen` of it takes those bytes from glibc's
+/// surplus for such libraries (512 by default, `glibc.rtld.optional_static_tls`); a
+/// process that has used up the surplus gets "cannot allocate memory in static TLS
+/// block" from that `dlopen` (README, "Limits"), as with jemalloc. Elsewhere (other
+/// architectures, loom, miri) the words are an ordinary `thread_local!`.
 pub(crate) mod thread_words {
     /// Index of the thread's lane number plus one (0: not yet taken).
     pub(crate) const LANE: usize = 0;
