@@ -653,6 +653,10 @@ impl FreeSpace {
             if (self.largest_hole as usize) < len {
                 return None;
             }
+            // The search reads the lengths; the offsets' first line is asked for
+            // meanwhile, for the entry it finds (a zspage in churn has one or two
+            // groups of holes, and the halves are on different lines).
+            crate::sync::prefetch(self.buf.as_ptr().cast());
             let j = self.first_fit(len)?;
             let (off, hole) = self.hole(j);
             if hole == self.largest_hole as usize {
@@ -680,6 +684,9 @@ impl FreeSpace {
         debug_assert!(self.nobj > 0 && off + len <= self.end as usize);
         self.nobj -= 1;
         self.used -= len as u32;
+        // The search reads the offsets; the lengths' first line is asked for
+        // meanwhile, for the neighbours it finds.
+        crate::sync::prefetch(self.buf.as_ptr().wrapping_add(self.room()).cast());
         let j = self.hole_position(off);
         let before = (j > 0).then(|| self.hole(j - 1)).filter(|&(o, l)| o + l == off);
         debug_assert!(j == 0 || self.hole(j - 1).0 + self.hole(j - 1).1 <= off, "freeing a hole");
