@@ -510,6 +510,15 @@ impl FreeSpace {
         crate::sync::prefetch(p.wrapping_add(self.room()).cast());
     }
 
+    /// Starts bringing in the last scanned entry of a half of the buffer (offsets
+    /// at 0, lengths at `room`): a search of two groups or more reaches it, and the
+    /// largest hole's recount always does.
+    #[inline(always)]
+    fn prefetch_last(&self, half: usize) {
+        let last = (half + self.scanned()).saturating_sub(1);
+        crate::sync::prefetch(self.buf.as_ptr().wrapping_add(last).cast());
+    }
+
     #[inline]
     fn hole(&self, j: usize) -> (usize, usize) {
         (self.buf[j] as usize, self.buf[self.room() + j] as usize)
@@ -653,6 +662,11 @@ impl FreeSpace {
             if (self.largest_hole as usize) < len {
                 return None;
             }
+            // The search reads the lengths; the offsets' first line is asked for
+            // meanwhile, for the entry it finds (a zspage in churn has one or two
+            // groups of holes, and the halves are on different lines).
+            crate::sync::prefetch(self.buf.as_ptr().cast());
+            self.prefetch_last(self.room());
             let j = self.first_fit(len)?;
             let (off, hole) = self.hole(j);
             if hole == self.largest_hole as usize {
@@ -680,6 +694,10 @@ impl FreeSpace {
         debug_assert!(self.nobj > 0 && off + len <= self.end as usize);
         self.nobj -= 1;
         self.used -= len as u32;
+        // The search reads the offsets; the lengths' first line is asked for
+        // meanwhile, for the neighbours it finds.
+        crate::sync::prefetch(self.buf.as_ptr().wrapping_add(self.room()).cast());
+        self.prefetch_last(0);
         let j = self.hole_position(off);
         let before = (j > 0).then(|| self.hole(j - 1)).filter(|&(o, l)| o + l == off);
         debug_assert!(j == 0 || self.hole(j - 1).0 + self.hole(j - 1).1 <= off, "freeing a hole");
