@@ -579,6 +579,17 @@ def test_concurrent_flushes_keep_the_stats_file_whole():
 LZ4_DEFAULT_ACCELERATION = 6
 
 
+def stored_units(path, unit):
+    """(index, bytes) of each whole `unit`-byte unit of the file at `path` that the
+    plugin stores as an object: every unit but those of one 8-byte word repeated."""
+    with open(path, "rb") as f:
+        data = f.read()
+    for u in range(len(data) // unit):
+        block = data[u * unit:(u + 1) * unit]
+        if block != block[:8] * (unit // 8):
+            yield u, block
+
+
 def lz4_block_sizes(path, limit, acceleration):
     """{unit index: the size of lz4's one-shot block of the unit, 0 when it does not
     fit in `limit` bytes} for the units of the file at `path` that are not one
@@ -590,14 +601,7 @@ def lz4_block_sizes(path, limit, acceleration):
     lz4.LZ4_compress_fast.restype = ctypes.c_int
     lz4.LZ4_compress_fast.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
     dst = ctypes.create_string_buffer(UNIT)
-    sizes = {}
-    with open(path, "rb") as f:
-        data = f.read()
-    for u in range(len(data) // UNIT):
-        block = data[u * UNIT:(u + 1) * UNIT]
-        if block != block[:8] * (UNIT // 8):
-            sizes[u] = lz4.LZ4_compress_fast(block, dst, UNIT, limit, acceleration)
-    return sizes
+    return {u: lz4.LZ4_compress_fast(block, dst, UNIT, limit, acceleration) for u, block in stored_units(path, UNIT)}
 
 
 def stored_bytes(sizes):
@@ -734,13 +738,9 @@ def zstd_frame_sizes(path, unit, limit, level=3, magicless=True):
         assert not zstd.ZSTD_isError(zstd.ZSTD_CCtx_setParameter(cctx, param, value)), param
     dst = ctypes.create_string_buffer(unit)
     sizes = {}
-    with open(path, "rb") as f:
-        data = f.read()
-    for u in range(len(data) // unit):
-        block = data[u * unit:(u + 1) * unit]
-        if block != block[:8] * (unit // 8):
-            n = zstd.ZSTD_compress2(cctx, dst, limit, block, unit)
-            sizes[u] = 0 if zstd.ZSTD_isError(n) else n
+    for u, block in stored_units(path, unit):
+        n = zstd.ZSTD_compress2(cctx, dst, limit, block, unit)
+        sizes[u] = 0 if zstd.ZSTD_isError(n) else n
     zstd.ZSTD_freeCCtx(cctx)
     return sizes
 
