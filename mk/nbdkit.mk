@@ -8,8 +8,9 @@
 #                        under valgrind's memcheck (some minutes; not in `make test`)
 #   make bench-nbd       the plugin against nbdkit's memory plugin on an ext4 image of
 #                        real files; writes bench/results/nbdkit.md (some minutes)
-#   make hot-text      regenerates link/hot-text.ld, the order of the shared library's
-#                        text (build.rs), from callgrind profiles of the plugin's tests
+#   make hot-text        regenerates link/hot-text.ld, the order of the shared library's
+#                        text (build.rs), from callgrind profiles of a small disk's fill
+#                        (bench/nbd_fill.py) and of the plugin's tests
 #   make lz4-accel       lz4's instructions (cachegrind) and bytes stored at each
 #                        acceleration of LZ4_ACCELS, over every eighth unit of the image
 #                        bench/nbd_fill.py makes (run it first; NBD_IMAGE to choose)

@@ -107,9 +107,11 @@ def main():
     args = sys.argv[1:]
     if len(args) < 3:
         sys.exit(__doc__)
-    out_path, lib = args[0], args[1]
-    first, rest = ([], args[2:]) if "--then" not in args else (args[2:args.index("--then")],
-                                                              args[args.index("--then") + 1:])
+    out_path, lib, paths = args[0], args[1], args[2:]
+    first, rest = [], paths
+    if "--then" in paths:
+        i = paths.index("--then")
+        first, rest = paths[:i], paths[i + 1:]
 
     def ran(paths):
         """How many of the profiles `paths` ran each function (by pattern)."""

@@ -193,16 +193,8 @@ fn dense_lanes() -> usize {
     cpus.clamp(1, 16) as usize
 }
 
-thread_local! {
-    /// This thread's lane number (taken modulo a pool's lanes).
-    static LANE: usize = {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        // Relaxed: a round-robin counter, nothing is published through it.
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    };
-}
-
-/// This thread's lane number, kept in its word of `sync::thread_words` once taken.
+/// This thread's lane number (taken modulo a pool's lanes), kept in its word of
+/// `sync::thread_words` (plus one: 0 is not yet taken).
 #[inline(always)]
 fn thread_lane() -> usize {
     use crate::sync::thread_words;
@@ -212,13 +204,17 @@ fn thread_lane() -> usize {
     }
 }
 
-/// Takes this thread's lane number (its first malloc in a dense pool).
+/// Takes this thread's lane number (its first malloc in a dense pool): threads take
+/// them in turn.
 #[cold]
 #[inline(never)]
 fn take_thread_lane() -> usize {
     use crate::sync::thread_words;
-    let lane = LANE.try_with(|l| *l).unwrap_or(0);
-    thread_words::set(thread_words::LANE, lane.wrapping_add(1));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    // Relaxed: a round-robin counter, nothing is published through it. Below
+    // `usize::MAX`, so that the word's lane plus one is never 0.
+    let lane = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % (usize::MAX >> 1);
+    thread_words::set(thread_words::LANE, lane + 1);
     lane
 }
 

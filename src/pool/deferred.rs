@@ -1,26 +1,27 @@
 //! Frees that do not take a class lock.
 //!
-//! A free in a layout that defers (the dense one) does not take its object's class
-//! lock if another holds it (the allocating thread's malloc, another free, a
-//! compaction sweep), nor if it follows other frees in its lane with no malloc
-//! between (`Class::frees_in_a_row`: a workload emptying the pool). It turns the slot
-//! PENDING through its own pin (`Slot::defer_pinned`): from then on every handle of
-//! the slot is stale, so the free has taken effect for every caller, as `zs_free`
-//! promises; the object's bytes stay in its zspage. It then names the slot in one of the class's
-//! [`DEFERRED`] entries and returns. It learns the class from the handle table, as
-//! the owner of the slot's batch (`HandleTable::owner`: a slot's objects are all of
-//! the class that took its batch), so such a free reads the slot and nothing else of
-//! the object's: not its frame's side-table word, not its zspage's descriptor. Whoever next holds the class lock (a malloc, a
-//! free, compaction, migration, the statistics, the checker) applies the frees named
-//! there first ([`PoolCore::drain`]), so their bytes are reused by the very next
-//! malloc of the class. With every entry taken, the free takes the lock and applies
-//! them all and its own: pending frees are bounded by [`DEFERRED`] a class. A thread
-//! that frees many objects in a row thus applies them [`DEFERRED`] + 1 at a time, and
-//! the holder applies them in stages (the sizes beside their slots and their
-//! zspages' states asked for first, then those states' holes, then each free), so
-//! that the cache misses of one free, which follow each other, overlap those of the
-//! others. What reads the pool's frames ([`PoolCore::total_pages`]) applies pending
-//! frees first, as the statistics do.
+//! A free in a layout that defers (the dense one) does not take its object's class lock
+//! if another holds it (the allocating thread's malloc, another free, a compaction
+//! sweep), nor if it follows other frees in its lane with no malloc between
+//! (`Class::frees_in_a_row`: a workload emptying the pool). It turns the slot PENDING
+//! through its own pin (`Slot::defer_pinned`): from then on every handle of the slot is
+//! stale, so the free has taken effect for every caller, as `zs_free` promises; the
+//! object's bytes stay in its zspage. It then names the slot in one of the class's
+//! [`DEFERRED`] entries and returns. It learns the class from the handle table, as the
+//! owner of the slot's batch (`HandleTable::owner`: a slot's objects are all of the
+//! class that took its batch), so such a free reads the slot and nothing else of the
+//! object's: not its frame's side-table word, not its zspage's descriptor. Whoever next
+//! holds the class lock (a malloc, a free, compaction, migration, the statistics, the
+//! checker) applies the frees named there first ([`PoolCore::drain`]), so their bytes
+//! are reused by the very next malloc of the class. With every entry taken, the free
+//! takes the lock and applies them all and its own: pending frees are bounded by
+//! [`DEFERRED`] a class. A thread that frees many objects in a row thus applies them
+//! [`DEFERRED`] + 1 at a time, and the holder applies them in stages (their frames'
+//! side-table words asked for first, then the sizes beside their slots and their
+//! zspages' states, then those states' holes, then each free), so that the cache misses
+//! of one free, which follow each other, overlap those of the others. What reads the
+//! pool's frames ([`PoolCore::total_pages`]) applies pending frees first, as the
+//! statistics do.
 //!
 //! # The entries
 //!
@@ -222,8 +223,8 @@ impl PoolCore {
             // SAFETY: `state` asks for 1. the lock of `zs`'s class: a slot named in
             // this lane's entries holds an object of this lane (its freer found the
             // lane as the owner of the slot's batch, the class of every object the
-            // slot holds: `handle/table.rs`), whose lock we hold (`st`); 2. no other reference to its
-            // state: this one ends with the statement. The zspage is alive: its
+            // slot holds: `handle/table.rs`), whose lock we hold (`st`); 2. no other
+            // reference to its state: this one ends with the statement. The zspage is alive: its
             // pending object is still in it, and none of them is applied yet.
             unsafe { (*zs).state() }.body.prefetch();
         }

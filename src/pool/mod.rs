@@ -637,16 +637,21 @@ impl PoolCore {
     pub fn free(&self, h: Handle) -> Result<()> {
         const CALL: &str = "zs_free";
         let (slot, idx) = self.resolve(h, CALL)?;
+        // The dense layout: the lane is the one that took the slot's batch
+        // (`HandleTable::owner`), known from the index alone. A free that finds the
+        // lane's lock free, and is not one of a run (`Class::frees_in_a_row`), takes it
+        // without a pin, and under it the slot's one CAS frees the object
+        // (`Slot::free_locked`). Otherwise the free is left for the lock's next holder
+        // (`pool/deferred.rs`), unless every entry for that is taken: then it applies
+        // the lane's pending frees together, their misses overlapped, and its own. A
+        // free so left reads neither the side table nor the descriptor.
         // SAFETY: `resolve` found `idx` below the high-water mark.
-        if let Some(ci) = unsafe { self.handles.owner(idx) } {
+        let owner = unsafe { self.handles.owner(idx) };
+        if let Some(ci) = owner {
             let class = &self.classes[ci];
-            // Relaxed: a hint (`Class::frees_in_a_row`).
+            // Relaxed: a hint.
             if !class.frees_in_a_row.load(Ordering::Relaxed) {
                 if let Some(st) = class.state.try_lock() {
-                    // The dense layout's free that finds its lane's lock free: the
-                    // lane is the owner of the slot's batch, so no pin is needed to
-                    // know it, and under the lock the slot's one CAS frees the object
-                    // (`Slot::free_locked`).
                     return self.free_in_lane(h, slot, idx, ci, st);
                 }
             }
@@ -659,56 +664,52 @@ impl PoolCore {
             Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
         };
         let pfn = self.frames.pfn_of(loc);
-        // SAFETY: `resolve` found `idx` below the high-water mark.
-        let Some(ci) = (unsafe { self.handles.owner(idx) }) else {
-            // The kernel layout: its class from the zspage, and its lock waited for.
+        let Some(ci) = owner else {
+            // The kernel layout (no deferred frees): its class from the zspage, and its
+            // lock waited for.
             // SAFETY: our pin keeps the object's frame held by its zspage.
             let fw = unsafe { self.frames.side().get(pfn) };
+            let zs = ZsPage::of(fw);
             // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
-            let ci = unsafe { (*ZsPage::of(fw)).class } as usize;
-            let st = self.classes[ci].state.lock();
-            return self.free_locked(h, slot, idx, ci, st, fw, loc);
+            let ci = unsafe { (*zs).class } as usize;
+            let mut st = self.classes[ci].state.lock();
+            if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
+                drop(st);
+                slot.unpin();
+                return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+            }
+            st.free_slot = idx as u64 + 1;
+            // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
+            // object at `loc` whose slot `idx` was just freed: the zspage held our
+            // pinned object until `free_pinned` freed it under the class lock, which we
+            // still hold, and a zspage dies only under its class lock; 2. the lock:
+            // `st`; 3. no reference to its state: none is alive here.
+            let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
+            drop(st);
+            if let Some(r) = r {
+                self.release(r);
+            }
+            return Ok(());
         };
-        // The dense layout: the lane is the one that took the slot's batch
-        // (`HandleTable::owner`), known before the side table and the descriptor are
-        // read. A free is left for the lane lock's next holder (`pool/deferred.rs`) if
-        // that lock is held, or if the free is one of a run
-        // (`Class::frees_in_a_row`), unless every entry for that is taken: then it
-        // applies the lane's pending frees together, their misses overlapped, and its
-        // own. A free so left reads neither the side table nor the descriptor.
-        let class = &self.classes[ci];
-        // Read under the lock below, or by the holder that applies the free.
+        // Read by the holder that applies the free, or under the lock below.
         self.frames.side().prefetch(pfn);
-        // Relaxed: a hint.
-        let in_a_row = class.frees_in_a_row.load(Ordering::Relaxed);
-        let held = if in_a_row { None } else { class.state.try_lock() };
-        let st = match held {
-            Some(st) => st,
-            None => match self.free_without_lock(ci, slot, idx, h.gen()) {
-                Deferral::Done => return Ok(()),
-                Deferral::Busy => {
-                    slot.unpin();
-                    return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+        match self.free_without_lock(ci, slot, idx, h.gen()) {
+            Deferral::Done => Ok(()),
+            Deferral::Busy => {
+                slot.unpin();
+                Err(self.misuse(CALL, h.to_raw(), Error::Busy))
+            }
+            Deferral::Full => {
+                let mut st = self.classes[ci].state.lock();
+                self.drain(ci, &mut st);
+                let r = self.apply_pending(ci, &mut st, idx);
+                drop(st);
+                if let Some(r) = r {
+                    self.release(r);
                 }
-                Deferral::Full => {
-                    let mut st = class.state.lock();
-                    self.drain(ci, &mut st);
-                    let r = self.apply_pending(ci, &mut st, idx);
-                    drop(st);
-                    if let Some(r) = r {
-                        self.release(r);
-                    }
-                    return Ok(());
-                }
-            },
-        };
-        if !in_a_row {
-            // Relaxed: a hint (see above).
-            class.frees_in_a_row.store(true, Ordering::Relaxed);
+                Ok(())
+            }
         }
-        // SAFETY: our pin keeps the object's frame held by its zspage.
-        let fw = unsafe { self.frames.side().get(pfn) };
-        self.free_locked(h, slot, idx, ci, st, fw, loc)
     }
 
     /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`, the
@@ -749,45 +750,6 @@ impl PoolCore {
         // until `free_locked` freed it under the class lock, which we still hold, and a
         // zspage dies only under its class lock; 2. the lock: `st`; 3. no reference to
         // its state: none is alive here.
-        let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
-        drop(st);
-        if let Some(r) = r {
-            self.release(r);
-        }
-        Ok(())
-    }
-
-    /// The rest of [`free`](Self::free), under the lock (`st`) of the object's class
-    /// `ci`: the caller's pin on `slot` (index `idx`) keeps the object at `loc`, in
-    /// the frame whose side-table word is `fw`.
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    fn free_locked(
-        &self,
-        h: Handle,
-        slot: &Slot,
-        idx: u32,
-        ci: usize,
-        mut st: MutexGuard<'_, ClassState>,
-        fw: FrameWord,
-        loc: u64,
-    ) -> Result<()> {
-        let zs = ZsPage::of(fw);
-        // SAFETY: our pin keeps the zspage alive; `class` never changes. A slot's
-        // objects are all of the class that took its batch (`handle/table.rs`).
-        debug_assert_eq!(unsafe { (*zs).class } as usize, ci, "slot {idx}: object of another class");
-        self.drain(ci, &mut st);
-        if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
-            drop(st);
-            slot.unpin();
-            return Err(self.misuse("zs_free", h.to_raw(), Error::Busy));
-        }
-        st.free_slot = idx as u64 + 1;
-        // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
-        // object at `loc` whose slot `idx` was just freed: the zspage held our pinned
-        // object until `free_pinned` freed it under the class lock, which we still
-        // hold, and a zspage dies only under its class lock; 2. the lock: `st`; 3. no
-        // reference to its state: none is alive here.
         let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
         drop(st);
         if let Some(r) = r {
