@@ -136,6 +136,7 @@ pub use pool::PoolCore;
 #[doc(hidden)]
 pub mod __loom {
     pub use crate::handle::slot::{Claim, Slot, SlotError, State, Word};
+    pub use crate::sync::{LaneGuard, LaneLock};
 
     /// Reports a read of `len` bytes at `addr` to the model, as the library reports
     /// each of its reads of the arena. Nothing is read: the address only names the

@@ -11,8 +11,10 @@
 //! directly: loom would only explore their interleavings for nothing.
 //!
 //! Under loom:
-//! - the locks are loom's, behind the `parking_lot` interface the library uses
-//!   (`lock()` returns the guard; a poisoned lock is a bug and panics);
+//! - the lanes' lock ([`LaneLock`], `sync/lane.rs`) is the library's own, built on
+//!   loom's atomics, its futex wait a bounded yield; the other locks are loom's, behind
+//!   the `parking_lot` interface the library uses (`lock()` returns the guard; a
+//!   poisoned lock is a bug and panics);
 //! - the epoch collector is [`epoch`]'s stand-in: a deferred function runs when no
 //!   guard is held any more, which is never earlier than crossbeam-epoch would run
 //!   it;
@@ -37,34 +39,28 @@ pub(crate) use loom::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, A
 pub(crate) use loom::thread::yield_now;
 
 #[cfg(all(not(loom), zs_valgrind))]
-pub(crate) use self::annotated_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+pub(crate) use self::annotated_locks::{Mutex, RwLock, RwLockReadGuard};
 #[cfg(all(not(loom), not(zs_valgrind)))]
-pub(crate) use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+pub(crate) use parking_lot::{Mutex, RwLock, RwLockReadGuard};
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 #[cfg(not(loom))]
 pub(crate) use std::thread::yield_now;
 
 #[cfg(loom)]
-pub(crate) use self::loom_locks::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+pub(crate) use self::loom_locks::{Mutex, RwLock, RwLockReadGuard};
 
-/// Unlocks a mutex, handing it straight to a thread parked on it if there is one
-/// (parking_lot's `unlock_fair`), rather than letting this thread, or any other, take
+mod lane;
+pub use lane::{LaneGuard, LaneLock};
+
+/// Unlocks a lane lock, handing it straight to a thread waiting for it if there is one
+/// ([`LaneGuard::unlock_fair`]), rather than letting this thread, or any other, take
 /// it back first. For a holder that takes the lock again at once, for long holds, in a
-/// loop (compaction, one source zspage a hold): with an unfair unlock it would take it
-/// back ahead of a waiter woken but not yet running, every time. Under loom and for
-/// helgrind, a plain unlock (which thread goes next is theirs to choose).
-#[cfg(all(not(loom), not(zs_valgrind)))]
+/// loop (compaction, one source zspage a hold): with a plain unlock it would take it
+/// back ahead of a waiter woken but not yet running, every time.
 #[inline]
-pub(crate) fn unlock_fair<T>(guard: parking_lot::MutexGuard<'_, T>) {
-    parking_lot::MutexGuard::unlock_fair(guard);
-}
-
-/// As above: a plain unlock.
-#[cfg(any(loom, zs_valgrind))]
-#[inline]
-pub(crate) fn unlock_fair<G>(guard: G) {
-    drop(guard);
+pub(crate) fn unlock_fair<T>(guard: LaneGuard<'_, T>) {
+    guard.unlock_fair();
 }
 
 /// Busy-wait politely: a few spins, then give the core away. Used only where the

@@ -27,14 +27,15 @@
 use loom::cell::UnsafeCell;
 use loom::sync::{Arc, Mutex};
 use loom::thread;
-use zsmalloc::__loom::{track_read, track_write, Claim, Slot, SlotError, State, Word};
+use zsmalloc::__loom::{track_read, track_write, Claim, LaneLock, Slot, SlotError, State, Word};
 use zsmalloc::{AllocFlags, Config, Error, FrameKind, Handle, Layout, Pool};
 
 struct Model {
     slot: Slot,
     /// The two places the object can be.
     mem: [UnsafeCell<u64>; 2],
-    class_lock: Mutex<()>,
+    /// The lane's lock, the library's own.
+    class_lock: LaneLock<()>,
 }
 
 // SAFETY: the cells are accessed only as the protocol allows; loom checks that claim.
@@ -46,7 +47,7 @@ fn model(word: Word, at0: u64) -> Arc<Model> {
     Arc::new(Model {
         slot: Slot::new(word),
         mem: [UnsafeCell::new(at0), UnsafeCell::new(0)],
-        class_lock: Mutex::new(()),
+        class_lock: LaneLock::new(()),
     })
 }
 
@@ -91,7 +92,7 @@ fn write_once(m: &Model, gen: u16, v: u64) -> Result<(), SlotError> {
 
 /// Compaction: under the class lock, claim, copy from 0 to 1, publish.
 fn migrate(m: &Model) -> bool {
-    let _g = m.class_lock.lock().unwrap();
+    let _g = m.class_lock.lock();
     let Some(claimed) = m.slot.begin_move() else { return false };
     // SAFETY: claimed: no one else touches either place.
     let v = m.mem[0].with(|p| unsafe { *p });
@@ -105,7 +106,7 @@ fn migrate(m: &Model) -> bool {
 /// reused at once (written), as a released frame might be.
 fn free(m: &Model, gen: u16) -> Result<(), SlotError> {
     let loc = m.slot.pin(gen)?;
-    let _g = m.class_lock.lock().unwrap();
+    let _g = m.class_lock.lock();
     match m.slot.free_pinned(gen, 0) {
         Ok(()) => {
             // SAFETY: freed: no one can reach the bytes any more.
@@ -123,7 +124,7 @@ fn free(m: &Model, gen: u16) -> Result<(), SlotError> {
 /// is known from the slot's index), then one CAS frees the object unless someone holds
 /// it; on success the memory is reused at once (written), as a released frame might be.
 fn free_locked(m: &Model, gen: u16) -> Result<(), SlotError> {
-    let _g = m.class_lock.lock().unwrap();
+    let _g = m.class_lock.lock();
     let loc = m.slot.free_locked(gen, 0)?;
     // SAFETY: freed: no one can reach the bytes any more.
     m.mem[loc as usize].with_mut(|p| unsafe { *p = 0xDEAD });
@@ -268,7 +269,7 @@ fn malloc_publication_and_free_racing_compaction() {
         let m = model(Word::free(0, 0), 0);
         let m2 = m.clone();
         let maker = thread::spawn(move || {
-            let _g = m2.class_lock.lock().unwrap();
+            let _g = m2.class_lock.lock();
             // SAFETY: not yet published: no one else can reach the bytes.
             m2.mem[0].with_mut(|p| unsafe { *p = 7 });
             m2.slot.set(Word::live(0, 0));
@@ -793,4 +794,87 @@ fn the_watch_sees_no_race_between_writes_to_different_frames() {
         |frame| track_write(A_FRAME as *const u8, frame),
         |frame| track_write((A_FRAME + frame) as *const u8, frame),
     );
+}
+
+// ---------------------------------------------------------------------------------
+// The lane lock (`src/sync/lane.rs`): the library's own, on loom's atomics, its value a
+// loom cell taken for writing while a guard lives, its futex wait a yield.
+
+/// A counter under the lock, read and written back by each holder (so that two holders
+/// at once, or a holder not ordered after the last, is a race loom reports, or a lost
+/// increment the model's assertion catches).
+fn bump(lock: &LaneLock<u32>) {
+    let mut g = lock.lock();
+    let v = *g;
+    *g = v + 1;
+}
+
+#[test]
+fn the_lane_lock_excludes_and_orders_its_holders() {
+    model_with_spins(|| {
+        let lock = Arc::new(LaneLock::new(0u32));
+        let other = {
+            let lock = lock.clone();
+            thread::spawn(move || bump(&lock))
+        };
+        bump(&lock);
+        other.join().unwrap();
+        assert_eq!(*lock.lock(), 2);
+    });
+}
+
+#[test]
+fn the_lane_lock_try_lock_against_lock() {
+    model_with_spins(|| {
+        let lock = Arc::new(LaneLock::new(0u32));
+        let other = {
+            let lock = lock.clone();
+            thread::spawn(move || match lock.try_lock() {
+                Some(mut g) => {
+                    let v = *g;
+                    *g = v + 1;
+                    1
+                }
+                None => 0,
+            })
+        };
+        bump(&lock);
+        let tried = other.join().unwrap();
+        assert_eq!(*lock.lock(), 1 + tried);
+    });
+}
+
+/// The holder unlocks (plainly, or fairly, handing the lock over) while the other
+/// thread registers to sleep on it and waits: every interleaving ends (the model's
+/// wait is bounded, as the futex wait with its time-out), with both increments.
+fn unlock_racing_a_sleeper(fair: bool) {
+    model_with_spins(move || {
+        let lock = Arc::new(LaneLock::new(0u32));
+        let mut g = lock.lock();
+        let other = {
+            let lock = lock.clone();
+            thread::spawn(move || bump(&lock))
+        };
+        let v = *g;
+        *g = v + 1;
+        if fair {
+            g.unlock_fair();
+            // Back at once, as the compactor is.
+            bump(&lock);
+        } else {
+            drop(g);
+        }
+        other.join().unwrap();
+        assert_eq!(*lock.lock(), if fair { 3 } else { 2 });
+    });
+}
+
+#[test]
+fn the_lane_lock_unlock_racing_a_sleepers_registration() {
+    unlock_racing_a_sleeper(false);
+}
+
+#[test]
+fn the_lane_lock_fair_unlock_racing_a_sleepers_registration() {
+    unlock_racing_a_sleeper(true);
 }

@@ -63,7 +63,7 @@ use crate::layout::lists::Lists;
 use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
 use crate::pool::config::{AllocFlags, Config};
 use crate::pool::deferred::{Deferral, Deferred};
-use crate::sync::{epoch, hg, Mutex, MutexGuard};
+use crate::sync::{epoch, hg, LaneGuard, LaneLock, Mutex};
 
 /// Most frames a pool of frames of `1 << shift` bytes can address: a slot's location
 /// has 40 bits of bytes, so 2^28 frames of 4 KiB, 2^26 of 16 KiB, 2^24 of 64 KiB.
@@ -98,7 +98,7 @@ pub(crate) struct ClassState {
 #[repr(align(128))]
 pub(crate) struct Class {
     pub spec: ClassSpec,
-    pub state: Mutex<ClassState>,
+    pub state: LaneLock<ClassState>,
     /// Live objects. Written under the lock, read anywhere.
     pub live: AtomicUsize,
     /// Bytes requested by live objects. As `live`.
@@ -243,7 +243,7 @@ impl PoolCore {
             .iter()
             .map(|&spec| Class {
                 spec,
-                state: Mutex::new(ClassState { lists: Lists::new(), free_slot: 0 }),
+                state: LaneLock::new(ClassState { lists: Lists::new(), free_slot: 0 }),
                 live: AtomicUsize::new(0),
                 requested: AtomicUsize::new(0),
                 zspages: AtomicUsize::new(0),
@@ -721,7 +721,7 @@ impl PoolCore {
         slot: &Slot,
         idx: u32,
         ci: usize,
-        mut st: MutexGuard<'_, ClassState>,
+        mut st: LaneGuard<'_, ClassState>,
     ) -> Result<()> {
         let class = &self.classes[ci];
         // Relaxed: a hint (`Class::frees_in_a_row`), written under the lock.
