@@ -10,8 +10,10 @@
 //!   writable mapping is never shared; a free never frees a held object.
 //! - Whole pools, built by the library itself on loom's stand-ins (`src/sync.rs`): the
 //!   side table is an array of loom atomics that panics on a read of a word a shrink
-//!   has given back, the locks are loom's, the epoch collector runs deferred frees
-//!   once no guard is held, and every access to the arena's bytes is reported to the
+//!   has given back, the lanes' lock is the library's own on loom's atomics
+//!   (`src/sync/lane.rs`, its futex wait a yield), the other locks are loom's, the
+//!   epoch collector runs deferred frees once no guard is held, and every access to
+//!   the arena's bytes is reported to the
 //!   loom cells of its byte range, a cell per 4 KiB (the smallest frame: a frame of 16
 //!   or 64 KiB is 4 or 16 cells, and a copy of a whole frame reports them all). The
 //!   models call the library's functions: a census against a release of the arena, a
