@@ -35,21 +35,21 @@ NBD_CFLAGS := -std=gnu11 -O2 -g -Wall -Wextra -Wno-unused-parameter -Werror -fPI
 # than 2.34), so a zstd disk does not map it.
 NBD_SYSLIBS := -lzstd -pthread -Wl,--push-state,--as-needed -lrt -lm -ldl -Wl,--pop-state
 
-# How the plugin gets the library (docs/nbdkit.md, "One file"). `static`, the default
-# where the Rust toolchain has its lld: the static library linked into the plugin, so
-# that a server maps one file of code rather than two. Linked as the shared library
-# is: by rust-lld, with the same order of the text (link/hot-text.ld, which puts the
-# plugin's own code first), the unwinder linked in (-static-libgcc), the sections
-# nothing calls left out (--gc-sections), and no symbol of the library exported
-# (--exclude-libs): the plugin's dynamic symbols are nbdkit's entry points. Its
-# relative relocations packed (DT_RELR: 0.3 KiB instead of 25) and its unwinding
-# tables after the text (link/plugin-eh.ld), so that the first segment holds the
-# headers, the dynamic symbols, the relocations and .rodata alone, in 44 KiB; each
-# segment aligned to 64 KiB, in memory (glibc maps the file so aligned) and in the file,
-# so that the kernel's 64 KiB windows around a fault start where the segments do, and
-# the hot start of the text takes two of them.
-# It needs no libzsmalloc.so at run time. `shared`: linked with
-# target/release/libzsmalloc.so, rpath to it (or to INSTALL_LIBDIR when installed).
+# How the plugin gets the library (docs/nbdkit.md, "One file of code"). `static`, the
+# default where the Rust toolchain has its lld: the static library linked into the
+# plugin, so that a server maps one file of code rather than two, and needs no
+# libzsmalloc.so at run time. Linked as the shared library is: by rust-lld, with the
+# same order of the text (link/hot-text.ld, which puts the plugin's own code first),
+# the unwinder linked in (-static-libgcc), what nothing calls left out (--gc-sections),
+# and no symbol of the library exported (--exclude-libs): the plugin's dynamic symbols
+# are nbdkit's entry point and the tests' hook. Its relative relocations packed
+# (DT_RELR, glibc 2.36: 0.3 KiB instead of 23) and its unwinding tables after the text
+# (link/plugin-eh.ld), so that the first segment holds the headers, the dynamic
+# symbols, the relocations and .rodata alone, in 44 KiB; each segment aligned to 64
+# KiB in the file and in memory (glibc maps the file so aligned), so that the kernel's
+# 64 KiB windows around a fault start where the segments do and the text a disk runs
+# takes two of them. `shared`: linked with target/release/libzsmalloc.so, rpath to it
+# (or to INSTALL_LIBDIR when installed).
 RUSTC         ?= rustc
 NBD_LLD_DIR    = $(shell $(RUSTC) --print sysroot 2>/dev/null)/lib/rustlib/$(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p')/bin/gcc-ld
 NBD_LLD        = $(if $(wildcard $(NBD_LLD_DIR)/ld.lld),-B$(NBD_LLD_DIR) -fuse-ld=lld)
@@ -59,10 +59,12 @@ NBD_LIBS_static = $(LIB_A) $(NBD_LLD) -static-libgcc -Wl,--gc-sections -Wl,--exc
 	-Wl,-T,link/hot-text.ld -Wl,-T,link/plugin-eh.ld
 NBD_LIBS_shared = -L$(LIBDIR) -lzsmalloc
 # $(call nbd_link,OUT,RPATH): the plugin linked from $(NBD_OBJ) as NBD_LINK says; RPATH
-# the directory of the shared library when it is linked with it.
+# the directory of the shared library when it is linked with it. nbd_link_as takes the
+# link (static or shared) as a third argument.
 nbd_comma := ,
-nbd_link = $(CC) -shared -o $(1) $(NBD_OBJ) $(NBD_LIBS_$(NBD_LINK)) $(NBD_SYSLIBS) \
-	$(if $(filter shared,$(NBD_LINK)),-Wl$(nbd_comma)-rpath$(nbd_comma)$(2))
+nbd_link_as = $(CC) -shared -o $(1) $(NBD_OBJ) $(NBD_LIBS_$(3)) $(NBD_SYSLIBS) \
+	$(if $(filter shared,$(3)),-Wl$(nbd_comma)-rpath$(nbd_comma)$(2))
+nbd_link = $(call nbd_link_as,$(1),$(2),$(NBD_LINK))
 
 # nbdkit's own plugin directory, where `nbdkit zsmalloc` looks. A system prefix installs
 # there; any other prefix (a user's, a staging one) keeps the plugin under its own
@@ -127,7 +129,7 @@ hot-text: nbdkit-plugin
 	@command -v $(VALGRIND) >/dev/null || { echo "valgrind not found: apt-get install valgrind"; exit 1; }
 	@set -e; prof=$$(mktemp -d); trap 'rm -rf "$$prof"' EXIT; \
 	cp $(LIB_SO) $$prof/libzsmalloc.so; \
-	$(call nbd_link,$$prof/nbdkit-zsmalloc-plugin.so,$(abspath $(LIBDIR))); \
+	$(call nbd_link_as,$$prof/nbdkit-zsmalloc-plugin.so,$(abspath $(LIBDIR)),shared); \
 	export NBDKIT_ZSMALLOC_PLUGIN=$$prof/nbdkit-zsmalloc-plugin.so; \
 	printf '#!/bin/sh\nexec $(VALGRIND) --tool=callgrind --demangle=no --compress-strings=no --callgrind-out-file=%s/cg.%%p.out $(NBDKIT) "$$@"\n' "$$prof" >$$prof/nbdkit; \
 	chmod +x $$prof/nbdkit; \
