@@ -15,7 +15,8 @@ comma-separated. The image is made once in --workdir and kept there. Besides the
 server CPU of the rounds it prints their median; --faults counts the page faults the
 server traps during each copy-in (`perf stat -e page-faults`, which leaves out the pages
 a madvise faults in) and prints their median. --smaps writes the server's /proc/PID/smaps after the fill and flush
-(the last round's) to WORKDIR/smaps-N.txt and prints its resident set by kind of mapping."""
+(the last round's) to WORKDIR/smaps-N.txt and prints its resident set in anonymous pages
+and in pages of files, and by kind of mapping."""
 
 import argparse
 import os
@@ -48,6 +49,14 @@ def smaps_summary(text):
         elif head and head[0] == "Rss:":
             kinds[name] = kinds.get(name, 0) + int(head[1])
     return sorted(((k, v) for k, v in kinds.items() if v), key=lambda kv: -kv[1])
+
+
+def smaps_split(text):
+    """Resident KiB of a smaps dump in anonymous pages (those of file mappings that
+    relocations or writes made private among them) and in pages of files."""
+    rss = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("Rss:"))
+    anon = sum(int(line.split()[1]) for line in text.splitlines() if line.startswith("Anonymous:"))
+    return anon, rss - anon
 
 
 def main():
@@ -101,13 +110,13 @@ def main():
                     with open(f"/proc/{srv.proc.pid}/smaps") as f, open(dump, "w") as out:
                         text = f.read()
                         out.write(text)
-                    res[store]["smaps"] = (dump, smaps_summary(text))
+                    res[store]["smaps"] = (dump, smaps_summary(text), smaps_split(text))
                 with Step(srv) as st:
                     nbdcopy(srv.uri, "null:")
                 res[store]["out"].append(st)
     print(f"load average {os.getloadavg()[0]:.1f}")
     for store, r in res.items():
-        line = (f"{store}: RSS {r['rss']:.1f} MiB, copy in {min(s.wall for s in r['in']):.2f} s "
+        line = (f"{store}: RSS {r['rss']:.2f} MiB, copy in {min(s.wall for s in r['in']):.2f} s "
                 f"(server CPU {min(s.cpu for s in r['in']):.2f} s), out {min(s.wall for s in r['out']):.2f} s "
                 f"(server CPU {min(s.cpu for s in r['out']):.2f} s); median server CPU in "
                 f"{statistics.median(s.cpu for s in r['in']):.2f} s, out {statistics.median(s.cpu for s in r['out']):.2f} s")
@@ -119,8 +128,9 @@ def main():
                      f"frames, pool metadata {m['pool_meta_bytes'] / MiB:.2f} MiB")
         print(line)
         if "smaps" in r:
-            dump, summary = r["smaps"]
-            print(f"  smaps ({dump}): " + ", ".join(f"{k} {v / 1024:.2f}" for k, v in summary) + " MiB")
+            dump, summary, (anon, files) = r["smaps"]
+            print(f"  smaps ({dump}): anonymous {anon / 1024:.2f}, files {files / 1024:.2f}; "
+                  + ", ".join(f"{k} {v / 1024:.2f}" for k, v in summary) + " MiB")
     return 0
 
 

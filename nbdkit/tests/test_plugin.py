@@ -23,6 +23,9 @@ from nbdutil import (NBDKIT, PLUGIN, ROOT, TOOL_ENV, Server, make_ext4_image, nb
                      run_tests, sha256_file)
 
 UNIT = 4096
+# How the plugin under test has the library (mk/nbdkit.mk's NBD_LINK): linked into it
+# (static, the default) or loaded beside it (shared).
+LINK = os.environ.get("NBD_LINK", "static")
 WORK = tempfile.mkdtemp(prefix="zsmalloc-nbdkit-test-")
 IMAGE = os.path.join(WORK, "image.ext4")
 IMAGE_SIZE = 64 << 20
@@ -937,7 +940,9 @@ def test_library_code_runs_from_a_part_of_its_text():
     and the pool compacted, under 60% of the text is resident, where the kernel's
     mapping of 64 KiB around each fault made all of it resident when the functions
     that run were spread over it (the standard library's backtrace printing, run only
-    by a panic, took half of it)."""
+    by a panic, took half of it). The text is the plugin's where the library is linked
+    into it, the plugin's own code first."""
+    holder = "libzsmalloc" if LINK == "shared" else os.path.basename(PLUGIN)
     img = image()
     with Server(f"size={IMAGE_SIZE}", "compressor=zstd", "auto_compact_interval_ms=100") as srv:
         nbdcopy(img, srv.uri)
@@ -951,12 +956,40 @@ def test_library_code_runs_from_a_part_of_its_text():
             lines = f.read().splitlines()
         for i, line in enumerate(lines):
             fields = line.split()
-            if len(fields) >= 6 and fields[1].startswith("r-x") and "libzsmalloc" in fields[5]:
+            if len(fields) >= 6 and fields[1].startswith("r-x") and holder in fields[5]:
                 kib = {k.rstrip(":"): int(v) for k, v, *_ in (x.split() for x in lines[i + 1:i + 8])}
                 text = (kib["Size"], kib["Rss"])
-    assert text is not None, "no executable mapping of libzsmalloc in the server"
+    assert text is not None, f"no executable mapping of {holder} in the server"
     size, rss = text
     assert rss < 0.6 * size, text
+
+
+def test_library_is_linked_into_the_plugin():
+    """With NBD_LINK=static (the default) the plugin holds the library: it needs no
+    libzsmalloc.so (nor libgcc_s: the unwinder is linked in), and a server running it
+    maps no second file of code. Its dynamic symbols are nbdkit's entry point and the
+    tests' hook alone, in either link: none of the library's zs_ functions nor of the
+    Rust or unwinder code linked in, which another object loaded in the server could
+    otherwise bind to or interpose."""
+    dyn = subprocess.run(["readelf", "-dW", PLUGIN], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^]]+)\]", dyn)
+    assert "libzstd.so.1" in needed, needed
+    syms = subprocess.run(["nm", "-D", "--defined-only", PLUGIN], capture_output=True, text=True,
+                          check=True).stdout
+    exported = {line.split()[-1] for line in syms.splitlines() if line.strip()}
+    assert exported == {"plugin_init", "zsmalloc_debug_fail_compress"}, sorted(exported)[:20]
+    if LINK == "shared":
+        assert "libzsmalloc.so.0" in needed, needed
+        return
+    assert not [n for n in needed if n.startswith(("libzsmalloc", "libgcc_s"))], needed
+    with Server("size=1M", "compressor=zstd") as srv:
+        h = srv.connect()
+        h.pwrite(b"one file" * 512, 0)
+        assert h.pread(4096, 0) == b"one file" * 512
+        h.shutdown()
+        with open(f"/proc/{srv.proc.pid}/maps") as f:
+            maps = f.read()
+    assert "libzsmalloc" not in maps and os.path.basename(PLUGIN) in maps, maps
 
 
 def test_extents():
@@ -977,16 +1010,20 @@ def test_extents():
         h.shutdown()
 
 
-def test_installed_plugin_finds_the_library():
-    """`make install` into a prefix: the plugin there loads the library installed
-    beside it (its rpath), not the checkout's."""
+def test_installed_plugin_runs():
+    """`make install` into a prefix: the plugin there needs no libzsmalloc.so where the
+    library is linked into it; linked with the shared library, it loads the one
+    installed beside it (its rpath), not the checkout's."""
     prefix = os.path.join(WORK, "prefix")
-    subprocess.run(["make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}"], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["make", "-s", "-C", ROOT, "install", f"PREFIX={prefix}", f"NBD_LINK={LINK}"],
+                   check=True, stdout=subprocess.DEVNULL)
     plugin = os.path.join(prefix, "lib", "nbdkit", "plugins", "nbdkit-zsmalloc-plugin.so")
     assert os.path.exists(plugin), os.listdir(prefix)
     ldd = subprocess.run(["ldd", plugin], capture_output=True, text=True, check=True).stdout
-    assert re.search(r"libzsmalloc\.so\S* => " + re.escape(prefix + "/lib/"), ldd), ldd
+    if LINK == "shared":
+        assert re.search(r"libzsmalloc\.so\S* => " + re.escape(prefix + "/lib/"), ldd), ldd
+    else:
+        assert "libzsmalloc" not in ldd, ldd
     with Server("size=1M", plugin=plugin) as srv:
         h = srv.connect()
         h.pwrite(b"installed", 0)
