@@ -43,7 +43,7 @@ NBD_SYSLIBS := -lzstd -pthread -Wl,--push-state,--as-needed -lrt -lm -ldl -Wl,--
 # the unwinder linked in (-static-libgcc), what nothing calls left out (--gc-sections),
 # and no symbol of the library exported (--exclude-libs): the plugin's dynamic symbols
 # are nbdkit's entry point and the tests' hook. Its relative relocations packed
-# (DT_RELR, glibc 2.36: 0.3 KiB instead of 23) and its unwinding tables after the text
+# (DT_RELR, where glibc is 2.36 or later: 0.3 KiB instead of 23) and its unwinding tables after the text
 # (link/plugin-eh.ld), so that the first segment holds the headers, the dynamic
 # symbols, the relocations and .rodata alone, in 44 KiB; each segment aligned to 64
 # KiB in the file and in memory (glibc maps the file so aligned), so that the kernel's
@@ -54,8 +54,12 @@ RUSTC         ?= rustc
 NBD_LLD_DIR    = $(shell $(RUSTC) --print sysroot 2>/dev/null)/lib/rustlib/$(shell $(RUSTC) -vV 2>/dev/null | sed -n 's/^host: //p')/bin/gcc-ld
 NBD_LLD        = $(if $(wildcard $(NBD_LLD_DIR)/ld.lld),-B$(NBD_LLD_DIR) -fuse-ld=lld)
 NBD_LINK      ?= $(if $(NBD_LLD),static,shared)
+# Packed relocations only where the C library reads them (glibc 2.36 and later): an
+# older dynamic loader refuses a plugin that has them.
+NBD_GLIBC_MINOR := $(shell getconf GNU_LIBC_VERSION 2>/dev/null | sed -n 's/^glibc 2\.\([0-9]*\).*/\1/p')
+NBD_RELR       = $(if $(shell test "$(NBD_GLIBC_MINOR)" -ge 36 2>/dev/null && echo y),-Wl$(nbd_comma)-z$(nbd_comma)pack-relative-relocs)
 NBD_LIBS_static = $(LIB_A) $(NBD_LLD) -static-libgcc -Wl,--gc-sections -Wl,--exclude-libs,ALL \
-	-Wl,-z,pack-relative-relocs -Wl,-z,separate-loadable-segments -Wl,-z,max-page-size=65536 \
+	$(NBD_RELR) -Wl,-z,separate-loadable-segments -Wl,-z,max-page-size=65536 \
 	-Wl,-T,link/hot-text.ld -Wl,-T,link/plugin-eh.ld
 NBD_LIBS_shared = -L$(LIBDIR) -lzsmalloc
 # $(call nbd_link,OUT,RPATH): the plugin linked from $(NBD_OBJ) as NBD_LINK says; RPATH

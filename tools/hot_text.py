@@ -60,6 +60,8 @@ CONTENDED = [
     "_ZN11parking_lot10raw_rwlock9RawRwLock16wait_for_readers17h*",
     "_ZN16parking_lot_core9word_lock8WordLock9lock_slow17h*",
     "_ZN16parking_lot_core9word_lock8WordLock11unlock_slow17h*",
+    "_ZN8zsmalloc4sync4lane17LaneLock$LT$T$GT$9lock_slow17h*",
+    "_ZN8zsmalloc4sync4lane17LaneLock$LT$T$GT$4wake17h*",
     "_ZN4core3ptr86drop_in_place$LT$alloc..boxed..Box$LT$parking_lot_core..parking_lot..HashTable$GT$$GT$17h*",
 ]
 FOOTER = """\
