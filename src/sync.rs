@@ -412,6 +412,12 @@ mod annotated_locks {
             Some(MutexGuard(&self.0, g))
         }
 
+        /// The value, through the only reference to the lock: no locking, and no
+        /// ordering to declare.
+        pub(crate) fn get_mut(&mut self) -> &mut T {
+            self.0.get_mut()
+        }
+
         /// The lock word is parking_lot's, only ever accessed atomically (here, once
         /// the lock is in place, on every use: this build is for helgrind only).
         fn untrack_lock_word(&self) {
