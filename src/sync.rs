@@ -53,16 +53,6 @@ pub(crate) use self::loom_locks::{Mutex, RwLock, RwLockReadGuard};
 mod lane;
 pub use lane::{LaneGuard, LaneLock};
 
-/// Unlocks a lane lock, handing it straight to a thread waiting for it if there is one
-/// ([`LaneGuard::unlock_fair`]), rather than letting this thread, or any other, take
-/// it back first. For a holder that takes the lock again at once, for long holds, in a
-/// loop (compaction, one source zspage a hold): with a plain unlock it would take it
-/// back ahead of a waiter woken but not yet running, every time.
-#[inline]
-pub(crate) fn unlock_fair<T>(guard: LaneGuard<'_, T>) {
-    guard.unlock_fair();
-}
-
 /// Busy-wait politely: a few spins, then give the core away. Used only where the
 /// other party holds the state for a bounded, short time (one object copy).
 #[inline]

@@ -47,8 +47,9 @@ SECTIONS
      * linked into it (mk/nbdkit.mk); in the library's own link, nothing. */
     *nbdkit-zsmalloc-plugin.o(.text .text.*)
 """
-# The slow paths of parking_lot's locks, run when threads contend for a lock: callgrind
-# runs one thread at a time, so its profiles show them seldom or never, and a server
+# The slow paths of parking_lot's locks and of the lanes' own (src/sync/lane.rs), run
+# when threads contend for a lock: callgrind runs one thread at a time, so its profiles
+# show them seldom or never, and a server
 # whose threads contended ran them from a window of the text of their own (the lock of
 # parking_lot's table of parked threads, WordLock::lock_slow, in 3 of 10 fills of the
 # benchmark's image: 64 KiB more of the text resident). They come right after the C

@@ -69,7 +69,6 @@ use crate::layout::zspage::ZsPage;
 use crate::layout::Sweep;
 use crate::pool::deferred::Deferred;
 use crate::pool::{ClassState, PoolCore, Released};
-use crate::sync::unlock_fair;
 
 /// What one compaction did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -142,7 +141,7 @@ impl PoolCore {
                 return done;
             }
             let sweep = Sweep::begin(self.layout(), &mut st.lists, &spec, self.frames().shift());
-            unlock_fair(st);
+            st.unlock_fair();
             sweep
         };
         sweep.find_objects(self.handles(), self.frames().shift());
@@ -158,7 +157,7 @@ impl PoolCore {
             // Relaxed: written under the lock we hold.
             let live = class.live.load(Ordering::Relaxed);
             let Some(src) = sweep.next_source(&mut st.lists, &spec, live, give_up) else {
-                unlock_fair(st);
+                st.unlock_fair();
                 break;
             };
             let objects = {
@@ -183,7 +182,7 @@ impl PoolCore {
                     // lists: `src`, as the sweep gave it; 2. the lock: `st`; 3. no
                     // reference to its state: the block above ended its one.
                     unsafe { sweep.keep(&mut st.lists, src) };
-                    unlock_fair(st);
+                    st.unlock_fair();
                     continue;
                 }
             }
@@ -248,7 +247,7 @@ impl PoolCore {
                 None
             };
             // To a malloc or free waiting for the lock, if any, before the next source.
-            unlock_fair(st);
+            st.unlock_fair();
             for r in released.into_iter().chain(undone) {
                 self.release(r);
             }

@@ -101,7 +101,7 @@ const PAUSES: u32 = 3;
 /// waiter (see the module comment). A waiter for a lock held longer (a holder
 /// preempted, a compaction's source zspage) wakes this often, finds it held, and
 /// sleeps again: one system call each time, a few microseconds in 200.
-pub(crate) const WAIT_NS: u32 = 200_000;
+const WAIT_NS: u32 = 200_000;
 
 #[cfg(loom)]
 type Cell<T> = loom::cell::UnsafeCell<T>;
@@ -287,12 +287,6 @@ impl<T> LaneLock<T> {
     fn untrack_words(&self) {
         #[cfg(zs_valgrind)]
         hg::untracked((&self.word as *const AtomicU32).cast(), 2 * std::mem::size_of::<AtomicU32>());
-    }
-}
-
-impl<T: Default> Default for LaneLock<T> {
-    fn default() -> LaneLock<T> {
-        LaneLock::new(T::default())
     }
 }
 
