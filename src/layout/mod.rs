@@ -21,6 +21,7 @@ pub mod classes;
 pub mod dense;
 pub mod kernel;
 pub(crate) mod lists;
+pub(crate) mod slab;
 pub mod zspage;
 
 use std::collections::{HashMap, HashSet};

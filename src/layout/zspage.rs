@@ -72,10 +72,21 @@ pub struct ZsPage {
 
 impl ZsPage {
     /// A descriptor for a new zspage of class `class` on `frames`, holding `body`
-    /// (empty), on no list.
+    /// (empty), on no list, boxed (the library makes its descriptors with
+    /// [`create`](Self::create)).
+    #[cfg(any(test, loom, zs_valgrind))]
     pub fn new(class: usize, frames: &[u32], body: Body) -> Box<ZsPage> {
+        let zs = Box::new(Self::value(class, frames, body));
+        // The frame list is read without locks (the scanner) while migration writes
+        // it: only ever accessed atomically.
+        hg::untracked(zs.frames.as_ptr().cast(), std::mem::size_of_val(&zs.frames));
+        zs
+    }
+
+    /// The descriptor [`new`](Self::new) boxes.
+    fn value(class: usize, frames: &[u32], body: Body) -> ZsPage {
         let pfns = std::array::from_fn(|k| AtomicU32::new(frames.get(k).copied().unwrap_or(0)));
-        let zs = Box::new(ZsPage {
+        ZsPage {
             class: class as u16,
             nframes: frames.len() as u8,
             frames: pfns,
@@ -85,11 +96,7 @@ impl ZsPage {
                 next: std::ptr::null_mut(),
                 body,
             }),
-        });
-        // The frame list is read without locks (the scanner) while migration writes
-        // it: only ever accessed atomically.
-        hg::untracked(zs.frames.as_ptr().cast(), std::mem::size_of_val(&zs.frames));
-        zs
+        }
     }
 
     /// The pfn of frame `k` of the chain.
@@ -162,9 +169,50 @@ impl ZsPage {
     }
 }
 
+/// The descriptors' store (`layout/slab.rs`). Loom's descriptors are larger and are
+/// boxed; so are valgrind builds', so that memcheck sees each descriptor's life.
+#[cfg(not(any(loom, zs_valgrind)))]
+static DESCRIPTORS: crate::layout::slab::Slab = crate::layout::slab::Slab::new(std::mem::size_of::<ZsPage>());
+
+impl ZsPage {
+    /// A new descriptor, as [`new`](Self::new) makes it, in the descriptors' store;
+    /// `Err(errno)` if the store needed memory and the OS refused it. It is freed with
+    /// [`destroy`](Self::destroy).
+    pub fn create(class: usize, frames: &[u32], body: Body) -> Result<*mut ZsPage, i32> {
+        #[cfg(not(any(loom, zs_valgrind)))]
+        {
+            let p = DESCRIPTORS.alloc()?.cast::<ZsPage>();
+            // SAFETY: a slot of the descriptors' store, of a descriptor's size and
+            // alignment (a 128-byte slot aligned to 128), unused: written whole.
+            unsafe { p.write(Self::value(class, frames, body)) };
+            Ok(p)
+        }
+        #[cfg(any(loom, zs_valgrind))]
+        Ok(Box::into_raw(Self::new(class, frames, body)))
+    }
+
+    /// Drops a descriptor and gives its memory back.
+    ///
+    /// # Safety
+    /// `zs` came from [`create`](Self::create), is not destroyed yet, and no one
+    /// reaches it any more.
+    pub unsafe fn destroy(zs: *mut ZsPage) {
+        #[cfg(not(any(loom, zs_valgrind)))]
+        // SAFETY: a live descriptor in the store that no one else reaches (the
+        // contract): dropped once, then its slot given back once.
+        unsafe {
+            std::ptr::drop_in_place(zs);
+            DESCRIPTORS.free(zs.cast());
+        }
+        #[cfg(any(loom, zs_valgrind))]
+        // SAFETY: made by Box::into_raw (`create`), unreachable, destroyed once.
+        drop(unsafe { Box::from_raw(zs) });
+    }
+}
+
 impl Drop for ZsPage {
     fn drop(&mut self) {
-        // The memory goes back to the heap, for any use.
+        // The memory goes back to its store, for any use.
         hg::tracked(self.frames.as_ptr().cast(), std::mem::size_of_val(&self.frames));
     }
 }

@@ -553,7 +553,14 @@ impl PoolCore {
         self.frames.alloc(pfns).map_err(Error::from_errno)?;
         let body = self.layout.body(spec, n, self.frames.shift());
         let (list, body_bytes, drainable) = (body.list(), body.meta_bytes(), body.drainable());
-        let zs = Box::into_raw(ZsPage::new(ci, pfns, body));
+        let zs = match ZsPage::create(ci, pfns, body) {
+            Ok(zs) => zs,
+            Err(e) => {
+                // Nothing reached the frames yet: they go straight back.
+                self.frames.discard(self.frames.free(pfns));
+                return Err(Error::from_errno(e));
+            }
+        };
         let ty = if spec.is_huge() { FrameType::Huge } else { FrameType::Zspage };
         for (k, &pfn) in pfns.iter().enumerate() {
             // Release (inside `set`): the descriptor is initialised before its frames
@@ -624,11 +631,11 @@ impl PoolCore {
         let d = DeferredFree(r.zs);
         guard.defer(move || {
             let d = d;
-            // SAFETY: the descriptor came from Box::into_raw and is unreachable from
+            // SAFETY: the descriptor came from ZsPage::create and is unreachable from
             // the side table (words cleared) and the class lists; lock-free walkers
             // that loaded a word before it was cleared hold an epoch guard, so this
             // runs after them, once.
-            drop(unsafe { Box::from_raw(d.0) });
+            unsafe { ZsPage::destroy(d.0) };
         });
     }
 
@@ -862,10 +869,10 @@ impl Drop for PoolCore {
         for class in self.classes.iter() {
             let st = class.state.lock();
             for zs in st.lists.all() {
-                // SAFETY: list members are live descriptors made by Box::into_raw, each
-                // on one list once; nothing else can reach them now, and the walk has
-                // read this one's successor already.
-                drop(unsafe { Box::from_raw(zs) });
+                // SAFETY: list members are live descriptors made by ZsPage::create,
+                // each on one list once; nothing else can reach them now, and the walk
+                // has read this one's successor already.
+                unsafe { ZsPage::destroy(zs) };
             }
         }
     }
