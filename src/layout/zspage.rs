@@ -170,7 +170,10 @@ impl ZsPage {
 }
 
 /// The descriptors' store (`layout/slab.rs`). Loom's descriptors are larger and are
-/// boxed; so are valgrind builds', so that memcheck sees each descriptor's life.
+/// boxed; so are those of the helgrind build (`--cfg zs_valgrind`): helgrind takes a
+/// block malloc hands out as new memory, where a slot the store hands out again would
+/// look to it like one memory written by two threads with nothing between them (the
+/// store's lock is parking_lot's, which helgrind does not see).
 #[cfg(not(any(loom, zs_valgrind)))]
 static DESCRIPTORS: crate::layout::slab::Slab = crate::layout::slab::Slab::new(std::mem::size_of::<ZsPage>());
 
