@@ -488,7 +488,15 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_micros(500));
             let was_handed = g.unlock_fair();
-            let after = *lock.lock();
+            // `try_lock`, which never takes a lock handed over: `lock` may, once it has
+            // waited itself, and on a busy machine the woken waiter may not be back on
+            // a CPU by then.
+            let after = loop {
+                if let Some(g) = lock.try_lock() {
+                    break *g;
+                }
+                std::thread::yield_now();
+            };
             waiter.join().unwrap();
             // A wake-up that found the waiter between two waits (its time-out, or not
             // yet back on a CPU after it, which on a busy machine is most rounds)
