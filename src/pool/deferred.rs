@@ -4,7 +4,8 @@
 //! if another holds it (the allocating thread's malloc, another free, a compaction
 //! sweep), nor if it follows other frees in its lane with no malloc between
 //! (`Class::frees_in_a_row`: a workload emptying the pool). It turns the slot PENDING
-//! through its own pin (`Slot::defer_pinned`): from then on every handle of the slot is
+//! with one CAS, if no one holds the object (`Slot::defer_unpinned`; the lane is known
+//! without the object, so no pin is needed first): from then on every handle of the slot is
 //! stale, so the free has taken effect for every caller, as `zs_free` promises; the
 //! object's bytes stay in its zspage. It then names the slot in one of the class's
 //! [`DEFERRED`] entries and returns. It learns the class from the handle table, as the
@@ -35,7 +36,7 @@
 //!
 //! # Frees in flight, and lost frees
 //!
-//! `defer_pinned` leaves the slot PENDING *in flight*: its freer has yet to name it.
+//! `defer_unpinned` leaves the slot PENDING *in flight*: its freer has yet to name it.
 //! Once the entry is filled and its bit set, the freer settles the word (`settle`, a
 //! CAS, Release), unless the holder applied the free first; a freer that found every
 //! entry taken keeps the word in flight until it applies the free itself under the
@@ -55,7 +56,7 @@
 //! by the checker, as an object whose slot has already let go of it.
 
 use crate::frames::side::FrameWord;
-use crate::handle::slot::{Slot, Word};
+use crate::handle::slot::{Slot, SlotError, Word};
 use crate::layout::zspage::ZsPage;
 use crate::pool::{ClassState, PoolCore, Released};
 use crate::sync::{AtomicU32, Ordering};
@@ -82,8 +83,11 @@ pub(crate) struct Deferred {
 pub(crate) enum Deferral {
     /// The free took effect; the lock's next holder applies it.
     Done,
-    /// Someone else holds the object: nothing changed, the caller's pin is still held.
+    /// Someone else holds the object: nothing changed.
     Busy,
+    /// The handle is not current (a second free, or never this slot's): nothing
+    /// changed.
+    Stale,
     /// Every entry is taken: the slot is PENDING, and the caller applies the free
     /// itself under the lock.
     Full,
@@ -161,15 +165,21 @@ impl Deferred {
 }
 
 impl PoolCore {
-    /// Frees the object in slot `slot` (index `idx`) of class `ci`, which the caller
-    /// has pinned once with generation `gen`, while the class lock is held by someone
-    /// else: see the module comment. The layout must defer frees (`deferred(ci)`).
+    /// Frees the object of generation `gen` in slot `slot` (index `idx`) of class
+    /// `ci` without its lock (held by someone else, or left for its next holder): see
+    /// the module comment. The layout must defer frees (`deferred(ci)`). No pin is
+    /// taken: one CAS turns the LIVE word PENDING if no one holds it
+    /// (`Slot::defer_unpinned`).
+    #[inline(always)]
     pub(crate) fn free_without_lock(&self, ci: usize, slot: &Slot, idx: u32, gen: u16) -> Deferral {
         let deferred = self.deferred(ci).expect("called only where the layout defers frees");
-        let in_flight = match slot.defer_pinned(gen) {
+        let in_flight = match slot.defer_unpinned(gen) {
             Ok(w) => w,
+            Err(SlotError::Stale) => return Deferral::Stale,
             Err(_) => return Deferral::Busy,
         };
+        // Read by the holder that applies the free, or under the lock by the caller.
+        self.frames().side().prefetch(self.frames().pfn_of(in_flight.loc()));
         if deferred.push(idx) {
             // Named, bit and all: only now may the checker see the word settled.
             slot.settle(in_flight);
@@ -632,8 +642,7 @@ mod tests {
         // A freer between turning the slot PENDING and naming it: its word is in
         // flight, and the checker waits for nothing from it.
         let (slot, idx) = p.resolve(hs[2], "test").unwrap();
-        slot.pin(hs[2].gen()).unwrap();
-        let w = slot.defer_pinned(hs[2].gen()).unwrap();
+        let w = slot.defer_unpinned(hs[2].gen()).unwrap();
         assert!(w.is_in_flight() && slot.load() == w);
         p.check().unwrap();
         // Named and settled, it passes too, and the checker's drain applies it.
