@@ -106,18 +106,23 @@ impl Deferred {
         self.ready.load(Ordering::Relaxed) != 0
     }
 
-    /// Names slot `idx` in an empty entry; false if there is none. Starts at an
-    /// entry picked by the index, so that concurrent freers try different ones.
+    /// Names slot `idx` in an empty entry; false if there is none. Tries the entries
+    /// whose bits are clear (a guess: a set bit names a filled entry, but a clear one
+    /// may be filled by a freer yet to set it, or by one that set it since), first
+    /// the one picked by the index, or the next such, so that concurrent freers try
+    /// different ones, then the lower ones.
     fn push(&self, idx: u32) -> bool {
-        let first = idx as usize % DEFERRED;
-        for k in 0..DEFERRED {
-            let i = (first + k) % DEFERRED;
-            let e = &self.entries[i];
-            // Relaxed load: only a guess for the CAS. Release on the CAS: the slot's
-            // PENDING word, stored before, is visible to whoever takes the index.
-            if e.load(Ordering::Relaxed) == 0
-                && e.compare_exchange(0, idx + 1, Ordering::Release, Ordering::Relaxed).is_ok()
-            {
+        const ALL: u32 = (1 << DEFERRED) - 1;
+        // Relaxed: only a guess for the CASes below.
+        let mut clear = !self.ready.load(Ordering::Relaxed) & ALL;
+        let first = idx % DEFERRED as u32;
+        while clear != 0 {
+            let above = clear & (ALL << first);
+            let i = if above != 0 { above } else { clear }.trailing_zeros() as usize;
+            clear &= !(1 << i);
+            // Release on the CAS: the slot's PENDING word, stored before, is visible to
+            // whoever takes the index.
+            if self.entries[i].compare_exchange(0, idx + 1, Ordering::Release, Ordering::Relaxed).is_ok() {
                 // Release: pairs with `take`'s Acquire, so a holder that sees the bit
                 // sees the entry filled.
                 self.ready.fetch_or(1 << i, Ordering::Release);
