@@ -217,24 +217,31 @@ impl PoolCore {
         // beside its slot and its zspage's state, then on that state's holes, one
         // after the other (its freer read none of them: it found the lane through the
         // handle table): asked for in stages over all the pending frees first, their
-        // misses overlap.
+        // misses overlap. The slots' words and their frames' side-table words, read
+        // in the second stage, are kept for the last: under the lock no one else
+        // changes either (a PENDING word's freer may settle it, which changes only its
+        // pins; a frame leaves its zspage only under its lane's lock, or when an
+        // earlier free of this drain empties that zspage, which then holds none of
+        // the objects still to be applied).
         for &idx in pending {
             // SAFETY: a PENDING slot was resolved by its freer, so is below the
             // high-water mark.
             let w = unsafe { self.handles().slot_unchecked(idx) }.load();
             self.frames().side().prefetch(self.frames().pfn_of(w.loc()));
         }
-        let mut zspages = [std::ptr::null_mut::<ZsPage>(); DEFERRED];
-        for (zs, &idx) in zspages.iter_mut().zip(pending) {
-            *zs = ZsPage::of(self.pending_object(idx).2);
+        let mut objects = [(Word(0), FrameWord::FREE); DEFERRED];
+        for (o, &idx) in objects.iter_mut().zip(pending) {
+            let (_, w, fw) = self.pending_object(idx);
+            *o = (w, fw);
             // SAFETY: a PENDING slot was resolved by its freer, so is below the
             // high-water mark.
             if let Some(cell) = unsafe { self.handles().size_cell(idx) } {
                 cell.prefetch();
             }
-            ZsPage::prefetch_state(*zs);
+            ZsPage::prefetch_state(ZsPage::of(fw));
         }
-        for &zs in &zspages[..n] {
+        for &(_, fw) in &objects[..n] {
+            let zs = ZsPage::of(fw);
             // SAFETY: `state` asks for 1. the lock of `zs`'s class: a slot named in
             // this lane's entries holds an object of this lane (its freer found the
             // lane as the owner of the slot's batch, the class of every object the
@@ -243,8 +250,11 @@ impl PoolCore {
             // pending object is still in it, and none of them is applied yet.
             unsafe { (*zs).state() }.body.prefetch();
         }
-        for &idx in pending {
-            if let Some(r) = self.apply_pending(ci, st, idx) {
+        for (&idx, &(w, fw)) in pending.iter().zip(&objects) {
+            // SAFETY: a PENDING slot was resolved by its freer, so is below the
+            // high-water mark.
+            let slot = unsafe { self.handles().slot_unchecked(idx) };
+            if let Some(r) = self.apply_pending_object(ci, st, idx, slot, w, fw) {
                 // Under the class lock, which `release` allows (it takes the frame
                 // lock, which may be taken under a class lock, and the epoch's).
                 self.release(r);
@@ -287,6 +297,22 @@ impl PoolCore {
     /// object out of its zspage. Returns the zspage if that left it empty.
     pub(crate) fn apply_pending(&self, ci: usize, st: &mut ClassState, idx: u32) -> Option<Released> {
         let (slot, w, fw) = self.pending_object(idx);
+        self.apply_pending_object(ci, st, idx, slot, w, fw)
+    }
+
+    /// [`apply_pending`](Self::apply_pending) of slot `idx` (`slot`), whose PENDING
+    /// word `w` and side-table word `fw` of its object's frame the caller has read
+    /// under the lock it holds ([`pending_object`](Self::pending_object)).
+    #[inline(always)]
+    fn apply_pending_object(
+        &self,
+        ci: usize,
+        st: &mut ClassState,
+        idx: u32,
+        slot: &Slot,
+        w: Word,
+        fw: FrameWord,
+    ) -> Option<Released> {
         let loc = w.loc();
         let zs = ZsPage::of(fw);
         // SAFETY: as above, the zspage is alive; `class` never changes.
