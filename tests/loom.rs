@@ -133,6 +133,54 @@ fn free_locked(m: &Model, gen: u16) -> Result<(), SlotError> {
     Ok(())
 }
 
+/// The dense layout's free left for the lane lock's next holder: one CAS turns the word
+/// PENDING unless someone holds the object (no pin first), the freer settles it once
+/// named, and the next holder of the lock applies it; then the memory is reused at
+/// once (written), as a released frame might be.
+fn free_deferred(m: &Model, gen: u16) -> Result<(), SlotError> {
+    let w = m.slot.defer_unpinned(gen)?;
+    m.slot.settle(w);
+    let _g = m.class_lock.lock();
+    m.slot.free_pending(gen.wrapping_add(1), 0);
+    // SAFETY: freed: no one can reach the bytes any more.
+    m.mem[w.loc() as usize].with_mut(|p| unsafe { *p = 0xDEAD });
+    Ok(())
+}
+
+#[test]
+fn a_deferred_free_without_a_pin_racing_a_reader_never_frees_a_pinned_object() {
+    free_racing_a_reader(free_deferred);
+}
+
+#[test]
+fn a_deferred_free_without_a_pin_waits_out_a_write() {
+    // As for the free under the lock: the write's copy claim is waited out.
+    loom::model(|| {
+        let m = model(Word::live(0, 0), 42);
+        let m2 = m.clone();
+        let writer = thread::spawn(move || write_once(&m2, 0, 7));
+        let freed = free_deferred(&m, 0);
+        let wrote = writer.join().unwrap();
+        assert!(matches!(wrote, Ok(()) | Err(SlotError::Stale)), "{wrote:?}");
+        assert_eq!(freed, Ok(()));
+        assert_eq!(m.slot.load().state(), State::Free);
+    });
+}
+
+#[test]
+fn a_deferred_free_without_a_pin_refuses_a_stale_handle() {
+    loom::model(|| {
+        let m = model(Word::live(0, 0), 42);
+        let m2 = m.clone();
+        let other = thread::spawn(move || free_deferred(&m2, 0));
+        let mine = free_deferred(&m, 0);
+        let theirs = other.join().unwrap();
+        // One of two frees of the same handle wins; the other finds it stale.
+        assert!(matches!((mine, theirs), (Ok(()), Err(SlotError::Stale)) | (Err(SlotError::Stale), Ok(()))));
+        assert!(m.slot.load().is_vacant());
+    });
+}
+
 #[test]
 fn a_free_without_a_pin_racing_a_reader_never_frees_a_pinned_object() {
     free_racing_a_reader(free_locked);

@@ -72,13 +72,16 @@
 //!   under the lock it CASes `LIVE(g, 0, loc)` -> `FREE(g+1, next)`, AcqRel; with a
 //!   pin or a writer it is refused (EBUSY), and a COPYING word is waited out as by
 //!   `pin`.
-//! - `defer_pinned`: as `free`, without the class lock, to `PENDING(g+1, loc)` in
-//!   flight: a FREE word (pins refuse it as stale) with a pin count of two, which
+//! - `defer_unpinned`: the dense layout's free without the class lock (held by
+//!   another, or left for its next holder), which like `free_locked` needs no pin to
+//!   be sure of the class: CAS `LIVE(g, 0, loc)` -> `PENDING(g+1, loc)` in flight,
+//!   AcqRel: a FREE word (pins refuse it as stale) with a pin count of two, which
 //!   keeps the location for the class lock's next holder, who applies the free
-//!   (`pool/deferred.rs`) and links the slot `FREE(g+1, next)`. Once the freer has
-//!   named the slot for that holder, `settle` CASes the word from in flight to a pin
-//!   count of one, Release, unless the holder applied it first: the checker takes a
-//!   settled PENDING slot that nothing names for a lost free.
+//!   (`pool/deferred.rs`) and links the slot `FREE(g+1, next)`; refused (EBUSY) with a
+//!   pin or a writer, a COPYING word waited out. Once the freer has named the slot
+//!   for that holder, `settle` CASes the word from in flight to a pin count of one,
+//!   Release, unless the holder applied it first: the checker takes a settled
+//!   PENDING slot that nothing names for a lost free.
 //! - `begin_move` / `end_move`: compaction's and migration's copy claim, under the
 //!   class lock: CAS `LIVE(g, 0, loc)` -> `COPYING(g, loc)`, Acquire (the last
 //!   holder's writes are visible to the copy); then a Release store of
@@ -389,23 +392,31 @@ impl Slot {
         Ok(w.loc())
     }
 
-    /// Frees the object of generation `gen` as [`free_pinned`](Self::free_pinned)
-    /// does, without the class lock: the slot goes PENDING in flight (see
+    /// Frees the object of generation `gen` without the class lock: if no one holds
+    /// the object, one CAS turns the LIVE word PENDING in flight (see
     /// [`Word::pending_in_flight`]), keeping the object's location for whoever next
     /// holds the class lock, which takes the object out of its zspage and links the
-    /// slot. Returns the word stored, for [`settle`](Self::settle). On `Busy` the
-    /// caller still holds its pin.
-    pub fn defer_pinned(&self, gen: u16) -> Result<Word, SlotError> {
-        let mut stored = Word(0);
-        self.leave_pinned(gen, |w| {
-            stored = Word::pending_in_flight(gen.wrapping_add(1), w.loc());
-            stored
+    /// slot. The CAS is also the check that no one holds the object (`Busy`, nothing
+    /// changed) and that the handle is current (`Stale`); a COPYING word is waited
+    /// out. No pin is taken first: the dense layout's free knows the object's class
+    /// without the object (`HandleTable::owner`), and after the CAS the PENDING word
+    /// keeps everyone else out. Returns the word stored, for
+    /// [`settle`](Self::settle). AcqRel on success, as [`free_pinned`](Self::free_pinned).
+    #[inline(always)]
+    pub fn defer_unpinned(&self, gen: u16) -> Result<Word, SlotError> {
+        let pending = |w: Word| Word::pending_in_flight(gen.wrapping_add(1), w.loc());
+        let w = self.take_ordered(gen, Ordering::AcqRel, |w| {
+            if w.pins() != 0 {
+                Err(SlotError::Busy)
+            } else {
+                Ok(pending(w))
+            }
         })?;
-        Ok(stored)
+        Ok(pending(w))
     }
 
     /// Ends the flight of the PENDING word `in_flight` that
-    /// [`defer_pinned`](Self::defer_pinned) stored, once its freer has named the slot
+    /// [`defer_unpinned`](Self::defer_unpinned) stored, once its freer has named the slot
     /// for the class lock's next holder: the word becomes settled PENDING (a pin count
     /// of one). If that holder applied the free first, the word has moved on and is
     /// left as it is.
@@ -445,7 +456,7 @@ impl Slot {
     }
 
     /// Links the PENDING slot of generation `gen` to `next`, `FREE(gen, next)`: the
-    /// free deferred by [`defer_pinned`](Self::defer_pinned) is applied. Caller holds
+    /// free deferred by [`defer_unpinned`](Self::defer_unpinned) is applied. Caller holds
     /// the class lock.
     ///
     /// A swap, not a store: its freer may [`settle`](Self::settle) the word at the same

@@ -4,7 +4,8 @@
 //! if another holds it (the allocating thread's malloc, another free, a compaction
 //! sweep), nor if it follows other frees in its lane with no malloc between
 //! (`Class::frees_in_a_row`: a workload emptying the pool). It turns the slot PENDING
-//! through its own pin (`Slot::defer_pinned`): from then on every handle of the slot is
+//! with one CAS, if no one holds the object (`Slot::defer_unpinned`; the lane is known
+//! without the object, so no pin is needed first): from then on every handle of the slot is
 //! stale, so the free has taken effect for every caller, as `zs_free` promises; the
 //! object's bytes stay in its zspage. It then names the slot in one of the class's
 //! [`DEFERRED`] entries and returns. It learns the class from the handle table, as the
@@ -35,7 +36,7 @@
 //!
 //! # Frees in flight, and lost frees
 //!
-//! `defer_pinned` leaves the slot PENDING *in flight*: its freer has yet to name it.
+//! `defer_unpinned` leaves the slot PENDING *in flight*: its freer has yet to name it.
 //! Once the entry is filled and its bit set, the freer settles the word (`settle`, a
 //! CAS, Release), unless the holder applied the free first; a freer that found every
 //! entry taken keeps the word in flight until it applies the free itself under the
@@ -55,7 +56,7 @@
 //! by the checker, as an object whose slot has already let go of it.
 
 use crate::frames::side::FrameWord;
-use crate::handle::slot::{Slot, Word};
+use crate::handle::slot::{Slot, SlotError, Word};
 use crate::layout::zspage::ZsPage;
 use crate::pool::{ClassState, PoolCore, Released};
 use crate::sync::{AtomicU32, Ordering};
@@ -82,8 +83,11 @@ pub(crate) struct Deferred {
 pub(crate) enum Deferral {
     /// The free took effect; the lock's next holder applies it.
     Done,
-    /// Someone else holds the object: nothing changed, the caller's pin is still held.
+    /// Someone else holds the object: nothing changed.
     Busy,
+    /// The handle is not current (a second free, or never this slot's): nothing
+    /// changed.
+    Stale,
     /// Every entry is taken: the slot is PENDING, and the caller applies the free
     /// itself under the lock.
     Full,
@@ -102,18 +106,23 @@ impl Deferred {
         self.ready.load(Ordering::Relaxed) != 0
     }
 
-    /// Names slot `idx` in an empty entry; false if there is none. Starts at an
-    /// entry picked by the index, so that concurrent freers try different ones.
+    /// Names slot `idx` in an empty entry; false if there is none. Tries the entries
+    /// whose bits are clear (a guess: a set bit names a filled entry, but a clear one
+    /// may be filled by a freer yet to set it, or by one that set it since), first
+    /// the one picked by the index, or the next such, so that concurrent freers try
+    /// different ones, then the lower ones.
     fn push(&self, idx: u32) -> bool {
-        let first = idx as usize % DEFERRED;
-        for k in 0..DEFERRED {
-            let i = (first + k) % DEFERRED;
-            let e = &self.entries[i];
-            // Relaxed load: only a guess for the CAS. Release on the CAS: the slot's
-            // PENDING word, stored before, is visible to whoever takes the index.
-            if e.load(Ordering::Relaxed) == 0
-                && e.compare_exchange(0, idx + 1, Ordering::Release, Ordering::Relaxed).is_ok()
-            {
+        const ALL: u32 = (1 << DEFERRED) - 1;
+        // Relaxed: only a guess for the CASes below.
+        let mut clear = !self.ready.load(Ordering::Relaxed) & ALL;
+        let first = idx % DEFERRED as u32;
+        while clear != 0 {
+            let above = clear & (ALL << first);
+            let i = if above != 0 { above } else { clear }.trailing_zeros() as usize;
+            clear &= !(1 << i);
+            // Release on the CAS: the slot's PENDING word, stored before, is visible to
+            // whoever takes the index.
+            if self.entries[i].compare_exchange(0, idx + 1, Ordering::Release, Ordering::Relaxed).is_ok() {
                 // Release: pairs with `take`'s Acquire, so a holder that sees the bit
                 // sees the entry filled.
                 self.ready.fetch_or(1 << i, Ordering::Release);
@@ -161,15 +170,21 @@ impl Deferred {
 }
 
 impl PoolCore {
-    /// Frees the object in slot `slot` (index `idx`) of class `ci`, which the caller
-    /// has pinned once with generation `gen`, while the class lock is held by someone
-    /// else: see the module comment. The layout must defer frees (`deferred(ci)`).
+    /// Frees the object of generation `gen` in slot `slot` (index `idx`) of class
+    /// `ci` without its lock (held by someone else, or left for its next holder): see
+    /// the module comment. The layout must defer frees (`deferred(ci)`). No pin is
+    /// taken: one CAS turns the LIVE word PENDING if no one holds it
+    /// (`Slot::defer_unpinned`).
+    #[inline(always)]
     pub(crate) fn free_without_lock(&self, ci: usize, slot: &Slot, idx: u32, gen: u16) -> Deferral {
         let deferred = self.deferred(ci).expect("called only where the layout defers frees");
-        let in_flight = match slot.defer_pinned(gen) {
+        let in_flight = match slot.defer_unpinned(gen) {
             Ok(w) => w,
+            Err(SlotError::Stale) => return Deferral::Stale,
             Err(_) => return Deferral::Busy,
         };
+        // Read by the holder that applies the free, or under the lock by the caller.
+        self.frames().side().prefetch(self.frames().pfn_of(in_flight.loc()));
         if deferred.push(idx) {
             // Named, bit and all: only now may the checker see the word settled.
             slot.settle(in_flight);
@@ -202,24 +217,31 @@ impl PoolCore {
         // beside its slot and its zspage's state, then on that state's holes, one
         // after the other (its freer read none of them: it found the lane through the
         // handle table): asked for in stages over all the pending frees first, their
-        // misses overlap.
+        // misses overlap. The slots' words and their frames' side-table words, read
+        // in the second stage, are kept for the last: under the lock no one else
+        // changes either (a PENDING word's freer may settle it, which changes only its
+        // pins; a frame leaves its zspage only under its lane's lock, or when an
+        // earlier free of this drain empties that zspage, which then holds none of
+        // the objects still to be applied).
         for &idx in pending {
             // SAFETY: a PENDING slot was resolved by its freer, so is below the
             // high-water mark.
             let w = unsafe { self.handles().slot_unchecked(idx) }.load();
             self.frames().side().prefetch(self.frames().pfn_of(w.loc()));
         }
-        let mut zspages = [std::ptr::null_mut::<ZsPage>(); DEFERRED];
-        for (zs, &idx) in zspages.iter_mut().zip(pending) {
-            *zs = ZsPage::of(self.pending_object(idx).2);
+        let mut objects = [(Word(0), FrameWord::FREE); DEFERRED];
+        for (o, &idx) in objects.iter_mut().zip(pending) {
+            let (_, w, fw) = self.pending_object(idx);
+            *o = (w, fw);
             // SAFETY: a PENDING slot was resolved by its freer, so is below the
             // high-water mark.
             if let Some(cell) = unsafe { self.handles().size_cell(idx) } {
                 cell.prefetch();
             }
-            ZsPage::prefetch_state(*zs);
+            ZsPage::prefetch_state(ZsPage::of(fw));
         }
-        for &zs in &zspages[..n] {
+        for &(_, fw) in &objects[..n] {
+            let zs = ZsPage::of(fw);
             // SAFETY: `state` asks for 1. the lock of `zs`'s class: a slot named in
             // this lane's entries holds an object of this lane (its freer found the
             // lane as the owner of the slot's batch, the class of every object the
@@ -228,8 +250,11 @@ impl PoolCore {
             // pending object is still in it, and none of them is applied yet.
             unsafe { (*zs).state() }.body.prefetch();
         }
-        for &idx in pending {
-            if let Some(r) = self.apply_pending(ci, st, idx) {
+        for (&idx, &(w, fw)) in pending.iter().zip(&objects) {
+            // SAFETY: a PENDING slot was resolved by its freer, so is below the
+            // high-water mark.
+            let slot = unsafe { self.handles().slot_unchecked(idx) };
+            if let Some(r) = self.apply_pending_object(ci, st, idx, slot, w, fw) {
                 // Under the class lock, which `release` allows (it takes the frame
                 // lock, which may be taken under a class lock, and the epoch's).
                 self.release(r);
@@ -272,6 +297,22 @@ impl PoolCore {
     /// object out of its zspage. Returns the zspage if that left it empty.
     pub(crate) fn apply_pending(&self, ci: usize, st: &mut ClassState, idx: u32) -> Option<Released> {
         let (slot, w, fw) = self.pending_object(idx);
+        self.apply_pending_object(ci, st, idx, slot, w, fw)
+    }
+
+    /// [`apply_pending`](Self::apply_pending) of slot `idx` (`slot`), whose PENDING
+    /// word `w` and side-table word `fw` of its object's frame the caller has read
+    /// under the lock it holds ([`pending_object`](Self::pending_object)).
+    #[inline(always)]
+    fn apply_pending_object(
+        &self,
+        ci: usize,
+        st: &mut ClassState,
+        idx: u32,
+        slot: &Slot,
+        w: Word,
+        fw: FrameWord,
+    ) -> Option<Released> {
         let loc = w.loc();
         let zs = ZsPage::of(fw);
         // SAFETY: as above, the zspage is alive; `class` never changes.
@@ -632,8 +673,7 @@ mod tests {
         // A freer between turning the slot PENDING and naming it: its word is in
         // flight, and the checker waits for nothing from it.
         let (slot, idx) = p.resolve(hs[2], "test").unwrap();
-        slot.pin(hs[2].gen()).unwrap();
-        let w = slot.defer_pinned(hs[2].gen()).unwrap();
+        let w = slot.defer_unpinned(hs[2].gen()).unwrap();
         assert!(w.is_in_flight() && slot.load() == w);
         p.check().unwrap();
         // Named and settled, it passes too, and the checker's drain applies it.

@@ -654,58 +654,18 @@ impl PoolCore {
         // free so left reads neither the side table nor the descriptor.
         // SAFETY: `resolve` found `idx` below the high-water mark.
         let owner = unsafe { self.handles.owner(idx) };
-        if let Some(ci) = owner {
-            let class = &self.classes[ci];
-            // Relaxed: a hint.
-            if !class.frees_in_a_row.load(Ordering::Relaxed) {
-                if let Some(st) = class.state.try_lock() {
-                    return self.free_in_lane(h, slot, idx, ci, st);
-                }
+        let Some(ci) = owner else { return self.free_kernel(h, slot, idx) };
+        let class = &self.classes[ci];
+        // Relaxed: a hint.
+        if !class.frees_in_a_row.load(Ordering::Relaxed) {
+            if let Some(st) = class.state.try_lock() {
+                return self.free_in_lane(h, slot, idx, ci, st);
             }
         }
-        let loc = match slot.pin(h.gen()) {
-            Ok(loc) => loc,
-            Err(SlotError::Stale) => {
-                return Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (double free?)")))
-            }
-            Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
-        };
-        let pfn = self.frames.pfn_of(loc);
-        let Some(ci) = owner else {
-            // The kernel layout (no deferred frees): its class from the zspage, and its
-            // lock waited for.
-            // SAFETY: our pin keeps the object's frame held by its zspage.
-            let fw = unsafe { self.frames.side().get(pfn) };
-            let zs = ZsPage::of(fw);
-            // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
-            let ci = unsafe { (*zs).class } as usize;
-            let mut st = self.classes[ci].state.lock();
-            if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
-                drop(st);
-                slot.unpin();
-                return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
-            }
-            st.free_slot = idx as u64 + 1;
-            // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
-            // object at `loc` whose slot `idx` was just freed: the zspage held our
-            // pinned object until `free_pinned` freed it under the class lock, which we
-            // still hold, and a zspage dies only under its class lock; 2. the lock:
-            // `st`; 3. no reference to its state: none is alive here.
-            let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
-            drop(st);
-            if let Some(r) = r {
-                self.release(r);
-            }
-            return Ok(());
-        };
-        // Read by the holder that applies the free, or under the lock below.
-        self.frames.side().prefetch(pfn);
         match self.free_without_lock(ci, slot, idx, h.gen()) {
             Deferral::Done => Ok(()),
-            Deferral::Busy => {
-                slot.unpin();
-                Err(self.misuse(CALL, h.to_raw(), Error::Busy))
-            }
+            Deferral::Busy => Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
+            Deferral::Stale => Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (double free?)"))),
             Deferral::Full => {
                 let mut st = self.classes[ci].state.lock();
                 self.drain(ci, &mut st);
@@ -717,6 +677,44 @@ impl PoolCore {
                 Ok(())
             }
         }
+    }
+
+    /// [`free`](Self::free) in the kernel layout (no deferred frees): the object is
+    /// pinned, its class found from its zspage, and its lock waited for.
+    #[inline(never)]
+    fn free_kernel(&self, h: Handle, slot: &Slot, idx: u32) -> Result<()> {
+        const CALL: &str = "zs_free";
+        let loc = match slot.pin(h.gen()) {
+            Ok(loc) => loc,
+            Err(SlotError::Stale) => {
+                return Err(self.misuse(CALL, h.to_raw(), Error::Invalid("stale handle (double free?)")))
+            }
+            Err(_) => return Err(self.misuse(CALL, h.to_raw(), Error::Busy)),
+        };
+        let pfn = self.frames.pfn_of(loc);
+        // SAFETY: our pin keeps the object's frame held by its zspage.
+        let fw = unsafe { self.frames.side().get(pfn) };
+        let zs = ZsPage::of(fw);
+        // SAFETY: our pin keeps the object, hence its zspage, alive and in place.
+        let ci = unsafe { (*zs).class } as usize;
+        let mut st = self.classes[ci].state.lock();
+        if slot.free_pinned(h.gen(), st.free_slot) == Err(SlotError::Busy) {
+            drop(st);
+            slot.unpin();
+            return Err(self.misuse(CALL, h.to_raw(), Error::Busy));
+        }
+        st.free_slot = idx as u64 + 1;
+        // SAFETY: `remove_freed` asks for 1. `zs` live, of class `ci`, holding the
+        // object at `loc` whose slot `idx` was just freed: the zspage held our pinned
+        // object until `free_pinned` freed it under the class lock, which we still
+        // hold, and a zspage dies only under its class lock; 2. the lock: `st`; 3. no
+        // reference to its state: none is alive here.
+        let r = unsafe { self.remove_freed(ci, &mut st, zs, fw.index(), loc, idx) };
+        drop(st);
+        if let Some(r) = r {
+            self.release(r);
+        }
+        Ok(())
     }
 
     /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`, the
