@@ -60,7 +60,7 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
                 return Err(p.misuse(here!(), handle as u64, Error::Invalid("NULL handle_mem")).into());
             }
             let serial = p.serial();
-            let found = take_active(|a| a.is_read_of(serial, handle, mem_len, handle_mem as *const u8));
+            let found = take_active(move |a| a.is_read_of(serial, handle, mem_len, handle_mem as *const u8));
             match found {
                 // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for
                 // this pool (matched above) with the slot of the pin it took, and is
@@ -127,22 +127,15 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
         lean: pool,
         handle,
         |p| {
-            let mode = match mm.0 {
-                0 => MapMode::ReadWrite,
-                1 => MapMode::ReadOnly,
-                2 => MapMode::WriteOnly,
-                _ => return Err(Errno::INVAL),
-            };
             let h = Handle::from_raw(handle as u64);
-            let (ptr, entry) = match mode {
-                MapMode::ReadOnly => match p.map_shared(h)? {
+            let (ptr, entry) = if mm.0 == 1 {
+                match p.map_shared(h)? {
                     SharedMap::InPlace(ptr, slot) => (ptr, Active::Shared { pool: p.serial(), handle, slot }),
                     SharedMap::Copied(state) => (state.ptr(), Active::Map { pool: p.serial(), handle, state }),
-                },
-                _ => {
-                    let state = map_other(p, h, mode)?;
-                    (state.ptr(), Active::Map { pool: p.serial(), handle, state })
                 }
+            } else {
+                let state = map_other(p, h, mm)?;
+                (state.ptr(), Active::Map { pool: p.serial(), handle, state })
             };
             if let Err(entry) = push_active(entry) {
                 abandon(p, entry);
@@ -170,10 +163,16 @@ fn abandon(p: &Pool, entry: Active) {
     unsafe { p.abandon_map(slot, mode) };
 }
 
-/// A writable mapping's begin, out of `zs_map_object`'s body, which keeps the
-/// read-only mapping's path alone.
+/// The begin of a mapping in any mode but ZS_MM_RO (or none), out of
+/// `zs_map_object`'s body, which keeps the read-only mapping's path alone.
 #[inline(never)]
-fn map_other(p: &Pool, h: Handle, mode: MapMode) -> Result<MapState, Errno> {
+fn map_other(p: &Pool, h: Handle, mm: MapModeArg) -> Result<MapState, Errno> {
+    let mode = match mm.0 {
+        0 => MapMode::ReadWrite,
+        1 => MapMode::ReadOnly,
+        2 => MapMode::WriteOnly,
+        _ => return Err(Errno::INVAL),
+    };
     Ok(p.map_begin(h, mode)?)
 }
 
@@ -189,7 +188,7 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
         handle,
         |p| {
             let serial = p.serial();
-            match take_active(|a| a.is_map_of(serial, handle)) {
+            match take_active(move |a| a.is_map_of(serial, handle)) {
                 // SAFETY: the entry was recorded by zs_map_object on this thread for
                 // this pool (matched above) with the slot of the pin it took, and is
                 // removed here, so the pin is ended once.

@@ -364,21 +364,21 @@ pub(super) fn forget_destroyed_here() {
 
 /// Removes this thread's most recent entry that `matches`.
 #[inline(always)]
-pub(super) fn take_active(matches: impl Fn(&Entry) -> bool) -> Option<Active> {
+pub(super) fn take_active(matches: impl Fn(&Entry) -> bool + Copy) -> Option<Active> {
     with_active(|t| {
         // Nearly always the last entry (what a caller began last it ends first): one
         // comparison and a pop, the search for an earlier one out of line.
         if matches(t.open.last()?) {
             return t.open.pop().map(Entry::into_active);
         }
-        take_earlier(t, &matches).map(Entry::into_active)
+        take_earlier(t, matches).map(Entry::into_active)
     })
 }
 
 /// [`take_active`] for an entry before the last.
 #[cold]
 #[inline(never)]
-fn take_earlier(t: &mut ThreadActive, matches: &dyn Fn(&Entry) -> bool) -> Option<Entry> {
+fn take_earlier(t: &mut ThreadActive, matches: impl Fn(&Entry) -> bool) -> Option<Entry> {
     let i = t.open.iter().rposition(matches)?;
     Some(t.open.remove(i))
 }
