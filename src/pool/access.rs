@@ -31,6 +31,7 @@ use crate::error::{keeping_errno, Error, Result};
 use crate::frames::FrameSource;
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
+use crate::handle::SizeCell;
 use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
 use crate::sync::{track_read, track_write};
@@ -217,6 +218,20 @@ impl Span {
     }
 }
 
+/// Makes the compiler load `v` and then forget it: a read done only for its cache
+/// miss. (`black_box` would also store it to the stack and take its address.)
+#[inline(always)]
+#[cfg_attr(zs_valgrind, allow(dead_code))]
+fn keep(v: usize) {
+    #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+    // SAFETY: an empty instruction string: names the register and does nothing.
+    unsafe {
+        std::arch::asm!("/* {0} */", in(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+    std::hint::black_box(v);
+}
+
 /// How a mapping will be used (the kernel's `zs_mapmode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapMode {
@@ -390,18 +405,16 @@ impl PoolCore {
     // baseline.
     #[inline(always)]
     fn hold(&self, h: Handle, access: Access, call: &str) -> Result<Pin> {
-        let (slot, idx) = self.resolve(h, call)?;
+        let (slot, size) = self.resolve_sized(h, call)?;
         // The size beside the slot is read after the claim below, whose atomic
         // read-modify-write holds back later loads until it completes: read it once
         // before as well (the value is not used), so that its cache miss overlaps the
         // slot's instead of following it. Not in helgrind builds: that read is ordered
         // with nothing (a malloc may be writing the cell), and helgrind cannot know
         // that its value is thrown away.
-        // SAFETY: `resolve` checked the index.
-        let size = unsafe { self.handles().size_cell(idx) };
         #[cfg(not(zs_valgrind))]
         if let Some(size) = size {
-            std::hint::black_box(size.get());
+            keep(size.get());
         }
         let held = match access {
             Access::Share => slot.pin(h.gen()).map(|loc| (loc, Release::Unpin)),
@@ -433,6 +446,29 @@ impl PoolCore {
             }
         };
         Ok(Pin { slot: NonNull::from(slot), loc, release, usable })
+    }
+
+    /// The slot a handle names, if this pool issued it, and the cell of its size
+    /// where the table records sizes: [`resolve`](Self::resolve) and
+    /// [`HandleTable::size_cell`] with one look-up of their segment.
+    #[inline(always)]
+    fn resolve_sized(&self, h: Handle, call: &str) -> Result<(&Slot, Option<SizeCell<'_>>)> {
+        if h.tag() == self.id.tag() {
+            if let Some(found) = h.index().and_then(|idx| self.handles().get_sized(idx)) {
+                return Ok(found);
+            }
+        }
+        self.resolve_sized_again(h, call)
+    }
+
+    /// [`resolve_sized`](Self::resolve_sized) for a handle refused there: the refusal,
+    /// with its reason (or the slot, if the table has grown to it meanwhile).
+    #[cold]
+    #[inline(never)]
+    fn resolve_sized_again(&self, h: Handle, call: &str) -> Result<(&Slot, Option<SizeCell<'_>>)> {
+        let (slot, idx) = self.resolve(h, call)?;
+        // SAFETY: `resolve` checked the index against the high-water mark.
+        Ok((slot, unsafe { self.handles().size_cell(idx) }))
     }
 
     /// Pins the object a handle names, shared with other readers (`Busy` while it is
