@@ -3,7 +3,7 @@
 
 use std::ffi::{c_ulong, c_void};
 
-use super::active::{forget_destroyed_here, push_active, take_active, Active};
+use super::active::{forget_destroyed_here, push_active, take_active, take_last_shared, Active};
 use super::types::{zs_pool, MapModeArg};
 use super::Errno;
 use crate::error::Error;
@@ -188,21 +188,35 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
         handle,
         |p| {
             let serial = p.serial();
-            match take_active(move |a| a.is_map_of(serial, handle)) {
+            match take_last_shared(serial, handle) {
                 // SAFETY: the entry was recorded by zs_map_object on this thread for
-                // this pool (matched above) with the slot of the pin it took, and is
-                // removed here, so the pin is ended once.
-                Some(Active::Shared { slot, .. }) => unsafe { p.unpin_slot(slot) },
-                Some(Active::Map { state, .. }) => p.map_end(state),
-                _ => {
-                    forget_destroyed_here();
-                    let e =
-                        p.misuse(here!(), handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
-                    return Err(e.into());
-                }
+                // this pool (matched) with the slot of the pin it took, and is removed
+                // here, so the pin is ended once.
+                Some(slot) => unsafe { p.unpin_slot(slot) },
+                None => unmap_other(p, serial, handle)?,
             }
             Ok(())
         },
         |_| ()
     )
+}
+
+/// `zs_unmap_object` of anything but a read-only mapping in place that this thread
+/// made last: another mapping, an earlier one, or none (a misuse).
+#[inline(never)]
+fn unmap_other(p: &Pool, serial: u64, handle: c_ulong) -> Result<(), Errno> {
+    match take_active(move |a| a.is_map_of(serial, handle)) {
+        // SAFETY: the entry was recorded by zs_map_object on this thread for this pool
+        // (matched above) with the slot of the pin it took, and is removed here, so
+        // the pin is ended once.
+        Some(Active::Shared { slot, .. }) => unsafe { p.unpin_slot(slot) },
+        Some(Active::Map { state, .. }) => p.map_end(state),
+        _ => {
+            forget_destroyed_here();
+            let e =
+                p.misuse("zs_unmap_object", handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }

@@ -375,6 +375,24 @@ pub(super) fn take_active(matches: impl Fn(&Entry) -> bool + Copy) -> Option<Act
     })
 }
 
+/// Removes this thread's last entry if it is a read-only mapping in place of
+/// `handle` in the pool with serial `pool` (what nearly every unmap finds): returns the
+/// slot of its pin. Otherwise None and nothing changes (the caller goes on with
+/// [`take_active`]).
+#[inline(always)]
+pub(super) fn take_last_shared(pool: u64, handle: c_ulong) -> Option<NonNull<Slot>> {
+    with_active(|t| {
+        let last = t.open.last()?;
+        if last.pool != pool || last.handle != handle || last.word & KIND != MAP_RO {
+            return None;
+        }
+        match t.open.pop().map(Entry::into_active) {
+            Some(Active::Shared { slot, .. }) => Some(slot),
+            _ => None,
+        }
+    })
+}
+
 /// [`take_active`] for an entry before the last.
 #[cold]
 #[inline(never)]
