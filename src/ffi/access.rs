@@ -3,7 +3,7 @@
 
 use std::ffi::{c_ulong, c_void};
 
-use super::active::{forget_destroyed_here, push_active, take_active, take_last_shared, Active};
+use super::active::{end_last_shared, forget_destroyed_here, push_active, take_active, Active};
 use super::types::{zs_pool, MapModeArg};
 use super::Errno;
 use crate::error::Error;
@@ -188,12 +188,11 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
         handle,
         |p| {
             let serial = p.serial();
-            match take_last_shared(serial, handle) {
-                // SAFETY: the entry was recorded by zs_map_object on this thread for
-                // this pool (matched) with the slot of the pin it took, and is removed
-                // here, so the pin is ended once.
-                Some(slot) => unsafe { p.unpin_slot(slot) },
-                None => unmap_other(p, serial, handle)?,
+            // SAFETY: the entry was recorded by zs_map_object on this thread for this
+            // pool (matched) with the slot of the pin it took, and is removed with
+            // this end, so the pin is ended once.
+            if !end_last_shared(serial, handle, |slot| unsafe { p.unpin_slot(slot) }) {
+                unmap_other(p, serial, handle)?;
             }
             Ok(())
         },

@@ -375,21 +375,28 @@ pub(super) fn take_active(matches: impl Fn(&Entry) -> bool + Copy) -> Option<Act
     })
 }
 
-/// Removes this thread's last entry if it is a read-only mapping in place of
-/// `handle` in the pool with serial `pool` (what nearly every unmap finds): returns the
-/// slot of its pin. Otherwise None and nothing changes (the caller goes on with
-/// [`take_active`]).
+/// Ends this thread's last entry if it is a read-only mapping in place of `handle` in
+/// the pool with serial `pool` (what nearly every unmap finds): calls `end` with the
+/// slot of its pin, then removes the entry; true. Otherwise false and nothing changes
+/// (the caller goes on with [`take_active`]).
+///
+/// `end` (the unpin, a locked instruction) runs before the list's length is stored,
+/// so that it does not wait for that store to leave the store buffer.
 #[inline(always)]
-pub(super) fn take_last_shared(pool: u64, handle: c_ulong) -> Option<NonNull<Slot>> {
+pub(super) fn end_last_shared(pool: u64, handle: c_ulong, end: impl FnOnce(NonNull<Slot>)) -> bool {
     with_active(|t| {
-        let last = t.open.last()?;
+        let Some(last) = t.open.last() else { return false };
         if last.pool != pool || last.handle != handle || last.word & KIND != MAP_RO {
-            return None;
+            return false;
         }
-        match t.open.pop().map(Entry::into_active) {
-            Some(Active::Shared { slot, .. }) => Some(slot),
-            _ => None,
-        }
+        // SAFETY: not null: a slot's address, which `Entry::new` put there for a
+        // read-only mapping in place (MAP_RO).
+        end(unsafe { NonNull::new_unchecked((last.word & !KIND) as *mut Slot) });
+        // The entry owns nothing (no buffer): removed without a drop.
+        let len = t.open.len() - 1;
+        // SAFETY: `len` is below the length, and the entry past it needs no drop.
+        unsafe { t.open.set_len(len) };
+        true
     })
 }
 
