@@ -3,7 +3,7 @@
 
 use std::ffi::{c_ulong, c_void};
 
-use super::active::{end_last_shared, forget_destroyed_here, push_active, take_active, Active};
+use super::active::{end_last_pin, forget_destroyed_here, push_active, take_active, Active, Entry, Pinned};
 use super::types::{zs_pool, MapModeArg};
 use super::Errno;
 use crate::error::Error;
@@ -60,21 +60,12 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
                 return Err(p.misuse(here!(), handle as u64, Error::Invalid("NULL handle_mem")).into());
             }
             let serial = p.serial();
-            let found = take_active(move |a| a.is_read_of(serial, handle, mem_len, handle_mem as *const u8));
-            match found {
-                // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for
-                // this pool (matched above) with the slot of the pin it took, and is
-                // removed here, so the pin is ended once.
-                Some(Active::Read { slot, .. }) => unsafe { p.unpin_slot(slot) },
-                _ => {
-                    forget_destroyed_here();
-                    let e = p.misuse(
-                        here!(),
-                        handle as u64,
-                        Error::Invalid("no matching zs_obj_read_begin on this thread"),
-                    );
-                    return Err(e.into());
-                }
+            let matches = move |a: &Entry| a.is_read_of(serial, handle, mem_len, handle_mem as *const u8);
+            // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for
+            // this pool (matched) with the slot of the pin it took, and is removed with
+            // this end, so the pin is ended once.
+            if !end_last_pin(Pinned::Read, matches, |slot| unsafe { p.unpin_slot(slot) }) {
+                read_end_other(p, handle, matches)?;
             }
             Ok(())
         },
@@ -191,7 +182,7 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
             // SAFETY: the entry was recorded by zs_map_object on this thread for this
             // pool (matched) with the slot of the pin it took, and is removed with
             // this end, so the pin is ended once.
-            if !end_last_shared(serial, handle, |slot| unsafe { p.unpin_slot(slot) }) {
+            if !end_last_pin(Pinned::Map, |a| a.is_map_of(serial, handle), |slot| unsafe { p.unpin_slot(slot) }) {
                 unmap_other(p, serial, handle)?;
             }
             Ok(())
@@ -214,6 +205,28 @@ fn unmap_other(p: &Pool, serial: u64, handle: c_ulong) -> Result<(), Errno> {
             forget_destroyed_here();
             let e =
                 p.misuse("zs_unmap_object", handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// `zs_obj_read_end` of anything but this thread's last entry: an earlier read, or
+/// none (a misuse).
+#[inline(never)]
+fn read_end_other(p: &Pool, handle: c_ulong, matches: impl Fn(&Entry) -> bool + Copy) -> Result<(), Errno> {
+    match take_active(matches) {
+        // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for this
+        // pool (matched) with the slot of the pin it took, and is removed here, so the
+        // pin is ended once.
+        Some(Active::Read { slot, .. }) => unsafe { p.unpin_slot(slot) },
+        _ => {
+            forget_destroyed_here();
+            let e = p.misuse(
+                "zs_obj_read_end",
+                handle as u64,
+                Error::Invalid("no matching zs_obj_read_begin on this thread"),
+            );
             return Err(e.into());
         }
     }

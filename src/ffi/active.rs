@@ -108,6 +108,14 @@ pub(super) struct Entry {
     len: usize,
 }
 
+/// The entries that are a pin alone, and end with its unpin ([`end_last_pin`]).
+pub(super) enum Pinned {
+    /// A read-only mapping in place.
+    Map,
+    /// A read.
+    Read,
+}
+
 /// The low bits of [`Entry::word`]: those of a mapping's mode and `MAP_COPIED`.
 const KIND: usize = MAP_MODE | MAP_COPIED;
 /// [`Entry::word`]'s kind for a read: a mode bits value no mapping uses.
@@ -375,22 +383,27 @@ pub(super) fn take_active(matches: impl Fn(&Entry) -> bool + Copy) -> Option<Act
     })
 }
 
-/// Ends this thread's last entry if it is a read-only mapping in place of `handle` in
-/// the pool with serial `pool` (what nearly every unmap finds): calls `end` with the
-/// slot of its pin, then removes the entry; true. Otherwise false and nothing changes
-/// (the caller goes on with [`take_active`]).
+/// Ends this thread's last entry if it is a pin alone of kind `kind` (a read-only
+/// mapping in place, or a read: what nearly every unmap or
+/// read end finds) and `matches`: calls `end` with the slot of its pin, then removes
+/// the entry; true. Otherwise false and nothing changes (the caller goes on with
+/// [`take_active`]).
 ///
 /// `end` (the unpin, a locked instruction) runs before the list's length is stored,
 /// so that it does not wait for that store to leave the store buffer.
 #[inline(always)]
-pub(super) fn end_last_shared(pool: u64, handle: c_ulong, end: impl FnOnce(NonNull<Slot>)) -> bool {
+pub(super) fn end_last_pin(kind: Pinned, matches: impl Fn(&Entry) -> bool, end: impl FnOnce(NonNull<Slot>)) -> bool {
+    let kind = match kind {
+        Pinned::Map => MAP_RO,
+        Pinned::Read => READ,
+    };
     with_active(|t| {
         let Some(last) = t.open.last() else { return false };
-        if last.pool != pool || last.handle != handle || last.word & KIND != MAP_RO {
+        if last.word & KIND != kind || !matches(last) {
             return false;
         }
         // SAFETY: not null: a slot's address, which `Entry::new` put there for a
-        // read-only mapping in place (MAP_RO).
+        // read-only mapping in place (MAP_RO) and for a read (READ).
         end(unsafe { NonNull::new_unchecked((last.word & !KIND) as *mut Slot) });
         // The entry owns nothing (no buffer): removed without a drop.
         let len = t.open.len() - 1;
