@@ -308,11 +308,12 @@ thread_local! {
 /// Runs `f` on this thread's record: the only way to it.
 ///
 /// Each `f` given here (all in this module) works on the list alone: it pushes, pops,
-/// searches, drops entries (a copied mapping's buffer goes back to a list of its
-/// own), grows the list, registers the [`ExitGuard`] (which runs later, at the
-/// thread's exit) or locks the registry of live pools. None of them reaches this
-/// function again, so the `&mut` it makes is the only reference to the record while
-/// it lives.
+/// searches, drops entries (a copied mapping's buffer goes back to the heap), grows
+/// the list, registers the [`ExitGuard`] (which runs later, at the thread's exit) or
+/// locks the registry of live pools; what callers pass in runs inside it too, and
+/// only compares entries (`take_active`'s and `end_last_pin`'s `matches`) or unpins
+/// a slot (`end_last_pin`'s `end`). None of them reaches this function again, so the
+/// `&mut` it makes is the only reference to the record while it lives.
 ///
 /// Only the record's address comes out of `LocalKey::with`, whose small closure is
 /// inlined; `f` runs here, in the caller's frame. With `f` inside the thread-local's

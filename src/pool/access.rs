@@ -302,6 +302,8 @@ pub(crate) const MAP_WO: usize = 2;
 /// Set there for a copied mapping.
 #[cfg_attr(loom, allow(dead_code))]
 pub(crate) const MAP_COPIED: usize = 0b100;
+// The three low bits of a slot's address and of a `CopyBack`'s are free for them.
+const _: () = assert!(std::mem::align_of::<Slot>() >= 8 && std::mem::align_of::<CopyBack>() >= 8);
 
 /// A read-only mapping just begun ([`PoolCore::map_shared`]).
 #[derive(Debug)]
