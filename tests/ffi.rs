@@ -189,6 +189,51 @@ fn every_misuse_row() {
     }
 }
 
+/// The thread's record of mappings and reads ends, for each unmap or read_end, the
+/// most recent match, wherever it is in the record, and of the right kind: a read is
+/// not a mapping, a mapping of another handle is not this one's.
+#[test]
+fn unmaps_end_the_most_recent_mapping_of_their_handle_in_any_order() {
+    let p = new_pool(1);
+    // SAFETY: a live pool; buffers sized as passed.
+    unsafe {
+        let (a, b, c) = (zs_malloc(p, 100, 0), zs_malloc(p, 200, 0), zs_malloc(p, 300, 0));
+        // Whether the object is held: a write is refused (and otherwise done).
+        let held = |h| {
+            clear_errno();
+            zs_obj_write(p, h, [1u8].as_ptr().cast(), 1);
+            errno() == libc::EBUSY
+        };
+        let mut buf = [0u8; 300];
+        assert!(!zs_map_object(p, a, MapModeArg(1)).is_null());
+        assert!(!zs_map_object(p, b, MapModeArg(0)).is_null());
+        let rc = zs_obj_read_begin(p, c, 300, buf.as_mut_ptr().cast());
+        assert!(!rc.is_null());
+        assert!(!zs_map_object(p, a, MapModeArg(1)).is_null());
+        // b's writable mapping, before the last two entries.
+        clear_errno();
+        zs_unmap_object(p, b);
+        assert_eq!(errno(), 0);
+        assert!(!held(b), "b's mapping ended");
+        assert!(held(a) && held(c));
+        // c is being read, not mapped.
+        expect_misuse(p, libc::EINVAL, || zs_unmap_object(p, c));
+        assert!(held(c), "the read goes on");
+        // a's two read-only mappings, one at a time.
+        zs_unmap_object(p, a);
+        assert!(held(a), "a's first mapping goes on");
+        zs_obj_read_end(p, c, 300, rc);
+        assert!(!held(c), "c's read ended");
+        clear_errno();
+        zs_unmap_object(p, a);
+        assert_eq!(errno(), 0);
+        assert!(!held(a), "a's last mapping ended");
+        expect_misuse(p, libc::EINVAL, || zs_unmap_object(p, a));
+        assert_eq!(zs_pool_check(p), 0);
+        zs_destroy_pool(p);
+    }
+}
+
 #[test]
 fn null_local_copy_is_refused_only_when_a_copy_is_needed() {
     // The kernel layout at 4 KiB frames, whatever the suite's: the 48-byte class has 3

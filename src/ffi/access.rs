@@ -3,12 +3,13 @@
 
 use std::ffi::{c_ulong, c_void};
 
-use super::active::{forget_destroyed_here, push_active, take_active, Active};
+use super::active::{end_last_pin, forget_destroyed_here, push_active, take_active, Active, Entry, Pinned};
 use super::types::{zs_pool, MapModeArg};
 use super::Errno;
 use crate::error::Error;
+use crate::facade::Pool;
 use crate::handle::Handle;
-use crate::pool::access::MapMode;
+use crate::pool::access::{MapMode, MapState, SharedMap};
 
 /// Begins a read of the first `mem_len` bytes of an object: returns a pointer into
 /// the pool where they are contiguous, else copies them into `local_copy` and returns
@@ -34,7 +35,7 @@ pub unsafe extern "C" fn zs_obj_read_begin(
             // SAFETY: a non-null `local_copy` is writable for `mem_len` bytes (# Safety),
             // as `read_begin_raw` asks.
             let (ptr, pin) = unsafe { p.read_begin_raw(Handle::from_raw(handle as u64), mem_len, local_copy.cast()) }?;
-            if !push_active(Active::Read { pool: p.serial(), handle, len: mem_len, ptr, slot: pin.slot() }) {
+            if push_active(Active::Read { pool: p.serial(), handle, len: mem_len, ptr, slot: pin.slot() }).is_err() {
                 p.read_end_raw(pin);
                 return Err(Errno(libc::ENOMEM));
             }
@@ -59,24 +60,12 @@ pub unsafe extern "C" fn zs_obj_read_end(pool: *mut zs_pool, handle: c_ulong, me
                 return Err(p.misuse(here!(), handle as u64, Error::Invalid("NULL handle_mem")).into());
             }
             let serial = p.serial();
-            let found = take_active(|a| {
-                matches!(a, Active::Read { pool: q, handle: h, len, ptr, .. }
-                    if *q == serial && *h == handle && *len == mem_len && *ptr == handle_mem as *const u8)
-            });
-            match found {
-                // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for
-                // this pool (matched above) with the slot of the pin it took, and is
-                // removed here, so the pin is ended once.
-                Some(Active::Read { slot, .. }) => unsafe { p.unpin_slot(slot) },
-                _ => {
-                    forget_destroyed_here();
-                    let e = p.misuse(
-                        here!(),
-                        handle as u64,
-                        Error::Invalid("no matching zs_obj_read_begin on this thread"),
-                    );
-                    return Err(e.into());
-                }
+            let matches = move |a: &Entry| a.is_read_of(serial, handle, mem_len, handle_mem as *const u8);
+            // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for
+            // this pool (matched) with the slot of the pin it took, and is removed with
+            // this end, so the pin is ended once.
+            if !end_last_pin(Pinned::Read, matches, |slot| unsafe { p.unpin_slot(slot) }) {
+                read_end_other(p, handle, matches)?;
             }
             Ok(())
         },
@@ -129,25 +118,53 @@ pub unsafe extern "C" fn zs_map_object(pool: *mut zs_pool, handle: c_ulong, mm: 
         lean: pool,
         handle,
         |p| {
-            let mode = match mm.0 {
-                0 => MapMode::ReadWrite,
-                1 => MapMode::ReadOnly,
-                2 => MapMode::WriteOnly,
-                _ => return Err(Errno::INVAL),
+            let h = Handle::from_raw(handle as u64);
+            let (ptr, entry) = if mm.0 == 1 {
+                match p.map_shared(h)? {
+                    SharedMap::InPlace(ptr, slot) => (ptr, Active::Shared { pool: p.serial(), handle, slot }),
+                    SharedMap::Copied(state) => (state.ptr(), Active::Map { pool: p.serial(), handle, state }),
+                }
+            } else {
+                let state = map_other(p, h, mm)?;
+                (state.ptr(), Active::Map { pool: p.serial(), handle, state })
             };
-            let state = p.map_begin(Handle::from_raw(handle as u64), mode)?;
-            let (ptr, (slot, mode)) = (state.ptr(), state.hold());
-            if !push_active(Active::Map { pool: p.serial(), handle, state }) {
-                // Never seen by the caller: nothing to store back, only the hold.
-                // SAFETY: 1. `hold()` of the mapping map_begin just returned in this
-                // pool; 2. it was dropped unrecorded, so no one ends it.
-                unsafe { p.abandon_map(slot, mode) };
+            if let Err(entry) = push_active(entry) {
+                abandon(p, entry);
                 return Err(Errno(libc::ENOMEM));
             }
             Ok(ptr.cast())
         },
         |_| std::ptr::null_mut()
     )
+}
+
+/// Ends a mapping that could not be recorded, never seen by the caller: nothing to
+/// store back, only the hold.
+#[cold]
+#[inline(never)]
+fn abandon(p: &Pool, entry: Active) {
+    let (slot, mode) = match &entry {
+        Active::Shared { slot, .. } => (*slot, MapMode::ReadOnly),
+        Active::Map { state, .. } => state.hold(),
+        Active::Read { .. } => unreachable!("a mapping's entry"),
+    };
+    // SAFETY: 1. the slot and mode of the mapping zs_map_object has just begun in this
+    // pool (`Active::Shared` records a read-only mapping in place: a pin); 2. it was
+    // not recorded, so no one else ends it.
+    unsafe { p.abandon_map(slot, mode) };
+}
+
+/// The begin of a mapping in any mode but ZS_MM_RO (or none), out of
+/// `zs_map_object`'s body, which keeps the read-only mapping's path alone.
+#[inline(never)]
+fn map_other(p: &Pool, h: Handle, mm: MapModeArg) -> Result<MapState, Errno> {
+    let mode = match mm.0 {
+        0 => MapMode::ReadWrite,
+        1 => MapMode::ReadOnly,
+        2 => MapMode::WriteOnly,
+        _ => return Err(Errno::INVAL),
+    };
+    Ok(p.map_begin(h, mode)?)
 }
 
 /// Ends this thread's most recent mapping of the handle. errno EINVAL when there is
@@ -162,19 +179,56 @@ pub unsafe extern "C" fn zs_unmap_object(pool: *mut zs_pool, handle: c_ulong) {
         handle,
         |p| {
             let serial = p.serial();
-            let found =
-                take_active(|a| matches!(a, Active::Map { pool: q, handle: h, .. } if *q == serial && *h == handle));
-            match found {
-                Some(Active::Map { state, .. }) => p.map_end(state),
-                _ => {
-                    forget_destroyed_here();
-                    let e =
-                        p.misuse(here!(), handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
-                    return Err(e.into());
-                }
+            // SAFETY: the entry was recorded by zs_map_object on this thread for this
+            // pool (matched) with the slot of the pin it took, and is removed with
+            // this end, so the pin is ended once.
+            if !end_last_pin(Pinned::Map, |a| a.is_map_of(serial, handle), |slot| unsafe { p.unpin_slot(slot) }) {
+                unmap_other(p, serial, handle)?;
             }
             Ok(())
         },
         |_| ()
     )
+}
+
+/// `zs_unmap_object` of anything but a read-only mapping in place that this thread
+/// made last: another mapping, an earlier one, or none (a misuse).
+#[inline(never)]
+fn unmap_other(p: &Pool, serial: u64, handle: c_ulong) -> Result<(), Errno> {
+    match take_active(move |a| a.is_map_of(serial, handle)) {
+        // SAFETY: the entry was recorded by zs_map_object on this thread for this pool
+        // (matched above) with the slot of the pin it took, and is removed here, so
+        // the pin is ended once.
+        Some(Active::Shared { slot, .. }) => unsafe { p.unpin_slot(slot) },
+        Some(Active::Map { state, .. }) => p.map_end(state),
+        _ => {
+            forget_destroyed_here();
+            let e =
+                p.misuse("zs_unmap_object", handle as u64, Error::Invalid("no matching zs_map_object on this thread"));
+            return Err(e.into());
+        }
+    }
+    Ok(())
+}
+
+/// `zs_obj_read_end` of anything but this thread's last entry: an earlier read, or
+/// none (a misuse).
+#[inline(never)]
+fn read_end_other(p: &Pool, handle: c_ulong, matches: impl Fn(&Entry) -> bool + Copy) -> Result<(), Errno> {
+    match take_active(matches) {
+        // SAFETY: the entry was recorded by zs_obj_read_begin on this thread for this
+        // pool (matched) with the slot of the pin it took, and is removed here, so the
+        // pin is ended once.
+        Some(Active::Read { slot, .. }) => unsafe { p.unpin_slot(slot) },
+        _ => {
+            forget_destroyed_here();
+            let e = p.misuse(
+                "zs_obj_read_end",
+                handle as u64,
+                Error::Invalid("no matching zs_obj_read_begin on this thread"),
+            );
+            return Err(e.into());
+        }
+    }
+    Ok(())
 }

@@ -137,6 +137,17 @@ impl Segments {
         self.bias[self.segment_of(i)].load(Ordering::Relaxed).wrapping_add(byte)
     }
 
+    /// [`addr`](Self::addr) with the segment of `i` known (`segment_of(i)`, which
+    /// arrays of other elements but the same indices share).
+    #[inline]
+    // Its caller (the handle table's arrays) uses none under loom.
+    #[cfg_attr(loom, allow(dead_code))]
+    pub fn addr_in(&self, k: usize, i: usize, byte: usize) -> *mut u8 {
+        debug_assert_eq!((byte / self.elem, k), (i, self.segment_of(i)));
+        // Relaxed: as in `addr`.
+        self.bias[k].load(Ordering::Relaxed).wrapping_add(byte)
+    }
+
     /// Calls `f(k, a, b)` for each segment `k` that `[lo, hi)` reaches, with the part
     /// `[a, b)` of the range inside it.
     fn each(&self, lo: usize, hi: usize, mut f: impl FnMut(usize, usize, usize) -> Result<(), i32>) -> Result<(), i32> {

@@ -105,6 +105,7 @@ const LOC_MASK: u64 = (1 << LOC_BITS) - 1;
 const PIN_ONE: u64 = 1 << PIN_SHIFT;
 const PIN_MASK: u64 = ((1 << PIN_BITS) - 1) << PIN_SHIFT;
 const STATE_MASK: u64 = 0b11 << STATE_SHIFT;
+const GEN_MASK: u64 = !((1 << GEN_SHIFT) - 1);
 /// Most pins one object can carry at once.
 pub const MAX_PINS: u64 = (1 << PIN_BITS) - 1;
 /// Largest arena location a slot can hold.
@@ -300,6 +301,26 @@ impl Slot {
     /// location.
     #[inline]
     pub fn pin(&self, gen: u16) -> Result<u64, SlotError> {
+        // The common case in one masked comparison: a LIVE word of this generation
+        // with room for a pin. Anything else (another state or generation, a full
+        // count, a lost race) goes the general way, which decides as before.
+        // Relaxed: a guess for the CAS, as in `take`.
+        let w = self.0.load(Ordering::Relaxed);
+        let want = ((gen as u64) << GEN_SHIFT) | ((State::Live as u64) << STATE_SHIFT);
+        if (w ^ want) & (GEN_MASK | STATE_MASK) == 0
+            && w & PIN_MASK != PIN_MASK
+            // Acquire on success: see the module comment.
+            && self.0.compare_exchange_weak(w, w + PIN_ONE, Ordering::Acquire, Ordering::Relaxed).is_ok()
+        {
+            hg::happens_after(&self.0);
+            return Ok(w & LOC_MASK);
+        }
+        self.pin_again(gen)
+    }
+
+    /// [`pin`](Self::pin) past its common case.
+    #[inline(never)]
+    fn pin_again(&self, gen: u16) -> Result<u64, SlotError> {
         let w =
             self.take(
                 gen,

@@ -75,6 +75,28 @@ impl HandleTable {
         }
     }
 
+    /// The slot at `index` and the cell of its size (None where the table records no
+    /// sizes), if the slot was ever handed out: [`get`](Self::get) and
+    /// [`size_cell`](Self::size_cell) with one look-up of the segment for both (the
+    /// two arrays' segments hold the same indices).
+    #[inline(always)]
+    pub fn get_sized(&self, index: u32) -> Option<(&Slot, Option<SizeCell<'_>>)> {
+        // Acquire: as in `get`.
+        let used = self.used.load(Ordering::Acquire);
+        hg::happens_after(&self.used);
+        if (index as usize) >= used {
+            return None;
+        }
+        let k = self.region.segment_of(index as usize);
+        // SAFETY: below the high-water mark, so the slot and its size are committed
+        // (`take_batch`); `k` is the segment of `index`, in either array. Slots are
+        // only accessed atomically.
+        unsafe {
+            let size = self.sizes.as_ref().map(|sizes| SizeCell(sizes.get_in(k, index as usize)));
+            Some((self.region.get_in(k, index as usize), size))
+        }
+    }
+
     /// # Safety
     /// `index` must be below the high-water mark.
     #[inline]
@@ -325,6 +347,32 @@ impl<T: Zeroed> Cells<T> {
         return unsafe { &*(self.segments.addr(i, i * std::mem::size_of::<T>()) as *const T) };
         #[cfg(loom)]
         return &self.cells[i];
+    }
+
+    /// The segment of entry `i`: the same in every array of entries, whatever their
+    /// size.
+    #[inline(always)]
+    fn segment_of(&self, i: usize) -> usize {
+        #[cfg(not(loom))]
+        return self.segments.segment_of(i);
+        #[cfg(loom)]
+        return i;
+    }
+
+    /// [`get`](Self::get) with `k`, the segment of entry `i`, known.
+    ///
+    /// # Safety
+    /// Entry `i` has been committed; `k` is [`segment_of`](Self::segment_of)`(i)`.
+    #[inline(always)]
+    unsafe fn get_in(&self, k: usize, i: usize) -> &T {
+        #[cfg(not(loom))]
+        // SAFETY: as in `get`, `k` being the segment of `i` (the precondition).
+        return unsafe { &*(self.segments.addr_in(k, i, i * std::mem::size_of::<T>()) as *const T) };
+        #[cfg(loom)]
+        {
+            let _ = k;
+            return &self.cells[i];
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::error::{keeping_errno, Error, Result};
 use crate::frames::FrameSource;
 use crate::handle::slot::{Claim, Slot, SlotError, Word};
 use crate::handle::Handle;
+use crate::handle::SizeCell;
 use crate::layout::zspage::ZsPage;
 use crate::pool::PoolCore;
 use crate::sync::{track_read, track_write};
@@ -217,6 +218,20 @@ impl Span {
     }
 }
 
+/// Makes the compiler load `v` and then forget it: a read done only for its cache
+/// miss. (`black_box` would also store it to the stack and take its address.)
+#[inline(always)]
+#[cfg_attr(zs_valgrind, allow(dead_code))]
+fn keep(v: usize) {
+    #[cfg(all(target_arch = "x86_64", not(loom), not(miri)))]
+    // SAFETY: an empty instruction string: names the register and does nothing.
+    unsafe {
+        std::arch::asm!("/* {0} */", in(reg) v, options(nomem, nostack, preserves_flags))
+    };
+    #[cfg(not(all(target_arch = "x86_64", not(loom), not(miri))))]
+    std::hint::black_box(v);
+}
+
 /// How a mapping will be used (the kernel's `zs_mapmode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MapMode {
@@ -270,6 +285,36 @@ pub(crate) struct MapState {
     copy: Option<Box<CopyBack>>,
 }
 
+// The first word of [`MapState::into_words`]. (Used by the C ABI, which loom builds
+// leave out, as are the other items marked so below.)
+/// The mode's bits in [`MapState::into_words`]'s first word.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const MAP_MODE: usize = 0b11;
+/// [`MapMode::ReadWrite`] there.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const MAP_RW: usize = 0;
+/// [`MapMode::ReadOnly`] there.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const MAP_RO: usize = 1;
+/// [`MapMode::WriteOnly`] there.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const MAP_WO: usize = 2;
+/// Set there for a copied mapping.
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) const MAP_COPIED: usize = 0b100;
+// The three low bits of a slot's address and of a `CopyBack`'s are free for them.
+const _: () = assert!(std::mem::align_of::<Slot>() >= 8 && std::mem::align_of::<CopyBack>() >= 8);
+
+/// A read-only mapping just begun ([`PoolCore::map_shared`]).
+#[derive(Debug)]
+#[cfg_attr(loom, allow(dead_code))]
+pub(crate) enum SharedMap {
+    /// In place, at this address: the object is pinned in this slot.
+    InPlace(*mut u8, NonNull<Slot>),
+    /// Copied: the state to end it with [`PoolCore::map_end`].
+    Copied(MapState),
+}
+
 /// A copied mapping's buffer and the hold that says where its bytes go back.
 #[derive(Debug)]
 struct CopyBack {
@@ -286,6 +331,52 @@ impl MapState {
     /// Bytes the caller may use.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// The state in three words, for a compact record of open mappings: the slot
+    /// (in place) or the copied mapping's [`CopyBack`] (`MAP_COPIED` set), with the
+    /// mode in the low bits (both are 8-byte aligned); the address; the length.
+    /// [`from_words`](Self::from_words) takes them back, and must, once: a copied
+    /// mapping's buffer is owned by the words meanwhile.
+    #[inline(always)]
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn into_words(self) -> [usize; 3] {
+        let mode = match self.mode {
+            MapMode::ReadWrite => MAP_RW,
+            MapMode::ReadOnly => MAP_RO,
+            MapMode::WriteOnly => MAP_WO,
+        };
+        let at = match self.copy {
+            None => self.slot.as_ptr() as usize,
+            Some(c) => Box::into_raw(c) as usize | MAP_COPIED,
+        };
+        debug_assert_eq!(at & MAP_MODE, 0, "8-byte aligned");
+        [at | mode, self.ptr as usize, self.len]
+    }
+
+    /// The state [`into_words`](Self::into_words) gave.
+    ///
+    /// # Safety
+    /// `w` is what `into_words` returned, and this is the one call given it.
+    #[inline(always)]
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) unsafe fn from_words(w: [usize; 3]) -> MapState {
+        let mode = match w[0] & MAP_MODE {
+            MAP_RW => MapMode::ReadWrite,
+            MAP_RO => MapMode::ReadOnly,
+            _ => MapMode::WriteOnly,
+        };
+        let at = w[0] & !(MAP_MODE | MAP_COPIED);
+        let (slot, copy) = if w[0] & MAP_COPIED == 0 {
+            // SAFETY: `into_words` put a slot's address here, not null.
+            (unsafe { NonNull::new_unchecked(at as *mut Slot) }, None)
+        } else {
+            // SAFETY: `into_words` put a box's pointer here, which this one call takes
+            // back (the precondition).
+            let c = unsafe { Box::from_raw(at as *mut CopyBack) };
+            (c.pin.slot, Some(c))
+        };
+        MapState { slot, ptr: w[1] as *mut u8, len: w[2], mode, copy }
     }
 
     /// The slot the mapping holds and its mode, to let the object go with
@@ -316,18 +407,16 @@ impl PoolCore {
     // baseline.
     #[inline(always)]
     fn hold(&self, h: Handle, access: Access, call: &str) -> Result<Pin> {
-        let (slot, idx) = self.resolve(h, call)?;
+        let (slot, size) = self.resolve_sized(h, call)?;
         // The size beside the slot is read after the claim below, whose atomic
         // read-modify-write holds back later loads until it completes: read it once
         // before as well (the value is not used), so that its cache miss overlaps the
         // slot's instead of following it. Not in helgrind builds: that read is ordered
         // with nothing (a malloc may be writing the cell), and helgrind cannot know
         // that its value is thrown away.
-        // SAFETY: `resolve` checked the index.
-        let size = unsafe { self.handles().size_cell(idx) };
         #[cfg(not(zs_valgrind))]
         if let Some(size) = size {
-            std::hint::black_box(size.get());
+            keep(size.get());
         }
         let held = match access {
             Access::Share => slot.pin(h.gen()).map(|loc| (loc, Release::Unpin)),
@@ -359,6 +448,29 @@ impl PoolCore {
             }
         };
         Ok(Pin { slot: NonNull::from(slot), loc, release, usable })
+    }
+
+    /// The slot a handle names, if this pool issued it, and the cell of its size
+    /// where the table records sizes: [`resolve`](Self::resolve) and
+    /// [`HandleTable::size_cell`] with one look-up of their segment.
+    #[inline(always)]
+    fn resolve_sized(&self, h: Handle, call: &str) -> Result<(&Slot, Option<SizeCell<'_>>)> {
+        if h.tag() == self.id.tag() {
+            if let Some(found) = h.index().and_then(|idx| self.handles().get_sized(idx)) {
+                return Ok(found);
+            }
+        }
+        self.resolve_sized_again(h, call)
+    }
+
+    /// [`resolve_sized`](Self::resolve_sized) for a handle refused there: the refusal,
+    /// with its reason (or the slot, if the table has grown to it meanwhile).
+    #[cold]
+    #[inline(never)]
+    fn resolve_sized_again(&self, h: Handle, call: &str) -> Result<(&Slot, Option<SizeCell<'_>>)> {
+        let (slot, idx) = self.resolve(h, call)?;
+        // SAFETY: `resolve` checked the index against the high-water mark.
+        Ok((slot, unsafe { self.handles().size_cell(idx) }))
     }
 
     /// Pins the object a handle names, shared with other readers (`Busy` while it is
@@ -400,15 +512,32 @@ impl PoolCore {
         if self.frames().offset_in_frame(pin.loc) + len <= self.frames().frame_size() {
             return Span::One(self.frames().addr(pin.loc));
         }
-        self.span_across(pin, len)
+        // The location alone, not the pin: passed in a register.
+        // SAFETY: the location of the object `pin` holds.
+        unsafe { self.span_across(pin.loc, len) }
     }
 
     /// [`span`](Self::span) for bytes that leave the object's first frame.
+    ///
+    /// # Safety
+    /// `loc` is the location of an object the caller holds, for as long as the span
+    /// is used.
     #[inline(never)]
-    fn span_across(&self, pin: &Pin, len: usize) -> Span {
+    unsafe fn span_across(&self, loc: u64, len: usize) -> Span {
+        // SAFETY: this function's precondition.
+        unsafe { self.span_across_inline(loc, len) }
+    }
+
+    /// [`span_across`](Self::span_across)'s body, for a caller that is out of line
+    /// itself.
+    ///
+    /// # Safety
+    /// As for `span_across`.
+    #[inline(always)]
+    unsafe fn span_across_inline(&self, loc: u64, len: usize) -> Span {
         // SAFETY: the object is held, so its frame is held by its zspage.
-        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(pin.loc)) };
-        let off = ZsPage::offset_in_chain(fw.index(), pin.loc, self.frames().shift());
+        let fw = unsafe { self.frames().side().get(self.frames().pfn_of(loc)) };
+        let off = ZsPage::offset_in_chain(fw.index(), loc, self.frames().shift());
         // SAFETY: held, so the descriptor is alive, its frames stay, and the object is
         // at `off`.
         unsafe { self.zspage_span(&*ZsPage::of(fw), off, len) }
@@ -574,6 +703,40 @@ impl PoolCore {
     /// Ends a read begun by [`read_begin_raw`](Self::read_begin_raw).
     pub(crate) fn read_end_raw(&self, pin: Pin) {
         self.unpin(pin)
+    }
+
+    /// Begins a read-only mapping of the whole slot, shared with other readers:
+    /// [`map_begin`](Self::map_begin) with [`MapMode::ReadOnly`], whose mapping in
+    /// place is only an address and a pin (ended with [`unpin_slot`](Self::unpin_slot)).
+    #[inline(always)]
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn map_shared(&self, h: Handle) -> Result<SharedMap> {
+        let pin = self.hold(h, Access::Share, "zs_map_object")?;
+        let (slot, loc, usable) = (pin.slot, pin.loc, pin.usable);
+        if self.frames().offset_in_frame(loc) + usable <= self.frames().frame_size() {
+            return Ok(SharedMap::InPlace(self.frames().addr(loc), slot));
+        }
+        // SAFETY: the pin was taken just above on `slot`, which holds `loc`, `usable`.
+        Ok(unsafe { self.map_shared_across(slot, loc, usable) })
+    }
+
+    /// [`map_shared`](Self::map_shared) for an object that leaves its first frame,
+    /// given its pin's parts (in registers, where a `Pin` would go through memory on
+    /// the way in place too).
+    ///
+    /// # Safety
+    /// The caller holds a pin on `slot`, whose object is at `loc` with `usable` bytes;
+    /// this call takes it over.
+    #[inline(never)]
+    #[cfg_attr(loom, allow(dead_code))]
+    unsafe fn map_shared_across(&self, slot: NonNull<Slot>, loc: u64, usable: usize) -> SharedMap {
+        let pin = Pin { slot, loc, release: Release::Unpin, usable };
+        // SAFETY: `loc` is the location of the object the pin holds, which the mapping
+        // keeps until its end.
+        match unsafe { self.span_across_inline(loc, usable) } {
+            Span::One(ptr) => SharedMap::InPlace(ptr, slot),
+            span => SharedMap::Copied(self.map_copied(pin, span, MapMode::ReadOnly)),
+        }
     }
 
     /// Begins a mapping of the whole slot: read-only shares the object with other
