@@ -56,7 +56,8 @@ impl Chunk {
     }
 }
 
-/// A store of slots of one size (a multiple of its alignment, at most 4 KiB).
+/// A store of slots of one size: a power of two from a pointer's size to 4 KiB, each
+/// slot aligned to its size.
 pub(crate) struct Slab {
     slot: usize,
     inner: Mutex<Inner>,
