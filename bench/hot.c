@@ -20,14 +20,18 @@
  * preloaded (LD_PRELOAD), named in the first line; `make bench-hot` runs all three.
  *
  * zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--mode M]
- *       [--layout dense|kernel] [--only FIGURE] [--latency]
+ *       [--layout dense|kernel] [--only FIGURE] [--latency] [--pool-each] [--fill-in-turn]
  * (--pairs: per thread in the threads figure, 400000; --mode: one kind of threaded
  * run alone, 0 private, 1 shared, 2 private with the compactor, 3 shared with it;
  * --only write+read, pairs, map or threads: that figure alone, to profile it;
  * --latency: the threads figure also times each zsmalloc pair, and prints per row
  * the longest, how many took over 100 us and over 1 ms, and the compactor's calls
  * and the calls that freed frames, summed over the row's runs; the clock read
- * around each pair slows the pairs themselves). The threads figure's medians are of
+ * around each pair slows the pairs themselves; --pool-each: in the threads figure each
+ * zsmalloc thread has a pool of its own, which shares nothing with the others';
+ * --fill-in-turn: the threads fill their live sets one after the other rather than at
+ * once, so that what each takes from a pool as it fills is not interleaved with the
+ * others'). The threads figure's medians are of
  * (rounds + 7) / 8 runs.
  * The sizes are one per line of FILE (the node trace in `make bench-hot`).
  */
@@ -57,6 +61,8 @@ static volatile unsigned char sink;
 static const char *only;
 static int only_mode = -1;
 static int latency;
+/* --pool-each and --fill-in-turn (the threads figure). */
+static int pool_each, fill_in_turn;
 /* --latency: over the runs of one row of the threads figure (zsmalloc's). */
 static struct {
     double longest;
@@ -226,6 +232,7 @@ static double zs_map_unmap(struct zs_pool *p, const unsigned long *hs)
 struct pair_run {
     struct zs_pool *pool; /* NULL: malloc */
     unsigned threads;
+    unsigned filled; /* --fill-in-turn: the threads that have filled their live sets */
     int shared;
     int compactor;
     uintptr_t *ring; /* handles or pointers: threads x nsizes entries */
@@ -236,14 +243,15 @@ struct pair_run {
 struct pair_thread {
     pthread_t thread;
     struct pair_run *run;
+    struct zs_pool *pool; /* this thread's: the run's, or its own (--pool-each) */
     unsigned id;
     double seconds;
 };
 
-static uintptr_t obj_new(struct pair_run *run, size_t s)
+static uintptr_t obj_new(struct zs_pool *pool, size_t s)
 {
-    if (run->pool)
-        return must_malloc(run->pool, s);
+    if (pool)
+        return must_malloc(pool, s);
     void *m = malloc(s);
     if (!m)
         die("malloc failed");
@@ -251,10 +259,10 @@ static uintptr_t obj_new(struct pair_run *run, size_t s)
     return (uintptr_t)m;
 }
 
-static void obj_free(struct pair_run *run, uintptr_t o)
+static void obj_free(struct zs_pool *pool, uintptr_t o)
 {
-    if (run->pool)
-        zs_free(run->pool, o);
+    if (pool)
+        zs_free(pool, o);
     else
         free((void *)o);
 }
@@ -265,8 +273,12 @@ static void *pair_thread_main(void *arg)
     struct pair_run *run = t->run;
     size_t n = nsizes, off = (size_t)t->id * 977;
     uintptr_t *mine = run->ring + (size_t)t->id * n;
+    if (fill_in_turn)
+        while (__atomic_load_n(&run->filled, __ATOMIC_ACQUIRE) != t->id)
+            sched_yield();
     for (size_t i = 0; i < n; i++)
-        mine[i] = obj_new(run, sizes[(i + off) % n]);
+        mine[i] = obj_new(t->pool, sizes[(i + off) % n]);
+    __atomic_add_fetch(&run->filled, 1, __ATOMIC_RELEASE);
     /* Shared: every thread's walk covers the whole ring, and an entry is swapped
      * atomically, so each object is freed once, by whichever thread replaces it. */
     uintptr_t *ring = run->shared ? run->ring : mine;
@@ -278,8 +290,8 @@ static void *pair_thread_main(void *arg)
     for (size_t k = 0; k < pairs_per_thread; k++) {
         size_t i = k % n, j = (victim(i, (unsigned)(k / n), span) + off) % span;
         double a = timed ? now() : 0;
-        uintptr_t o = obj_new(run, sizes[(i + off) % n]);
-        obj_free(run, __atomic_exchange_n(&ring[j], o, __ATOMIC_RELAXED));
+        uintptr_t o = obj_new(t->pool, sizes[(i + off) % n]);
+        obj_free(t->pool, __atomic_exchange_n(&ring[j], o, __ATOMIC_RELAXED));
         if (timed) {
             double d = now() - a;
             longest = d > longest ? d : longest;
@@ -322,7 +334,9 @@ static double threaded_pairs(struct zs_pool *p, unsigned n, int shared, int comp
     pthread_t comp;
     pthread_barrier_init(&run.start, NULL, n + (unsigned)run.compactor);
     for (unsigned i = 0; i < n; i++) {
-        ts[i] = (struct pair_thread){.run = &run, .id = i};
+        /* A pool each: private objects only (a shared live set is the run's pool's). */
+        struct zs_pool *own = p && pool_each && !shared ? new_pool() : p;
+        ts[i] = (struct pair_thread){.run = &run, .id = i, .pool = own};
         if (pthread_create(&ts[i].thread, NULL, pair_thread_main, &ts[i]))
             die("pthread_create failed");
     }
@@ -338,12 +352,18 @@ static double threaded_pairs(struct zs_pool *p, unsigned n, int shared, int comp
         run.stop = 1;
         pthread_join(comp, NULL);
     }
+    /* A private run's entries of thread i are its live set, in its pool. */
     for (size_t i = 0; i < (size_t)n * nsizes; i++)
-        obj_free(&run, run.ring[i]);
-    if (p) {
+        obj_free(shared ? p : ts[i / nsizes].pool, run.ring[i]);
+    for (unsigned i = 0; p && i <= n; i++) {
+        struct zs_pool *q = i < n ? ts[i].pool : p;
+        if (i < n && q == p)
+            continue;
         struct zs_pool_info info = {.size = sizeof info};
-        if (zs_pool_info(p, &info) || info.live_objects)
+        if (zs_pool_info(q, &info) || info.live_objects)
             die("objects left in the pool after every one was freed once");
+        if (q != p)
+            zs_destroy_pool(q);
     }
     pthread_barrier_destroy(&run.start);
     free(ts);
@@ -404,6 +424,8 @@ int main(int argc, char **argv)
                                          {"pairs", required_argument, 0, 'p'},
                                          {"mode", required_argument, 0, 'm'},
                                          {"latency", no_argument, 0, 'L'},
+                                         {"pool-each", no_argument, 0, 'E'},
+                                         {"fill-in-turn", no_argument, 0, 'F'},
                                          {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -415,6 +437,8 @@ int main(int argc, char **argv)
         case 'p': pairs_per_thread = strtoul(optarg, NULL, 10); break;
         case 'm': only_mode = (int)strtol(optarg, NULL, 10) & 3; break;
         case 'L': latency = 1; break;
+        case 'E': pool_each = 1; break;
+        case 'F': fill_in_turn = 1; break;
         case 'l':
             if (!strcmp(optarg, "dense"))
                 layout = ZS_LAYOUT_DENSE;
@@ -425,7 +449,7 @@ int main(int argc, char **argv)
             break;
         default:
             die("usage: zshot --trace FILE [--rounds N] [--threads-max N] [--pairs N] [--mode M] "
-                "[--layout dense|kernel] [--only FIGURE] [--latency]");
+                "[--layout dense|kernel] [--only FIGURE] [--latency] [--pool-each] [--fill-in-turn]");
         }
     }
     if (!trace)
