@@ -211,10 +211,12 @@ static void faults_in_growth(enum zs_layout layout)
     /* The arena's segments (each reserved, then committed), and the side table's and
      * the handle table's segments past their first, which are on the heap. */
     CHECK(skip >= 8);
+    unsigned long calls = skip; /* the fill's OS calls: the first skip that fails none */
 
     /* From some call on, every one fails: mallocs that need memory fail, the others
-     * succeed; then the OS agrees again and the fill completes. */
-    for (skip = 0; skip < 12; skip += 3) {
+     * succeed; then the OS agrees again and the fill completes. Four starting points
+     * spread over the fill's calls. */
+    for (skip = 0; skip < calls; skip += calls / 4) {
         new_pool(layout);
         inject(OS_MMAP | OS_MPROTECT, skip, ULONG_MAX);
         for (int i = 0; i < fill_count(); i++) {
