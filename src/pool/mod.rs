@@ -659,7 +659,7 @@ impl PoolCore {
         // Relaxed: a hint.
         if !class.frees_in_a_row.load(Ordering::Relaxed) {
             if let Some(st) = class.state.try_lock() {
-                return self.free_in_lane(h, slot, idx, ci, st);
+                return self.free_in_lane(h, slot, idx, ci, class, st);
             }
         }
         match self.free_without_lock(ci, slot, idx, h.gen()) {
@@ -717,8 +717,9 @@ impl PoolCore {
         Ok(())
     }
 
-    /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`, the
-    /// owner of the batch of `slot` (index `idx`), taken at once and no pin held.
+    /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`
+    /// (`class`), the owner of the batch of `slot` (index `idx`), taken at once and no
+    /// pin held.
     #[inline(always)]
     fn free_in_lane(
         &self,
@@ -726,9 +727,9 @@ impl PoolCore {
         slot: &Slot,
         idx: u32,
         ci: usize,
+        class: &Class,
         mut st: LaneGuard<'_, ClassState>,
     ) -> Result<()> {
-        let class = &self.classes[ci];
         // Relaxed: a hint (`Class::frees_in_a_row`), written under the lock.
         class.frees_in_a_row.store(true, Ordering::Relaxed);
         self.drain(ci, &mut st);
