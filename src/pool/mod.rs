@@ -60,7 +60,8 @@ use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::handle::{Handle, HandleTable, PoolId};
 use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_CHAIN, MAX_FRAMES, MIN_CHAIN};
 use crate::layout::lists::Lists;
-use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
+use crate::layout::zspage::{Body, DeferredFree, ZsPage};
+use crate::layout::Accounted;
 use crate::pool::config::{AllocFlags, Config};
 use crate::pool::deferred::{Deferral, Deferred};
 use crate::sync::{epoch, hg, LaneGuard, LaneLock, Mutex};
@@ -462,11 +463,20 @@ impl PoolCore {
         // made), whose lock the caller holds (`st`); no other reference to its state
         // is alive, and this one's last use is the next statement.
         let s = unsafe { (*zs).state() };
-        let off = self.edit_body(ci, s, |b| b.place(spec, len, idx)).expect("a zspage from a list that fits");
-        // SAFETY: `relist` asks for a live zspage on one of the class's lists (`zs`,
-        // which stays on one), the lock (`st`), and no reference to its state (the
-        // one above is no longer used).
-        unsafe { st.lists.relist(zs) };
+        // The dense layout's body matched once, for the placement and the list.
+        let (off, want) = match &mut s.body {
+            Body::Dense(x) => {
+                let off = self.edit_body(ci, x, |x| x.place(len));
+                (off, x.list())
+            }
+            b => (self.edit_body(ci, b, |b| b.place(spec, len, idx)), b.list()),
+        };
+        let off = off.expect("a zspage from a list that fits");
+        // SAFETY: `relist_to` asks for a live zspage on one of the class's lists (`zs`,
+        // which stays on one), the lock (`st`), no reference to its state (the one
+        // above is no longer used), and the list its body calls for (`want`, read
+        // after the placement).
+        unsafe { st.lists.relist_to(zs, want) };
         Ok((zs, off))
     }
 
@@ -483,20 +493,20 @@ impl PoolCore {
     /// Runs `f` on a zspage's body, keeping the class's counts of body bytes and, once
     /// it keeps them, of drainable bytes (the caller holds the class lock).
     #[inline(always)]
-    pub(crate) fn edit_body<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Body) -> R) -> R {
+    pub(crate) fn edit_body<B: Accounted, R>(&self, ci: usize, b: &mut B, f: impl FnOnce(&mut B) -> R) -> R {
         let class = &self.classes[ci];
         // Relaxed: written under the lock we hold.
         let counts_drainable = class.counts_drainable.load(Ordering::Relaxed);
-        let drainable = if counts_drainable { s.body.drainable() } else { 0 };
-        let before = s.body.meta_bytes();
-        let r = f(&mut s.body);
-        let after = s.body.meta_bytes();
+        let drainable = if counts_drainable { b.drainable() } else { 0 };
+        let before = b.meta_bytes();
+        let r = f(b);
+        let after = b.meta_bytes();
         // Most edits leave the body's allocation as it was.
         if after != before {
             bump(&class.body_bytes, after as isize - before as isize);
         }
         if counts_drainable {
-            bump32(&class.drainable, s.body.drainable() as isize - drainable as isize);
+            bump32(&class.drainable, b.drainable() as isize - drainable as isize);
         }
         r
     }
@@ -791,18 +801,31 @@ impl PoolCore {
         // SAFETY: `zs` is live and its class lock held (1, 2); no other reference to
         // its state is alive (3), and this one is last used in the condition below.
         let s = unsafe { (*zs).state() };
-        let size = self.edit_body(ci, s, |b| b.remove(&class.spec, off, idx, beside_slot));
+        // The dense layout's body matched once, for the removal, the emptiness and the
+        // list.
+        let (size, empty, want) = match &mut s.body {
+            Body::Dense(x) => {
+                let size = beside_slot.expect("a dense pool's table records sizes");
+                self.edit_body(ci, x, |x| x.remove(off, size));
+                (size, x.is_empty(), x.list())
+            }
+            b => {
+                let size = self.edit_body(ci, b, |b| b.remove(&class.spec, off, idx, beside_slot));
+                (size, b.is_empty(), b.list())
+            }
+        };
         bump(&class.live, -1);
         bump(&class.requested, -(size as isize));
-        if s.body.is_empty() {
+        if empty {
             // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
             // lists: `zs`, found empty just now; 2. its lock: `st`; 3. no reference to
             // its state: `s` is no longer used.
             Some(unsafe { self.retire(ci, st, zs) })
         } else {
-            // SAFETY: `relist` asks for a live zspage on the class's lists (`zs`), the
-            // lock (`st`), and no reference to its state (`s` is no longer used).
-            unsafe { st.lists.relist(zs) };
+            // SAFETY: `relist_to` asks for a live zspage on the class's lists (`zs`),
+            // the lock (`st`), no reference to its state (`s` is no longer used), and
+            // the list its body calls for (`want`, read after the removal).
+            unsafe { st.lists.relist_to(zs, want) };
             None
         }
     }
