@@ -523,18 +523,10 @@ impl PoolCore {
     }
 
     /// Pops a free slot of class `ci` (refilling from the table); returns (index, gen).
+    #[inline(always)]
     fn take_slot(&self, ci: usize, st: &mut ClassState) -> Result<(u32, u16)> {
         if st.free_slot == 0 {
-            let first = self.handles.take_batch(ci).map_err(Error::from_errno)?;
-            let n = crate::handle::SLOT_BATCH as u32;
-            let gen = self.id.first_gen();
-            for i in first..first + n {
-                // SAFETY: `take_batch` raised the high-water mark past this batch.
-                let slot = unsafe { self.handles.slot_unchecked(i) };
-                let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
-                slot.set(Word::free(gen, next));
-            }
-            st.free_slot = first as u64 + 1;
+            self.refill_slots(ci, st)?;
         }
         let idx = (st.free_slot - 1) as u32;
         // SAFETY: free-list members are below the high-water mark.
@@ -542,6 +534,24 @@ impl PoolCore {
         debug_assert_eq!(w.state(), State::Free);
         st.free_slot = w.loc();
         Ok((idx, w.gen()))
+    }
+
+    /// Takes a batch of slots from the table for class `ci`, whose free list is empty.
+    /// Out of line: one malloc in a batch's length comes here.
+    #[cold]
+    #[inline(never)]
+    fn refill_slots(&self, ci: usize, st: &mut ClassState) -> Result<()> {
+        let first = self.handles.take_batch(ci).map_err(Error::from_errno)?;
+        let n = crate::handle::SLOT_BATCH as u32;
+        let gen = self.id.first_gen();
+        for i in first..first + n {
+            // SAFETY: `take_batch` raised the high-water mark past this batch.
+            let slot = unsafe { self.handles.slot_unchecked(i) };
+            let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
+            slot.set(Word::free(gen, next));
+        }
+        st.free_slot = first as u64 + 1;
+        Ok(())
     }
 
     /// Returns an untouched slot taken by `take_slot`.
