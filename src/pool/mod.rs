@@ -794,6 +794,7 @@ impl PoolCore {
     ///    `idx` has been freed (FREE) under the class lock;
     /// 2. `st` is that class's state, so its lock is held;
     /// 3. no reference to `zs`'s state is alive.
+    #[inline(always)]
     pub(crate) unsafe fn remove_freed(
         &self,
         ci: usize,
@@ -803,6 +804,33 @@ impl PoolCore {
         loc: u64,
         idx: u32,
     ) -> Option<Released> {
+        // SAFETY: `remove_object` asks what this function does (1, 2, 3).
+        if unsafe { self.remove_object(ci, st, zs, k, loc, idx) } {
+            // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
+            // lists: `zs`, just found empty, and left on its list; 2. its lock: `st`;
+            // 3. no reference to its state: `remove_object` keeps none.
+            Some(unsafe { self.retire(ci, st, zs) })
+        } else {
+            None
+        }
+    }
+
+    /// [`remove_freed`](Self::remove_freed) but the retirement: whether the zspage is
+    /// now empty (left on its list for the caller to retire), else relisted. Out of
+    /// line, its answer in a register: a zspage emptied is the rare case.
+    ///
+    /// # Safety
+    /// As for [`remove_freed`](Self::remove_freed).
+    #[inline(never)]
+    unsafe fn remove_object(
+        &self,
+        ci: usize,
+        st: &mut ClassState,
+        zs: *mut ZsPage,
+        k: usize,
+        loc: u64,
+        idx: u32,
+    ) -> bool {
         let class = &self.classes[ci];
         let off = ZsPage::offset_in_chain(k, loc, self.frames.shift());
         // SAFETY: `idx` names a slot of this pool (1). A size beside it is rewritten
@@ -826,18 +854,13 @@ impl PoolCore {
         };
         bump(&class.live, -1);
         bump(&class.requested, -(size as isize));
-        if empty {
-            // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
-            // lists: `zs`, found empty just now; 2. its lock: `st`; 3. no reference to
-            // its state: `s` is no longer used.
-            Some(unsafe { self.retire(ci, st, zs) })
-        } else {
+        if !empty {
             // SAFETY: `relist_to` asks for a live zspage on the class's lists (`zs`),
             // the lock (`st`), no reference to its state (`s` is no longer used), and
             // the list its body calls for (`want`, read after the removal).
             unsafe { st.lists.relist_to(zs, want) };
-            None
         }
+        empty
     }
 
     /// Frames held by the pool's zspages, once the frees pending in its lanes are
