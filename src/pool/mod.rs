@@ -390,6 +390,7 @@ impl PoolCore {
     }
 
     /// Allocates an object of `size` bytes (1..=[`max_object_size`](Self::max_object_size)).
+    #[inline(always)]
     pub fn malloc(&self, size: usize, flags: AllocFlags) -> Result<Handle> {
         if size == 0 {
             return Err(Error::Invalid("size 0"));
