@@ -259,7 +259,7 @@ impl PoolCore {
             for zs in st.lists.all() {
                 // SAFETY: a list member is a live descriptor of the class, whose lock is
                 // held (`st`); no other reference to its state is alive.
-                self.edit_body(ci, unsafe { (*zs).state() }, |b| b.shrink_to_fit());
+                self.edit_body(ci, &mut unsafe { (*zs).state() }.body, |b| b.shrink_to_fit());
             }
         }
         done
@@ -359,7 +359,8 @@ impl PoolCore {
         // SAFETY: by 1, both are live and ours, and distinct, so the two state
         // references do not alias.
         let (s, d, zs_src, zs_dst) = unsafe { ((*src).state(), (*dst).state(), &*src, &*dst) };
-        let to = self.edit_body(ci, d, |b| b.place(spec, o.size, o.idx)).expect("a destination with room (2)");
+        let to =
+            self.edit_body(ci, &mut d.body, |b| b.place(spec, o.size, o.idx)).expect("a destination with room (2)");
         let bytes = &mut buf[..o.len];
         // SAFETY: by 3, nothing else reads or writes the source object's bytes; the
         // destination bytes were free until the placement above took them; both spans
@@ -368,7 +369,7 @@ impl PoolCore {
             self.zspage_span(zs_src, o.off, o.len).copy_out(bytes);
             self.zspage_span(zs_dst, to, o.len).copy_in(bytes);
         }
-        self.edit_body(ci, s, |b| b.remove(spec, o.off, o.idx, Some(o.size)));
+        self.edit_body(ci, &mut s.body, |b| b.remove(spec, o.off, o.idx, Some(o.size)));
         // SAFETY: both on this class's lists, lock held (1). An empty source is left
         // on its list until the caller retires it.
         unsafe {

@@ -276,29 +276,49 @@ mod group {
         }
     }
 
-    /// The largest word of `g` but word `lane`'s (0 if it has no other); all of
-    /// them if `lane` is not below [`LANES`].
+    /// The largest word of a run of groups but word `j` of the run (its position
+    /// counting from the first group's first word), 0 if it has no other. The groups
+    /// are folded word by word, and the eight words this leaves are folded once at
+    /// the end.
     #[cfg(target_arch = "x86_64")]
     #[inline]
-    pub fn max_except(g: &Group, lane: usize) -> u16 {
-        let (a, b) = halves(g);
+    pub fn max_except_run<'a>(groups: impl Iterator<Item = &'a Group>, j: usize) -> u16 {
         // SAFETY: SSE2 is part of the x86-64 baseline.
         unsafe {
-            // A `lane` past the group may wrap to a small 16-bit number: clamp it.
-            let lane = _mm_set1_epi16(lane.min(LANES) as i16);
-            let a = _mm_andnot_si128(_mm_cmpeq_epi16(_mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7), lane), a);
-            let b = _mm_andnot_si128(_mm_cmpeq_epi16(_mm_setr_epi16(8, 9, 10, 11, 12, 13, 14, 15), lane), b);
-            fold_max(vmax(a, b))
+            // Positions in 16-bit words: a zspage has fewer holes than that (a `j`
+            // past them is clamped, and then leaves no word out).
+            let j = _mm_set1_epi16(j.min(u16::MAX as usize) as u16 as i16);
+            let step = _mm_set1_epi16(LANES as i16);
+            let (mut lo, mut hi) =
+                (_mm_setr_epi16(0, 1, 2, 3, 4, 5, 6, 7), _mm_setr_epi16(8, 9, 10, 11, 12, 13, 14, 15));
+            let mut most = _mm_setzero_si128();
+            for g in groups {
+                let (a, b) = halves(g);
+                // Word `j` less 0xFFFF, saturating: 0.
+                let (a, b) = (_mm_subs_epu16(a, _mm_cmpeq_epi16(lo, j)), _mm_subs_epu16(b, _mm_cmpeq_epi16(hi, j)));
+                most = vmax(most, vmax(a, b));
+                lo = _mm_add_epi16(lo, step);
+                hi = _mm_add_epi16(hi, step);
+            }
+            fold_max(most)
         }
     }
 
     #[cfg(not(target_arch = "x86_64"))]
     #[inline]
-    pub fn max_except(g: &Group, lane: usize) -> u16 {
-        portable_max_except(g, lane)
+    pub fn max_except_run<'a>(groups: impl Iterator<Item = &'a Group>, j: usize) -> u16 {
+        portable_max_except_run(groups, j)
     }
 
-    /// [`max_except`] without vector instructions.
+    /// [`max_except_run`] without vector instructions.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    #[inline]
+    pub fn portable_max_except_run<'a>(groups: impl Iterator<Item = &'a Group>, j: usize) -> u16 {
+        groups.enumerate().map(|(k, g)| portable_max_except(g, j.wrapping_sub(k * LANES))).max().unwrap_or(0)
+    }
+
+    /// The largest word of `g` but word `lane`'s (0 if it has no other); all of
+    /// them if `lane` is not below [`LANES`].
     #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
     #[inline]
     pub fn portable_max_except(g: &Group, lane: usize) -> u16 {
@@ -315,9 +335,16 @@ mod group {
             #[test]
             fn vector_and_portable_agree(g in any::<Group>(), min in any::<u16>()) {
                 prop_assert_eq!(at_least(&g, min), portable_at_least(&g, min));
-                let lane = min as usize % (2 * LANES);
-                prop_assert_eq!(max_except(&g, lane), portable_max_except(&g, lane));
                 prop_assert_eq!(first_at_least(&g, min), g.iter().position(|&w| w >= min));
+            }
+
+            /// The run's fold agrees with the plain one, for `j` in any group of the
+            /// run or past it.
+            #[test]
+            fn run_max_agrees(gs in proptest::collection::vec(any::<Group>(), 0..5), j in 0usize..100) {
+                prop_assert_eq!(max_except_run(gs.iter(), j), portable_max_except_run(gs.iter(), j));
+                let plain = gs.iter().flatten().enumerate().filter(|&(i, _)| i != j).map(|(_, &w)| w).max();
+                prop_assert_eq!(max_except_run(gs.iter(), j), plain.unwrap_or(0));
             }
         }
     }
@@ -635,12 +662,9 @@ impl FreeSpace {
     /// writes to reach the cache.
     fn largest_once(&self, j: usize, len: u16) -> u16 {
         let (groups, rest) = self.groups(self.room());
-        let mut most = len;
-        for (k, g) in groups.enumerate() {
-            // No branch on whether `j` is in this group: a lane past the group
-            // excludes none of its words.
-            most = most.max(group::max_except(g, j.wrapping_sub(k * LANES)));
-        }
+        // No branch on whether `j` is in a group: the groups are folded word by word,
+        // with `j`'s word left out, and what is left once at the end.
+        let most = len.max(group::max_except_run(groups, j));
         let at = self.scanned() - rest.len();
         rest.iter().enumerate().filter(|&(i, _)| at + i != j).fold(most, |m, (_, &w)| m.max(w))
     }

@@ -162,6 +162,38 @@ impl Layout {
     }
 }
 
+/// What the class counts of a body, kept by `PoolCore::edit_body` around each edit: a
+/// [`Body`], or a dense one's [`FreeSpace`] once matched, so that a dense-only path
+/// edits it without matching the body again on each question.
+pub(crate) trait Accounted {
+    /// Bytes of metadata the body holds outside the descriptor.
+    fn meta_bytes(&self) -> usize;
+    /// The free bytes of a zspage worth emptying, else 0 (see [`Body::drainable`]).
+    fn drainable(&self) -> usize;
+}
+
+impl Accounted for Body {
+    #[inline(always)]
+    fn meta_bytes(&self) -> usize {
+        Body::meta_bytes(self)
+    }
+    #[inline(always)]
+    fn drainable(&self) -> usize {
+        Body::drainable(self)
+    }
+}
+
+impl Accounted for FreeSpace {
+    #[inline(always)]
+    fn meta_bytes(&self) -> usize {
+        FreeSpace::meta_bytes(self)
+    }
+    #[inline(always)]
+    fn drainable(&self) -> usize {
+        FreeSpace::drainable(self)
+    }
+}
+
 impl Body {
     /// Places an object of `size` bytes whose handle slot is `idx`; returns its offset
     /// in the chain, or None if it does not fit.
@@ -412,6 +444,26 @@ impl Lists {
         let (now, want) = unsafe {
             let s = (*zs).state();
             (s.group as usize, s.body.list())
+        };
+        if now != want && now != DRAIN {
+            // SAFETY: `move_to` asks for 1, 2 and 3, which still hold.
+            unsafe { self.move_to(zs, want) };
+        }
+    }
+
+    /// [`relist`](Self::relist) to list `want`, which the caller has from the body
+    /// (`Body::list`), unless compaction is draining the zspage.
+    ///
+    /// # Safety
+    /// As for [`relist`](Self::relist); and `want` is the list `zs`'s body calls for.
+    #[inline(always)]
+    pub(crate) unsafe fn relist_to(&mut self, zs: *mut ZsPage, want: usize) {
+        // SAFETY: `zs` is live (1); `state` asks for its class's lock (2) and no other
+        // reference to its state (3); this one ends with the block.
+        let now = unsafe {
+            let s = (*zs).state();
+            debug_assert_eq!(want, s.body.list(), "the list the body calls for");
+            s.group as usize
         };
         if now != want && now != DRAIN {
             // SAFETY: `move_to` asks for 1, 2 and 3, which still hold.

@@ -60,7 +60,8 @@ use crate::handle::slot::{Slot, SlotError, State, Word, MAX_LOC};
 use crate::handle::{Handle, HandleTable, PoolId};
 use crate::layout::classes::{ClassSpec, ClassTable, Layout, MAX_CHAIN, MAX_FRAMES, MIN_CHAIN};
 use crate::layout::lists::Lists;
-use crate::layout::zspage::{Body, DeferredFree, ZsPage, ZsPageState};
+use crate::layout::zspage::{Body, DeferredFree, ZsPage};
+use crate::layout::Accounted;
 use crate::pool::config::{AllocFlags, Config};
 use crate::pool::deferred::{Deferral, Deferred};
 use crate::sync::{epoch, hg, LaneGuard, LaneLock, Mutex};
@@ -389,6 +390,7 @@ impl PoolCore {
     }
 
     /// Allocates an object of `size` bytes (1..=[`max_object_size`](Self::max_object_size)).
+    #[inline(always)]
     pub fn malloc(&self, size: usize, flags: AllocFlags) -> Result<Handle> {
         if size == 0 {
             return Err(Error::Invalid("size 0"));
@@ -462,11 +464,20 @@ impl PoolCore {
         // made), whose lock the caller holds (`st`); no other reference to its state
         // is alive, and this one's last use is the next statement.
         let s = unsafe { (*zs).state() };
-        let off = self.edit_body(ci, s, |b| b.place(spec, len, idx)).expect("a zspage from a list that fits");
-        // SAFETY: `relist` asks for a live zspage on one of the class's lists (`zs`,
-        // which stays on one), the lock (`st`), and no reference to its state (the
-        // one above is no longer used).
-        unsafe { st.lists.relist(zs) };
+        // The dense layout's body matched once, for the placement and the list.
+        let (off, want) = match &mut s.body {
+            Body::Dense(x) => {
+                let off = self.edit_body(ci, x, |x| x.place(len));
+                (off, x.list())
+            }
+            b => (self.edit_body(ci, b, |b| b.place(spec, len, idx)), b.list()),
+        };
+        let off = off.expect("a zspage from a list that fits");
+        // SAFETY: `relist_to` asks for a live zspage on one of the class's lists (`zs`,
+        // which stays on one), the lock (`st`), no reference to its state (the one
+        // above is no longer used), and the list its body calls for (`want`, read
+        // after the placement).
+        unsafe { st.lists.relist_to(zs, want) };
         Ok((zs, off))
     }
 
@@ -483,20 +494,20 @@ impl PoolCore {
     /// Runs `f` on a zspage's body, keeping the class's counts of body bytes and, once
     /// it keeps them, of drainable bytes (the caller holds the class lock).
     #[inline(always)]
-    pub(crate) fn edit_body<R>(&self, ci: usize, s: &mut ZsPageState, f: impl FnOnce(&mut Body) -> R) -> R {
+    pub(crate) fn edit_body<B: Accounted, R>(&self, ci: usize, b: &mut B, f: impl FnOnce(&mut B) -> R) -> R {
         let class = &self.classes[ci];
         // Relaxed: written under the lock we hold.
         let counts_drainable = class.counts_drainable.load(Ordering::Relaxed);
-        let drainable = if counts_drainable { s.body.drainable() } else { 0 };
-        let before = s.body.meta_bytes();
-        let r = f(&mut s.body);
-        let after = s.body.meta_bytes();
+        let drainable = if counts_drainable { b.drainable() } else { 0 };
+        let before = b.meta_bytes();
+        let r = f(b);
+        let after = b.meta_bytes();
         // Most edits leave the body's allocation as it was.
         if after != before {
             bump(&class.body_bytes, after as isize - before as isize);
         }
         if counts_drainable {
-            bump32(&class.drainable, s.body.drainable() as isize - drainable as isize);
+            bump32(&class.drainable, b.drainable() as isize - drainable as isize);
         }
         r
     }
@@ -513,18 +524,10 @@ impl PoolCore {
     }
 
     /// Pops a free slot of class `ci` (refilling from the table); returns (index, gen).
+    #[inline(always)]
     fn take_slot(&self, ci: usize, st: &mut ClassState) -> Result<(u32, u16)> {
         if st.free_slot == 0 {
-            let first = self.handles.take_batch(ci).map_err(Error::from_errno)?;
-            let n = crate::handle::SLOT_BATCH as u32;
-            let gen = self.id.first_gen();
-            for i in first..first + n {
-                // SAFETY: `take_batch` raised the high-water mark past this batch.
-                let slot = unsafe { self.handles.slot_unchecked(i) };
-                let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
-                slot.set(Word::free(gen, next));
-            }
-            st.free_slot = first as u64 + 1;
+            self.refill_slots(ci, st)?;
         }
         let idx = (st.free_slot - 1) as u32;
         // SAFETY: free-list members are below the high-water mark.
@@ -532,6 +535,24 @@ impl PoolCore {
         debug_assert_eq!(w.state(), State::Free);
         st.free_slot = w.loc();
         Ok((idx, w.gen()))
+    }
+
+    /// Takes a batch of slots from the table for class `ci`, whose free list is empty.
+    /// Out of line: one malloc in a batch's length comes here.
+    #[cold]
+    #[inline(never)]
+    fn refill_slots(&self, ci: usize, st: &mut ClassState) -> Result<()> {
+        let first = self.handles.take_batch(ci).map_err(Error::from_errno)?;
+        let n = crate::handle::SLOT_BATCH as u32;
+        let gen = self.id.first_gen();
+        for i in first..first + n {
+            // SAFETY: `take_batch` raised the high-water mark past this batch.
+            let slot = unsafe { self.handles.slot_unchecked(i) };
+            let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
+            slot.set(Word::free(gen, next));
+        }
+        st.free_slot = first as u64 + 1;
+        Ok(())
     }
 
     /// Returns an untouched slot taken by `take_slot`.
@@ -659,7 +680,7 @@ impl PoolCore {
         // Relaxed: a hint.
         if !class.frees_in_a_row.load(Ordering::Relaxed) {
             if let Some(st) = class.state.try_lock() {
-                return self.free_in_lane(h, slot, idx, ci, st);
+                return self.free_in_lane(h, slot, idx, ci, class, st);
             }
         }
         match self.free_without_lock(ci, slot, idx, h.gen()) {
@@ -717,8 +738,9 @@ impl PoolCore {
         Ok(())
     }
 
-    /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`, the
-    /// owner of the batch of `slot` (index `idx`), taken at once and no pin held.
+    /// [`free`](Self::free) in the dense layout with the lock (`st`) of lane `ci`
+    /// (`class`), the owner of the batch of `slot` (index `idx`), taken at once and no
+    /// pin held.
     #[inline(always)]
     fn free_in_lane(
         &self,
@@ -726,9 +748,9 @@ impl PoolCore {
         slot: &Slot,
         idx: u32,
         ci: usize,
+        class: &Class,
         mut st: LaneGuard<'_, ClassState>,
     ) -> Result<()> {
-        let class = &self.classes[ci];
         // Relaxed: a hint (`Class::frees_in_a_row`), written under the lock.
         class.frees_in_a_row.store(true, Ordering::Relaxed);
         self.drain(ci, &mut st);
@@ -773,6 +795,7 @@ impl PoolCore {
     ///    `idx` has been freed (FREE) under the class lock;
     /// 2. `st` is that class's state, so its lock is held;
     /// 3. no reference to `zs`'s state is alive.
+    #[inline(always)]
     pub(crate) unsafe fn remove_freed(
         &self,
         ci: usize,
@@ -782,6 +805,33 @@ impl PoolCore {
         loc: u64,
         idx: u32,
     ) -> Option<Released> {
+        // SAFETY: `remove_object` asks what this function does (1, 2, 3).
+        if unsafe { self.remove_object(ci, st, zs, k, loc, idx) } {
+            // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
+            // lists: `zs`, just found empty, and left on its list; 2. its lock: `st`;
+            // 3. no reference to its state: `remove_object` keeps none.
+            Some(unsafe { self.retire(ci, st, zs) })
+        } else {
+            None
+        }
+    }
+
+    /// [`remove_freed`](Self::remove_freed) but the retirement: whether the zspage is
+    /// now empty (left on its list for the caller to retire), else relisted. Out of
+    /// line, its answer in a register: a zspage emptied is the rare case.
+    ///
+    /// # Safety
+    /// As for [`remove_freed`](Self::remove_freed).
+    #[inline(never)]
+    unsafe fn remove_object(
+        &self,
+        ci: usize,
+        st: &mut ClassState,
+        zs: *mut ZsPage,
+        k: usize,
+        loc: u64,
+        idx: u32,
+    ) -> bool {
         let class = &self.classes[ci];
         let off = ZsPage::offset_in_chain(k, loc, self.frames.shift());
         // SAFETY: `idx` names a slot of this pool (1). A size beside it is rewritten
@@ -790,20 +840,28 @@ impl PoolCore {
         // SAFETY: `zs` is live and its class lock held (1, 2); no other reference to
         // its state is alive (3), and this one is last used in the condition below.
         let s = unsafe { (*zs).state() };
-        let size = self.edit_body(ci, s, |b| b.remove(&class.spec, off, idx, beside_slot));
+        // The dense layout's body matched once, for the removal, the emptiness and the
+        // list.
+        let (size, empty, want) = match &mut s.body {
+            Body::Dense(x) => {
+                let size = beside_slot.expect("a dense pool's table records sizes");
+                self.edit_body(ci, x, |x| x.remove(off, size));
+                (size, x.is_empty(), x.list())
+            }
+            b => {
+                let size = self.edit_body(ci, b, |b| b.remove(&class.spec, off, idx, beside_slot));
+                (size, b.is_empty(), b.list())
+            }
+        };
         bump(&class.live, -1);
         bump(&class.requested, -(size as isize));
-        if s.body.is_empty() {
-            // SAFETY: `retire` asks for 1. a live, empty zspage of class `ci` on its
-            // lists: `zs`, found empty just now; 2. its lock: `st`; 3. no reference to
-            // its state: `s` is no longer used.
-            Some(unsafe { self.retire(ci, st, zs) })
-        } else {
-            // SAFETY: `relist` asks for a live zspage on the class's lists (`zs`), the
-            // lock (`st`), and no reference to its state (`s` is no longer used).
-            unsafe { st.lists.relist(zs) };
-            None
+        if !empty {
+            // SAFETY: `relist_to` asks for a live zspage on the class's lists (`zs`),
+            // the lock (`st`), no reference to its state (`s` is no longer used), and
+            // the list its body calls for (`want`, read after the removal).
+            unsafe { st.lists.relist_to(zs, want) };
         }
+        empty
     }
 
     /// Frames held by the pool's zspages, once the frees pending in its lanes are
