@@ -216,7 +216,7 @@ static void faults_in_growth(enum zs_layout layout)
     /* From some call on, every one fails: mallocs that need memory fail, the others
      * succeed; then the OS agrees again and the fill completes. Four starting points
      * spread over the fill's calls. */
-    for (skip = 0; skip < calls; skip += calls / 4) {
+    for (skip = 0; skip < calls; skip += calls / 4 ? calls / 4 : 1) {
         new_pool(layout);
         inject(OS_MMAP | OS_MPROTECT, skip, ULONG_MAX);
         for (int i = 0; i < fill_count(); i++) {

@@ -440,15 +440,11 @@ impl Lists {
     #[inline(always)]
     pub(crate) unsafe fn relist(&mut self, zs: *mut ZsPage) {
         // SAFETY: `zs` is live (1); `state` asks for its class's lock (2) and no other
-        // reference to its state (3); this one ends with the block.
-        let (now, want) = unsafe {
-            let s = (*zs).state();
-            (s.group as usize, s.body.list())
-        };
-        if now != want && now != DRAIN {
-            // SAFETY: `move_to` asks for 1, 2 and 3, which still hold.
-            unsafe { self.move_to(zs, want) };
-        }
+        // reference to its state (3); this one ends with the statement.
+        let want = unsafe { (*zs).state() }.body.list();
+        // SAFETY: `relist_to` asks for 1, 2 and 3, which still hold, and the list the
+        // body calls for: `want`, just read.
+        unsafe { self.relist_to(zs, want) };
     }
 
     /// [`relist`](Self::relist) to list `want`, which the caller has from the body
