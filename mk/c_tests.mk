@@ -13,7 +13,8 @@
 # misuse table and ZSMALLOC_ABORT_ON_MISUSE), test_threads (four threads on shared
 # classes), test_compaction (zs_compact, alone and against three busy threads) and
 # test_migration (census, adjacency, defragmentation), test_torture (every thread-safe
-# call against every other).
+# call against every other), test_contend (threads freeing, mapping, reading and writing
+# the same handles at once, beside compaction, migration and the checker).
 # Each prints "N passed, M failed"
 # and exits non-zero on any failure. Binaries go to build/c_tests/{asan,valgrind}/.
 #
@@ -33,7 +34,7 @@ VALGRIND ?= valgrind
 
 CT_DIR      := $(BUILD)/c_tests
 CT_TESTS    := test_api test_misuse test_threads test_compaction test_migration test_torture
-CT_TESTS    += test_hostile test_faults
+CT_TESTS    += test_hostile test_faults test_contend
 CT_NATIVE_TESTS := test_hostile
 CT_WARN     := -std=c11 -Wall -Wextra -Werror -pedantic
 CT_CFLAGS   := $(CT_WARN) -D_POSIX_C_SOURCE=200809L -pthread -Iinclude

@@ -216,3 +216,34 @@ fn releasing_the_address_space_shrinks_the_virtual_size() {
     // The walker still works over what is mapped.
     assert_eq!(after.zspage + after.huge, p.total_pages());
 }
+
+/// Frames a migration gives back wait for the epoch in the migrating thread's bag of
+/// deferred functions. A thread that joined zspages and then stays idle (alive,
+/// making no call) must not keep them from the pool: a defragmentation on another
+/// thread waits for them and then moves the top frames down into them.
+#[test]
+fn frames_migrated_by_an_idle_thread_come_back() {
+    let p = pool_4k(Layout::Kernel);
+    let objs = split_zspage(&p);
+    let (joined, idle) = (std::sync::Barrier::new(2), std::sync::Barrier::new(2));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let r = p.make_adjacent();
+            assert_eq!((r.zspages_joined, r.frames_moved), (1, 3));
+            joined.wait();
+            idle.wait(); // alive and idle until the other thread is done
+        });
+        joined.wait();
+        let top = p.census().top;
+        // The first waits for the frames the other thread gave back; the second moves
+        // the zspage's frames, now at the top, down into them.
+        let first = p.defragment();
+        let second = p.defragment();
+        let after = p.census().top;
+        idle.wait();
+        assert_eq!(first.frames_moved + second.frames_moved, 3, "the zspage's frames moved down");
+        assert_eq!(after, top - 3, "the arena's top came down by them");
+    });
+    check(&p);
+    verify(&p, &objs);
+}

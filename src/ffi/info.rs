@@ -52,8 +52,14 @@ pub unsafe extern "C" fn zs_pool_stats(pool: *mut zs_pool, stats: *mut zs_pool_s
             if stats.is_null() {
                 return Err(Errno::INVAL);
             }
-            // SAFETY: `stats` is not NULL (checked above) and is writable (# Safety).
-            unsafe { (*stats).pages_compacted = p.info().pages_compacted as c_ulong };
+            // Unaligned, as every struct the C ABI reads or writes: a caller's struct
+            // may sit at any address of a byte buffer.
+            // SAFETY: `stats` is not NULL (checked above) and is writable (# Safety);
+            // the field's address is computed without a reference, so no alignment is
+            // asked of it, and the store asks none.
+            unsafe {
+                std::ptr::addr_of_mut!((*stats).pages_compacted).write_unaligned(p.info().pages_compacted as c_ulong)
+            };
             Ok(())
         },
         |_| ()

@@ -268,4 +268,68 @@ mod tests {
         }
         assert_eq!(zs_example(), ("zs_example", "zs_example"));
     }
+
+    /// A struct at an odd address: its bytes at offset 1 of a buffer of its size + 1.
+    fn odd<T: Copy>(val: &T, buf: &mut Vec<u8>) -> *mut T {
+        let n = std::mem::size_of::<T>();
+        buf.clear();
+        buf.resize(n + 16, 0);
+        let at = if (buf.as_ptr() as usize) % 2 == 0 { 1 } else { 2 };
+        // SAFETY: `buf` holds n + 16 bytes, so [at, at + n) is inside it; `val` is n bytes.
+        unsafe { std::ptr::copy_nonoverlapping(val as *const T as *const u8, buf.as_mut_ptr().add(at), n) };
+        // SAFETY: inside `buf`, as above.
+        unsafe { buf.as_mut_ptr().add(at) }.cast()
+    }
+
+    /// Reads a `T` back from where `odd` put it.
+    fn back<T: Copy>(p: *mut T) -> T {
+        // SAFETY: `p` is inside a live buffer holding a T's bytes (`odd`).
+        unsafe { std::ptr::read_unaligned(p) }
+    }
+
+    /// Every struct the C ABI reads or writes may be at any address (a C caller's
+    /// struct inside a byte buffer): nothing is read or written through an aligned
+    /// access, which would be undefined behaviour (and in a debug build, where Rust
+    /// checks the alignment of every dereference, an abort).
+    #[test]
+    fn structs_at_odd_addresses_are_read_and_written() {
+        use super::*;
+        use std::mem::size_of;
+        let mut buf = Vec::new();
+        let cfg = zs_pool_config { size: size_of::<zs_pool_config>(), max_pages: 1 << 12, ..Default::default() };
+        // SAFETY: a config readable for its size (at an odd address); NULL name.
+        let pool = unsafe { zs_create_pool_with(std::ptr::null(), odd(&cfg, &mut buf)) };
+        assert!(!pool.is_null());
+        // SAFETY: a live pool.
+        let h = unsafe { zs_malloc(pool, 100, 0) };
+        assert!(!is_err_or_zero(h));
+
+        let mut b2 = Vec::new();
+        let p = odd(&zs_pool_stats::default(), &mut b2);
+        // SAFETY: a live pool; `p` is writable for the struct.
+        unsafe { zs_pool_stats(pool, p) };
+        assert_eq!(back(p).pages_compacted, 0);
+
+        let p = odd(&zs_pool_info { size: size_of::<zs_pool_info>(), ..Default::default() }, &mut b2);
+        // SAFETY: a live pool; `p` is writable for the size it declares.
+        assert_eq!(unsafe { zs_pool_info(pool, p) }, 0);
+        assert_eq!(back(p).live_objects, 1);
+
+        let p = odd(&zs_class_info { size: size_of::<zs_class_info>(), ..Default::default() }, &mut b2);
+        // SAFETY: a live pool; `p` is writable for the size it declares.
+        let index = unsafe { zs_lookup_class_index(pool, 100) };
+        // SAFETY: as above.
+        assert_eq!(unsafe { zs_class_info(pool, index, p) }, 0);
+        assert_eq!(back(p).objs_inuse, 1);
+
+        let p = odd(&zs_frame_census { size: size_of::<zs_frame_census>(), ..Default::default() }, &mut b2);
+        // SAFETY: a live pool; `p` is writable for the size it declares.
+        assert_eq!(unsafe { zs_frame_census(pool, p) }, 0);
+        assert!(back(p).zspage_frames > 0);
+
+        // SAFETY: the pool is live and nothing else uses it.
+        unsafe { zs_free(pool, h) };
+        // SAFETY: as above.
+        unsafe { zs_destroy_pool(pool) };
+    }
 }

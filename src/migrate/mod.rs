@@ -286,6 +286,12 @@ impl PoolCore {
                 self.frames().free_taken(&run[moved..]);
             }
         }
+        // The frames given up wait for the epoch in this thread's bag of deferred
+        // functions, which only this thread empties: into the global queue with them,
+        // where any thread's collection (a defragmentation's wait) finds them. Left in
+        // the bag of a thread that then stays idle, they never came back, and every
+        // defragmentation waited its 2 s for them (tests/migrate.rs).
+        epoch::pin().flush();
         done
     }
 
