@@ -2,7 +2,8 @@
 # Smoke test of the benchmark harness (make test-bench): small runs of every workload on
 # the library and on the malloc shim, each verified byte for byte; the verifier must
 # catch a corrupted object; a comparison whose preload did not take must be refused;
-# compare.py must merge the results; zshot (bench/hot.c) must run every figure; a pool
+# compare.py must merge the results; zshot (bench/hot.c) must run every figure, and
+# hot_median.py take the medians of its runs; a pool
 # of 32 KiB objects must take the 32 KiB unit trace, verified, at a density in range,
 # in 4 KiB frames and in 64 KiB ones.
 #
@@ -105,6 +106,17 @@ check 0 "compare.py merges the results" "$PYTHON" bench/compare.py "$out"
 if [ -n "${ZSHOT:-}" ]; then
     WANT_TEXT="shared objects, zs_compact running" check 0 "zshot: every fast path and the threads figure, briefly" \
         "$ZSHOT" --trace "$node" --rounds 1 --threads-max 2 --pairs 20000
+    # bench-hot's medians over runs: three copies of that run, its first figure made
+    # 100, 300 and 200 ns; and a run cut short, which must be refused.
+    cp "$out/log" "$out/hot.txt"
+    for v in 100.0 300.0 200.0; do
+        awk -v v=$v '/^write\+read vs memcpy/ { $5 = v } { print }' "$out/hot.txt" >"$out/hot.$v.txt"
+    done
+    WANT_TEXT="^write+read vs memcpy in+out 200.0 " check 0 "hot_median.py: each figure the median of the runs'" \
+        "$PYTHON" bench/hot_median.py "$out/hot.100.0.txt" "$out/hot.300.0.txt" "$out/hot.200.0.txt"
+    head -n 5 "$out/hot.txt" >"$out/hot.cut.txt"
+    WANT_TEXT="lines after their first" check 1 "hot_median.py: runs of different layouts refused" \
+        "$PYTHON" bench/hot_median.py "$out/hot.txt" "$out/hot.cut.txt"
 fi
 
 echo "$passed passed, $failed failed"

@@ -39,8 +39,10 @@ SELFTEST_STEP ?= 9
 # Repetitions per configuration (the tables show medians).
 RUN_REPEAT    ?= 3
 BENCH_REPEAT  ?= 3
-# Rounds of bench-hot (its threads figure takes medians of (rounds + 7) / 8 runs).
+# Rounds of bench-hot (its threads figure takes medians of (rounds + 7) / 8 runs), and
+# its runs with each malloc (bench/results/hot.md gives their medians).
 HOT_ROUNDS    ?= 21
+HOT_RUNS      ?= 3
 
 # The native library directory first, so that a multiarch system's other copies lose.
 BENCH_LIBDIRS := /usr/lib/$(shell uname -m)-linux-gnu /usr/lib64 /usr/lib /usr/local/lib
@@ -125,19 +127,29 @@ $(ZSHOT): bench/hot.c $(HEADER) $(LIB_SO)
 	$(CC) $(BENCH_CFLAGS) -pthread -Iinclude -o $@ bench/hot.c \
 		-L$(LIBDIR) -lzsmalloc -Wl,-rpath,$(abspath $(LIBDIR)) -ldl
 
-# One run with glibc's malloc as the baseline, then one with each of jemalloc and
-# mimalloc preloaded (where installed); all three in bench/results/hot.md.
+# HOT_RUNS runs with each malloc as the baseline (glibc's, then jemalloc and mimalloc
+# preloaded where installed), the mallocs alternating from run to run: a process's
+# figures move together when other work takes its CPU, so one run each can mislead.
+# bench/results/hot.md gives each malloc's medians (bench/hot_median.py), then every run.
 .PHONY: bench-hot
 bench-hot: $(ZSHOT)
 	@mkdir -p $(BENCH_OUT)/hot $(BENCH_RESULTS)
 	@rm -f $(BENCH_OUT)/hot/*.txt
-	@set -e; for m in glibc jemalloc:$(JEMALLOC) mimalloc:$(MIMALLOC); do \
-	  name=$${m%%:*}; lib=$${m#*:}; \
-	  case $$m in *:) echo "$$name: not installed, left out"; continue;; esac; \
-	  test "$$name" = glibc && lib=; \
-	  LD_PRELOAD=$$lib $(ZSHOT) --trace $(TRACE_NODE) --rounds $(HOT_ROUNDS) | tee $(BENCH_OUT)/hot/$$name.txt; \
+	@set -e; for r in $$(seq $(HOT_RUNS)); do \
+	  for m in glibc jemalloc:$(JEMALLOC) mimalloc:$(MIMALLOC); do \
+	    name=$${m%%:*}; lib=$${m#*:}; \
+	    case $$m in *:) test $$r -gt 1 || echo "$$name: not installed, left out"; continue;; esac; \
+	    test "$$name" = glibc && lib=; \
+	    echo "== $$name, run $$r of $(HOT_RUNS)"; \
+	    LD_PRELOAD=$$lib $(ZSHOT) --trace $(TRACE_NODE) --rounds $(HOT_ROUNDS) | tee $(BENCH_OUT)/hot/$$name.$$r.txt; \
+	  done; \
 	done
-	@{ echo "# The C ABI's fast paths against their baselines (\`make bench-hot\`, bench/hot.c)"; echo; \
+	@set -e; { echo "# The C ABI's fast paths against their baselines (\`make bench-hot\`, bench/hot.c)"; echo; \
+	  for m in glibc jemalloc mimalloc; do \
+	    ls $(BENCH_OUT)/hot/$$m.*.txt >/dev/null 2>&1 || continue; \
+	    echo '```'; $(PYTHON) bench/hot_median.py $(BENCH_OUT)/hot/$$m.*.txt; echo '```'; echo; \
+	  done; \
+	  echo "## Every run"; echo; \
 	  for f in $(BENCH_OUT)/hot/*.txt; do echo '```'; cat $$f; echo '```'; echo; done; } > $(BENCH_RESULTS)/hot.md
 	@echo "written: $(BENCH_RESULTS)/hot.md"
 
