@@ -107,6 +107,31 @@ static inline int pattern_ok(const void *buf, size_t len, uint64_t seed)
     return memcmp(tmp, buf, len) == 0;
 }
 
+/* Versions of an object, for tests whose readers race its writers: a version of `len`
+ * (>= VERSION_HEADER) bytes holds its length and seed, then the pattern of the seed, so
+ * a reader that does not know which version it met can tell a whole one from a mix. */
+enum { VERSION_HEADER = 8 };
+
+static inline void fill_version(unsigned char *p, size_t len, uint32_t seed)
+{
+    uint32_t l = (uint32_t)len;
+    memcpy(p, &l, 4);
+    memcpy(p + 4, &seed, 4);
+    fill_pattern(p + VERSION_HEADER, len - VERSION_HEADER, seed);
+}
+
+/* The length of the whole version at p, of at most `room` bytes, or 0 where p holds
+ * none. */
+static inline size_t version_len(const unsigned char *p, size_t room)
+{
+    uint32_t len, seed;
+    memcpy(&len, p, 4);
+    memcpy(&seed, p + 4, 4);
+    if (len < VERSION_HEADER || len > room || !pattern_ok(p + VERSION_HEADER, len - VERSION_HEADER, seed))
+        return 0;
+    return len;
+}
+
 /* ---- pools -------------------------------------------------------------------------- */
 
 /* Whether the first `len` bytes of object `h` hold the pattern of `seed` (read through

@@ -27,7 +27,7 @@
 
 #include "check.h"
 
-enum { SLOTS = 24, WORKERS = 3, HEADER = 8 };
+enum { SLOTS = 24, WORKERS = 3, HEADER = VERSION_HEADER };
 
 static struct zs_pool *pool;
 static atomic_int stop;
@@ -36,21 +36,10 @@ static atomic_int stop;
 static atomic_ulong table[SLOTS];
 static atomic_ulong frees_ok, busy, invalid, torn, other_errno, double_free, checks, check_fail;
 
-static void fill_version(unsigned char *p, size_t len, uint32_t seed)
-{
-    uint32_t l = (uint32_t)len;
-    memcpy(p, &l, 4);
-    memcpy(p + 4, &seed, 4);
-    fill_pattern(p + HEADER, len - HEADER, seed);
-}
-
 /* Whether p holds one whole version of an object of `len` bytes. */
 static int whole_version(const unsigned char *p, size_t len)
 {
-    uint32_t l, seed;
-    memcpy(&l, p, 4);
-    memcpy(&seed, p + 4, 4);
-    return l == len && pattern_ok(p + HEADER, len - HEADER, seed);
+    return version_len(p, len) == len;
 }
 
 static void refused(int e)

@@ -23,7 +23,7 @@
 
 #include "check.h"
 
-enum { WORKERS = 2, OWN = 400, BURST = 1000, HEADER = 8 };
+enum { WORKERS = 2, OWN = 400, BURST = 1000, HEADER = VERSION_HEADER };
 
 static struct zs_pool *pool;
 static atomic_int stop;
@@ -33,23 +33,10 @@ static atomic_ulong checks, censuses, refusals, check_failures, torn;
 /* Bounds on the work when time does not bound it (valgrind). */
 static long worker_rounds, side_rounds;
 
-/* Contents of version `seed` of an object of `len` (>= HEADER) bytes: its length and
- * seed, then the pattern of the seed, so a reader that does not know the version can
- * tell a whole one from a mix. */
-static void fill_version(unsigned char *p, size_t len, uint32_t seed)
-{
-    uint32_t l = (uint32_t)len;
-    memcpy(p, &l, 4);
-    memcpy(p + 4, &seed, 4);
-    fill_pattern(p + HEADER, len - HEADER, seed);
-}
-
+/* Whether p holds a whole version (check.h) of at most `room` bytes. */
 static int whole_version(const unsigned char *p, size_t room)
 {
-    uint32_t len, seed;
-    memcpy(&len, p, 4);
-    memcpy(&seed, p + 4, 4);
-    return len >= HEADER && len <= room && pattern_ok(p + HEADER, len - HEADER, seed);
+    return version_len(p, room) != 0;
 }
 
 struct obj {
