@@ -15,7 +15,7 @@
  *   live object's bytes (a flip may land on another live handle), never a crash or a
  *   sanitizer's report;
  * - zs_pool_check returns 0 every time, and once every thread has stopped the pool
- *   holds exactly the objects the table holds, with their last versions.
+ *   holds exactly as many objects as the table names, each one whole version.
  *
  * Each layout runs for ZS_CONTEND_MS milliseconds (default 1000; 2000 under valgrind,
  * where the threads run one at a time).

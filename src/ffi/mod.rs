@@ -269,7 +269,7 @@ mod tests {
         assert_eq!(zs_example(), ("zs_example", "zs_example"));
     }
 
-    /// A struct at an odd address: its bytes at offset 1 of a buffer of its size + 1.
+    /// A copy of `val` at an odd address inside `buf` (at offset 1 or 2 of it).
     fn odd<T: Copy>(val: &T, buf: &mut Vec<u8>) -> *mut T {
         let n = std::mem::size_of::<T>();
         buf.clear();
