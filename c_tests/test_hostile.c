@@ -396,11 +396,6 @@ static void rows_bad_handles(void)
         {"2^63", 1ul << 63},
         {"P's tag, index 0", live & ~0xFFFFFFFFul},
         {"P's tag, past the table", live | 0xFFFFFFFFul},
-        /* live's block, at the first and last index past a dense block's 409 slots
-         * (where its sizes are): refused as never issued; in the kernel layout, free
-         * slots (P has fewer than 409 objects). */
-        {"P's tag, slot 409 of live's block", (live & ~0xFFFFFFFFul) | ((((live & 0xFFFFFFFFul) - 1) & ~511ul) + 409 + 1)},
-        {"P's tag, slot 511 of live's block", (live & ~0xFFFFFFFFul) | ((((live & 0xFFFFFFFFul) - 1) | 511ul) + 1)},
         {"P's tag, the next generation", live + (1ul << 32)},
         {"P's tag, the previous generation", live - (1ul << 32)},
         {"freed", freed},

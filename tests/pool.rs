@@ -291,17 +291,6 @@ fn misuse_is_refused_and_loses_nothing() {
     expect(p.free(foreign), inval);
     expect(p.free(Handle::from_raw(0x1234_5678)), inval);
     expect(p.write(Handle::from_raw(h.to_raw() + 1_000_000), b"x"), inval);
-    // h's tag, generation and block, at an index past the block's 409 slots (where the
-    // block holds their sizes): never issued.
-    let idx = (h.to_raw() & 0xFFFF_FFFF) - 1;
-    for k in [409, 410, 450, 511] {
-        let forged = Handle::from_raw((h.to_raw() & !0xFFFF_FFFF) | ((idx & !511) + k + 1));
-        expect(p.free(forged), inval);
-        expect(p.write(forged, b"x"), inval);
-        expect(p.read(forged, &mut [0u8; 1]), inval);
-        expect(p.map(forged, MapMode::ReadOnly).map(|_| ()), inval);
-        expect(p.obj_size(forged).map(|_| ()), inval);
-    }
     // Busy: free while mapped, free while being read; the object survives.
     p.write(h, b"alive").unwrap();
     let m = p.map(h, MapMode::ReadOnly).unwrap();
@@ -335,48 +324,6 @@ fn misuse_is_refused_and_loses_nothing() {
     }
     check(&p);
     assert_eq!(other.info().misuse_events, 0);
-}
-
-/// Several threads filling one pool at once, each in classes of its own and in a
-/// class they share, take blocks of the handle table in turn: every object and free
-/// slot is where the checker expects it, and every object reads back.
-#[test]
-fn the_checker_passes_after_fills_by_several_threads() {
-    for layout in [Layout::Dense, Layout::Kernel] {
-        let p = pool(layout);
-        let filled: Vec<Vec<(Handle, Vec<u8>)>> = std::thread::scope(|s| {
-            let p = &p;
-            let workers: Vec<_> = (0..4u64)
-                .map(|t| {
-                    s.spawn(move || {
-                        (0..3000u64)
-                            .map(|i| {
-                                let len = if i % 2 == 0 { 100 + 200 * t as usize } else { 64 } + (i % 7) as usize;
-                                let d = pattern(t << 32 | i, len);
-                                let h = p.malloc(len, AllocFlags::default()).unwrap();
-                                p.write(h, &d).unwrap();
-                                (h, d)
-                            })
-                            .collect()
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).collect()
-        });
-        check(&p);
-        for (t, objs) in filled.iter().enumerate() {
-            for (i, (h, d)) in objs.iter().enumerate() {
-                let mut out = vec![0u8; d.len()];
-                p.read(*h, &mut out).unwrap();
-                assert_eq!(&out, d, "thread {t} object {i}");
-                if i % 3 == 0 {
-                    p.free(*h).unwrap();
-                }
-            }
-        }
-        check(&p);
-        assert_eq!(p.info().misuse_events, 0);
-    }
 }
 
 #[test]

@@ -59,8 +59,8 @@ pub(crate) fn locate(
     if owner.is_empty() {
         return found;
     }
-    for idx in handles.indices() {
-        // SAFETY: a slot handed out.
+    for idx in 0..handles.used() as u32 {
+        // SAFETY: below the high-water mark.
         let w = unsafe { handles.slot_unchecked(idx) }.load();
         // A PENDING slot's object is still in its zspage.
         if w.is_vacant() {

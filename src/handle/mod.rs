@@ -39,7 +39,7 @@ pub(crate) mod locate;
 pub mod slot;
 mod table;
 
-pub use table::{HandleTable, SizeCell};
+pub use table::{HandleTable, SizeCell, SLOT_BATCH};
 
 use std::sync::atomic::AtomicU64 as StdAtomicU64;
 

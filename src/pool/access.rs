@@ -469,7 +469,7 @@ impl PoolCore {
     #[inline(never)]
     fn resolve_sized_again(&self, h: Handle, call: &str) -> Result<(&Slot, Option<SizeCell<'_>>)> {
         let (slot, idx) = self.resolve(h, call)?;
-        // SAFETY: `resolve` found the slot in the table (`HandleTable::get`): handed out.
+        // SAFETY: `resolve` checked the index against the high-water mark.
         Ok((slot, unsafe { self.handles().size_cell(idx) }))
     }
 

@@ -47,7 +47,7 @@ impl PoolCore {
         let mut frames_in_zspages: HashSet<u32> = HashSet::new();
         let mut live_objects = 0usize;
         let mut free_slots = 0usize;
-        let used_slots = self.handles().issued();
+        let used_slots = self.handles().used();
         let shift = self.frames().shift();
         let mut slot_owner: HashSet<u32> = HashSet::new();
         // Zspages that keep no object list (dense) have as objects the slots that
@@ -116,9 +116,9 @@ impl PoolCore {
                     for o in &objects {
                         let (idx, size, off) = (o.idx, o.size, o.off);
                         ensure!(size >= 1 && size <= spec.usable(), "class {ci}: object of {size} bytes");
-                        ensure!(self.handles().is_issued(idx), "class {ci}: object names slot {idx}, never issued");
+                        ensure!((idx as usize) < used_slots, "class {ci}: object names slot {idx}, never issued");
                         ensure!(slot_owner.insert(idx), "slot {idx} owned by two objects");
-                        // SAFETY: a slot handed out (just checked).
+                        // SAFETY: below the high-water mark.
                         let w = unsafe { self.handles().slot_unchecked(idx) }.load();
                         // Held by a reader, a writer or a mapping, or PENDING: still the
                         // object's (if its free is not lost: see below).
@@ -161,9 +161,9 @@ impl PoolCore {
             let mut next = st.free_slot;
             while next != 0 {
                 let idx = (next - 1) as u32;
-                ensure!(self.handles().is_issued(idx), "class {ci}: free slot {idx} never issued");
+                ensure!((idx as usize) < used_slots, "class {ci}: free slot {idx} never issued");
                 ensure!(slot_owner.insert(idx), "slot {idx} is both free and used, or free twice");
-                // SAFETY: a slot handed out (just checked).
+                // SAFETY: below the high-water mark.
                 let w: Word = unsafe { self.handles().slot_unchecked(idx) }.load();
                 ensure!(w.is_vacant(), "free-listed slot {idx} is {w:?}");
                 self.check_owner(ci, idx)?;

@@ -400,7 +400,7 @@ mod tests {
     #[test]
     fn a_free_finds_its_lane_as_the_owner_of_its_slots_batch_which_the_checker_holds() {
         let p = dense();
-        let hs = filled(&p, 3 * p.handles().batch());
+        let hs = filled(&p, 3 * crate::handle::SLOT_BATCH);
         let ci = ci_of(&p, hs[0]);
         for &h in &hs {
             let idx = p.resolve(h, "test").unwrap().1;

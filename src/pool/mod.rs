@@ -12,8 +12,8 @@
 //!    slots whose objects are in its zspages, but for holds. malloc and free take
 //!    only the lock of their object's class; compaction and migration one class
 //!    lock at a time. The checker takes every class lock, in ascending class order.
-//! 4. the handle table's growth lock (taken under a class lock once per block
-//!    of new handles, [`HandleTable::batch`]; nothing is taken under
+//! 4. the handle table's growth lock (taken under a class lock once per
+//!    [`SLOT_BATCH`](crate::handle::SLOT_BATCH) new handles; nothing is taken under
 //!    it), and the frame lock (under a class lock when a zspage is born or dies or a
 //!    frame migrates; under the extent lock in a shrink; alone otherwise).
 //! 5. the frame source's retired lock, under the frame lock or alone (in the epoch
@@ -543,11 +543,10 @@ impl PoolCore {
     #[inline(never)]
     fn refill_slots(&self, ci: usize, st: &mut ClassState) -> Result<()> {
         let first = self.handles.take_batch(ci).map_err(Error::from_errno)?;
-        let n = self.handles.batch() as u32;
+        let n = crate::handle::SLOT_BATCH as u32;
         let gen = self.id.first_gen();
         for i in first..first + n {
-            // SAFETY: `take_batch` handed out the block of this batch, whose slots are
-            // the `n` indices from `first` on.
+            // SAFETY: `take_batch` raised the high-water mark past this batch.
             let slot = unsafe { self.handles.slot_unchecked(i) };
             let next = if i + 1 < first + n { i as u64 + 2 } else { st.free_slot };
             slot.set(Word::free(gen, next));
