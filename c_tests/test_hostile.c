@@ -26,6 +26,8 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdint.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -994,6 +996,80 @@ static void rows_many_pools(void)
     }
 }
 
+/*
+ * fork() with a mapping and a read open on the forking thread, no other thread in the
+ * library: the child has a copy of the pool, ends the forking thread's mapping and read
+ * (its thread-local record came with it), reads every object, writes one, checks,
+ * frees, makes a pool of its own; the parent's pool sees none of the child's changes,
+ * and ends its own mapping and read as if nothing happened.
+ */
+static void lifetimes_fork(enum zs_layout layout)
+{
+    struct zs_pool *pool = test_pool("hostile-fork", layout, 0);
+    enum { N = 64 };
+    unsigned long h[N];
+    for (int i = 0; i < N; i++)
+        h[i] = new_object(pool, 50 + 61 * (size_t)i, 500 + (uint64_t)i);
+    unsigned char *m = zs_map_object(pool, h[0], ZS_MM_RW);
+    unsigned char local[ZS_MAX_ALLOC_SIZE];
+    void *r = zs_obj_read_begin(pool, h[1], 111, local);
+    if (!CHECK(m && r))
+        return;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = 1;
+        memset(m, 0xee, 50);
+        errno = 0;
+        zs_unmap_object(pool, h[0]);
+        ok &= errno == 0;
+        zs_obj_read_end(pool, h[1], 111, r);
+        ok &= errno == 0;
+        unsigned char expect[50];
+        memset(expect, 0xee, sizeof expect);
+        void *p = zs_obj_read_begin(pool, h[0], 50, local);
+        ok &= p && memcmp(p, expect, 50) == 0;
+        if (p)
+            zs_obj_read_end(pool, h[0], 50, p);
+        for (int i = 1; i < N; i++)
+            ok &= object_ok(pool, h[i], 50 + 61 * (size_t)i, 500 + (uint64_t)i);
+        fill_pattern(local, 111, 9);
+        zs_obj_write(pool, h[1], local, 111);
+        ok &= object_ok(pool, h[1], 111, 9);
+        ok &= zs_pool_check(pool) == 0 && misuse_count(pool) == 0;
+        for (int i = 0; i < N; i += 2)
+            zs_free(pool, h[i]);
+        ok &= errno == 0;
+        zs_compact(pool);
+        ok &= zs_pool_check(pool) == 0;
+        struct zs_pool *own = test_pool("hostile-fork-child", layout, 0);
+        unsigned long oh = own ? new_object(own, 300, 7) : 0;
+        ok &= own && object_ok(own, oh, 300, 7);
+        if (own) {
+            zs_free(own, oh);
+            zs_destroy_pool(own);
+        }
+        zs_destroy_pool(pool);
+        _exit(ok ? 0 : 1);
+    }
+    if (!CHECK(pid > 0))
+        return;
+    int status = 0;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    /* The parent's copy: the mapping still shows the object as it was, then the rest. */
+    CHECK(pattern_ok(m, 50, 500));
+    errno = 0;
+    zs_unmap_object(pool, h[0]);
+    zs_obj_read_end(pool, h[1], 111, r);
+    CHECK_EQ(errno, 0);
+    for (int i = 0; i < N; i++) {
+        CHECK(object_ok(pool, h[i], 50 + 61 * (size_t)i, 500 + (uint64_t)i));
+        zs_free(pool, h[i]);
+    }
+    check_emptied_and_destroy(pool, 0);
+}
+
 int main(void)
 {
     ELDER = test_pool("hostile-elder", ZS_LAYOUT_DENSE, 0);
@@ -1014,6 +1090,7 @@ int main(void)
         rows_nesting();
         rows_thread_exit();
         rows_destroyed_open();
+        lifetimes_fork((enum zs_layout)layout);
         if (layout == ZS_LAYOUT_DENSE)
             rows_many_pools();
         printf("%s layout: %lu rows\n", layout ? "kernel" : "dense", ROWS - rows0);

@@ -543,7 +543,8 @@ int zs_class_info(struct zs_pool *pool, unsigned int index, struct zs_class_info
 
 /**
  * Walks every internal invariant. 0, or -EUCLEAN ("structure needs cleaning") with
- * a message on stderr naming the first broken invariant; -EINVAL for NULL.
+ * a message on stderr naming the first broken invariant; -ENOMEM when the heap
+ * cannot hold the walk's working sets (no verdict); -EINVAL for NULL.
  *
  * # Safety
  * A non-null `pool` is live.

@@ -786,9 +786,26 @@ parse_ulong (const char *key, const char *value, unsigned long *out)
   return 0;
 }
 
+/* The parameters, for the check that each is given at most once: of two values of
+ * one key, which was meant cannot be told, so neither is taken. */
+static const char *const config_keys[] = {
+  "size", "compressor", "level", "unit", "mem_limit", "layout", "split", "frame", "chain",
+  "auto_compact_pages", "auto_compact_max_pages_per_sec", "auto_compact_interval_ms", "stats",
+};
+static unsigned config_given;
+
 static int
 disk_config (const char *key, const char *value)
 {
+  for (size_t i = 0; i < sizeof config_keys / sizeof config_keys[0]; i++) {
+    if (strcmp (key, config_keys[i]) != 0)
+      continue;
+    if (config_given & (1u << i)) {
+      nbdkit_error ("%s=%s: %s is given twice", key, value, key);
+      return -1;
+    }
+    config_given |= 1u << i;
+  }
   if (strcmp (key, "size") == 0) {
     disk_size = nbdkit_parse_size (value);
     if (disk_size == -1)

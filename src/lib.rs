@@ -125,6 +125,7 @@ pub use layout::classes::{ClassSpec, ClassTable, Layout};
 pub use migrate::scan::{Census, FrameKind};
 pub use migrate::MigrateStats;
 pub use pool::access::{MapMode, Mapping, ObjRead};
+pub use pool::check::CheckError;
 pub use pool::config::{AllocFlags, AutoCompact, Config};
 pub use pool::stats::{ClassInfo, PoolInfo};
 pub use pool::PoolCore;

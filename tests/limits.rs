@@ -174,6 +174,98 @@ fn pools_work_under_an_address_space_limit() {
     }
 }
 
+/// What the child with no address space left does: see
+/// `the_checker_with_no_address_space_left`.
+#[test]
+#[ignore = "run in a child process by the_checker_with_no_address_space_left"]
+fn child_checker_without_address_space() {
+    for layout in [Layout::Kernel, Layout::Dense] {
+        // Small objects, so that the checker's sets of slots need far more than the
+        // heap keeps spare; the test's own vector is taken before the limit.
+        let mut objs: Vec<(Handle, u64, usize)> = Vec::with_capacity(1 << 20);
+        let limit = virtual_size() + (24 << 20);
+        let rl = libc::rlimit { rlim_cur: limit, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: setrlimit reads the struct it is given.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+        let p = Pool::with_config("no-space", &Config { layout, ..config() }).unwrap();
+        let mut i = 0u64;
+        loop {
+            i += 1;
+            let s = 16 + (i as usize * 7919) % 48;
+            match p.malloc(s, AllocFlags::default()) {
+                Ok(h) => {
+                    p.write(h, &pattern(i, s)).unwrap();
+                    objs.push((h, i, s));
+                }
+                Err(Error::NoMemory) => break,
+                Err(e) => panic!("malloc: {e:?}"),
+            }
+            assert!(objs.len() < objs.capacity(), "more objects than planned");
+        }
+        // Whatever address space is left goes to mappings of no access.
+        let mut hogs = Vec::with_capacity(256);
+        let mut len = 1usize << 30;
+        while len >= 4096 {
+            // SAFETY: a new anonymous mapping; nothing of ours is at its address.
+            let m = unsafe {
+                libc::mmap(std::ptr::null_mut(), len, libc::PROT_NONE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+            };
+            if m == libc::MAP_FAILED || hogs.len() == hogs.capacity() {
+                len /= 2;
+            } else {
+                hogs.push((m, len));
+            }
+        }
+        // And whatever the heap has left (the test runs on a thread whose malloc arena
+        // was reserved before the limit), in blocks chained through their first word.
+        let mut chain: *mut *mut libc::c_void = std::ptr::null_mut();
+        let mut len = 1usize << 20;
+        while len >= 16 {
+            // SAFETY: malloc of a nonzero size.
+            let b = unsafe { libc::malloc(len) } as *mut *mut libc::c_void;
+            if b.is_null() {
+                len /= 2;
+            } else {
+                // SAFETY: a fresh block of at least 16 bytes.
+                unsafe { *b = chain as *mut libc::c_void };
+                chain = b;
+            }
+        }
+        // The checker cannot have its working memory: it says so, and nothing else.
+        let r = p.check();
+        while !chain.is_null() {
+            // SAFETY: a block of the chain above; its first word names the next.
+            let next = unsafe { *chain } as *mut *mut libc::c_void;
+            // SAFETY: allocated by malloc above, freed once.
+            unsafe { libc::free(chain as *mut libc::c_void) };
+            chain = next;
+        }
+        assert_eq!(r, Err(zsmalloc::CheckError::NoMemory));
+        println!("{layout:?}: {} objects, the checker says {r:?}", objs.len());
+        for (m, len) in hogs {
+            // SAFETY: the mapping made above, unused.
+            unsafe { libc::munmap(m, len) };
+        }
+        check(&p);
+        verify(&p, &objs);
+        for (h, _, _) in objs.drain(..) {
+            p.free(h).unwrap();
+        }
+        drop(p);
+        let rl = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &rl) }, 0);
+    }
+}
+
+/// With the address space spent by a full pool and other mappings, `zs_pool_check`
+/// cannot have the heap memory it walks the pool with: it fails with ENOMEM (the Rust
+/// checker's `CheckError::NoMemory`) instead of aborting, and passes once memory is back.
+#[test]
+fn the_checker_with_no_address_space_left() {
+    run_child("child_checker_without_address_space", &[("ZS_TEST_FRAME_SIZE", common::frame_size().to_string())]);
+}
+
 /// How many pools `many_live_pools` makes: 20,000 by default.
 fn many_pools() -> usize {
     std::env::var("ZS_TEST_MANY_POOLS").map(|v| v.parse().unwrap()).unwrap_or(20_000)

@@ -467,6 +467,9 @@ BAD = [
     (["size=1M", "chain=x"], r"chain"),
     (["size=1M", "compressor=zstd", "split=maybe"], r"could not decipher boolean \(maybe\)"),
     (["size=1M", "auto_compact_interval_ms=7200000"], r"the pool refuses this configuration"),
+    (["size=1M", "size=2M"], r"size=2M: size is given twice"),
+    (["size=1M", "compressor=zstd", "level=3", "compressor=lz4"], r"compressor=lz4: compressor is given twice"),
+    (["size=1M", "stats=/tmp/a", "stats=/tmp/b"], r"stats=/tmp/b: stats is given twice"),
 ]
 
 

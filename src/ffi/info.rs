@@ -138,7 +138,8 @@ pub unsafe extern "C" fn zs_class_info(pool: *mut zs_pool, index: c_uint, info: 
 }
 
 /// Walks every internal invariant. 0, or -EUCLEAN ("structure needs cleaning") with
-/// a message on stderr naming the first broken invariant; -EINVAL for NULL.
+/// a message on stderr naming the first broken invariant; -ENOMEM when the heap
+/// cannot hold the walk's working sets (no verdict); -EINVAL for NULL.
 ///
 /// # Safety
 /// A non-null `pool` is live.
@@ -149,6 +150,7 @@ pub unsafe extern "C" fn zs_pool_check(pool: *mut zs_pool) -> c_int {
         0,
         |p| match p.check() {
             Ok(()) => Ok(0),
+            Err(crate::pool::check::CheckError::NoMemory) => Err(Errno(libc::ENOMEM)),
             Err(msg) => {
                 eprintln!("zsmalloc: {}({:?}): {msg}", here!(), p.name());
                 Err(Errno(libc::EUCLEAN))

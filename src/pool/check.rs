@@ -17,6 +17,13 @@
 //! it a compaction): frames a defragmentation has taken and not yet used are counted
 //! apart (`taken`), and everything compaction and migration change is under a class
 //! lock. For tests and debugging: it costs time proportional to the pool.
+//!
+//! Its working sets (every slot and every frame it has seen) are on the heap, which
+//! may be spent when the pool's arena has taken the address space left (a full pool
+//! under `RLIMIT_AS`). It asks for them fallibly, and first for a block of their
+//! whole size, which it gives back at once: when the heap cannot have them, the
+//! check fails with [`CheckError::NoMemory`] (`ENOMEM` from `zs_pool_check`) before it has
+//! taken a lock, rather than aborting the process halfway.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -30,18 +37,67 @@ use crate::pool::PoolCore;
 macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
-            return Err(format!($($msg)+));
+            return Err(format!($($msg)+).into());
         }
     };
 }
 
+/// Why [`PoolCore::check`] gives no pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckError {
+    /// An invariant does not hold: which one (`zs_pool_check`: `EUCLEAN`).
+    Broken(String),
+    /// The heap cannot hold the walk's working sets: no verdict on the pool
+    /// (`zs_pool_check`: `ENOMEM`). Made without allocating.
+    NoMemory,
+}
+
+impl From<String> for CheckError {
+    fn from(msg: String) -> CheckError {
+        CheckError::Broken(msg)
+    }
+}
+
+impl std::ops::Deref for CheckError {
+    type Target = str;
+    /// The message: the broken invariant, or that memory ran out.
+    fn deref(&self) -> &str {
+        match self {
+            CheckError::Broken(msg) => msg,
+            CheckError::NoMemory => "no memory for the checker's working sets",
+        }
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self)
+    }
+}
+
+/// Heap bytes the checker may need per handle slot and per frame, at most: a slot is in
+/// two sets of `u32` (its owner, its class) and, in the dense layout, in the located
+/// objects; a frame in two sets and the located frames. A hash set of `u32` takes up to
+/// 2 x (4 + 1) bytes per entry just after it grows.
+const CHECK_BYTES_PER_ENTRY: usize = 40;
+
 impl PoolCore {
-    /// Checks every invariant; `Err` names the first that does not hold.
-    pub fn check(&self) -> Result<(), String> {
+    /// Checks every invariant; `Err` names the first that does not hold, or says
+    /// that the heap cannot hold the walk's working sets.
+    pub fn check(&self) -> Result<(), CheckError> {
         // Frees pending for a lock when the check begins are applied; those left while
         // it holds the locks are objects still in their zspages, whose slots are
         // PENDING (`pool/deferred.rs`).
         self.drain_all();
+        // The working sets' room, asked for at once and given back: a heap that cannot
+        // have it now will most likely not give it piece by piece either (and a
+        // failed allocation aborts). The sets below are then reserved fallibly.
+        let entries = self.handles().used() + self.frames().top();
+        let mut room: Vec<u8> = Vec::new();
+        if room.try_reserve_exact(entries.saturating_mul(CHECK_BYTES_PER_ENTRY)).is_err() {
+            return Err(CheckError::NoMemory);
+        }
+        drop(room);
         let guards: Vec<_> = self.classes().iter().map(|c| c.state.lock()).collect();
         let acc = self.frames().account();
         let mut frames_in_zspages: HashSet<u32> = HashSet::new();
@@ -50,6 +106,13 @@ impl PoolCore {
         let used_slots = self.handles().used();
         let shift = self.frames().shift();
         let mut slot_owner: HashSet<u32> = HashSet::new();
+        let mut free_frames = HashSet::new();
+        if frames_in_zspages.try_reserve(acc.held).is_err()
+            || slot_owner.try_reserve(used_slots).is_err()
+            || free_frames.try_reserve(acc.free.len()).is_err()
+        {
+            return Err(CheckError::NoMemory);
+        }
         // Zspages that keep no object list (dense) have as objects the slots that
         // locate into their frames (every lock is held, so the pass is exact).
         let located = self.layout().locate(self.handles(), self.frames().shift(), || {
@@ -77,6 +140,10 @@ impl PoolCore {
             let mut pending: Vec<(u32, bool)> = Vec::new();
             // The slots of the class's objects.
             let mut of_class: HashSet<u32> = HashSet::new();
+            // Relaxed: written under the lock we hold.
+            if of_class.try_reserve(class.live.load(Ordering::Relaxed)).is_err() {
+                return Err(CheckError::NoMemory);
+            }
             for g in 0..NR_LISTS {
                 let mut n = 0usize;
                 let mut prev: *mut ZsPage = std::ptr::null_mut();
@@ -95,7 +162,7 @@ impl PoolCore {
                     let objects = s.body.objects(z, spec, self.handles(), found, shift);
                     s.body
                         .check(spec, z.nframes as usize, g, &objects, shift)
-                        .map_err(|e| format!("class {ci}: {e}"))?;
+                        .map_err(|e| CheckError::Broken(format!("class {ci}: {e}")))?;
                     body_bytes += s.body.meta_bytes();
                     drainable += s.body.drainable();
                     // Frames and their side-table words.
@@ -183,14 +250,13 @@ impl PoolCore {
             frames_in_zspages.len(),
             acc.held
         );
-        let mut free_frames = HashSet::new();
         for &pfn in &acc.free {
             ensure!(free_frames.insert(pfn), "free frame {pfn} is listed twice");
             ensure!(!frames_in_zspages.contains(&pfn), "free frame {pfn} is in a zspage");
             ensure!((pfn as usize) < acc.top, "free frame {pfn} above the arena top {}", acc.top);
         }
         if let Some(pfn) = acc.free_with_word {
-            return Err(format!("free frame {pfn} has a side-table word"));
+            return Err(format!("free frame {pfn} has a side-table word").into());
         }
         ensure!(
             acc.held + acc.taken + acc.free.len() + acc.discarding + acc.retiring == acc.top - acc.bottom,
