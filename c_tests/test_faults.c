@@ -365,7 +365,7 @@ static void *tw_worker(void *arg)
 {
     uint64_t rng = (uint64_t)(uintptr_t)arg * 104729 + 17;
     struct tw_obj objs[TW_KEEP] = {{0, 0, 0}};
-    unsigned char buf[ZS_MAX_ALLOC_SIZE], local[ZS_MAX_ALLOC_SIZE];
+    unsigned char buf[ZS_MAX_ALLOC_SIZE];
     while (!atomic_load(&tw_stop)) {
         unsigned i = (unsigned)rand_below(&rng, TW_KEEP);
         struct tw_obj *o = &objs[i];
@@ -387,7 +387,8 @@ static void *tw_worker(void *arg)
                 tw_bad_at("zs_obj_write", h, errno);
             continue;
         }
-        switch (rand_below(&rng, 5)) {
+        unsigned op = (unsigned)rand_below(&rng, 5);
+        switch (op) {
         case 0: /* free, and now and then most of the rest, so frames go back */
             if (rand_below(&rng, 300) == 0)
                 for (int k = 0; k < TW_KEEP; k++)
@@ -406,24 +407,15 @@ static void *tw_worker(void *arg)
             if (!object_ok(tw_pool, o->h, o->len, o->seed))
                 tw_bad_at("zs_obj_read_begin", o->h, errno);
             break;
-        case 2: { /* rewrite through a read-write mapping */
-            unsigned char *p = zs_map_object(tw_pool, o->h, ZS_MM_RW);
-            if (!p || !pattern_ok(p, o->len, o->seed)) {
-                tw_bad_at("zs_map_object(RW)", o->h, errno);
+        case 2:
+        case 3: { /* rewrite through a read-write (checked first) or write-only mapping */
+            int rw = op == 2;
+            const char *what = rw ? "zs_map_object(RW)" : "zs_map_object(WO)";
+            unsigned char *p = zs_map_object(tw_pool, o->h, rw ? ZS_MM_RW : ZS_MM_WO);
+            if (!p || (rw && !pattern_ok(p, o->len, o->seed))) {
+                tw_bad_at(what, o->h, errno);
                 if (p)
                     zs_unmap_object(tw_pool, o->h);
-                break;
-            }
-            o->seed = mix64(&rng);
-            fill_pattern(p, o->len, o->seed);
-            if ((errno = 0, zs_unmap_object(tw_pool, o->h), errno != 0))
-                tw_bad_at("zs_unmap_object", o->h, errno);
-            break;
-        }
-        case 3: { /* rewrite through a write-only mapping */
-            unsigned char *p = zs_map_object(tw_pool, o->h, ZS_MM_WO);
-            if (!p) {
-                tw_bad_at("zs_map_object(WO)", o->h, errno);
                 break;
             }
             o->seed = mix64(&rng);
@@ -442,7 +434,6 @@ static void *tw_worker(void *arg)
                 tw_bad_at("zs_map_object(RO)", o->h, errno);
             if (p)
                 zs_unmap_object(tw_pool, o->h);
-            (void)local;
             break;
         }
         }
