@@ -455,6 +455,35 @@ def test_check_error(pool):
     assert LIB.zs_pool_check(None) == -errno.EINVAL
 
 
+class _CheckReturns:
+    """The library with zs_pool_check answering `r`: the binding's reading of each
+    answer, whatever makes the library give it."""
+
+    def __init__(self, lib, r):
+        self._lib, self._r = lib, r
+
+    def zs_pool_check(self, pool):
+        return self._r
+
+    def __getattr__(self, name):
+        return getattr(self._lib, name)
+
+
+@pytest.mark.parametrize(
+    "r, exc",
+    [(-errno.ENOMEM, MemoryError), (-errno.EUCLEAN, zsmalloc.CheckError), (-errno.EINVAL, zsmalloc.CheckError)],
+)
+def test_check_answers_become_exceptions(make_pool, monkeypatch, r, exc):
+    p = make_pool("check-answers")
+    monkeypatch.setattr(zsmalloc, "_lib", _CheckReturns(zsmalloc._lib, r))
+    with pytest.raises(exc) as info:
+        p.check()
+    # An ENOMEM is no verdict on the pool: it is not a CheckError.
+    assert isinstance(info.value, zsmalloc.CheckError) == (exc is zsmalloc.CheckError)
+    monkeypatch.undo()
+    p.check()
+
+
 # -- errno handling ------------------------------------------------------------------
 
 

@@ -1003,12 +1003,16 @@ class Pool:
 
     def check(self) -> None:
         """Walks every internal invariant of the pool; raises CheckError when one is
-        broken (the library names it on stderr)."""
+        broken (the library names it on stderr), MemoryError when the heap cannot
+        hold the walk's working sets (no verdict)."""
         p = self._enter()
         try:
             r = _lib.zs_pool_check(p)
         finally:
             self._exit()
+        if r == -_errno.ENOMEM:
+            # No verdict: the heap cannot hold the walk's working sets.
+            raise MemoryError(f"zs_pool_check({self.name!r}): no memory for the check's working sets")
         if r:
             e = -r
             raise CheckError(

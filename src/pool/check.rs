@@ -58,10 +58,9 @@ impl From<String> for CheckError {
     }
 }
 
-impl std::ops::Deref for CheckError {
-    type Target = str;
+impl CheckError {
     /// The message: the broken invariant, or that memory ran out.
-    fn deref(&self) -> &str {
+    pub fn message(&self) -> &str {
         match self {
             CheckError::Broken(msg) => msg,
             CheckError::NoMemory => "no memory for the checker's working sets",
@@ -71,9 +70,11 @@ impl std::ops::Deref for CheckError {
 
 impl std::fmt::Display for CheckError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self)
+        f.write_str(self.message())
     }
 }
+
+impl std::error::Error for CheckError {}
 
 /// Heap bytes the checker may need per handle slot and per frame, at most: a slot is in
 /// two sets of `u32` (its owner, its class) and, in the dense layout, in the located

@@ -420,7 +420,7 @@ mod tests {
         let idx = p.resolve(hs[2], "test").unwrap().1;
         // SAFETY: below the high-water mark.
         unsafe { p.handles().testonly_set_owner(idx, other) };
-        let e = p.check().unwrap_err();
+        let e = p.check().unwrap_err().to_string();
         assert!(e.contains("is of a batch of class"), "{e}");
         // SAFETY: as above.
         unsafe { p.handles().testonly_set_owner(idx, ci as u8) };
@@ -637,7 +637,7 @@ mod tests {
         let st = p.classes()[ci].state.lock();
         d.take(|_| {});
         drop(st);
-        let e = p.check().unwrap_err();
+        let e = p.check().unwrap_err().to_string();
         assert!(e.contains(&format!("slot {idx} ")) && e.contains("lost free"), "{e}");
         assert_eq!(p.info().live_objects, 20, "the lost free stays");
         // Named again, it is applied by the checker's own drain, and nothing is lost.
@@ -657,7 +657,7 @@ mod tests {
         let st = p.classes()[ci].state.lock();
         assert_ne!(d.ready.swap(0, Ordering::AcqRel), 0);
         drop(st);
-        let e = p.check().unwrap_err();
+        let e = p.check().unwrap_err().to_string();
         assert!(e.contains(&format!("slot {idx} ")) && e.contains("lost free"), "{e}");
         let i = d.entries.iter().position(|e| e.load(Ordering::Relaxed) == idx + 1).unwrap();
         d.ready.fetch_or(1 << i, Ordering::Release);
